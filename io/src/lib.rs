@@ -1,1 +1,53 @@
-//! bale storage engine
+//! bale storage engine: packed O_DIRECT volumes on io_uring, a journaled in-memory index,
+//! group commit, recovery, compaction, an S3-FIFO object cache and scrubbing.
+//!
+//! Everything is per shard, `!Send`, and runs on the monoio (io_uring) runtime of the core that
+//! owns the shard. See `docs/engine-api.md` for the contract and `io/FORMAT.md` for the on-disk
+//! format.
+
+mod error;
+mod shard;
+
+pub use error::{Error, Result};
+pub use shard::{CompactStats, ListItem, Object, PutWriter, ScrubStats, Shard, ShardStats};
+
+/// Engine configuration (per shard).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// O_DIRECT alignment; a format parameter. Default 4096.
+    pub align_bytes: u32,
+    /// Checksum block: one CRC32C per block of object data. Default 16384.
+    pub block_bytes: u32,
+    /// Roll to a new volume file past this size. Default 1 GiB.
+    pub volume_target_bytes: u64,
+    /// Aligned staging buffer per `PutWriter`. Default 1 MiB.
+    pub write_buffer_bytes: usize,
+    /// Per-shard object cache size (0 = off).
+    pub cache_bytes: u64,
+    /// Only objects up to this size are cached. Default 1 MiB.
+    pub cache_max_object_bytes: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            align_bytes: 4096,
+            block_bytes: 16384,
+            volume_target_bytes: 1 << 30,
+            write_buffer_bytes: 1 << 20,
+            cache_bytes: 0,
+            cache_max_object_bytes: 1 << 20,
+        }
+    }
+}
+
+/// A precondition checked atomically at commit time (in the group-commit apply step).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// No condition.
+    Any,
+    /// The key must not exist.
+    Absent,
+    /// The key must exist with exactly this version (`Object::seq`).
+    Seq(u64),
+}
