@@ -1,1 +1,143 @@
-fn main() {}
+//! bale: an S3-compatible object server built for fast random reads.
+
+mod buckets;
+mod config;
+mod http;
+mod layout;
+mod router;
+mod runtime;
+mod s3;
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use futures::channel::{mpsc, oneshot};
+
+use crate::config::{Cli, Command, ServeArgs};
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,s3s=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+    };
+    if let Err(e) = result {
+        eprintln!("bale: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    args.validate().map_err(anyhow::Error::msg)?;
+    let cpus = runtime::allowed_cpus();
+    let cores = args.cores.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let dirs = args.data.len();
+    let shards_per_dir = args.shards_per_dir.unwrap_or_else(|| cores.div_ceil(dirs) as u32);
+    let places = layout::prepare(&args.data, shards_per_dir)?;
+    let buckets = Arc::new(buckets::Buckets::open(&args.data[0])?);
+    runtime::probe_listen(args.listen)?;
+
+    let (access_key, secret_key, defaulted) = args.credentials();
+    let mut inbox_tx = Vec::with_capacity(cores);
+    let mut inbox_rx = Vec::with_capacity(cores);
+    for _ in 0..cores {
+        let (tx, rx) = mpsc::unbounded();
+        inbox_tx.push(tx);
+        inbox_rx.push(rx);
+    }
+    let topo = Arc::new(router::Topology::new(places.len(), cores, inbox_tx));
+    let s3 = s3::BaleS3 { topo: topo.clone(), buckets, region: args.region.clone() };
+    let svc = {
+        let mut b = s3s::service::S3ServiceBuilder::new(s3);
+        b.set_auth(s3s::auth::SimpleAuth::from_single(access_key.clone(), secret_key.clone()));
+        b.build()
+    };
+    let engine = bale_io::EngineConfig { cache_bytes: args.cache_mb << 20, ..Default::default() };
+
+    let drained = Arc::new(AtomicUsize::new(0));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let mut stops = Vec::with_capacity(cores);
+    let mut threads = Vec::with_capacity(cores);
+    for (core, inbox) in inbox_rx.into_iter().enumerate() {
+        let (stop_tx, stop_rx) = oneshot::channel();
+        stops.push(stop_tx);
+        let setup = runtime::CoreSetup {
+            core,
+            cpu: if cpus.is_empty() { None } else { Some(cpus[core % cpus.len()]) },
+            listen: args.listen,
+            places: topo.shards_of_core(core).map(|s| places[s].clone()).collect(),
+            engine: engine.clone(),
+            topo: topo.clone(),
+            svc: svc.clone(),
+            inbox,
+            shutdown: stop_rx,
+            ready: ready_tx.clone(),
+            drained: drained.clone(),
+            args: args.clone(),
+        };
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("bale-core-{core}"))
+                .spawn(move || runtime::run_core(setup))
+                .context("cannot start core thread")?,
+        );
+    }
+    drop(ready_tx);
+    let mut failure = None;
+    for _ in 0..cores {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                failure.get_or_insert(e);
+            }
+            Err(_) => {
+                failure.get_or_insert("a core thread exited during start".into());
+            }
+        }
+    }
+    if let Some(e) = failure {
+        for s in stops {
+            let _ = s.send(());
+        }
+        for t in threads {
+            let _ = t.join();
+        }
+        anyhow::bail!(e);
+    }
+
+    let data_dirs: Vec<String> = args.data.iter().map(|d| d.display().to_string()).collect();
+    tracing::info!(listen = %args.listen, cores, shards = places.len(), "bale is serving");
+    println!("bale {} serving S3 on http://{}", env!("CARGO_PKG_VERSION"), args.listen);
+    println!("  data:       {}", data_dirs.join(", "));
+    println!("  cores:      {cores} (shards: {})", places.len());
+    println!("  region:     {}", args.region);
+    println!("  access key: {access_key}");
+    println!("  secret key: {secret_key}{}", if defaulted { "   (default: set --access-key/--secret-key or BALE_ACCESS_KEY/BALE_SECRET_KEY)" } else { "" });
+
+    // Wait for SIGTERM / SIGINT, then stop every core.
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+        .context("cannot install signal handlers")?;
+    if let Some(sig) = signals.forever().next() {
+        tracing::info!(signal = sig, "shutting down: finishing in-flight requests");
+    }
+    for s in stops {
+        let _ = s.send(());
+    }
+    for t in threads {
+        if t.join().is_err() {
+            anyhow::bail!("a core thread panicked during shutdown");
+        }
+    }
+    tracing::info!("bale stopped; all data durable");
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! Command line and environment configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+pub const DEFAULT_ACCESS_KEY: &str = "baleadmin";
+pub const DEFAULT_SECRET_KEY: &str = "baleadmin-secret";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "bale",
+    version,
+    about = "bale: an S3-compatible object server built for fast random reads (thread-per-core, io_uring, O_DIRECT)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the S3 API.
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on (every core opens its own SO_REUSEPORT listener on it).
+    #[arg(long, env = "BALE_LISTEN", default_value = "127.0.0.1:9000")]
+    pub listen: SocketAddr,
+
+    /// Data directory; repeat for several disks. Each directory holds one or more shards,
+    /// each owned by one core. Created if missing.
+    #[arg(long = "data", env = "BALE_DATA", value_delimiter = ',', default_value = "./data")]
+    pub data: Vec<PathBuf>,
+
+    /// Number of cores (one pinned thread each). Default: all available cores.
+    #[arg(long, env = "BALE_CORES")]
+    pub cores: Option<usize>,
+
+    /// Access key. Also read from MINIO_ROOT_USER so MinIO compose files work unchanged.
+    #[arg(long, env = "BALE_ACCESS_KEY")]
+    pub access_key: Option<String>,
+
+    /// Secret key. Also read from MINIO_ROOT_PASSWORD.
+    #[arg(long, env = "BALE_SECRET_KEY")]
+    pub secret_key: Option<String>,
+
+    /// Region reported by GetBucketLocation and accepted in signatures.
+    #[arg(long, env = "BALE_REGION", default_value = "us-east-1")]
+    pub region: String,
+
+    /// Object cache per core, in MiB (0 turns it off).
+    #[arg(long, env = "BALE_CACHE_MB", default_value_t = 256)]
+    pub cache_mb: u64,
+
+    /// Shards per data directory when a directory is initialised (default: cores / directories,
+    /// at least 1). Fixed afterwards: it is recorded in the directory.
+    #[arg(long, env = "BALE_SHARDS_PER_DIR")]
+    pub shards_per_dir: Option<u32>,
+
+    /// Seconds to let in-flight requests finish after SIGTERM/Ctrl-C.
+    #[arg(long, env = "BALE_SHUTDOWN_TIMEOUT_S", default_value_t = 10)]
+    pub shutdown_timeout_s: u64,
+
+    /// Maximum concurrent connections per core; further connections are closed at accept.
+    #[arg(long, env = "BALE_MAX_CONNECTIONS_PER_CORE", default_value_t = 4096)]
+    pub max_connections_per_core: usize,
+
+    /// Seconds a client may take to send a request's headers (slow clients are cut off).
+    #[arg(long, env = "BALE_HEADER_TIMEOUT_S", default_value_t = 30)]
+    pub header_timeout_s: u64,
+
+    /// Seconds a keep-alive connection may sit idle, and the longest gap between two body
+    /// reads, before it is closed.
+    #[arg(long, env = "BALE_IDLE_TIMEOUT_S", default_value_t = 120)]
+    pub idle_timeout_s: u64,
+
+    /// Compaction: reclaim sealed volumes whose garbage ratio exceeds this (0..1).
+    #[arg(long, env = "BALE_COMPACT_RATIO", default_value_t = 0.5)]
+    pub compact_ratio: f64,
+
+    /// Seconds between background compaction passes (0 = off).
+    #[arg(long, env = "BALE_COMPACT_INTERVAL_S", default_value_t = 60)]
+    pub compact_interval_s: u64,
+}
+
+impl ServeArgs {
+    /// Resolve keys: flags/BALE_* first, then MINIO_ROOT_USER/PASSWORD, then defaults.
+    pub fn credentials(&self) -> (String, String, bool) {
+        let access = self.access_key.clone().or_else(|| std::env::var("MINIO_ROOT_USER").ok());
+        let secret = self.secret_key.clone().or_else(|| std::env::var("MINIO_ROOT_PASSWORD").ok());
+        let defaulted = access.is_none() || secret.is_none();
+        (
+            access.unwrap_or_else(|| DEFAULT_ACCESS_KEY.to_string()),
+            secret.unwrap_or_else(|| DEFAULT_SECRET_KEY.to_string()),
+            defaulted,
+        )
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(c) = self.cores {
+            if c == 0 || c > 1024 {
+                return Err(format!("--cores {c} is out of range: give 1..=1024"));
+            }
+        }
+        if self.data.is_empty() {
+            return Err("at least one --data directory is needed".into());
+        }
+        let (a, s, _) = self.credentials();
+        if a.len() < 3 || s.len() < 8 {
+            return Err("access key needs at least 3 characters and secret key at least 8".into());
+        }
+        if !(0.0..=1.0).contains(&self.compact_ratio) {
+            return Err("--compact-ratio must be between 0 and 1".into());
+        }
+        if let Some(0) = self.shards_per_dir {
+            return Err("--shards-per-dir must be at least 1".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,127 @@
+//! Data directory layout: which shards live in which directory.
+//!
+//! Each `--data` directory holds `bale-layout.json` (written once, when the directory is
+//! initialised) and one `shard-NNNN/` directory per shard it holds. The layout is fixed at
+//! initialisation: the shard count decides where keys live, so changing `--cores` later only
+//! changes which core owns which shard, never where an object is.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub const LAYOUT_FILE: &str = "bale-layout.json";
+pub const LAYOUT_VERSION: u32 = 1;
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DirLayout {
+    pub version: u32,
+    pub dir_index: u32,
+    pub dir_count: u32,
+    pub shards_per_dir: u32,
+}
+
+/// One shard: its global id and its directory.
+#[derive(Debug, Clone)]
+pub struct ShardPlace {
+    pub shard_id: usize,
+    pub dir: PathBuf,
+}
+
+/// Open or initialise every data directory; returns all shards in id order.
+pub fn prepare(dirs: &[PathBuf], default_shards_per_dir: u32) -> anyhow::Result<Vec<ShardPlace>> {
+    use anyhow::{bail, Context};
+    let dir_count = dirs.len() as u32;
+    let mut shards_per_dir: Option<u32> = None;
+    let mut layouts = Vec::with_capacity(dirs.len());
+    for (i, dir) in dirs.iter().enumerate() {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        let probe = dir.join(".bale-write-probe");
+        fs::write(&probe, b"probe")
+            .with_context(|| format!("data directory {} is not writable", dir.display()))?;
+        let _ = fs::remove_file(&probe);
+        let path = dir.join(LAYOUT_FILE);
+        let layout = if path.exists() {
+            let text = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let l: DirLayout =
+                serde_json::from_str(&text).with_context(|| format!("{} is not a valid layout file", path.display()))?;
+            if l.version != LAYOUT_VERSION {
+                bail!("{} has layout version {}, this bale reads {}", path.display(), l.version, LAYOUT_VERSION);
+            }
+            if l.dir_index != i as u32 || l.dir_count != dir_count {
+                bail!(
+                    "{} was initialised as data directory {} of {}, but is given as {} of {}: pass the --data directories in their original order",
+                    dir.display(),
+                    l.dir_index + 1,
+                    l.dir_count,
+                    i + 1,
+                    dir_count
+                );
+            }
+            Some(l)
+        } else {
+            None
+        };
+        if let Some(l) = &layout {
+            match shards_per_dir {
+                None => shards_per_dir = Some(l.shards_per_dir),
+                Some(s) if s != l.shards_per_dir => bail!("data directories disagree on shards per directory"),
+                _ => {}
+            }
+        }
+        layouts.push(layout);
+    }
+    let spd = shards_per_dir.unwrap_or(default_shards_per_dir.max(1));
+    for (i, (dir, layout)) in dirs.iter().zip(&layouts).enumerate() {
+        if layout.is_none() {
+            if layouts.iter().any(|l| l.is_some()) {
+                anyhow::bail!(
+                    "data directory {} is new but the others are initialised: a set of directories cannot grow",
+                    dir.display()
+                );
+            }
+            write_layout(dir, &DirLayout { version: LAYOUT_VERSION, dir_index: i as u32, dir_count, shards_per_dir: spd })?;
+        }
+    }
+    let mut places = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        for j in 0..spd {
+            let shard_id = i * spd as usize + j as usize;
+            places.push(ShardPlace { shard_id, dir: dir.join(format!("shard-{shard_id:04}")) });
+        }
+    }
+    Ok(places)
+}
+
+fn write_layout(dir: &Path, layout: &DirLayout) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let path = dir.join(LAYOUT_FILE);
+    let tmp = dir.join(format!("{LAYOUT_FILE}.tmp"));
+    let mut f = fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    f.write_all(serde_json::to_string_pretty(layout)?.as_bytes())?;
+    f.sync_all()?;
+    fs::rename(&tmp, &path).with_context(|| format!("cannot rename into {}", path.display()))?;
+    fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_is_fixed_at_init() {
+        let t = tempfile::tempdir().unwrap();
+        let a = t.path().join("a");
+        let b = t.path().join("b");
+        let p = prepare(&[a.clone(), b.clone()], 2).unwrap();
+        assert_eq!(p.len(), 4);
+        assert_eq!(p[3].dir, b.join("shard-0003"));
+        // A different default later does not change an initialised layout.
+        let p2 = prepare(&[a.clone(), b.clone()], 8).unwrap();
+        assert_eq!(p2.len(), 4);
+        // Swapped order is refused.
+        assert!(prepare(&[b, a], 2).is_err());
+    }
+}

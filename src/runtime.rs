@@ -1,0 +1,200 @@
+//! The per-core runtime: one pinned thread per core, each a monoio io_uring runtime with its
+//! own SO_REUSEPORT listener, its own shards and its own inbox for work from other cores.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bale_io::{EngineConfig, Shard};
+use futures::channel::{mpsc, oneshot};
+use futures::FutureExt;
+use s3s::service::S3Service;
+
+use crate::config::ServeArgs;
+use crate::http::{serve_conn, ConnLimits};
+use crate::layout::ShardPlace;
+use crate::router::{self, Inbox, Topology};
+
+/// io_uring submission queue entries per core.
+const RING_ENTRIES: u32 = 1024;
+
+pub struct CoreSetup {
+    pub core: usize,
+    pub cpu: Option<usize>,
+    pub listen: SocketAddr,
+    pub places: Vec<ShardPlace>,
+    pub engine: EngineConfig,
+    pub topo: Arc<Topology>,
+    pub svc: S3Service,
+    pub inbox: mpsc::UnboundedReceiver<Inbox>,
+    pub shutdown: oneshot::Receiver<()>,
+    pub ready: std::sync::mpsc::Sender<Result<(), String>>,
+    pub drained: Arc<AtomicUsize>,
+    pub args: ServeArgs,
+}
+
+/// CPUs this process may run on, in order.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize).filter(|c| libc::CPU_ISSET(*c, &set)).collect()
+    }
+}
+
+fn pin_to(cpu: usize) {
+    // SAFETY: as above; pins the calling thread only.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            tracing::warn!(cpu, "could not pin thread to cpu");
+        }
+    }
+}
+
+/// Fails fast with a clear message if the address is taken (a plain bind, without
+/// SO_REUSEPORT, so another process's reuseport listener is also detected).
+pub fn probe_listen(addr: SocketAddr) -> anyhow::Result<()> {
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            bail!("cannot listen on {addr}: the address is already in use (is another server running? pick another with --listen)")
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot listen on {addr}")),
+    }
+}
+
+pub fn run_core(setup: CoreSetup) {
+    if let Some(cpu) = setup.cpu {
+        pin_to(cpu);
+    }
+    let rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(RING_ENTRIES).enable_timer().build();
+    let mut rt = match rt {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = setup.ready.send(Err(format!(
+                "cannot start an io_uring runtime on core {} ({e}); bale needs Linux 5.11+ with io_uring enabled (check /proc/sys/kernel/io_uring_disabled and container seccomp profiles)",
+                setup.core
+            )));
+            return;
+        }
+    };
+    rt.block_on(core_main(setup));
+}
+
+async fn core_main(setup: CoreSetup) {
+    let CoreSetup { core, listen, places, engine, topo, svc, inbox, shutdown, ready, drained, args, .. } = setup;
+    // Open this core's shards.
+    let mut shards: Vec<Option<Rc<Shard>>> = vec![None; topo.shard_count];
+    for p in &places {
+        match Shard::open(&p.dir, engine.clone()).await {
+            Ok(s) => {
+                let st = s.stats();
+                tracing::info!(core, shard = p.shard_id, dir = %p.dir.display(), objects = st.objects, "shard open");
+                shards[p.shard_id] = Some(s)
+            }
+            Err(e) => {
+                let _ = ready.send(Err(format!("cannot open shard {} in {}: {e}", p.shard_id, p.dir.display())));
+                return;
+            }
+        }
+    }
+    router::install_local(core, shards);
+    monoio::spawn(router::serve_inbox(inbox));
+
+    let opts = monoio::net::ListenerOpts::new().reuse_port(true).reuse_addr(true).backlog(4096);
+    let listener = match monoio::net::TcpListener::bind_with_config(listen, &opts) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(format!("cannot listen on {listen}: {e}")));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+
+    if args.compact_interval_s > 0 {
+        let ratio = args.compact_ratio;
+        let every = Duration::from_secs(args.compact_interval_s);
+        monoio::spawn(async move {
+            loop {
+                monoio::time::sleep(every).await;
+                for s in router::local_shards() {
+                    match s.compact(ratio).await {
+                        Ok(st) if st.volumes_compacted > 0 => {
+                            tracing::info!(core, volumes = st.volumes_compacted, reclaimed_bytes = st.bytes_reclaimed, "compaction pass")
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(core, error = %e, "compaction failed"),
+                    }
+                }
+            }
+        });
+    }
+
+    let limits = ConnLimits { header_timeout: Duration::from_secs(args.header_timeout_s) };
+    let active = Rc::new(Cell::new(0usize));
+    let (conn_stop_tx, conn_stop_rx) = oneshot::channel::<()>();
+    let conn_stop = conn_stop_rx.shared();
+    let mut shutdown = shutdown.fuse();
+    loop {
+        let accepted = {
+            let mut acc = std::pin::pin!(listener.accept().fuse());
+            futures::select_biased! {
+                _ = shutdown => None,
+                r = acc => Some(r),
+            }
+        };
+        let Some(r) = accepted else { break };
+        match r {
+            Ok((stream, _peer)) => {
+                if active.get() >= args.max_connections_per_core {
+                    tracing::warn!(core, limit = args.max_connections_per_core, "connection limit reached; closing new connection");
+                    drop(stream);
+                    continue;
+                }
+                active.set(active.get() + 1);
+                let fut = serve_conn(stream, svc.clone(), limits, conn_stop.clone(), active.clone());
+                monoio::spawn(async move {
+                    if std::panic::AssertUnwindSafe(fut).catch_unwind().await.is_err() {
+                        tracing::error!("panic in a connection task; connection dropped, core keeps serving");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(core, error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    drop(listener);
+    // Ask every connection to finish its current request, then wait (bounded).
+    let _ = conn_stop_tx.send(());
+    let deadline = std::time::Instant::now() + Duration::from_secs(args.shutdown_timeout_s);
+    while active.get() > 0 && std::time::Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if active.get() > 0 {
+        tracing::warn!(core, connections = active.get(), "shutdown timeout: closing remaining connections");
+    }
+    // Wait until every core drained, since other cores may still route work to our shards.
+    drained.fetch_add(1, Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + Duration::from_secs(args.shutdown_timeout_s);
+    while drained.load(Ordering::SeqCst) < topo.core_count && std::time::Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for s in router::local_shards() {
+        if let Err(e) = s.close().await {
+            tracing::error!(core, error = %e, "shard close failed");
+        }
+    }
+    router::clear_local();
+    tracing::info!(core, "core stopped");
+}

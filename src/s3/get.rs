@@ -1,0 +1,275 @@
+//! GetObject and HeadObject: conditionals, ranges, part numbers, response overrides.
+
+use std::rc::Rc;
+
+use bale_io::{Object, Shard};
+use s3s::dto::*;
+use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result};
+
+use super::error::{self, no_such_bucket, no_such_key, WithStatus};
+use super::limits::SINGLE_READ_BYTES;
+use super::meta::ObjMeta;
+use super::{body, timestamp_ms, BaleS3};
+use crate::router::on_shard;
+
+/// What a GET/HEAD asked for, in Send form so it can cross to the owning core.
+#[derive(Clone, Default)]
+pub struct ReadReq {
+    pub if_match: Option<ETagCondition>,
+    pub if_none_match: Option<ETagCondition>,
+    pub if_modified_since: Option<Timestamp>,
+    pub if_unmodified_since: Option<Timestamp>,
+    pub range: Option<Range>,
+    pub part_number: Option<i32>,
+    pub want_body: bool,
+}
+
+pub struct Found {
+    pub seq: u64,
+    pub size: u64,
+    pub mtime_ms: u64,
+    pub meta: ObjMeta,
+    /// Byte range served, when a Range or partNumber applied.
+    pub served: Option<(u64, u64)>,
+    pub body: Option<StreamingBlob>,
+}
+
+pub enum Lookup {
+    Found(Box<Found>),
+    Missing,
+}
+
+pub fn etag_matches(cond: &ETagCondition, etag: &str) -> bool {
+    match cond {
+        ETagCondition::Any => true,
+        ETagCondition::ETag(t) => t.value() == etag,
+    }
+}
+
+fn secs(t: &Timestamp) -> i64 {
+    time::OffsetDateTime::from(t.clone()).unix_timestamp()
+}
+
+/// S3's evaluation order for GET/HEAD conditionals.
+fn check_conditions(r: &ReadReq, meta: &ObjMeta, mtime_ms: u64) -> S3Result<()> {
+    let mtime_s = (mtime_ms / 1000) as i64;
+    if let Some(c) = &r.if_match {
+        if !etag_matches(c, &meta.etag) {
+            return Err(s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold"));
+        }
+    } else if let Some(t) = &r.if_unmodified_since {
+        if mtime_s > secs(t) {
+            return Err(s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold"));
+        }
+    }
+    if let Some(c) = &r.if_none_match {
+        if etag_matches(c, &meta.etag) {
+            return Err(not_modified(meta, mtime_ms));
+        }
+    } else if let Some(t) = &r.if_modified_since {
+        if mtime_s <= secs(t) {
+            return Err(not_modified(meta, mtime_ms));
+        }
+    }
+    Ok(())
+}
+
+fn not_modified(meta: &ObjMeta, _mtime_ms: u64) -> S3Error {
+    let mut e = S3Error::new(s3s::S3ErrorCode::NotModified);
+    let mut h = http::HeaderMap::new();
+    if let Ok(v) = http::HeaderValue::from_str(&format!("\"{}\"", meta.etag)) {
+        h.insert(http::header::ETAG, v);
+    }
+    e.set_headers(h);
+    e
+}
+
+/// Resolves Range / partNumber into the byte span to serve.
+fn span(r: &ReadReq, obj: &Object, meta: &ObjMeta) -> S3Result<Option<(u64, u64)>> {
+    let size = obj.size;
+    if let Some(pn) = r.part_number {
+        if r.range.is_some() {
+            return Err(s3_error!(InvalidRequest, "Cannot specify both Range header and partNumber query parameter"));
+        }
+        if pn < 1 {
+            return Err(s3_error!(InvalidArgument, "Part number must be an integer between 1 and 10000, inclusive"));
+        }
+        if meta.parts_count.is_none() {
+            // Not a multipart object: part 1 is the whole object.
+            if pn == 1 {
+                return Ok(Some((0, size)));
+            }
+            return Err(S3Error::with_message(s3s::S3ErrorCode::Custom("InvalidPartNumber".into()), "The requested partnumber is not satisfiable").with_status(http::StatusCode::RANGE_NOT_SATISFIABLE));
+        }
+        let mut start = 0u64;
+        for (i, len) in obj.part_sizes().enumerate() {
+            if i + 1 == pn as usize {
+                return Ok(Some((start, start + len)));
+            }
+            start += len;
+        }
+        return Err(S3Error::with_message(s3s::S3ErrorCode::Custom("InvalidPartNumber".into()), "The requested partnumber is not satisfiable").with_status(http::StatusCode::RANGE_NOT_SATISFIABLE));
+    }
+    match &r.range {
+        None => Ok(None),
+        Some(range) => match range.check(size) {
+            Ok(rg) => Ok(Some((rg.start, rg.end))),
+            Err(_) => {
+                let mut e = s3_error!(InvalidRange, "The requested range is not satisfiable");
+                let mut h = http::HeaderMap::new();
+                if let Ok(v) = http::HeaderValue::from_str(&format!("bytes */{size}")) {
+                    h.insert(http::header::CONTENT_RANGE, v);
+                }
+                e.set_headers(h);
+                Err(e)
+            }
+        },
+    }
+}
+
+/// Runs on the owning core.
+async fn lookup_local(shard: Rc<Shard>, bucket: String, key: String, r: ReadReq) -> S3Result<Lookup> {
+    let Some(obj) = shard.get(&bucket, &key) else {
+        return Ok(Lookup::Missing);
+    };
+    let Some(meta) = ObjMeta::decode(&obj.meta) else {
+        return Err(error::internal("undecodable object metadata"));
+    };
+    check_conditions(&r, &meta, obj.mtime_ms)?;
+    let served = span(&r, &obj, &meta)?;
+    let (start, end) = served.unwrap_or((0, obj.size));
+    let body = if !r.want_body {
+        None
+    } else if end - start <= SINGLE_READ_BYTES {
+        let b = if end > start { shard.read(&obj, start, end - start).await.map_err(error::engine)? } else { bytes::Bytes::new() };
+        debug_assert_eq!(b.len() as u64, end - start);
+        Some(body::whole(b))
+    } else {
+        Some(body::stream(shard.clone(), obj.clone(), start, end))
+    };
+    Ok(Lookup::Found(Box::new(Found { seq: obj.seq, size: obj.size, mtime_ms: obj.mtime_ms, meta, served, body })))
+}
+
+pub async fn lookup(s: &BaleS3, bucket: &str, key: &str, r: ReadReq) -> S3Result<Box<Found>> {
+    let shard_id = s.topo.shard_for(bucket, key);
+    let (b, k) = (bucket.to_string(), key.to_string());
+    let res = on_shard(&s.topo, shard_id, move |shard| lookup_local(shard, b, k, r)).await.map_err(error::route)??;
+    match res {
+        Lookup::Found(f) => Ok(f),
+        Lookup::Missing => {
+            if s.buckets.exists(bucket) {
+                Err(no_such_key())
+            } else {
+                Err(no_such_bucket(bucket))
+            }
+        }
+    }
+}
+
+fn checksums_out(meta: &ObjMeta, enabled: bool) -> [Option<String>; 5] {
+    if !enabled {
+        return Default::default();
+    }
+    ["crc32", "crc32c", "crc64nvme", "sha1", "sha256"].map(|a| meta.checksum(a).map(str::to_string))
+}
+
+fn user_meta(meta: &ObjMeta) -> Option<Metadata> {
+    if meta.user.is_empty() {
+        None
+    } else {
+        Some(meta.user.iter().cloned().collect())
+    }
+}
+
+pub async fn get_object(s: &BaleS3, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+    let i = req.input;
+    let r = ReadReq {
+        if_match: i.if_match,
+        if_none_match: i.if_none_match,
+        if_modified_since: i.if_modified_since,
+        if_unmodified_since: i.if_unmodified_since,
+        range: i.range,
+        part_number: i.part_number,
+        want_body: true,
+    };
+    let f = lookup(s, &i.bucket, &i.key, r).await?;
+    let checksum_on = i.checksum_mode.as_ref().is_some_and(|m| m.as_str() == ChecksumMode::ENABLED) && f.served.is_none();
+    let [c32, c32c, c64, sha1, sha256] = checksums_out(&f.meta, checksum_on);
+    let (content_length, content_range) = match f.served {
+        Some((a, b)) => ((b - a) as i64, Some(format!("bytes {}-{}/{}", a, b.saturating_sub(1), f.size))),
+        None => (f.size as i64, None),
+    };
+    let m = f.meta;
+    let out = GetObjectOutput {
+        body: f.body,
+        accept_ranges: Some("bytes".into()),
+        content_length: Some(content_length),
+        content_range,
+        e_tag: Some(ETag::Strong(m.etag.clone())),
+        last_modified: Some(timestamp_ms(f.mtime_ms)),
+        content_type: i.response_content_type.or(m.content_type.clone()),
+        content_encoding: i.response_content_encoding.or(m.content_encoding.clone()),
+        content_language: i.response_content_language.or(m.content_language.clone()),
+        content_disposition: i.response_content_disposition.or(m.content_disposition.clone()),
+        cache_control: i.response_cache_control.or(m.cache_control.clone()),
+        expires: i.response_expires.or_else(|| m.expires.as_deref().and_then(parse_http_date)),
+        metadata: user_meta(&m),
+        parts_count: m.parts_count.map(|n| n as i32).filter(|_| i.part_number.is_some()),
+        checksum_crc32: c32,
+        checksum_crc32c: c32c,
+        checksum_crc64nvme: c64,
+        checksum_sha1: sha1,
+        checksum_sha256: sha256,
+        checksum_type: if checksum_on { m.checksum_type.clone().map(ChecksumType::from) } else { None },
+        ..Default::default()
+    };
+    Ok(S3Response::new(out))
+}
+
+pub async fn head_object(s: &BaleS3, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+    let i = req.input;
+    let r = ReadReq {
+        if_match: i.if_match,
+        if_none_match: i.if_none_match,
+        if_modified_since: i.if_modified_since,
+        if_unmodified_since: i.if_unmodified_since,
+        range: i.range,
+        part_number: i.part_number,
+        want_body: false,
+    };
+    let f = lookup(s, &i.bucket, &i.key, r).await?;
+    let checksum_on = i.checksum_mode.as_ref().is_some_and(|m| m.as_str() == ChecksumMode::ENABLED) && f.served.is_none();
+    let [c32, c32c, c64, sha1, sha256] = checksums_out(&f.meta, checksum_on);
+    let (content_length, content_range) = match f.served {
+        Some((a, b)) => ((b - a) as i64, Some(format!("bytes {}-{}/{}", a, b.saturating_sub(1), f.size))),
+        None => (f.size as i64, None),
+    };
+    let m = f.meta;
+    let out = HeadObjectOutput {
+        accept_ranges: Some("bytes".into()),
+        content_length: Some(content_length),
+        content_range,
+        e_tag: Some(ETag::Strong(m.etag.clone())),
+        last_modified: Some(timestamp_ms(f.mtime_ms)),
+        content_type: i.response_content_type.or(m.content_type.clone()),
+        content_encoding: i.response_content_encoding.or(m.content_encoding.clone()),
+        content_language: i.response_content_language.or(m.content_language.clone()),
+        content_disposition: i.response_content_disposition.or(m.content_disposition.clone()),
+        cache_control: i.response_cache_control.or(m.cache_control.clone()),
+        expires: i.response_expires.or_else(|| m.expires.as_deref().and_then(parse_http_date)),
+        metadata: user_meta(&m),
+        parts_count: m.parts_count.map(|n| n as i32).filter(|_| i.part_number.is_some()),
+        checksum_crc32: c32,
+        checksum_crc32c: c32c,
+        checksum_crc64nvme: c64,
+        checksum_sha1: sha1,
+        checksum_sha256: sha256,
+        checksum_type: if checksum_on { m.checksum_type.clone().map(ChecksumType::from) } else { None },
+        ..Default::default()
+    };
+    Ok(S3Response::new(out))
+}
+
+pub fn parse_http_date(s: &str) -> Option<Timestamp> {
+    Timestamp::parse(TimestampFormat::HttpDate, s).ok()
+}

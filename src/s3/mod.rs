@@ -1,0 +1,154 @@
+//! The S3 front: one file per operation family. This layer speaks S3 and turns each request
+//! into engine calls on the shard that owns the object (see `router`).
+
+pub mod body;
+pub mod bucket;
+pub mod copy;
+pub mod delete;
+pub mod error;
+pub mod get;
+pub mod list;
+pub mod meta;
+pub mod multipart;
+pub mod put;
+
+use std::sync::Arc;
+
+use s3s::dto::*;
+use s3s::{S3Request, S3Response, S3Result, S3};
+
+use crate::buckets::Buckets;
+use crate::router::Topology;
+
+/// Explicit limits of the S3 layer.
+pub mod limits {
+    /// Longest object key, bytes (S3's limit).
+    pub const MAX_KEY_BYTES: usize = 1024;
+    /// Largest single PUT / part, bytes (S3's limit: 5 GiB).
+    pub const MAX_PUT_BYTES: u64 = 5 << 30;
+    /// Smallest multipart part except the last (S3's limit: 5 MiB).
+    pub const MIN_PART_BYTES: u64 = 5 << 20;
+    /// Highest part number.
+    pub const MAX_PART_NUMBER: i32 = 10_000;
+    /// Largest read handed to the engine at once when streaming a GET.
+    pub const READ_WINDOW_BYTES: u64 = 1 << 20;
+    /// Objects (or ranges) up to this size are answered from one read, in one body chunk.
+    pub const SINGLE_READ_BYTES: u64 = 1 << 20;
+    /// Keys per DeleteObjects request.
+    pub const MAX_DELETE_KEYS: usize = 1000;
+    /// User metadata total (keys + values), bytes (S3's limit: 2 KiB).
+    pub const MAX_USER_META_BYTES: usize = 2048;
+}
+
+#[derive(Clone)]
+pub struct BaleS3 {
+    pub topo: Arc<Topology>,
+    pub buckets: Arc<Buckets>,
+    pub region: String,
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub fn timestamp_ms(ms: u64) -> Timestamp {
+    Timestamp::from(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+}
+
+pub fn check_key(key: &str) -> S3Result<()> {
+    if key.len() > limits::MAX_KEY_BYTES {
+        return Err(s3s::s3_error!(KeyTooLongError, "Your key is too long (limit {} bytes)", limits::MAX_KEY_BYTES));
+    }
+    if key.is_empty() {
+        return Err(s3s::s3_error!(InvalidArgument, "Object key must not be empty"));
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl S3 for BaleS3 {
+    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+        bucket::create(self, req).await
+    }
+    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+        bucket::head(self, req).await
+    }
+    async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
+        bucket::delete(self, req).await
+    }
+    async fn list_buckets(&self, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+        bucket::list(self, req).await
+    }
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        bucket::location(self, req).await
+    }
+    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        put::put_object(self, req).await
+    }
+    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        get::get_object(self, req).await
+    }
+    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+        get::head_object(self, req).await
+    }
+    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+        delete::delete_object(self, req).await
+    }
+    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        delete::delete_objects(self, req).await
+    }
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        list::list_objects_v2(self, req).await
+    }
+    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+        list::list_objects_v1(self, req).await
+    }
+    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+        copy::copy_object(self, req).await
+    }
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        multipart::create(self, req).await
+    }
+    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        multipart::upload_part(self, req).await
+    }
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        multipart::upload_part_copy(self, req).await
+    }
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        multipart::complete(self, req).await
+    }
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        multipart::abort(self, req).await
+    }
+    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+        multipart::list_parts(self, req).await
+    }
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        multipart::list_uploads(self, req).await
+    }
+}

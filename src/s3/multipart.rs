@@ -1,0 +1,484 @@
+//! Multipart uploads. Parts are ordinary engine records on the shard that will own the final
+//! object; Complete stitches their extents into the object without copying a byte.
+//!
+//! Engine namespaces used here (never a bucket name: they start with `\0`):
+//! - `\0mpu:<bucket>`, key `<object key>\0<upload id>`: the upload descriptor (0 bytes; its
+//!   meta holds the final object's metadata).
+//! - `\0part:<bucket>`, key `<upload id>\0<part number, 5 digits>`: one part (meta: ETag and
+//!   checksums).
+
+use std::rc::Rc;
+
+use bale_io::{Expect, Shard};
+use s3s::dto::*;
+use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result};
+
+use super::copy::{copy_range, resolve_source, SourceConds};
+use super::error::{self, no_such_bucket};
+use super::limits::{MAX_PART_NUMBER, MIN_PART_BYTES};
+use super::meta::ObjMeta;
+use super::put::{body_checks, check_user_meta, hex, ingest, resolve_cond, write_cond};
+use super::{bucket::owner, check_key, now_ms, timestamp_ms, BaleS3};
+use crate::router::on_shard;
+
+fn upload_ns(bucket: &str) -> String {
+    format!("\0mpu:{bucket}")
+}
+fn part_ns(bucket: &str) -> String {
+    format!("\0part:{bucket}")
+}
+fn upload_key(key: &str, upload_id: &str) -> String {
+    format!("{key}\0{upload_id}")
+}
+fn part_key(upload_id: &str, part: i32) -> String {
+    format!("{upload_id}\0{part:05}")
+}
+
+fn no_such_upload() -> S3Error {
+    s3_error!(
+        NoSuchUpload,
+        "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed."
+    )
+}
+
+fn new_upload_id() -> String {
+    let a: u128 = rand::random();
+    format!("{a:032x}")
+}
+
+fn check_upload_id(id: &str) -> S3Result<()> {
+    if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(no_such_upload())
+    }
+}
+
+fn check_part_number(n: i32) -> S3Result<()> {
+    if (1..=MAX_PART_NUMBER).contains(&n) {
+        Ok(())
+    } else {
+        Err(s3_error!(InvalidArgument, "Part number must be an integer between 1 and 10000, inclusive"))
+    }
+}
+
+fn upload_meta(shard: &Shard, bucket: &str, key: &str, upload_id: &str) -> S3Result<ObjMeta> {
+    let d = shard.get(&upload_ns(bucket), &upload_key(key, upload_id)).ok_or_else(no_such_upload)?;
+    ObjMeta::decode(&d.meta).ok_or_else(|| error::internal("undecodable upload descriptor"))
+}
+
+pub async fn create(
+    s: &BaleS3,
+    req: S3Request<CreateMultipartUploadInput>,
+) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+    let i = req.input;
+    check_key(&i.key)?;
+    if !s.buckets.exists(&i.bucket) {
+        return Err(no_such_bucket(&i.bucket));
+    }
+    let meta = ObjMeta {
+        content_type: i.content_type.clone(),
+        content_encoding: i.content_encoding.clone(),
+        content_language: i.content_language.clone(),
+        content_disposition: i.content_disposition.clone(),
+        cache_control: i.cache_control.clone(),
+        expires: req.headers.get(http::header::EXPIRES).and_then(|v| v.to_str().ok()).map(str::to_string),
+        user: check_user_meta(&i.metadata)?,
+        ..Default::default()
+    };
+    let enc = meta.encode().map_err(|_| s3_error!(MetadataTooLarge, "metadata too large"))?;
+    let upload_id = new_upload_id();
+    let (bucket, key, id) = (i.bucket.clone(), i.key.clone(), upload_id.clone());
+    on_shard(&s.topo, s.topo.shard_for(&i.bucket, &i.key), move |shard| async move {
+        let w = shard.put(&upload_ns(&bucket), &upload_key(&key, &id), 0).map_err(error::engine)?;
+        w.finish(enc, Expect::Absent).await.map_err(error::engine)?;
+        Ok::<_, S3Error>(())
+    })
+    .await
+    .map_err(error::route)??;
+    Ok(S3Response::new(CreateMultipartUploadOutput {
+        bucket: Some(i.bucket),
+        key: Some(i.key),
+        upload_id: Some(upload_id),
+        ..Default::default()
+    }))
+}
+
+pub async fn upload_part(s: &BaleS3, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+    let i = req.input;
+    check_part_number(i.part_number)?;
+    check_upload_id(&i.upload_id)?;
+    if !s.buckets.exists(&i.bucket) {
+        return Err(no_such_bucket(&i.bucket));
+    }
+    let checks = body_checks(
+        &req.headers,
+        i.content_length,
+        i.content_md5.as_deref(),
+        [i.checksum_crc32.as_ref(), i.checksum_crc32c.as_ref(), i.checksum_crc64nvme.as_ref(), i.checksum_sha1.as_ref(), i.checksum_sha256.as_ref()],
+        i.checksum_algorithm.as_ref().map(|a| a.as_str()),
+        req.trailing_headers,
+    )?;
+    let (bucket, key, id, pn, body) = (i.bucket, i.key, i.upload_id, i.part_number, i.body);
+    let shard_id = s.topo.shard_for(&bucket, &key);
+    let meta = on_shard(&s.topo, shard_id, move |shard: Rc<Shard>| async move {
+        upload_meta(&shard, &bucket, &key, &id)?;
+        let mut w = shard.put(&part_ns(&bucket), &part_key(&id, pn), checks.size_bytes).map_err(error::engine)?;
+        let ing = ingest(&mut w, body, &checks).await?;
+        let meta = ObjMeta { etag: hex(&ing.md5), checksums: ing.checksums, ..Default::default() };
+        let enc = meta.encode().map_err(|_| error::internal("part meta"))?;
+        // The upload may have been aborted or completed while the body streamed.
+        upload_meta(&shard, &bucket, &key, &id)?;
+        w.finish(enc, Expect::Any).await.map_err(error::engine)?;
+        Ok::<_, S3Error>(meta)
+    })
+    .await
+    .map_err(error::route)??;
+    let get = |a: &str| meta.checksum(a).map(str::to_string);
+    Ok(S3Response::new(UploadPartOutput {
+        e_tag: Some(ETag::Strong(meta.etag.clone())),
+        checksum_crc32: get("crc32"),
+        checksum_crc32c: get("crc32c"),
+        checksum_crc64nvme: get("crc64nvme"),
+        checksum_sha1: get("sha1"),
+        checksum_sha256: get("sha256"),
+        ..Default::default()
+    }))
+}
+
+fn parse_copy_range(r: &str, size: u64) -> S3Result<(u64, u64)> {
+    let bad = || s3_error!(InvalidArgument, "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy");
+    let v = r.strip_prefix("bytes=").ok_or_else(bad)?;
+    let (a, b) = v.split_once('-').ok_or_else(bad)?;
+    let a: u64 = a.parse().map_err(|_| bad())?;
+    let b: u64 = b.parse().map_err(|_| bad())?;
+    if a > b {
+        return Err(bad());
+    }
+    if b >= size {
+        return Err(s3_error!(InvalidRange, "The requested range is not satisfiable"));
+    }
+    Ok((a, b + 1))
+}
+
+pub async fn upload_part_copy(
+    s: &BaleS3,
+    req: S3Request<UploadPartCopyInput>,
+) -> S3Result<S3Response<UploadPartCopyOutput>> {
+    let i = req.input;
+    check_part_number(i.part_number)?;
+    check_upload_id(&i.upload_id)?;
+    if !s.buckets.exists(&i.bucket) {
+        return Err(no_such_bucket(&i.bucket));
+    }
+    let src = resolve_source(
+        s,
+        &i.copy_source,
+        SourceConds {
+            if_match: i.copy_source_if_match,
+            if_none_match: i.copy_source_if_none_match,
+            if_modified_since: i.copy_source_if_modified_since,
+            if_unmodified_since: i.copy_source_if_unmodified_since,
+        },
+    )
+    .await?;
+    let (start, end) = match &i.copy_source_range {
+        Some(r) => parse_copy_range(r, src.size)?,
+        None => (0, src.size),
+    };
+    if end - start > super::limits::MAX_PUT_BYTES {
+        return Err(s3_error!(EntityTooLarge, "A part may be at most 5 GiB"));
+    }
+    let (bucket, key, id, pn) = (i.bucket, i.key, i.upload_id, i.part_number);
+    let shard_id = s.topo.shard_for(&bucket, &key);
+    let s2 = s.clone();
+    let (etag, mtime_ms) = on_shard(&s.topo, shard_id, move |shard: Rc<Shard>| async move {
+        upload_meta(&shard, &bucket, &key, &id)?;
+        let mut w = shard.put(&part_ns(&bucket), &part_key(&id, pn), end - start).map_err(error::engine)?;
+        let md5 = copy_range(&s2, &src, start, end, &mut w).await?;
+        let meta = ObjMeta { etag: hex(&md5), ..Default::default() };
+        let enc = meta.encode().map_err(|_| error::internal("part meta"))?;
+        upload_meta(&shard, &bucket, &key, &id)?;
+        let obj = w.finish(enc, Expect::Any).await.map_err(error::engine)?;
+        Ok::<_, S3Error>((meta.etag, obj.mtime_ms))
+    })
+    .await
+    .map_err(error::route)??;
+    Ok(S3Response::new(UploadPartCopyOutput {
+        copy_part_result: Some(CopyPartResult {
+            e_tag: Some(ETag::Strong(etag)),
+            last_modified: Some(timestamp_ms(mtime_ms)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }))
+}
+
+pub async fn complete(
+    s: &BaleS3,
+    req: S3Request<CompleteMultipartUploadInput>,
+) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+    let i = req.input;
+    check_upload_id(&i.upload_id)?;
+    if !s.buckets.exists(&i.bucket) {
+        return Err(no_such_bucket(&i.bucket));
+    }
+    let parts = i.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
+    if parts.is_empty() {
+        return Err(s3_error!(MalformedXML, "You must specify at least one part"));
+    }
+    let mut wanted = Vec::with_capacity(parts.len());
+    let mut last = 0;
+    for p in &parts {
+        let n = p.part_number.ok_or_else(|| s3_error!(MalformedXML, "Part number missing"))?;
+        check_part_number(n)?;
+        if n <= last {
+            return Err(s3_error!(InvalidPartOrder, "The list of parts was not in ascending order. The parts list must be specified in order by part number."));
+        }
+        last = n;
+        let etag = p.e_tag.as_ref().map(|e| e.value().trim_matches('"').to_string());
+        wanted.push((n, etag));
+    }
+    let cond = write_cond(i.if_match, i.if_none_match)?;
+    let (bucket, key, id) = (i.bucket.clone(), i.key.clone(), i.upload_id.clone());
+    let shard_id = s.topo.shard_for(&bucket, &key);
+    let etag = on_shard(&s.topo, shard_id, move |shard: Rc<Shard>| async move {
+        let mut meta = upload_meta(&shard, &bucket, &key, &id)?;
+        let pns = part_ns(&bucket);
+        let count = wanted.len();
+        let mut md5s = Vec::with_capacity(16 * count);
+        let mut sources = Vec::with_capacity(count);
+        for (idx, (n, etag)) in wanted.iter().enumerate() {
+            let pk = part_key(&id, *n);
+            let part = shard.get(&pns, &pk).ok_or_else(|| {
+                s3_error!(InvalidPart, "One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag.")
+            })?;
+            let pm = ObjMeta::decode(&part.meta).ok_or_else(|| error::internal("undecodable part meta"))?;
+            if let Some(e) = etag {
+                if *e != pm.etag {
+                    return Err(s3_error!(InvalidPart, "One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag."));
+                }
+            }
+            if idx + 1 < count && part.size < MIN_PART_BYTES {
+                return Err(s3_error!(EntityTooSmall, "Your proposed upload is smaller than the minimum allowed object size. Each part must be at least 5 MB in size, except the last part."));
+            }
+            md5s.extend_from_slice(&decode_hex16(&pm.etag).ok_or_else(|| error::internal("bad part etag"))?);
+            sources.push((pns.clone(), pk));
+        }
+        use s3s::crypto::Checksum as _;
+        let mut h = s3s::crypto::Md5::new();
+        h.update(&md5s);
+        let digest: [u8; 16] = h.finalize().into();
+        meta.etag = format!("{}-{}", hex(&digest), count);
+        meta.parts_count = Some(count as u32);
+        let enc = meta.encode().map_err(|_| error::internal("object meta"))?;
+        let expect = resolve_cond(&shard, &bucket, &key, &cond)?;
+        shard.compose(&bucket, &key, &sources, enc, expect, true).await.map_err(error::engine)?;
+        // The object is durable; now drop the descriptor and any parts not used.
+        let leftover: Vec<String> = shard
+            .list(&pns, &format!("{id}\0"), None, None, usize::MAX)
+            .into_iter()
+            .filter_map(|it| match it {
+                bale_io::ListItem::Object { key, .. } => Some(key),
+                bale_io::ListItem::Prefix(_) => None,
+            })
+            .collect();
+        for k in leftover {
+            shard.delete(&pns, &k, Expect::Any).await.map_err(error::engine)?;
+        }
+        shard.delete(&upload_ns(&bucket), &upload_key(&key, &id), Expect::Any).await.map_err(error::engine)?;
+        Ok::<_, S3Error>(meta.etag)
+    })
+    .await
+    .map_err(error::route)??;
+    Ok(S3Response::new(CompleteMultipartUploadOutput {
+        bucket: Some(i.bucket.clone()),
+        key: Some(i.key.clone()),
+        e_tag: Some(ETag::Strong(etag)),
+        location: Some(format!("/{}/{}", i.bucket, i.key)),
+        ..Default::default()
+    }))
+}
+
+fn decode_hex16(s: &str) -> Option<[u8; 16]> {
+    if s.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Removes an upload's descriptor and parts; returns false if it did not exist.
+async fn drop_upload(shard: &Shard, bucket: &str, key: &str, id: &str) -> bale_io::Result<bool> {
+    let existed = shard.delete(&upload_ns(bucket), &upload_key(key, id), Expect::Any).await?.is_some();
+    let pns = part_ns(bucket);
+    let keys: Vec<String> = shard
+        .list(&pns, &format!("{id}\0"), None, None, usize::MAX)
+        .into_iter()
+        .filter_map(|it| match it {
+            bale_io::ListItem::Object { key, .. } => Some(key),
+            bale_io::ListItem::Prefix(_) => None,
+        })
+        .collect();
+    for k in keys {
+        shard.delete(&pns, &k, Expect::Any).await?;
+    }
+    Ok(existed)
+}
+
+pub async fn abort(
+    s: &BaleS3,
+    req: S3Request<AbortMultipartUploadInput>,
+) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+    let i = req.input;
+    check_upload_id(&i.upload_id)?;
+    if !s.buckets.exists(&i.bucket) {
+        return Err(no_such_bucket(&i.bucket));
+    }
+    let (bucket, key, id) = (i.bucket, i.key, i.upload_id);
+    let shard_id = s.topo.shard_for(&bucket, &key);
+    let existed = on_shard(&s.topo, shard_id, move |shard: Rc<Shard>| async move {
+        drop_upload(&shard, &bucket, &key, &id).await
+    })
+    .await
+    .map_err(error::route)?
+    .map_err(error::engine)?;
+    if !existed {
+        return Err(no_such_upload());
+    }
+    Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+}
+
+pub async fn list_parts(s: &BaleS3, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+    let i = req.input;
+    check_upload_id(&i.upload_id)?;
+    if !s.buckets.exists(&i.bucket) {
+        return Err(no_such_bucket(&i.bucket));
+    }
+    let max_parts = i.max_parts.unwrap_or(1000).clamp(0, 1000) as usize;
+    let marker = i.part_number_marker.unwrap_or(0);
+    let (bucket, key, id) = (i.bucket.clone(), i.key.clone(), i.upload_id.clone());
+    let shard_id = s.topo.shard_for(&bucket, &key);
+    let (parts, truncated) = on_shard(&s.topo, shard_id, move |shard: Rc<Shard>| async move {
+        upload_meta(&shard, &bucket, &key, &id)?;
+        let after = if marker > 0 { Some(part_key(&id, marker)) } else { None };
+        let items = shard.list(&part_ns(&bucket), &format!("{id}\0"), after.as_deref(), None, max_parts + 1);
+        let mut out = Vec::new();
+        for it in items {
+            if let bale_io::ListItem::Object { key: pk, obj } = it {
+                let n: i32 = pk.rsplit('\0').next().and_then(|x| x.parse().ok()).unwrap_or(0);
+                let m = ObjMeta::decode(&obj.meta).unwrap_or_default();
+                out.push(Part {
+                    part_number: Some(n),
+                    size: Some(obj.size as i64),
+                    e_tag: Some(ETag::Strong(m.etag.clone())),
+                    last_modified: Some(timestamp_ms(obj.mtime_ms)),
+                    checksum_crc32: m.checksum("crc32").map(str::to_string),
+                    checksum_crc32c: m.checksum("crc32c").map(str::to_string),
+                    checksum_crc64nvme: m.checksum("crc64nvme").map(str::to_string),
+                    checksum_sha1: m.checksum("sha1").map(str::to_string),
+                    checksum_sha256: m.checksum("sha256").map(str::to_string),
+                });
+            }
+        }
+        let truncated = out.len() > max_parts;
+        out.truncate(max_parts);
+        Ok::<_, S3Error>((out, truncated))
+    })
+    .await
+    .map_err(error::route)??;
+    let next = if truncated { parts.last().and_then(|p| p.part_number) } else { None };
+    Ok(S3Response::new(ListPartsOutput {
+        bucket: Some(i.bucket),
+        key: Some(i.key),
+        upload_id: Some(i.upload_id),
+        max_parts: Some(max_parts as i32),
+        is_truncated: Some(truncated),
+        part_number_marker: i.part_number_marker,
+        next_part_number_marker: next,
+        owner: Some(owner()),
+        parts: Some(parts),
+        storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+        ..Default::default()
+    }))
+}
+
+pub async fn list_uploads(
+    s: &BaleS3,
+    req: S3Request<ListMultipartUploadsInput>,
+) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+    let i = req.input;
+    if !s.buckets.exists(&i.bucket) {
+        return Err(no_such_bucket(&i.bucket));
+    }
+    let max = i.max_uploads.unwrap_or(1000).clamp(0, 1000) as usize;
+    let prefix = i.prefix.clone().unwrap_or_default();
+    let after = i.key_marker.as_ref().map(|k| match &i.upload_id_marker {
+        Some(u) => upload_key(k, u),
+        None => format!("{k}\0\u{10FFFF}"),
+    });
+    let page = super::list::list_ns(s, &upload_ns(&i.bucket), &prefix, after.as_deref(), None, max.max(1)).await?;
+    let mut uploads = Vec::new();
+    for e in &page.entries {
+        if let super::list::Entry::Object { key, mtime_ms, .. } = e {
+            if let Some((k, id)) = key.split_once('\0') {
+                uploads.push(MultipartUpload {
+                    key: Some(k.to_string()),
+                    upload_id: Some(id.to_string()),
+                    initiated: Some(timestamp_ms(*mtime_ms)),
+                    owner: Some(owner()),
+                    storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    let (nk, nu) = match (page.truncated, uploads.last()) {
+        (true, Some(u)) => (u.key.clone(), u.upload_id.clone()),
+        _ => (None, None),
+    };
+    Ok(S3Response::new(ListMultipartUploadsOutput {
+        bucket: Some(i.bucket),
+        prefix: i.prefix,
+        key_marker: i.key_marker,
+        upload_id_marker: i.upload_id_marker,
+        max_uploads: Some(max as i32),
+        is_truncated: Some(page.truncated),
+        next_key_marker: nk,
+        next_upload_id_marker: nu,
+        uploads: Some(uploads),
+        ..Default::default()
+    }))
+}
+
+/// Aborts every open upload in the bucket (DeleteBucket frees their space, as MinIO does).
+pub async fn drop_all_uploads(s: &BaleS3, bucket: &str) -> S3Result<()> {
+    let jobs = (0..s.topo.shard_count).map(|id| {
+        let bucket = bucket.to_string();
+        on_shard(&s.topo, id, move |shard| async move {
+            let ns = upload_ns(&bucket);
+            let keys: Vec<String> = shard
+                .list(&ns, "", None, None, usize::MAX)
+                .into_iter()
+                .filter_map(|it| match it {
+                    bale_io::ListItem::Object { key, .. } => Some(key),
+                    bale_io::ListItem::Prefix(_) => None,
+                })
+                .collect();
+            for k in keys {
+                if let Some((key, id)) = k.split_once('\0') {
+                    drop_upload(&shard, &bucket, key, id).await?;
+                }
+            }
+            Ok::<_, bale_io::Error>(())
+        })
+    });
+    for r in futures::future::join_all(jobs).await {
+        r.map_err(error::route)?.map_err(error::engine)?;
+    }
+    let _ = now_ms;
+    Ok(())
+}
