@@ -5,7 +5,10 @@
 //! owns the shard. See `docs/engine-api.md` for the contract and `io/FORMAT.md` for the on-disk
 //! format.
 
+mod buf;
+mod cache;
 mod error;
+mod format;
 mod shard;
 
 pub use error::{Error, Result};

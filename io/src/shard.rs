@@ -1,11 +1,89 @@
-//! The shard: index, volumes, journal, committer.
+//! The shard: in-memory index, volumes, journal, group committer, reads, writes, listing,
+//! compaction and scrubbing. One shard owns one directory and runs on one monoio runtime.
 
-use std::path::Path;
-use std::rc::Rc;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::ops::Bound;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures::channel::{mpsc, oneshot};
+use futures::StreamExt;
 
-use crate::{EngineConfig, Expect, Result};
+use crate::buf::{round_down_u64, round_up, round_up_u64, AlignedBuf};
+use crate::cache::Cache;
+use crate::error::{Error, Result};
+use crate::format::{
+    self, decode_record_header, encode_journal_entry, encode_record_head, encode_record_trailer,
+    encode_snapshot_header, encode_snapshot_object, Entry, ExtentRec, Move, MAX_KEY_BYTES,
+    MAX_NS_BYTES, RECORD_HEADER_BYTES,
+};
+use crate::{EngineConfig, Expect};
+
+/// Preallocate volume space (fallocate) in steps of this many bytes.
+const PREALLOC_STEP_BYTES: u64 = 64 << 20;
+/// Largest object accepted (bounded so offsets never overflow).
+const MAX_OBJECT_BYTES: u64 = 5 << 40;
+/// Most commit requests taken into one group-commit batch.
+const MAX_BATCH_REQUESTS: usize = 4096;
+/// Checkpoint automatically once the journal grows past this.
+const AUTO_CHECKPOINT_JOURNAL_BYTES: u64 = 256 << 20;
+/// Snapshot writes and compaction/scrub I/O go in chunks of this size.
+const CHUNK_BYTES: u64 = 1 << 20;
+/// Largest single read (guards against absurd caller lengths).
+const MAX_READ_BYTES: u64 = 64 << 20;
+
+const SNAP_FILE: &str = "index.snap";
+const SNAP_TMP_FILE: &str = "index.snap.tmp";
+const JOURNAL_FILE: &str = "journal.log";
+const LOCK_FILE: &str = "LOCK";
+
+/// One open volume file. Held in an `Rc` by every extent that points into it, so a volume that
+/// compaction unlinked stays readable for readers that still hold an old `Object`.
+pub(crate) struct VolFile {
+    id: u32,
+    path: PathBuf,
+    file: monoio::fs::File,
+}
+
+impl std::fmt::Debug for VolFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "vol-{}", self.id)
+    }
+}
+
+/// One contiguous run of an object's data: the whole data of one record.
+#[derive(Debug, Clone)]
+pub(crate) struct Extent {
+    vol: Rc<VolFile>,
+    record_offset: u64,
+    data_offset: u64,
+    len: u64,
+    span_bytes: u64,
+    block_bytes: u32,
+    crcs: Rc<[u32]>,
+}
+
+impl Extent {
+    fn to_rec(&self) -> ExtentRec {
+        ExtentRec {
+            volume_id: self.vol.id,
+            record_offset: self.record_offset,
+            data_offset: self.data_offset,
+            len: self.len,
+            span_bytes: self.span_bytes,
+            block_bytes: self.block_bytes,
+            crcs: self.crcs.clone(),
+        }
+    }
+}
 
 /// Immutable snapshot of one stored object version.
 #[derive(Debug)]
@@ -13,17 +91,17 @@ pub struct Object {
     pub size: u64,
     /// Unix ms at commit.
     pub mtime_ms: u64,
-    /// Unique, increasing per shard; identifies this version.
+    /// Unique, increasing per shard (in allocation order); identifies this version.
     pub seq: u64,
     /// Opaque, given at finish/compose.
     pub meta: Bytes,
-    extents: Vec<u64>,
+    extents: Vec<Extent>,
 }
 
 impl Object {
     /// One size per extent (multipart parts).
     pub fn part_sizes(&self) -> impl Iterator<Item = u64> + '_ {
-        self.extents.iter().copied()
+        self.extents.iter().map(|e| e.len)
     }
 }
 
@@ -38,13 +116,20 @@ pub enum ListItem {
 #[derive(Debug, Clone, Default)]
 pub struct ShardStats {
     pub objects: u64,
+    /// Bytes of live records on disk (headers, data, trailers, padding).
     pub live_bytes: u64,
+    /// Bytes of all volume files (reserved spans).
     pub disk_bytes: u64,
+    /// `disk_bytes - live_bytes`: reclaimable by compaction.
     pub garbage_bytes: u64,
     pub volumes: u32,
     pub cache_hits: u64,
     pub cache_misses: u64,
     pub corrupt_reads: u64,
+    /// Journal fdatasyncs so far (group commit: fewer than commits under concurrency).
+    pub journal_syncs: u64,
+    /// Journal entries committed so far.
+    pub commits: u64,
 }
 
 /// Result of `Shard::compact`.
@@ -64,79 +149,1773 @@ pub struct ScrubStats {
     pub corrupt_objects: u64,
 }
 
-/// One shard: owns one directory.
-pub struct Shard {}
+struct RecInfo {
+    span_bytes: u64,
+    refs: u32,
+}
 
-/// Streams one object's data into its reserved span.
-pub struct PutWriter {}
+struct VolState {
+    file: Rc<VolFile>,
+    /// End of the reserved region (next record goes here); the volume's logical size.
+    end_bytes: u64,
+    /// Bytes preallocated with fallocate (file size while active).
+    allocated_bytes: u64,
+    live_bytes: u64,
+    /// Live records by record offset, with the number of extents referencing each.
+    records: HashMap<u64, RecInfo>,
+    /// Writers (PUTs, compaction copies) with a reserved span not yet committed or abandoned.
+    writers: u32,
+    sealed: bool,
+}
+
+struct Vols {
+    map: BTreeMap<u32, VolState>,
+    active: Option<u32>,
+    next_id: u32,
+}
+
+type Index = BTreeMap<String, BTreeMap<String, Rc<Object>>>;
+type Change = (String, String, Option<Rc<Object>>);
+type Overlay = HashMap<(String, String), Option<Rc<Object>>>;
+
+enum Op {
+    Put(Entry, Rc<VolFile>),
+    Delete {
+        ns: String,
+        key: String,
+    },
+    Compose {
+        ns: String,
+        key: String,
+        sources: Vec<(String, String)>,
+        meta: Bytes,
+        remove_sources: bool,
+    },
+    Relocate(Entry, Rc<VolFile>),
+    Checkpoint,
+}
+
+enum Reply {
+    Obj(Rc<Object>),
+    Old(Option<Rc<Object>>),
+    Done,
+}
+
+struct Req {
+    op: Op,
+    expect: Expect,
+    reply: oneshot::Sender<Result<Reply>>,
+}
+
+struct Journal {
+    file: Rc<monoio::fs::File>,
+    len_bytes: u64,
+    next_lsn: u64,
+    /// Set when a journal write or sync failed: the tail is unknown, refuse further commits.
+    broken: Option<String>,
+}
+
+/// One shard: owns one directory.
+pub struct Shard {
+    dir: PathBuf,
+    cfg: EngineConfig,
+    index: RefCell<Index>,
+    n_objects: Cell<u64>,
+    vols: RefCell<Vols>,
+    next_seq: Cell<u64>,
+    closed: Cell<bool>,
+    compacting: Cell<bool>,
+    tx: mpsc::UnboundedSender<Req>,
+    journal: RefCell<Option<Journal>>,
+    cache: RefCell<Option<Cache>>,
+    cache_hits: Cell<u64>,
+    cache_misses: Cell<u64>,
+    corrupt_reads: Cell<u64>,
+    journal_syncs: Cell<u64>,
+    commits: Cell<u64>,
+    _lock: std::fs::File,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn fsync_dir(dir: &Path) -> Result<()> {
+    let d = std::fs::File::open(dir)
+        .map_err(|e| Error::io(format!("open dir {}", dir.display()), e))?;
+    d.sync_all()
+        .map_err(|e| Error::io(format!("fsync dir {}", dir.display()), e))
+}
+
+fn check_expect(expect: Expect, cur: &Option<Rc<Object>>) -> Result<()> {
+    let ok = match expect {
+        Expect::Any => true,
+        Expect::Absent => cur.is_none(),
+        Expect::Seq(s) => cur.as_ref().is_some_and(|o| o.seq == s),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::PreconditionFailed)
+    }
+}
+
+/// Yield to the scheduler once (lets foreground reads run between background steps).
+struct YieldNow(bool);
+
+impl Future for YieldNow {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            Poll::Ready(())
+        } else {
+            self.0 = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+}
+
+fn yield_now() -> YieldNow {
+    YieldNow(false)
+}
+
+fn vol_path(dir: &Path, id: u32) -> PathBuf {
+    dir.join(format!("vol-{id:08}.dat"))
+}
+
+fn open_direct(path: &Path, create_new: bool) -> std::io::Result<std::fs::File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT | libc::O_CLOEXEC);
+    if create_new {
+        o.create_new(true);
+    }
+    o.open(path)
+}
+
+/// Releases a volume writer slot when dropped (compaction copies).
+struct WriterSlot<'a> {
+    vols: &'a RefCell<Vols>,
+    volume_id: u32,
+}
+
+impl Drop for WriterSlot<'_> {
+    fn drop(&mut self) {
+        release_writer(self.vols, self.volume_id);
+    }
+}
+
+fn release_writer(vols: &RefCell<Vols>, volume_id: u32) {
+    let mut v = vols.borrow_mut();
+    let st = v
+        .map
+        .get_mut(&volume_id)
+        .expect("volume with a writer slot is registered");
+    assert!(st.writers > 0, "writer slot underflow on vol {volume_id}");
+    st.writers -= 1;
+}
 
 impl Shard {
-    pub async fn open(_dir: &Path, _cfg: EngineConfig) -> Result<Rc<Shard>> {
-        todo!()
+    /// Open (creating if missing) the shard directory and recover: load the snapshot, replay the
+    /// journal (truncating a torn tail), drop volumes nothing references. Must run inside a
+    /// monoio runtime with the io_uring driver.
+    pub async fn open(dir: &Path, cfg: EngineConfig) -> Result<Rc<Shard>> {
+        if !cfg.align_bytes.is_power_of_two() || cfg.align_bytes < 512 {
+            return Err(Error::Invalid(format!(
+                "align_bytes {} must be a power of two >= 512",
+                cfg.align_bytes
+            )));
+        }
+        if cfg.block_bytes == 0 || cfg.block_bytes % cfg.align_bytes != 0 {
+            return Err(Error::Invalid(format!(
+                "block_bytes {} must be a non-zero multiple of align_bytes {}",
+                cfg.block_bytes, cfg.align_bytes
+            )));
+        }
+        if cfg.write_buffer_bytes < 2 * cfg.align_bytes as usize {
+            return Err(Error::Invalid(
+                "write_buffer_bytes must be >= 2 * align_bytes".into(),
+            ));
+        }
+        let started = Instant::now();
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("create dir {}", dir.display()), e))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| Error::io(format!("open {}", lock_path.display()), e))?;
+        // SAFETY: flock on a valid, owned fd.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(Error::io(
+                format!(
+                    "lock {} (is another shard using this directory?)",
+                    lock_path.display()
+                ),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        let _ = std::fs::remove_file(dir.join(SNAP_TMP_FILE));
+
+        // Volumes.
+        let mut vols = Vols {
+            map: BTreeMap::new(),
+            active: None,
+            next_id: 1,
+        };
+        let rd = std::fs::read_dir(dir)
+            .map_err(|e| Error::io(format!("read dir {}", dir.display()), e))?;
+        for ent in rd {
+            let ent = ent.map_err(|e| Error::io(format!("read dir {}", dir.display()), e))?;
+            let name = ent.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some(id) = name
+                .strip_prefix("vol-")
+                .and_then(|s| s.strip_suffix(".dat"))
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let path = ent.path();
+            let f = open_direct(&path, false)
+                .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+            let size_bytes = f
+                .metadata()
+                .map_err(|e| Error::io(format!("stat {}", path.display()), e))?
+                .len();
+            let file = monoio::fs::File::from_std(f)
+                .map_err(|e| Error::io(format!("register {}", path.display()), e))?;
+            vols.map.insert(
+                id,
+                VolState {
+                    file: Rc::new(VolFile { id, path, file }),
+                    end_bytes: size_bytes,
+                    allocated_bytes: size_bytes,
+                    live_bytes: 0,
+                    records: HashMap::new(),
+                    writers: 0,
+                    sealed: true,
+                },
+            );
+            vols.next_id = vols.next_id.max(id + 1);
+        }
+
+        // Journal file.
+        let jpath = dir.join(JOURNAL_FILE);
+        let jstd = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&jpath)
+            .map_err(|e| Error::io(format!("open {}", jpath.display()), e))?;
+        let jimage =
+            std::fs::read(&jpath).map_err(|e| Error::io(format!("read {}", jpath.display()), e))?;
+        let jfile = monoio::fs::File::from_std(jstd)
+            .map_err(|e| Error::io(format!("register {}", jpath.display()), e))?;
+
+        let (tx, rx) = mpsc::unbounded();
+        let shard = Rc::new(Shard {
+            dir: dir.to_path_buf(),
+            cache: RefCell::new((cfg.cache_bytes > 0).then(|| Cache::new(cfg.cache_bytes))),
+            cfg,
+            index: RefCell::new(BTreeMap::new()),
+            n_objects: Cell::new(0),
+            vols: RefCell::new(vols),
+            next_seq: Cell::new(1),
+            closed: Cell::new(false),
+            compacting: Cell::new(false),
+            tx,
+            journal: RefCell::new(None),
+            cache_hits: Cell::new(0),
+            cache_misses: Cell::new(0),
+            corrupt_reads: Cell::new(0),
+            journal_syncs: Cell::new(0),
+            commits: Cell::new(0),
+            _lock: lock,
+        });
+
+        // Snapshot.
+        let mut applied_lsn = 0u64;
+        let spath = dir.join(SNAP_FILE);
+        match std::fs::read(&spath) {
+            Ok(img) => match format::decode_snapshot(&img) {
+                Ok(snap) => {
+                    applied_lsn = snap.applied_lsn;
+                    shard.next_seq.set(snap.next_seq.max(1));
+                    let mut changes = Vec::with_capacity(snap.objects.len());
+                    for o in snap.objects {
+                        let extents = o
+                            .extents
+                            .iter()
+                            .map(|e| shard.resolve_extent(e))
+                            .collect::<Result<Vec<_>>>()?;
+                        let obj = Rc::new(Object {
+                            size: o.size,
+                            mtime_ms: o.mtime_ms,
+                            seq: o.seq,
+                            meta: o.meta,
+                            extents,
+                        });
+                        assert_eq!(obj.size, obj.extents.iter().map(|e| e.len).sum::<u64>());
+                        changes.push((o.ns, o.key, Some(obj)));
+                    }
+                    shard.apply_changes(changes);
+                }
+                Err(e) => {
+                    tracing::error!(dir = %dir.display(), error = %e, "ignoring bad index snapshot; replaying the whole journal");
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("read {}", spath.display()), e)),
+        }
+
+        // Journal replay.
+        let scan = format::scan_journal(&jimage);
+        let mut next_lsn = applied_lsn + 1;
+        let mut replayed = 0u64;
+        for (lsn, entry) in scan.entries {
+            next_lsn = next_lsn.max(lsn + 1);
+            shard
+                .next_seq
+                .set(shard.next_seq.get().max(entry.seq() + 1));
+            if lsn <= applied_lsn {
+                continue;
+            }
+            match shard.plan_entry(&Overlay::new(), &entry) {
+                Ok(changes) => {
+                    shard.apply_changes(changes);
+                    replayed += 1;
+                }
+                Err(e) => {
+                    tracing::error!(dir = %dir.display(), lsn, error = %e, "journal entry cannot be applied; skipped");
+                }
+            }
+        }
+        if let Some(why) = &scan.tail_error {
+            tracing::warn!(dir = %dir.display(), valid_bytes = scan.valid_bytes, file_bytes = jimage.len(), why = %why, "truncating torn journal tail");
+            // SAFETY: ftruncate on a valid fd owned by jfile.
+            if unsafe { libc::ftruncate(jfile.as_raw_fd(), scan.valid_bytes as libc::off_t) } != 0 {
+                return Err(Error::io(
+                    format!("truncate {}", jpath.display()),
+                    std::io::Error::last_os_error(),
+                ));
+            }
+            jfile
+                .sync_all()
+                .await
+                .map_err(|e| Error::io(format!("fsync {}", jpath.display()), e))?;
+        }
+        *shard.journal.borrow_mut() = Some(Journal {
+            file: Rc::new(jfile),
+            len_bytes: scan.valid_bytes,
+            next_lsn,
+            broken: None,
+        });
+
+        // Volumes nothing references hold only garbage (e.g. the tail of an abandoned write).
+        let dead: Vec<(u32, PathBuf)> = shard
+            .vols
+            .borrow()
+            .map
+            .iter()
+            .filter(|(_, v)| v.records.is_empty())
+            .map(|(id, v)| (*id, v.file.path.clone()))
+            .collect();
+        for (id, path) in &dead {
+            shard.vols.borrow_mut().map.remove(id);
+            std::fs::remove_file(path)
+                .map_err(|e| Error::io(format!("remove {}", path.display()), e))?;
+        }
+        if !dead.is_empty() {
+            fsync_dir(dir)?;
+        }
+
+        tracing::info!(
+            dir = %dir.display(),
+            objects = shard.n_objects.get(),
+            replayed,
+            volumes = shard.vols.borrow().map.len(),
+            removed_volumes = dead.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "shard open"
+        );
+        monoio::spawn(committer(Rc::downgrade(&shard), rx));
+        Ok(shard)
     }
-    pub fn get(&self, _ns: &str, _key: &str) -> Option<Rc<Object>> {
-        todo!()
+
+    /// Look up an object (in memory, no I/O).
+    pub fn get(&self, ns: &str, key: &str) -> Option<Rc<Object>> {
+        self.index.borrow().get(ns)?.get(key).cloned()
     }
-    pub async fn read(&self, _obj: &Object, _offset: u64, _len: u64) -> Result<Bytes> {
-        todo!()
+
+    /// Read `[offset, offset+len)` of `obj` (clamped to its size), verifying the CRC32C of every
+    /// checksum block the read covers. One aligned O_DIRECT read per extent touched.
+    pub async fn read(&self, obj: &Object, offset: u64, len: u64) -> Result<Bytes> {
+        let end = offset.saturating_add(len).min(obj.size);
+        if offset >= end {
+            return Ok(Bytes::new());
+        }
+        if end - offset > MAX_READ_BYTES {
+            return Err(Error::Invalid(format!(
+                "read of {} bytes exceeds {MAX_READ_BYTES}",
+                end - offset
+            )));
+        }
+        let cacheable =
+            obj.size <= self.cfg.cache_max_object_bytes && self.cache.borrow().is_some();
+        if cacheable {
+            let hit = self
+                .cache
+                .borrow_mut()
+                .as_mut()
+                .and_then(|c| c.get(obj.seq));
+            if let Some(b) = hit {
+                self.cache_hits.set(self.cache_hits.get() + 1);
+                return Ok(Bytes::slice(&b, offset as usize..end as usize));
+            }
+            self.cache_misses.set(self.cache_misses.get() + 1);
+            let whole = self.read_range(obj, 0, obj.size).await?;
+            if let Some(c) = self.cache.borrow_mut().as_mut() {
+                c.insert(obj.seq, whole.clone());
+            }
+            return Ok(Bytes::slice(&whole, offset as usize..end as usize));
+        }
+        self.read_range(obj, offset, end).await
     }
-    pub fn put(self: &Rc<Self>, _ns: &str, _key: &str, _size_bytes: u64) -> Result<PutWriter> {
-        todo!()
+
+    async fn read_range(&self, obj: &Object, offset: u64, end: u64) -> Result<Bytes> {
+        let mut parts: Vec<Bytes> = Vec::new();
+        let mut ext_start = 0u64;
+        for ext in &obj.extents {
+            let ext_end = ext_start + ext.len;
+            if ext_end > offset && ext_start < end {
+                let lo = offset.max(ext_start) - ext_start;
+                let hi = end.min(ext_end) - ext_start;
+                parts.push(self.read_extent(ext, lo, hi).await?);
+            }
+            if ext_end >= end {
+                break;
+            }
+            ext_start = ext_end;
+        }
+        if parts.len() == 1 {
+            return Ok(parts.pop().unwrap());
+        }
+        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        for p in parts {
+            out.extend_from_slice(&p);
+        }
+        assert_eq!(out.len() as u64, end - offset);
+        Ok(out.freeze())
     }
-    pub async fn delete(
-        &self,
-        _ns: &str,
-        _key: &str,
-        _expect: Expect,
-    ) -> Result<Option<Rc<Object>>> {
-        todo!()
+
+    /// Read `[lo, hi)` of one extent's data: one aligned read covering whole checksum blocks.
+    async fn read_extent(&self, ext: &Extent, lo: u64, hi: u64) -> Result<Bytes> {
+        assert!(lo < hi && hi <= ext.len);
+        let bb = ext.block_bytes as u64;
+        let align = self.cfg.align_bytes as u64;
+        let b0 = lo / bb;
+        let b1 = hi.div_ceil(bb);
+        let file_lo = ext.data_offset + b0 * bb;
+        let file_hi = ext.data_offset + (b1 * bb).min(ext.len);
+        let a_lo = round_down_u64(file_lo, align);
+        let a_hi = round_up_u64(file_hi, align);
+        assert!(
+            a_hi <= ext.record_offset + ext.span_bytes,
+            "read span past record end"
+        );
+        let span = (a_hi - a_lo) as usize;
+        let buf = AlignedBuf::new(span, align as usize);
+        let (res, mut buf) = ext.vol.file.read_exact_at(buf, a_lo).await;
+        res.map_err(|e| {
+            Error::io(
+                format!("read {} at {a_lo} len {span}", ext.vol.path.display()),
+                e,
+            )
+        })?;
+        buf.set_len(span);
+        {
+            let data = buf.as_ref();
+            for b in b0..b1 {
+                let s = (file_lo - a_lo + (b - b0) * bb) as usize;
+                let e = (s as u64 + bb.min(ext.len - b * bb)) as usize;
+                let got = crc32c::crc32c(&data[s..e]);
+                let want = ext.crcs[b as usize];
+                if got != want {
+                    self.corrupt_reads.set(self.corrupt_reads.get() + 1);
+                    let context = format!(
+                        "{}: record at {} block {} (file offset {}, {} bytes): crc32c {:#010x} != {:#010x}",
+                        ext.vol.path.display(),
+                        ext.record_offset,
+                        b,
+                        a_lo + s as u64,
+                        e - s,
+                        got,
+                        want
+                    );
+                    tracing::error!(%context, "corrupt read");
+                    return Err(Error::Corrupt { context });
+                }
+            }
+        }
+        let bytes = buf.into_bytes();
+        let s = (ext.data_offset + lo - a_lo) as usize;
+        let e = (ext.data_offset + hi - a_lo) as usize;
+        Ok(Bytes::slice(&bytes, s..e))
     }
+
+    /// Start a PUT of exactly `size_bytes`: reserves the record's whole span in the active volume.
+    pub fn put(self: &Rc<Self>, ns: &str, key: &str, size_bytes: u64) -> Result<PutWriter> {
+        if self.closed.get() {
+            return Err(Error::Closed);
+        }
+        if ns.len() > MAX_NS_BYTES || key.len() > MAX_KEY_BYTES {
+            return Err(Error::Invalid(format!(
+                "namespace ({} bytes, max {MAX_NS_BYTES}) or key ({} bytes, max {MAX_KEY_BYTES}) too long",
+                ns.len(),
+                key.len()
+            )));
+        }
+        if size_bytes > MAX_OBJECT_BYTES {
+            return Err(Error::Invalid(format!(
+                "object of {size_bytes} bytes exceeds {MAX_OBJECT_BYTES}"
+            )));
+        }
+        let bb = self.cfg.block_bytes;
+        let align = self.cfg.align_bytes;
+        let span_bytes = format::record_span_bytes(ns.len(), key.len(), size_bytes, bb, align);
+        let (vol, record_offset) = self.reserve(span_bytes)?;
+        let seq = self.next_seq.get();
+        self.next_seq.set(seq + 1);
+        let mut head = Vec::with_capacity(RECORD_HEADER_BYTES as usize + ns.len() + key.len());
+        encode_record_head(&mut head, ns, key, size_bytes, seq, bb);
+        let data_offset = record_offset + head.len() as u64;
+        let buf_bytes =
+            round_up(self.cfg.write_buffer_bytes, align as usize).min(span_bytes as usize);
+        let mut buf = AlignedBuf::new(buf_bytes, align as usize);
+        assert!(head.len() < buf.capacity());
+        buf.extend_from_slice(&head);
+        Ok(PutWriter {
+            shard: self.clone(),
+            ns: ns.to_string(),
+            key: key.to_string(),
+            seq,
+            size_bytes,
+            vol,
+            record_offset,
+            span_bytes,
+            data_offset,
+            buf: Some(buf),
+            written_bytes: 0,
+            received_bytes: 0,
+            crcs: Vec::with_capacity(format::block_count(size_bytes, bb).min(1 << 20) as usize),
+            block_crc: 0,
+            block_fill_bytes: 0,
+            failed: false,
+        })
+    }
+
+    /// Reserve `span_bytes` in the active volume (rolling to a new one past the target size),
+    /// preallocating with fallocate. Takes a writer slot on the volume.
+    fn reserve(&self, span_bytes: u64) -> Result<(Rc<VolFile>, u64)> {
+        let mut vols = self.vols.borrow_mut();
+        let roll = match vols.active {
+            None => true,
+            Some(id) => {
+                let v = &vols.map[&id];
+                v.end_bytes > 0 && v.end_bytes + span_bytes > self.cfg.volume_target_bytes
+            }
+        };
+        if roll {
+            if let Some(old) = vols.active.take() {
+                let v = vols.map.get_mut(&old).expect("active volume registered");
+                v.sealed = true;
+                // Give back the preallocated tail; spans below end_bytes are untouched.
+                // SAFETY: ftruncate on a valid fd.
+                if unsafe { libc::ftruncate(v.file.file.as_raw_fd(), v.end_bytes as libc::off_t) }
+                    == 0
+                {
+                    v.allocated_bytes = v.end_bytes;
+                } else {
+                    tracing::warn!(path = %v.file.path.display(), error = %std::io::Error::last_os_error(), "truncating sealed volume failed");
+                }
+            }
+            let id = vols.next_id;
+            vols.next_id += 1;
+            let path = vol_path(&self.dir, id);
+            let f = open_direct(&path, true)
+                .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
+            fsync_dir(&self.dir)?;
+            let file = monoio::fs::File::from_std(f)
+                .map_err(|e| Error::io(format!("register {}", path.display()), e))?;
+            tracing::debug!(path = %path.display(), "new active volume");
+            vols.map.insert(
+                id,
+                VolState {
+                    file: Rc::new(VolFile { id, path, file }),
+                    end_bytes: 0,
+                    allocated_bytes: 0,
+                    live_bytes: 0,
+                    records: HashMap::new(),
+                    writers: 0,
+                    sealed: false,
+                },
+            );
+            vols.active = Some(id);
+        }
+        let id = vols.active.expect("active volume");
+        let v = vols.map.get_mut(&id).expect("active volume registered");
+        let need = v.end_bytes + span_bytes;
+        if need > v.allocated_bytes {
+            let fd = v.file.file.as_raw_fd();
+            let want = round_up_u64(need, PREALLOC_STEP_BYTES);
+            // SAFETY: fallocate on a valid fd; offsets are non-negative and bounded.
+            let mut rc = unsafe {
+                libc::fallocate(
+                    fd,
+                    0,
+                    v.allocated_bytes as libc::off_t,
+                    (want - v.allocated_bytes) as libc::off_t,
+                )
+            };
+            let mut got = want;
+            if rc != 0 {
+                // Retry with exactly what this record needs before giving up.
+                // SAFETY: as above.
+                rc = unsafe {
+                    libc::fallocate(
+                        fd,
+                        0,
+                        v.allocated_bytes as libc::off_t,
+                        (need - v.allocated_bytes) as libc::off_t,
+                    )
+                };
+                got = need;
+            }
+            if rc != 0 {
+                return Err(Error::io(
+                    format!("fallocate {} to {need} bytes", v.file.path.display()),
+                    std::io::Error::last_os_error(),
+                ));
+            }
+            v.allocated_bytes = got;
+        }
+        let off = v.end_bytes;
+        v.end_bytes += span_bytes;
+        v.writers += 1;
+        assert_eq!(off % self.cfg.align_bytes as u64, 0);
+        Ok((v.file.clone(), off))
+    }
+
+    /// Delete; durable before return. Returns the removed version (None if absent).
+    pub async fn delete(&self, ns: &str, key: &str, expect: Expect) -> Result<Option<Rc<Object>>> {
+        match self
+            .submit(
+                Op::Delete {
+                    ns: ns.to_string(),
+                    key: key.to_string(),
+                },
+                expect,
+            )
+            .await?
+        {
+            Reply::Old(o) => Ok(o),
+            _ => unreachable!("delete reply"),
+        }
+    }
+
+    /// New object = concatenation of the sources' extents; no data copied; one journal entry.
     pub async fn compose(
         &self,
-        _ns: &str,
-        _key: &str,
-        _sources: &[(String, String)],
-        _meta: Bytes,
-        _expect: Expect,
-        _remove_sources: bool,
+        ns: &str,
+        key: &str,
+        sources: &[(String, String)],
+        meta: Bytes,
+        expect: Expect,
+        remove_sources: bool,
     ) -> Result<Rc<Object>> {
-        todo!()
+        if key.len() > MAX_KEY_BYTES || ns.len() > MAX_NS_BYTES {
+            return Err(Error::Invalid("namespace or key too long".into()));
+        }
+        match self
+            .submit(
+                Op::Compose {
+                    ns: ns.to_string(),
+                    key: key.to_string(),
+                    sources: sources.to_vec(),
+                    meta,
+                    remove_sources,
+                },
+                expect,
+            )
+            .await?
+        {
+            Reply::Obj(o) => Ok(o),
+            _ => unreachable!("compose reply"),
+        }
     }
+
+    /// List keys of `ns` starting with `prefix`, greater than `after`, ordered; with a delimiter,
+    /// keys sharing the segment up to the next delimiter after the prefix collapse to one Prefix.
     pub fn list(
         &self,
-        _ns: &str,
-        _prefix: &str,
-        _after: Option<&str>,
-        _delimiter: Option<&str>,
-        _limit: usize,
+        ns: &str,
+        prefix: &str,
+        after: Option<&str>,
+        delimiter: Option<&str>,
+        limit: usize,
     ) -> Vec<ListItem> {
-        todo!()
+        let mut out = Vec::new();
+        if limit == 0 {
+            return out;
+        }
+        let idx = self.index.borrow();
+        let Some(m) = idx.get(ns) else { return out };
+        let delim = delimiter.filter(|d| !d.is_empty());
+        let mut start: Bound<String> = Bound::Included(prefix.to_string());
+        let mut skip: Option<String> = None;
+        if let Some(a) = after {
+            if a >= prefix {
+                start = Bound::Excluded(a.to_string());
+                if let (Some(d), Some(rest)) = (delim, a.strip_prefix(prefix)) {
+                    if let Some(i) = rest.find(d) {
+                        let cp = &a[..prefix.len() + i + d.len()];
+                        match seek_past(cp) {
+                            Some(s) => start = Bound::Included(s),
+                            None => skip = Some(cp.to_string()),
+                        }
+                    }
+                }
+            }
+        }
+        'outer: loop {
+            let range = m.range::<str, _>((start.as_ref().map(|s| s.as_str()), Bound::Unbounded));
+            for (k, o) in range {
+                if !k.starts_with(prefix) {
+                    break 'outer;
+                }
+                if let Some(s) = &skip {
+                    if k.starts_with(s.as_str()) {
+                        continue;
+                    }
+                    skip = None;
+                }
+                if let Some(d) = delim {
+                    if let Some(i) = k[prefix.len()..].find(d) {
+                        let cp = k[..prefix.len() + i + d.len()].to_string();
+                        let next = seek_past(&cp);
+                        if next.is_none() {
+                            skip = Some(cp.clone());
+                        }
+                        out.push(ListItem::Prefix(cp));
+                        if out.len() >= limit {
+                            break 'outer;
+                        }
+                        if let Some(n) = next {
+                            start = Bound::Included(n);
+                            continue 'outer;
+                        }
+                        continue;
+                    }
+                }
+                out.push(ListItem::Object {
+                    key: k.clone(),
+                    obj: o.clone(),
+                });
+                if out.len() >= limit {
+                    break 'outer;
+                }
+            }
+            break;
+        }
+        out
     }
-    pub fn has_any(&self, _ns: &str) -> bool {
-        todo!()
+
+    /// True if the namespace holds any object.
+    pub fn has_any(&self, ns: &str) -> bool {
+        self.index.borrow().get(ns).is_some_and(|m| !m.is_empty())
     }
-    pub async fn compact(&self, _min_garbage_ratio: f64) -> Result<CompactStats> {
-        todo!()
-    }
-    pub async fn scrub(&self, _max_bytes_per_s: u64) -> Result<ScrubStats> {
-        todo!()
-    }
+
+    /// Write the index snapshot and trim the journal (runs in the committer, between batches).
     pub async fn checkpoint(&self) -> Result<()> {
-        todo!()
+        self.submit(Op::Checkpoint, Expect::Any).await.map(|_| ())
     }
+
+    /// Refuse new writes, then checkpoint.
     pub async fn close(&self) -> Result<()> {
-        todo!()
+        self.closed.set(true);
+        self.checkpoint().await
     }
+
+    /// Counters.
     pub fn stats(&self) -> ShardStats {
-        todo!()
+        let vols = self.vols.borrow();
+        let live_bytes: u64 = vols.map.values().map(|v| v.live_bytes).sum();
+        let disk_bytes: u64 = vols.map.values().map(|v| v.end_bytes).sum();
+        ShardStats {
+            objects: self.n_objects.get(),
+            live_bytes,
+            disk_bytes,
+            garbage_bytes: disk_bytes.saturating_sub(live_bytes),
+            volumes: vols.map.len() as u32,
+            cache_hits: self.cache_hits.get(),
+            cache_misses: self.cache_misses.get(),
+            corrupt_reads: self.corrupt_reads.get(),
+            journal_syncs: self.journal_syncs.get(),
+            commits: self.commits.get(),
+        }
+    }
+
+    async fn submit(&self, op: Op, expect: Expect) -> Result<Reply> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .unbounded_send(Req {
+                op,
+                expect,
+                reply: tx,
+            })
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    fn resolve_extent(&self, e: &ExtentRec) -> Result<Extent> {
+        let vols = self.vols.borrow();
+        let v = vols.map.get(&e.volume_id).ok_or_else(|| {
+            Error::corrupt(format!(
+                "{}: volume {} referenced by the index is missing",
+                self.dir.display(),
+                e.volume_id
+            ))
+        })?;
+        if e.record_offset + e.span_bytes > v.end_bytes
+            || e.data_offset + e.len > e.record_offset + e.span_bytes
+        {
+            return Err(Error::corrupt(format!(
+                "{}: extent at {}+{} beyond volume end {}",
+                v.file.path.display(),
+                e.record_offset,
+                e.span_bytes,
+                v.end_bytes
+            )));
+        }
+        Ok(Extent {
+            vol: v.file.clone(),
+            record_offset: e.record_offset,
+            data_offset: e.data_offset,
+            len: e.len,
+            span_bytes: e.span_bytes,
+            block_bytes: e.block_bytes,
+            crcs: e.crcs.clone(),
+        })
+    }
+
+    fn lookup(&self, overlay: &Overlay, ns: &str, key: &str) -> Option<Rc<Object>> {
+        if let Some(v) = overlay.get(&(ns.to_string(), key.to_string())) {
+            return v.clone();
+        }
+        self.get(ns, key)
+    }
+
+    /// What applying `entry` changes, given the index plus `overlay` (earlier entries of the batch).
+    fn plan_entry(&self, overlay: &Overlay, entry: &Entry) -> Result<Vec<Change>> {
+        match entry {
+            Entry::Put {
+                seq,
+                mtime_ms,
+                ns,
+                key,
+                meta,
+                extent,
+            } => {
+                let ext = self.resolve_extent(extent)?;
+                let obj = Rc::new(Object {
+                    size: ext.len,
+                    mtime_ms: *mtime_ms,
+                    seq: *seq,
+                    meta: meta.clone(),
+                    extents: vec![ext],
+                });
+                Ok(vec![(ns.clone(), key.clone(), Some(obj))])
+            }
+            Entry::Delete { ns, key, .. } => Ok(vec![(ns.clone(), key.clone(), None)]),
+            Entry::Compose {
+                seq,
+                mtime_ms,
+                ns,
+                key,
+                meta,
+                remove_sources,
+                sources,
+            } => {
+                let mut extents = Vec::new();
+                for (sns, skey, sseq) in sources {
+                    let src = self
+                        .lookup(overlay, sns, skey)
+                        .filter(|o| o.seq == *sseq)
+                        .ok_or(Error::NotFound)?;
+                    extents.extend(src.extents.iter().cloned());
+                }
+                let obj = Rc::new(Object {
+                    size: extents.iter().map(|e| e.len).sum(),
+                    mtime_ms: *mtime_ms,
+                    seq: *seq,
+                    meta: meta.clone(),
+                    extents,
+                });
+                let mut changes = Vec::new();
+                if *remove_sources {
+                    for (sns, skey, _) in sources {
+                        if (sns, skey) != (ns, key) {
+                            changes.push((sns.clone(), skey.clone(), None));
+                        }
+                    }
+                }
+                changes.push((ns.clone(), key.clone(), Some(obj)));
+                Ok(changes)
+            }
+            Entry::Relocate {
+                seq,
+                ns,
+                key,
+                moves,
+            } => {
+                let cur = self
+                    .lookup(overlay, ns, key)
+                    .filter(|o| o.seq == *seq)
+                    .ok_or(Error::PreconditionFailed)?;
+                let mut extents = cur.extents.clone();
+                for m in moves {
+                    let old = extents.get(m.extent_index as usize).ok_or_else(|| {
+                        Error::corrupt(format!(
+                            "relocate of {ns}/{key}: no extent {}",
+                            m.extent_index
+                        ))
+                    })?;
+                    let rec = ExtentRec {
+                        volume_id: m.volume_id,
+                        record_offset: m.record_offset,
+                        data_offset: m.data_offset,
+                        len: old.len,
+                        span_bytes: old.span_bytes,
+                        block_bytes: old.block_bytes,
+                        crcs: old.crcs.clone(),
+                    };
+                    extents[m.extent_index as usize] = self.resolve_extent(&rec)?;
+                }
+                let obj = Rc::new(Object {
+                    size: cur.size,
+                    mtime_ms: cur.mtime_ms,
+                    seq: cur.seq,
+                    meta: cur.meta.clone(),
+                    extents,
+                });
+                Ok(vec![(ns.clone(), key.clone(), Some(obj))])
+            }
+        }
+    }
+
+    /// Apply planned changes to the index and the per-volume live-record accounting.
+    fn apply_changes(&self, changes: Vec<Change>) {
+        let mut idx = self.index.borrow_mut();
+        let mut vols = self.vols.borrow_mut();
+        for (ns, key, new) in changes {
+            if let Some(n) = &new {
+                for e in &n.extents {
+                    let v = vols
+                        .map
+                        .get_mut(&e.vol.id)
+                        .expect("extent volume registered");
+                    let r = v.records.entry(e.record_offset).or_insert(RecInfo {
+                        span_bytes: e.span_bytes,
+                        refs: 0,
+                    });
+                    if r.refs == 0 {
+                        v.live_bytes += e.span_bytes;
+                    }
+                    assert_eq!(r.span_bytes, e.span_bytes, "record span mismatch");
+                    r.refs += 1;
+                }
+            }
+            let old = match new {
+                Some(n) => idx.entry(ns).or_default().insert(key, n),
+                None => {
+                    let m = idx.get_mut(&ns);
+                    let old = m.and_then(|m| m.remove(&key));
+                    if idx.get(&ns).is_some_and(|m| m.is_empty()) {
+                        idx.remove(&ns);
+                    }
+                    old
+                }
+            };
+            if let Some(o) = &old {
+                for e in &o.extents {
+                    let v = vols
+                        .map
+                        .get_mut(&e.vol.id)
+                        .expect("extent volume registered");
+                    let r = v
+                        .records
+                        .get_mut(&e.record_offset)
+                        .expect("live record registered");
+                    assert!(r.refs > 0);
+                    r.refs -= 1;
+                    if r.refs == 0 {
+                        v.live_bytes -= r.span_bytes;
+                        v.records.remove(&e.record_offset);
+                    }
+                }
+                if let Some(c) = self.cache.borrow_mut().as_mut() {
+                    c.remove(o.seq);
+                }
+            }
+        }
+        let n: usize = idx.values().map(|m| m.len()).sum();
+        self.n_objects.set(n as u64);
+    }
+}
+
+/// The smallest string greater than every string starting with `cp`, when cheaply computable
+/// (last byte ASCII below 0x7f, the usual case for "/").
+fn seek_past(cp: &str) -> Option<String> {
+    let last = *cp.as_bytes().last()?;
+    if last < 0x7f {
+        let mut s = cp[..cp.len() - 1].to_string();
+        s.push((last + 1) as char);
+        Some(s)
+    } else {
+        None
+    }
+}
+
+/// The single committer task of a shard: takes every pending request, checks preconditions in
+/// order, syncs dirty volumes once, appends all winners' entries in one write, fdatasyncs the
+/// journal once, applies, wakes waiters.
+async fn committer(weak: Weak<Shard>, mut rx: mpsc::UnboundedReceiver<Req>) {
+    while let Some(first) = rx.next().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_REQUESTS {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let Some(shard) = weak.upgrade() else { break };
+        shard.commit_batch(batch).await;
+    }
+}
+
+impl Shard {
+    async fn commit_batch(&self, batch: Vec<Req>) {
+        let mut overlay = Overlay::new();
+        let mut winners: Vec<(oneshot::Sender<Result<Reply>>, Reply, Vec<Change>)> = Vec::new();
+        let mut checkpoints = Vec::new();
+        let mut sync_vols: BTreeMap<u32, Rc<VolFile>> = BTreeMap::new();
+        let mut jbuf = Vec::new();
+        let (mut next_lsn, broken) = {
+            let j = self.journal.borrow();
+            let j = j.as_ref().expect("journal open");
+            (j.next_lsn, j.broken.clone())
+        };
+        let mut n_entries = 0u64;
+        for req in batch {
+            if let Op::Checkpoint = req.op {
+                checkpoints.push(req.reply);
+                continue;
+            }
+            if let Some(why) = &broken {
+                tracing::error!(dir = %self.dir.display(), why = %why, "refusing commit: journal broken");
+                let _ = req.reply.send(Err(Error::Closed));
+                continue;
+            }
+            if self.closed.get() && !matches!(req.op, Op::Relocate(..)) {
+                let _ = req.reply.send(Err(Error::Closed));
+                continue;
+            }
+            match self.plan_req(&overlay, req.op, req.expect) {
+                Err(e) => {
+                    let _ = req.reply.send(Err(e));
+                }
+                Ok((entry, reply, sync)) => {
+                    let changes = match &entry {
+                        Some(e) => match self.plan_entry(&overlay, e) {
+                            Ok(c) => c,
+                            Err(err) => {
+                                let _ = req.reply.send(Err(err));
+                                continue;
+                            }
+                        },
+                        None => Vec::new(),
+                    };
+                    if let Some(e) = &entry {
+                        encode_journal_entry(&mut jbuf, next_lsn, e);
+                        next_lsn += 1;
+                        n_entries += 1;
+                    }
+                    if let Some(v) = sync {
+                        sync_vols.insert(v.id, v);
+                    }
+                    for (ns, key, o) in &changes {
+                        overlay.insert((ns.clone(), key.clone()), o.clone());
+                    }
+                    winners.push((req.reply, reply, changes));
+                }
+            }
+        }
+
+        if n_entries > 0 {
+            if let Err(e) = self.make_durable(sync_vols, jbuf, next_lsn).await {
+                for (tx, _, _) in winners {
+                    let _ = tx.send(Err(Error::Io {
+                        context: e.to_string(),
+                        source: std::io::Error::other("commit failed"),
+                    }));
+                }
+                winners = Vec::new();
+            } else {
+                self.commits.set(self.commits.get() + n_entries);
+            }
+        }
+        for (tx, reply, changes) in winners {
+            let reply = match reply {
+                Reply::Done => match changes.last() {
+                    Some((_, _, Some(o))) => Reply::Obj(o.clone()),
+                    _ => Reply::Done,
+                },
+                r => r,
+            };
+            self.apply_changes(changes);
+            let _ = tx.send(Ok(reply));
+        }
+
+        let journal_big = self
+            .journal
+            .borrow()
+            .as_ref()
+            .is_some_and(|j| j.len_bytes > AUTO_CHECKPOINT_JOURNAL_BYTES);
+        if !checkpoints.is_empty() || journal_big {
+            let r = self.do_checkpoint().await;
+            if let Err(e) = &r {
+                tracing::error!(dir = %self.dir.display(), error = %e, "checkpoint failed");
+            }
+            for tx in checkpoints {
+                let _ = tx.send(match &r {
+                    Ok(()) => Ok(Reply::Done),
+                    Err(e) => Err(Error::Io {
+                        context: e.to_string(),
+                        source: std::io::Error::other("checkpoint failed"),
+                    }),
+                });
+            }
+        }
+    }
+
+    /// Turn a request into a journal entry (or none), its reply, and the volume to sync.
+    #[allow(clippy::type_complexity)]
+    fn plan_req(
+        &self,
+        overlay: &Overlay,
+        op: Op,
+        expect: Expect,
+    ) -> Result<(Option<Entry>, Reply, Option<Rc<VolFile>>)> {
+        match op {
+            Op::Put(entry, vol) => {
+                let Entry::Put { ns, key, .. } = &entry else {
+                    unreachable!()
+                };
+                check_expect(expect, &self.lookup(overlay, ns, key))?;
+                // The reply object is the one planned; fetched after apply below.
+                Ok((Some(entry), Reply::Done, Some(vol)))
+            }
+            Op::Delete { ns, key } => {
+                let cur = self.lookup(overlay, &ns, &key);
+                check_expect(expect, &cur)?;
+                if cur.is_none() {
+                    return Ok((None, Reply::Old(None), None));
+                }
+                let seq = self.next_seq.get();
+                self.next_seq.set(seq + 1);
+                Ok((Some(Entry::Delete { seq, ns, key }), Reply::Old(cur), None))
+            }
+            Op::Compose {
+                ns,
+                key,
+                sources,
+                meta,
+                remove_sources,
+            } => {
+                check_expect(expect, &self.lookup(overlay, &ns, &key))?;
+                let mut srcs = Vec::with_capacity(sources.len());
+                for (sns, skey) in sources {
+                    let o = self.lookup(overlay, &sns, &skey).ok_or(Error::NotFound)?;
+                    srcs.push((sns, skey, o.seq));
+                }
+                let seq = self.next_seq.get();
+                self.next_seq.set(seq + 1);
+                Ok((
+                    Some(Entry::Compose {
+                        seq,
+                        mtime_ms: now_ms(),
+                        ns,
+                        key,
+                        meta,
+                        remove_sources,
+                        sources: srcs,
+                    }),
+                    Reply::Done,
+                    None,
+                ))
+            }
+            Op::Relocate(entry, vol) => {
+                let Entry::Relocate { ns, key, seq, .. } = &entry else {
+                    unreachable!()
+                };
+                check_expect(Expect::Seq(*seq), &self.lookup(overlay, ns, key))?;
+                Ok((Some(entry), Reply::Done, Some(vol)))
+            }
+            Op::Checkpoint => unreachable!("handled by the caller"),
+        }
+    }
+
+    async fn make_durable(
+        &self,
+        sync_vols: BTreeMap<u32, Rc<VolFile>>,
+        jbuf: Vec<u8>,
+        next_lsn: u64,
+    ) -> Result<()> {
+        for v in sync_vols.values() {
+            v.file
+                .sync_data()
+                .await
+                .map_err(|e| Error::io(format!("fdatasync {}", v.path.display()), e))?;
+        }
+        let (file, at) = {
+            let j = self.journal.borrow();
+            let j = j.as_ref().expect("journal open");
+            (j.file.clone(), j.len_bytes)
+        };
+        let n = jbuf.len() as u64;
+        let (res, _) = file.write_all_at(jbuf, at).await;
+        let res = match res {
+            Ok(()) => {
+                self.journal_syncs.set(self.journal_syncs.get() + 1);
+                file.sync_data().await
+            }
+            Err(e) => Err(e),
+        };
+        let jpath = self.dir.join(JOURNAL_FILE);
+        let mut jref = self.journal.borrow_mut();
+        let j = jref.as_mut().expect("journal open");
+        match res {
+            Ok(()) => {
+                j.len_bytes = at + n;
+                j.next_lsn = next_lsn;
+                Ok(())
+            }
+            Err(e) => {
+                // Cut the partial append away so later entries are not hidden behind garbage at
+                // replay; if even that fails, refuse all further commits.
+                // SAFETY: ftruncate/fsync on a valid fd.
+                let undone = unsafe {
+                    libc::ftruncate(file.as_raw_fd(), at as libc::off_t) == 0
+                        && libc::fsync(file.as_raw_fd()) == 0
+                };
+                if !undone {
+                    j.broken = Some(format!(
+                        "append to {} at {at} failed and could not be undone: {e}",
+                        jpath.display()
+                    ));
+                }
+                Err(Error::io(
+                    format!("append {n} bytes to {} at {at}", jpath.display()),
+                    e,
+                ))
+            }
+        }
+    }
+
+    /// Write `index.snap` (tmp file, fsync, rename, fsync dir), then trim the journal. Runs in
+    /// the committer, so the index does not change meanwhile.
+    async fn do_checkpoint(&self) -> Result<()> {
+        let started = Instant::now();
+        let tmp = self.dir.join(SNAP_TMP_FILE);
+        let fin = self.dir.join(SNAP_FILE);
+        let std_file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&tmp)
+            .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
+        let file = monoio::fs::File::from_std(std_file)
+            .map_err(|e| Error::io(format!("register {}", tmp.display()), e))?;
+        let applied_lsn = self
+            .journal
+            .borrow()
+            .as_ref()
+            .expect("journal open")
+            .next_lsn
+            - 1;
+        let n_objects = self.n_objects.get();
+        let mut buf = Vec::with_capacity(CHUNK_BYTES as usize + 64 * 1024);
+        encode_snapshot_header(&mut buf, self.next_seq.get(), applied_lsn, n_objects);
+        let mut crc = 0u32;
+        let mut pos = 0u64;
+        let mut cursor: Option<(String, String)> = None;
+        let mut written_objects = 0u64;
+        loop {
+            let mut done = true;
+            {
+                let idx = self.index.borrow();
+                let ns_start = cursor.as_ref().map(|c| c.0.as_str()).unwrap_or("");
+                'fill: for (ns, m) in
+                    idx.range::<str, _>((Bound::Included(ns_start), Bound::Unbounded))
+                {
+                    let key_lo = match &cursor {
+                        Some((cns, ckey)) if cns == ns => Bound::Excluded(ckey.as_str()),
+                        _ => Bound::Unbounded,
+                    };
+                    for (k, o) in m.range::<str, _>((key_lo, Bound::Unbounded)) {
+                        let recs: Vec<ExtentRec> = o.extents.iter().map(|e| e.to_rec()).collect();
+                        encode_snapshot_object(
+                            &mut buf, ns, k, o.size, o.mtime_ms, o.seq, &o.meta, &recs,
+                        );
+                        written_objects += 1;
+                        if buf.len() as u64 >= CHUNK_BYTES {
+                            cursor = Some((ns.clone(), k.clone()));
+                            done = false;
+                            break 'fill;
+                        }
+                    }
+                }
+            }
+            if done {
+                crc = crc32c::crc32c_append(crc, &buf);
+                buf.extend_from_slice(&crc.to_le_bytes());
+            } else {
+                crc = crc32c::crc32c_append(crc, &buf);
+            }
+            let n = buf.len() as u64;
+            let (res, b) = file.write_all_at(buf, pos).await;
+            res.map_err(|e| Error::io(format!("write {} at {pos}", tmp.display()), e))?;
+            pos += n;
+            buf = b;
+            buf.clear();
+            if done {
+                break;
+            }
+        }
+        assert_eq!(
+            written_objects, n_objects,
+            "index changed during checkpoint"
+        );
+        file.sync_all()
+            .await
+            .map_err(|e| Error::io(format!("fsync {}", tmp.display()), e))?;
+        drop(file);
+        std::fs::rename(&tmp, &fin)
+            .map_err(|e| Error::io(format!("rename {} -> {}", tmp.display(), fin.display()), e))?;
+        fsync_dir(&self.dir)?;
+        // The snapshot now covers every journal entry: trim the journal.
+        let jfile = self
+            .journal
+            .borrow()
+            .as_ref()
+            .expect("journal open")
+            .file
+            .clone();
+        let jpath = self.dir.join(JOURNAL_FILE);
+        // SAFETY: ftruncate on a valid fd.
+        if unsafe { libc::ftruncate(jfile.as_raw_fd(), 0) } != 0 {
+            return Err(Error::io(
+                format!("truncate {}", jpath.display()),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        jfile
+            .sync_all()
+            .await
+            .map_err(|e| Error::io(format!("fsync {}", jpath.display()), e))?;
+        self.journal
+            .borrow_mut()
+            .as_mut()
+            .expect("journal open")
+            .len_bytes = 0;
+        tracing::info!(dir = %self.dir.display(), objects = n_objects, snapshot_bytes = pos, elapsed_ms = started.elapsed().as_millis() as u64, "checkpoint");
+        Ok(())
+    }
+}
+
+impl Shard {
+    /// Compact sealed volumes whose garbage ratio exceeds `min_garbage_ratio`: copy their live
+    /// records into the active volume (one I/O in flight, yielding between chunks so foreground
+    /// reads go first), commit Relocate entries (applied only if the object's seq is unchanged),
+    /// then unlink volumes nothing references any more. Readers holding old `Object`s keep
+    /// working: extents hold the volume file open.
+    pub async fn compact(&self, min_garbage_ratio: f64) -> Result<CompactStats> {
+        let mut stats = CompactStats::default();
+        if self.compacting.replace(true) {
+            return Ok(stats);
+        }
+        let r = self.compact_inner(min_garbage_ratio, &mut stats).await;
+        self.compacting.set(false);
+        r.map(|_| stats)
+    }
+
+    async fn compact_inner(&self, min_garbage_ratio: f64, stats: &mut CompactStats) -> Result<()> {
+        let victims: Vec<u32> = {
+            let vols = self.vols.borrow();
+            vols.map
+                .iter()
+                .filter(|(id, v)| {
+                    v.sealed
+                        && vols.active != Some(**id)
+                        && v.writers == 0
+                        && v.end_bytes > 0
+                        && (1.0 - v.live_bytes as f64 / v.end_bytes as f64) > min_garbage_ratio
+                })
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        for vid in victims {
+            if self.closed.get() {
+                return Err(Error::Closed);
+            }
+            // Records of this volume still referenced, with the objects referencing them.
+            let mut by_record: BTreeMap<u64, Vec<(String, String, u64, u32, Extent)>> =
+                BTreeMap::new();
+            {
+                let idx = self.index.borrow();
+                for (ns, m) in idx.iter() {
+                    for (k, o) in m.iter() {
+                        for (i, e) in o.extents.iter().enumerate() {
+                            if e.vol.id == vid {
+                                by_record.entry(e.record_offset).or_default().push((
+                                    ns.clone(),
+                                    k.clone(),
+                                    o.seq,
+                                    i as u32,
+                                    e.clone(),
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+            for (rec_off, refs) in by_record {
+                let src = refs[0].4.clone();
+                let span = src.span_bytes;
+                let (dst, dst_off) = self.reserve(span)?;
+                let _slot = WriterSlot {
+                    vols: &self.vols,
+                    volume_id: dst.id,
+                };
+                self.copy_record(&src, &dst, dst_off).await?;
+                stats.records_moved += 1;
+                stats.bytes_moved += span;
+                let mut waits = Vec::with_capacity(refs.len());
+                for (ns, key, seq, idx, e) in refs {
+                    let entry = Entry::Relocate {
+                        seq,
+                        ns,
+                        key,
+                        moves: vec![Move {
+                            extent_index: idx,
+                            volume_id: dst.id,
+                            record_offset: dst_off,
+                            data_offset: dst_off + (e.data_offset - rec_off),
+                        }],
+                    };
+                    waits.push(self.submit(Op::Relocate(entry, dst.clone()), Expect::Seq(seq)));
+                }
+                for r in futures::future::join_all(waits).await {
+                    match r {
+                        Ok(_) | Err(Error::PreconditionFailed) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                yield_now().await;
+            }
+            let removable = {
+                let vols = self.vols.borrow();
+                let v = &vols.map[&vid];
+                v.records.is_empty() && v.writers == 0
+            };
+            if removable {
+                let v = self
+                    .vols
+                    .borrow_mut()
+                    .map
+                    .remove(&vid)
+                    .expect("victim registered");
+                std::fs::remove_file(&v.file.path)
+                    .map_err(|e| Error::io(format!("remove {}", v.file.path.display()), e))?;
+                fsync_dir(&self.dir)?;
+                stats.volumes_compacted += 1;
+                stats.bytes_reclaimed += v.end_bytes;
+                tracing::info!(path = %v.file.path.display(), reclaimed_bytes = v.end_bytes, "volume compacted");
+            }
+        }
+        // Persist the relocations in the snapshot so old volume ids leave the journal.
+        if stats.volumes_compacted > 0 {
+            self.checkpoint().await?;
+        }
+        Ok(())
+    }
+
+    /// Copy one record verbatim (header, data, trailer, padding) in bounded chunks.
+    async fn copy_record(&self, src: &Extent, dst: &Rc<VolFile>, dst_off: u64) -> Result<()> {
+        let align = self.cfg.align_bytes as usize;
+        let mut done = 0u64;
+        let mut buf = AlignedBuf::new(CHUNK_BYTES.min(src.span_bytes) as usize, align);
+        while done < src.span_bytes {
+            let n = (src.span_bytes - done).min(CHUNK_BYTES) as usize;
+            buf.clear();
+            let rb = if n == buf.capacity() {
+                buf
+            } else {
+                AlignedBuf::new(n, align)
+            };
+            assert_eq!(rb.capacity(), n);
+            let from = src.record_offset + done;
+            let (res, mut b) = src.vol.file.read_exact_at(rb, from).await;
+            res.map_err(|e| {
+                Error::io(
+                    format!("read {} at {from} len {n}", src.vol.path.display()),
+                    e,
+                )
+            })?;
+            b.set_len(n);
+            if done == 0 {
+                if let Err(why) = decode_record_header(b.as_ref()) {
+                    return Err(Error::corrupt(format!(
+                        "{}: record at {}: {why}",
+                        src.vol.path.display(),
+                        src.record_offset
+                    )));
+                }
+            }
+            let to = dst_off + done;
+            let (res, b) = dst.file.write_all_at(b, to).await;
+            res.map_err(|e| Error::io(format!("write {} at {to} len {n}", dst.path.display()), e))?;
+            buf = b;
+            done += n as u64;
+            yield_now().await;
+        }
+        Ok(())
+    }
+
+    /// Walk every live object, verify the CRC32C of all its blocks, at most `max_bytes_per_s`
+    /// (0 = unlimited). Corruption is counted and logged, not returned as an error.
+    pub async fn scrub(&self, max_bytes_per_s: u64) -> Result<ScrubStats> {
+        let mut stats = ScrubStats::default();
+        let objs: Vec<Rc<Object>> = self
+            .index
+            .borrow()
+            .values()
+            .flat_map(|m| m.values().cloned())
+            .collect();
+        let started = Instant::now();
+        for o in objs {
+            let mut bad = false;
+            for ext in &o.extents {
+                let step = (CHUNK_BYTES / ext.block_bytes as u64).max(1) * ext.block_bytes as u64;
+                let mut lo = 0u64;
+                while lo < ext.len && !bad {
+                    let hi = (lo + step).min(ext.len);
+                    match self.read_extent(ext, lo, hi).await {
+                        Ok(_) => {}
+                        Err(Error::Corrupt { .. }) => bad = true,
+                        Err(e) => return Err(e),
+                    }
+                    stats.bytes_checked += hi - lo;
+                    lo = hi;
+                    if max_bytes_per_s > 0 {
+                        let due = Duration::from_secs_f64(
+                            stats.bytes_checked as f64 / max_bytes_per_s as f64,
+                        );
+                        let elapsed = started.elapsed();
+                        if due > elapsed {
+                            monoio::time::sleep(due - elapsed).await;
+                        }
+                    } else {
+                        yield_now().await;
+                    }
+                }
+            }
+            stats.objects_checked += 1;
+            if bad {
+                stats.corrupt_objects += 1;
+            }
+        }
+        Ok(stats)
+    }
+}
+
+/// Streams one object's data into its reserved span, computing the per-block CRC32Cs.
+/// Dropping it without `finish` abandons the write: nothing becomes visible.
+pub struct PutWriter {
+    shard: Rc<Shard>,
+    ns: String,
+    key: String,
+    seq: u64,
+    size_bytes: u64,
+    vol: Rc<VolFile>,
+    record_offset: u64,
+    span_bytes: u64,
+    data_offset: u64,
+    buf: Option<AlignedBuf>,
+    written_bytes: u64,
+    received_bytes: u64,
+    crcs: Vec<u32>,
+    block_crc: u32,
+    block_fill_bytes: u64,
+    failed: bool,
+}
+
+impl Drop for PutWriter {
+    fn drop(&mut self) {
+        release_writer(&self.shard.vols, self.vol.id);
     }
 }
 
 impl PutWriter {
-    pub async fn write(&mut self, _data: Bytes) -> Result<()> {
-        todo!()
+    /// Append data; at most one write I/O in flight (awaited before returning).
+    pub async fn write(&mut self, data: Bytes) -> Result<()> {
+        if self.failed {
+            return Err(Error::Invalid("write after a failed write".into()));
+        }
+        let got = self.received_bytes + data.len() as u64;
+        if got > self.size_bytes {
+            self.failed = true;
+            return Err(Error::SizeMismatch {
+                expected: self.size_bytes,
+                got,
+            });
+        }
+        self.received_bytes = got;
+        let bb = self.shard.cfg.block_bytes as u64;
+        let mut d = &data[..];
+        while !d.is_empty() {
+            let n = ((bb - self.block_fill_bytes) as usize).min(d.len());
+            self.block_crc = crc32c::crc32c_append(self.block_crc, &d[..n]);
+            self.block_fill_bytes += n as u64;
+            if self.block_fill_bytes == bb {
+                self.crcs.push(self.block_crc);
+                self.block_crc = 0;
+                self.block_fill_bytes = 0;
+            }
+            d = &d[n..];
+        }
+        let r = self.push(&data).await;
+        if r.is_err() {
+            self.failed = true;
+        }
+        r
     }
-    pub async fn finish(self, _meta: Bytes, _expect: Expect) -> Result<Rc<Object>> {
-        todo!()
+
+    async fn push(&mut self, mut d: &[u8]) -> Result<()> {
+        while !d.is_empty() {
+            let buf = self.buf.as_mut().expect("staging buffer present");
+            let n = buf.remaining().min(d.len());
+            buf.extend_from_slice(&d[..n]);
+            d = &d[n..];
+            if buf.remaining() == 0 {
+                self.flush().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        let buf = self.buf.take().expect("staging buffer present");
+        let n = buf.len() as u64;
+        assert_eq!(n % self.shard.cfg.align_bytes as u64, 0, "unaligned flush");
+        assert!(
+            self.written_bytes + n <= self.span_bytes,
+            "write past reserved span"
+        );
+        let pos = self.record_offset + self.written_bytes;
+        let (res, mut buf) = self.vol.file.write_all_at(buf, pos).await;
+        buf.clear();
+        self.buf = Some(buf);
+        res.map_err(|e| {
+            Error::io(
+                format!("write {} at {pos} len {n}", self.vol.path.display()),
+                e,
+            )
+        })?;
+        self.written_bytes += n;
+        Ok(())
+    }
+
+    /// Complete the PUT: returns once data and journal entry are durable (group commit); the
+    /// object becomes visible at that moment.
+    pub async fn finish(mut self, meta: Bytes, expect: Expect) -> Result<Rc<Object>> {
+        if self.failed {
+            return Err(Error::Invalid("finish after a failed write".into()));
+        }
+        if self.received_bytes != self.size_bytes {
+            return Err(Error::SizeMismatch {
+                expected: self.size_bytes,
+                got: self.received_bytes,
+            });
+        }
+        if self.block_fill_bytes > 0 {
+            self.crcs.push(self.block_crc);
+            self.block_fill_bytes = 0;
+        }
+        let bb = self.shard.cfg.block_bytes;
+        assert_eq!(
+            self.crcs.len() as u64,
+            format::block_count(self.size_bytes, bb)
+        );
+        let mut trailer = Vec::with_capacity(8 + 4 * self.crcs.len());
+        encode_record_trailer(&mut trailer, &self.crcs);
+        self.push(&trailer).await?;
+        let align = self.shard.cfg.align_bytes as usize;
+        let buf = self.buf.as_mut().expect("staging buffer present");
+        if !buf.is_empty() {
+            let padded = round_up(buf.len(), align);
+            buf.zero_fill_to(padded);
+            self.flush().await?;
+        }
+        assert_eq!(
+            self.written_bytes, self.span_bytes,
+            "record span not fully written"
+        );
+        let entry = Entry::Put {
+            seq: self.seq,
+            mtime_ms: now_ms(),
+            ns: std::mem::take(&mut self.ns),
+            key: std::mem::take(&mut self.key),
+            meta,
+            extent: ExtentRec {
+                volume_id: self.vol.id,
+                record_offset: self.record_offset,
+                data_offset: self.data_offset,
+                len: self.size_bytes,
+                span_bytes: self.span_bytes,
+                block_bytes: bb,
+                crcs: std::mem::take(&mut self.crcs).into(),
+            },
+        };
+        match self
+            .shard
+            .submit(Op::Put(entry, self.vol.clone()), expect)
+            .await?
+        {
+            Reply::Obj(o) => Ok(o),
+            _ => unreachable!("put reply"),
+        }
     }
 }

@@ -1,0 +1,629 @@
+//! On-disk encodings: volume records, journal entries, index snapshot. See io/FORMAT.md; keep the
+//! two in step. All integers are little-endian.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use crate::buf::round_up_u64;
+use crate::error::{Error, Result};
+
+/// Record header magic: bytes "BALR".
+pub const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"BALR");
+/// Record format version.
+pub const RECORD_VERSION: u16 = 1;
+/// Fixed record header size in bytes (including its CRC).
+pub const RECORD_HEADER_BYTES: u64 = 36;
+/// Journal format version (first byte of every entry payload is the kind, see `Entry`).
+pub const JOURNAL_VERSION: u8 = 1;
+/// Snapshot magic: bytes "BALS".
+pub const SNAPSHOT_MAGIC: u32 = u32::from_le_bytes(*b"BALS");
+/// Snapshot format version.
+pub const SNAPSHOT_VERSION: u32 = 1;
+/// Largest namespace in bytes.
+pub const MAX_NS_BYTES: usize = 1024;
+/// Largest key in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// Largest journal entry payload accepted at replay (guards against garbage lengths).
+pub const MAX_JOURNAL_ENTRY_BYTES: u32 = 64 << 20;
+
+/// Number of checksum blocks covering `data_len` bytes.
+pub fn block_count(data_len: u64, block_bytes: u32) -> u64 {
+    data_len.div_ceil(block_bytes as u64)
+}
+
+/// Trailer size: n_blocks u32, CRC table, trailer CRC u32.
+pub fn trailer_bytes(data_len: u64, block_bytes: u32) -> u64 {
+    4 + 4 * block_count(data_len, block_bytes) + 4
+}
+
+/// Total aligned span of a record.
+pub fn record_span_bytes(
+    ns_len: usize,
+    key_len: usize,
+    data_len: u64,
+    block_bytes: u32,
+    align_bytes: u32,
+) -> u64 {
+    let raw = RECORD_HEADER_BYTES
+        + ns_len as u64
+        + key_len as u64
+        + data_len
+        + trailer_bytes(data_len, block_bytes);
+    round_up_u64(raw, align_bytes as u64)
+}
+
+/// Encode a record header followed by ns and key bytes.
+pub fn encode_record_head(
+    out: &mut Vec<u8>,
+    ns: &str,
+    key: &str,
+    data_len: u64,
+    seq: u64,
+    block_bytes: u32,
+) {
+    assert!(ns.len() <= MAX_NS_BYTES && key.len() <= MAX_KEY_BYTES);
+    let start = out.len();
+    out.extend_from_slice(&RECORD_MAGIC.to_le_bytes());
+    out.extend_from_slice(&RECORD_VERSION.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes()); // flags
+    out.extend_from_slice(&(ns.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+    out.extend_from_slice(&block_bytes.to_le_bytes());
+    out.extend_from_slice(&data_len.to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    let crc = crc32c::crc32c(&out[start..]);
+    out.extend_from_slice(&crc.to_le_bytes());
+    assert_eq!((out.len() - start) as u64, RECORD_HEADER_BYTES);
+    out.extend_from_slice(ns.as_bytes());
+    out.extend_from_slice(key.as_bytes());
+}
+
+/// Parsed fixed record header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordHeader {
+    pub flags: u16,
+    pub ns_len: u16,
+    pub key_len: u16,
+    pub block_bytes: u32,
+    pub data_len: u64,
+    pub seq: u64,
+}
+
+/// Decode and check a record header (magic, version, CRC).
+pub fn decode_record_header(b: &[u8]) -> std::result::Result<RecordHeader, String> {
+    if b.len() < RECORD_HEADER_BYTES as usize {
+        return Err("short record header".into());
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+    let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+    let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+    if u32_at(0) != RECORD_MAGIC {
+        return Err(format!("bad record magic {:#x}", u32_at(0)));
+    }
+    if u16_at(4) != RECORD_VERSION {
+        return Err(format!("unknown record version {}", u16_at(4)));
+    }
+    let crc = crc32c::crc32c(&b[..32]);
+    if crc != u32_at(32) {
+        return Err("record header crc mismatch".into());
+    }
+    Ok(RecordHeader {
+        flags: u16_at(6),
+        ns_len: u16_at(8),
+        key_len: u16_at(10),
+        block_bytes: u32_at(12),
+        data_len: u64_at(16),
+        seq: u64_at(24),
+    })
+}
+
+/// Encode the record trailer: n_blocks, CRC table, trailer CRC.
+pub fn encode_record_trailer(out: &mut Vec<u8>, crcs: &[u32]) {
+    let start = out.len();
+    out.extend_from_slice(&(crcs.len() as u32).to_le_bytes());
+    for c in crcs {
+        out.extend_from_slice(&c.to_le_bytes());
+    }
+    let crc = crc32c::crc32c(&out[start..]);
+    out.extend_from_slice(&crc.to_le_bytes());
+}
+
+/// Location and checksums of one extent, as stored in the journal and the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtentRec {
+    pub volume_id: u32,
+    /// Offset of the record (its header) in the volume file; aligned.
+    pub record_offset: u64,
+    /// Offset of the first data byte in the volume file.
+    pub data_offset: u64,
+    /// Data length in bytes.
+    pub len: u64,
+    /// Aligned span of the whole record in bytes.
+    pub span_bytes: u64,
+    pub block_bytes: u32,
+    pub crcs: Rc<[u32]>,
+}
+
+/// One relocated extent (compaction).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Move {
+    pub extent_index: u32,
+    pub volume_id: u32,
+    pub record_offset: u64,
+    pub data_offset: u64,
+}
+
+/// A journal entry (decoded payload).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Put {
+        seq: u64,
+        mtime_ms: u64,
+        ns: String,
+        key: String,
+        meta: Bytes,
+        extent: ExtentRec,
+    },
+    Delete {
+        seq: u64,
+        ns: String,
+        key: String,
+    },
+    Compose {
+        seq: u64,
+        mtime_ms: u64,
+        ns: String,
+        key: String,
+        meta: Bytes,
+        remove_sources: bool,
+        /// (ns, key, seq of the source version used)
+        sources: Vec<(String, String, u64)>,
+    },
+    Relocate {
+        seq: u64,
+        ns: String,
+        key: String,
+        moves: Vec<Move>,
+    },
+}
+
+const KIND_PUT: u8 = 1;
+const KIND_DELETE: u8 = 2;
+const KIND_COMPOSE: u8 = 3;
+const KIND_RELOCATE: u8 = 4;
+
+impl Entry {
+    /// The object sequence number this entry carries.
+    pub fn seq(&self) -> u64 {
+        match self {
+            Entry::Put { seq, .. }
+            | Entry::Delete { seq, .. }
+            | Entry::Compose { seq, .. }
+            | Entry::Relocate { seq, .. } => *seq,
+        }
+    }
+}
+
+/// Little-endian writer helpers.
+pub struct Enc<'a>(pub &'a mut Vec<u8>);
+
+impl Enc<'_> {
+    pub fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    pub fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    pub fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    pub fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    pub fn str16(&mut self, s: &str) {
+        assert!(s.len() <= u16::MAX as usize);
+        self.u16(s.len() as u16);
+        self.0.extend_from_slice(s.as_bytes());
+    }
+    pub fn bytes32(&mut self, b: &[u8]) {
+        assert!(b.len() <= u32::MAX as usize);
+        self.u32(b.len() as u32);
+        self.0.extend_from_slice(b);
+    }
+    pub fn extent(&mut self, e: &ExtentRec) {
+        self.u32(e.volume_id);
+        self.u64(e.record_offset);
+        self.u64(e.data_offset);
+        self.u64(e.len);
+        self.u64(e.span_bytes);
+        self.u32(e.block_bytes);
+        self.u32(e.crcs.len() as u32);
+        for c in e.crcs.iter() {
+            self.u32(*c);
+        }
+    }
+}
+
+/// Little-endian reader; every getter fails (None) on short input.
+pub struct Dec<'a> {
+    pub b: &'a [u8],
+    pub pos: usize,
+}
+
+impl<'a> Dec<'a> {
+    pub fn new(b: &'a [u8]) -> Self {
+        Dec { b, pos: 0 }
+    }
+    pub fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n)?;
+        let s = self.b.get(self.pos..end)?;
+        self.pos = end;
+        Some(s)
+    }
+    pub fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+    pub fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
+    }
+    pub fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    pub fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    pub fn str16(&mut self) -> Option<String> {
+        let n = self.u16()? as usize;
+        String::from_utf8(self.take(n)?.to_vec()).ok()
+    }
+    pub fn bytes32(&mut self) -> Option<Bytes> {
+        let n = self.u32()? as usize;
+        Some(Bytes::copy_from_slice(self.take(n)?))
+    }
+    pub fn extent(&mut self) -> Option<ExtentRec> {
+        let volume_id = self.u32()?;
+        let record_offset = self.u64()?;
+        let data_offset = self.u64()?;
+        let len = self.u64()?;
+        let span_bytes = self.u64()?;
+        let block_bytes = self.u32()?;
+        let n = self.u32()? as usize;
+        if block_bytes == 0 || n as u64 != block_count(len, block_bytes) {
+            return None;
+        }
+        let raw = self.take(n.checked_mul(4)?)?;
+        let crcs: Rc<[u32]> = raw
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        Some(ExtentRec {
+            volume_id,
+            record_offset,
+            data_offset,
+            len,
+            span_bytes,
+            block_bytes,
+            crcs,
+        })
+    }
+    pub fn done(&self) -> bool {
+        self.pos == self.b.len()
+    }
+}
+
+/// Append one framed journal entry: [len u32][crc32c u32][payload], payload =
+/// [version u8][kind u8][lsn u64][kind-specific fields].
+pub fn encode_journal_entry(out: &mut Vec<u8>, lsn: u64, e: &Entry) {
+    let frame_start = out.len();
+    out.extend_from_slice(&[0u8; 8]);
+    let payload_start = out.len();
+    let mut w = Enc(out);
+    w.u8(JOURNAL_VERSION);
+    match e {
+        Entry::Put {
+            seq,
+            mtime_ms,
+            ns,
+            key,
+            meta,
+            extent,
+        } => {
+            w.u8(KIND_PUT);
+            w.u64(lsn);
+            w.u64(*seq);
+            w.u64(*mtime_ms);
+            w.str16(ns);
+            w.str16(key);
+            w.bytes32(meta);
+            w.extent(extent);
+        }
+        Entry::Delete { seq, ns, key } => {
+            w.u8(KIND_DELETE);
+            w.u64(lsn);
+            w.u64(*seq);
+            w.str16(ns);
+            w.str16(key);
+        }
+        Entry::Compose {
+            seq,
+            mtime_ms,
+            ns,
+            key,
+            meta,
+            remove_sources,
+            sources,
+        } => {
+            w.u8(KIND_COMPOSE);
+            w.u64(lsn);
+            w.u64(*seq);
+            w.u64(*mtime_ms);
+            w.str16(ns);
+            w.str16(key);
+            w.bytes32(meta);
+            w.u8(*remove_sources as u8);
+            w.u32(sources.len() as u32);
+            for (sns, skey, sseq) in sources {
+                w.str16(sns);
+                w.str16(skey);
+                w.u64(*sseq);
+            }
+        }
+        Entry::Relocate {
+            seq,
+            ns,
+            key,
+            moves,
+        } => {
+            w.u8(KIND_RELOCATE);
+            w.u64(lsn);
+            w.u64(*seq);
+            w.str16(ns);
+            w.str16(key);
+            w.u32(moves.len() as u32);
+            for m in moves {
+                w.u32(m.extent_index);
+                w.u32(m.volume_id);
+                w.u64(m.record_offset);
+                w.u64(m.data_offset);
+            }
+        }
+    }
+    let payload_len = out.len() - payload_start;
+    assert!(
+        payload_len <= MAX_JOURNAL_ENTRY_BYTES as usize,
+        "journal entry too large"
+    );
+    let crc = crc32c::crc32c(&out[payload_start..]);
+    out[frame_start..frame_start + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    out[frame_start + 4..frame_start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Decode one entry payload (after the frame's length and CRC were checked).
+pub fn decode_journal_payload(p: &[u8]) -> Option<(u64, Entry)> {
+    let mut d = Dec::new(p);
+    if d.u8()? != JOURNAL_VERSION {
+        return None;
+    }
+    let kind = d.u8()?;
+    let lsn = d.u64()?;
+    let e = match kind {
+        KIND_PUT => Entry::Put {
+            seq: d.u64()?,
+            mtime_ms: d.u64()?,
+            ns: d.str16()?,
+            key: d.str16()?,
+            meta: d.bytes32()?,
+            extent: d.extent()?,
+        },
+        KIND_DELETE => Entry::Delete {
+            seq: d.u64()?,
+            ns: d.str16()?,
+            key: d.str16()?,
+        },
+        KIND_COMPOSE => {
+            let seq = d.u64()?;
+            let mtime_ms = d.u64()?;
+            let ns = d.str16()?;
+            let key = d.str16()?;
+            let meta = d.bytes32()?;
+            let remove_sources = d.u8()? != 0;
+            let n = d.u32()? as usize;
+            let mut sources = Vec::with_capacity(n.min(10_000));
+            for _ in 0..n {
+                sources.push((d.str16()?, d.str16()?, d.u64()?));
+            }
+            Entry::Compose {
+                seq,
+                mtime_ms,
+                ns,
+                key,
+                meta,
+                remove_sources,
+                sources,
+            }
+        }
+        KIND_RELOCATE => {
+            let seq = d.u64()?;
+            let ns = d.str16()?;
+            let key = d.str16()?;
+            let n = d.u32()? as usize;
+            let mut moves = Vec::with_capacity(n.min(10_000));
+            for _ in 0..n {
+                moves.push(Move {
+                    extent_index: d.u32()?,
+                    volume_id: d.u32()?,
+                    record_offset: d.u64()?,
+                    data_offset: d.u64()?,
+                });
+            }
+            Entry::Relocate {
+                seq,
+                ns,
+                key,
+                moves,
+            }
+        }
+        _ => return None,
+    };
+    if !d.done() {
+        return None;
+    }
+    Some((lsn, e))
+}
+
+/// Result of scanning a journal image: the entries and the length of the valid prefix.
+pub struct JournalScan {
+    pub entries: Vec<(u64, Entry)>,
+    pub valid_bytes: u64,
+    /// Why the scan stopped before the end, if it did.
+    pub tail_error: Option<String>,
+}
+
+/// Parse a whole journal image, stopping at the first bad frame (torn or corrupt tail).
+pub fn scan_journal(b: &[u8]) -> JournalScan {
+    let mut pos = 0usize;
+    let mut entries = Vec::new();
+    let mut tail_error = None;
+    while pos < b.len() {
+        if b.len() - pos < 8 {
+            tail_error = Some(format!("short frame header at {pos}"));
+            break;
+        }
+        let len = u32::from_le_bytes(b[pos..pos + 4].try_into().unwrap());
+        let crc = u32::from_le_bytes(b[pos + 4..pos + 8].try_into().unwrap());
+        if len == 0 || len > MAX_JOURNAL_ENTRY_BYTES || (b.len() - pos - 8) < len as usize {
+            tail_error = Some(format!("bad frame length {len} at {pos}"));
+            break;
+        }
+        let payload = &b[pos + 8..pos + 8 + len as usize];
+        if crc32c::crc32c(payload) != crc {
+            tail_error = Some(format!("frame crc mismatch at {pos}"));
+            break;
+        }
+        match decode_journal_payload(payload) {
+            Some(e) => entries.push(e),
+            None => {
+                tail_error = Some(format!("undecodable entry at {pos}"));
+                break;
+            }
+        }
+        pos += 8 + len as usize;
+    }
+    JournalScan {
+        entries,
+        valid_bytes: pos as u64,
+        tail_error,
+    }
+}
+
+/// Snapshot header: magic, version, next_seq, applied_lsn, object count.
+pub fn encode_snapshot_header(out: &mut Vec<u8>, next_seq: u64, applied_lsn: u64, objects: u64) {
+    let mut w = Enc(out);
+    w.u32(SNAPSHOT_MAGIC);
+    w.u32(SNAPSHOT_VERSION);
+    w.u64(next_seq);
+    w.u64(applied_lsn);
+    w.u64(objects);
+}
+
+/// One snapshot object record.
+#[allow(clippy::too_many_arguments)]
+pub fn encode_snapshot_object(
+    out: &mut Vec<u8>,
+    ns: &str,
+    key: &str,
+    size: u64,
+    mtime_ms: u64,
+    seq: u64,
+    meta: &[u8],
+    extents: &[ExtentRec],
+) {
+    let mut w = Enc(out);
+    w.str16(ns);
+    w.str16(key);
+    w.u64(size);
+    w.u64(mtime_ms);
+    w.u64(seq);
+    w.bytes32(meta);
+    w.u32(extents.len() as u32);
+    for e in extents {
+        w.extent(e);
+    }
+}
+
+/// A decoded snapshot object.
+pub struct SnapObject {
+    pub ns: String,
+    pub key: String,
+    pub size: u64,
+    pub mtime_ms: u64,
+    pub seq: u64,
+    pub meta: Bytes,
+    pub extents: Vec<ExtentRec>,
+}
+
+/// Decoded snapshot.
+pub struct Snapshot {
+    pub next_seq: u64,
+    pub applied_lsn: u64,
+    pub objects: Vec<SnapObject>,
+}
+
+/// Decode a whole snapshot image; the last 4 bytes are the CRC32C of everything before them.
+pub fn decode_snapshot(b: &[u8]) -> Result<Snapshot> {
+    let bad = |what: &str| Error::corrupt(format!("index.snap: {what}"));
+    if b.len() < 36 {
+        return Err(bad("too short"));
+    }
+    let (body, tail) = b.split_at(b.len() - 4);
+    let want = u32::from_le_bytes(tail.try_into().unwrap());
+    if crc32c::crc32c(body) != want {
+        return Err(bad("crc mismatch"));
+    }
+    let mut d = Dec::new(body);
+    if d.u32() != Some(SNAPSHOT_MAGIC) {
+        return Err(bad("bad magic"));
+    }
+    if d.u32() != Some(SNAPSHOT_VERSION) {
+        return Err(bad("unknown version"));
+    }
+    let next_seq = d.u64().ok_or_else(|| bad("header"))?;
+    let applied_lsn = d.u64().ok_or_else(|| bad("header"))?;
+    let n = d.u64().ok_or_else(|| bad("header"))?;
+    let mut objects = Vec::with_capacity(n.min(1 << 24) as usize);
+    for i in 0..n {
+        let o = (|| {
+            let ns = d.str16()?;
+            let key = d.str16()?;
+            let size = d.u64()?;
+            let mtime_ms = d.u64()?;
+            let seq = d.u64()?;
+            let meta = d.bytes32()?;
+            let ne = d.u32()? as usize;
+            let mut extents = Vec::with_capacity(ne.min(10_000));
+            for _ in 0..ne {
+                extents.push(d.extent()?);
+            }
+            Some(SnapObject {
+                ns,
+                key,
+                size,
+                mtime_ms,
+                seq,
+                meta,
+                extents,
+            })
+        })()
+        .ok_or_else(|| bad(&format!("object {i} undecodable")))?;
+        objects.push(o);
+    }
+    if !d.done() {
+        return Err(bad("trailing bytes"));
+    }
+    Ok(Snapshot {
+        next_seq,
+        applied_lsn,
+        objects,
+    })
+}
