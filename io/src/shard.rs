@@ -174,6 +174,8 @@ struct Vols {
     next_id: u32,
 }
 
+/// An object referencing a record: (ns, key, object seq, extent index, extent).
+type RecordRef = (String, String, u64, u32, Extent);
 type Index = BTreeMap<String, BTreeMap<String, Rc<Object>>>;
 type Change = (String, String, Option<Rc<Object>>);
 type Overlay = HashMap<(String, String), Option<Rc<Object>>>;
@@ -331,7 +333,7 @@ impl Shard {
                 cfg.align_bytes
             )));
         }
-        if cfg.block_bytes == 0 || cfg.block_bytes % cfg.align_bytes != 0 {
+        if cfg.block_bytes == 0 || !cfg.block_bytes.is_multiple_of(cfg.align_bytes) {
             return Err(Error::Invalid(format!(
                 "block_bytes {} must be a non-zero multiple of align_bytes {}",
                 cfg.block_bytes, cfg.align_bytes
@@ -1591,8 +1593,7 @@ impl Shard {
                 return Err(Error::Closed);
             }
             // Records of this volume still referenced, with the objects referencing them.
-            let mut by_record: BTreeMap<u64, Vec<(String, String, u64, u32, Extent)>> =
-                BTreeMap::new();
+            let mut by_record: BTreeMap<u64, Vec<RecordRef>> = BTreeMap::new();
             {
                 let idx = self.index.borrow();
                 for (ns, m) in idx.iter() {
