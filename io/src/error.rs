@@ -46,6 +46,31 @@ impl Error {
         }
     }
 
+    /// A copy of this error for each of several waiters (io::Error is not Clone: its kind and
+    /// message are kept).
+    pub fn duplicate(&self) -> Error {
+        match self {
+            Error::Io { context, source } => Error::Io {
+                context: context.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            Error::NoSpace { context } => Error::NoSpace {
+                context: context.clone(),
+            },
+            Error::Corrupt { context } => Error::Corrupt {
+                context: context.clone(),
+            },
+            Error::PreconditionFailed => Error::PreconditionFailed,
+            Error::SizeMismatch { expected, got } => Error::SizeMismatch {
+                expected: *expected,
+                got: *got,
+            },
+            Error::NotFound => Error::NotFound,
+            Error::Closed => Error::Closed,
+            Error::Invalid(s) => Error::Invalid(s.clone()),
+        }
+    }
+
     /// Build a `Corrupt` error.
     pub fn corrupt(context: impl Into<String>) -> Error {
         Error::Corrupt {

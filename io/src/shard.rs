@@ -538,9 +538,27 @@ impl Shard {
             std::fs::remove_file(path)
                 .map_err(|e| Error::io(format!("remove {}", path.display()), e))?;
         }
-        if !dead.is_empty() {
-            fsync_dir(dir)?;
+        // Give back the unreferenced tail of each volume (preallocation, abandoned writes).
+        for v in shard.vols.borrow_mut().map.values_mut() {
+            let live_end = v
+                .records
+                .iter()
+                .map(|(off, r)| off + r.span_bytes)
+                .max()
+                .unwrap_or(0);
+            if live_end < v.end_bytes {
+                // SAFETY: ftruncate on a valid fd; nothing references bytes past live_end.
+                if unsafe { libc::ftruncate(v.file.file.as_raw_fd(), live_end as libc::off_t) } == 0
+                {
+                    v.end_bytes = live_end;
+                    v.allocated_bytes = live_end;
+                } else {
+                    tracing::warn!(path = %v.file.path.display(), error = %std::io::Error::last_os_error(), "truncating volume tail failed");
+                }
+            }
         }
+        // Make the directory entries of a new journal and of removed volumes durable.
+        fsync_dir(dir)?;
 
         tracing::info!(
             dir = %dir.display(),
@@ -573,6 +591,10 @@ impl Shard {
                 end - offset
             )));
         }
+        // Whole small objects are cached. A miss for part of a larger cacheable object reads only
+        // the range (and does not fill the cache) unless the object is a few blocks at most.
+        let whole_or_small =
+            (offset == 0 && end == obj.size) || obj.size <= 4 * self.cfg.block_bytes as u64;
         let cacheable =
             obj.size <= self.cfg.cache_max_object_bytes && self.cache.borrow().is_some();
         if cacheable {
@@ -586,6 +608,9 @@ impl Shard {
                 return Ok(Bytes::slice(&b, offset as usize..end as usize));
             }
             self.cache_misses.set(self.cache_misses.get() + 1);
+            if !whole_or_small {
+                return self.read_range(obj, offset, end).await;
+            }
             let whole = self.read_range(obj, 0, obj.size).await?;
             if let Some(c) = self.cache.borrow_mut().as_mut() {
                 c.insert(obj.seq, whole.clone());
@@ -1277,10 +1302,7 @@ impl Shard {
         if n_entries > 0 {
             if let Err(e) = self.make_durable(sync_vols, jbuf, next_lsn).await {
                 for (tx, _, _) in winners {
-                    let _ = tx.send(Err(Error::Io {
-                        context: e.to_string(),
-                        source: std::io::Error::other("commit failed"),
-                    }));
+                    let _ = tx.send(Err(e.duplicate()));
                 }
                 winners = Vec::new();
             } else {
@@ -1312,10 +1334,7 @@ impl Shard {
             for tx in checkpoints {
                 let _ = tx.send(match &r {
                     Ok(()) => Ok(Reply::Done),
-                    Err(e) => Err(Error::Io {
-                        context: e.to_string(),
-                        source: std::io::Error::other("checkpoint failed"),
-                    }),
+                    Err(e) => Err(e.duplicate()),
                 });
             }
         }
@@ -1588,7 +1607,9 @@ impl Shard {
                 .map(|(id, _)| *id)
                 .collect()
         };
+        let mut processed = Vec::with_capacity(victims.len());
         for vid in victims {
+            processed.push(vid);
             if self.closed.get() {
                 return Err(Error::Closed);
             }
@@ -1646,30 +1667,40 @@ impl Shard {
                 }
                 yield_now().await;
             }
-            let removable = {
-                let vols = self.vols.borrow();
-                let v = &vols.map[&vid];
-                v.records.is_empty() && v.writers == 0
-            };
-            if removable {
-                let v = self
-                    .vols
-                    .borrow_mut()
-                    .map
-                    .remove(&vid)
-                    .expect("victim registered");
-                std::fs::remove_file(&v.file.path)
-                    .map_err(|e| Error::io(format!("remove {}", v.file.path.display()), e))?;
-                fsync_dir(&self.dir)?;
-                stats.volumes_compacted += 1;
-                stats.bytes_reclaimed += v.end_bytes;
-                tracing::info!(path = %v.file.path.display(), reclaimed_bytes = v.end_bytes, "volume compacted");
-            }
         }
-        // Persist the relocations in the snapshot so old volume ids leave the journal.
-        if stats.volumes_compacted > 0 {
-            self.checkpoint().await?;
+        // Volumes no longer referenced. Checkpoint first so no journal entry (which replay would
+        // resolve against the volume) refers to them, then unlink.
+        let empty = |s: &Self| -> Vec<u32> {
+            let vols = s.vols.borrow();
+            processed
+                .iter()
+                .copied()
+                .filter(|id| {
+                    vols.map
+                        .get(id)
+                        .is_some_and(|v| v.records.is_empty() && v.writers == 0)
+                })
+                .collect()
+        };
+        if empty(self).is_empty() {
+            return Ok(());
         }
+        self.checkpoint().await?;
+        let removable = empty(self);
+        for vid in removable {
+            let v = self
+                .vols
+                .borrow_mut()
+                .map
+                .remove(&vid)
+                .expect("victim registered");
+            std::fs::remove_file(&v.file.path)
+                .map_err(|e| Error::io(format!("remove {}", v.file.path.display()), e))?;
+            stats.volumes_compacted += 1;
+            stats.bytes_reclaimed += v.end_bytes;
+            tracing::info!(path = %v.file.path.display(), reclaimed_bytes = v.end_bytes, "volume compacted");
+        }
+        fsync_dir(&self.dir)?;
         Ok(())
     }
 
