@@ -105,6 +105,9 @@ def main():
             cwork = os.path.join(work, c)
             os.makedirs(cwork, exist_ok=True)
             env = dict(os.environ)
+            # Plain http to loopback: a CA bundle from the host only confuses clients (rclone's
+            # AWS SDK refuses to start with AWS_CA_BUNDLE set and a custom transport).
+            env.pop("AWS_CA_BUNDLE", None)
             env.update({
                 "COMPAT_ENDPOINT": endpoint,
                 "COMPAT_ACCESS_KEY": ak,
@@ -117,7 +120,9 @@ def main():
                 "HOME": cwork,  # no stray ~/.aws, ~/.s3cfg or rclone.conf
                 "PYTHONUNBUFFERED": "1",
             })
-            ok, line, out = run_client(c, env, a.client_timeout, work)
+            # The CLIs start a process per call: give them longer on a loaded machine.
+            limit = a.client_timeout * (2 if c in ("awscli", "s3cmd") else 1)
+            ok, line, out = run_client(c, env, limit, work)
             if server is not None and server.proc.poll() is not None:
                 line = (line if not ok else f"FAIL {c}") + f" [bale exited with {server.proc.returncode}]"
                 ok = False
