@@ -155,7 +155,8 @@ def yaml_scalar(v):
     return str(v)
 
 
-def render_milvus_config(home, s3_access, s3_secret, gc_interval, gc_drop_tolerance, gc_missing_tolerance):
+def render_milvus_config(home, s3_access, s3_secret, gc_interval, gc_drop_tolerance, gc_missing_tolerance,
+                         minio_overrides=None):
     import milvus  # the PyPI embedded-Milvus package: we use its template and binaries only
     tpl_path = os.path.join(os.path.dirname(milvus.__file__), "data", "config.yaml.template")
     glog = os.path.join(os.path.dirname(milvus.__file__), "data", "glog.conf")
@@ -185,8 +186,7 @@ def render_milvus_config(home, s3_access, s3_secret, gc_interval, gc_drop_tolera
         raise KeyError(f"unresolved template placeholder {name}")
 
     text = re.sub(r"\{\{(.*?)\}\}", fill, text)
-    text = set_yaml_keys(text, {
-        "common.storageType": "minio",
+    minio = {
         "minio.address": "127.0.0.1",
         "minio.port": NS_S3_PORT,
         "minio.accessKeyID": s3_access,
@@ -194,6 +194,11 @@ def render_milvus_config(home, s3_access, s3_secret, gc_interval, gc_drop_tolera
         "minio.useSSL": False,
         "minio.bucketName": BUCKET,
         "minio.rootPath": ROOT_PATH,
+    }
+    minio.update(minio_overrides or {})
+    text = set_yaml_keys(text, {
+        "common.storageType": "minio",
+        **minio,
         # Milvus's garbage collector, made quick so the test can watch it remove objects.
         "dataCoord.gc.interval": gc_interval,
         "dataCoord.gc.dropTolerance": gc_drop_tolerance,
@@ -208,7 +213,7 @@ def render_milvus_config(home, s3_access, s3_secret, gc_interval, gc_drop_tolera
     import yaml
     y = yaml.safe_load(text)
     assert y["common"]["storageType"] == "minio", y["common"]["storageType"]
-    assert y["minio"]["port"] == NS_S3_PORT and y["minio"]["secretAccessKey"] == s3_secret
+    assert y["minio"]["port"] == minio["minio.port"] and y["minio"]["secretAccessKey"] == minio["minio.secretAccessKey"]
     assert y["dataCoord"]["gc"]["interval"] == gc_interval
     return cfg
 
@@ -221,18 +226,69 @@ def milvus_bin_dir():
     return os.path.join(base, "bin")
 
 
+# --------------------------------------------------------------------------- compose file
+
+def interpolate(value, env):
+    """Compose-style ${VAR}, ${VAR:-default}, ${VAR-default} substitution."""
+    def sub(m):
+        name, op, default = m.group(1), m.group(2), m.group(3) or ""
+        if op == ":-":
+            return env.get(name) or default
+        if op == "-":
+            return env.get(name, default)
+        return env.get(name, "")
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}", sub, str(value))
+
+
+def compose_env(compose, service, env):
+    """A service's environment (list or mapping form), interpolated with env."""
+    e = compose["services"][service].get("environment") or {}
+    if isinstance(e, list):
+        e = dict(x.split("=", 1) if "=" in x else (x, os.environ.get(x, "")) for x in e)
+    return {k: interpolate(v, env) for k, v in e.items()}
+
+
+def load_compose(path):
+    import yaml
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
 # --------------------------------------------------------------------------- S3 backends
 
 class BaleBackend:
     name = "bale"
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, env_only=None):
+        """env_only: start bale configured by these environment variables alone (no flags but
+        `serve`), the way the compose file does; BALE_LISTEN/BALE_DATA are pointed at a free
+        loopback port and directories under workdir."""
         sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
         import baleproc
         cores = os.environ.get("MILVUS_E2E_BALE_CORES")
-        self.b = baleproc.Bale(data_dirs=[os.path.join(workdir, "bale-data")],
-                               cores=int(cores) if cores else None)
-        self.access_key, self.secret_key = self.b.access_key, self.b.secret_key
+        if env_only is None:
+            self.b = baleproc.Bale(data_dirs=[os.path.join(workdir, "bale-data")],
+                                   cores=int(cores) if cores else None)
+            self.access_key, self.secret_key = self.b.access_key, self.b.secret_key
+            return
+        env = dict(env_only)
+        dirs = [os.path.join(workdir, "bale" + d.replace("/", "-")) for d in env["BALE_DATA"].split(",")]
+
+        class EnvBale(baleproc.Bale):
+            def args(self):
+                return [baleproc.bale_bin(), "serve"]
+
+        self.b = EnvBale(data_dirs=dirs, env=env)
+        env["BALE_LISTEN"] = f"127.0.0.1:{self.b.port}"
+        env["BALE_DATA"] = ",".join(dirs)
+        if cores:
+            env["BALE_CORES"] = cores
+        self.b.env = env
+        # What bale should resolve them to (BALE_* first, then MINIO_ROOT_*).
+        self.access_key = env.get("BALE_ACCESS_KEY") or env["MINIO_ROOT_USER"]
+        self.secret_key = env.get("BALE_SECRET_KEY") or env["MINIO_ROOT_PASSWORD"]
+        for k in ("BALE_ACCESS_KEY", "BALE_SECRET_KEY", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"):
+            os.environ.pop(k, None)  # only the compose values count
 
     def start(self):
         self.b.start()
@@ -376,16 +432,43 @@ def outer(args):
     signal.signal(signal.SIGINT, _on_term)
     workdir = tempfile.mkdtemp(prefix="bale-milvus-e2e-")
     log(f"workdir {workdir}")
-    backend = {"bale": BaleBackend, "weed": WeedBackend}[args.backend](workdir)
     inner_proc = None
     ok = False
     result = {}
+    extra = []
+    if args.compose:
+        # Configure both sides from the compose file: bale from its service's environment
+        # (keys from MINIO_ROOT_USER/PASSWORD), Milvus from MINIO_* variables on top of a
+        # milvus.yaml whose minio section is deliberately wrong (so only the variables can work).
+        compose = load_compose(args.compose)
+        keys = {"MINIO_ROOT_USER": "composeaccess", "MINIO_ROOT_PASSWORD": "compose-secret/with+chars"}
+        if args.backend == "weed":  # development: the Milvus half only
+            backend = WeedBackend(workdir)
+            keys = {"MINIO_ROOT_USER": backend.access_key, "MINIO_ROOT_PASSWORD": backend.secret_key}
+        bale_env = compose_env(compose, "bale", keys)
+        milvus_env = compose_env(compose, "standalone", keys)
+        milvus_env.pop("ETCD_ENDPOINTS", None)  # the embedded Milvus has its own etcd
+        host, _, port = milvus_env["MINIO_ADDRESS"].rpartition(":")
+        milvus_env["MINIO_ADDRESS"] = f"127.0.0.1:{port}"
+        log(f"compose: bale env {sorted(bale_env)}; Milvus env {milvus_env}")
+        if args.backend == "bale":
+            backend = BaleBackend(workdir, env_only=bale_env)
+        minio_overrides = {"minio.address": "127.0.0.2", "minio.port": 1, "minio.accessKeyID": "wrong",
+                           "minio.secretAccessKey": "wrong-secret", "minio.bucketName": "yaml-bucket",
+                           "minio.rootPath": "yaml-root"}
+        extra = ["--mode", "smoke", "--extra-env", json.dumps(milvus_env), "--s3-port", port,
+                 "--bucket", milvus_env.get("MINIO_BUCKET_NAME", "a-bucket"),
+                 "--root-path", milvus_env.get("MINIO_ROOT_PATH", "files")]
+    else:
+        backend = {"bale": BaleBackend, "weed": WeedBackend}[args.backend](workdir)
+        minio_overrides = None
     try:
         log("unpacking Milvus binaries (cached)")
         bindir = milvus_bin_dir()
         home = os.path.join(workdir, "milvus")
         render_milvus_config(home, backend.access_key, backend.secret_key,
-                             args.gc_interval, args.gc_drop_tolerance, args.gc_missing_tolerance)
+                             args.gc_interval, args.gc_drop_tolerance, args.gc_missing_tolerance,
+                             minio_overrides)
         log(f"starting {backend.name}")
         backend.start()
         record_pid(backend.pid())
@@ -398,7 +481,7 @@ def outer(args):
                "--home", home, "--bin", bindir, "--sock", sock, "--result", result_path,
                "--access-key", backend.access_key, "--secret-key", backend.secret_key,
                "--rows", str(args.rows), "--searches", str(args.searches),
-               "--gc-wait", str(args.gc_wait)]
+               "--gc-wait", str(args.gc_wait)] + extra
         remaining = args.timeout - (time.time() - t_start)
         log(f"starting Milvus in its own network namespace (deadline {int(remaining)}s)")
         inner_proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_die_with_parent_preexec())
@@ -457,7 +540,7 @@ def report(result, backend, ok, workdir, elapsed):
     m = result.get("metrics", {})
     print()
     print("=" * 72)
-    print(f"Milvus 2.3.5 on {backend.name}: end-to-end")
+    print(f"Milvus 2.3.5 on {backend.name}: {result.get('title', 'end-to-end')}")
     for k in ("startup_s", "insert_s", "flush_s", "index_s", "load_s", "search_p50_ms", "search_p95_ms",
               "search_p99_ms", "search_top1_recall", "query_ok", "delete_ok", "compaction_plans", "objects_seen",
               "gc_s", "objects_left"):
@@ -504,7 +587,10 @@ class Failed(Exception):
 
 
 def inner(args):
-    result = {"ok": False, "failures": [], "steps": [], "metrics": {}}
+    global BUCKET, ROOT_PATH, NS_S3_PORT
+    BUCKET, ROOT_PATH, NS_S3_PORT = args.bucket, args.root_path, args.s3_port
+    result = {"ok": False, "failures": [], "steps": [], "metrics": {},
+              "title": "end-to-end" if args.mode == "full" else "compose settings smoke test"}
     milvus = None
     try:
         lo_up()
@@ -520,6 +606,7 @@ def inner(args):
         for k in list(env):  # never let a MINIO_* from the caller override milvus.yaml
             if k.startswith("MINIO_"):
                 del env[k]
+        env.update(json.loads(args.extra_env))
         t0 = time.time()
         milvus = subprocess.Popen(
             [os.path.join(args.bin, "milvus"), "run", "standalone"], cwd=args.home, env=env,
@@ -528,7 +615,7 @@ def inner(args):
         wait_healthy(milvus, 240)
         result["metrics"]["startup_s"] = round(time.time() - t0, 1)
         log(f"Milvus healthy after {result['metrics']['startup_s']}s")
-        workload(args, result)
+        (workload if args.mode == "full" else smoke)(args, result)
         result["ok"] = not result["failures"]
     except Failed as e:
         result["failures"].append(str(e))
@@ -586,6 +673,29 @@ def count_objects(s3):
             counts[kind][1] += o["Size"]
             keys.append((o["Key"], o["Size"], kind))
     return counts, keys
+
+
+def smoke(args, result):
+    """A little round trip: enough to show Milvus reached the store with these settings."""
+    import numpy as np
+    from pymilvus import Collection, CollectionSchema, DataType, FieldSchema, connections, utility
+    connections.connect("default", host="127.0.0.1", port=str(MILVUS_PORT), timeout=60)
+    s3 = s3_client(args)
+    buckets = [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    if BUCKET not in buckets:
+        result["failures"].append(f"bucket {BUCKET} not created by Milvus; buckets: {buckets}")
+    schema = CollectionSchema([FieldSchema("id", DataType.INT64, is_primary=True),
+                               FieldSchema("vec", DataType.FLOAT_VECTOR, dim=8)])
+    coll = Collection("compose_smoke", schema, shards_num=1)
+    coll.insert([list(range(100)), np.random.default_rng(1).random((100, 8), dtype=np.float32)])
+    coll.flush()
+    counts, _ = count_objects(s3)
+    result["metrics"]["objects_seen"] = {k: v[0] for k, v in counts.items()}
+    if counts["insert_log/"][0] == 0:
+        result["failures"].append(f"no insert_log objects under {BUCKET}/{ROOT_PATH}/ after flush")
+    log(f"compose smoke: bucket {BUCKET}, objects {result['metrics']['objects_seen']}")
+    utility.drop_collection("compose_smoke")
+    connections.disconnect("default")
 
 
 def workload(args, result):
@@ -763,12 +873,19 @@ def main():
     o.add_argument("--gc-missing-tolerance", type=int, default=30)
     o.add_argument("--gc-wait", type=int, default=150)
     o.add_argument("--keep", action="store_true", default=bool(os.environ.get("MILVUS_E2E_KEEP")))
+    o.add_argument("--compose", metavar="FILE",
+                   help="smoke test with bale and Milvus configured from FILE's environment sections")
     i = sub.add_parser("inner")
     for a in ("--home", "--bin", "--sock", "--result", "--access-key", "--secret-key"):
         i.add_argument(a, required=True)
     i.add_argument("--rows", type=int, required=True)
     i.add_argument("--searches", type=int, required=True)
     i.add_argument("--gc-wait", type=int, required=True)
+    i.add_argument("--mode", choices=["full", "smoke"], default="full")
+    i.add_argument("--extra-env", default="{}")
+    i.add_argument("--s3-port", type=int, default=NS_S3_PORT)
+    i.add_argument("--bucket", default=BUCKET)
+    i.add_argument("--root-path", default=ROOT_PATH)
     args = ap.parse_args()
     rc = outer(args) if args.role == "outer" else inner(args)
     sys.stdout.flush()
