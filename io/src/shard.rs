@@ -743,6 +743,8 @@ impl Shard {
             span_bytes,
             data_offset,
             buf: Some(buf),
+            buf_capacity_bytes: buf_bytes,
+            inflight: None,
             written_bytes: 0,
             received_bytes: 0,
             crcs: Vec::with_capacity(format::block_count(size_bytes, bb).min(1 << 20) as usize),
@@ -1805,13 +1807,24 @@ pub struct PutWriter {
     record_offset: u64,
     span_bytes: u64,
     data_offset: u64,
+    /// Staging buffer being filled.
     buf: Option<AlignedBuf>,
+    buf_capacity_bytes: usize,
+    /// The one write in flight (spawned so the caller can fill the next buffer meanwhile).
+    inflight: Option<InFlightWrite>,
+    /// Record bytes submitted for writing (all of them complete once `inflight` is None).
     written_bytes: u64,
     received_bytes: u64,
     crcs: Vec<u32>,
     block_crc: u32,
     block_fill_bytes: u64,
     failed: bool,
+}
+
+struct InFlightWrite {
+    handle: monoio::task::JoinHandle<(std::io::Result<()>, AlignedBuf)>,
+    pos: u64,
+    len_bytes: u64,
 }
 
 impl Drop for PutWriter {
@@ -1862,32 +1875,76 @@ impl PutWriter {
             buf.extend_from_slice(&d[..n]);
             d = &d[n..];
             if buf.remaining() == 0 {
-                self.flush().await?;
+                self.flush(false).await?;
             }
         }
         Ok(())
     }
 
-    async fn flush(&mut self) -> Result<()> {
-        let buf = self.buf.take().expect("staging buffer present");
-        let n = buf.len() as u64;
+    /// Submit the full staging buffer. At most one write is in flight: the previous one is
+    /// awaited first (its buffer becomes the next staging buffer). The last write of a record
+    /// is awaited inline.
+    async fn flush(&mut self, last: bool) -> Result<()> {
+        let full = self.buf.take().expect("staging buffer present");
+        let n = full.len() as u64;
         assert_eq!(n % self.shard.cfg.align_bytes as u64, 0, "unaligned flush");
         assert!(
             self.written_bytes + n <= self.span_bytes,
             "write past reserved span"
         );
+        let spare = match self.wait_inflight().await {
+            Ok(b) => b,
+            Err(e) => {
+                self.buf = Some(full);
+                return Err(e);
+            }
+        };
         let pos = self.record_offset + self.written_bytes;
-        let (res, mut buf) = self.vol.file.write_all_at(buf, pos).await;
-        buf.clear();
-        self.buf = Some(buf);
+        self.written_bytes += n;
+        if last {
+            let (res, mut b) = self.vol.file.write_all_at(full, pos).await;
+            b.clear();
+            self.buf = Some(b);
+            res.map_err(|e| {
+                Error::io(
+                    format!("write {} at {pos} len {n}", self.vol.path.display()),
+                    e,
+                )
+            })?;
+        } else {
+            let vol = self.vol.clone();
+            let handle = monoio::spawn(async move { vol.file.write_all_at(full, pos).await });
+            self.inflight = Some(InFlightWrite {
+                handle,
+                pos,
+                len_bytes: n,
+            });
+            let align = self.shard.cfg.align_bytes as usize;
+            self.buf =
+                Some(spare.unwrap_or_else(|| AlignedBuf::new(self.buf_capacity_bytes, align)));
+        }
+        Ok(())
+    }
+
+    /// Wait for the write in flight, if any; returns its (cleared) buffer.
+    async fn wait_inflight(&mut self) -> Result<Option<AlignedBuf>> {
+        let Some(w) = self.inflight.take() else {
+            return Ok(None);
+        };
+        let (res, mut b) = w.handle.await;
         res.map_err(|e| {
             Error::io(
-                format!("write {} at {pos} len {n}", self.vol.path.display()),
+                format!(
+                    "write {} at {} len {}",
+                    self.vol.path.display(),
+                    w.pos,
+                    w.len_bytes
+                ),
                 e,
             )
         })?;
-        self.written_bytes += n;
-        Ok(())
+        b.clear();
+        Ok(Some(b))
     }
 
     /// Complete the PUT: returns once data and journal entry are durable (group commit); the
@@ -1919,8 +1976,9 @@ impl PutWriter {
         if !buf.is_empty() {
             let padded = round_up(buf.len(), align);
             buf.zero_fill_to(padded);
-            self.flush().await?;
+            self.flush(true).await?;
         }
+        self.wait_inflight().await?;
         assert_eq!(
             self.written_bytes, self.span_bytes,
             "record span not fully written"
