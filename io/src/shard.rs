@@ -819,7 +819,10 @@ impl Shard {
             };
             let mut got = want;
             if rc != 0 {
-                // Retry with exactly what this record needs before giving up.
+                // A failed fallocate may leave part of the range allocated: give it back, then
+                // retry with exactly what this record needs before giving up.
+                // SAFETY: ftruncate on a valid fd, back to the size we own.
+                unsafe { libc::ftruncate(fd, v.allocated_bytes as libc::off_t) };
                 // SAFETY: as above.
                 rc = unsafe {
                     libc::fallocate(
