@@ -56,12 +56,14 @@ def log(msg):
 
 # --------------------------------------------------------------------------- relay
 
-async def _pipe(reader, writer):
+async def _pipe(reader, writer, tap=None):
     try:
         while True:
             data = await reader.read(256 * 1024)
             if not data:
                 break
+            if tap is not None:
+                tap(data)
             writer.write(data)
             await writer.drain()
     except (ConnectionError, OSError, asyncio.CancelledError):
@@ -80,9 +82,9 @@ def _nodelay(writer):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def start_relay(listen, connect):
+def start_relay(listen, connect, recorder=None):
     """Relay byte streams in a daemon thread. listen/connect: ("tcp", host, port) or ("unix", path).
-    Returns once listening."""
+    recorder: an S3Recorder that watches the HTTP exchanges going through. Returns once listening."""
     ready = threading.Event()
     err = []
 
@@ -97,7 +99,11 @@ def start_relay(listen, connect):
             cw.close()
             return
         _nodelay(uw)
-        await asyncio.gather(_pipe(cr, uw), _pipe(ur, cw))
+        if recorder is not None:
+            conn = HttpConnTap(recorder)
+            await asyncio.gather(_pipe(cr, uw, conn.feed_request), _pipe(ur, cw, conn.feed_response))
+        else:
+            await asyncio.gather(_pipe(cr, uw), _pipe(ur, cw))
         for w in (cw, uw):
             try:
                 w.close()
@@ -123,6 +129,255 @@ def start_relay(listen, connect):
     ready.wait(10)
     if err:
         raise err[0]
+
+
+# --------------------------------------------------------------------------- S3 traffic tap
+
+class _Framer:
+    """Incremental HTTP/1.1 message framing for one direction of one connection."""
+
+    def __init__(self, on_head, on_body, on_end):
+        self.buf = bytearray()
+        self.state = "head"
+        self.remaining = 0
+        self.on_head, self.on_body, self.on_end = on_head, on_body, on_end
+
+    def feed(self, data):
+        self.buf += data
+        while self.buf:
+            st = self.state
+            if st == "close":
+                self.on_body(bytes(self.buf))
+                self.buf.clear()
+                return
+            if st == "head":
+                i = self.buf.find(b"\r\n\r\n")
+                if i < 0:
+                    if len(self.buf) > 1 << 20:
+                        self.state = "close"  # not HTTP we understand: stop looking
+                    return
+                head = bytes(self.buf[:i])
+                del self.buf[:i + 4]
+                mode, n = self.on_head(head)
+                if mode == "len" and n > 0:
+                    self.state, self.remaining = "len", n
+                elif mode == "chunked":
+                    self.state = "chunk-size"
+                elif mode == "close":
+                    self.state = "close"
+                else:
+                    self.on_end()
+            elif st in ("len", "chunk-data"):
+                take = min(len(self.buf), self.remaining)
+                self.on_body(bytes(self.buf[:min(take, 512)]))
+                del self.buf[:take]
+                self.remaining -= take
+                if self.remaining:
+                    return
+                if st == "len":
+                    self.state = "head"
+                    self.on_end()
+                else:
+                    self.state = "chunk-crlf"
+            elif st == "chunk-crlf":
+                if len(self.buf) < 2:
+                    return
+                del self.buf[:2]
+                self.state = "chunk-size"
+            elif st == "chunk-size":
+                i = self.buf.find(b"\r\n")
+                if i < 0:
+                    return
+                size = int(bytes(self.buf[:i]).split(b";")[0].strip() or b"0", 16)
+                del self.buf[:i + 2]
+                if size == 0:
+                    self.state = "trailer"
+                else:
+                    self.state, self.remaining = "chunk-data", size
+            elif st == "trailer":
+                i = self.buf.find(b"\r\n")
+                if i < 0:
+                    return
+                line = bytes(self.buf[:i])
+                del self.buf[:i + 2]
+                if not line:
+                    self.state = "head"
+                    self.on_end()
+
+
+def _parse_head(head):
+    lines = head.decode("latin-1").split("\r\n")
+    hdrs = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        hdrs[k.strip().lower()] = v.strip()
+    return lines[0], hdrs
+
+
+def _body_mode(hdrs):
+    if "chunked" in hdrs.get("transfer-encoding", "").lower():
+        return "chunked", 0
+    if "content-length" in hdrs:
+        return "len", int(hdrs["content-length"])
+    return None, 0
+
+
+def s3_op(method, target, hdrs):
+    """Name the S3 operation of a path-style request."""
+    path, _, query = target.partition("?")
+    q = {kv.split("=", 1)[0] for kv in query.split("&") if kv}
+    parts = path.lstrip("/").split("/", 1)
+    has_key = len(parts) == 2 and parts[1] != ""
+    if not parts[0]:
+        return "ListBuckets" if method == "GET" else f"{method} /"
+    if not has_key:
+        if method == "GET":
+            if "location" in q:
+                return "GetBucketLocation"
+            if "uploads" in q:
+                return "ListMultipartUploads"
+            return "ListObjectsV2" if "list-type" in q else "ListObjects"
+        if method == "POST" and "delete" in q:
+            return "DeleteObjects"
+        return {"HEAD": "HeadBucket", "PUT": "CreateBucket", "DELETE": "DeleteBucket"}.get(method, method + " bucket")
+    if method == "PUT":
+        if "partNumber" in q:
+            return "UploadPart"
+        if "x-amz-copy-source" in hdrs:
+            return "CopyObject"
+        return "PutObject"
+    if method == "POST":
+        return "CreateMultipartUpload" if "uploads" in q else "CompleteMultipartUpload" if "uploadId" in q else "POST object"
+    if method == "GET":
+        return "GetObject(range)" if "range" in hdrs else "GetObject"
+    if method == "DELETE":
+        return "AbortMultipartUpload" if "uploadId" in q else "DeleteObject"
+    return {"HEAD": "HeadObject"}.get(method, method)
+
+
+def client_kind(ua):
+    ua = ua.lower()
+    for needle, name in (("minio-go", "minio-go (Milvus Go)"), ("aws-sdk-cpp", "aws-sdk-cpp (Milvus C++)"),
+                         ("boto", "boto3 (test)")):
+        if needle in ua:
+            return name
+    return ua[:40] or "?"
+
+
+class S3Recorder:
+    """Everything that crossed the relay: one record per request/response."""
+
+    def __init__(self):
+        self.records = []
+        self.lock = threading.Lock()
+
+    def add(self, rec):
+        with self.lock:
+            self.records.append(rec)
+
+    # S3 answers that are part of normal life: existence checks and racing bucket creation.
+    @staticmethod
+    def expected(rec):
+        st, op = rec["status"], rec["op"]
+        if st < 400:
+            return True
+        if st == 404 and op in ("HeadObject", "GetObject", "GetObject(range)", "HeadBucket", "DeleteObject"):
+            return True
+        # minio-go asks a bucket's location before it exists (at Milvus's first start)
+        if st == 404 and op == "GetBucketLocation" and "NoSuchBucket" in rec.get("body", ""):
+            return True
+        if st == 409 and op == "CreateBucket":
+            return True
+        if st == 416 and op == "GetObject(range)":
+            return True
+        return False
+
+    def summary(self):
+        with self.lock:
+            recs = list(self.records)
+        by = {}
+        for r in recs:
+            k = (r["client"], r["op"], r["status"])
+            by[k] = by.get(k, 0) + 1
+        lat = {}
+        for r in recs:
+            if r["status"] < 300 and r.get("ms") is not None:
+                lat.setdefault(r["op"], []).append(r["ms"])
+        latency = {op: {"n": len(v), "p50_ms": round(pct(v, 50), 2), "p99_ms": round(pct(v, 99), 2),
+                        "max_ms": round(max(v), 2)} for op, v in lat.items()}
+        bad = [r for r in recs if not self.expected(r)]
+        return {
+            "requests": len(recs),
+            "by_client_op_status": {f"{c} {o} {s}": n for (c, o, s), n in sorted(by.items())},
+            "latency": latency,
+            "unexpected": bad[:20],
+            "unexpected_count": len(bad),
+        }
+
+
+class HttpConnTap:
+    """Pairs requests and responses on one relayed connection."""
+
+    def __init__(self, recorder):
+        self.rec = recorder
+        self.pending = []  # requests whose response has not started
+        self.current = None  # the response being read
+        self.req_framer = _Framer(self._req_head, lambda b: None, self._req_end)
+        self.resp_framer = _Framer(self._resp_head, self._resp_body, self._resp_end)
+
+    def feed_request(self, data):
+        try:
+            self.req_framer.feed(data)
+        except Exception:  # noqa: BLE001 - a tap must never break the relay
+            self.req_framer.state = "close"
+
+    def feed_response(self, data):
+        try:
+            self.resp_framer.feed(data)
+        except Exception:  # noqa: BLE001
+            self.resp_framer.state = "close"
+
+    def _req_head(self, head):
+        line, hdrs = _parse_head(head)
+        method, target = (line.split(" ") + ["", ""])[:2]
+        self.pending.append({"method": method, "target": target, "op": s3_op(method, target, hdrs),
+                             "client": client_kind(hdrs.get("user-agent", "")),
+                             "range": hdrs.get("range"), "t": time.perf_counter(), "sent": None})
+        return _body_mode(hdrs)
+
+    def _req_end(self):
+        for p in self.pending:
+            if p["sent"] is None:
+                p["sent"] = time.perf_counter()
+                break
+
+    def _resp_head(self, head):
+        line, hdrs = _parse_head(head)
+        status = int(line.split(" ")[1])
+        if 100 <= status < 200:
+            return None, 0
+        req = self.pending.pop(0) if self.pending else {"method": "?", "target": "?", "op": "?", "client": "?",
+                                                       "range": None, "t": time.perf_counter(), "sent": None}
+        now = time.perf_counter()
+        self.current = {"op": req["op"], "client": req["client"], "method": req["method"],
+                        "target": req["target"][:200], "range": req["range"], "status": status,
+                        "ms": round((now - (req["sent"] or req["t"])) * 1000, 3), "body": b""}
+        if req["method"] == "HEAD" or status in (204, 304):
+            return None, 0
+        mode = _body_mode(hdrs)
+        return mode if mode[0] else ("close", 0)
+
+    def _resp_body(self, b):
+        if self.current is not None and self.current["status"] >= 400 and len(self.current["body"]) < 600:
+            self.current["body"] += b
+
+    def _resp_end(self):
+        cur, self.current = self.current, None
+        if cur is not None:
+            cur["body"] = cur["body"][:600].decode("utf-8", "replace")
+            if cur["status"] < 400:
+                del cur["body"]
+            self.rec.add(cur)
 
 
 # --------------------------------------------------------------------------- milvus config
@@ -265,6 +520,7 @@ class BaleBackend:
         loopback port and directories under workdir."""
         sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
         import baleproc
+        self.workdir = workdir
         cores = os.environ.get("MILVUS_E2E_BALE_CORES")
         if env_only is None:
             self.b = baleproc.Bale(data_dirs=[os.path.join(workdir, "bale-data")],
@@ -305,7 +561,13 @@ class BaleBackend:
         return self.b.proc is not None and self.b.proc.poll() is None
 
     def stop(self):
-        return self.b.stop()
+        rc = self.b.stop()
+        # baleproc logs to the temp dir when it is given data dirs: keep the log with the rest.
+        if self.b.log_path and os.path.exists(self.b.log_path):
+            dst = os.path.join(self.workdir, "bale.log")
+            shutil.move(self.b.log_path, dst)
+            self.b.log_path = dst
+        return rc
 
 
 class WeedBackend:
@@ -474,7 +736,8 @@ def outer(args):
         record_pid(backend.pid())
         log(f"{backend.name} on 127.0.0.1:{backend.port}")
         sock = os.path.join(workdir, "s3.sock")
-        start_relay(("unix", sock), ("tcp", "127.0.0.1", backend.port))
+        recorder = S3Recorder()
+        start_relay(("unix", sock), ("tcp", "127.0.0.1", backend.port), recorder)
         result_path = os.path.join(workdir, "result.json")
         cmd = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc",
                sys.executable, os.path.abspath(__file__), "inner",
@@ -495,6 +758,14 @@ def outer(args):
             with open(result_path) as f:
                 result = json.load(f)
         ok = rc == 0 and result.get("ok") is True
+        traffic = recorder.summary()
+        result["s3"] = traffic
+        if traffic["unexpected_count"]:
+            ok = False
+            for r in traffic["unexpected"][:5]:
+                result.setdefault("failures", []).append(
+                    f"{backend.name} answered {r['client']} {r['method']} {r['target']}"
+                    f"{' Range: ' + r['range'] if r.get('range') else ''} ({r['op']}) with {r['status']}: {r.get('body', '')[:300]}")
         if not backend.alive():
             ok = False
             result.setdefault("failures", []).append(f"{backend.name} process died")
@@ -549,6 +820,16 @@ def report(result, backend, ok, workdir, elapsed):
     for step, secs in result.get("steps", []):
         print(f"  step {step:28s} {secs:7.2f}s")
     print(f"  total                {elapsed:.1f}s")
+    t = result.get("s3")
+    if t:
+        print(f"  S3 requests through the relay: {t['requests']} (client, operation, status: count)")
+        for k, n in t["by_client_op_status"].items():
+            print(f"    {k:60s} {n}")
+        print("  S3 latency at the relay (request sent -> response head), 2xx only:")
+        for op, l in sorted(t["latency"].items()):
+            print(f"    {op:24s} n={l['n']:<5d} p50 {l['p50_ms']:7.2f} ms  p99 {l['p99_ms']:7.2f} ms  max {l['max_ms']:7.2f} ms")
+    if result.get("s3_json"):
+        print(f"  traffic record: {result['s3_json']}")
     for f in result.get("failures", []):
         print(f"  FAILURE: {f}")
     if not ok:
@@ -594,6 +875,10 @@ def inner(args):
     milvus = None
     try:
         lo_up()
+        # Milvus 2.3 writes and locks /run/milvus/standalone.pid: give it a private one (this
+        # mount namespace's mounts vanish with it), so the host stays clean and runs can overlap.
+        os.makedirs("/run/milvus", exist_ok=True)
+        subprocess.run(["mount", "--bind", os.path.join(args.home, "run"), "/run/milvus"], check=True)
         start_relay(("tcp", "127.0.0.1", NS_S3_PORT), ("unix", args.sock))
         env = dict(os.environ)
         env.update({
