@@ -16,6 +16,11 @@ use s3s::service::S3Service;
 
 /// Largest request head (request line + headers) accepted, bytes. Larger gets 431.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Largest XML request body (DeleteObjects with 1,000 keys, CompleteMultipartUpload with
+/// 10,000 parts), bytes.
+pub const MAX_XML_BODY_BYTES: usize = 4 << 20;
+/// Longest validity of a presigned URL (S3's limit: 7 days), seconds.
+pub const MAX_PRESIGNED_EXPIRES_S: u64 = 7 * 24 * 3600;
 
 #[derive(Clone, Copy)]
 pub struct ConnLimits {
@@ -32,20 +37,49 @@ fn plain(status: http::StatusCode, body: &'static str) -> http::Response<s3s::Bo
     r
 }
 
-fn internal_error_xml() -> http::Response<s3s::Body> {
-    let mut r = plain(
-        http::StatusCode::INTERNAL_SERVER_ERROR,
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message></Error>",
+fn error_xml(status: http::StatusCode, code: &str, message: &str) -> http::Response<s3s::Body> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>"
     );
+    let mut r = http::Response::new(s3s::Body::from(body));
+    *r.status_mut() = status;
     r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/xml"));
     r
+}
+
+fn internal_error_xml() -> http::Response<s3s::Body> {
+    error_xml(http::StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "We encountered an internal error. Please try again.")
+}
+
+/// Presigned URL validity above S3's 7-day limit (s3s does not check it).
+fn presigned_too_long(uri: &http::Uri) -> bool {
+    uri.query().is_some_and(|q| {
+        q.split('&').any(|kv| {
+            kv.strip_prefix("X-Amz-Expires=").is_some_and(|v| v.parse::<u64>().map_or(true, |s| s > MAX_PRESIGNED_EXPIRES_S))
+        })
+    })
+}
+
+fn is_aws_chunked(h: &http::HeaderMap) -> bool {
+    h.get("x-amz-content-sha256").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("STREAMING-"))
 }
 
 async fn handle(svc: S3Service, req: http::Request<Incoming>) -> Result<http::Response<s3s::Body>, Infallible> {
     if (req.method() == http::Method::GET || req.method() == http::Method::HEAD) && is_health(req.uri().path()) {
         return Ok(plain(http::StatusCode::OK, ""));
     }
-    let req = req.map(s3s::Body::from);
+    if presigned_too_long(req.uri()) {
+        return Ok(error_xml(
+            http::StatusCode::FORBIDDEN,
+            "AuthorizationQueryParametersError",
+            "X-Amz-Expires must be less than a week (in seconds) that is 604800",
+        ));
+    }
+    let req = if is_aws_chunked(req.headers()) {
+        req.map(|b| s3s::Body::http_body(crate::chunked::GuardedBody::new(b)))
+    } else {
+        req.map(s3s::Body::from)
+    };
     match AssertUnwindSafe(svc.call(req)).catch_unwind().await {
         Ok(Ok(resp)) => Ok(resp),
         Ok(Err(e)) => {

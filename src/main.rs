@@ -1,6 +1,7 @@
 //! bale: an S3-compatible object server built for fast random reads.
 
 mod buckets;
+mod chunked;
 mod config;
 mod http;
 mod layout;
@@ -60,6 +61,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let svc = {
         let mut b = s3s::service::S3ServiceBuilder::new(s3);
         b.set_auth(s3s::auth::SimpleAuth::from_single(access_key.clone(), secret_key.clone()));
+        let mut cfg = s3s::config::S3Config::default();
+        cfg.xml_max_body_size = http::MAX_XML_BODY_BYTES;
+        b.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(cfg))));
         b.build()
     };
     let engine = bale_io::EngineConfig { cache_bytes: args.cache_mb << 20, ..Default::default() };
