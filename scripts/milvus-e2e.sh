@@ -19,8 +19,6 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 VENV="$ROOT/tests/.venv-milvus"
-REQ="$ROOT/scripts/milvus/requirements.txt"
-PY="${PYTHON:-python3}"
 
 [ "$(uname -m)" = x86_64 ] || { echo "milvus-e2e: SKIP: the milvus 2.3.5 wheel is Linux x86_64 only"; exit 0; }
 if ! command -v unshare >/dev/null; then
@@ -32,25 +30,8 @@ if ! unshare --net --pid --fork --kill-child --mount-proc true 2>/dev/null; then
   exit 1
 fi
 
-# --- venv with milvus + pymilvus, idempotent (stamp = hash of the requirements file) ---
-stamp() { sha256sum "$REQ" | cut -d' ' -f1; }
-if [ ! -x "$VENV/bin/python" ]; then
-  echo "milvus-e2e: creating $VENV" >&2
-  if ! "$PY" -m venv "$VENV" 2>/dev/null; then
-    if command -v apt-get >/dev/null; then
-      apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >&2
-    fi
-    rm -rf "$VENV"
-    "$PY" -m venv "$VENV"
-  fi
-fi
-echo '*' > "$VENV/.gitignore"   # never committed
-if [ "$(cat "$VENV/.req-stamp" 2>/dev/null || true)" != "$(stamp)" ]; then
-  echo "milvus-e2e: installing $REQ (milvus 2.3.5 wheel is ~58 MB)" >&2
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >&2
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQ" >&2
-  stamp > "$VENV/.req-stamp"
-fi
+# --- venv with milvus + pymilvus, idempotent ---
+bash scripts/milvus/setup-venv.sh >/dev/null
 
 # --- bale binary ---
 if [ "${MILVUS_E2E_S3:-bale}" = bale ] && [ -z "${BALE_BIN:-}" ] && [ ! -x target/release/bale ]; then
