@@ -37,20 +37,33 @@ impl Buckets {
     pub fn open(first_dir: &std::path::Path) -> anyhow::Result<Self> {
         let path = first_dir.join(BUCKETS_FILE);
         let map = if path.exists() {
-            let text = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let text = fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
             serde_json::from_str(&text).with_context(|| format!("{} is corrupt", path.display()))?
         } else {
             BTreeMap::new()
         };
-        Ok(Self { path, map: RwLock::new(map), write_lock: std::sync::Mutex::new(()) })
+        Ok(Self {
+            path,
+            map: RwLock::new(map),
+            write_lock: std::sync::Mutex::new(()),
+        })
     }
 
     pub fn exists(&self, name: &str) -> bool {
-        self.map.read().expect("bucket map poisoned").contains_key(name)
+        self.map
+            .read()
+            .expect("bucket map poisoned")
+            .contains_key(name)
     }
 
     pub fn list(&self) -> Vec<(String, BucketInfo)> {
-        self.map.read().expect("bucket map poisoned").iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.map
+            .read()
+            .expect("bucket map poisoned")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     pub fn create(&self, name: &str, now_ms: u64) -> anyhow::Result<CreateOutcome> {
@@ -79,11 +92,14 @@ impl Buckets {
 
     fn persist(&self, map: &BTreeMap<String, BucketInfo>) -> anyhow::Result<()> {
         let tmp = self.path.with_extension("json.tmp");
-        let mut f = fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let mut f =
+            fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
         f.write_all(serde_json::to_string(map)?.as_bytes())
             .with_context(|| format!("cannot write {}", tmp.display()))?;
-        f.sync_all().with_context(|| format!("cannot sync {}", tmp.display()))?;
-        fs::rename(&tmp, &self.path).with_context(|| format!("cannot rename into {}", self.path.display()))?;
+        f.sync_all()
+            .with_context(|| format!("cannot sync {}", tmp.display()))?;
+        fs::rename(&tmp, &self.path)
+            .with_context(|| format!("cannot rename into {}", self.path.display()))?;
         if let Some(parent) = self.path.parent() {
             fs::File::open(parent)?.sync_all()?;
         }
@@ -97,12 +113,17 @@ pub fn valid_bucket_name(name: &str) -> bool {
     if !(3..=63).contains(&b.len()) {
         return false;
     }
-    if !b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-') {
+    if !b
+        .iter()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-')
+    {
         return false;
     }
     let first = b[0];
     let last = b[b.len() - 1];
-    if !(first.is_ascii_lowercase() || first.is_ascii_digit()) || !(last.is_ascii_lowercase() || last.is_ascii_digit()) {
+    if !(first.is_ascii_lowercase() || first.is_ascii_digit())
+        || !(last.is_ascii_lowercase() || last.is_ascii_digit())
+    {
         return false;
     }
     if name.contains("..") || name.contains(".-") || name.contains("-.") {
@@ -111,7 +132,10 @@ pub fn valid_bucket_name(name: &str) -> bool {
     if name.parse::<std::net::Ipv4Addr>().is_ok() {
         return false;
     }
-    !(name.starts_with("xn--") || name.starts_with("sthree-") || name.ends_with("-s3alias") || name.ends_with("--ol-s3"))
+    !(name.starts_with("xn--")
+        || name.starts_with("sthree-")
+        || name.ends_with("-s3alias")
+        || name.ends_with("--ol-s3"))
 }
 
 #[cfg(test)]
@@ -123,7 +147,17 @@ mod tests {
         for ok in ["abc", "my-bucket.1", "a1b", "milvus-bucket"] {
             assert!(valid_bucket_name(ok), "{ok}");
         }
-        for bad in ["ab", "ABC", "-abc", "abc-", "a..b", "192.168.1.1", "a_b", "xn--abc", &"a".repeat(64)] {
+        for bad in [
+            "ab",
+            "ABC",
+            "-abc",
+            "abc-",
+            "a..b",
+            "192.168.1.1",
+            "a_b",
+            "xn--abc",
+            &"a".repeat(64),
+        ] {
             assert!(!valid_bucket_name(bad), "{bad}");
         }
     }
@@ -132,8 +166,14 @@ mod tests {
     fn persists() {
         let t = tempfile::tempdir().unwrap();
         let b = Buckets::open(t.path()).unwrap();
-        assert!(matches!(b.create("abc", 1).unwrap(), CreateOutcome::Created));
-        assert!(matches!(b.create("abc", 2).unwrap(), CreateOutcome::AlreadyExists));
+        assert!(matches!(
+            b.create("abc", 1).unwrap(),
+            CreateOutcome::Created
+        ));
+        assert!(matches!(
+            b.create("abc", 2).unwrap(),
+            CreateOutcome::AlreadyExists
+        ));
         let b2 = Buckets::open(t.path()).unwrap();
         assert!(b2.exists("abc"));
         assert!(b2.remove("abc").unwrap());

@@ -52,7 +52,10 @@ impl Default for ChunkScanner {
 
 impl ChunkScanner {
     pub fn new() -> Self {
-        Self { state: State::Header, header: Vec::with_capacity(96) }
+        Self {
+            state: State::Header,
+            header: Vec::with_capacity(96),
+        }
     }
 
     #[cfg(test)]
@@ -68,7 +71,11 @@ impl ChunkScanner {
                 State::Data(left) => {
                     let n = (left.min(buf.len() as u64)) as usize;
                     buf = &buf[n..];
-                    self.state = if left - n as u64 == 0 { State::DataEnd(2) } else { State::Data(left - n as u64) };
+                    self.state = if left - n as u64 == 0 {
+                        State::DataEnd(2)
+                    } else {
+                        State::Data(left - n as u64)
+                    };
                 }
                 State::DataEnd(left) => {
                     let expect = if left == 2 { b'\r' } else { b'\n' };
@@ -76,7 +83,11 @@ impl ChunkScanner {
                         return Err(ChunkError::Malformed);
                     }
                     buf = &buf[1..];
-                    self.state = if left == 1 { State::Header } else { State::DataEnd(1) };
+                    self.state = if left == 1 {
+                        State::Header
+                    } else {
+                        State::DataEnd(1)
+                    };
                 }
                 State::Header => {
                     let nl = buf.iter().position(|b| *b == b'\n');
@@ -89,7 +100,11 @@ impl ChunkScanner {
                     if nl.is_some() {
                         let size = parse_header(&self.header)?;
                         self.header.clear();
-                        self.state = if size == 0 { State::Done } else { State::Data(size) };
+                        self.state = if size == 0 {
+                            State::Done
+                        } else {
+                            State::Data(size)
+                        };
                     }
                 }
             }
@@ -109,7 +124,10 @@ fn parse_header(line: &[u8]) -> Result<u64, ChunkError> {
     let mut size: u64 = 0;
     for b in hex {
         let d = (*b as char).to_digit(16).ok_or(ChunkError::Malformed)? as u64;
-        size = size.checked_mul(16).and_then(|s| s.checked_add(d)).ok_or(ChunkError::TooLarge(u64::MAX))?;
+        size = size
+            .checked_mul(16)
+            .and_then(|s| s.checked_add(d))
+            .ok_or(ChunkError::TooLarge(u64::MAX))?;
     }
     if size > MAX_CHUNK_BYTES {
         return Err(ChunkError::TooLarge(size));
@@ -129,7 +147,11 @@ pin_project_lite::pin_project! {
 
 impl<B> GuardedBody<B> {
     pub fn new(inner: B) -> Self {
-        Self { inner, scanner: ChunkScanner::new(), failed: false }
+        Self {
+            inner,
+            scanner: ChunkScanner::new(),
+            failed: false,
+        }
     }
 }
 
@@ -141,7 +163,10 @@ where
     type Data = Bytes;
     type Error = s3s::StdError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.project();
         if *this.failed {
             return Poll::Ready(None);
@@ -206,15 +231,27 @@ mod tests {
     #[test]
     fn refuses_oversized_chunk_before_its_data() {
         let mut s = ChunkScanner::new();
-        let hdr = format!("{:x};chunk-signature={}\r\n", MAX_CHUNK_BYTES + 1, "a".repeat(64));
-        assert_eq!(s.feed(hdr.as_bytes()), Err(ChunkError::TooLarge(MAX_CHUNK_BYTES + 1)));
+        let hdr = format!(
+            "{:x};chunk-signature={}\r\n",
+            MAX_CHUNK_BYTES + 1,
+            "a".repeat(64)
+        );
+        assert_eq!(
+            s.feed(hdr.as_bytes()),
+            Err(ChunkError::TooLarge(MAX_CHUNK_BYTES + 1))
+        );
         let mut s = ChunkScanner::new();
         assert!(s.feed(b"ffffffffffffffffff;x\r\n").is_err());
     }
 
     #[test]
     fn refuses_garbage() {
-        for bad in [&b"zz\r\n"[..], b"\r\n", b"10\r\n0123456789abcdefXY", &[b'1'; 2000]] {
+        for bad in [
+            &b"zz\r\n"[..],
+            b"\r\n",
+            b"10\r\n0123456789abcdefXY",
+            &[b'1'; 2000],
+        ] {
             let mut s = ChunkScanner::new();
             assert!(s.feed(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }

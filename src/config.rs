@@ -33,7 +33,12 @@ pub struct ServeArgs {
 
     /// Data directory; repeat for several disks. Each directory holds one or more shards,
     /// each owned by one core. Created if missing.
-    #[arg(long = "data", env = "BALE_DATA", value_delimiter = ',', default_value = "./data")]
+    #[arg(
+        long = "data",
+        env = "BALE_DATA",
+        value_delimiter = ',',
+        default_value = "./data"
+    )]
     pub data: Vec<PathBuf>,
 
     /// Number of cores (one pinned thread each). Default: all available cores.
@@ -90,8 +95,14 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// Resolve keys: flags/BALE_* first, then MINIO_ROOT_USER/PASSWORD, then defaults.
     pub fn credentials(&self) -> (String, String, bool) {
-        let access = self.access_key.clone().or_else(|| std::env::var("MINIO_ROOT_USER").ok());
-        let secret = self.secret_key.clone().or_else(|| std::env::var("MINIO_ROOT_PASSWORD").ok());
+        let access = self
+            .access_key
+            .clone()
+            .or_else(|| std::env::var("MINIO_ROOT_USER").ok());
+        let secret = self
+            .secret_key
+            .clone()
+            .or_else(|| std::env::var("MINIO_ROOT_PASSWORD").ok());
         let defaulted = access.is_none() || secret.is_none();
         (
             access.unwrap_or_else(|| DEFAULT_ACCESS_KEY.to_string()),

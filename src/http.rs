@@ -28,7 +28,10 @@ pub struct ConnLimits {
 }
 
 fn is_health(path: &str) -> bool {
-    matches!(path, "/health" | "/minio/health/live" | "/minio/health/ready" | "/minio/health/cluster")
+    matches!(
+        path,
+        "/health" | "/minio/health/live" | "/minio/health/ready" | "/minio/health/cluster"
+    )
 }
 
 fn plain(status: http::StatusCode, body: &'static str) -> http::Response<s3s::Body> {
@@ -43,29 +46,46 @@ fn error_xml(status: http::StatusCode, code: &str, message: &str) -> http::Respo
     );
     let mut r = http::Response::new(s3s::Body::from(body));
     *r.status_mut() = status;
-    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/xml"));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/xml"),
+    );
     r
 }
 
 fn internal_error_xml() -> http::Response<s3s::Body> {
-    error_xml(http::StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "We encountered an internal error. Please try again.")
+    error_xml(
+        http::StatusCode::INTERNAL_SERVER_ERROR,
+        "InternalError",
+        "We encountered an internal error. Please try again.",
+    )
 }
 
 /// Presigned URL validity above S3's 7-day limit (s3s does not check it).
 fn presigned_too_long(uri: &http::Uri) -> bool {
     uri.query().is_some_and(|q| {
         q.split('&').any(|kv| {
-            kv.strip_prefix("X-Amz-Expires=").is_some_and(|v| v.parse::<u64>().map_or(true, |s| s > MAX_PRESIGNED_EXPIRES_S))
+            kv.strip_prefix("X-Amz-Expires=").is_some_and(|v| {
+                v.parse::<u64>()
+                    .map_or(true, |s| s > MAX_PRESIGNED_EXPIRES_S)
+            })
         })
     })
 }
 
 fn is_aws_chunked(h: &http::HeaderMap) -> bool {
-    h.get("x-amz-content-sha256").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("STREAMING-"))
+    h.get("x-amz-content-sha256")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("STREAMING-"))
 }
 
-async fn handle(svc: S3Service, req: http::Request<Incoming>) -> Result<http::Response<s3s::Body>, Infallible> {
-    if (req.method() == http::Method::GET || req.method() == http::Method::HEAD) && is_health(req.uri().path()) {
+async fn handle(
+    svc: S3Service,
+    req: http::Request<Incoming>,
+) -> Result<http::Response<s3s::Body>, Infallible> {
+    if (req.method() == http::Method::GET || req.method() == http::Method::HEAD)
+        && is_health(req.uri().path())
+    {
         return Ok(plain(http::StatusCode::OK, ""));
     }
     if presigned_too_long(req.uri()) {

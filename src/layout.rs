@@ -36,18 +36,25 @@ pub fn prepare(dirs: &[PathBuf], default_shards_per_dir: u32) -> anyhow::Result<
     let mut shards_per_dir: Option<u32> = None;
     let mut layouts = Vec::with_capacity(dirs.len());
     for (i, dir) in dirs.iter().enumerate() {
-        fs::create_dir_all(dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
         let probe = dir.join(".bale-write-probe");
         fs::write(&probe, b"probe")
             .with_context(|| format!("data directory {} is not writable", dir.display()))?;
         let _ = fs::remove_file(&probe);
         let path = dir.join(LAYOUT_FILE);
         let layout = if path.exists() {
-            let text = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-            let l: DirLayout =
-                serde_json::from_str(&text).with_context(|| format!("{} is not a valid layout file", path.display()))?;
+            let text = fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let l: DirLayout = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a valid layout file", path.display()))?;
             if l.version != LAYOUT_VERSION {
-                bail!("{} has layout version {}, this bale reads {}", path.display(), l.version, LAYOUT_VERSION);
+                bail!(
+                    "{} has layout version {}, this bale reads {}",
+                    path.display(),
+                    l.version,
+                    LAYOUT_VERSION
+                );
             }
             if l.dir_index != i as u32 || l.dir_count != dir_count {
                 bail!(
@@ -66,7 +73,9 @@ pub fn prepare(dirs: &[PathBuf], default_shards_per_dir: u32) -> anyhow::Result<
         if let Some(l) = &layout {
             match shards_per_dir {
                 None => shards_per_dir = Some(l.shards_per_dir),
-                Some(s) if s != l.shards_per_dir => bail!("data directories disagree on shards per directory"),
+                Some(s) if s != l.shards_per_dir => {
+                    bail!("data directories disagree on shards per directory")
+                }
                 _ => {}
             }
         }
@@ -81,14 +90,25 @@ pub fn prepare(dirs: &[PathBuf], default_shards_per_dir: u32) -> anyhow::Result<
                     dir.display()
                 );
             }
-            write_layout(dir, &DirLayout { version: LAYOUT_VERSION, dir_index: i as u32, dir_count, shards_per_dir: spd })?;
+            write_layout(
+                dir,
+                &DirLayout {
+                    version: LAYOUT_VERSION,
+                    dir_index: i as u32,
+                    dir_count,
+                    shards_per_dir: spd,
+                },
+            )?;
         }
     }
     let mut places = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
         for j in 0..spd {
             let shard_id = i * spd as usize + j as usize;
-            places.push(ShardPlace { shard_id, dir: dir.join(format!("shard-{shard_id:04}")) });
+            places.push(ShardPlace {
+                shard_id,
+                dir: dir.join(format!("shard-{shard_id:04}")),
+            });
         }
     }
     Ok(places)
@@ -98,7 +118,8 @@ fn write_layout(dir: &Path, layout: &DirLayout) -> anyhow::Result<()> {
     use anyhow::Context;
     let path = dir.join(LAYOUT_FILE);
     let tmp = dir.join(format!("{LAYOUT_FILE}.tmp"));
-    let mut f = fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let mut f =
+        fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     f.write_all(serde_json::to_string_pretty(layout)?.as_bytes())?;
     f.sync_all()?;
     fs::rename(&tmp, &path).with_context(|| format!("cannot rename into {}", path.display()))?;

@@ -1,13 +1,6 @@
 //! bale: an S3-compatible object server built for fast random reads.
 
-mod buckets;
-mod chunked;
-mod config;
-mod http;
-mod layout;
-mod router;
-mod runtime;
-mod s3;
+use bale::{buckets, http, layout, router, runtime, s3};
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -16,7 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use futures::channel::{mpsc, oneshot};
 
-use crate::config::{Cli, Command, ServeArgs};
+use bale::config::{Cli, Command, ServeArgs};
 
 fn main() {
     let cli = match Cli::try_parse() {
@@ -25,7 +18,8 @@ fn main() {
     };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,s3s=off".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,s3s=off".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -41,9 +35,15 @@ fn main() {
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     args.validate().map_err(anyhow::Error::msg)?;
     let cpus = runtime::allowed_cpus();
-    let cores = args.cores.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let cores = args.cores.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
     let dirs = args.data.len();
-    let shards_per_dir = args.shards_per_dir.unwrap_or_else(|| cores.div_ceil(dirs) as u32);
+    let shards_per_dir = args
+        .shards_per_dir
+        .unwrap_or_else(|| cores.div_ceil(dirs) as u32);
     let places = layout::prepare(&args.data, shards_per_dir)?;
     let buckets = Arc::new(buckets::Buckets::open(&args.data[0])?);
     runtime::probe_listen(args.listen)?;
@@ -57,16 +57,28 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         inbox_rx.push(rx);
     }
     let topo = Arc::new(router::Topology::new(places.len(), cores, inbox_tx));
-    let s3 = s3::BaleS3 { topo: topo.clone(), buckets, region: args.region.clone() };
+    let s3 = s3::BaleS3 {
+        topo: topo.clone(),
+        buckets,
+        region: args.region.clone(),
+    };
     let svc = {
         let mut b = s3s::service::S3ServiceBuilder::new(s3);
-        b.set_auth(s3s::auth::SimpleAuth::from_single(access_key.clone(), secret_key.clone()));
+        b.set_auth(s3s::auth::SimpleAuth::from_single(
+            access_key.clone(),
+            secret_key.clone(),
+        ));
         let mut cfg = s3s::config::S3Config::default();
         cfg.xml_max_body_size = http::MAX_XML_BODY_BYTES;
-        b.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(cfg))));
+        b.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
+            cfg,
+        ))));
         b.build()
     };
-    let engine = bale_io::EngineConfig { cache_bytes: args.cache_mb << 20, ..Default::default() };
+    let engine = bale_io::EngineConfig {
+        cache_bytes: args.cache_mb << 20,
+        ..Default::default()
+    };
 
     let drained = Arc::new(AtomicUsize::new(0));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -77,9 +89,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         stops.push(stop_tx);
         let setup = runtime::CoreSetup {
             core,
-            cpu: if cpus.is_empty() { None } else { Some(cpus[core % cpus.len()]) },
+            cpu: if cpus.is_empty() {
+                None
+            } else {
+                Some(cpus[core % cpus.len()])
+            },
             listen: args.listen,
-            places: topo.shards_of_core(core).map(|s| places[s].clone()).collect(),
+            places: topo
+                .shards_of_core(core)
+                .map(|s| places[s].clone())
+                .collect(),
             engine: engine.clone(),
             topo: topo.clone(),
             svc: svc.clone(),
@@ -121,16 +140,30 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let data_dirs: Vec<String> = args.data.iter().map(|d| d.display().to_string()).collect();
     tracing::info!(listen = %args.listen, cores, shards = places.len(), "bale is serving");
-    println!("bale {} serving S3 on http://{}", env!("CARGO_PKG_VERSION"), args.listen);
+    println!(
+        "bale {} serving S3 on http://{}",
+        env!("CARGO_PKG_VERSION"),
+        args.listen
+    );
     println!("  data:       {}", data_dirs.join(", "));
     println!("  cores:      {cores} (shards: {})", places.len());
     println!("  region:     {}", args.region);
     println!("  access key: {access_key}");
-    println!("  secret key: {secret_key}{}", if defaulted { "   (default: set --access-key/--secret-key or BALE_ACCESS_KEY/BALE_SECRET_KEY)" } else { "" });
+    println!(
+        "  secret key: {secret_key}{}",
+        if defaulted {
+            "   (default: set --access-key/--secret-key or BALE_ACCESS_KEY/BALE_SECRET_KEY)"
+        } else {
+            ""
+        }
+    );
 
     // Wait for SIGTERM / SIGINT, then stop every core.
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
-        .context("cannot install signal handlers")?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .context("cannot install signal handlers")?;
     if let Some(sig) = signals.forever().next() {
         tracing::info!(signal = sig, "shutting down: finishing in-flight requests");
     }

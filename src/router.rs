@@ -35,11 +35,20 @@ pub struct Topology {
 }
 
 impl Topology {
-    pub fn new(shard_count: usize, core_count: usize, inboxes: Vec<mpsc::UnboundedSender<Inbox>>) -> Self {
+    pub fn new(
+        shard_count: usize,
+        core_count: usize,
+        inboxes: Vec<mpsc::UnboundedSender<Inbox>>,
+    ) -> Self {
         assert!(shard_count > 0 && core_count > 0);
         assert_eq!(inboxes.len(), core_count);
         let owner_core = (0..shard_count).map(|s| s % core_count).collect();
-        Self { shard_count, core_count, owner_core, inboxes }
+        Self {
+            shard_count,
+            core_count,
+            owner_core,
+            inboxes,
+        }
     }
 
     pub fn owner_of(&self, shard_id: usize) -> usize {
@@ -61,7 +70,12 @@ pub fn shard_hash(bucket: &str, key: &str) -> u64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     let mut h = OFFSET;
-    for b in bucket.as_bytes().iter().chain(std::iter::once(&0u8)).chain(key.as_bytes()) {
+    for b in bucket
+        .as_bytes()
+        .iter()
+        .chain(std::iter::once(&0u8))
+        .chain(key.as_bytes())
+    {
         h ^= u64::from(*b);
         h = h.wrapping_mul(PRIME);
     }
@@ -88,12 +102,21 @@ pub fn clear_local() {
 }
 
 pub fn local_shard(shard_id: usize) -> Option<Rc<Shard>> {
-    LOCAL.with(|l| l.borrow().as_ref().and_then(|s| s.shards.get(shard_id).cloned().flatten()))
+    LOCAL.with(|l| {
+        l.borrow()
+            .as_ref()
+            .and_then(|s| s.shards.get(shard_id).cloned().flatten())
+    })
 }
 
 /// All shards this core owns.
 pub fn local_shards() -> Vec<Rc<Shard>> {
-    LOCAL.with(|l| l.borrow().as_ref().map(|s| s.shards.iter().flatten().cloned().collect()).unwrap_or_default())
+    LOCAL.with(|l| {
+        l.borrow()
+            .as_ref()
+            .map(|s| s.shards.iter().flatten().cloned().collect())
+            .unwrap_or_default()
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,7 +130,11 @@ pub enum RouteError {
 /// Local shard: `f`'s future runs inside the caller's future (the caller is a task on this
 /// core and monoio never moves tasks between threads; `SendWrapper` asserts that). Remote
 /// shard: one hop through the owner's inbox.
-pub async fn on_shard<T, F, Fut>(topo: &Arc<Topology>, shard_id: usize, f: F) -> Result<T, RouteError>
+pub async fn on_shard<T, F, Fut>(
+    topo: &Arc<Topology>,
+    shard_id: usize,
+    f: F,
+) -> Result<T, RouteError>
 where
     T: Send + 'static,
     F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
@@ -147,8 +174,15 @@ pub async fn serve_inbox(mut rx: mpsc::UnboundedReceiver<Inbox>) {
                     continue;
                 };
                 monoio::spawn(async move {
-                    if std::panic::AssertUnwindSafe(job(shard)).catch_unwind().await.is_err() {
-                        tracing::error!(shard_id, "panic in a shard job; request failed, core keeps serving");
+                    if std::panic::AssertUnwindSafe(job(shard))
+                        .catch_unwind()
+                        .await
+                        .is_err()
+                    {
+                        tracing::error!(
+                            shard_id,
+                            "panic in a shard job; request failed, core keeps serving"
+                        );
                     }
                 });
             }

@@ -45,7 +45,9 @@ pub fn allowed_cpus() -> Vec<usize> {
         if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
             return Vec::new();
         }
-        (0..libc::CPU_SETSIZE as usize).filter(|c| libc::CPU_ISSET(*c, &set)).collect()
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|c| libc::CPU_ISSET(*c, &set))
+            .collect()
     }
 }
 
@@ -76,7 +78,10 @@ pub fn run_core(setup: CoreSetup) {
     if let Some(cpu) = setup.cpu {
         pin_to(cpu);
     }
-    let rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(RING_ENTRIES).enable_timer().build();
+    let rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+        .with_entries(RING_ENTRIES)
+        .enable_timer()
+        .build();
     let mut rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
@@ -91,7 +96,20 @@ pub fn run_core(setup: CoreSetup) {
 }
 
 async fn core_main(setup: CoreSetup) {
-    let CoreSetup { core, listen, places, engine, topo, svc, inbox, shutdown, ready, drained, args, .. } = setup;
+    let CoreSetup {
+        core,
+        listen,
+        places,
+        engine,
+        topo,
+        svc,
+        inbox,
+        shutdown,
+        ready,
+        drained,
+        args,
+        ..
+    } = setup;
     // Open this core's shards.
     let mut shards: Vec<Option<Rc<Shard>>> = vec![None; topo.shard_count];
     for p in &places {
@@ -102,7 +120,11 @@ async fn core_main(setup: CoreSetup) {
                 shards[p.shard_id] = Some(s)
             }
             Err(e) => {
-                let _ = ready.send(Err(format!("cannot open shard {} in {}: {e}", p.shard_id, p.dir.display())));
+                let _ = ready.send(Err(format!(
+                    "cannot open shard {} in {}: {e}",
+                    p.shard_id,
+                    p.dir.display()
+                )));
                 return;
             }
         }
@@ -110,7 +132,10 @@ async fn core_main(setup: CoreSetup) {
     router::install_local(core, shards);
     monoio::spawn(router::serve_inbox(inbox));
 
-    let opts = monoio::net::ListenerOpts::new().reuse_port(true).reuse_addr(true).backlog(4096);
+    let opts = monoio::net::ListenerOpts::new()
+        .reuse_port(true)
+        .reuse_addr(true)
+        .backlog(4096);
     let listener = match monoio::net::TcpListener::bind_with_config(listen, &opts) {
         Ok(l) => l,
         Err(e) => {
@@ -129,7 +154,12 @@ async fn core_main(setup: CoreSetup) {
                 for s in router::local_shards() {
                     match s.compact(ratio).await {
                         Ok(st) if st.volumes_compacted > 0 => {
-                            tracing::info!(core, volumes = st.volumes_compacted, reclaimed_bytes = st.bytes_reclaimed, "compaction pass")
+                            tracing::info!(
+                                core,
+                                volumes = st.volumes_compacted,
+                                reclaimed_bytes = st.bytes_reclaimed,
+                                "compaction pass"
+                            )
                         }
                         Ok(_) => {}
                         Err(e) => tracing::warn!(core, error = %e, "compaction failed"),
@@ -139,7 +169,9 @@ async fn core_main(setup: CoreSetup) {
         });
     }
 
-    let limits = ConnLimits { header_timeout: Duration::from_secs(args.header_timeout_s) };
+    let limits = ConnLimits {
+        header_timeout: Duration::from_secs(args.header_timeout_s),
+    };
     let active = Rc::new(Cell::new(0usize));
     let (conn_stop_tx, conn_stop_rx) = oneshot::channel::<()>();
     let conn_stop = conn_stop_rx.shared();
@@ -156,15 +188,31 @@ async fn core_main(setup: CoreSetup) {
         match r {
             Ok((stream, _peer)) => {
                 if active.get() >= args.max_connections_per_core {
-                    tracing::warn!(core, limit = args.max_connections_per_core, "connection limit reached; closing new connection");
+                    tracing::warn!(
+                        core,
+                        limit = args.max_connections_per_core,
+                        "connection limit reached; closing new connection"
+                    );
                     drop(stream);
                     continue;
                 }
                 active.set(active.get() + 1);
-                let fut = serve_conn(stream, svc.clone(), limits, conn_stop.clone(), active.clone());
+                let fut = serve_conn(
+                    stream,
+                    svc.clone(),
+                    limits,
+                    conn_stop.clone(),
+                    active.clone(),
+                );
                 monoio::spawn(async move {
-                    if std::panic::AssertUnwindSafe(fut).catch_unwind().await.is_err() {
-                        tracing::error!("panic in a connection task; connection dropped, core keeps serving");
+                    if std::panic::AssertUnwindSafe(fut)
+                        .catch_unwind()
+                        .await
+                        .is_err()
+                    {
+                        tracing::error!(
+                            "panic in a connection task; connection dropped, core keeps serving"
+                        );
                     }
                 });
             }
@@ -182,7 +230,11 @@ async fn core_main(setup: CoreSetup) {
         monoio::time::sleep(Duration::from_millis(10)).await;
     }
     if active.get() > 0 {
-        tracing::warn!(core, connections = active.get(), "shutdown timeout: closing remaining connections");
+        tracing::warn!(
+            core,
+            connections = active.get(),
+            "shutdown timeout: closing remaining connections"
+        );
     }
     // Wait until every core drained, since other cores may still route work to our shards.
     drained.fetch_add(1, Ordering::SeqCst);

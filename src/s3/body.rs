@@ -73,5 +73,8 @@ pub fn stream(shard: Rc<Shard>, obj: Rc<Object>, start: u64, end: u64) -> Stream
             off += n;
         }
     });
-    StreamingBlob::new(ChannelBody { rx, remaining_bytes: len })
+    StreamingBlob::new(ChannelBody {
+        rx,
+        remaining_bytes: len,
+    })
 }

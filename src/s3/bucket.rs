@@ -8,10 +8,16 @@ use super::{now_ms, timestamp_ms, BaleS3};
 use crate::buckets::{valid_bucket_name, CreateOutcome};
 use crate::router::on_shard;
 
-pub async fn create(s: &BaleS3, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+pub async fn create(
+    s: &BaleS3,
+    req: S3Request<CreateBucketInput>,
+) -> S3Result<S3Response<CreateBucketOutput>> {
     let name = &req.input.bucket;
     if !valid_bucket_name(name) {
-        return Err(s3_error!(InvalidBucketName, "The specified bucket is not valid: {name}"));
+        return Err(s3_error!(
+            InvalidBucketName,
+            "The specified bucket is not valid: {name}"
+        ));
     }
     if let Some(cfg) = &req.input.create_bucket_configuration {
         if let Some(loc) = &cfg.location_constraint {
@@ -28,7 +34,9 @@ pub async fn create(s: &BaleS3, req: S3Request<CreateBucketInput>) -> S3Result<S
     match s.buckets.create(name, now_ms()) {
         Ok(CreateOutcome::Created) => {
             tracing::info!(bucket = %name, "bucket created");
-            Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{name}")) }))
+            Ok(S3Response::new(CreateBucketOutput {
+                location: Some(format!("/{name}")),
+            }))
         }
         Ok(CreateOutcome::AlreadyExists) => Err(s3_error!(
             BucketAlreadyOwnedByYou,
@@ -41,20 +49,32 @@ pub async fn create(s: &BaleS3, req: S3Request<CreateBucketInput>) -> S3Result<S
     }
 }
 
-pub async fn head(s: &BaleS3, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+pub async fn head(
+    s: &BaleS3,
+    req: S3Request<HeadBucketInput>,
+) -> S3Result<S3Response<HeadBucketOutput>> {
     if !s.buckets.exists(&req.input.bucket) {
         return Err(no_such_bucket(&req.input.bucket));
     }
-    Ok(S3Response::new(HeadBucketOutput { bucket_region: Some(s.region.clone()), ..Default::default() }))
+    Ok(S3Response::new(HeadBucketOutput {
+        bucket_region: Some(s.region.clone()),
+        ..Default::default()
+    }))
 }
 
-pub async fn delete(s: &BaleS3, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
+pub async fn delete(
+    s: &BaleS3,
+    req: S3Request<DeleteBucketInput>,
+) -> S3Result<S3Response<DeleteBucketOutput>> {
     let name = req.input.bucket.clone();
     if !s.buckets.exists(&name) {
         return Err(no_such_bucket(&name));
     }
     if !bucket_is_empty(s, &name).await? {
-        return Err(s3_error!(BucketNotEmpty, "The bucket you tried to delete is not empty"));
+        return Err(s3_error!(
+            BucketNotEmpty,
+            "The bucket you tried to delete is not empty"
+        ));
     }
     super::multipart::drop_all_uploads(s, &name).await?;
     match s.buckets.remove(&name) {
@@ -73,7 +93,11 @@ pub async fn delete(s: &BaleS3, req: S3Request<DeleteBucketInput>) -> S3Result<S
 pub async fn bucket_is_empty(s: &BaleS3, name: &str) -> S3Result<bool> {
     let checks = (0..s.topo.shard_count).map(|shard_id| {
         let ns = name.to_string();
-        on_shard(&s.topo, shard_id, move |shard| async move { shard.has_any(&ns) })
+        on_shard(
+            &s.topo,
+            shard_id,
+            move |shard| async move { shard.has_any(&ns) },
+        )
     });
     for r in futures::future::join_all(checks).await {
         if r.map_err(error::route)? {
@@ -83,7 +107,10 @@ pub async fn bucket_is_empty(s: &BaleS3, name: &str) -> S3Result<bool> {
     Ok(true)
 }
 
-pub async fn list(s: &BaleS3, _req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+pub async fn list(
+    s: &BaleS3,
+    _req: S3Request<ListBucketsInput>,
+) -> S3Result<S3Response<ListBucketsOutput>> {
     let buckets = s
         .buckets
         .list()
@@ -102,7 +129,10 @@ pub async fn list(s: &BaleS3, _req: S3Request<ListBucketsInput>) -> S3Result<S3R
 }
 
 pub fn owner() -> Owner {
-    Owner { display_name: Some("bale".into()), id: Some("bale".into()) }
+    Owner {
+        display_name: Some("bale".into()),
+        id: Some("bale".into()),
+    }
 }
 
 pub async fn location(
@@ -113,6 +143,12 @@ pub async fn location(
         return Err(no_such_bucket(&req.input.bucket));
     }
     // AWS answers an empty LocationConstraint for us-east-1.
-    let loc = if s.region == "us-east-1" { None } else { Some(BucketLocationConstraint::from(s.region.clone())) };
-    Ok(S3Response::new(GetBucketLocationOutput { location_constraint: loc }))
+    let loc = if s.region == "us-east-1" {
+        None
+    } else {
+        Some(BucketLocationConstraint::from(s.region.clone()))
+    };
+    Ok(S3Response::new(GetBucketLocationOutput {
+        location_constraint: loc,
+    }))
 }

@@ -28,11 +28,22 @@ pub struct SourceConds {
 }
 
 pub async fn resolve_source(s: &BaleS3, cs: &CopySource, c: SourceConds) -> S3Result<Source> {
-    let CopySource::Bucket { bucket, key, version_id } = cs else {
-        return Err(s3_error!(NotImplemented, "Access point copy sources are not supported"));
+    let CopySource::Bucket {
+        bucket,
+        key,
+        version_id,
+    } = cs
+    else {
+        return Err(s3_error!(
+            NotImplemented,
+            "Access point copy sources are not supported"
+        ));
     };
     if version_id.as_deref().is_some_and(|v| v != "null") {
-        return Err(s3_error!(NotImplemented, "Versioned copy sources are not supported"));
+        return Err(s3_error!(
+            NotImplemented,
+            "Versioned copy sources are not supported"
+        ));
     }
     let r = ReadReq {
         if_match: c.if_match,
@@ -46,17 +57,32 @@ pub async fn resolve_source(s: &BaleS3, cs: &CopySource, c: SourceConds) -> S3Re
     let f = lookup(s, bucket, key, r).await.map_err(|e| {
         // S3 answers every failed copy-source condition with 412.
         if *e.code() == S3ErrorCode::NotModified {
-            s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
+            s3_error!(
+                PreconditionFailed,
+                "At least one of the pre-conditions you specified did not hold"
+            )
         } else {
             e
         }
     })?;
-    Ok(Source { bucket: bucket.to_string(), key: key.to_string(), seq: f.seq, size: f.size, meta: f.meta })
+    Ok(Source {
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        seq: f.seq,
+        size: f.size,
+        meta: f.meta,
+    })
 }
 
 /// Copies `[start, end)` of the source into `w` window by window, reading from the source's
 /// shard (wherever it lives) and failing if the source changes meanwhile. Returns the MD5.
-pub async fn copy_range(s: &BaleS3, src: &Source, start: u64, end: u64, w: &mut PutWriter) -> S3Result<[u8; 16]> {
+pub async fn copy_range(
+    s: &BaleS3,
+    src: &Source,
+    start: u64,
+    end: u64,
+    w: &mut PutWriter,
+) -> S3Result<[u8; 16]> {
     use s3s::crypto::Checksum as _;
     let mut md5 = s3s::crypto::Md5::new();
     let shard_id = s.topo.shard_for(&src.bucket, &src.key);
@@ -66,7 +92,10 @@ pub async fn copy_range(s: &BaleS3, src: &Source, start: u64, end: u64, w: &mut 
         let (b, k, seq) = (src.bucket.clone(), src.key.clone(), src.seq);
         let chunk = on_shard(&s.topo, shard_id, move |shard| async move {
             let obj = shard.get(&b, &k).filter(|o| o.seq == seq).ok_or_else(|| {
-                s3_error!(PreconditionFailed, "The copy source changed while it was being copied")
+                s3_error!(
+                    PreconditionFailed,
+                    "The copy source changed while it was being copied"
+                )
             })?;
             shard.read(&obj, off, n).await.map_err(error::engine)
         })
@@ -76,10 +105,13 @@ pub async fn copy_range(s: &BaleS3, src: &Source, start: u64, end: u64, w: &mut 
         w.write(chunk).await.map_err(error::engine)?;
         off += n;
     }
-    Ok(md5.finalize().into())
+    Ok(md5.finalize())
 }
 
-pub async fn copy_object(s: &BaleS3, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+pub async fn copy_object(
+    s: &BaleS3,
+    req: S3Request<CopyObjectInput>,
+) -> S3Result<S3Response<CopyObjectOutput>> {
     let i = req.input;
     check_key(&i.key)?;
     if !s.buckets.exists(&i.bucket) {
@@ -88,7 +120,12 @@ pub async fn copy_object(s: &BaleS3, req: S3Request<CopyObjectInput>) -> S3Resul
     let replace = match i.metadata_directive.as_ref().map(|d| d.as_str()) {
         None | Some("COPY") => false,
         Some("REPLACE") => true,
-        Some(other) => return Err(s3_error!(InvalidArgument, "Unknown metadata directive: {other}")),
+        Some(other) => {
+            return Err(s3_error!(
+                InvalidArgument,
+                "Unknown metadata directive: {other}"
+            ))
+        }
     };
     let src = resolve_source(
         s,
@@ -117,7 +154,11 @@ pub async fn copy_object(s: &BaleS3, req: S3Request<CopyObjectInput>) -> S3Resul
             content_language: i.content_language.clone(),
             content_disposition: i.content_disposition.clone(),
             cache_control: i.cache_control.clone(),
-            expires: req.headers.get(http::header::EXPIRES).and_then(|v| v.to_str().ok()).map(str::to_string),
+            expires: req
+                .headers
+                .get(http::header::EXPIRES)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
             user: check_user_meta(&i.metadata)?,
             ..Default::default()
         }
@@ -132,7 +173,11 @@ pub async fn copy_object(s: &BaleS3, req: S3Request<CopyObjectInput>) -> S3Resul
         if src.meta.parts_count.is_some() {
             meta.checksums.clear();
         }
-        meta.checksum_type = if meta.checksums.is_empty() { None } else { Some("FULL_OBJECT".into()) };
+        meta.checksum_type = if meta.checksums.is_empty() {
+            None
+        } else {
+            Some("FULL_OBJECT".into())
+        };
     }
     let cond = write_cond(None, None)?;
     let (bucket, key) = (i.bucket.clone(), i.key.clone());
@@ -142,7 +187,9 @@ pub async fn copy_object(s: &BaleS3, req: S3Request<CopyObjectInput>) -> S3Resul
         let mut w = shard.put(&bucket, &key, src.size).map_err(error::engine)?;
         let md5 = copy_range(&s2, &src, 0, src.size, &mut w).await?;
         meta.etag = hex(&md5);
-        let enc = meta.encode().map_err(|_| s3_error!(MetadataTooLarge, "metadata too large"))?;
+        let enc = meta
+            .encode()
+            .map_err(|_| s3_error!(MetadataTooLarge, "metadata too large"))?;
         let expect = resolve_cond(&shard, &bucket, &key, &cond)?;
         let obj = w.finish(enc, expect).await.map_err(error::engine)?;
         Ok::<_, S3Error>((meta.etag, obj.mtime_ms))

@@ -11,7 +11,10 @@ use super::limits::MAX_DELETE_KEYS;
 use super::BaleS3;
 use crate::router::on_shard;
 
-pub async fn delete_object(s: &BaleS3, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+pub async fn delete_object(
+    s: &BaleS3,
+    req: S3Request<DeleteObjectInput>,
+) -> S3Result<S3Response<DeleteObjectOutput>> {
     let i = req.input;
     if !s.buckets.exists(&i.bucket) {
         return Err(no_such_bucket(&i.bucket));
@@ -22,15 +25,25 @@ pub async fn delete_object(s: &BaleS3, req: S3Request<DeleteObjectInput>) -> S3R
         let expect = match &if_match {
             None => Expect::Any,
             Some(c) => {
-                let Some(obj) = shard.get(&bucket, &key) else { return Err(error::no_such_key()) };
-                let etag = super::meta::ObjMeta::decode(&obj.meta).map(|m| m.etag).unwrap_or_default();
+                let Some(obj) = shard.get(&bucket, &key) else {
+                    return Err(error::no_such_key());
+                };
+                let etag = super::meta::ObjMeta::decode(&obj.meta)
+                    .map(|m| m.etag)
+                    .unwrap_or_default();
                 if !super::get::etag_matches(c, &etag) {
-                    return Err(s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold"));
+                    return Err(s3_error!(
+                        PreconditionFailed,
+                        "At least one of the pre-conditions you specified did not hold"
+                    ));
                 }
                 Expect::Seq(obj.seq)
             }
         };
-        shard.delete(&bucket, &key, expect).await.map_err(error::engine)?;
+        shard
+            .delete(&bucket, &key, expect)
+            .await
+            .map_err(error::engine)?;
         Ok(())
     })
     .await
@@ -48,12 +61,19 @@ pub async fn delete_objects(
     }
     let objects = i.delete.objects;
     if objects.len() > MAX_DELETE_KEYS {
-        return Err(s3_error!(MalformedXML, "DeleteObjects accepts at most {} keys", MAX_DELETE_KEYS));
+        return Err(s3_error!(
+            MalformedXML,
+            "DeleteObjects accepts at most {} keys",
+            MAX_DELETE_KEYS
+        ));
     }
     let quiet = i.delete.quiet.unwrap_or(false);
     let mut by_shard: BTreeMap<usize, Vec<String>> = BTreeMap::new();
     for o in &objects {
-        by_shard.entry(s.topo.shard_for(&i.bucket, &o.key)).or_default().push(o.key.clone());
+        by_shard
+            .entry(s.topo.shard_for(&i.bucket, &o.key))
+            .or_default()
+            .push(o.key.clone());
     }
     let jobs = by_shard.into_iter().map(|(shard_id, keys)| {
         let bucket = i.bucket.clone();
@@ -63,12 +83,22 @@ pub async fn delete_objects(
                 let bucket = bucket.clone();
                 async move {
                     let r = if k.len() > super::limits::MAX_KEY_BYTES || k.is_empty() {
-                        Err(("KeyTooLongError".to_string(), "Your key is too long".to_string()))
+                        Err((
+                            "KeyTooLongError".to_string(),
+                            "Your key is too long".to_string(),
+                        ))
                     } else {
-                        shard.delete(&bucket, &k, Expect::Any).await.map(|_| ()).map_err(|e| {
-                            tracing::error!(error = %e, key = %k, "delete failed");
-                            ("InternalError".to_string(), "We encountered an internal error".to_string())
-                        })
+                        shard
+                            .delete(&bucket, &k, Expect::Any)
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| {
+                                tracing::error!(error = %e, key = %k, "delete failed");
+                                (
+                                    "InternalError".to_string(),
+                                    "We encountered an internal error".to_string(),
+                                )
+                            })
                     };
                     (k, r)
                 }
@@ -84,12 +114,24 @@ pub async fn delete_objects(
             match res {
                 Ok(()) => {
                     if !quiet {
-                        deleted.push(DeletedObject { key: Some(key), ..Default::default() })
+                        deleted.push(DeletedObject {
+                            key: Some(key),
+                            ..Default::default()
+                        })
                     }
                 }
-                Err((code, message)) => errors.push(Error { code: Some(code), key: Some(key), message: Some(message), version_id: None }),
+                Err((code, message)) => errors.push(Error {
+                    code: Some(code),
+                    key: Some(key),
+                    message: Some(message),
+                    version_id: None,
+                }),
             }
         }
     }
-    Ok(S3Response::new(DeleteObjectsOutput { deleted: Some(deleted), errors: Some(errors), ..Default::default() }))
+    Ok(S3Response::new(DeleteObjectsOutput {
+        deleted: Some(deleted),
+        errors: Some(errors),
+        ..Default::default()
+    }))
 }

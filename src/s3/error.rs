@@ -9,8 +9,11 @@ pub fn engine(e: bale_io::Error) -> S3Error {
     match e {
         E::NoSpace { context } => {
             tracing::warn!(%context, "write refused: no space left");
-            S3Error::with_message(S3ErrorCode::Custom("XBaleStorageFull".into()), "No space left on the data disk")
-                .with_status(http::StatusCode::INSUFFICIENT_STORAGE)
+            S3Error::with_message(
+                S3ErrorCode::Custom("XBaleStorageFull".into()),
+                "No space left on the data disk",
+            )
+            .with_status(http::StatusCode::INSUFFICIENT_STORAGE)
         }
         E::PreconditionFailed => S3Error::with_message(
             S3ErrorCode::PreconditionFailed,
@@ -18,35 +21,56 @@ pub fn engine(e: bale_io::Error) -> S3Error {
         ),
         E::SizeMismatch { expected, got } => S3Error::with_message(
             S3ErrorCode::IncompleteBody,
-            format!("You did not provide the number of bytes specified: expected {expected}, got {got}"),
+            format!(
+                "You did not provide the number of bytes specified: expected {expected}, got {got}"
+            ),
         ),
-        E::NotFound => S3Error::with_message(S3ErrorCode::NoSuchKey, "The specified key does not exist."),
-        E::Closed => S3Error::with_message(S3ErrorCode::ServiceUnavailable, "Server is shutting down")
-            .with_status(http::StatusCode::SERVICE_UNAVAILABLE),
+        E::NotFound => {
+            S3Error::with_message(S3ErrorCode::NoSuchKey, "The specified key does not exist.")
+        }
+        E::Closed => {
+            S3Error::with_message(S3ErrorCode::ServiceUnavailable, "Server is shutting down")
+                .with_status(http::StatusCode::SERVICE_UNAVAILABLE)
+        }
         E::Invalid(msg) => S3Error::with_message(S3ErrorCode::InvalidArgument, msg),
         e @ E::Corrupt { .. } => {
             tracing::error!(error = %e, "corrupt data detected on read");
-            S3Error::with_message(S3ErrorCode::InternalError, "We encountered an internal error. Please try again.")
+            S3Error::with_message(
+                S3ErrorCode::InternalError,
+                "We encountered an internal error. Please try again.",
+            )
         }
         e => {
             tracing::error!(error = %e, "engine error");
-            S3Error::with_message(S3ErrorCode::InternalError, "We encountered an internal error. Please try again.")
+            S3Error::with_message(
+                S3ErrorCode::InternalError,
+                "We encountered an internal error. Please try again.",
+            )
         }
     }
 }
 
 pub fn route(e: RouteError) -> S3Error {
     tracing::error!(error = %e, "routing failure");
-    S3Error::with_message(S3ErrorCode::InternalError, "We encountered an internal error. Please try again.")
+    S3Error::with_message(
+        S3ErrorCode::InternalError,
+        "We encountered an internal error. Please try again.",
+    )
 }
 
 pub fn internal(context: &str) -> S3Error {
     tracing::error!(context, "internal error");
-    S3Error::with_message(S3ErrorCode::InternalError, "We encountered an internal error. Please try again.")
+    S3Error::with_message(
+        S3ErrorCode::InternalError,
+        "We encountered an internal error. Please try again.",
+    )
 }
 
 pub fn no_such_bucket(bucket: &str) -> S3Error {
-    S3Error::with_message(S3ErrorCode::NoSuchBucket, format!("The specified bucket does not exist: {bucket}"))
+    S3Error::with_message(
+        S3ErrorCode::NoSuchBucket,
+        format!("The specified bucket does not exist: {bucket}"),
+    )
 }
 
 pub fn no_such_key() -> S3Error {

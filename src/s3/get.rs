@@ -55,11 +55,17 @@ fn check_conditions(r: &ReadReq, meta: &ObjMeta, mtime_ms: u64) -> S3Result<()> 
     let mtime_s = (mtime_ms / 1000) as i64;
     if let Some(c) = &r.if_match {
         if !etag_matches(c, &meta.etag) {
-            return Err(s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold"));
+            return Err(s3_error!(
+                PreconditionFailed,
+                "At least one of the pre-conditions you specified did not hold"
+            ));
         }
     } else if let Some(t) = &r.if_unmodified_since {
         if mtime_s > secs(t) {
-            return Err(s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold"));
+            return Err(s3_error!(
+                PreconditionFailed,
+                "At least one of the pre-conditions you specified did not hold"
+            ));
         }
     }
     if let Some(c) = &r.if_none_match {
@@ -89,17 +95,27 @@ fn span(r: &ReadReq, obj: &Object, meta: &ObjMeta) -> S3Result<Option<(u64, u64)
     let size = obj.size;
     if let Some(pn) = r.part_number {
         if r.range.is_some() {
-            return Err(s3_error!(InvalidRequest, "Cannot specify both Range header and partNumber query parameter"));
+            return Err(s3_error!(
+                InvalidRequest,
+                "Cannot specify both Range header and partNumber query parameter"
+            ));
         }
         if pn < 1 {
-            return Err(s3_error!(InvalidArgument, "Part number must be an integer between 1 and 10000, inclusive"));
+            return Err(s3_error!(
+                InvalidArgument,
+                "Part number must be an integer between 1 and 10000, inclusive"
+            ));
         }
         if meta.parts_count.is_none() {
             // Not a multipart object: part 1 is the whole object.
             if pn == 1 {
                 return Ok(Some((0, size)));
             }
-            return Err(S3Error::with_message(s3s::S3ErrorCode::Custom("InvalidPartNumber".into()), "The requested partnumber is not satisfiable").with_status(http::StatusCode::RANGE_NOT_SATISFIABLE));
+            return Err(S3Error::with_message(
+                s3s::S3ErrorCode::Custom("InvalidPartNumber".into()),
+                "The requested partnumber is not satisfiable",
+            )
+            .with_status(http::StatusCode::RANGE_NOT_SATISFIABLE));
         }
         let mut start = 0u64;
         for (i, len) in obj.part_sizes().enumerate() {
@@ -108,7 +124,11 @@ fn span(r: &ReadReq, obj: &Object, meta: &ObjMeta) -> S3Result<Option<(u64, u64)
             }
             start += len;
         }
-        return Err(S3Error::with_message(s3s::S3ErrorCode::Custom("InvalidPartNumber".into()), "The requested partnumber is not satisfiable").with_status(http::StatusCode::RANGE_NOT_SATISFIABLE));
+        return Err(S3Error::with_message(
+            s3s::S3ErrorCode::Custom("InvalidPartNumber".into()),
+            "The requested partnumber is not satisfiable",
+        )
+        .with_status(http::StatusCode::RANGE_NOT_SATISFIABLE));
     }
     match &r.range {
         None => Ok(None),
@@ -128,7 +148,12 @@ fn span(r: &ReadReq, obj: &Object, meta: &ObjMeta) -> S3Result<Option<(u64, u64)
 }
 
 /// Runs on the owning core.
-async fn lookup_local(shard: Rc<Shard>, bucket: String, key: String, r: ReadReq) -> S3Result<Lookup> {
+async fn lookup_local(
+    shard: Rc<Shard>,
+    bucket: String,
+    key: String,
+    r: ReadReq,
+) -> S3Result<Lookup> {
     let Some(obj) = shard.get(&bucket, &key) else {
         return Ok(Lookup::Missing);
     };
@@ -141,19 +166,35 @@ async fn lookup_local(shard: Rc<Shard>, bucket: String, key: String, r: ReadReq)
     let body = if !r.want_body {
         None
     } else if end - start <= SINGLE_READ_BYTES {
-        let b = if end > start { shard.read(&obj, start, end - start).await.map_err(error::engine)? } else { bytes::Bytes::new() };
+        let b = if end > start {
+            shard
+                .read(&obj, start, end - start)
+                .await
+                .map_err(error::engine)?
+        } else {
+            bytes::Bytes::new()
+        };
         debug_assert_eq!(b.len() as u64, end - start);
         Some(body::whole(b))
     } else {
         Some(body::stream(shard.clone(), obj.clone(), start, end))
     };
-    Ok(Lookup::Found(Box::new(Found { seq: obj.seq, size: obj.size, mtime_ms: obj.mtime_ms, meta, served, body })))
+    Ok(Lookup::Found(Box::new(Found {
+        seq: obj.seq,
+        size: obj.size,
+        mtime_ms: obj.mtime_ms,
+        meta,
+        served,
+        body,
+    })))
 }
 
 pub async fn lookup(s: &BaleS3, bucket: &str, key: &str, r: ReadReq) -> S3Result<Box<Found>> {
     let shard_id = s.topo.shard_for(bucket, key);
     let (b, k) = (bucket.to_string(), key.to_string());
-    let res = on_shard(&s.topo, shard_id, move |shard| lookup_local(shard, b, k, r)).await.map_err(error::route)??;
+    let res = on_shard(&s.topo, shard_id, move |shard| lookup_local(shard, b, k, r))
+        .await
+        .map_err(error::route)??;
     match res {
         Lookup::Found(f) => Ok(f),
         Lookup::Missing => {
@@ -181,7 +222,10 @@ fn user_meta(meta: &ObjMeta) -> Option<Metadata> {
     }
 }
 
-pub async fn get_object(s: &BaleS3, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+pub async fn get_object(
+    s: &BaleS3,
+    req: S3Request<GetObjectInput>,
+) -> S3Result<S3Response<GetObjectOutput>> {
     let i = req.input;
     let r = ReadReq {
         if_match: i.if_match,
@@ -193,10 +237,17 @@ pub async fn get_object(s: &BaleS3, req: S3Request<GetObjectInput>) -> S3Result<
         want_body: true,
     };
     let f = lookup(s, &i.bucket, &i.key, r).await?;
-    let checksum_on = i.checksum_mode.as_ref().is_some_and(|m| m.as_str() == ChecksumMode::ENABLED) && f.served.is_none();
+    let checksum_on = i
+        .checksum_mode
+        .as_ref()
+        .is_some_and(|m| m.as_str() == ChecksumMode::ENABLED)
+        && f.served.is_none();
     let [c32, c32c, c64, sha1, sha256] = checksums_out(&f.meta, checksum_on);
     let (content_length, content_range) = match f.served {
-        Some((a, b)) => ((b - a) as i64, Some(format!("bytes {}-{}/{}", a, b.saturating_sub(1), f.size))),
+        Some((a, b)) => (
+            (b - a) as i64,
+            Some(format!("bytes {}-{}/{}", a, b.saturating_sub(1), f.size)),
+        ),
         None => (f.size as i64, None),
     };
     let m = f.meta;
@@ -210,23 +261,37 @@ pub async fn get_object(s: &BaleS3, req: S3Request<GetObjectInput>) -> S3Result<
         content_type: i.response_content_type.or(m.content_type.clone()),
         content_encoding: i.response_content_encoding.or(m.content_encoding.clone()),
         content_language: i.response_content_language.or(m.content_language.clone()),
-        content_disposition: i.response_content_disposition.or(m.content_disposition.clone()),
+        content_disposition: i
+            .response_content_disposition
+            .or(m.content_disposition.clone()),
         cache_control: i.response_cache_control.or(m.cache_control.clone()),
-        expires: i.response_expires.or_else(|| m.expires.as_deref().and_then(parse_http_date)),
+        expires: i
+            .response_expires
+            .or_else(|| m.expires.as_deref().and_then(parse_http_date)),
         metadata: user_meta(&m),
-        parts_count: m.parts_count.map(|n| n as i32).filter(|_| i.part_number.is_some()),
+        parts_count: m
+            .parts_count
+            .map(|n| n as i32)
+            .filter(|_| i.part_number.is_some()),
         checksum_crc32: c32,
         checksum_crc32c: c32c,
         checksum_crc64nvme: c64,
         checksum_sha1: sha1,
         checksum_sha256: sha256,
-        checksum_type: if checksum_on { m.checksum_type.clone().map(ChecksumType::from) } else { None },
+        checksum_type: if checksum_on {
+            m.checksum_type.clone().map(ChecksumType::from)
+        } else {
+            None
+        },
         ..Default::default()
     };
     Ok(S3Response::new(out))
 }
 
-pub async fn head_object(s: &BaleS3, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+pub async fn head_object(
+    s: &BaleS3,
+    req: S3Request<HeadObjectInput>,
+) -> S3Result<S3Response<HeadObjectOutput>> {
     let i = req.input;
     let r = ReadReq {
         if_match: i.if_match,
@@ -238,10 +303,17 @@ pub async fn head_object(s: &BaleS3, req: S3Request<HeadObjectInput>) -> S3Resul
         want_body: false,
     };
     let f = lookup(s, &i.bucket, &i.key, r).await?;
-    let checksum_on = i.checksum_mode.as_ref().is_some_and(|m| m.as_str() == ChecksumMode::ENABLED) && f.served.is_none();
+    let checksum_on = i
+        .checksum_mode
+        .as_ref()
+        .is_some_and(|m| m.as_str() == ChecksumMode::ENABLED)
+        && f.served.is_none();
     let [c32, c32c, c64, sha1, sha256] = checksums_out(&f.meta, checksum_on);
     let (content_length, content_range) = match f.served {
-        Some((a, b)) => ((b - a) as i64, Some(format!("bytes {}-{}/{}", a, b.saturating_sub(1), f.size))),
+        Some((a, b)) => (
+            (b - a) as i64,
+            Some(format!("bytes {}-{}/{}", a, b.saturating_sub(1), f.size)),
+        ),
         None => (f.size as i64, None),
     };
     let m = f.meta;
@@ -254,17 +326,28 @@ pub async fn head_object(s: &BaleS3, req: S3Request<HeadObjectInput>) -> S3Resul
         content_type: i.response_content_type.or(m.content_type.clone()),
         content_encoding: i.response_content_encoding.or(m.content_encoding.clone()),
         content_language: i.response_content_language.or(m.content_language.clone()),
-        content_disposition: i.response_content_disposition.or(m.content_disposition.clone()),
+        content_disposition: i
+            .response_content_disposition
+            .or(m.content_disposition.clone()),
         cache_control: i.response_cache_control.or(m.cache_control.clone()),
-        expires: i.response_expires.or_else(|| m.expires.as_deref().and_then(parse_http_date)),
+        expires: i
+            .response_expires
+            .or_else(|| m.expires.as_deref().and_then(parse_http_date)),
         metadata: user_meta(&m),
-        parts_count: m.parts_count.map(|n| n as i32).filter(|_| i.part_number.is_some()),
+        parts_count: m
+            .parts_count
+            .map(|n| n as i32)
+            .filter(|_| i.part_number.is_some()),
         checksum_crc32: c32,
         checksum_crc32c: c32c,
         checksum_crc64nvme: c64,
         checksum_sha1: sha1,
         checksum_sha256: sha256,
-        checksum_type: if checksum_on { m.checksum_type.clone().map(ChecksumType::from) } else { None },
+        checksum_type: if checksum_on {
+            m.checksum_type.clone().map(ChecksumType::from)
+        } else {
+            None
+        },
         ..Default::default()
     };
     Ok(S3Response::new(out))

@@ -12,7 +12,12 @@ const MAX_KEYS: usize = 1000;
 
 /// One listed entry, Send so it can cross cores.
 pub enum Entry {
-    Object { key: String, size: u64, mtime_ms: u64, etag: String },
+    Object {
+        key: String,
+        size: u64,
+        mtime_ms: u64,
+        etag: String,
+    },
     Prefix(String),
 }
 
@@ -45,25 +50,39 @@ pub async fn list_ns(
     // A marker that is itself a collapsed prefix (V1 NextMarker) skips that whole subtree.
     let skip_subtree;
     let after = match (&delimiter, after) {
-        (Some(d), Some(a)) if a.len() > prefix.len() && a.starts_with(prefix) && a.ends_with(d.as_str()) => {
+        (Some(d), Some(a))
+            if a.len() > prefix.len() && a.starts_with(prefix) && a.ends_with(d.as_str()) =>
+        {
             skip_subtree = format!("{a}\u{10FFFF}");
             Some(skip_subtree.as_str())
         }
         (_, a) => a,
     };
     let jobs = (0..s.topo.shard_count).map(|shard_id| {
-        let (ns, prefix, after, delimiter) =
-            (ns.to_string(), prefix.to_string(), after.map(str::to_string), delimiter.clone());
+        let (ns, prefix, after, delimiter) = (
+            ns.to_string(),
+            prefix.to_string(),
+            after.map(str::to_string),
+            delimiter.clone(),
+        );
         on_shard(&s.topo, shard_id, move |shard| async move {
             shard
-                .list(&ns, &prefix, after.as_deref(), delimiter.as_deref(), limit + 1)
+                .list(
+                    &ns,
+                    &prefix,
+                    after.as_deref(),
+                    delimiter.as_deref(),
+                    limit + 1,
+                )
                 .into_iter()
                 .map(|item| match item {
                     bale_io::ListItem::Object { key, obj } => Entry::Object {
                         key,
                         size: obj.size,
                         mtime_ms: obj.mtime_ms,
-                        etag: ObjMeta::decode(&obj.meta).map(|m| m.etag).unwrap_or_default(),
+                        etag: ObjMeta::decode(&obj.meta)
+                            .map(|m| m.etag)
+                            .unwrap_or_default(),
                     },
                     bale_io::ListItem::Prefix(p) => Entry::Prefix(p),
                 })
@@ -87,7 +106,11 @@ pub async fn list_ns(
     } else {
         None
     };
-    Ok(Page { entries: all, truncated, next_after })
+    Ok(Page {
+        entries: all,
+        truncated,
+        next_after,
+    })
 }
 
 fn url_encode(s: &str) -> String {
@@ -113,13 +136,21 @@ fn decode_token(t: &str) -> S3Result<String> {
         .decode(t.as_bytes())
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| s3_error!(InvalidArgument, "The continuation token provided is incorrect"))
+        .ok_or_else(|| {
+            s3_error!(
+                InvalidArgument,
+                "The continuation token provided is incorrect"
+            )
+        })
 }
 
 fn max_keys(m: Option<i32>) -> S3Result<usize> {
     match m {
         None => Ok(MAX_KEYS),
-        Some(n) if n < 0 => Err(s3_error!(InvalidArgument, "max-keys must be a non-negative integer")),
+        Some(n) if n < 0 => Err(s3_error!(
+            InvalidArgument,
+            "max-keys must be a non-negative integer"
+        )),
         Some(n) => Ok((n as usize).min(MAX_KEYS)),
     }
 }
@@ -130,15 +161,24 @@ fn split(entries: Vec<Entry>, url: bool) -> (Vec<Object>, Vec<CommonPrefix>) {
     let mut prefixes = Vec::new();
     for e in entries {
         match e {
-            Entry::Object { key, size, mtime_ms, etag } => objs.push(Object {
+            Entry::Object {
+                key,
+                size,
+                mtime_ms,
+                etag,
+            } => objs.push(Object {
                 key: Some(enc(key)),
                 size: Some(size as i64),
                 last_modified: Some(timestamp_ms(mtime_ms)),
                 e_tag: Some(ETag::Strong(etag)),
-                storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
+                storage_class: Some(ObjectStorageClass::from_static(
+                    ObjectStorageClass::STANDARD,
+                )),
                 ..Default::default()
             }),
-            Entry::Prefix(p) => prefixes.push(CommonPrefix { prefix: Some(enc(p)) }),
+            Entry::Prefix(p) => prefixes.push(CommonPrefix {
+                prefix: Some(enc(p)),
+            }),
         }
     }
     (objs, prefixes)
@@ -148,7 +188,11 @@ fn is_url(e: &Option<EncodingType>) -> S3Result<bool> {
     match e {
         None => Ok(false),
         Some(e) if e.as_str().eq_ignore_ascii_case("url") => Ok(true),
-        Some(e) => Err(s3_error!(InvalidArgument, "Invalid Encoding Method specified in Request: {}", e.as_str())),
+        Some(e) => Err(s3_error!(
+            InvalidArgument,
+            "Invalid Encoding Method specified in Request: {}",
+            e.as_str()
+        )),
     }
 }
 
@@ -163,15 +207,31 @@ pub async fn list_objects_v2(
     let url = is_url(&i.encoding_type)?;
     let limit = max_keys(i.max_keys)?;
     let prefix = i.prefix.clone().unwrap_or_default();
-    let token_after = i.continuation_token.as_deref().map(decode_token).transpose()?;
+    let token_after = i
+        .continuation_token
+        .as_deref()
+        .map(decode_token)
+        .transpose()?;
     let after = match (token_after, i.start_after.clone()) {
         (Some(t), Some(sa)) => Some(t.max(sa)),
         (t, sa) => t.or(sa),
     };
     let page = if limit == 0 {
-        Page { entries: Vec::new(), truncated: false, next_after: None }
+        Page {
+            entries: Vec::new(),
+            truncated: false,
+            next_after: None,
+        }
     } else {
-        list_ns(s, &i.bucket, &prefix, after.as_deref(), i.delimiter.as_deref(), limit).await?
+        list_ns(
+            s,
+            &i.bucket,
+            &prefix,
+            after.as_deref(),
+            i.delimiter.as_deref(),
+            limit,
+        )
+        .await?
     };
     let key_count = page.entries.len() as i32;
     let (objs, prefixes) = split(page.entries, url);
@@ -193,7 +253,10 @@ pub async fn list_objects_v2(
     }))
 }
 
-pub async fn list_objects_v1(s: &BaleS3, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+pub async fn list_objects_v1(
+    s: &BaleS3,
+    req: S3Request<ListObjectsInput>,
+) -> S3Result<S3Response<ListObjectsOutput>> {
     let i = req.input;
     if !s.buckets.exists(&i.bucket) {
         return Err(no_such_bucket(&i.bucket));
@@ -203,9 +266,21 @@ pub async fn list_objects_v1(s: &BaleS3, req: S3Request<ListObjectsInput>) -> S3
     let prefix = i.prefix.clone().unwrap_or_default();
     let after = i.marker.clone().filter(|m| !m.is_empty());
     let page = if limit == 0 {
-        Page { entries: Vec::new(), truncated: false, next_after: None }
+        Page {
+            entries: Vec::new(),
+            truncated: false,
+            next_after: None,
+        }
     } else {
-        list_ns(s, &i.bucket, &prefix, after.as_deref(), i.delimiter.as_deref(), limit).await?
+        list_ns(
+            s,
+            &i.bucket,
+            &prefix,
+            after.as_deref(),
+            i.delimiter.as_deref(),
+            limit,
+        )
+        .await?
     };
     // V1's NextMarker is the last key or prefix returned (only sent with a delimiter, as S3).
     let next_marker = if page.truncated && i.delimiter.is_some() {

@@ -124,7 +124,10 @@ impl ObjMeta {
     }
 
     pub fn checksum(&self, algo: &str) -> Option<&str> {
-        self.checksums.iter().find(|(a, _)| a == algo).map(|(_, v)| v.as_str())
+        self.checksums
+            .iter()
+            .find(|(a, _)| a == algo)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -150,7 +153,9 @@ mod tests {
     #[test]
     fn garbage_never_panics() {
         for n in 0..200u32 {
-            let v: Vec<u8> = (0..n).map(|i| (i.wrapping_mul(2_654_435_761) >> 3) as u8).collect();
+            let v: Vec<u8> = (0..n)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 3) as u8)
+                .collect();
             let _ = ObjMeta::decode(&v);
         }
         assert!(ObjMeta::decode(&[1, T_ETAG, 10, 0, b'a']).is_none());

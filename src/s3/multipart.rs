@@ -58,12 +58,17 @@ fn check_part_number(n: i32) -> S3Result<()> {
     if (1..=MAX_PART_NUMBER).contains(&n) {
         Ok(())
     } else {
-        Err(s3_error!(InvalidArgument, "Part number must be an integer between 1 and 10000, inclusive"))
+        Err(s3_error!(
+            InvalidArgument,
+            "Part number must be an integer between 1 and 10000, inclusive"
+        ))
     }
 }
 
 fn upload_meta(shard: &Shard, bucket: &str, key: &str, upload_id: &str) -> S3Result<ObjMeta> {
-    let d = shard.get(&upload_ns(bucket), &upload_key(key, upload_id)).ok_or_else(no_such_upload)?;
+    let d = shard
+        .get(&upload_ns(bucket), &upload_key(key, upload_id))
+        .ok_or_else(no_such_upload)?;
     ObjMeta::decode(&d.meta).ok_or_else(|| error::internal("undecodable upload descriptor"))
 }
 
@@ -82,18 +87,30 @@ pub async fn create(
         content_language: i.content_language.clone(),
         content_disposition: i.content_disposition.clone(),
         cache_control: i.cache_control.clone(),
-        expires: req.headers.get(http::header::EXPIRES).and_then(|v| v.to_str().ok()).map(str::to_string),
+        expires: req
+            .headers
+            .get(http::header::EXPIRES)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
         user: check_user_meta(&i.metadata)?,
         ..Default::default()
     };
-    let enc = meta.encode().map_err(|_| s3_error!(MetadataTooLarge, "metadata too large"))?;
+    let enc = meta
+        .encode()
+        .map_err(|_| s3_error!(MetadataTooLarge, "metadata too large"))?;
     let upload_id = new_upload_id();
     let (bucket, key, id) = (i.bucket.clone(), i.key.clone(), upload_id.clone());
-    on_shard(&s.topo, s.topo.shard_for(&i.bucket, &i.key), move |shard| async move {
-        let w = shard.put(&upload_ns(&bucket), &upload_key(&key, &id), 0).map_err(error::engine)?;
-        w.finish(enc, Expect::Absent).await.map_err(error::engine)?;
-        Ok::<_, S3Error>(())
-    })
+    on_shard(
+        &s.topo,
+        s.topo.shard_for(&i.bucket, &i.key),
+        move |shard| async move {
+            let w = shard
+                .put(&upload_ns(&bucket), &upload_key(&key, &id), 0)
+                .map_err(error::engine)?;
+            w.finish(enc, Expect::Absent).await.map_err(error::engine)?;
+            Ok::<_, S3Error>(())
+        },
+    )
     .await
     .map_err(error::route)??;
     Ok(S3Response::new(CreateMultipartUploadOutput {
@@ -104,7 +121,10 @@ pub async fn create(
     }))
 }
 
-pub async fn upload_part(s: &BaleS3, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+pub async fn upload_part(
+    s: &BaleS3,
+    req: S3Request<UploadPartInput>,
+) -> S3Result<S3Response<UploadPartOutput>> {
     let i = req.input;
     check_part_number(i.part_number)?;
     check_upload_id(&i.upload_id)?;
@@ -115,7 +135,13 @@ pub async fn upload_part(s: &BaleS3, req: S3Request<UploadPartInput>) -> S3Resul
         &req.headers,
         i.content_length,
         i.content_md5.as_deref(),
-        [i.checksum_crc32.as_ref(), i.checksum_crc32c.as_ref(), i.checksum_crc64nvme.as_ref(), i.checksum_sha1.as_ref(), i.checksum_sha256.as_ref()],
+        [
+            i.checksum_crc32.as_ref(),
+            i.checksum_crc32c.as_ref(),
+            i.checksum_crc64nvme.as_ref(),
+            i.checksum_sha1.as_ref(),
+            i.checksum_sha256.as_ref(),
+        ],
         i.checksum_algorithm.as_ref().map(|a| a.as_str()),
         req.trailing_headers,
     )?;
@@ -123,9 +149,15 @@ pub async fn upload_part(s: &BaleS3, req: S3Request<UploadPartInput>) -> S3Resul
     let shard_id = s.topo.shard_for(&bucket, &key);
     let meta = on_shard(&s.topo, shard_id, move |shard: Rc<Shard>| async move {
         upload_meta(&shard, &bucket, &key, &id)?;
-        let mut w = shard.put(&part_ns(&bucket), &part_key(&id, pn), checks.size_bytes).map_err(error::engine)?;
+        let mut w = shard
+            .put(&part_ns(&bucket), &part_key(&id, pn), checks.size_bytes)
+            .map_err(error::engine)?;
         let ing = ingest(&mut w, body, &checks).await?;
-        let meta = ObjMeta { etag: hex(&ing.md5), checksums: ing.checksums, ..Default::default() };
+        let meta = ObjMeta {
+            etag: hex(&ing.md5),
+            checksums: ing.checksums,
+            ..Default::default()
+        };
         let enc = meta.encode().map_err(|_| error::internal("part meta"))?;
         // The upload may have been aborted or completed while the body streamed.
         upload_meta(&shard, &bucket, &key, &id)?;
@@ -147,7 +179,9 @@ pub async fn upload_part(s: &BaleS3, req: S3Request<UploadPartInput>) -> S3Resul
 }
 
 fn parse_copy_range(r: &str, size: u64) -> S3Result<(u64, u64)> {
-    let bad = || s3_error!(InvalidArgument, "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy");
+    let bad = || {
+        s3_error!(InvalidArgument, "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy")
+    };
     let v = r.strip_prefix("bytes=").ok_or_else(bad)?;
     let (a, b) = v.split_once('-').ok_or_else(bad)?;
     let a: u64 = a.parse().map_err(|_| bad())?;
@@ -156,7 +190,10 @@ fn parse_copy_range(r: &str, size: u64) -> S3Result<(u64, u64)> {
         return Err(bad());
     }
     if b >= size {
-        return Err(s3_error!(InvalidRange, "The requested range is not satisfiable"));
+        return Err(s3_error!(
+            InvalidRange,
+            "The requested range is not satisfiable"
+        ));
     }
     Ok((a, b + 1))
 }
@@ -194,9 +231,14 @@ pub async fn upload_part_copy(
     let s2 = s.clone();
     let (etag, mtime_ms) = on_shard(&s.topo, shard_id, move |shard: Rc<Shard>| async move {
         upload_meta(&shard, &bucket, &key, &id)?;
-        let mut w = shard.put(&part_ns(&bucket), &part_key(&id, pn), end - start).map_err(error::engine)?;
+        let mut w = shard
+            .put(&part_ns(&bucket), &part_key(&id, pn), end - start)
+            .map_err(error::engine)?;
         let md5 = copy_range(&s2, &src, start, end, &mut w).await?;
-        let meta = ObjMeta { etag: hex(&md5), ..Default::default() };
+        let meta = ObjMeta {
+            etag: hex(&md5),
+            ..Default::default()
+        };
         let enc = meta.encode().map_err(|_| error::internal("part meta"))?;
         upload_meta(&shard, &bucket, &key, &id)?;
         let obj = w.finish(enc, Expect::Any).await.map_err(error::engine)?;
@@ -225,18 +267,26 @@ pub async fn complete(
     }
     let parts = i.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
     if parts.is_empty() {
-        return Err(s3_error!(MalformedXML, "You must specify at least one part"));
+        return Err(s3_error!(
+            MalformedXML,
+            "You must specify at least one part"
+        ));
     }
     let mut wanted = Vec::with_capacity(parts.len());
     let mut last = 0;
     for p in &parts {
-        let n = p.part_number.ok_or_else(|| s3_error!(MalformedXML, "Part number missing"))?;
+        let n = p
+            .part_number
+            .ok_or_else(|| s3_error!(MalformedXML, "Part number missing"))?;
         check_part_number(n)?;
         if n <= last {
             return Err(s3_error!(InvalidPartOrder, "The list of parts was not in ascending order. The parts list must be specified in order by part number."));
         }
         last = n;
-        let etag = p.e_tag.as_ref().map(|e| e.value().trim_matches('"').to_string());
+        let etag = p
+            .e_tag
+            .as_ref()
+            .map(|e| e.value().trim_matches('"').to_string());
         wanted.push((n, etag));
     }
     let cond = write_cond(i.if_match, i.if_none_match)?;
@@ -268,7 +318,7 @@ pub async fn complete(
         use s3s::crypto::Checksum as _;
         let mut h = s3s::crypto::Md5::new();
         h.update(&md5s);
-        let digest: [u8; 16] = h.finalize().into();
+        let digest: [u8; 16] = h.finalize();
         meta.etag = format!("{}-{}", hex(&digest), count);
         meta.parts_count = Some(count as u32);
         let enc = meta.encode().map_err(|_| error::internal("object meta"))?;
@@ -313,7 +363,10 @@ fn decode_hex16(s: &str) -> Option<[u8; 16]> {
 
 /// Removes an upload's descriptor and parts; returns false if it did not exist.
 async fn drop_upload(shard: &Shard, bucket: &str, key: &str, id: &str) -> bale_io::Result<bool> {
-    let existed = shard.delete(&upload_ns(bucket), &upload_key(key, id), Expect::Any).await?.is_some();
+    let existed = shard
+        .delete(&upload_ns(bucket), &upload_key(key, id), Expect::Any)
+        .await?
+        .is_some();
     let pns = part_ns(bucket);
     let keys: Vec<String> = shard
         .list(&pns, &format!("{id}\0"), None, None, usize::MAX)
@@ -352,7 +405,10 @@ pub async fn abort(
     Ok(S3Response::new(AbortMultipartUploadOutput::default()))
 }
 
-pub async fn list_parts(s: &BaleS3, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+pub async fn list_parts(
+    s: &BaleS3,
+    req: S3Request<ListPartsInput>,
+) -> S3Result<S3Response<ListPartsOutput>> {
     let i = req.input;
     check_upload_id(&i.upload_id)?;
     if !s.buckets.exists(&i.bucket) {
@@ -364,12 +420,26 @@ pub async fn list_parts(s: &BaleS3, req: S3Request<ListPartsInput>) -> S3Result<
     let shard_id = s.topo.shard_for(&bucket, &key);
     let (parts, truncated) = on_shard(&s.topo, shard_id, move |shard: Rc<Shard>| async move {
         upload_meta(&shard, &bucket, &key, &id)?;
-        let after = if marker > 0 { Some(part_key(&id, marker)) } else { None };
-        let items = shard.list(&part_ns(&bucket), &format!("{id}\0"), after.as_deref(), None, max_parts + 1);
+        let after = if marker > 0 {
+            Some(part_key(&id, marker))
+        } else {
+            None
+        };
+        let items = shard.list(
+            &part_ns(&bucket),
+            &format!("{id}\0"),
+            after.as_deref(),
+            None,
+            max_parts + 1,
+        );
         let mut out = Vec::new();
         for it in items {
             if let bale_io::ListItem::Object { key: pk, obj } = it {
-                let n: i32 = pk.rsplit('\0').next().and_then(|x| x.parse().ok()).unwrap_or(0);
+                let n: i32 = pk
+                    .rsplit('\0')
+                    .next()
+                    .and_then(|x| x.parse().ok())
+                    .unwrap_or(0);
                 let m = ObjMeta::decode(&obj.meta).unwrap_or_default();
                 out.push(Part {
                     part_number: Some(n),
@@ -390,7 +460,11 @@ pub async fn list_parts(s: &BaleS3, req: S3Request<ListPartsInput>) -> S3Result<
     })
     .await
     .map_err(error::route)??;
-    let next = if truncated { parts.last().and_then(|p| p.part_number) } else { None };
+    let next = if truncated {
+        parts.last().and_then(|p| p.part_number)
+    } else {
+        None
+    };
     Ok(S3Response::new(ListPartsOutput {
         bucket: Some(i.bucket),
         key: Some(i.key),
@@ -420,7 +494,15 @@ pub async fn list_uploads(
         Some(u) => upload_key(k, u),
         None => format!("{k}\0\u{10FFFF}"),
     });
-    let page = super::list::list_ns(s, &upload_ns(&i.bucket), &prefix, after.as_deref(), None, max.max(1)).await?;
+    let page = super::list::list_ns(
+        s,
+        &upload_ns(&i.bucket),
+        &prefix,
+        after.as_deref(),
+        None,
+        max.max(1),
+    )
+    .await?;
     let mut uploads = Vec::new();
     for e in &page.entries {
         if let super::list::Entry::Object { key, mtime_ms, .. } = e {

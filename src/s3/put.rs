@@ -4,8 +4,8 @@
 
 use std::rc::Rc;
 
-use base64::Engine as _;
 use bale_io::{Expect, PutWriter, Shard};
+use base64::Engine as _;
 use bytes::Bytes;
 use futures::StreamExt;
 use s3s::checksum::ChecksumHasher;
@@ -59,23 +59,38 @@ pub fn body_checks(
     let decoded = headers
         .get("x-amz-decoded-content-length")
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.parse::<u64>().map_err(|_| s3_error!(InvalidArgument, "invalid x-amz-decoded-content-length")))
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| s3_error!(InvalidArgument, "invalid x-amz-decoded-content-length"))
+        })
         .transpose()?;
     let size_bytes = match (decoded, content_length) {
         (Some(d), _) => d,
         (None, Some(n)) if n >= 0 => n as u64,
-        _ => return Err(s3_error!(MissingContentLength, "You must provide the Content-Length HTTP header.")),
+        _ => {
+            return Err(s3_error!(
+                MissingContentLength,
+                "You must provide the Content-Length HTTP header."
+            ))
+        }
     };
     if size_bytes > MAX_PUT_BYTES {
-        return Err(s3_error!(EntityTooLarge, "Your proposed upload exceeds the maximum allowed size (5 GiB per PUT)"));
+        return Err(s3_error!(
+            EntityTooLarge,
+            "Your proposed upload exceeds the maximum allowed size (5 GiB per PUT)"
+        ));
     }
-    let mut c = BodyChecks { size_bytes, ..Default::default() };
+    let mut c = BodyChecks {
+        size_bytes,
+        ..Default::default()
+    };
     if let Some(m) = content_md5 {
         let raw = base64::engine::general_purpose::STANDARD
             .decode(m.trim())
             .map_err(|_| s3_error!(InvalidDigest, "The Content-MD5 you specified is not valid."))?;
-        let arr: [u8; 16] =
-            raw.try_into().map_err(|_| s3_error!(InvalidDigest, "The Content-MD5 you specified is not valid."))?;
+        let arr: [u8; 16] = raw
+            .try_into()
+            .map_err(|_| s3_error!(InvalidDigest, "The Content-MD5 you specified is not valid."))?;
         c.content_md5 = Some(arr);
     }
     for (algo, v) in ALGOS.iter().zip(given) {
@@ -85,7 +100,8 @@ pub fn body_checks(
         }
     }
     if let Some(a) = algorithm {
-        let a = algo_of(a).ok_or_else(|| s3_error!(InvalidArgument, "Unsupported checksum algorithm: {a}"))?;
+        let a = algo_of(a)
+            .ok_or_else(|| s3_error!(InvalidArgument, "Unsupported checksum algorithm: {a}"))?;
         if !c.compute.contains(&a) {
             c.compute.push(a);
         }
@@ -97,7 +113,12 @@ pub fn body_checks(
         }
         match trailing {
             Some(h) => c.trailer = Some((a, h)),
-            None => return Err(s3_error!(InvalidRequest, "x-amz-trailer given without a streaming trailer payload")),
+            None => {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "x-amz-trailer given without a streaming trailer payload"
+                ))
+            }
         }
     }
     Ok(c)
@@ -123,13 +144,20 @@ fn body_error(e: s3s::StdError) -> S3Error {
         Ok(s3e) => *s3e,
         Err(e) => {
             tracing::debug!(error = %e, "request body failed");
-            s3_error!(IncompleteBody, "The request body ended before its declared length or was malformed")
+            s3_error!(
+                IncompleteBody,
+                "The request body ended before its declared length or was malformed"
+            )
         }
     }
 }
 
 /// Streams `body` into `writer`, checking everything. Runs on the owning core.
-pub async fn ingest(writer: &mut PutWriter, body: Option<StreamingBlob>, c: &BodyChecks) -> S3Result<Ingested> {
+pub async fn ingest(
+    writer: &mut PutWriter,
+    body: Option<StreamingBlob>,
+    c: &BodyChecks,
+) -> S3Result<Ingested> {
     let mut md5 = s3s::crypto::Md5::new();
     let mut hasher = hasher_for(&c.compute);
     let mut received: u64 = 0;
@@ -157,10 +185,13 @@ pub async fn ingest(writer: &mut PutWriter, body: Option<StreamingBlob>, c: &Bod
             c.size_bytes
         ));
     }
-    let md5: [u8; 16] = md5.finalize().into();
+    let md5: [u8; 16] = md5.finalize();
     if let Some(want) = c.content_md5 {
         if want != md5 {
-            return Err(s3_error!(BadDigest, "The Content-MD5 you specified did not match what we received."));
+            return Err(s3_error!(
+                BadDigest,
+                "The Content-MD5 you specified did not match what we received."
+            ));
         }
     }
     let sums = hasher.finalize();
@@ -174,24 +205,51 @@ pub async fn ingest(writer: &mut PutWriter, body: Option<StreamingBlob>, c: &Bod
     .into_iter()
     .filter_map(|(a, v)| v.map(|v| (a.to_string(), v)))
     .collect();
-    let get = |a: &str| computed.iter().find(|(x, _)| x == a).map(|(_, v)| v.as_str());
+    let get = |a: &str| {
+        computed
+            .iter()
+            .find(|(x, _)| x == a)
+            .map(|(_, v)| v.as_str())
+    };
     for (algo, want) in &c.expected {
         if get(algo) != Some(want.as_str()) {
-            return Err(s3_error!(BadDigest, "The {} you specified did not match the calculated checksum.", algo.to_uppercase()));
+            return Err(s3_error!(
+                BadDigest,
+                "The {} you specified did not match the calculated checksum.",
+                algo.to_uppercase()
+            ));
         }
     }
     if let Some((algo, trailers)) = &c.trailer {
         let name = format!("x-amz-checksum-{algo}");
-        let got = trailers.read(|h| h.get(name.as_str()).and_then(|v| v.to_str().ok()).map(str::to_string)).flatten();
+        let got = trailers
+            .read(|h| {
+                h.get(name.as_str())
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            })
+            .flatten();
         match got {
             Some(v) if Some(v.as_str()) == get(algo) => {}
             Some(_) => {
-                return Err(s3_error!(BadDigest, "The {} you specified did not match the calculated checksum.", algo.to_uppercase()))
+                return Err(s3_error!(
+                    BadDigest,
+                    "The {} you specified did not match the calculated checksum.",
+                    algo.to_uppercase()
+                ))
             }
-            None => return Err(s3_error!(IncompleteBody, "The announced trailer {name} was not received")),
+            None => {
+                return Err(s3_error!(
+                    IncompleteBody,
+                    "The announced trailer {name} was not received"
+                ))
+            }
         }
     }
-    Ok(Ingested { md5, checksums: computed })
+    Ok(Ingested {
+        md5,
+        checksums: computed,
+    })
 }
 
 pub fn hex(b: &[u8]) -> String {
@@ -208,9 +266,15 @@ pub fn check_user_meta(m: &Option<Metadata>) -> S3Result<Vec<(String, String)>> 
     let Some(m) = m else { return Ok(Vec::new()) };
     let total: usize = m.iter().map(|(k, v)| k.len() + v.len()).sum();
     if total > MAX_USER_META_BYTES {
-        return Err(s3_error!(MetadataTooLarge, "Your metadata headers exceed the maximum allowed metadata size (2 KiB)"));
+        return Err(s3_error!(
+            MetadataTooLarge,
+            "Your metadata headers exceed the maximum allowed metadata size (2 KiB)"
+        ));
     }
-    let mut v: Vec<(String, String)> = m.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
+    let mut v: Vec<(String, String)> = m
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .collect();
     v.sort();
     Ok(v)
 }
@@ -225,12 +289,21 @@ pub enum WriteCond {
     Match(ETagCondition),
 }
 
-pub fn write_cond(if_match: Option<ETagCondition>, if_none_match: Option<ETagCondition>) -> S3Result<WriteCond> {
+pub fn write_cond(
+    if_match: Option<ETagCondition>,
+    if_none_match: Option<ETagCondition>,
+) -> S3Result<WriteCond> {
     match (if_match, if_none_match) {
-        (Some(_), Some(_)) => Err(s3_error!(NotImplemented, "If-Match together with If-None-Match is not supported")),
+        (Some(_), Some(_)) => Err(s3_error!(
+            NotImplemented,
+            "If-Match together with If-None-Match is not supported"
+        )),
         (Some(m), None) => Ok(WriteCond::Match(m)),
         (None, Some(ETagCondition::Any)) => Ok(WriteCond::Absent),
-        (None, Some(_)) => Err(s3_error!(NotImplemented, "If-None-Match on writes supports only '*'")),
+        (None, Some(_)) => Err(s3_error!(
+            NotImplemented,
+            "If-None-Match on writes supports only '*'"
+        )),
         (None, None) => Ok(WriteCond::Any),
     }
 }
@@ -241,7 +314,10 @@ pub fn resolve_cond(shard: &Shard, ns: &str, key: &str, c: &WriteCond) -> S3Resu
         WriteCond::Any => Ok(Expect::Any),
         WriteCond::Absent => {
             if shard.get(ns, key).is_some() {
-                return Err(s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold"));
+                return Err(s3_error!(
+                    PreconditionFailed,
+                    "At least one of the pre-conditions you specified did not hold"
+                ));
             }
             Ok(Expect::Absent)
         }
@@ -249,17 +325,24 @@ pub fn resolve_cond(shard: &Shard, ns: &str, key: &str, c: &WriteCond) -> S3Resu
             let Some(obj) = shard.get(ns, key) else {
                 return Err(error::no_such_key());
             };
-            let meta = ObjMeta::decode(&obj.meta).ok_or_else(|| error::internal("undecodable object metadata"))?;
+            let meta = ObjMeta::decode(&obj.meta)
+                .ok_or_else(|| error::internal("undecodable object metadata"))?;
             if etag_matches(cond, &meta.etag) {
                 Ok(Expect::Seq(obj.seq))
             } else {
-                Err(s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold"))
+                Err(s3_error!(
+                    PreconditionFailed,
+                    "At least one of the pre-conditions you specified did not hold"
+                ))
             }
         }
     }
 }
 
-pub async fn put_object(s: &BaleS3, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+pub async fn put_object(
+    s: &BaleS3,
+    req: S3Request<PutObjectInput>,
+) -> S3Result<S3Response<PutObjectOutput>> {
     let i = req.input;
     check_key(&i.key)?;
     if !s.buckets.exists(&i.bucket) {
@@ -269,7 +352,13 @@ pub async fn put_object(s: &BaleS3, req: S3Request<PutObjectInput>) -> S3Result<
         &req.headers,
         i.content_length,
         i.content_md5.as_deref(),
-        [i.checksum_crc32.as_ref(), i.checksum_crc32c.as_ref(), i.checksum_crc64nvme.as_ref(), i.checksum_sha1.as_ref(), i.checksum_sha256.as_ref()],
+        [
+            i.checksum_crc32.as_ref(),
+            i.checksum_crc32c.as_ref(),
+            i.checksum_crc64nvme.as_ref(),
+            i.checksum_sha1.as_ref(),
+            i.checksum_sha256.as_ref(),
+        ],
         i.checksum_algorithm.as_ref().map(|a| a.as_str()),
         req.trailing_headers,
     )?;
@@ -280,7 +369,11 @@ pub async fn put_object(s: &BaleS3, req: S3Request<PutObjectInput>) -> S3Result<
         content_language: i.content_language.clone(),
         content_disposition: i.content_disposition.clone(),
         cache_control: i.cache_control.clone(),
-        expires: req.headers.get(http::header::EXPIRES).and_then(|v| v.to_str().ok()).map(str::to_string),
+        expires: req
+            .headers
+            .get(http::header::EXPIRES)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
         user: check_user_meta(&i.metadata)?,
         ..Default::default()
     };
@@ -289,14 +382,18 @@ pub async fn put_object(s: &BaleS3, req: S3Request<PutObjectInput>) -> S3Result<
     let done = on_shard(&s.topo, shard_id, move |shard: Rc<Shard>| async move {
         // Resolve If-Match early to fail fast; it is re-checked atomically at commit.
         let _ = resolve_cond(&shard, &bucket, &key, &cond)?;
-        let mut w = shard.put(&bucket, &key, checks.size_bytes).map_err(error::engine)?;
+        let mut w = shard
+            .put(&bucket, &key, checks.size_bytes)
+            .map_err(error::engine)?;
         let ing = ingest(&mut w, body, &checks).await?;
         meta.etag = hex(&ing.md5);
         meta.checksums = ing.checksums;
         if !meta.checksums.is_empty() {
             meta.checksum_type = Some("FULL_OBJECT".into());
         }
-        let enc = meta.encode().map_err(|_| s3_error!(MetadataTooLarge, "metadata too large"))?;
+        let enc = meta
+            .encode()
+            .map_err(|_| s3_error!(MetadataTooLarge, "metadata too large"))?;
         let expect = resolve_cond(&shard, &bucket, &key, &cond)?;
         w.finish(enc, expect).await.map_err(error::engine)?;
         Ok::<_, S3Error>(meta)

@@ -1,0 +1,13 @@
+//! bale: an S3-compatible object server built for fast random reads.
+//!
+//! The binary (`main.rs`) is a thin CLI over these modules; they are a library so that tests,
+//! fuzz targets and benchmarks can reach the parsers and the server directly.
+
+pub mod buckets;
+pub mod chunked;
+pub mod config;
+pub mod http;
+pub mod layout;
+pub mod router;
+pub mod runtime;
+pub mod s3;
