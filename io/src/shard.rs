@@ -29,8 +29,11 @@ use crate::{EngineConfig, Expect};
 
 /// Preallocate volume space (fallocate) in steps of this many bytes.
 const PREALLOC_STEP_BYTES: u64 = 64 << 20;
-/// Largest object accepted (bounded so offsets never overflow).
-const MAX_OBJECT_BYTES: u64 = 5 << 40;
+/// Largest object accepted: its CRC table (4 bytes per block) must fit in one journal entry
+/// (64 GiB at 16 KiB blocks is a 16 MiB table).
+const MAX_OBJECT_BYTES: u64 = 64 << 30;
+/// Largest CRC table of one record, bytes (bounds journal entries and per-object memory).
+const MAX_CRC_TABLE_BYTES: u64 = 16 << 20;
 /// Most commit requests taken into one group-commit batch.
 const MAX_BATCH_REQUESTS: usize = 4096;
 /// Checkpoint automatically once the journal grows past this.
@@ -721,6 +724,11 @@ impl Shard {
         }
         let bb = self.cfg.block_bytes;
         let align = self.cfg.align_bytes;
+        if format::block_count(size_bytes, bb) * 4 > MAX_CRC_TABLE_BYTES {
+            return Err(Error::Invalid(format!(
+                "object of {size_bytes} bytes needs more than {MAX_CRC_TABLE_BYTES} bytes of checksums at block_bytes {bb}"
+            )));
+        }
         let span_bytes = format::record_span_bytes(ns.len(), key.len(), size_bytes, bb, align);
         let (vol, record_offset) = self.reserve(span_bytes)?;
         let seq = self.next_seq.get();
@@ -1182,7 +1190,7 @@ impl Shard {
                 }
             }
             let old = match new {
-                Some(n) => idx.entry(ns).or_default().insert(key, n),
+                Some(n) => idx.entry(ns.clone()).or_default().insert(key.clone(), n),
                 None => {
                     let m = idx.get_mut(&ns);
                     let old = m.and_then(|m| m.remove(&key));
@@ -1209,8 +1217,12 @@ impl Shard {
                         v.records.remove(&e.record_offset);
                     }
                 }
-                if let Some(c) = self.cache.borrow_mut().as_mut() {
-                    c.remove(o.seq);
+                let same_version =
+                    matches!(idx.get(&ns).and_then(|m| m.get(&key)), Some(n) if n.seq == o.seq);
+                if !same_version {
+                    if let Some(c) = self.cache.borrow_mut().as_mut() {
+                        c.remove(o.seq);
+                    }
                 }
             }
         }
