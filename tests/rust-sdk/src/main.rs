@@ -10,8 +10,7 @@ use std::collections::HashMap;
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
-use aws_config::BehaviorVersion;
-use aws_sdk_s3::config::{Credentials, Region};
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
@@ -152,8 +151,9 @@ fn ranges(part: usize) -> Vec<(usize, usize)> {
     ]
 }
 
-async fn client(e: &Env, secret: &str) -> Client {
-    let shared = aws_config::defaults(BehaviorVersion::latest())
+fn client(e: &Env, secret: &str) -> Client {
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
         .region(Region::new(e.region.clone()))
         .credentials_provider(Credentials::new(
             &e.access_key,
@@ -163,6 +163,8 @@ async fn client(e: &Env, secret: &str) -> Client {
             "compat",
         ))
         .endpoint_url(&e.endpoint)
+        .force_path_style(true)
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(10))
@@ -170,10 +172,6 @@ async fn client(e: &Env, secret: &str) -> Client {
                 .build(),
         )
         .retry_config(RetryConfig::disabled())
-        .load()
-        .await;
-    let conf = aws_sdk_s3::config::Builder::from(&shared)
-        .force_path_style(true)
         .build();
     Client::from_conf(conf)
 }
@@ -246,7 +244,7 @@ impl Flow {
 }
 
 async fn flow(f: &mut Flow, e: &Env) -> R<()> {
-    let s3 = client(e, &e.secret_key).await;
+    let s3 = client(e, &e.secret_key);
     let b = e.bucket.as_str();
     let big = std::fs::read(&e.big_path).map_err(|x| format!("read {}: {x}", e.big_path))?;
     eq(big.len(), BIG_SIZE, "big file size")?;
@@ -650,7 +648,7 @@ async fn flow(f: &mut Flow, e: &Env) -> R<()> {
     )?;
 
     f.step("wrong secret");
-    let bad = client(e, &format!("{}-wrong", e.secret_key)).await;
+    let bad = client(e, &format!("{}-wrong", e.secret_key));
     let want = (403, "SignatureDoesNotMatch".to_string());
     eq(
         status_of(bad.list_buckets().send().await, "ListBuckets wrong secret")?,
