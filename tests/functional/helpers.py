@@ -8,8 +8,7 @@ import pytest
 EXTERNAL = os.environ.get("BALE_ENDPOINT")
 
 
-def needs_own_bale(fn):
-    return pytest.mark.skipif(bool(EXTERNAL), reason="starts its own bale process")(fn)
+needs_own_bale = pytest.mark.skipif(bool(EXTERNAL), reason="starts its own bale process")
 
 
 def err_code(exc):

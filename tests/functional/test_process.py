@@ -66,7 +66,7 @@ def test_unusable_data_dir(tmp_path):
     port = baleproc.free_port()
     for d in (f, f / "sub"):
         rc, out, err = run_bale(["serve", "--listen", f"127.0.0.1:{port}", "--data", str(d),
-                                 "--access-key", "k", "--secret-key", "s"])
+                                 "--access-key", "goodaccesskey", "--secret-key", "goodsecretkey"])
         assert rc != 0, f"bale started on unusable data dir {d}"
         line = first_line(out, err)
         assert str(f) in (out + err), f"the message should name the directory: {line!r}"
@@ -79,7 +79,7 @@ def test_port_in_use(tmp_path):
     port = s.getsockname()[1]
     try:
         rc, out, err = run_bale(["serve", "--listen", f"127.0.0.1:{port}", "--data", str(tmp_path / "d"),
-                                 "--access-key", "k", "--secret-key", "s"])
+                                 "--access-key", "goodaccesskey", "--secret-key", "goodsecretkey"])
         assert rc != 0, "bale started on a port already in use"
         assert str(port) in (out + err) or "in use" in (out + err).lower(), (out, err)
     finally:
@@ -175,20 +175,20 @@ def test_kill9_acknowledged_survive():
     b.start()
     try:
         s3 = client(b)
-        s3.create_bucket(Bucket="k9")
+        s3.create_bucket(Bucket="killnine")
         objs = {f"o{i}": payload(i * 37_000, seed=i) for i in range(20)}
         for k, v in objs.items():
-            s3.put_object(Bucket="k9", Key=k, Body=v)
-        s3.delete_object(Bucket="k9", Key="o3")
+            s3.put_object(Bucket="killnine", Key=k, Body=v)
+        s3.delete_object(Bucket="killnine", Key="o3")
         b.kill9()
         b.restart()
         s3 = client(b)
-        assert s3.head_bucket(Bucket="k9")["ResponseMetadata"]["HTTPStatusCode"] == 200
+        assert s3.head_bucket(Bucket="killnine")["ResponseMetadata"]["HTTPStatusCode"] == 200
         for k, v in objs.items():
             if k == "o3":
                 continue
-            assert s3.get_object(Bucket="k9", Key=k)["Body"].read() == v, k
-        keys = {o["Key"] for o in s3.list_objects_v2(Bucket="k9")["Contents"]}
+            assert s3.get_object(Bucket="killnine", Key=k)["Body"].read() == v, k
+        keys = {o["Key"] for o in s3.list_objects_v2(Bucket="killnine")["Contents"]}
         assert keys == set(objs) - {"o3"}
     finally:
         b.keep_data = False

@@ -127,8 +127,8 @@ def test_body_shorter_than_decoded_length(server, raw, bucket, old, canary, key)
     target, h, body = server.signer().streaming_put(hp(server), f"/{bucket}/{key}", data,
                                                      decoded_length=len(data) + 4096)
     resp, _ = send(server, target, h, body)
-    assert resp is not None and 400 <= resp.status < 500, resp
     check_refused(raw, bucket, key, old)
+    assert resp is not None and 400 <= resp.status < 500, resp
     canary()
 
 
@@ -138,8 +138,8 @@ def test_body_longer_than_decoded_length(server, raw, bucket, old, canary, key):
     target, h, body = server.signer().streaming_put(hp(server), f"/{bucket}/{key}", data,
                                                      decoded_length=len(data) - 1)
     resp, _ = send(server, target, h, body)
-    assert resp is not None and 400 <= resp.status < 500, resp
     check_refused(raw, bucket, key, old)
+    assert resp is not None and 400 <= resp.status < 500, resp
     canary()
 
 
@@ -149,8 +149,8 @@ def test_missing_final_chunk_clean_end(server, raw, bucket, old, canary, key):
     data = payload(150 * KiB, seed=12)
     target, h, body = server.signer().streaming_put(hp(server), f"/{bucket}/{key}", data, final_chunk=False)
     resp, _ = send(server, target, h, body)
-    assert resp is not None and 400 <= resp.status < 500, resp
     check_refused(raw, bucket, key, old)
+    assert resp is not None and 400 <= resp.status < 500, resp
     canary()
 
 
@@ -187,8 +187,8 @@ def test_wrong_chunk_signature(server, raw, bucket, old, canary, key):
     data = payload(300 * KiB, seed=15)
     target, h, body = server.signer().streaming_put(hp(server), f"/{bucket}/{key}", data, corrupt_chunk=2)
     resp, _ = send(server, target, h, body)
-    assert resp is not None and resp.status == 403 and resp.code() == "SignatureDoesNotMatch", resp
     check_refused(raw, bucket, key, old)
+    assert resp is not None and resp.status == 403 and resp.code() == "SignatureDoesNotMatch", resp
     canary()
 
 
@@ -198,8 +198,8 @@ def test_streaming_wrong_content_md5(server, raw, bucket, old, canary, key):
     target, h, body = server.signer().streaming_put(hp(server), f"/{bucket}/{key}", data,
                                                      headers={"Content-MD5": sigv4.md5_b64(b"other")})
     resp, _ = send(server, target, h, body)
-    assert resp is not None and resp.status == 400 and resp.code() == "BadDigest", resp
     check_refused(raw, bucket, key, old)
+    assert resp is not None and resp.status == 400 and resp.code() == "BadDigest", resp
     canary()
 
 
@@ -207,11 +207,11 @@ def test_streaming_wrong_content_md5(server, raw, bucket, old, canary, key):
 def test_plain_put_wrong_content_md5(raw, bucket, old, canary, key):
     data = payload(10 * KiB, seed=17)
     r = raw.request("PUT", f"/{bucket}/{key}", body=data, headers={"Content-MD5": sigv4.md5_b64(b"other")})
+    check_refused(raw, bucket, key, old)
     assert r.status == 400 and r.code() == "BadDigest", r
-    check_refused(raw, bucket, key, old)
     r = raw.request("PUT", f"/{bucket}/{key}", body=data, headers={"Content-MD5": "not base64 at all!"})
-    assert r.status == 400 and r.code() in ("InvalidDigest", "BadDigest"), r
     check_refused(raw, bucket, key, old)
+    assert r.status == 400 and r.code() in ("InvalidDigest", "BadDigest"), r
     canary()
 
 
@@ -227,9 +227,9 @@ def test_wrong_checksum_crc32_header(raw, bucket, old, canary, key):
     data = payload(10 * KiB, seed=19)
     r = raw.request("PUT", f"/{bucket}/{key}", body=data,
                     headers={"x-amz-checksum-crc32": sigv4.crc32_b64(b"other")})
+    check_refused(raw, bucket, key, old)
     # AWS answers 400 BadDigest ("The CRC32 you specified did not match the calculated checksum.")
     assert r.status == 400 and r.code() in ("BadDigest", "XAmzContentChecksumMismatch"), r
-    check_refused(raw, bucket, key, old)
     canary()
 
 
@@ -246,8 +246,8 @@ def test_streaming_wrong_checksum_header(server, raw, bucket, old, canary, key):
     target, h, body = server.signer().streaming_put(hp(server), f"/{bucket}/{key}", data,
                                                      headers={"x-amz-checksum-crc32": sigv4.crc32_b64(b"x")})
     resp, _ = send(server, target, h, body)
-    assert resp is not None and resp.status == 400 and resp.code() in ("BadDigest", "XAmzContentChecksumMismatch"), resp
     check_refused(raw, bucket, key, old)
+    assert resp is not None and resp.status == 400 and resp.code() in ("BadDigest", "XAmzContentChecksumMismatch"), resp
     canary()
 
 
@@ -257,8 +257,8 @@ def test_streaming_wrong_trailer_checksum(server, raw, bucket, old, canary, key)
     target, h, body = server.signer().streaming_put(hp(server), f"/{bucket}/{key}", data,
                                                      trailer_crc32=sigv4.crc32_b64(b"not the data"))
     resp, _ = send(server, target, h, body)
-    assert resp is not None and resp.status == 400 and resp.code() in ("BadDigest", "XAmzContentChecksumMismatch"), resp
     check_refused(raw, bucket, key, old)
+    assert resp is not None and resp.status == 400 and resp.code() in ("BadDigest", "XAmzContentChecksumMismatch"), resp
     canary()
 
 
@@ -268,8 +268,8 @@ def test_chunk_over_limit(server, raw, bucket, old, canary, key):
     data = payload(16 * MiB + 1, seed=23)
     target, h, body = server.signer().streaming_put(hp(server), f"/{bucket}/{key}", data, chunk_size=16 * MiB + 1)
     resp, info = send(server, target, h, body, timeout=30)
-    assert resp is not None and 400 <= resp.status < 500, (resp, info)
     check_refused(raw, bucket, key, old)
+    assert resp is not None and 400 <= resp.status < 500, (resp, info)
     canary()
 
 
