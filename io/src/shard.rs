@@ -452,6 +452,7 @@ impl Shard {
 
         // Snapshot.
         let mut applied_lsn = 0u64;
+        let mut snapshot_bad = false;
         let spath = dir.join(SNAP_FILE);
         match std::fs::read(&spath) {
             Ok(img) => match format::decode_snapshot(&img) {
@@ -478,7 +479,12 @@ impl Shard {
                     shard.apply_changes(changes);
                 }
                 Err(e) => {
-                    tracing::error!(dir = %dir.display(), error = %e, "ignoring bad index snapshot; replaying the whole journal");
+                    // Keep the bad file for forensics and reclaim nothing at this open: volumes
+                    // the lost snapshot referenced must not look dead and be removed.
+                    let keep = dir.join("index.snap.bad");
+                    let _ = std::fs::rename(&spath, &keep);
+                    snapshot_bad = true;
+                    tracing::error!(dir = %dir.display(), error = %e, kept = %keep.display(), "ignoring bad index snapshot; replaying the whole journal");
                 }
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -494,6 +500,17 @@ impl Shard {
             shard
                 .next_seq
                 .set(shard.next_seq.get().max(entry.seq() + 1));
+            // Never reuse a volume id some journal entry names, even if that volume is gone: a
+            // later replay of the entry must not resolve against a different file.
+            let named_max = match &entry {
+                Entry::Put { extent, .. } => Some(extent.volume_id),
+                Entry::Relocate { moves, .. } => moves.iter().map(|m| m.volume_id).max(),
+                _ => None,
+            };
+            if let Some(id) = named_max {
+                let mut v = shard.vols.borrow_mut();
+                v.next_id = v.next_id.max(id.saturating_add(1));
+            }
             if lsn <= applied_lsn {
                 continue;
             }
@@ -528,36 +545,63 @@ impl Shard {
             broken: None,
         });
 
-        // Volumes nothing references hold only garbage (e.g. the tail of an abandoned write).
-        let dead: Vec<(u32, PathBuf)> = shard
-            .vols
-            .borrow()
-            .map
-            .iter()
-            .filter(|(_, v)| v.records.is_empty())
-            .map(|(id, v)| (*id, v.file.path.clone()))
-            .collect();
-        for (id, path) in &dead {
-            shard.vols.borrow_mut().map.remove(id);
-            std::fs::remove_file(path)
-                .map_err(|e| Error::io(format!("remove {}", path.display()), e))?;
-        }
-        // Give back the unreferenced tail of each volume (preallocation, abandoned writes).
-        for v in shard.vols.borrow_mut().map.values_mut() {
-            let live_end = v
-                .records
+        // Volumes nothing references hold only garbage (e.g. an abandoned write), and volume
+        // tails past the last live record hold preallocation or unacknowledged bytes. Both are
+        // given back, but only after a checkpoint: the old snapshot and journal may still name
+        // those records (dead only after replay), and a later replay must not meet a missing
+        // volume or a record past the end of its file.
+        let (dead, tails) = {
+            let vols = shard.vols.borrow();
+            let dead: Vec<u32> = vols
+                .map
                 .iter()
-                .map(|(off, r)| off + r.span_bytes)
-                .max()
-                .unwrap_or(0);
-            if live_end < v.end_bytes {
-                // SAFETY: ftruncate on a valid fd; nothing references bytes past live_end.
-                if unsafe { libc::ftruncate(v.file.file.as_raw_fd(), live_end as libc::off_t) } == 0
-                {
-                    v.end_bytes = live_end;
-                    v.allocated_bytes = live_end;
-                } else {
-                    tracing::warn!(path = %v.file.path.display(), error = %std::io::Error::last_os_error(), "truncating volume tail failed");
+                .filter(|(_, v)| v.records.is_empty())
+                .map(|(id, _)| *id)
+                .collect();
+            let tails: Vec<(u32, u64)> = vols
+                .map
+                .iter()
+                .filter(|(_, v)| !v.records.is_empty())
+                .filter_map(|(id, v)| {
+                    let live_end = v.records.iter().map(|(off, r)| off + r.span_bytes).max()?;
+                    (live_end < v.end_bytes).then_some((*id, live_end))
+                })
+                .collect();
+            (dead, tails)
+        };
+        if snapshot_bad {
+            tracing::warn!(dir = %dir.display(), dead_volumes = dead.len(), "bad snapshot: not reclaiming volume space at this open");
+        } else if !dead.is_empty() || !tails.is_empty() {
+            match shard.do_checkpoint().await {
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "checkpoint at open failed; keeping unreferenced volume space");
+                }
+                Ok(()) => {
+                    for id in &dead {
+                        let v = shard
+                            .vols
+                            .borrow_mut()
+                            .map
+                            .remove(id)
+                            .expect("dead volume registered");
+                        std::fs::remove_file(&v.file.path).map_err(|e| {
+                            Error::io(format!("remove {}", v.file.path.display()), e)
+                        })?;
+                    }
+                    for (id, live_end) in &tails {
+                        let mut vols = shard.vols.borrow_mut();
+                        let v = vols.map.get_mut(id).expect("volume registered");
+                        // SAFETY: ftruncate on a valid fd; nothing references bytes past live_end.
+                        if unsafe {
+                            libc::ftruncate(v.file.file.as_raw_fd(), *live_end as libc::off_t)
+                        } == 0
+                        {
+                            v.end_bytes = *live_end;
+                            v.allocated_bytes = *live_end;
+                        } else {
+                            tracing::warn!(path = %v.file.path.display(), error = %std::io::Error::last_os_error(), "truncating volume tail failed");
+                        }
+                    }
                 }
             }
         }
@@ -992,10 +1036,21 @@ impl Shard {
         self.submit(Op::Checkpoint, Expect::Any).await.map(|_| ())
     }
 
-    /// Refuse new writes, then checkpoint.
+    /// Refuse new writes, checkpoint, and give back the active volume's preallocated tail.
     pub async fn close(&self) -> Result<()> {
         self.closed.set(true);
-        self.checkpoint().await
+        self.checkpoint().await?;
+        let mut vols = self.vols.borrow_mut();
+        if let Some(id) = vols.active.take() {
+            let v = vols.map.get_mut(&id).expect("active volume registered");
+            v.sealed = true;
+            // SAFETY: ftruncate on a valid fd; every reservation lies below end_bytes.
+            if unsafe { libc::ftruncate(v.file.file.as_raw_fd(), v.end_bytes as libc::off_t) } == 0
+            {
+                v.allocated_bytes = v.end_bytes;
+            }
+        }
+        Ok(())
     }
 
     /// Counters.
