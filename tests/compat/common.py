@@ -38,12 +38,17 @@ BIG_KEY = "big/blob.bin"
 CONTENT_TYPE = "application/x-bale-compat"
 META = {"color": "blue", "owner": "compat-suite"}
 
+WEIRD_KEY = "other/a b+c&d=e;\u00fc%41.txt"
+
 # key -> body. Bodies differ so a mixed-up key shows as wrong bytes.
 SMALL = {
     "docs/a.txt": b"alpha object body\n",
     "docs/b.txt": b"bravo " * 100,
     "docs/sub/c.txt": bytes(range(256)) * 4,
     "other/d.txt": b"delta",
+    # Space, +, &, =, ;, non-ASCII and a literal %41: each client must encode it (SigV4
+    # canonical URI, query strings, XML listings) and the server must not decode it twice.
+    WEIRD_KEY: b"weird key body",
     "top.txt": b"top-level object with a longer body " * 30,
 }
 ALL_KEYS = sorted(list(SMALL) + [BIG_KEY])

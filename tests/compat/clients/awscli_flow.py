@@ -74,6 +74,14 @@ def prefixes_of(r):
     return [p["Prefix"] for p in r.get("CommonPrefixes", [])]
 
 
+def ls_name(line):
+    """The key in an `aws s3 ls` line: `PRE name/` or `date time size name` (names may hold spaces)."""
+    line = line.strip()
+    if line.startswith("PRE "):
+        return line[4:]
+    return line.split(None, 3)[3]
+
+
 def meta_arg():
     return ",".join(f"{k}={v}" for k, v in META.items())
 
@@ -117,7 +125,7 @@ def flow(f):
     r = api("list-objects", "--bucket", b, "--prefix", "docs/")
     eq(keys_of(r), PREFIX_DOCS, "list-objects (V1) --prefix docs/")
     _, out, _ = aws("s3", "ls", f"s3://{b}/docs/", "--recursive")
-    eq([ln.split()[-1] for ln in out.splitlines() if ln.strip()], PREFIX_DOCS, "aws s3 ls --recursive docs/")
+    eq([ls_name(ln) for ln in out.splitlines() if ln.strip()], PREFIX_DOCS, "aws s3 ls --recursive docs/")
     eq(keys_of(api("list-objects-v2", "--bucket", b)), ALL_KEYS, "list-objects-v2 all")
 
     f.step("list by delimiter")
@@ -128,8 +136,8 @@ def flow(f):
     eq(keys_of(r), DOCS_DELIM_KEYS, "prefix=docs/ delimiter=/ keys")
     eq(prefixes_of(r), DOCS_DELIM_PREFIXES, "prefix=docs/ delimiter=/ prefixes")
     _, out, _ = aws("s3", "ls", f"s3://{b}/")
-    pres = sorted(ln.split()[-1] for ln in out.splitlines() if ln.strip().startswith("PRE "))
-    objs = sorted(ln.split()[-1] for ln in out.splitlines() if ln.strip() and not ln.strip().startswith("PRE "))
+    pres = sorted(ls_name(ln) for ln in out.splitlines() if ln.strip().startswith("PRE "))
+    objs = sorted(ls_name(ln) for ln in out.splitlines() if ln.strip() and not ln.strip().startswith("PRE "))
     eq(pres, ROOT_DELIM_PREFIXES, "aws s3 ls prefixes")
     eq(objs, ROOT_DELIM_KEYS, "aws s3 ls objects")
 

@@ -1,7 +1,9 @@
 """The compat flow with boto3 (client API plus the managed transfer for multipart)."""
 
+import base64
 import os
 import sys
+import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -119,6 +121,11 @@ def flow(f):
         eq(strip_etag(h["ETag"]), md5_hex(body), f"HEAD {k} ETag")
         eq(h["ContentType"], CONTENT_TYPE, f"HEAD {k} Content-Type")
         eq(h["Metadata"], META, f"HEAD {k} metadata")
+    # boto3 sends x-amz-checksum-crc32 with each PUT: stored and returned on request.
+    k = "docs/b.txt"
+    h = s3.head_object(Bucket=b, Key=k, ChecksumMode="ENABLED")
+    want = base64.b64encode(zlib.crc32(SMALL[k]).to_bytes(4, "big")).decode()
+    eq(h.get("ChecksumCRC32"), want, f"HEAD {k} x-amz-checksum-mode: ENABLED ChecksumCRC32")
     h = s3.head_object(Bucket=b, Key=BIG_KEY)
     eq(h["ContentLength"], BIG_SIZE, "HEAD big size")
     eq(strip_etag(h["ETag"]), multipart_etag(big, PART), "HEAD big ETag (md5 of part md5s)")

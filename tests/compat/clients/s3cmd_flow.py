@@ -64,11 +64,11 @@ def ls(url, *flags):
     _, out, _ = s3cmd("ls", *flags, url)
     keys, dirs = [], []
     for ln in out.splitlines():
-        parts = ln.split()
-        if not parts:
+        if "s3://" not in ln:
             continue
-        name = parts[-1].split("/", 3)[3] if parts[-1].startswith("s3://") else parts[-1]
-        (dirs if parts[0] == "DIR" else keys).append(name)
+        url_part = ln[ln.index("s3://"):]  # keys may hold spaces: take all after the URL start
+        name = url_part.split("/", 3)[3]
+        (dirs if ln.split()[0] == "DIR" else keys).append(name)
     return sorted(keys), sorted(dirs)
 
 
@@ -173,7 +173,7 @@ def flow(f):
 
     f.step("delete many (s3cmd del --recursive: multi-object delete)")
     s3cmd("del", "--recursive", f"{u}/docs/")
-    eq(ls(u, "--recursive")[0], sorted(["copies/b-copy.txt", "copies/big-copy.bin", "other/d.txt", "top.txt",
+    eq(ls(u, "--recursive")[0], sorted(["copies/b-copy.txt", "copies/big-copy.bin", "other/d.txt", WEIRD_KEY, "top.txt",
                                         BIG_KEY]), "keys after del --recursive docs/")
     s3cmd("del", "--recursive", "--force", u)
     eq(ls(u, "--recursive")[0], [], "keys after del --recursive")

@@ -59,6 +59,8 @@ fn small() -> Vec<(&'static str, Vec<u8>)> {
         ("docs/b.txt", b"bravo ".repeat(100)),
         ("docs/sub/c.txt", (0..=255u8).collect::<Vec<u8>>().repeat(4)),
         ("other/d.txt", b"delta".to_vec()),
+        // Mirrors tests/compat/common.py WEIRD_KEY: SigV4 URI encoding, no double decoding.
+        ("other/a b+c&d=e;\u{fc}%41.txt", b"weird key body".to_vec()),
         (
             "top.txt",
             b"top-level object with a longer body ".repeat(30),
@@ -72,6 +74,22 @@ fn md5_hex(b: &[u8]) -> String {
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// CRC32 (IEEE) as S3 sends it: base64 of the big-endian value.
+fn crc32_b64(data: &[u8]) -> String {
+    let mut c = !0u32;
+    for &b in data {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xEDB8_8320
+            } else {
+                c >> 1
+            };
+        }
+    }
+    aws_smithy_types::base64::encode((!c).to_be_bytes())
 }
 
 fn multipart_etag(data: &[u8], part: usize) -> String {
@@ -460,6 +478,21 @@ async fn flow(f: &mut Flow, e: &Env) -> R<()> {
         )?;
         eq(h.metadata(), Some(&meta()), &format!("HEAD {k} metadata"))?;
     }
+    // The CRC32 the SDK sent in the aws-chunked trailer is stored and returned on request.
+    let (k, body) = &small[0];
+    let h = s3
+        .head_object()
+        .bucket(b)
+        .key(*k)
+        .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+        .send()
+        .await
+        .map_err(sdk("HeadObject checksum mode"))?;
+    eq(
+        h.checksum_crc32(),
+        Some(crc32_b64(body).as_str()),
+        "HEAD x-amz-checksum-mode: ENABLED ChecksumCRC32",
+    )?;
     let h = s3
         .head_object()
         .bucket(b)
