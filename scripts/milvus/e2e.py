@@ -521,6 +521,7 @@ class BaleBackend:
         sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
         import baleproc
         self.workdir = workdir
+        self.warnings = []
         cores = os.environ.get("MILVUS_E2E_BALE_CORES")
         if env_only is None:
             self.b = baleproc.Bale(data_dirs=[os.path.join(workdir, "bale-data")],
@@ -560,6 +561,38 @@ class BaleBackend:
     def alive(self):
         return self.b.proc is not None and self.b.proc.poll() is None
 
+    def restart(self, how):
+        """Stop bale (SIGKILL for "kill9", SIGTERM otherwise) and start it again on the same
+        port and data directories."""
+        if how == "kill9":
+            self.b.kill9()
+        else:
+            rc = self.b.stop()
+            if rc != 0:
+                raise RuntimeError(f"bale exited {rc} on SIGTERM")
+        self.b._log.close()  # noqa: SLF001
+        t0 = time.perf_counter()
+        for attempt in range(1, 41):
+            try:
+                self.b.start()
+                break
+            except RuntimeError as e:
+                if "already in use" not in str(e) or attempt == 40:
+                    ss = subprocess.run(["ss", "-tanpe", f"( sport = :{self.port} or dport = :{self.port} )"],
+                                        capture_output=True, text=True).stdout
+                    raise RuntimeError(f"{str(e)[-300:]}; sockets on port {self.port}:\n{ss}") from None
+                if attempt == 1:
+                    ss = subprocess.run(["ss", "-tanpe", f"( sport = :{self.port} )"],
+                                        capture_output=True, text=True).stdout
+                    self.warnings.append(
+                        f"bale restarted right after {how} on the same port failed: 'address already in use'"
+                        f" (sockets on the port then:\n{ss.strip()})")
+                self.b._log.close()  # noqa: SLF001
+                time.sleep(0.25)
+        if attempt > 1:
+            self.warnings.append(f"bale could listen again only after {attempt - 1} failed starts "
+                                 f"({time.perf_counter() - t0:.2f}s)")
+
     def stop(self):
         rc = self.b.stop()
         # baleproc logs to the temp dir when it is given data dirs: keep the log with the rest.
@@ -578,6 +611,7 @@ class WeedBackend:
         self.workdir = workdir
         self.access_key, self.secret_key = "weedaccess", "weedsecret/with+chars"
         self.proc = None
+        self.warnings = []
 
     def start(self):
         weed = shutil.which("weed") or os.environ.get("WEED_BIN")
@@ -612,6 +646,9 @@ class WeedBackend:
 
     def pid(self):
         return self.proc.pid if self.proc else None
+
+    def restart(self, how):
+        raise NotImplementedError("restart is only done with bale")
 
     def log_tail(self):
         with open(self.logf, "rb") as f:
@@ -737,23 +774,49 @@ def outer(args):
         log(f"{backend.name} on 127.0.0.1:{backend.port}")
         sock = os.path.join(workdir, "s3.sock")
         recorder = S3Recorder()
-        start_relay(("unix", sock), ("tcp", "127.0.0.1", backend.port), recorder)
+        target = ["tcp", "127.0.0.1", backend.port]  # a list: re-pointed if bale restarts
+        start_relay(("unix", sock), target, recorder)
         result_path = os.path.join(workdir, "result.json")
         cmd = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc",
                sys.executable, os.path.abspath(__file__), "inner",
                "--home", home, "--bin", bindir, "--sock", sock, "--result", result_path,
                "--access-key", backend.access_key, "--secret-key", backend.secret_key,
                "--rows", str(args.rows), "--searches", str(args.searches),
-               "--gc-wait", str(args.gc_wait)] + extra
+               "--gc-wait", str(args.gc_wait), "--bale-restart", args.bale_restart] + extra
         remaining = args.timeout - (time.time() - t_start)
         log(f"starting Milvus in its own network namespace (deadline {int(remaining)}s)")
         inner_proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_die_with_parent_preexec())
         record_pid(inner_proc.pid)
-        try:
-            rc = inner_proc.wait(timeout=max(remaining, 10))
-        except subprocess.TimeoutExpired:
-            log(f"TIMEOUT after {args.timeout}s: killing the Milvus namespace")
-            rc = None
+        deadline = time.time() + max(remaining, 10)
+        rc = None
+        req = os.path.join(workdir, "restart-request")
+        while True:
+            try:
+                rc = inner_proc.wait(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if time.time() > deadline:
+                log(f"TIMEOUT after {args.timeout}s: killing the Milvus namespace")
+                break
+            if os.path.exists(req):  # the workload asks for the S3 server to be restarted
+                with open(req) as f:
+                    how = f.read().strip()
+                os.remove(req)
+                done = {"ok": False}
+                try:
+                    t = time.perf_counter()
+                    forget_pid(backend.pid())
+                    backend.restart(how)
+                    record_pid(backend.pid())
+                    target[2] = backend.port
+                    done = {"ok": True, "s": round(time.perf_counter() - t, 2)}
+                    log(f"{backend.name} restarted ({how}) in {done['s']}s")
+                except Exception as e:  # noqa: BLE001
+                    done = {"ok": False, "error": repr(e)}
+                with open(req + ".tmp", "w") as f:
+                    json.dump(done, f)
+                os.rename(req + ".tmp", os.path.join(workdir, "restart-done"))
         if os.path.exists(result_path):
             with open(result_path) as f:
                 result = json.load(f)
@@ -766,6 +829,8 @@ def outer(args):
                 result.setdefault("failures", []).append(
                     f"{backend.name} answered {r['client']} {r['method']} {r['target']}"
                     f"{' Range: ' + r['range'] if r.get('range') else ''} ({r['op']}) with {r['status']}: {r.get('body', '')[:300]}")
+        if backend.warnings:
+            result["warnings"] = backend.warnings
         if not backend.alive():
             ok = False
             result.setdefault("failures", []).append(f"{backend.name} process died")
@@ -812,7 +877,7 @@ def report(result, backend, ok, workdir, elapsed):
     print()
     print("=" * 72)
     print(f"Milvus 2.3.5 on {backend.name}: {result.get('title', 'end-to-end')}")
-    for k in ("startup_s", "insert_s", "flush_s", "index_s", "load_s", "search_p50_ms", "search_p95_ms",
+    for k in ("startup_s", "insert_s", "flush_s", "index_s", "bale_restart", "load_s", "search_p50_ms", "search_p95_ms",
               "search_p99_ms", "search_top1_recall", "query_ok", "delete_ok", "compaction_plans", "objects_seen",
               "gc_s", "objects_left"):
         if k in m:
@@ -830,6 +895,8 @@ def report(result, backend, ok, workdir, elapsed):
             print(f"    {op:24s} n={l['n']:<5d} p50 {l['p50_ms']:7.2f} ms  p99 {l['p99_ms']:7.2f} ms  max {l['max_ms']:7.2f} ms")
     if result.get("s3_json"):
         print(f"  traffic record: {result['s3_json']}")
+    for w in result.get("warnings", []):
+        print(f"  WARNING: {w}")
     for f in result.get("failures", []):
         print(f"  FAILURE: {f}")
     if not ok:
@@ -960,6 +1027,23 @@ def count_objects(s3):
     return counts, keys
 
 
+def request_restart(args, timeout=90):
+    workdir = os.path.dirname(args.result)
+    done = os.path.join(workdir, "restart-done")
+    with open(os.path.join(workdir, "restart-request.tmp"), "w") as f:
+        f.write(args.bale_restart)
+    os.rename(os.path.join(workdir, "restart-request.tmp"), os.path.join(workdir, "restart-request"))
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if os.path.exists(done):
+            with open(done) as f:
+                out = json.load(f)
+            os.remove(done)
+            return out
+        time.sleep(0.1)
+    return {"ok": False, "error": f"no restart within {timeout}s"}
+
+
 def smoke(args, result):
     """A little round trip: enough to show Milvus reached the store with these settings."""
     import numpy as np
@@ -1046,8 +1130,25 @@ def workload(args, result):
     prog = utility.index_building_progress(name, index_name="vec_hnsw")
     check(prog.get("indexed_rows") == n, f"index progress {prog}")
 
-    counts, _ = count_objects(s3)
+    counts, keys = count_objects(s3)
     log(f"objects after flush+index: { {k: v[0] for k, v in counts.items()} }")
+
+    if args.bale_restart != "none":
+        # Crash the store under Milvus (kill -9 by default) and bring it back: every object
+        # Milvus was told is stored must come back identical, and the load below reads them.
+        before = {k: (sz, s3.head_object(Bucket=BUCKET, Key=k)["ETag"]) for k, sz, _ in keys}
+        out = step(f"restart S3 server ({args.bale_restart})", lambda: request_restart(args))
+        if out.get("ok"):
+            metrics["bale_restart"] = f"{args.bale_restart}, back in {out['s']}s"
+            _, keys2 = count_objects(s3)
+            after = {k: (sz, s3.head_object(Bucket=BUCKET, Key=k)["ETag"]) for k, sz, _ in keys2}
+            check(after == before, f"objects changed across the restart: lost "
+                  f"{sorted(set(before) - set(after))[:5]}, changed "
+                  f"{[k for k in before if k in after and before[k] != after[k]][:5]}")
+        elif "only done with bale" in out.get("error", ""):
+            log("restart skipped: not bale")
+        else:
+            raise Failed(f"restart of the S3 server failed: {out.get('error', out)}")
 
     step("release", coll.release)
     t = time.perf_counter()
@@ -1158,6 +1259,8 @@ def main():
     o.add_argument("--gc-missing-tolerance", type=int, default=30)
     o.add_argument("--gc-wait", type=int, default=150)
     o.add_argument("--keep", action="store_true", default=bool(os.environ.get("MILVUS_E2E_KEEP")))
+    o.add_argument("--bale-restart", choices=["kill9", "term", "none"], default="kill9",
+                   help="after flush+index, restart the S3 server under Milvus (default: kill -9)")
     o.add_argument("--compose", metavar="FILE",
                    help="smoke test with bale and Milvus configured from FILE's environment sections")
     i = sub.add_parser("inner")
@@ -1167,6 +1270,7 @@ def main():
     i.add_argument("--searches", type=int, required=True)
     i.add_argument("--gc-wait", type=int, required=True)
     i.add_argument("--mode", choices=["full", "smoke"], default="full")
+    i.add_argument("--bale-restart", default="none")
     i.add_argument("--extra-env", default="{}")
     i.add_argument("--s3-port", type=int, default=NS_S3_PORT)
     i.add_argument("--bucket", default=BUCKET)
