@@ -49,6 +49,8 @@ SMALL = {
     # Space, +, &, =, ;, non-ASCII and a literal %41: each client must encode it (SigV4
     # canonical URI, query strings, XML listings) and the server must not decode it twice.
     WEIRD_KEY: b"weird key body",
+    # Zero bytes: the Rust SDK sends an aws-chunked body that is only the final chunk + trailer.
+    "other/empty.txt": b"",
     "top.txt": b"top-level object with a longer body " * 30,
 }
 ALL_KEYS = sorted(list(SMALL) + [BIG_KEY])

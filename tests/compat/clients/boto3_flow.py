@@ -81,6 +81,15 @@ def flow(f):
     r = s3.list_objects_v2(Bucket=b)
     eq(keys_of(r), ALL_KEYS, "ListObjectsV2 all keys")
 
+    f.step("list in pages of 2 (V2 continuation token, V1 marker)")
+    for op in ("list_objects_v2", "list_objects"):
+        pages = list(s3.get_paginator(op).paginate(Bucket=b, PaginationConfig={"PageSize": 2}))
+        eq([k for p in pages for k in keys_of(p)], ALL_KEYS, f"{op} pages of 2: keys")
+        check(len(pages) >= len(ALL_KEYS) // 2, f"{op} pages of 2: only {len(pages)} pages")
+        pages = list(s3.get_paginator(op).paginate(Bucket=b, Delimiter="/", PaginationConfig={"PageSize": 1}))
+        eq([k for p in pages for k in keys_of(p)], ROOT_DELIM_KEYS, f"{op} delimiter=/ pages of 1: keys")
+        eq([x for p in pages for x in prefixes_of(p)], ROOT_DELIM_PREFIXES, f"{op} delimiter=/ pages of 1: prefixes")
+
     f.step("list by delimiter")
     r = s3.list_objects_v2(Bucket=b, Delimiter="/")
     eq(keys_of(r), ROOT_DELIM_KEYS, "delimiter=/ keys")
@@ -113,6 +122,24 @@ def flow(f):
     a = BIG_SIZE - 3 * PART // 2
     r = s3.get_object(Bucket=b, Key=BIG_KEY, Range=f"bytes={a}-")
     bytes_eq(r["Body"].read(), big[a:], f"GET bytes={a}-")
+
+    f.step("presigned GET and PUT URLs")
+    import requests
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": b, "Key": BIG_KEY}, ExpiresIn=300)
+    a, z = PART - 10, PART + 9
+    r = requests.get(url, headers={"Range": f"bytes={a}-{z}"}, timeout=C.CALL_TIMEOUT)
+    eq(r.status_code, 206, "presigned ranged GET status")
+    bytes_eq(r.content, big[a:z + 1], "presigned ranged GET")
+    url = s3.generate_presigned_url("put_object", Params={"Bucket": b, "Key": "presigned/put.txt"}, ExpiresIn=300)
+    r = requests.put(url, data=b"put through a presigned URL", timeout=C.CALL_TIMEOUT)
+    eq(r.status_code, 200, f"presigned PUT status ({r.text[:200]})")
+    bytes_eq(s3.get_object(Bucket=b, Key="presigned/put.txt")["Body"].read(), b"put through a presigned URL",
+             "GET after presigned PUT")
+    s3.delete_object(Bucket=b, Key="presigned/put.txt")
+    bad = client(secret=C.WRONG_SECRET)
+    url = bad.generate_presigned_url("get_object", Params={"Bucket": b, "Key": BIG_KEY}, ExpiresIn=300)
+    r = requests.get(url, timeout=C.CALL_TIMEOUT)
+    eq(r.status_code, 403, "presigned GET signed with a wrong secret")
 
     f.step("head")
     for k, body in SMALL.items():

@@ -173,7 +173,7 @@ def flow(f):
 
     f.step("delete many (s3cmd del --recursive: multi-object delete)")
     s3cmd("del", "--recursive", f"{u}/docs/")
-    eq(ls(u, "--recursive")[0], sorted(["copies/b-copy.txt", "copies/big-copy.bin", "other/d.txt", WEIRD_KEY, "top.txt",
+    eq(ls(u, "--recursive")[0], sorted(["copies/b-copy.txt", "copies/big-copy.bin", "other/d.txt", WEIRD_KEY, "other/empty.txt", "top.txt",
                                         BIG_KEY]), "keys after del --recursive docs/")
     s3cmd("del", "--recursive", "--force", u)
     eq(ls(u, "--recursive")[0], [], "keys after del --recursive")

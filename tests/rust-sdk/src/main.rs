@@ -61,6 +61,8 @@ fn small() -> Vec<(&'static str, Vec<u8>)> {
         ("other/d.txt", b"delta".to_vec()),
         // Mirrors tests/compat/common.py WEIRD_KEY: SigV4 URI encoding, no double decoding.
         ("other/a b+c&d=e;\u{fc}%41.txt", b"weird key body".to_vec()),
+        // Streamed from an empty file: an aws-chunked body of only the final chunk + trailer.
+        ("other/empty.txt", Vec::new()),
         (
             "top.txt",
             b"top-level object with a longer body ".repeat(30),
@@ -411,6 +413,32 @@ async fn flow(f: &mut Flow, e: &Env) -> R<()> {
         all_keys.clone(),
         "ListObjectsV2 all",
     )?;
+
+    f.step("list in pages of 2 (paginator, continuation tokens)");
+    let mut pages = s3
+        .list_objects_v2()
+        .bucket(b)
+        .max_keys(2)
+        .into_paginator()
+        .send();
+    let (mut paged, mut n) = (Vec::new(), 0);
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(sdk("ListObjectsV2 page"))?;
+        paged.extend(
+            page.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_string)),
+        );
+        n += 1;
+    }
+    eq(
+        paged,
+        all_keys.clone(),
+        "ListObjectsV2 max-keys=2 pages: keys",
+    )?;
+    if n < all_keys.len() / 2 {
+        return Err(format!("ListObjectsV2 max-keys=2: only {n} pages"));
+    }
 
     f.step("list by delimiter");
     eq(
