@@ -85,6 +85,9 @@ class Server:
         self.cpus = cpus
         self.proc = None
         self.port = None
+        # once objects are loaded, "ready" also needs one GET of this prefix's first 4 KiB object
+        # to succeed (SeaweedFS answers 500 until its volume server has re-registered)
+        self.probe_prefix = None
         os.makedirs(self.data, exist_ok=True)
 
     def cmd(self):
@@ -106,7 +109,7 @@ class Server:
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode} at start; see {logf.name}")
-            if self.ready():
+            if self.ready() and self.probe_ok():
                 return
             time.sleep(0.3)
         self.stop()
@@ -121,6 +124,13 @@ class Server:
         # a signed CreateBucket (idempotent) proves the S3 path works end to end
         r = subprocess.run([BENCH, "load", *self.client_args(BUCKET), "-n", "0"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return r.returncode == 0
+
+    def probe_ok(self):
+        if not self.probe_prefix:
+            return True
+        r = subprocess.run([BENCH, "get", *self.client_args(BUCKET), "--prefix", self.probe_prefix, "-n", "1",
+                            "--size", "4k", "--requests", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return r.returncode == 0
 
     def client_args(self, bucket):
@@ -312,6 +322,7 @@ def run_server(run, s, a):
             run.bench(s, "milvus", [*milvus, "--phases", "build", "--build-concurrency", "8"], "milvus-build",
                       bucket=MILVUS_BUCKET)
         subprocess.run(["sync"])
+        s.probe_prefix = ds["4k"][0]
         info["footprint"] = s.footprint()
         info["logical_bytes"] = sum(int(n) * parse_size(sz) for _, n, sz in ds.values())
         # warm-up: read everything once (not recorded)
