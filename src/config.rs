@@ -78,10 +78,22 @@ pub struct ServeArgs {
     #[arg(long, env = "BALE_HEADER_TIMEOUT_S", default_value_t = 30)]
     pub header_timeout_s: u64,
 
-    /// Seconds a keep-alive connection may sit idle, and the longest gap between two body
-    /// reads, before it is closed.
+    /// Seconds a connection may make no progress (idle keep-alive, a stalled body upload, a
+    /// client not reading its response) before it is closed.
     #[arg(long, env = "BALE_IDLE_TIMEOUT_S", default_value_t = 120)]
     pub idle_timeout_s: u64,
+
+    /// Requests served at once per core; more get 503 SlowDown.
+    #[arg(long, env = "BALE_MAX_INFLIGHT_PER_CORE", default_value_t = 1024)]
+    pub max_inflight_per_core: usize,
+
+    /// Seconds between background scrub passes (CRC check of every stored byte; 0 = off).
+    #[arg(long, env = "BALE_SCRUB_INTERVAL_S", default_value_t = 86400)]
+    pub scrub_interval_s: u64,
+
+    /// Scrub read rate per core, MiB/s (kept low so foreground reads go first).
+    #[arg(long, env = "BALE_SCRUB_RATE_MB", default_value_t = 16)]
+    pub scrub_rate_mb: u64,
 
     /// Compaction: reclaim sealed volumes whose garbage ratio exceeds this (0..1).
     #[arg(long, env = "BALE_COMPACT_RATIO", default_value_t = 0.5)]

@@ -25,6 +25,33 @@ pub const MAX_PRESIGNED_EXPIRES_S: u64 = 7 * 24 * 3600;
 #[derive(Clone, Copy)]
 pub struct ConnLimits {
     pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_inflight: usize,
+}
+
+thread_local! {
+    /// Requests being served on this core right now.
+    static INFLIGHT: Cell<usize> = const { Cell::new(0) };
+}
+
+struct InflightGuard;
+impl InflightGuard {
+    /// Takes a slot, or None when the core is at its limit.
+    fn try_new(max: usize) -> Option<Self> {
+        INFLIGHT.with(|n| {
+            if n.get() >= max {
+                None
+            } else {
+                n.set(n.get() + 1);
+                Some(InflightGuard)
+            }
+        })
+    }
+}
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        INFLIGHT.with(|n| n.set(n.get() - 1));
+    }
 }
 
 fn is_health(path: &str) -> bool {
@@ -81,8 +108,34 @@ fn is_aws_chunked(h: &http::HeaderMap) -> bool {
 
 async fn handle(
     svc: S3Service,
+    max_inflight: usize,
     req: http::Request<Incoming>,
 ) -> Result<http::Response<s3s::Body>, Infallible> {
+    let Some(_slot) = InflightGuard::try_new(max_inflight) else {
+        tracing::warn!(
+            max_inflight,
+            "in-flight request limit reached; answering 503 SlowDown"
+        );
+        return Ok(error_xml(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "SlowDown",
+            "Please reduce your request rate.",
+        ));
+    };
+    let head_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + req.uri().path().len()
+        + req.uri().query().map_or(0, str::len);
+    if head_bytes > MAX_HEADER_BYTES {
+        return Ok(error_xml(
+            http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "RequestHeaderSectionTooLarge",
+            "Your request header section exceeds the maximum allowed size (64 KiB).",
+        ));
+    }
     if (req.method() == http::Method::GET || req.method() == http::Method::HEAD)
         && is_health(req.uri().path())
     {
@@ -132,13 +185,14 @@ pub async fn serve_conn(
         tracing::debug!(error = %e, "set_nodelay failed");
     }
     let io = match stream.into_poll_io() {
-        Ok(io) => MonoioIo::new(io),
+        Ok(io) => MonoioIo::new(crate::idle::IdleIo::new(io, limits.idle_timeout)),
         Err(e) => {
             tracing::debug!(error = %e, "cannot switch stream to poll io");
             return;
         }
     };
-    let service = hyper::service::service_fn(move |req| handle(svc.clone(), req));
+    let max_inflight = limits.max_inflight;
+    let service = hyper::service::service_fn(move |req| handle(svc.clone(), max_inflight, req));
     let conn = http1::Builder::new()
         .timer(MonoioTimer)
         .header_read_timeout(limits.header_timeout)

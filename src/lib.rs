@@ -7,6 +7,7 @@ pub mod buckets;
 pub mod chunked;
 pub mod config;
 pub mod http;
+pub mod idle;
 pub mod layout;
 pub mod router;
 pub mod runtime;

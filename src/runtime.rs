@@ -171,7 +171,35 @@ async fn core_main(setup: CoreSetup) {
 
     let limits = ConnLimits {
         header_timeout: Duration::from_secs(args.header_timeout_s),
+        idle_timeout: Duration::from_secs(args.idle_timeout_s),
+        max_inflight: args.max_inflight_per_core,
     };
+    if args.scrub_interval_s > 0 {
+        let every = Duration::from_secs(args.scrub_interval_s);
+        let rate = args.scrub_rate_mb << 20;
+        monoio::spawn(async move {
+            loop {
+                monoio::time::sleep(every).await;
+                for s in router::local_shards() {
+                    match s.scrub(rate).await {
+                        Ok(st) if st.corrupt_objects > 0 => tracing::error!(
+                            core,
+                            checked = st.objects_checked,
+                            corrupt = st.corrupt_objects,
+                            "scrub found corrupt objects"
+                        ),
+                        Ok(st) => tracing::info!(
+                            core,
+                            checked = st.objects_checked,
+                            bytes = st.bytes_checked,
+                            "scrub pass clean"
+                        ),
+                        Err(e) => tracing::warn!(core, error = %e, "scrub failed"),
+                    }
+                }
+            }
+        });
+    }
     let active = Rc::new(Cell::new(0usize));
     let (conn_stop_tx, conn_stop_rx) = oneshot::channel::<()>();
     let conn_stop = conn_stop_rx.shared();

@@ -154,6 +154,7 @@ async fn lookup_local(
     key: String,
     r: ReadReq,
 ) -> S3Result<Lookup> {
+    crate::s3::test_panic_hook(&key);
     let Some(obj) = shard.get(&bucket, &key) else {
         return Ok(Lookup::Missing);
     };

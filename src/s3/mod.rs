@@ -47,6 +47,23 @@ pub struct BaleS3 {
     pub region: String,
 }
 
+/// Test hook: when the environment variable `BALE_TEST_PANIC_KEY` is set at start, reading
+/// that exact key panics inside the request (on the shard's core), so tests can prove a panic
+/// costs one 500 and nothing else. Unset (always, in production) it is one pointer compare.
+pub fn test_panic_hook(key: &str) {
+    static KEY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let k = KEY.get_or_init(|| {
+        std::env::var("BALE_TEST_PANIC_KEY")
+            .ok()
+            .filter(|k| !k.is_empty())
+    });
+    if let Some(k) = k {
+        if k == key {
+            panic!("BALE_TEST_PANIC_KEY: deliberate panic for key {key}");
+        }
+    }
+}
+
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
