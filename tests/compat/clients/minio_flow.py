@@ -23,8 +23,9 @@ def client(secret=None):
         timeout=urllib3.Timeout(connect=10, read=C.CALL_TIMEOUT),
         retries=urllib3.Retry(total=0),
     )
+    # No region: like minio-go in Milvus, the SDK asks GetBucketLocation first.
     return Minio(C.HOSTPORT, access_key=C.ACCESS_KEY, secret_key=secret or C.SECRET_KEY,
-                 secure=False, region=C.REGION, http_client=http)
+                 secure=False, http_client=http)
 
 
 def err_of(fn):
