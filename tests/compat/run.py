@@ -77,7 +77,7 @@ def main():
     ap.add_argument("--access-key")
     ap.add_argument("--secret-key")
     ap.add_argument("--region", default="us-east-1")
-    ap.add_argument("--cores", type=int, default=None, help="bale --cores")
+    ap.add_argument("--cores", type=int, default=2, help="bale --cores (2: requests cross shards)")
     ap.add_argument("--client-timeout", type=int, default=int(os.environ.get("COMPAT_CLIENT_TIMEOUT", "180")))
     ap.add_argument("--keep-logs", action="store_true")
     a = ap.parse_args()
