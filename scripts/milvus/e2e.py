@@ -514,7 +514,7 @@ def load_compose(path):
 class BaleBackend:
     name = "bale"
 
-    def __init__(self, workdir, env_only=None):
+    def __init__(self, workdir, env_only=None, name="bale", subdir="bale-data"):
         """env_only: start bale configured by these environment variables alone (no flags but
         `serve`), the way the compose file does; BALE_LISTEN/BALE_DATA are pointed at a free
         loopback port and directories under workdir."""
@@ -523,8 +523,9 @@ class BaleBackend:
         self.workdir = workdir
         self.warnings = []
         cores = os.environ.get("MILVUS_E2E_BALE_CORES")
+        self.name = name
         if env_only is None:
-            self.b = baleproc.Bale(data_dirs=[os.path.join(workdir, "bale-data")],
+            self.b = baleproc.Bale(data_dirs=[os.path.join(workdir, subdir)],
                                    cores=int(cores) if cores else None)
             self.access_key, self.secret_key = self.b.access_key, self.b.secret_key
             return
@@ -597,7 +598,7 @@ class BaleBackend:
         rc = self.b.stop()
         # baleproc logs to the temp dir when it is given data dirs: keep the log with the rest.
         if self.b.log_path and os.path.exists(self.b.log_path):
-            dst = os.path.join(self.workdir, "bale.log")
+            dst = os.path.join(self.workdir, f"{self.name}.log")
             shutil.move(self.b.log_path, dst)
             self.b.log_path = dst
         return rc
@@ -882,6 +883,12 @@ def report(result, backend, ok, workdir, elapsed):
               "gc_s", "objects_left"):
         if k in m:
             print(f"  {k:20s} {m[k]}")
+    known = {"startup_s", "insert_s", "flush_s", "index_s", "bale_restart", "load_s", "search_p50_ms", "search_p95_ms",
+             "search_p99_ms", "search_top1_recall", "query_ok", "delete_ok", "compaction_plans", "objects_seen",
+             "gc_s", "objects_left"}
+    for k, v in m.items():
+        if k not in known:
+            print(f"  {k:20s} {v}")
     for step, secs in result.get("steps", []):
         print(f"  step {step:28s} {secs:7.2f}s")
     print(f"  total                {elapsed:.1f}s")
@@ -912,6 +919,226 @@ def report(result, backend, ok, workdir, elapsed):
         print(f"---- {backend.name} log tail ----\n" + backend.log_tail())
     print("PASS" if ok else "FAIL")
     print("=" * 72, flush=True)
+
+
+# --------------------------------------------------------------------------- migration
+
+def run_inner(cmd, deadline):
+    proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_die_with_parent_preexec())
+    record_pid(proc.pid)
+    try:
+        return proc.wait(timeout=max(deadline - time.time(), 5))
+    except subprocess.TimeoutExpired:
+        log("TIMEOUT: killing the Milvus namespace")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return None
+    finally:
+        forget_pid(proc.pid)
+
+
+def rclone_env(prefix, endpoint, access, secret):
+    p = f"RCLONE_CONFIG_{prefix}_"
+    return {p + "TYPE": "s3", p + "PROVIDER": "Other", p + "ENDPOINT": endpoint,
+            p + "ACCESS_KEY_ID": access, p + "SECRET_ACCESS_KEY": secret,
+            p + "REGION": "us-east-1", p + "FORCE_PATH_STYLE": "true"}
+
+
+def outer_migrate(args):
+    """docs/milvus.md's migration, for real: Milvus writes a collection into a source store
+    (a second bale, or SeaweedFS with --migrate-from weed), stops; `rclone sync` copies the
+    bucket to bale; the source is stopped; Milvus restarts with milvus.yaml pointing at bale
+    (another port) and must find, load and search its collection as before, and keep working."""
+    t_start = time.time()
+    deadline = t_start + args.timeout
+    signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGINT, _on_term)
+    workdir = tempfile.mkdtemp(prefix="bale-milvus-migrate-")
+    log(f"workdir {workdir}")
+    source = (WeedBackend(workdir) if args.migrate_from == "weed"
+              else BaleBackend(workdir, name="bale-source", subdir="source-data"))
+    target = BaleBackend(workdir, name="bale", subdir="bale-data")
+    result = {"failures": [], "metrics": {}, "steps": [], "title": f"migration {source.name} -> bale with rclone sync"}
+    ok = False
+    rec_b = S3Recorder()
+    state = os.path.join(workdir, "migrate-state.json")
+    try:
+        if not shutil.which("rclone"):
+            raise RuntimeError("rclone not found (apt-get install rclone)")
+        bindir = milvus_bin_dir()
+        home = os.path.join(workdir, "milvus")
+        for b in (source, target):
+            b.start()
+            record_pid(b.pid())
+            log(f"{b.name} on 127.0.0.1:{b.port}")
+        sock_a, sock_b = os.path.join(workdir, "s3-source.sock"), os.path.join(workdir, "s3-target.sock")
+        start_relay(("unix", sock_a), ["tcp", "127.0.0.1", source.port])
+        start_relay(("unix", sock_b), ["tcp", "127.0.0.1", target.port], rec_b)
+
+        def inner_cmd(mode, sock, port, b):
+            return ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc",
+                    sys.executable, os.path.abspath(__file__), "inner", "--mode", mode,
+                    "--home", home, "--bin", bindir, "--sock", sock,
+                    "--result", os.path.join(workdir, f"result-{mode}.json"),
+                    "--access-key", b.access_key, "--secret-key", b.secret_key,
+                    "--rows", str(args.rows), "--searches", "20", "--gc-wait", str(args.gc_wait),
+                    "--s3-port", str(port), "--state", state,
+                    # with a collection loaded Milvus 2.3.5 takes minutes to stop gracefully;
+                    # it is crash-safe (the data is flushed), so do not wait long
+                    "--stop-wait", "10" if mode == "migrate-a" else "60"]
+
+        def phase(mode, sock, port, b):
+            render_milvus_config(home, b.access_key, b.secret_key, args.gc_interval,
+                                 args.gc_drop_tolerance, args.gc_missing_tolerance,
+                                 {"minio.port": port})
+            t = time.perf_counter()
+            rc = run_inner(inner_cmd(mode, sock, port, b), deadline)
+            result["steps"].append((f"Milvus {mode} on {b.name}", round(time.perf_counter() - t, 2)))
+            path = os.path.join(workdir, f"result-{mode}.json")
+            r = json.load(open(path)) if os.path.exists(path) else {"failures": [f"{mode}: no result"]}
+            result["failures"] += r.get("failures", [])
+            result["metrics"].update({f"{mode} {k}": v for k, v in r.get("metrics", {}).items()})
+            return rc == 0 and r.get("ok")
+
+        log(f"phase A: Milvus writes its collection to {source.name}")
+        if phase("migrate-a", sock_a, NS_S3_PORT, source):
+            env = dict(os.environ)
+            env.update(rclone_env("SRC", f"http://127.0.0.1:{source.port}", source.access_key, source.secret_key))
+            env.update(rclone_env("BALE", f"http://127.0.0.1:{target.port}", target.access_key, target.secret_key))
+            env["HOME"] = workdir  # no stray rclone.conf
+            env.pop("AWS_CA_BUNDLE", None)
+            for name, cmd in (
+                    ("rclone mkdir", ["rclone", "mkdir", f"bale:{BUCKET}"]),
+                    ("rclone sync", ["rclone", "sync", f"SRC:{BUCKET}", f"bale:{BUCKET}", "--transfers", "8",
+                                     "--checkers", "8"]),
+                    ("rclone sync (again, nothing to do)", ["rclone", "sync", f"SRC:{BUCKET}", f"bale:{BUCKET}"]),
+                    ("rclone check", ["rclone", "check", f"SRC:{BUCKET}", f"bale:{BUCKET}"]),
+                    ("rclone check --download", ["rclone", "check", f"SRC:{BUCKET}", f"bale:{BUCKET}", "--download"])):
+                t = time.perf_counter()
+                r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+                result["steps"].append((name, round(time.perf_counter() - t, 2)))
+                log(f"{name}: rc {r.returncode} {r.stderr.strip()[-300:]}")
+                if r.returncode != 0:
+                    result["failures"].append(f"`{' '.join(cmd)}` exited {r.returncode}: {r.stderr.strip()[-1500:]}")
+                    break
+            else:
+                forget_pid(source.pid())
+                source.stop()  # from here on only bale has the data
+                log(f"phase B: Milvus restarted with milvus.yaml pointing at bale; {source.name} is stopped")
+                if phase("migrate-b", sock_b, NS_S3_PORT + 1, target):
+                    ok = not result["failures"]
+        traffic = rec_b.summary()
+        result["s3"] = traffic
+        if traffic["unexpected_count"]:
+            ok = False
+            for r in traffic["unexpected"][:5]:
+                result["failures"].append(f"bale answered {r['client']} {r['method']} {r['target']} ({r['op']}) "
+                                          f"with {r['status']}: {r.get('body', '')[:300]}")
+    except Terminated as e:
+        result["failures"].append(f"interrupted by {e}")
+    except Exception as e:  # noqa: BLE001
+        traceback.print_exc()
+        result["failures"].append(f"outer: {e!r}")
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for b in (source, target):
+            try:
+                b.stop()
+            except Exception:  # noqa: BLE001
+                pass
+            forget_pid(b.pid())
+    ok = ok and not result["failures"]
+    report(result, target, ok, workdir, time.time() - t_start)
+    if ok and not args.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        log(f"kept {workdir}")
+    return 0 if ok else 1
+
+
+def migrate_a(args, result):
+    """Phase A, on the source store: a collection, indexed and loaded, and the answers to 20
+    searches, kept in the state file for phase B."""
+    import numpy as np
+    from pymilvus import Collection, CollectionSchema, DataType, FieldSchema, connections, utility
+    connections.connect("default", host="127.0.0.1", port=str(MILVUS_PORT), timeout=60)
+    n, dim = min(args.rows, 5000), 32
+    vecs = np.random.default_rng(7).random((n, dim), dtype=np.float32)
+    schema = CollectionSchema([FieldSchema("id", DataType.INT64, is_primary=True),
+                               FieldSchema("vec", DataType.FLOAT_VECTOR, dim=dim)])
+    coll = Collection("migrated", schema, shards_num=1, consistency_level="Strong")
+    coll.insert([list(range(n)), vecs])
+    coll.flush()
+    coll.create_index("vec", {"index_type": "HNSW", "metric_type": "L2", "params": {"M": 8, "efConstruction": 64}})
+    utility.wait_for_index_building_complete("migrated", timeout=120)
+    coll.load(timeout=120)
+    qs = list(range(0, n, n // 20))[:20]
+    res = coll.search(vecs[qs].tolist(), "vec", {"metric_type": "L2", "params": {"ef": 64}}, limit=5)
+    answers = [list(r.ids) for r in res]
+    s3 = s3_client(args)
+    counts, keys = count_objects(s3)
+    with open(args.state, "w") as f:
+        json.dump({"n": n, "dim": dim, "queries": qs, "answers": answers,
+                   "objects": sorted((k, sz) for k, sz, _ in keys)}, f)
+    result["metrics"]["objects"] = {k: v[0] for k, v in counts.items()}
+    log(f"phase A: {n} rows, objects {result['metrics']['objects']}")
+    connections.disconnect("default")
+
+
+def migrate_b(args, result):
+    """Phase B, on bale with the copied bucket: Milvus must find, load and search the
+    collection exactly as before, take new writes, and clean up after a drop."""
+    import numpy as np
+    from pymilvus import Collection, connections, utility
+    fails = result["failures"]
+    with open(args.state) as f:
+        st = json.load(f)
+    s3 = s3_client(args)
+    _, keys = count_objects(s3)
+    have = sorted((k, sz) for k, sz, _ in keys)
+    if have != [tuple(x) for x in st["objects"]]:
+        fails.append(f"bucket on bale differs from the source: {len(have)} vs {len(st['objects'])} objects")
+    connections.connect("default", host="127.0.0.1", port=str(MILVUS_PORT), timeout=60)
+    if not utility.has_collection("migrated"):
+        fails.append("collection 'migrated' not found after the move")
+        return
+    coll = Collection("migrated")
+    t = time.perf_counter()
+    coll.load(timeout=180)
+    result["metrics"]["load_s"] = round(time.perf_counter() - t, 2)
+    vecs = np.random.default_rng(7).random((st["n"], st["dim"]), dtype=np.float32)
+    res = coll.search(vecs[st["queries"]].tolist(), "vec", {"metric_type": "L2", "params": {"ef": 64}}, limit=5)
+    answers = [list(r.ids) for r in res]
+    same = sum(a == b for a, b in zip(answers, st["answers"]))
+    result["metrics"]["same_search_answers"] = f"{same}/{len(answers)}"
+    if same != len(answers):
+        fails.append(f"searches answer differently after the move: {same}/{len(answers)} identical")
+    cnt = coll.query("", output_fields=["count(*)"])[0]["count(*)"]
+    if cnt != st["n"]:
+        fails.append(f"count(*) {cnt} != {st['n']} after the move")
+    # new writes land in bale
+    extra = np.random.default_rng(8).random((100, st["dim"]), dtype=np.float32)
+    coll.insert([list(range(st["n"], st["n"] + 100)), extra])
+    coll.flush()
+    cnt = coll.query("", output_fields=["count(*)"])[0]["count(*)"]
+    if cnt != st["n"] + 100:
+        fails.append(f"count(*) {cnt} != {st['n'] + 100} after inserting into the moved collection")
+    coll.release()
+    coll.drop()
+    deadline = time.time() + args.gc_wait
+    left = None
+    while time.time() < deadline:
+        counts, _ = count_objects(s3)
+        left = {p: counts[p][0] for p in PREFIXES}
+        if sum(left.values()) == 0:
+            break
+        time.sleep(2)
+    result["metrics"]["objects_left_after_drop"] = left
+    if left is None or sum(left.values()):
+        fails.append(f"GC left objects on bale after the drop: {left}")
+    log(f"phase B: load {result['metrics']['load_s']}s, same answers {same}/{len(answers)}, left {left}")
+    connections.disconnect("default")
 
 
 # --------------------------------------------------------------------------- inner
@@ -967,7 +1194,7 @@ def inner(args):
         wait_healthy(milvus, 240)
         result["metrics"]["startup_s"] = round(time.time() - t0, 1)
         log(f"Milvus healthy after {result['metrics']['startup_s']}s")
-        (workload if args.mode == "full" else smoke)(args, result)
+        {"full": workload, "smoke": smoke, "migrate-a": migrate_a, "migrate-b": migrate_b}[args.mode](args, result)
         result["ok"] = not result["failures"]
     except Failed as e:
         result["failures"].append(str(e))
@@ -979,9 +1206,12 @@ def inner(args):
             json.dump(result, f, indent=1)
         if milvus is not None and milvus.poll() is None:
             milvus.send_signal(signal.SIGTERM)
+            t_stop = time.perf_counter()
             try:
-                milvus.wait(15)
+                milvus.wait(args.stop_wait)
+                log(f"Milvus stopped in {time.perf_counter() - t_stop:.1f}s")
             except subprocess.TimeoutExpired:
+                log(f"Milvus did not stop in {args.stop_wait}s: SIGKILL")
                 milvus.kill()
                 milvus.wait()
     # PID 1 of the namespace: on return every leftover process here is killed by the kernel.
@@ -1261,6 +1491,9 @@ def main():
     o.add_argument("--keep", action="store_true", default=bool(os.environ.get("MILVUS_E2E_KEEP")))
     o.add_argument("--bale-restart", choices=["kill9", "term", "none"], default="kill9",
                    help="after flush+index, restart the S3 server under Milvus (default: kill -9)")
+    o.add_argument("--migrate", action="store_true",
+                   help="test docs/milvus.md's move of Milvus's bucket to bale with rclone sync")
+    o.add_argument("--migrate-from", choices=["bale", "weed"], default=os.environ.get("MILVUS_E2E_MIGRATE_FROM", "bale"))
     o.add_argument("--compose", metavar="FILE",
                    help="smoke test with bale and Milvus configured from FILE's environment sections")
     i = sub.add_parser("inner")
@@ -1269,14 +1502,19 @@ def main():
     i.add_argument("--rows", type=int, required=True)
     i.add_argument("--searches", type=int, required=True)
     i.add_argument("--gc-wait", type=int, required=True)
-    i.add_argument("--mode", choices=["full", "smoke"], default="full")
+    i.add_argument("--mode", choices=["full", "smoke", "migrate-a", "migrate-b"], default="full")
+    i.add_argument("--state", default="")
+    i.add_argument("--stop-wait", type=float, default=60)
     i.add_argument("--bale-restart", default="none")
     i.add_argument("--extra-env", default="{}")
     i.add_argument("--s3-port", type=int, default=NS_S3_PORT)
     i.add_argument("--bucket", default=BUCKET)
     i.add_argument("--root-path", default=ROOT_PATH)
     args = ap.parse_args()
-    rc = outer(args) if args.role == "outer" else inner(args)
+    if args.role == "outer":
+        rc = outer_migrate(args) if args.migrate else outer(args)
+    else:
+        rc = inner(args)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(rc)  # not sys.exit: the relay threads' event loops need no teardown

@@ -2,15 +2,20 @@
 # Milvus on bale (issue 6):
 #   1. static checks of scripts/milvus/docker-compose.yml and the Dockerfile (tests/milvus);
 #   2. a real Milvus 2.3.5 standalone on bale, end to end (scripts/milvus-e2e.sh);
-#   3. bale and Milvus configured only from the compose file's environment sections.
+#   3. bale and Milvus configured only from the compose file's environment sections;
+#   4. docs/milvus.md's move of Milvus's bucket from another store to bale with rclone sync.
 # Installs what it needs (tests/.venv-milvus), starts and stops its own processes.
-# About 2-3 minutes once the venv exists (+~1 min to install it). BALE_BIN overrides the binary.
+# About 3-4 minutes once the venv exists (+~1 min to install it). BALE_BIN overrides the binary.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 PY="$(bash scripts/milvus/setup-venv.sh | tail -1)"
 if [ -z "${BALE_BIN:-}" ] && [ ! -x target/release/bale ]; then
   cargo build --release -p bale
+fi
+
+if ! command -v rclone >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone
 fi
 
 rc=0
@@ -22,5 +27,8 @@ MILVUS_E2E_TIMEOUT="${MILVUS_E2E_TIMEOUT:-540}" timeout -k 30 660 bash scripts/m
 
 echo "--- 50-milvus: bale and Milvus configured from docker-compose.yml's environment"
 MILVUS_E2E_TIMEOUT=240 timeout -k 30 330 bash scripts/milvus-e2e.sh --compose scripts/milvus/docker-compose.yml || rc=1
+
+echo "--- 50-milvus: moving Milvus's bucket to bale with rclone sync (docs/milvus.md)"
+MILVUS_E2E_TIMEOUT=300 timeout -k 30 390 bash scripts/milvus-e2e.sh --migrate || rc=1
 
 exit $rc
