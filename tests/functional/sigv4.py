@@ -235,8 +235,9 @@ def build_request(method, target, headers, body=b""):
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-def parse_response(buf, closed):
-    """Parse one HTTP/1.1 response from buf; returns RawResponse or None when incomplete."""
+def parse_response(buf, closed, head=False):
+    """Parse one HTTP/1.1 response from buf; returns RawResponse or None when incomplete.
+    head: the request was a HEAD (no body follows, whatever Content-Length says)."""
     end = buf.find(b"\r\n\r\n")
     if end < 0:
         return None
@@ -249,6 +250,8 @@ def parse_response(buf, closed):
         k, _, v = line.partition(":")
         headers[k.strip().lower()] = v.strip()
     rest = buf[end + 4:]
+    if head:
+        return RawResponse(status, reason, headers, b"", closed)
     if "content-length" in headers:
         n = int(headers["content-length"])
         if len(rest) < n and not closed:
@@ -275,13 +278,17 @@ def parse_response(buf, closed):
     return RawResponse(status, reason, headers, bytes(rest), closed)
 
 
-def raw_exchange(host, port, data, timeout=10.0, shutdown_write=False, chunks=None, send_delay=0.0):
+def raw_exchange(host, port, data, timeout=10.0, shutdown_write=False, chunks=None, send_delay=0.0,
+                 head=None):
     """Send raw bytes, read one response. Never hangs: returns (RawResponse|None, info).
 
     The response is read by a separate thread while we send, so a server that answers early
     (and closes) is seen even when our send fails. info: dict(sent_all, send_error, closed,
     elapsed, timed_out). `shutdown_write` half-closes after sending (client went away).
     `chunks`: a list of byte strings sent one after another (with send_delay between)."""
+    if head is None:
+        first = data if data is not None else (chunks[0] if chunks else b"")
+        head = first.startswith(b"HEAD ")
     s = socket.create_connection((host, port), timeout=timeout)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     buf = bytearray()
@@ -306,7 +313,7 @@ def raw_exchange(host, port, data, timeout=10.0, shutdown_write=False, chunks=No
                     return
                 buf.extend(b)
                 try:
-                    r = parse_response(buf, False)
+                    r = parse_response(buf, False, head)
                 except Exception as e:  # noqa: BLE001 - malformed response
                     state["error"] = f"unparseable response: {e!r}: {bytes(buf[:200])!r}"
                     return
@@ -335,7 +342,7 @@ def raw_exchange(host, port, data, timeout=10.0, shutdown_write=False, chunks=No
     done.wait(timeout + 1)
     if state["resp"] is None and buf:
         try:
-            state["resp"] = parse_response(buf, True)
+            state["resp"] = parse_response(buf, True, head)
         except Exception:  # noqa: BLE001
             pass
     try:
