@@ -673,7 +673,8 @@ impl Shard {
         let mut ext_start = 0u64;
         for ext in &obj.extents {
             let ext_end = ext_start + ext.len;
-            if ext_end > offset && ext_start < end {
+            // (zero-length extents, e.g. an empty multipart part, hold no bytes to read)
+            if ext.len > 0 && ext_end > offset && ext_start < end {
                 let lo = offset.max(ext_start) - ext_start;
                 let hi = end.min(ext_end) - ext_start;
                 parts.push(self.read_extent(ext, lo, hi).await?);

@@ -862,3 +862,30 @@ fn second_open_of_same_dir_is_refused() {
         Shard::open(dir.path(), cfg()).await.unwrap();
     });
 }
+
+#[test]
+fn compose_with_empty_parts_reads_across_them() {
+    let dir = tempfile::tempdir().unwrap();
+    rt(async {
+        let shard = Shard::open(dir.path(), cfg()).await.unwrap();
+        put(&shard, "mp", "a", &gen(1, 5000), 5000).await.unwrap();
+        put(&shard, "mp", "empty", b"", 1).await.unwrap();
+        put(&shard, "mp", "c", &gen(3, 7000), 7000).await.unwrap();
+        let srcs: Vec<(String, String)> = ["empty", "a", "empty", "c", "empty"]
+            .iter()
+            .map(|k| ("mp".to_string(), k.to_string()))
+            .collect();
+        let o = shard
+            .compose("b", "o", &srcs, Bytes::new(), Expect::Any, false)
+            .await
+            .unwrap();
+        let mut want = gen(1, 5000);
+        want.extend(gen(3, 7000));
+        assert_eq!(read_all(&shard, &o).await, want);
+        assert_eq!(
+            &shard.read(&o, 4990, 20).await.unwrap()[..],
+            &want[4990..5010]
+        );
+        assert_eq!(o.part_sizes().collect::<Vec<_>>(), [0, 5000, 0, 7000, 0]);
+    });
+}

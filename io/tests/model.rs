@@ -65,9 +65,17 @@ fn random_ops_match_model() {
         .block_on(async {
             let mut shard: Rc<Shard> = Shard::open(dir.path(), cfg.clone()).await.unwrap();
             let mut model: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-            let mut rng = Rng(0xdead_beef_1234_5678);
+            let seed0: u64 = std::env::var("MODEL_SEED")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0xdead_beef_1234_5678);
+            let steps: u32 = std::env::var("MODEL_STEPS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1500);
+            let mut rng = Rng(seed0 | 1);
             let mut seed = 1u64;
-            for step in 0..1500u32 {
+            for step in 0..steps {
                 let key = format!("k{:02}", rng.below(40));
                 let op = rng.below(100);
                 if std::env::var_os("MODEL_TRACE").is_some() {
