@@ -48,7 +48,9 @@ def ratio(a, b):
 
 
 def fr(r):
-    return "–" if r is None else f"{r:.2f}×"
+    if r is None:
+        return "–"
+    return f"{r:.3f}×" if r < 0.1 else f"{r:.2f}×"
 
 
 class Data:
@@ -131,6 +133,7 @@ def plot(d, path):
     fig.suptitle(f"bale {d.meta['commit'][:9]} vs peers, loopback, {d.meta['machine']['nproc']} cores")
     fig.tight_layout()
     fig.savefig(path)
+    fig.savefig(path[:-4] + ".png", dpi=80)
     return True
 
 
