@@ -327,7 +327,7 @@ def run_server(run, s, a):
         info["logical_bytes"] = sum(int(n) * parse_size(sz) for _, n, sz in ds.values())
         # warm-up: read everything once (not recorded)
         for name, d in ds.items():
-            run.bench(s, "get", [*objset(d), "-c", "4", "--requests", str(d[1] * 2)], f"warmup-{name}")
+            run.bench(s, "get", [*objset(d), "-c", "16", "--requests", str(d[1] * 2)], f"warmup-{name}")
         scen = []
         for c in a.conc:
             scen.append((f"get-4k-c{c}", [*objset(ds["4k"]), "-c", str(c), "-d", dur]))
