@@ -4,6 +4,7 @@ use std::cell::Cell;
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -148,22 +149,118 @@ async fn handle(
             "X-Amz-Expires must be less than a week (in seconds) that is 604800",
         ));
     }
-    let req = if is_aws_chunked(req.headers()) {
-        req.map(|b| s3s::Body::http_body(crate::chunked::GuardedBody::new(b)))
+    // A body the handler may answer before reading (auth failure, NoSuchBucket, 412 ...) is
+    // shared so it can be drained afterwards: closing with unread body bytes makes the kernel
+    // send a RST, and clients that stream without `Expect: 100-continue` (aws-sdk-rust,
+    // aws-sdk-cpp, curl) then lose the error response. GETs and empty bodies skip this.
+    let drainable = has_body(&req) && !expects_continue(req.headers());
+    let chunked = is_aws_chunked(req.headers());
+    let (parts, body) = req.into_parts();
+    let (body, shared) = if drainable {
+        let sh: Arc<Mutex<BodySlot>> = Arc::new(Mutex::new(Some(body)));
+        let b = if chunked {
+            s3s::Body::http_body(crate::chunked::GuardedBody::new(SharedBody(sh.clone())))
+        } else {
+            s3s::Body::http_body(SharedBody(sh.clone()))
+        };
+        (b, Some(sh))
+    } else if chunked {
+        (
+            s3s::Body::http_body(crate::chunked::GuardedBody::new(body)),
+            None,
+        )
     } else {
-        req.map(s3s::Body::from)
+        (s3s::Body::from(body), None)
     };
-    match AssertUnwindSafe(svc.call(req)).catch_unwind().await {
-        Ok(Ok(resp)) => Ok(resp),
+    let req = http::Request::from_parts(parts, body);
+    let resp = match AssertUnwindSafe(svc.call(req)).catch_unwind().await {
+        Ok(Ok(resp)) => resp,
         Ok(Err(e)) => {
             tracing::error!(error = ?e, "request failed inside s3s");
-            Ok(internal_error_xml())
+            internal_error_xml()
         }
         Err(_) => {
             tracing::error!("panic while serving a request; answered 500, connection kept");
-            Ok(internal_error_xml())
+            internal_error_xml()
+        }
+    };
+    if let Some(sh) = shared {
+        drain(&sh).await;
+    }
+    Ok(resp)
+}
+
+/// The request body, shared between s3s and `handle` (taken by `drain`).
+type BodySlot = Option<Incoming>;
+
+fn has_body(req: &http::Request<Incoming>) -> bool {
+    use http_body::Body as _;
+    !req.body().is_end_stream()
+}
+
+fn expects_continue(h: &http::HeaderMap) -> bool {
+    h.get(http::header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+}
+
+/// Most bytes read and discarded after an early answer before giving up (the connection is
+/// then closed as before).
+pub const MAX_DRAIN_BYTES: u64 = 16 << 20;
+
+struct SharedBody(Arc<Mutex<BodySlot>>);
+
+impl http_body::Body for SharedBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+        let mut g = self.0.lock().expect("body lock poisoned");
+        match g.as_mut() {
+            Some(b) => std::pin::Pin::new(b).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
         }
     }
+
+    fn is_end_stream(&self) -> bool {
+        self.0
+            .lock()
+            .expect("body lock poisoned")
+            .as_ref()
+            .is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0
+            .lock()
+            .expect("body lock poisoned")
+            .as_ref()
+            .map(|b| b.size_hint())
+            .unwrap_or_default()
+    }
+}
+
+async fn drain(sh: &Arc<Mutex<BodySlot>>) {
+    use http_body::Body as _;
+    let Some(mut body) = sh.lock().expect("body lock poisoned").take() else {
+        return;
+    };
+    if body.is_end_stream() {
+        return;
+    }
+    let mut drained: u64 = 0;
+    while drained <= MAX_DRAIN_BYTES {
+        let frame =
+            futures::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await;
+        match frame {
+            Some(Ok(f)) => drained += f.data_ref().map_or(0, |d| d.len() as u64),
+            _ => return,
+        }
+    }
+    tracing::debug!(drained, "stopped draining an unread request body");
 }
 
 /// Serves one connection to completion (or until shutdown asks it to finish).

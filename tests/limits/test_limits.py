@@ -183,3 +183,34 @@ def test_inflight_limit_answers_503_slowdown():
         assert requests.get(b.endpoint + "/health", timeout=5).status_code == 200
     finally:
         b.cleanup()
+
+
+def test_early_error_is_delivered_while_the_body_streams(bale):
+    """A 403 decided from the head (wrong secret) must reach a client that streams its body
+    without Expect: 100-continue (aws-sdk-rust, aws-sdk-cpp): the server drains the body
+    instead of closing on it (which would RST away the response)."""
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    n = 2 << 20
+    for _ in range(3):
+        req = AWSRequest(method="PUT", url=bale.endpoint + "/limits/early",
+                         headers={"Content-Length": str(n), "x-amz-content-sha256": "UNSIGNED-PAYLOAD"})
+        S3SigV4Auth(Credentials(bale.access_key, "wrong-secret"), "s3", bale.region).add_auth(req)
+        lines = [f"PUT /limits/early HTTP/1.1", f"Host: 127.0.0.1:{bale.port}"]
+        lines += [f"{k}: {v}" for k, v in req.headers.items() if k.lower() != "host"]
+        s = socket.create_connection(("127.0.0.1", bale.port), timeout=10)
+        s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        chunk = b"z" * 65536
+        for _ in range(n // len(chunk)):
+            s.sendall(chunk)  # BrokenPipe/Reset here is the bug
+        resp = b""
+        while b"</Error>" not in resp:
+            d = s.recv(65536)
+            if not d:
+                break
+            resp += d
+        s.close()
+        assert resp.startswith(b"HTTP/1.1 403"), resp[:200]
+        assert b"<Code>SignatureDoesNotMatch</Code>" in resp
