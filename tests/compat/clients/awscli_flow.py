@@ -191,6 +191,20 @@ def flow(f):
     api("get-object", "--bucket", b, "--key", "copies/big-copy.bin", out)
     bytes_eq(read(out), big, "get big copy (UploadPartCopy)")
 
+    f.step("aws s3 sync up and down")
+    up_dir, down_dir = os.path.join(w, "sync-up"), os.path.join(w, "sync-down")
+    os.makedirs(os.path.join(up_dir, "sub"))
+    files = {"one.txt": b"one\n", "sub/two.bin": big[:300000], "sub/three txt": b"3" * 4097}
+    for name, body in files.items():
+        with open(os.path.join(up_dir, name), "wb") as fh:
+            fh.write(body)
+    aws("s3", "sync", up_dir, f"s3://{b}/sync/")
+    aws("s3", "sync", f"s3://{b}/sync/", down_dir)
+    for name, body in files.items():
+        bytes_eq(read(os.path.join(down_dir, name)), body, f"synced back {name}")
+    _, o, _ = aws("s3", "sync", up_dir, f"s3://{b}/sync/")
+    eq(o.strip(), "", "second aws s3 sync uploads nothing")
+
     f.step("delete one (aws s3 rm)")
     aws("s3", "rm", f"s3://{b}/{DELETE_ONE}")
     _, _, err = aws("s3api", "head-object", "--bucket", b, "--key", DELETE_ONE, ok=False)
@@ -199,7 +213,7 @@ def flow(f):
     f.step("delete many (s3api delete-objects, aws s3 rm --recursive)")
     rest = keys_of(api("list-objects-v2", "--bucket", b))
     check(DELETE_ONE not in rest, f"{DELETE_ONE} still listed after delete")
-    some = [k for k in rest if k.startswith(("docs/", "copies/"))]
+    some = [k for k in rest if k.startswith(("docs/", "copies/", "sync/"))]
     r = api("delete-objects", "--bucket", b, "--delete",
             json.dumps({"Objects": [{"Key": k} for k in some], "Quiet": False}))
     eq(sorted(d["Key"] for d in r.get("Deleted", [])), sorted(some), "delete-objects Deleted")

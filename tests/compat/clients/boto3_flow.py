@@ -109,6 +109,12 @@ def flow(f):
     eq(r["ContentLength"], BIG_SIZE, "GET big Content-Length")
     bytes_eq(r["Body"].read(), big, "GET big")
 
+    path = os.path.join(C.WORKDIR, "big.out")
+    s3.download_file(b, BIG_KEY, path, Config=tc)  # parallel ranged GETs of 8 MiB
+    with open(path, "rb") as fh:
+        bytes_eq(fh.read(), big, "download_file big (parallel ranged GETs)")
+    os.unlink(path)
+
     f.step("get ranged")
     for a, z in ranges_for(PART):
         r = s3.get_object(Bucket=b, Key=BIG_KEY, Range=f"bytes={a}-{z}")
@@ -169,6 +175,22 @@ def flow(f):
     # Managed copy of the big object: multipart copy (UploadPartCopy with ranges).
     s3.copy({"Bucket": b, "Key": BIG_KEY}, b, "copies/big-copy.bin", Config=tc)
     bytes_eq(s3.get_object(Bucket=b, Key="copies/big-copy.bin")["Body"].read(), big, "GET big copy (UploadPartCopy)")
+
+    f.step("multipart bookkeeping (ListParts, ListMultipartUploads, Abort)")
+    key = "mpu/aborted.bin"
+    up = s3.create_multipart_upload(Bucket=b, Key=key)["UploadId"]
+    p1 = s3.upload_part(Bucket=b, Key=key, UploadId=up, PartNumber=1, Body=big[:5 * MiB])
+    p2 = s3.upload_part(Bucket=b, Key=key, UploadId=up, PartNumber=2, Body=big[5 * MiB:5 * MiB + 1000])
+    parts = s3.list_parts(Bucket=b, Key=key, UploadId=up)["Parts"]
+    eq([(p["PartNumber"], p["Size"], strip_etag(p["ETag"])) for p in parts],
+       [(1, 5 * MiB, strip_etag(p1["ETag"])), (2, 1000, strip_etag(p2["ETag"]))], "ListParts")
+    eq(strip_etag(p1["ETag"]), md5_hex(big[:5 * MiB]), "UploadPart ETag")
+    ups = s3.list_multipart_uploads(Bucket=b).get("Uploads", [])
+    eq([(u["Key"], u["UploadId"]) for u in ups], [(key, up)], "ListMultipartUploads")
+    s3.abort_multipart_upload(Bucket=b, Key=key, UploadId=up)
+    eq(err_of(lambda: s3.list_parts(Bucket=b, Key=key, UploadId=up)), (404, "NoSuchUpload"), "ListParts after abort")
+    eq(s3.list_multipart_uploads(Bucket=b).get("Uploads", []), [], "ListMultipartUploads after abort")
+    eq(err_of(lambda: s3.head_object(Bucket=b, Key=key))[0], 404, "HEAD of an aborted upload's key")
 
     f.step("delete one")
     s3.delete_object(Bucket=b, Key=DELETE_ONE)

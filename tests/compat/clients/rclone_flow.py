@@ -156,6 +156,17 @@ def flow(f):
     _, data, _ = rclone("cat", f"compat:{b}/copies/big-copy.bin", binary=True)
     bytes_eq(data, big, "rclone cat big copy")
 
+    f.step("rclone sync and check (md5 from ETags)")
+    up_dir = os.path.join(w, "sync-up")
+    os.makedirs(os.path.join(up_dir, "sub"), exist_ok=True)
+    for name, body in {"one.txt": b"one\n", "sub/two.bin": big[:300000], "sub/three txt": b"3" * 4097}.items():
+        with open(os.path.join(up_dir, name), "wb") as fh:
+            fh.write(body)
+    rclone("sync", up_dir, f"compat:{b}/sync")
+    rclone("check", up_dir, f"compat:{b}/sync")
+    rclone("purge", f"compat:{b}/sync")
+    eq(lsf(b, "-R", "--files-only", "--include", "sync/**"), [], "rclone purge sync/")
+
     f.step("delete one (rclone deletefile)")
     rclone("deletefile", f"compat:{b}/{DELETE_ONE}")
     # (rclone takes a missing key for a directory in stat and cat: S3 has none. Ask the listing.)
