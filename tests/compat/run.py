@@ -143,7 +143,9 @@ def main():
             server.cleanup()
         if not a.keep_logs and not failed:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"{len(passed)} passed, {len(failed)} failed" + (f" ({', '.join(failed)})" if failed else ""))
+    if failed:
+        print(f"compat: failed: {', '.join(failed)}")
+    print(f"{len(passed)} passed, {len(failed)} failed")
     return 1 if failed else 0
 
 
