@@ -264,6 +264,9 @@ def client_kind(ua):
     return ua[:40] or "?"
 
 
+T0 = time.perf_counter()
+
+
 class S3Recorder:
     """Everything that crossed the relay: one record per request/response."""
 
@@ -306,12 +309,14 @@ class S3Recorder:
         latency = {op: {"n": len(v), "p50_ms": round(pct(v, 50), 2), "p99_ms": round(pct(v, 99), 2),
                         "max_ms": round(max(v), 2)} for op, v in lat.items()}
         bad = [r for r in recs if not self.expected(r)]
+        slow = sorted((r for r in recs if r.get("ms") is not None), key=lambda r: -r["ms"])[:8]
         return {
             "requests": len(recs),
             "by_client_op_status": {f"{c} {o} {s}": n for (c, o, s), n in sorted(by.items())},
             "latency": latency,
             "unexpected": bad[:20],
             "unexpected_count": len(bad),
+            "slowest": [{k: r.get(k) for k in ("at", "ms", "client", "op", "status", "target")} for r in slow],
         }
 
 
@@ -359,7 +364,7 @@ class HttpConnTap:
         req = self.pending.pop(0) if self.pending else {"method": "?", "target": "?", "op": "?", "client": "?",
                                                        "range": None, "t": time.perf_counter(), "sent": None}
         now = time.perf_counter()
-        self.current = {"op": req["op"], "client": req["client"], "method": req["method"],
+        self.current = {"op": req["op"], "client": req["client"], "method": req["method"], "at": round(now - T0, 2),
                         "target": req["target"][:200], "range": req["range"], "status": status,
                         "ms": round((now - (req["sent"] or req["t"])) * 1000, 3), "body": b""}
         if req["method"] == "HEAD" or status in (204, 304):
@@ -731,7 +736,7 @@ def outer(args):
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGINT, _on_term)
     workdir = tempfile.mkdtemp(prefix="bale-milvus-e2e-")
-    log(f"workdir {workdir}")
+    log(f"workdir {workdir} (driver clock 0 = {time.strftime('%H:%M:%S', time.localtime(time.time() - (time.perf_counter() - T0)))})")
     inner_proc = None
     ok = False
     result = {}
@@ -900,6 +905,10 @@ def report(result, backend, ok, workdir, elapsed):
         print("  S3 latency at the relay (request sent -> response head), 2xx only:")
         for op, l in sorted(t["latency"].items()):
             print(f"    {op:24s} n={l['n']:<5d} p50 {l['p50_ms']:7.2f} ms  p99 {l['p99_ms']:7.2f} ms  max {l['max_ms']:7.2f} ms")
+        if t.get("slowest"):
+            print("  slowest S3 requests (at = seconds since the driver started):")
+            for r in t["slowest"]:
+                print(f"    at {r['at']:7.2f}s {r['ms']:8.2f} ms {r['client']:26s} {r['op']:18s} {r['status']} {r['target'][:70]}")
     if result.get("s3_json"):
         print(f"  traffic record: {result['s3_json']}")
     for w in result.get("warnings", []):
