@@ -28,7 +28,8 @@ PY="$("$ROOT/scripts/setup-python.sh" | tail -1)"
 if [ -z "${COMPAT_RUST_BIN:-}" ]; then
   log "building tests/rust-sdk (first build takes minutes)"
   t0=$(date +%s)
-  cargo build --release --locked --quiet --manifest-path "$ROOT/tests/rust-sdk/Cargo.toml"
+  CARGO_TARGET_DIR="$ROOT/tests/rust-sdk/target" \
+    cargo build --release --locked --quiet --manifest-path "$ROOT/tests/rust-sdk/Cargo.toml"
   log "tests/rust-sdk built in $(( $(date +%s) - t0 ))s"
 fi
 
