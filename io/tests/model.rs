@@ -184,3 +184,91 @@ fn random_ops_match_model() {
             check_all(&shard, &model).await;
         });
 }
+
+#[test]
+fn concurrent_writers_readers_and_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = EngineConfig {
+        volume_target_bytes: 256 * 1024,
+        write_buffer_bytes: 16 * 1024,
+        block_bytes: 4096,
+        ..EngineConfig::default()
+    };
+    let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+        .enable_timer()
+        .build()
+        .unwrap();
+    let models = rt.block_on(async {
+        let shard = Shard::open(dir.path(), cfg.clone()).await.unwrap();
+        let stop = Rc::new(std::cell::Cell::new(false));
+        let compactor = {
+            let s = shard.clone();
+            let stop = stop.clone();
+            monoio::spawn(async move {
+                let mut runs = 0u32;
+                while !stop.get() {
+                    s.compact(0.2).await.unwrap();
+                    if runs % 5 == 0 {
+                        s.checkpoint().await.unwrap();
+                    }
+                    runs += 1;
+                    monoio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
+                runs
+            })
+        };
+        let mut workers = Vec::new();
+        for w in 0..6u64 {
+            let s = shard.clone();
+            workers.push(monoio::spawn(async move {
+                let mut rng = Rng(0x1000 + w * 7919);
+                let mut model: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+                for step in 0..250u64 {
+                    let key = format!("w{w}-k{:02}", rng.below(15));
+                    match rng.below(10) {
+                        0..=4 => {
+                            let data = content(w << 32 | step, rng.below(30_000) as usize);
+                            let mut wr = s.put("ns", &key, data.len() as u64).unwrap();
+                            for c in data.chunks(5000) {
+                                wr.write(Bytes::copy_from_slice(c)).await.unwrap();
+                            }
+                            wr.finish(Bytes::new(), Expect::Any).await.unwrap();
+                            model.insert(key, data);
+                        }
+                        5..=6 => {
+                            s.delete("ns", &key, Expect::Any).await.unwrap();
+                            model.remove(&key);
+                        }
+                        _ => match (s.get("ns", &key), model.get(&key)) {
+                            (Some(o), Some(want)) => {
+                                let got = s.read(&o, 0, o.size).await.unwrap();
+                                assert!(got[..] == want[..], "{key}");
+                            }
+                            (None, None) => {}
+                            (a, b) => panic!("{key}: engine {} model {}", a.is_some(), b.is_some()),
+                        },
+                    }
+                }
+                model
+            }));
+        }
+        let mut all = BTreeMap::new();
+        for h in workers {
+            all.extend(h.await);
+        }
+        stop.set(true);
+        let runs = compactor.await;
+        eprintln!("compaction runs: {runs}, stats {:?}", shard.stats());
+        check_all(&shard, &all).await;
+        all
+    });
+    drop(rt);
+    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+        .enable_timer()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let shard = Shard::open(dir.path(), cfg).await.unwrap();
+            check_all(&shard, &models).await;
+        });
+}
