@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -195,9 +196,13 @@ def flow(f):
     up_dir, down_dir = os.path.join(w, "sync-up"), os.path.join(w, "sync-down")
     os.makedirs(os.path.join(up_dir, "sub"))
     files = {"one.txt": b"one\n", "sub/two.bin": big[:300000], "sub/three txt": b"3" * 4097}
+    hour_ago = time.time() - 3600
     for name, body in files.items():
         with open(os.path.join(up_dir, name), "wb") as fh:
             fh.write(body)
+        # Older than the upload for sure: sync re-sends a file newer than its object, and
+        # LastModified has whole-second precision.
+        os.utime(os.path.join(up_dir, name), (hour_ago, hour_ago))
     aws("s3", "sync", up_dir, f"s3://{b}/sync/")
     aws("s3", "sync", f"s3://{b}/sync/", down_dir)
     for name, body in files.items():
