@@ -27,7 +27,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from torture import Conn, baleproc  # noqa: E402
+from torture import Conn, baleproc, fresh_port  # noqa: E402
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -85,11 +85,13 @@ def data_files(d):
 
 
 def find_first(path, needles):
+    """(offset of the first needle or None, end of the non-zero content, file size): volumes may
+    be preallocated, so damage is aimed at [first, used end], where the records are."""
     with open(path, "rb") as f:
         blob = f.read()
     hits = [blob.find(n) for n in needles]
     hits = [h for h in hits if h >= 0]
-    return (min(hits) if hits else None), len(blob)
+    return (min(hits) if hits else None), len(blob.rstrip(b"\0")), len(blob)
 
 
 class Run:
@@ -112,6 +114,7 @@ class Run:
     def torn_tail(self, mode, round_no):
         b = self.new_bale()
         try:
+            fresh_port(b)
             b.start()
             c = Conn(b)
             assert c.request("PUT", f"/{BUCKET}")[0] == 200
@@ -124,6 +127,7 @@ class Run:
                 A[f"plA-{i:03d}"] = data
             if b.stop() != 0:
                 self.fail(f"{mode}#{round_no}: SIGTERM exit code {b.proc.returncode}")
+            fresh_port(b)
             b.start()
             B, needles = {}, []
             for i in range(20):
@@ -135,23 +139,25 @@ class Run:
             b.kill9()
             damaged = []
             for path in data_files(b.data_dirs[0]):
-                first, size = find_first(path, needles)
+                first, used, size = find_first(path, needles)
                 if first is None:
                     continue
-                cut = self.rng.randint(first, size)
+                cut = self.rng.randint(first, max(first, used))
+                name = os.path.relpath(path, b.data_dirs[0])
                 with open(path, "r+b") as f:
                     if mode == "truncate":
                         f.truncate(cut)
-                        damaged.append(f"{os.path.basename(path)}: truncated {size} -> {cut}")
+                        damaged.append(f"{name}: truncated {size} -> {cut} (data ended at {used})")
                     else:
-                        n = min(size - cut, self.rng.choice([512, 4096, 65536, size]))
+                        n = min(size - cut, self.rng.choice([512, 4096, 65536, used - cut + 1]))
                         f.seek(cut)
                         f.write(b"\0" * n)
-                        damaged.append(f"{os.path.basename(path)}: zeroed {n} B at {cut} of {size}")
+                        damaged.append(f"{name}: zeroed {n} B at {cut} (data ended at {used})")
             if not damaged:
                 self.fail(f"{mode}#{round_no}: B's bytes were found in no file of the data dir")
             print(f"  {mode}#{round_no}: " + "; ".join(damaged), flush=True)
             try:
+                fresh_port(b)
                 b.start(timeout_s=60)
             except Exception as e:  # noqa: BLE001
                 self.fail(f"{mode}#{round_no}: bale does not start after {damaged}: {e}")
@@ -168,6 +174,7 @@ class Run:
                     self.fail(f"{mode}#{round_no}: PUT after recovery failed: {e}")
                     break
             b.kill9()
+            fresh_port(b)
             b.start(timeout_s=60)
             self.check_after_damage(b, {**A, **C}, B, f"{mode}#{round_no} after new writes + kill")
             if b.stop() != 0:
@@ -197,6 +204,7 @@ class Run:
     def bit_rot(self):
         b = self.new_bale()
         try:
+            fresh_port(b)
             b.start()
             c = Conn(b)
             assert c.request("PUT", f"/{BUCKET}")[0] == 200
@@ -237,6 +245,7 @@ class Run:
                     f.seek(pos)
                     f.write(bytes([byte[0] ^ 0xFF]))
             try:
+                fresh_port(b)
                 b.start(timeout_s=60)
             except Exception as e:  # noqa: BLE001
                 self.fail(f"bitrot: bale does not start with flipped bytes: {e}")

@@ -60,6 +60,12 @@ def content(key, ver):
     return (head + rnd.randbytes(size))[:size]
 
 
+def fresh_port(b):
+    """Restart on a new port: nothing of the old process's sockets can interfere."""
+    b.port = baleproc.free_port()
+    b.endpoint = f"http://127.0.0.1:{b.port}"
+
+
 class Conn:
     """One keep-alive connection with our own signer."""
 
@@ -295,6 +301,7 @@ class Torture:
                     if th.is_alive():
                         self.violations.append("a client thread did not finish 60 s after the kill")
                 try:
+                    fresh_port(b)
                     b.start(timeout_s=60)
                 except Exception as e:  # noqa: BLE001
                     self.violations.append(f"kill point {kills}: bale did not restart: {e}")
@@ -310,6 +317,7 @@ class Torture:
             if rc != 0:
                 self.violations.append(f"SIGTERM after the torture: exit code {rc}")
             else:
+                fresh_port(b)
                 b.start(timeout_s=60)
                 problems = self.verify(b)
                 self.violations += [f"after clean restart: {p}" for p in problems]
