@@ -1,6 +1,7 @@
 """The compat flow with boto3 (client API plus the managed transfer for multipart)."""
 
 import base64
+import datetime
 import os
 import sys
 import zlib
@@ -8,6 +9,7 @@ import zlib
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import boto3  # noqa: E402
+import requests  # noqa: E402
 from boto3.s3.transfer import TransferConfig  # noqa: E402
 from botocore.config import Config  # noqa: E402
 from botocore.exceptions import ClientError  # noqa: E402
@@ -130,7 +132,6 @@ def flow(f):
     bytes_eq(r["Body"].read(), big[a:], f"GET bytes={a}-")
 
     f.step("presigned GET and PUT URLs")
-    import requests
     url = s3.generate_presigned_url("get_object", Params={"Bucket": b, "Key": BIG_KEY}, ExpiresIn=300)
     a, z = PART - 10, PART + 9
     r = requests.get(url, headers={"Range": f"bytes={a}-{z}"}, timeout=C.CALL_TIMEOUT)
@@ -164,6 +165,30 @@ def flow(f):
     eq(strip_etag(h["ETag"]), multipart_etag(big, PART), "HEAD big ETag (md5 of part md5s)")
     eq(h["ContentType"], CONTENT_TYPE, "HEAD big Content-Type")
     eq(h["Metadata"], META, "HEAD big metadata")
+
+    f.step("standard headers stored; response-* overrides (signed and presigned)")
+    exp = datetime.datetime(2031, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    hk = "hdr/page.html"
+    s3.put_object(Bucket=b, Key=hk, Body=b"<p>hi</p>", ContentType="text/html; charset=utf-8",
+                  CacheControl="max-age=60", ContentDisposition='inline; filename="page.html"',
+                  ContentEncoding="identity", ContentLanguage="de-CH", Expires=exp)
+    h = s3.head_object(Bucket=b, Key=hk)
+    eq((h.get("ContentType"), h.get("CacheControl"), h.get("ContentDisposition"), h.get("ContentEncoding"),
+        h.get("ContentLanguage"), h.get("Expires")),
+       ("text/html; charset=utf-8", "max-age=60", 'inline; filename="page.html"', "identity", "de-CH", exp),
+       "HEAD standard headers")
+    r = s3.get_object(Bucket=b, Key=hk, ResponseContentType="application/octet-stream",
+                      ResponseContentDisposition='attachment; filename="x y.html"', ResponseCacheControl="no-cache",
+                      ResponseContentLanguage="fr", ResponseContentEncoding="identity")
+    eq((r.get("ContentType"), r.get("ContentDisposition"), r.get("CacheControl"), r.get("ContentLanguage")),
+       ("application/octet-stream", 'attachment; filename="x y.html"', "no-cache", "fr"), "GET response-* overrides")
+    bytes_eq(r["Body"].read(), b"<p>hi</p>", "GET with overrides body")
+    url = s3.generate_presigned_url("get_object", ExpiresIn=300, Params={
+        "Bucket": b, "Key": hk, "ResponseContentDisposition": 'attachment; filename="dl.html"'})
+    r = requests.get(url, timeout=C.CALL_TIMEOUT)
+    eq((r.status_code, r.headers.get("Content-Disposition")), (200, 'attachment; filename="dl.html"'),
+       "presigned GET with response-content-disposition")
+    s3.delete_object(Bucket=b, Key=hk)
 
     f.step("copy")
     r = s3.copy_object(Bucket=b, Key=COPY_DST, CopySource={"Bucket": b, "Key": COPY_SRC})

@@ -2,10 +2,12 @@
 
 import io
 import os
+from datetime import timedelta
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import requests  # noqa: E402
 import urllib3  # noqa: E402
 from minio import Minio  # noqa: E402
 from minio.commonconfig import CopySource  # noqa: E402
@@ -113,8 +115,6 @@ def flow(f):
     bytes_eq(data, big[-100:], f"GET bytes={BIG_SIZE - 100}-")
 
     f.step("presigned GET URL")
-    import requests
-    from datetime import timedelta
     url = mc.presigned_get_object(b, BIG_KEY, expires=timedelta(minutes=5))
     a, z = PART - 10, PART + 9
     r = requests.get(url, headers={"Range": f"bytes={a}-{z}"}, timeout=C.CALL_TIMEOUT)
