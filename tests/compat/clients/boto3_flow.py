@@ -131,6 +131,18 @@ def flow(f):
     r = s3.get_object(Bucket=b, Key=BIG_KEY, Range=f"bytes={a}-")
     bytes_eq(r["Body"].read(), big[a:], f"GET bytes={a}-")
 
+    r = s3.get_object(Bucket=b, Key=BIG_KEY, PartNumber=2)
+    eq((r["ResponseMetadata"]["HTTPStatusCode"], r.get("ContentRange"), r.get("PartsCount")),
+       (206, f"bytes {PART}-{2 * PART - 1}/{BIG_SIZE}", 3), "GET partNumber=2 status, Content-Range, PartsCount")
+    bytes_eq(r["Body"].read(), big[PART:2 * PART], "GET partNumber=2")
+
+    f.step("conditional GET and HEAD")
+    etag = s3.head_object(Bucket=b, Key=BIG_KEY)["ETag"]
+    eq(err_of(lambda: s3.get_object(Bucket=b, Key=BIG_KEY, IfNoneMatch=etag))[0], 304, "GET If-None-Match: <etag>")
+    eq(err_of(lambda: s3.head_object(Bucket=b, Key=BIG_KEY, IfMatch='"0123"'))[0], 412, "HEAD If-Match: other")
+    r = s3.get_object(Bucket=b, Key=BIG_KEY, IfMatch=etag, Range="bytes=-10")
+    bytes_eq(r["Body"].read(), big[-10:], "GET If-Match: <etag> with Range")
+
     f.step("presigned GET and PUT URLs")
     url = s3.generate_presigned_url("get_object", Params={"Bucket": b, "Key": BIG_KEY}, ExpiresIn=300)
     a, z = PART - 10, PART + 9
