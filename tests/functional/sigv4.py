@@ -241,12 +241,12 @@ def parse_response(buf, closed, head=False):
     end = buf.find(b"\r\n\r\n")
     if end < 0:
         return None
-    head = buf[:end].decode("latin-1").split("\r\n")
-    parts = head[0].split(" ", 2)
+    lines = buf[:end].decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
     status = int(parts[1])
     reason = parts[2] if len(parts) > 2 else ""
     headers = {}
-    for line in head[1:]:
+    for line in lines[1:]:
         k, _, v = line.partition(":")
         headers[k.strip().lower()] = v.strip()
     rest = buf[end + 4:]
