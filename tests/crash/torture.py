@@ -26,6 +26,8 @@ import http.client
 import os
 import random
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -125,7 +127,7 @@ class Torture:
         self.violations = []
         self.errors = []  # 4xx/5xx answers while the server was up (not caused by the kill)
         self.stats = dict(puts_acked=0, deletes_acked=0, inflight_at_kill=0, in_doubt_new=0,
-                          in_doubt_old=0, verified_objects=0, verified_bytes=0)
+                          in_doubt_old=0, verified_objects=0, verified_bytes=0, kill_shapes={})
         self.lock = threading.Lock()
 
     # ------------------------------------------------------------------ load
@@ -293,13 +295,28 @@ class Torture:
                                            f"{b.log_tail(3000)}")
                     dead.set()
                     break
+                how = "kill -9"
+                if self.rng.random() < 0.15:
+                    # SIGTERM, then SIGKILL in the middle of the graceful shutdown
+                    how = "SIGTERM then kill -9"
+                    b.proc.send_signal(signal.SIGTERM)
+                    time.sleep(self.rng.uniform(0.0, 0.2))
                 b.kill9()
                 kills += 1
+                self.stats["kill_shapes"][how] = self.stats["kill_shapes"].get(how, 0) + 1
                 dead.set()
                 for th in threads:
                     th.join(60)
                     if th.is_alive():
                         self.violations.append("a client thread did not finish 60 s after the kill")
+                if self.rng.random() < 0.15:
+                    # and once more while it starts up / recovers
+                    fresh_port(b)
+                    p = subprocess.Popen(b.args(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    time.sleep(self.rng.uniform(0.0, 0.15))
+                    p.kill()
+                    p.wait()
+                    self.stats["kill_shapes"]["during startup"] = self.stats["kill_shapes"].get("during startup", 0) + 1
                 try:
                     fresh_port(b)
                     b.start(timeout_s=60)
@@ -308,7 +325,7 @@ class Torture:
                     break
                 problems = self.verify(b)
                 if problems:
-                    self.violations += [f"kill point {kills} (after {delay:.2f}s of load): {p}" for p in problems]
+                    self.violations += [f"kill point {kills} ({how} after {delay:.2f}s of load): {p}" for p in problems]
                     break
                 if a.verbose:
                     print(f"kill point {kills}: ok ({delay:.2f}s load, {self.stats})", flush=True)
@@ -336,7 +353,7 @@ class Torture:
               f"{self.stats['inflight_at_kill']} requests in flight at a kill "
               f"({self.stats['in_doubt_new']} landed, {self.stats['in_doubt_old']} did not); "
               f"{self.stats['verified_objects']} object reads verified "
-              f"({self.stats['verified_bytes'] / MiB:.0f} MiB)", flush=True)
+              f"({self.stats['verified_bytes'] / MiB:.0f} MiB); kill shapes {self.stats['kill_shapes']}", flush=True)
         if self.errors:
             print(f"torture: {len(self.errors)} error answers while the server was up, e.g.:", flush=True)
             for e in self.errors[:10]:

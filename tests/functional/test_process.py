@@ -70,6 +70,7 @@ def test_unusable_data_dir(tmp_path):
         assert rc != 0, f"bale started on unusable data dir {d}"
         line = first_line(out, err)
         assert str(f) in (out + err), f"the message should name the directory: {line!r}"
+        assert len([x for x in err.splitlines() if x.strip()]) == 1, f"one line expected: {err!r}"
 
 
 def test_port_in_use(tmp_path):
@@ -82,6 +83,7 @@ def test_port_in_use(tmp_path):
                                  "--access-key", "goodaccesskey", "--secret-key", "goodsecretkey"])
         assert rc != 0, "bale started on a port already in use"
         assert str(port) in (out + err) or "in use" in (out + err).lower(), (out, err)
+        assert len([x for x in err.splitlines() if x.strip()]) == 1, f"one line expected: {err!r}"
     finally:
         s.close()
 
