@@ -154,13 +154,16 @@ class Signer:
         return self.signature(amz_date, sts)
 
     def chunked_body(self, data, amz_date, seed_sig, chunk_size=CHUNK, trailers=None,
-                     final_chunk=True, corrupt_chunk=None):
+                     final_chunk=True, corrupt_chunk=None, minio_go_trailer=False):
         """The aws-chunked body exactly as minio-go's StreamingReader writes it.
 
         Non-trailer: each chunk `hex(len);chunk-signature=SIG\\r\\n<data>\\r\\n`, then
         `0;chunk-signature=SIG\\r\\n\\r\\n`. With trailers: the final chunk is followed by
         `name:value\\r\\n` lines and `x-amz-trailer-signature:SIG\\r\\n\\r\\n`.
-        `corrupt_chunk=i` signs chunk i over different bytes (wrong chunk signature)."""
+        `corrupt_chunk=i` signs chunk i over different bytes (wrong chunk signature).
+        `minio_go_trailer`: lay the trailer out byte for byte as minio-go's addSignedTrailer does
+        (`name:value\n` then `\r\nx-amz-trailer-signature:SIG\r\n\r\n`) instead of AWS's
+        `name:value\r\n` lines."""
         out = bytearray()
         prev = seed_sig
         chunks = [data[i:i + chunk_size] for i in range(0, len(data), chunk_size)]
@@ -178,15 +181,19 @@ class Signer:
             items = sorted((k.lower(), v) for k, v in trailers.items())
             canonical = "".join(f"{k}:{v}\n" for k, v in items).encode()
             tsig = self.trailer_signature(amz_date, prev, canonical)
-            for k, v in items:
-                out += f"{k}:{v}\r\n".encode()
-            out += f"x-amz-trailer-signature:{tsig}\r\n\r\n".encode()
+            if minio_go_trailer:
+                out += canonical + f"\r\nx-amz-trailer-signature:{tsig}\r\n\r\n".encode()
+            else:
+                for k, v in items:
+                    out += f"{k}:{v}\r\n".encode()
+                out += f"x-amz-trailer-signature:{tsig}\r\n\r\n".encode()
         else:
             out += b"\r\n"
         return bytes(out)
 
     def streaming_put(self, host, path, data, chunk_size=CHUNK, trailer_crc32=None, headers=None,
-                      decoded_length=None, amz_date=None, final_chunk=True, corrupt_chunk=None):
+                      decoded_length=None, amz_date=None, final_chunk=True, corrupt_chunk=None,
+                      minio_go_trailer=False):
         """Build (target, headers, body) of a streaming PUT as minio-go sends it.
 
         trailer_crc32: None for plain STREAMING-AWS4-HMAC-SHA256-PAYLOAD; else the base64 CRC32
@@ -199,11 +206,13 @@ class Signer:
         if trailer_crc32 is not None:
             mode = STREAMING_TRAILER
             h["x-amz-trailer"] = "x-amz-checksum-crc32"
-            h["Content-Encoding"] = "aws-chunked"
+            if not minio_go_trailer:  # minio-go does not send Content-Encoding
+                h["Content-Encoding"] = "aws-chunked"
             trailers = {"x-amz-checksum-crc32": trailer_crc32}
         target, h, seed = self.sign_headers("PUT", host, path, headers=h, payload_hash=mode,
                                             amz_date=amz_date)
-        body = self.chunked_body(data, amz_date, seed, chunk_size, trailers, final_chunk, corrupt_chunk)
+        body = self.chunked_body(data, amz_date, seed, chunk_size, trailers, final_chunk, corrupt_chunk,
+                                 minio_go_trailer)
         h["Content-Length"] = str(len(body))
         return target, h, body
 

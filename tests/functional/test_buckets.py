@@ -160,3 +160,44 @@ def test_minio_sdk_bucket_ops(server):
     assert name in [b.name for b in mc.list_buckets()]
     mc.remove_bucket(name)
     assert not mc.bucket_exists(name)
+
+
+def test_create_bucket_race(server, s3):
+    """Milvus creates its bucket from two places at once: one 200, the other 409."""
+    import threading
+
+    name = new_name()
+    results = []
+    barrier = threading.Barrier(4)
+
+    def create():
+        c = server.boto3()
+        barrier.wait()
+        try:
+            c.create_bucket(Bucket=name)
+            results.append("ok")
+        except ClientError as e:
+            results.append(err_code(e))
+
+    threads = [threading.Thread(target=create) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    try:
+        assert results.count("ok") == 1, results
+        assert results.count(("BucketAlreadyOwnedByYou", 409)) == 3, results
+    finally:
+        s3.delete_bucket(Bucket=name)
+
+
+def test_ops_on_deleted_bucket(s3):
+    name = new_name()
+    s3.create_bucket(Bucket=name)
+    s3.delete_bucket(Bucket=name)
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket=name, Key="k", Body=b"x")
+    assert err_code(e.value) == ("NoSuchBucket", 404)
+    with pytest.raises(ClientError) as e:
+        s3.list_objects_v2(Bucket=name)
+    assert err_code(e.value) == ("NoSuchBucket", 404)

@@ -73,6 +73,16 @@ def test_streaming_put_trailer(server, raw, bucket, size):
     assert_object(raw, bucket, f"tr-{size}", data)
 
 
+@pytest.mark.parametrize("size", [0, 100 * KiB], ids=["0B", "100KiB"])
+def test_streaming_put_trailer_minio_go_layout(server, raw, bucket, size):
+    data = payload(size, seed=size + 3)
+    target, h, body = server.signer().streaming_put(hp(server), f"/{bucket}/mgtr-{size}", data,
+                                                     trailer_crc32=sigv4.crc32_b64(data), minio_go_trailer=True)
+    resp, _ = send(server, target, h, body)
+    assert resp is not None and resp.status == 200, resp
+    assert_object(raw, bucket, f"mgtr-{size}", data)
+
+
 def test_streaming_odd_chunk_sizes(server, raw, bucket):
     """Other clients use other chunk sizes (the Rust SDK: 64 KiB too, but aws-cli 8 KiB...)."""
     data = payload(300 * KiB + 17, seed=4)
