@@ -788,7 +788,8 @@ def outer(args):
                "--home", home, "--bin", bindir, "--sock", sock, "--result", result_path,
                "--access-key", backend.access_key, "--secret-key", backend.secret_key,
                "--rows", str(args.rows), "--searches", str(args.searches),
-               "--gc-wait", str(args.gc_wait), "--bale-restart", args.bale_restart] + extra
+               "--gc-wait", str(args.gc_wait), "--bale-restart", args.bale_restart,
+               "--min-recall", str(args.min_recall)] + extra
         remaining = args.timeout - (time.time() - t_start)
         log(f"starting Milvus in its own network namespace (deadline {int(remaining)}s)")
         inner_proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_die_with_parent_preexec())
@@ -1410,7 +1411,7 @@ def workload(args, result):
     metrics["search_p95_ms"] = round(pct(lat, 95), 2)
     metrics["search_p99_ms"] = round(pct(lat, 99), 2)
     metrics["search_top1_recall"] = round(hits / len(probe), 4)
-    check(hits / len(probe) >= 0.99, f"self-recall {hits}/{len(probe)} < 0.99")
+    check(hits / len(probe) >= args.min_recall, f"self-recall {hits}/{len(probe)} < {args.min_recall}")
     log(f"search p50 {metrics['search_p50_ms']} ms p95 {metrics['search_p95_ms']} ms recall {hits}/{len(probe)}")
 
     # Query: exact rows back, vectors bit-identical to what was inserted (the bytes went
@@ -1497,6 +1498,9 @@ def main():
     o.add_argument("--gc-drop-tolerance", type=int, default=2)
     o.add_argument("--gc-missing-tolerance", type=int, default=30)
     o.add_argument("--gc-wait", type=int, default=150)
+    o.add_argument("--min-recall", type=float, default=None,
+                   help="self-recall (top-1) required; default 0.99 up to 20,000 rows, 0.95 above "
+                        "(HNSW M=16 on uniform random 128-d data finds ~97%% of 100,000 on any store)")
     o.add_argument("--keep", action="store_true", default=bool(os.environ.get("MILVUS_E2E_KEEP")))
     o.add_argument("--bale-restart", choices=["kill9", "term", "none"], default="kill9",
                    help="after flush+index, restart the S3 server under Milvus (default: kill -9)")
@@ -1511,6 +1515,7 @@ def main():
     i.add_argument("--rows", type=int, required=True)
     i.add_argument("--searches", type=int, required=True)
     i.add_argument("--gc-wait", type=int, required=True)
+    i.add_argument("--min-recall", type=float, default=0.99)
     i.add_argument("--mode", choices=["full", "smoke", "migrate-a", "migrate-b"], default="full")
     i.add_argument("--state", default="")
     i.add_argument("--stop-wait", type=float, default=60)
@@ -1521,6 +1526,8 @@ def main():
     i.add_argument("--root-path", default=ROOT_PATH)
     args = ap.parse_args()
     if args.role == "outer":
+        if args.min_recall is None:
+            args.min_recall = 0.99 if args.rows <= 20000 else 0.95
         rc = outer_migrate(args) if args.migrate else outer(args)
     else:
         rc = inner(args)
