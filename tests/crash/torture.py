@@ -46,11 +46,22 @@ KiB = 1024
 MiB = 1024 * 1024
 
 
-def content(key, ver):
-    """The bytes of (key, version): size 0 B .. 3 MiB, prefixed with a marker when it fits."""
+MP_PART = 5 * MiB  # S3's smallest part (all but the last)
+
+
+def is_multipart(key, ver, mp_ratio):
+    """Whether (key, version) is written by a multipart upload (deterministic)."""
+    return mp_ratio > 0 and random.Random(f"mp:{key}#{ver}").random() < mp_ratio
+
+
+def content(key, ver, mp_ratio=0.0):
+    """The bytes of (key, version): size 0 B .. 3 MiB (a multipart version: 5-6 MiB in 2 parts),
+    prefixed with a marker when it fits."""
     rnd = random.Random(f"{key}#{ver}")
     r = rnd.random()
-    if r < 0.08:
+    if is_multipart(key, ver, mp_ratio):
+        size = MP_PART + rnd.randint(1, MiB)
+    elif r < 0.08:
         size = rnd.randint(0, 16)
     elif r < 0.50:
         size = rnd.randint(17, 8 * KiB)
@@ -60,6 +71,13 @@ def content(key, ver):
         size = rnd.randint(256 * KiB, 3 * MiB)
     head = f"<{key}#{ver}>".encode()
     return (head + rnd.randbytes(size))[:size]
+
+
+def etag_of(key, ver, data, mp_ratio):
+    if is_multipart(key, ver, mp_ratio):
+        parts = [data[:MP_PART], data[MP_PART:]]
+        return '"' + hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest() + '-2"'
+    return '"' + hashlib.md5(data).hexdigest() + '"'
 
 
 def fresh_port(b):
@@ -95,7 +113,7 @@ class Conn:
         else:
             ph = sigv4.UNSIGNED if mode == "unsigned" else sigv4.sha256_hex(body)
             hdrs = dict(headers or {})
-            if method == "PUT":
+            if method in ("PUT", "POST"):
                 hdrs["Content-Length"] = str(len(body))
             target, h, _ = signer.sign_headers(method, hp, path, query, hdrs, ph)
         try:
@@ -127,7 +145,8 @@ class Torture:
         self.violations = []
         self.errors = []  # 4xx/5xx answers while the server was up (not caused by the kill)
         self.stats = dict(puts_acked=0, deletes_acked=0, inflight_at_kill=0, in_doubt_new=0,
-                          in_doubt_old=0, verified_objects=0, verified_bytes=0, kill_shapes={})
+                          in_doubt_old=0, verified_objects=0, verified_bytes=0, kill_shapes={},
+                          multipart_acked=0)
         self.lock = threading.Lock()
 
     # ------------------------------------------------------------------ load
@@ -155,10 +174,13 @@ class Torture:
                 else:
                     new = st.next_ver
                     st.next_ver += 1
-                    data = content(key, new)
+                    data = content(key, new, self.args.multipart)
                     mode = modes[new % 3]
                     try:
-                        status, hdrs, body = conn.request("PUT", f"/{BUCKET}/{key}", data, mode)
+                        if is_multipart(key, new, self.args.multipart):
+                            status, hdrs, body = self.multipart_put(conn, key, data)
+                        else:
+                            status, hdrs, body = conn.request("PUT", f"/{BUCKET}/{key}", data, mode)
                     except Exception:
                         st.maybe.add(new)
                         with self.lock:
@@ -166,13 +188,15 @@ class Torture:
                         dead.set()
                         return
                     ok = status == 200
-                    if ok and hdrs.get("etag") != '"' + hashlib.md5(data).hexdigest() + '"':
+                    if ok and hdrs.get("etag") != etag_of(key, new, data, self.args.multipart):
                         self.violations.append(f"PUT {key} v{new}: ETag {hdrs.get('etag')} is not the MD5")
                 if ok:
                     st.acked = new
                     st.maybe.clear()
                     with self.lock:
                         self.stats["deletes_acked" if delete else "puts_acked"] += 1
+                        if not delete and is_multipart(key, new, self.args.multipart):
+                            self.stats["multipart_acked"] += 1
                 else:
                     # An error answer while the server is up is a bug to report; the request
                     # may still count as in doubt for the check.
@@ -180,6 +204,30 @@ class Torture:
                     st.maybe.add(new)
         finally:
             conn.close()
+
+    def multipart_put(self, conn, key, data):
+        """CreateMultipartUpload, two UploadParts, CompleteMultipartUpload (the commit point)."""
+        path = f"/{BUCKET}/{key}"
+        status, hdrs, body = conn.request("POST", path, b"", query=[("uploads", "")])
+        if status != 200:
+            return status, hdrs, body
+        upload_id = body.decode().split("<UploadId>")[1].split("</UploadId>")[0]
+        parts = [data[:MP_PART], data[MP_PART:]]
+        xml = "<CompleteMultipartUpload>"
+        for n, part in enumerate(parts, 1):
+            status, hdrs, body = conn.request("PUT", path, part, "unsigned",
+                                              query=[("partNumber", str(n)), ("uploadId", upload_id)])
+            if status != 200:
+                return status, hdrs, body
+            xml += f"<Part><PartNumber>{n}</PartNumber><ETag>{hdrs.get('etag')}</ETag></Part>"
+        xml += "</CompleteMultipartUpload>"
+        status, hdrs, body = conn.request("POST", path, xml.encode(), query=[("uploadId", upload_id)])
+        if status == 200 and b"<CompleteMultipartUploadResult" not in body:
+            return 500, hdrs, body  # S3 reports some errors inside a 200
+        if status == 200:
+            etag = body.decode().split("<ETag>")[1].split("</ETag>")[0].replace("&quot;", '"')
+            hdrs = dict(hdrs, etag=etag)
+        return status, hdrs, body
 
     # ------------------------------------------------------------------ check
     def verify(self, server):
@@ -201,9 +249,10 @@ class Torture:
                 return key, None, None
             if status != 200:
                 return key, f"GET {key}: status {status} {body[:300]!r}", None
+            mp = self.args.multipart
             for v in allowed:
-                if v is not None and body == content(key, v):
-                    if hdrs.get("etag") != '"' + hashlib.md5(body).hexdigest() + '"':
+                if v is not None and body == content(key, v, mp):
+                    if hdrs.get("etag") != etag_of(key, v, body, mp):
                         return key, f"GET {key}: right bytes (v{v}) but ETag {hdrs.get('etag')}", None
                     return key, None, (v, len(body))
             # wrong bytes: describe them
@@ -211,7 +260,7 @@ class Torture:
             m = body[:64]
             if m.startswith(b"<"):
                 what = f"bytes starting {m[:40]!r}"
-            exp = {v: len(content(key, v)) for v in allowed if v is not None}
+            exp = {v: len(content(key, v, mp)) for v in allowed if v is not None}
             return key, (f"GET {key}: TORN/WRONG content: {len(body)} bytes, {what}; allowed versions "
                          f"{sorted(allowed, key=str)} with sizes {exp}"), None
 
@@ -349,7 +398,8 @@ class Torture:
         survived = kills if not self.violations else kills - 1
         elapsed = time.time() - t_start
         print(f"torture: {survived} kill points survived of {kills} in {elapsed:.0f}s; "
-              f"{self.stats['puts_acked']} PUTs and {self.stats['deletes_acked']} DELETEs acknowledged; "
+              f"{self.stats['puts_acked']} PUTs ({self.stats['multipart_acked']} multipart) and "
+              f"{self.stats['deletes_acked']} DELETEs acknowledged; "
               f"{self.stats['inflight_at_kill']} requests in flight at a kill "
               f"({self.stats['in_doubt_new']} landed, {self.stats['in_doubt_old']} did not); "
               f"{self.stats['verified_objects']} object reads verified "
@@ -364,7 +414,7 @@ class Torture:
                 print("  " + v, flush=True)
             print("---- bale log tail ----\n" + log, flush=True)
             return 1
-        if a.min_kills and survived < a.min_kills:
+        if a.min_kills and survived < min(a.min_kills, a.kills):
             print(f"torture: FAILED: only {survived} kill points in the time allowed (want {a.min_kills})")
             return 1
         if self.errors and a.strict_errors:
@@ -381,6 +431,8 @@ def main():
     p.add_argument("--threads", type=int, default=4)
     p.add_argument("--keys-per-thread", type=int, default=40)
     p.add_argument("--cores", type=int, default=None)
+    p.add_argument("--multipart", type=float, default=0.04,
+                   help="share of PUTs done as 2-part multipart uploads (5-6 MiB); 0 turns them off")
     p.add_argument("--seed", default=str(int(time.time())))
     p.add_argument("--long", action="store_true", help="hundreds of kill points (300, up to 60 min)")
     p.add_argument("--strict-errors", action="store_true", default=True)
