@@ -17,7 +17,20 @@ Run through scripts/milvus-e2e.sh (which makes the venv). Two roles in one file:
 
 Nothing Milvus opens is reachable from the host: its gRPC (19530), etcd (2379), metrics
 (9091) and internal ports all live in the private namespace; the only way in or out is the
-unix socket that leads to the S3 server.
+unix socket that leads to the S3 server (the outer side also checks with `ss`, every 5 s,
+that no process called milvus listens in the host's namespace).
+
+The host-side relay parses the HTTP/1.1 exchanges going through it (HttpConnTap): every S3
+request Milvus (minio-go, aws-sdk-cpp) or the test (boto3) sends is recorded with its
+operation, status and latency; an error status that is not part of normal S3 life fails the run.
+
+Modes of `outer` (scripts/milvus-e2e.sh passes its arguments on):
+  (default)         the end-to-end workload, with bale killed (-9) and restarted under Milvus
+                    after flush+index (--bale-restart kill9|term|none)
+  --compose FILE    bale and Milvus configured only from FILE's environment sections (smoke)
+  --migrate         docs/milvus.md's move of the bucket to bale with rclone sync
+                    (--migrate-from bale|weed)
+  --rows N, --searches N, --keep, --timeout S; MILVUS_E2E_S3=weed runs against SeaweedFS.
 """
 
 import argparse
@@ -797,12 +810,20 @@ def outer(args):
         deadline = time.time() + max(remaining, 10)
         rc = None
         req = os.path.join(workdir, "restart-request")
+        next_ss, ss_checks = time.time() + 5, 0
         while True:
             try:
                 rc = inner_proc.wait(timeout=0.2)
                 break
             except subprocess.TimeoutExpired:
                 pass
+            if time.time() > next_ss:  # Milvus must not be listening where the host can reach it
+                next_ss = time.time() + 5
+                leaks = host_listeners_of("milvus")
+                ss_checks += 1
+                if leaks:
+                    result_leaks = result.setdefault("host_listener_leaks", [])
+                    result_leaks.extend(x for x in leaks if x not in result_leaks)
             if time.time() > deadline:
                 log(f"TIMEOUT after {args.timeout}s: killing the Milvus namespace")
                 break
@@ -824,10 +845,16 @@ def outer(args):
                 with open(req + ".tmp", "w") as f:
                     json.dump(done, f)
                 os.rename(req + ".tmp", os.path.join(workdir, "restart-done"))
+        leaks = result.get("host_listener_leaks", [])
         if os.path.exists(result_path):
             with open(result_path) as f:
                 result = json.load(f)
         ok = rc == 0 and result.get("ok") is True
+        result.setdefault("metrics", {})["host_listeners_of_milvus"] = (
+            f"none in {ss_checks} checks" if not leaks else leaks)
+        if leaks:
+            ok = False
+            result.setdefault("failures", []).append(f"Milvus listens in the host's network namespace: {leaks}")
         traffic = recorder.summary()
         result["s3"] = traffic
         if traffic["unexpected_count"]:
@@ -869,6 +896,12 @@ def outer(args):
     else:
         log(f"kept {workdir} (logs: milvus/logs/, bale log under it)")
     return 0 if ok else 1
+
+
+def host_listeners_of(name):
+    """Listening sockets in this (the host's) network namespace owned by a process called name."""
+    r = subprocess.run(["ss", "-tulnpH"], capture_output=True, text=True)
+    return [" ".join(line.split()) for line in r.stdout.splitlines() if f'"{name}"' in line]
 
 
 def tail(path, n=3000):
