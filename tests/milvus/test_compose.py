@@ -1,6 +1,9 @@
 """Static checks of scripts/milvus/docker-compose.yml (no Docker engine here to run it).
 
-What bale reads is taken from its source (src/config.rs, src/http.rs) and, when the binary is
+The file is validated against the Compose Specification's JSON schema (tests/milvus/
+compose-spec.json: schema/compose-spec.json of the compose-spec/compose-spec repository at
+commit 170098b, Apache-2.0, what `docker compose config` checks against). What bale reads is
+taken from its source (src/config.rs, src/http.rs) and, when the binary is
 built, from `bale serve --help`; what Milvus reads is taken from the milvus package's own
 config template. The same file is also run for real, minus Docker, by
 `scripts/milvus-e2e.sh --compose scripts/milvus/docker-compose.yml` (tests/suites/50-milvus.sh).
@@ -72,6 +75,15 @@ def milvus_config_keys():
 
 def fmt(key):
     return re.sub(r"[_./]", "", key.lower())
+
+
+def test_compose_schema(compose):
+    jsonschema = pytest.importorskip("jsonschema")
+    import json
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "compose-spec.json")) as f:
+        schema = json.load(f)
+    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(compose), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors[:10])
 
 
 def test_services(compose):
