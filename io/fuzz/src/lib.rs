@@ -1,0 +1,190 @@
+//! Fuzz targets for the engine's on-disk decoders.
+//!
+//! `format` is private in bale-io (io/src/lib.rs: `mod format;`), so this crate compiles the very
+//! same source file, io/src/format.rs, unchanged. It needs `crate::error` (io/src/error.rs, also
+//! compiled as is) and `crate::buf::round_up_u64` (io/src/buf.rs needs monoio, so a copy of that
+//! one function stands in; the decoders do not call it).
+//!
+//! Input layout for every target except `journal_payload`: byte 0 holds flags, the rest is the
+//! image. Flag `FIX_CRC` (bit 0) makes the target recompute the image's CRC32C fields before
+//! decoding, so mutations reach the parsers behind the CRC checks instead of dying at them.
+//!
+//! Properties checked (a panic = a finding):
+//! - no decoder panics, overflows (overflow checks are on) or allocates without bound (driver);
+//! - whatever decodes re-encodes to exactly the bytes it was decoded from (the encoders are the
+//!   engine's own), so a decoder never accepts something it would not have written;
+//! - `scan_journal`'s valid prefix ends at a frame boundary and `tail_error` is set iff bytes
+//!   were left over.
+
+#[allow(dead_code)]
+mod buf {
+    /// Copy of io/src/buf.rs `round_up_u64` (that file needs monoio).
+    pub fn round_up_u64(v: u64, align: u64) -> u64 {
+        debug_assert!(align.is_power_of_two());
+        (v + align - 1) & !(align - 1)
+    }
+}
+
+#[allow(dead_code)]
+#[path = "../../src/error.rs"]
+mod error;
+
+#[allow(dead_code)]
+#[path = "../../src/format.rs"]
+pub mod format;
+
+use format::*;
+
+/// Flag bit in byte 0: recompute CRCs before decoding.
+pub const FIX_CRC: u8 = 1;
+
+fn split(data: &[u8]) -> Option<(u8, Vec<u8>)> {
+    let (&f, img) = data.split_first()?;
+    Some((f, img.to_vec()))
+}
+
+fn class(parts: &[u64]) -> u64 {
+    parts.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, p| (h ^ p).wrapping_mul(0x100_0000_01b3))
+}
+
+fn err_kind(s: &str) -> u64 {
+    // class by the message text up to its first number
+    s.bytes().take_while(|b| !b.is_ascii_digit()).fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64))
+}
+
+/// Fixed record header (36 bytes: magic, version, flags, lengths, block size, data length, seq, CRC).
+pub fn record_header(data: &[u8]) -> u64 {
+    let Some((flags, mut img)) = split(data) else { return 0 };
+    if flags & FIX_CRC != 0 && img.len() >= 36 {
+        let crc = crc32c::crc32c(&img[..32]);
+        img[32..36].copy_from_slice(&crc.to_le_bytes());
+    }
+    match decode_record_header(&img) {
+        Ok(h) => {
+            if h.flags == 0 && (h.ns_len as usize) <= MAX_NS_BYTES && (h.key_len as usize) <= MAX_KEY_BYTES {
+                let mut out = Vec::new();
+                let ns = "n".repeat(h.ns_len as usize);
+                let key = "k".repeat(h.key_len as usize);
+                encode_record_head(&mut out, &ns, &key, h.data_len, h.seq, h.block_bytes);
+                assert_eq!(&out[..36], &img[..36], "record header does not re-encode to its bytes");
+            }
+            // what the engine derives from a header must not overflow either
+            if h.block_bytes != 0 {
+                let _ = block_count(h.data_len, h.block_bytes);
+            }
+            class(&[1, (h.flags != 0) as u64, (h.ns_len > 1024) as u64, (h.key_len > 1024) as u64, (h.block_bytes == 0) as u64])
+        }
+        Err(e) => class(&[2, err_kind(&e)]),
+    }
+}
+
+/// Recompute each frame's CRC where its length fits (walks frames like `scan_journal`).
+pub fn fix_journal_crcs(img: &mut [u8]) {
+    let mut pos = 0usize;
+    while img.len() - pos >= 8 {
+        let len = u32::from_le_bytes(img[pos..pos + 4].try_into().unwrap()) as usize;
+        if len == 0 || img.len() - pos - 8 < len {
+            break;
+        }
+        let crc = crc32c::crc32c(&img[pos + 8..pos + 8 + len]);
+        img[pos + 4..pos + 8].copy_from_slice(&crc.to_le_bytes());
+        pos += 8 + len;
+    }
+}
+
+/// A whole journal image through `scan_journal` (replay at open).
+pub fn journal(data: &[u8]) -> u64 {
+    let Some((flags, mut img)) = split(data) else { return 0 };
+    if flags & FIX_CRC != 0 {
+        fix_journal_crcs(&mut img);
+    }
+    let scan = scan_journal(&img);
+    let valid = scan.valid_bytes as usize;
+    assert!(valid <= img.len());
+    assert_eq!(scan.tail_error.is_some(), valid < img.len(), "tail_error vs valid_bytes: {:?}", scan.tail_error);
+    let mut out = Vec::with_capacity(valid);
+    let mut kinds = Vec::new();
+    for (lsn, e) in &scan.entries {
+        encode_journal_entry(&mut out, *lsn, e);
+        kinds.push(match e {
+            Entry::Put { .. } => 1,
+            Entry::Delete { .. } => 2,
+            Entry::Compose { .. } => 3,
+            Entry::Relocate { .. } => 4,
+        });
+    }
+    assert_canonical_journal(&scan.entries, &out, &img[..valid]);
+    kinds.truncate(4);
+    kinds.push(scan.tail_error.as_deref().map(err_kind).unwrap_or(0));
+    class(&kinds)
+}
+
+/// `re` (re-encoded) must equal `orig` byte for byte, with one known, harmless exception: a
+/// Compose entry's `remove_sources` byte is decoded as `!= 0`, so any non-zero byte is accepted
+/// and re-encodes as 1 (noted in docs/RELIABILITY.md).
+fn assert_canonical(e: &Entry, re: &[u8], orig: &[u8]) {
+    if re == orig {
+        return;
+    }
+    let diffs: Vec<usize> = (0..re.len().min(orig.len())).filter(|&i| re[i] != orig[i]).collect();
+    let tolerated = matches!(e, Entry::Compose { .. })
+        && re.len() == orig.len()
+        && diffs.len() == 1
+        && re[diffs[0]] == 1
+        && orig[diffs[0]] > 1;
+    assert!(tolerated, "journal entry does not re-encode to its bytes (first difference at {:?})", diffs.first());
+}
+
+fn assert_canonical_journal(entries: &[(u64, Entry)], re: &[u8], orig: &[u8]) {
+    if re == orig {
+        return;
+    }
+    assert_eq!(re.len(), orig.len(), "journal entries re-encode to a different length");
+    let mut pos = 0;
+    for (lsn, e) in entries {
+        let mut one = Vec::new();
+        encode_journal_entry(&mut one, *lsn, e);
+        let n = one.len();
+        assert_canonical(e, &one[8..], &orig[pos + 8..pos + n]);
+        pos += n;
+    }
+}
+
+/// One entry payload (after the frame's length and CRC) through `decode_journal_payload`.
+pub fn journal_payload(data: &[u8]) -> u64 {
+    match decode_journal_payload(data) {
+        Some((lsn, e)) => {
+            let mut out = Vec::new();
+            encode_journal_entry(&mut out, lsn, &e);
+            assert_canonical(&e, &out[8..], data);
+            let len = u32::from_le_bytes(out[..4].try_into().unwrap()) as usize;
+            assert_eq!(len, data.len());
+            class(&[1, data.get(1).copied().unwrap_or(0) as u64])
+        }
+        None => class(&[2, data.first().copied().unwrap_or(0).min(2) as u64, data.get(1).copied().unwrap_or(0).min(5) as u64]),
+    }
+}
+
+/// A whole index snapshot image through `decode_snapshot` (open from checkpoint).
+pub fn snapshot(data: &[u8]) -> u64 {
+    let Some((flags, mut img)) = split(data) else { return 0 };
+    if flags & FIX_CRC != 0 && img.len() >= 4 {
+        let n = img.len() - 4;
+        let crc = crc32c::crc32c(&img[..n]);
+        img[n..].copy_from_slice(&crc.to_le_bytes());
+    }
+    match decode_snapshot(&img) {
+        Ok(s) => {
+            let mut out = Vec::with_capacity(img.len());
+            encode_snapshot_header(&mut out, s.next_seq, s.applied_lsn, s.objects.len() as u64);
+            for o in &s.objects {
+                encode_snapshot_object(&mut out, &o.ns, &o.key, o.size, o.mtime_ms, o.seq, &o.meta, &o.extents);
+            }
+            let crc = crc32c::crc32c(&out);
+            out.extend_from_slice(&crc.to_le_bytes());
+            assert!(out == img, "snapshot does not re-encode to its bytes");
+            class(&[1, s.objects.len().min(4) as u64])
+        }
+        Err(e) => class(&[2, err_kind(&e.to_string())]),
+    }
+}
