@@ -476,6 +476,9 @@ def render_milvus_config(home, s3_access, s3_secret, gc_interval, gc_drop_tolera
         "dataCoord.gc.interval": gc_interval,
         "dataCoord.gc.dropTolerance": gc_drop_tolerance,
         "dataCoord.gc.missingTolerance": gc_missing_tolerance,
+        # Only the test's own (manual) compaction: an automatic one could merge the two
+        # segments first and leave the manual one without a plan.
+        "dataCoord.compaction.enableAutoCompaction": False,
         "log.level": "info",
     })
     cfg = os.path.join(home, "configs", "milvus.yaml")
