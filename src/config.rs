@@ -83,6 +83,10 @@ pub struct ServeArgs {
     #[arg(long, env = "BALE_IDLE_TIMEOUT_S", default_value_t = 120)]
     pub idle_timeout_s: u64,
 
+    /// Serve every request through s3s, without the GET/HEAD fast path (for comparison).
+    #[arg(long, env = "BALE_NO_FAST_PATH")]
+    pub no_fast_path: bool,
+
     /// Requests served at once per core; more get 503 SlowDown.
     #[arg(long, env = "BALE_MAX_INFLIGHT_PER_CORE", default_value_t = 1024)]
     pub max_inflight_per_core: usize,

@@ -107,8 +107,15 @@ fn is_aws_chunked(h: &http::HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with("STREAMING-"))
 }
 
+/// What serves requests: s3s for everything, and the GET/HEAD fast path in front of it.
+#[derive(Clone)]
+pub struct Handlers {
+    pub svc: S3Service,
+    pub fast: Option<Arc<crate::fast::FastPath>>,
+}
+
 async fn handle(
-    svc: S3Service,
+    h: Handlers,
     max_inflight: usize,
     req: http::Request<Incoming>,
 ) -> Result<http::Response<s3s::Body>, Infallible> {
@@ -142,6 +149,23 @@ async fn handle(
     {
         return Ok(plain(http::StatusCode::OK, ""));
     }
+    let mut req = req;
+    if let Some(fp) = &h.fast {
+        match AssertUnwindSafe(crate::fast::try_serve(fp, req))
+            .catch_unwind()
+            .await
+        {
+            Ok(Ok(resp)) => return Ok(resp),
+            Ok(Err(back)) => req = back,
+            Err(_) => {
+                tracing::error!(
+                    "panic while serving a request (fast path); answered 500, connection kept"
+                );
+                return Ok(internal_error_xml());
+            }
+        }
+    }
+    let svc = h.svc;
     if presigned_too_long(req.uri()) {
         return Ok(error_xml(
             http::StatusCode::FORBIDDEN,
@@ -266,7 +290,7 @@ async fn drain(sh: &Arc<Mutex<BodySlot>>) {
 /// Serves one connection to completion (or until shutdown asks it to finish).
 pub async fn serve_conn(
     stream: TcpStream,
-    svc: S3Service,
+    handlers: Handlers,
     limits: ConnLimits,
     shutdown: futures::future::Shared<futures::channel::oneshot::Receiver<()>>,
     active: Rc<Cell<usize>>,
@@ -289,7 +313,8 @@ pub async fn serve_conn(
         }
     };
     let max_inflight = limits.max_inflight;
-    let service = hyper::service::service_fn(move |req| handle(svc.clone(), max_inflight, req));
+    let service =
+        hyper::service::service_fn(move |req| handle(handlers.clone(), max_inflight, req));
     let conn = http1::Builder::new()
         .timer(MonoioTimer)
         .header_read_timeout(limits.header_timeout)

@@ -3,9 +3,11 @@
 //! The binary (`main.rs`) is a thin CLI over these modules; they are a library so that tests,
 //! fuzz targets and benchmarks can reach the parsers and the server directly.
 
+pub mod auth;
 pub mod buckets;
 pub mod chunked;
 pub mod config;
+pub mod fast;
 pub mod http;
 pub mod idle;
 pub mod layout;

@@ -62,9 +62,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         buckets,
         region: args.region.clone(),
     };
+    let fast = (!args.no_fast_path).then(|| {
+        Arc::new(bale::fast::FastPath {
+            s3: s3.clone(),
+            access_key: access_key.clone(),
+            secret_key: secret_key.clone(),
+        })
+    });
     let svc = {
         let mut b = s3s::service::S3ServiceBuilder::new(s3);
-        b.set_auth(s3s::auth::SimpleAuth::from_single(
+        b.set_auth(bale::auth::SingleKeyAuth::new(
             access_key.clone(),
             secret_key.clone(),
         ));
@@ -101,7 +108,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .collect(),
             engine: engine.clone(),
             topo: topo.clone(),
-            svc: svc.clone(),
+            handlers: http::Handlers {
+                svc: svc.clone(),
+                fast: fast.clone(),
+            },
             inbox,
             shutdown: stop_rx,
             ready: ready_tx.clone(),

@@ -12,7 +12,6 @@ use anyhow::{bail, Context};
 use bale_io::{EngineConfig, Shard};
 use futures::channel::{mpsc, oneshot};
 use futures::FutureExt;
-use s3s::service::S3Service;
 
 use crate::config::ServeArgs;
 use crate::http::{serve_conn, ConnLimits};
@@ -29,7 +28,7 @@ pub struct CoreSetup {
     pub places: Vec<ShardPlace>,
     pub engine: EngineConfig,
     pub topo: Arc<Topology>,
-    pub svc: S3Service,
+    pub handlers: crate::http::Handlers,
     pub inbox: mpsc::UnboundedReceiver<Inbox>,
     pub shutdown: oneshot::Receiver<()>,
     pub ready: std::sync::mpsc::Sender<Result<(), String>>,
@@ -102,7 +101,7 @@ async fn core_main(setup: CoreSetup) {
         places,
         engine,
         topo,
-        svc,
+        handlers,
         inbox,
         shutdown,
         ready,
@@ -227,7 +226,7 @@ async fn core_main(setup: CoreSetup) {
                 active.set(active.get() + 1);
                 let fut = serve_conn(
                     stream,
-                    svc.clone(),
+                    handlers.clone(),
                     limits,
                     conn_stop.clone(),
                     active.clone(),

@@ -1,0 +1,473 @@
+//! GET/HEAD fast path in front of s3s.
+//!
+//! Plain object reads (path-style `GET|HEAD /bucket/key`, SigV4 in the Authorization header,
+//! optionally one `Range`) are the product's hot path. This module verifies the signature
+//! exactly as SigV4 (and s3s) define it, looks the object up on its shard and answers, without
+//! s3s's generic routing, DTO building and XML machinery. Anything else — another operation,
+//! conditional headers, presigned URLs, a query string, a missing object, a signature this code
+//! does not accept — returns `None` and goes to s3s unchanged, so s3s stays the authority on
+//! every error answer and on everything not listed here.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use hmac::{KeyInit, Mac};
+use sha2::{Digest, Sha256};
+
+use crate::s3::get::{lookup, ReadReq};
+use crate::s3::BaleS3;
+
+type HmacSha256 = hmac::Hmac<Sha256>;
+
+/// Largest clock difference accepted, seconds (same as s3s: 15 minutes).
+const MAX_SKEW_S: i64 = 15 * 60;
+
+pub struct FastPath {
+    pub s3: BaleS3,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+thread_local! {
+    /// (yyyymmdd, region) -> signing key; one derivation per day per core.
+    static SIGNING_KEY: RefCell<Option<(String, String, [u8; 32])>> = const { RefCell::new(None) };
+}
+
+fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut m = <HmacSha256 as KeyInit>::new_from_slice(key).expect("hmac accepts any key length");
+    m.update(data);
+    m.finalize().into_bytes().into()
+}
+
+fn signing_key(secret: &str, date: &str, region: &str) -> [u8; 32] {
+    SIGNING_KEY.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some((d, r, k)) = c.as_ref() {
+            if d == date && r == region {
+                return *k;
+            }
+        }
+        let k1 = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
+        let k2 = hmac(&k1, region.as_bytes());
+        let k3 = hmac(&k2, b"s3");
+        let k4 = hmac(&k3, b"aws4_request");
+        *c = Some((date.to_string(), region.to_string(), k4));
+        k4
+    })
+}
+
+fn hex_lower(b: &[u8], out: &mut String) {
+    const H: &[u8; 16] = b"0123456789abcdef";
+    for x in b {
+        out.push(H[(x >> 4) as usize] as char);
+        out.push(H[(x & 15) as usize] as char);
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    if !b.contains(&b'%') {
+        return Some(s.to_string());
+    }
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let h = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(h, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn uri_encode_path(out: &mut String, s: &str) {
+    const H: &[u8; 16] = b"0123456789ABCDEF";
+    for &c in s.as_bytes() {
+        match c {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'~' | b'.' | b'/' => {
+                out.push(c as char)
+            }
+            _ => {
+                out.push('%');
+                out.push(H[(c >> 4) as usize] as char);
+                out.push(H[(c & 15) as usize] as char);
+            }
+        }
+    }
+}
+
+fn push_header_value(out: &mut String, v: &str) {
+    let t = v.trim();
+    if !t.chars().any(char::is_whitespace) {
+        out.push_str(t);
+        return;
+    }
+    for (i, w) in t.split_whitespace().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(w);
+    }
+}
+
+struct Auth<'a> {
+    access_key: &'a str,
+    date: &'a str,
+    region: &'a str,
+    signed_headers: &'a str,
+    signature: &'a str,
+}
+
+fn parse_auth(v: &str) -> Option<Auth<'_>> {
+    let rest = v.strip_prefix("AWS4-HMAC-SHA256 ")?;
+    let (mut cred, mut sh, mut sig) = (None, None, None);
+    for part in rest.split(',') {
+        let part = part.trim();
+        if let Some(x) = part.strip_prefix("Credential=") {
+            cred = Some(x);
+        } else if let Some(x) = part.strip_prefix("SignedHeaders=") {
+            sh = Some(x);
+        } else if let Some(x) = part.strip_prefix("Signature=") {
+            sig = Some(x);
+        }
+    }
+    let mut c = cred?.split('/');
+    let (access_key, date, region, service, term) =
+        (c.next()?, c.next()?, c.next()?, c.next()?, c.next()?);
+    if service != "s3" || term != "aws4_request" || c.next().is_some() {
+        return None;
+    }
+    Some(Auth {
+        access_key,
+        date,
+        region,
+        signed_headers: sh?,
+        signature: sig?,
+    })
+}
+
+/// `YYYYMMDDTHHMMSSZ` -> unix seconds.
+fn parse_amz_date(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| -> Option<i64> {
+        std::str::from_utf8(&b[r]).ok()?.parse().ok()
+    };
+    let (y, mo, d, h, mi, sec) = (
+        n(0..4)?,
+        n(4..6)?,
+        n(6..8)?,
+        n(9..11)?,
+        n(11..13)?,
+        n(13..15)?,
+    );
+    let month = time::Month::try_from(mo as u8).ok()?;
+    let date = time::Date::from_calendar_date(y as i32, month, d as u8).ok()?;
+    let t = time::Time::from_hms(h as u8, mi as u8, sec as u8).ok()?;
+    Some(
+        time::PrimitiveDateTime::new(date, t)
+            .assume_utc()
+            .unix_timestamp(),
+    )
+}
+
+/// Verifies the request's SigV4 header signature. Only `x-id` may appear in the query.
+fn verify(fp: &FastPath, req: &http::Request<hyper::body::Incoming>, decoded_path: &str) -> bool {
+    let h = req.headers();
+    let Some(auth) = h
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_auth)
+    else {
+        return false;
+    };
+    if auth.access_key != fp.access_key || auth.region != fp.s3.region {
+        return false;
+    }
+    let Some(amz_date) = h.get("x-amz-date").and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let Some(ts) = parse_amz_date(amz_date) else {
+        return false;
+    };
+    if !amz_date.starts_with(auth.date) {
+        return false;
+    }
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    if (now - ts).abs() > MAX_SKEW_S {
+        return false;
+    }
+    let Some(payload) = h.get("x-amz-content-sha256").and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let mut canon = String::with_capacity(512);
+    canon.push_str(req.method().as_str());
+    canon.push('\n');
+    uri_encode_path(&mut canon, decoded_path);
+    canon.push('\n');
+    if let Some(q) = req.uri().query() {
+        canon.push_str(q); // only `x-id=<Op>` reaches here: already canonical
+    }
+    canon.push('\n');
+    for name in auth.signed_headers.split(';') {
+        if name.is_empty() || name.bytes().any(|c| c.is_ascii_uppercase()) {
+            return false;
+        }
+        canon.push_str(name);
+        canon.push(':');
+        let mut first = true;
+        for v in h.get_all(name) {
+            let Ok(v) = v.to_str() else { return false };
+            if !first {
+                canon.push(',');
+            }
+            first = false;
+            push_header_value(&mut canon, v);
+        }
+        if first {
+            if name == "host" {
+                // HTTP/1.1 puts the host in the header; an absolute-form URI carries it instead.
+                match req.uri().authority() {
+                    Some(a) => canon.push_str(a.as_str()),
+                    None => return false,
+                }
+            } else {
+                return false; // a signed header that is not present
+            }
+        }
+        canon.push('\n');
+    }
+    canon.push('\n');
+    canon.push_str(auth.signed_headers);
+    canon.push('\n');
+    canon.push_str(payload);
+
+    let mut sts = String::with_capacity(256);
+    sts.push_str("AWS4-HMAC-SHA256\n");
+    sts.push_str(amz_date);
+    sts.push('\n');
+    sts.push_str(auth.date);
+    sts.push('/');
+    sts.push_str(auth.region);
+    sts.push_str("/s3/aws4_request\n");
+    hex_lower(&Sha256::digest(canon.as_bytes()), &mut sts);
+    let key = signing_key(&fp.secret_key, auth.date, auth.region);
+    let sig = hmac(&key, sts.as_bytes());
+    let mut expect = String::with_capacity(64);
+    hex_lower(&sig, &mut expect);
+    constant_time_eq(expect.as_bytes(), auth.signature.as_bytes())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Headers that change what a GET returns and that the fast path leaves to s3s.
+fn has_unhandled_headers(h: &http::HeaderMap) -> bool {
+    h.contains_key(http::header::IF_MATCH)
+        || h.contains_key(http::header::IF_NONE_MATCH)
+        || h.contains_key(http::header::IF_MODIFIED_SINCE)
+        || h.contains_key(http::header::IF_UNMODIFIED_SINCE)
+        || h.contains_key("x-amz-checksum-mode")
+        || h.contains_key("x-amz-server-side-encryption-customer-algorithm")
+        || h.contains_key("x-amz-expected-bucket-owner")
+        || h.contains_key("x-amz-request-payer")
+}
+
+fn parse_range(v: &str) -> Option<s3s::dto::Range> {
+    s3s::dto::Range::parse(v).ok()
+}
+
+/// Tries to answer the request; `Err(req)` hands it back untouched for s3s.
+pub async fn try_serve(
+    fp: &Arc<FastPath>,
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<http::Response<s3s::Body>, http::Request<hyper::body::Incoming>> {
+    let is_head = match *req.method() {
+        http::Method::GET => false,
+        http::Method::HEAD => true,
+        _ => return Err(req),
+    };
+    if req
+        .uri()
+        .query()
+        .is_some_and(|q| !q.starts_with("x-id=") || q.contains('&'))
+    {
+        return Err(req);
+    }
+    if has_unhandled_headers(req.headers()) {
+        return Err(req);
+    }
+    let range = match req.headers().get(http::header::RANGE) {
+        None => None,
+        Some(v) => match v.to_str().ok().and_then(parse_range) {
+            Some(r) => Some(r),
+            None => return Err(req),
+        },
+    };
+    let Some(decoded) = percent_decode(req.uri().path()) else {
+        return Err(req);
+    };
+    let Some((bucket, key)) = decoded.strip_prefix('/').and_then(|p| p.split_once('/')) else {
+        return Err(req);
+    };
+    if bucket.is_empty() || key.is_empty() || key.len() > crate::s3::limits::MAX_KEY_BYTES {
+        return Err(req);
+    }
+    if !verify(fp, &req, &decoded) {
+        return Err(req);
+    }
+    let r = ReadReq {
+        range,
+        want_body: !is_head,
+        ..Default::default()
+    };
+    let found = match lookup(&fp.s3, bucket, key, r).await {
+        Ok(f) => f,
+        Err(_) => return Err(req), // missing, bad range ...: s3s answers with its exact error
+    };
+    let m = &found.meta;
+    let mut b = http::Response::builder();
+    let (len, status) = match found.served {
+        Some((a, e)) => {
+            b = b.header(
+                http::header::CONTENT_RANGE,
+                format!("bytes {}-{}/{}", a, e.saturating_sub(1), found.size),
+            );
+            (e - a, http::StatusCode::PARTIAL_CONTENT)
+        }
+        None => (found.size, http::StatusCode::OK),
+    };
+    b = b
+        .status(status)
+        .header(http::header::ACCEPT_RANGES, "bytes")
+        .header(http::header::CONTENT_LENGTH, len)
+        .header(http::header::ETAG, format!("\"{}\"", m.etag))
+        .header(http::header::LAST_MODIFIED, http_date(found.mtime_ms));
+    for (name, v) in [
+        (http::header::CONTENT_TYPE, &m.content_type),
+        (http::header::CONTENT_ENCODING, &m.content_encoding),
+        (http::header::CONTENT_LANGUAGE, &m.content_language),
+        (http::header::CONTENT_DISPOSITION, &m.content_disposition),
+        (http::header::CACHE_CONTROL, &m.cache_control),
+        (http::header::EXPIRES, &m.expires),
+    ] {
+        if let Some(v) = v {
+            b = b.header(name, v.as_str());
+        }
+    }
+    for (k, v) in &m.user {
+        b = b.header(format!("x-amz-meta-{k}"), encode_meta_value(v));
+    }
+    let body = match found.body {
+        Some(blob) if !is_head => s3s::Body::from(blob),
+        _ => s3s::Body::empty(),
+    };
+    match b.body(body) {
+        Ok(resp) => Ok(resp),
+        Err(e) => {
+            tracing::warn!(error = %e, "fast path could not build a response; s3s answers instead");
+            Err(req)
+        }
+    }
+}
+
+/// Non-ASCII metadata values go out RFC 2047 encoded, as S3 does.
+fn encode_meta_value(v: &str) -> String {
+    if v.bytes().all(|c| (0x20..0x7f).contains(&c)) {
+        return v.to_string();
+    }
+    use base64::Engine as _;
+    format!(
+        "=?UTF-8?B?{}?=",
+        base64::engine::general_purpose::STANDARD.encode(v.as_bytes())
+    )
+}
+
+fn http_date(ms: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp((ms / 1000) as i64)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let wd = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+        [t.weekday().number_days_from_monday() as usize];
+    let mo = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][t.month() as usize - 1];
+    format!(
+        "{wd}, {:02} {mo} {} {:02}:{:02}:{:02} GMT",
+        t.day(),
+        t.year(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(parse_amz_date("20130524T000000Z"), Some(1_369_353_600));
+        assert_eq!(parse_amz_date("2013-05-24"), None);
+        assert_eq!(
+            http_date(1_369_353_600_000),
+            "Fri, 24 May 2013 00:00:00 GMT"
+        );
+    }
+
+    #[test]
+    fn aws_example_signing_key() {
+        // AWS SigV4 documentation example (GET /test.txt with Range, us-east-1, 20130524).
+        let k = signing_key(
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "20130524",
+            "us-east-1",
+        );
+        let mut sts = String::new();
+        sts.push_str("AWS4-HMAC-SHA256\n20130524T000000Z\n20130524/us-east-1/s3/aws4_request\n");
+        sts.push_str("7344ae5b7ee6c3e7e6b0fe0640412a37625d1fbfff95c48bbb2dc43964946972");
+        let mut sig = String::new();
+        hex_lower(&hmac(&k, sts.as_bytes()), &mut sig);
+        assert_eq!(
+            sig,
+            "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
+        );
+    }
+
+    #[test]
+    fn aws_example_canonical_request_hash() {
+        let canon = "GET\n/test.txt\n\nhost:examplebucket.s3.amazonaws.com\nrange:bytes=0-9\nx-amz-content-sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\nx-amz-date:20130524T000000Z\n\nhost;range;x-amz-content-sha256;x-amz-date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let mut h = String::new();
+        hex_lower(&Sha256::digest(canon.as_bytes()), &mut h);
+        assert_eq!(
+            h,
+            "7344ae5b7ee6c3e7e6b0fe0640412a37625d1fbfff95c48bbb2dc43964946972"
+        );
+    }
+
+    #[test]
+    fn auth_header() {
+        let a = parse_auth("AWS4-HMAC-SHA256 Credential=AK/20130524/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-date, Signature=abc").unwrap();
+        assert_eq!(
+            (
+                a.access_key,
+                a.date,
+                a.region,
+                a.signed_headers,
+                a.signature
+            ),
+            ("AK", "20130524", "us-east-1", "host;x-amz-date", "abc")
+        );
+        assert!(parse_auth("AWS4-HMAC-SHA256 Credential=AK/20130524/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=abc").is_none());
+    }
+}
