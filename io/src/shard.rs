@@ -169,6 +169,9 @@ struct VolState {
     records: HashMap<u64, RecInfo>,
     /// Writers (PUTs, compaction copies) with a reserved span not yet committed or abandoned.
     writers: u32,
+    /// End of the furthest record any snapshot or journal entry seen since open names (live or
+    /// not): recovery may resolve those records again, so the file never shrinks below this.
+    named_end: u64,
     sealed: bool,
 }
 
@@ -408,6 +411,7 @@ impl Shard {
                     live_bytes: 0,
                     records: HashMap::new(),
                     writers: 0,
+                    named_end: 0,
                     sealed: true,
                 },
             );
@@ -545,62 +549,50 @@ impl Shard {
             broken: None,
         });
 
-        // Volumes nothing references hold only garbage (e.g. an abandoned write), and volume
-        // tails past the last live record hold preallocation or unacknowledged bytes. Both are
-        // given back, but only after a checkpoint: the old snapshot and journal may still name
-        // those records (dead only after replay), and a later replay must not meet a missing
-        // volume or a record past the end of its file.
-        let (dead, tails) = {
-            let vols = shard.vols.borrow();
-            let dead: Vec<u32> = vols
+        // Give back space nothing can name: volumes no snapshot or journal entry mentions hold
+        // only garbage (e.g. an abandoned write), and a volume's tail past the last record named
+        // holds preallocation or unacknowledged bytes. Records named but dead (deleted later in
+        // the journal) stay until compaction, which checkpoints before it unlinks, so a later
+        // replay never meets a missing volume or a record past the end of its file.
+        let mut removed = 0usize;
+        if snapshot_bad {
+            tracing::warn!(dir = %dir.display(), "bad snapshot: not reclaiming volume space at this open");
+        } else {
+            let dead: Vec<u32> = shard
+                .vols
+                .borrow()
                 .map
                 .iter()
-                .filter(|(_, v)| v.records.is_empty())
+                .filter(|(_, v)| v.records.is_empty() && v.named_end == 0)
                 .map(|(id, _)| *id)
                 .collect();
-            let tails: Vec<(u32, u64)> = vols
-                .map
-                .iter()
-                .filter(|(_, v)| !v.records.is_empty())
-                .filter_map(|(id, v)| {
-                    let live_end = v.records.iter().map(|(off, r)| off + r.span_bytes).max()?;
-                    (live_end < v.end_bytes).then_some((*id, live_end))
-                })
-                .collect();
-            (dead, tails)
-        };
-        if snapshot_bad {
-            tracing::warn!(dir = %dir.display(), dead_volumes = dead.len(), "bad snapshot: not reclaiming volume space at this open");
-        } else if !dead.is_empty() || !tails.is_empty() {
-            match shard.do_checkpoint().await {
-                Err(e) => {
-                    tracing::warn!(dir = %dir.display(), error = %e, "checkpoint at open failed; keeping unreferenced volume space");
-                }
-                Ok(()) => {
-                    for id in &dead {
-                        let v = shard
-                            .vols
-                            .borrow_mut()
-                            .map
-                            .remove(id)
-                            .expect("dead volume registered");
-                        std::fs::remove_file(&v.file.path).map_err(|e| {
-                            Error::io(format!("remove {}", v.file.path.display()), e)
-                        })?;
-                    }
-                    for (id, live_end) in &tails {
-                        let mut vols = shard.vols.borrow_mut();
-                        let v = vols.map.get_mut(id).expect("volume registered");
-                        // SAFETY: ftruncate on a valid fd; nothing references bytes past live_end.
-                        if unsafe {
-                            libc::ftruncate(v.file.file.as_raw_fd(), *live_end as libc::off_t)
-                        } == 0
-                        {
-                            v.end_bytes = *live_end;
-                            v.allocated_bytes = *live_end;
-                        } else {
-                            tracing::warn!(path = %v.file.path.display(), error = %std::io::Error::last_os_error(), "truncating volume tail failed");
-                        }
+            for id in &dead {
+                let v = shard
+                    .vols
+                    .borrow_mut()
+                    .map
+                    .remove(id)
+                    .expect("dead volume registered");
+                std::fs::remove_file(&v.file.path)
+                    .map_err(|e| Error::io(format!("remove {}", v.file.path.display()), e))?;
+            }
+            removed = dead.len();
+            for v in shard.vols.borrow_mut().map.values_mut() {
+                let live_end = v
+                    .records
+                    .iter()
+                    .map(|(off, r)| off + r.span_bytes)
+                    .max()
+                    .unwrap_or(0);
+                let keep = live_end.max(v.named_end);
+                if keep < v.end_bytes {
+                    // SAFETY: ftruncate on a valid fd; no record at or past `keep` is named.
+                    if unsafe { libc::ftruncate(v.file.file.as_raw_fd(), keep as libc::off_t) } == 0
+                    {
+                        v.end_bytes = keep;
+                        v.allocated_bytes = keep;
+                    } else {
+                        tracing::warn!(path = %v.file.path.display(), error = %std::io::Error::last_os_error(), "truncating volume tail failed");
                     }
                 }
             }
@@ -613,7 +605,7 @@ impl Shard {
             objects = shard.n_objects.get(),
             replayed,
             volumes = shard.vols.borrow().map.len(),
-            removed_volumes = dead.len(),
+            removed_volumes = removed,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "shard open"
         );
@@ -851,6 +843,7 @@ impl Shard {
                     live_bytes: 0,
                     records: HashMap::new(),
                     writers: 0,
+                    named_end: 0,
                     sealed: false,
                 },
             );
@@ -972,16 +965,10 @@ impl Shard {
         let mut skip: Option<String> = None;
         if let Some(a) = after {
             if a >= prefix {
+                // Keys strictly after `a`. A common prefix that contains `a` is still listed
+                // when keys after `a` fall in it (S3's start-after semantics); callers that
+                // want to skip a whole prefix pass an `after` past all of its keys.
                 start = Bound::Excluded(a.to_string());
-                if let (Some(d), Some(rest)) = (delim, a.strip_prefix(prefix)) {
-                    if let Some(i) = rest.find(d) {
-                        let cp = &a[..prefix.len() + i + d.len()];
-                        match seek_past(cp) {
-                            Some(s) => start = Bound::Included(s),
-                            None => skip = Some(cp.to_string()),
-                        }
-                    }
-                }
             }
         }
         'outer: loop {
@@ -1086,8 +1073,8 @@ impl Shard {
     }
 
     fn resolve_extent(&self, e: &ExtentRec) -> Result<Extent> {
-        let vols = self.vols.borrow();
-        let v = vols.map.get(&e.volume_id).ok_or_else(|| {
+        let mut vols = self.vols.borrow_mut();
+        let v = vols.map.get_mut(&e.volume_id).ok_or_else(|| {
             Error::corrupt(format!(
                 "{}: volume {} referenced by the index is missing",
                 self.dir.display(),
@@ -1105,6 +1092,7 @@ impl Shard {
                 v.end_bytes
             )));
         }
+        v.named_end = v.named_end.max(e.record_offset + e.span_bytes);
         Ok(Extent {
             vol: v.file.clone(),
             record_offset: e.record_offset,

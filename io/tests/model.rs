@@ -208,7 +208,7 @@ fn concurrent_writers_readers_and_compaction() {
                 let mut runs = 0u32;
                 while !stop.get() {
                     s.compact(0.2).await.unwrap();
-                    if runs % 5 == 0 {
+                    if runs.is_multiple_of(5) {
                         s.checkpoint().await.unwrap();
                     }
                     runs += 1;
