@@ -206,3 +206,21 @@ def test_many_connections_then_serve(server, canary):
         for s in socks:
             s.close()
     canary()
+
+
+@pytest.mark.parametrize("raw_key", [b"\xff\xfe", b"a\x00b", b"\xc3\x28", b"ctl\x01\x7f"], ids=["ff-fe", "nul", "bad-utf8-seq", "control"])
+def test_odd_key_bytes(server, raw, bucket, canary, raw_key):
+    """Keys that are not valid UTF-8 or carry control bytes: a 4xx or a clean round trip,
+    never a 5xx or a dead connection."""
+    r = raw.request("PUT", b"/" + bucket.encode() + b"/" + raw_key, body=b"odd")
+    assert r.status < 500, r
+    if r.status == 200:
+        g = raw.request("GET", b"/" + bucket.encode() + b"/" + raw_key)
+        assert g.status == 200 and g.body == b"odd", g
+    canary()
+
+
+def test_bad_query_encoding(raw, bucket, canary):
+    resp, info = raw.send("GET", f"/{bucket}?list-type=2&prefix=%ZZ", {"Host": raw.hostport}, b"")
+    assert resp is not None and 400 <= resp.status < 500, (resp, info)
+    canary()
