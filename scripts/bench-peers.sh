@@ -22,6 +22,8 @@ log() { echo "[bench-peers] $*" >&2; }
 
 log "building bale and bale-bench (release)"
 cargo build --release -p bale -p bale-bench >&2
+# BENCH_BALE_BIN=/path/to/bale measures another bale build (e.g. one built from a clean
+# `git worktree` of the commit being reported while the checkout has work in progress).
 
 if [ ! -x "$OUT/s3s-root/bin/s3s-fs" ]; then
   log "installing s3s-fs 0.14.1 (cargo install)"
@@ -48,8 +50,9 @@ fi
 export BENCH_S3SFS_BIN="$OUT/s3s-root/bin/s3s-fs"
 export BENCH_S3SFS_NODELAY_BIN="$OUT/s3s-target/release/s3s-fs-nodelay"
 export BENCH_WEED_BIN="$OUT/venv/bin/weed"
-export BENCH_BALE_BIN="$ROOT/target/release/bale"
-export BENCH_BIN="$ROOT/target/release/bale-bench"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+export BENCH_BALE_BIN="${BENCH_BALE_BIN:-$TARGET/release/bale}"
+export BENCH_BIN="$TARGET/release/bale-bench"
 
 run_dir="$("$OUT/venv/bin/python" scripts/bench-peers.py "$@")"
 "$OUT/venv/bin/python" scripts/bench-report.py "$run_dir" "$@"
