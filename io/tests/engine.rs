@@ -255,11 +255,16 @@ fn list_prefix_delimiter_after_limit() {
             ["a/b/1", "a/b/2"]
         );
         assert_eq!(
+            // start-after semantics: keys after "a/b/" still roll up into "a/b/"
             keys(&shard.list("ns", "a/", Some("a/b/"), Some("/"), 100)),
-            ["a/c"]
+            ["P:a/b/", "a/c"]
         );
         assert_eq!(
             keys(&shard.list("ns", "", Some("a/"), Some("/"), 2)),
+            ["P:a/", "P:b/"]
+        );
+        assert_eq!(
+            keys(&shard.list("ns", "", Some("a0"), Some("/"), 2)),
             ["P:b/", "c"]
         );
         assert_eq!(
@@ -892,5 +897,73 @@ fn compose_with_empty_parts_reads_across_them() {
             &want[4990..5010]
         );
         assert_eq!(o.part_sizes().collect::<Vec<_>>(), [0, 5000, 0, 7000, 0]);
+    });
+}
+
+#[test]
+fn compaction_and_scrub_walk_many_objects_in_chunks() {
+    // More objects than one index-walk chunk (4096), so the chunked walk and its cursor are used.
+    let dir = tempfile::tempdir().unwrap();
+    let c = EngineConfig {
+        volume_target_bytes: 4 << 20,
+        ..cfg()
+    };
+    rt(async {
+        let shard = Shard::open(dir.path(), c).await.unwrap();
+        let n = 6000u64;
+        let mut handles = Vec::new();
+        for t in 0..64u64 {
+            let s = shard.clone();
+            handles.push(monoio::spawn(async move {
+                let mut i = t;
+                while i < n {
+                    // several namespaces so the walk crosses namespace boundaries mid-chunk
+                    put(
+                        &s,
+                        &format!("ns{}", i % 3),
+                        &format!("k{i:05}"),
+                        &gen(i, 100),
+                        100,
+                    )
+                    .await
+                    .unwrap();
+                    i += 64;
+                }
+            }));
+        }
+        for h in handles {
+            h.await;
+        }
+        let mut handles = Vec::new();
+        for t in 0..64u64 {
+            let s = shard.clone();
+            handles.push(monoio::spawn(async move {
+                let mut i = 2 * t + 1;
+                while i < n {
+                    s.delete(&format!("ns{}", i % 3), &format!("k{i:05}"), Expect::Any)
+                        .await
+                        .unwrap();
+                    i += 128;
+                }
+            }));
+        }
+        for h in handles {
+            h.await;
+        }
+        let s = shard.scrub(0).await.unwrap();
+        assert_eq!((s.objects_checked, s.corrupt_objects), (n / 2, 0));
+        let before = shard.stats();
+        let cs = shard.compact(0.3).await.unwrap();
+        let after = shard.stats();
+        assert!(
+            cs.volumes_compacted > 0 && after.disk_bytes < before.disk_bytes,
+            "{cs:?}"
+        );
+        for i in (0..n).filter(|i| i % 2 == 0) {
+            let o = shard
+                .get(&format!("ns{}", i % 3), &format!("k{i:05}"))
+                .unwrap();
+            assert_eq!(read_all(&shard, &o).await, gen(i, 100));
+        }
     });
 }
