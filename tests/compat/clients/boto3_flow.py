@@ -229,6 +229,15 @@ def flow(f):
     eq(s3.list_multipart_uploads(Bucket=b).get("Uploads", []), [], "ListMultipartUploads after abort")
     eq(err_of(lambda: s3.head_object(Bucket=b, Key=key))[0], 404, "HEAD of an aborted upload's key")
 
+    f.step("wrong secret on GET and HEAD (the server's GET fast path verifies SigV4 itself)")
+    bad = client(secret=C.WRONG_SECRET)
+    eq(err_of(lambda: bad.get_object(Bucket=b, Key=BIG_KEY)), (403, "SignatureDoesNotMatch"), "GET with wrong secret")
+    eq(err_of(lambda: bad.get_object(Bucket=b, Key=BIG_KEY, Range="bytes=0-9")), (403, "SignatureDoesNotMatch"),
+       "ranged GET with wrong secret")
+    eq(err_of(lambda: bad.head_object(Bucket=b, Key=BIG_KEY))[0], 403, "HEAD with wrong secret")
+    eq(err_of(lambda: bad.get_object(Bucket=b, Key="no/such/key")), (403, "SignatureDoesNotMatch"),
+       "GET of a missing key with wrong secret (no existence leak)")
+
     f.step("delete one")
     s3.delete_object(Bucket=b, Key=DELETE_ONE)
     eq(err_of(lambda: s3.head_object(Bucket=b, Key=DELETE_ONE))[0], 404, "HEAD after delete status")

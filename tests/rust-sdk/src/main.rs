@@ -719,6 +719,23 @@ async fn flow(f: &mut Flow, e: &Env) -> R<()> {
         want.clone(),
         "ListBuckets with wrong secret",
     )?;
+    eq(
+        status_of(
+            bad.get_object().bucket(b).key("docs/a.txt").send().await,
+            "GetObject wrong secret",
+        )?,
+        want.clone(),
+        "GetObject with wrong secret",
+    )?;
+    eq(
+        status_of(
+            bad.head_object().bucket(b).key("docs/a.txt").send().await,
+            "HeadObject wrong secret",
+        )?
+        .0,
+        403,
+        "HeadObject with wrong secret",
+    )?;
     let path = format!("{}/small-0", e.workdir);
     let stream = ByteStream::from_path(&path)
         .await
