@@ -321,7 +321,8 @@ class Torture:
         a = self.args
         tmp = tempfile.mkdtemp(prefix="bale-torture-")
         data_dir = os.path.join(tmp, "data")
-        b = baleproc.Bale(data_dirs=[data_dir], cores=a.cores, keep_data=True)
+        dirs = [data_dir] if a.data_dirs == 1 else [os.path.join(tmp, f"data{i}") for i in range(a.data_dirs)]
+        b = baleproc.Bale(data_dirs=dirs, cores=a.cores, keep_data=True)
         b._tmp = tmp  # logs go there
         t_start = time.time()
         kills = 0
@@ -392,7 +393,7 @@ class Torture:
             log = b.log_tail(6000)
             b.kill9()
             if self.violations and a.keep_on_failure:
-                print(f"data dir kept for inspection: {data_dir}", flush=True)
+                print(f"data kept for inspection: {tmp}", flush=True)
             else:
                 shutil.rmtree(tmp, ignore_errors=True)
         survived = kills if not self.violations else kills - 1
@@ -431,6 +432,7 @@ def main():
     p.add_argument("--threads", type=int, default=4)
     p.add_argument("--keys-per-thread", type=int, default=40)
     p.add_argument("--cores", type=int, default=None)
+    p.add_argument("--data-dirs", type=int, default=1, help="number of --data directories (disks)")
     p.add_argument("--multipart", type=float, default=0.04,
                    help="share of PUTs done as 2-part multipart uploads (5-6 MiB); 0 turns them off")
     p.add_argument("--seed", default=str(int(time.time())))
@@ -443,7 +445,8 @@ def main():
         a.kills = max(a.kills, 300)
         a.max_seconds = max(a.max_seconds, 3600)
         a.min_kills = max(a.min_kills, 100)
-    print(f"torture: seed {a.seed}, {a.threads} threads x {a.keys_per_thread} keys, up to {a.kills} kills "
+    print(f"torture: seed {a.seed}, {a.threads} threads x {a.keys_per_thread} keys, {a.data_dirs} data dir(s), "
+          f"up to {a.kills} kills "
           f"in {a.max_seconds:.0f}s", flush=True)
     sys.exit(Torture(a).run())
 

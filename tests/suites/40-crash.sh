@@ -21,9 +21,11 @@ fi
 fail=0
 if [ "${1:-}" = "--long" ]; then
     $PY tests/crash/torture.py --long "${@:2}" || fail=1
+    $PY tests/crash/torture.py --long --kills 100 --data-dirs 3 "${@:2}" || fail=1
     $PY tests/crash/powerloss.py --rounds 10 || fail=1
 else
-    $PY tests/crash/torture.py --kills 30 --max-seconds 170 --min-kills 10 "$@" || fail=1
+    $PY tests/crash/torture.py --kills 30 --max-seconds 150 --min-kills 10 "$@" || fail=1
+    $PY tests/crash/torture.py --kills 10 --max-seconds 60 --min-kills 5 --data-dirs 2 --cores 2 "$@" || fail=1
     $PY tests/crash/powerloss.py --rounds 2 || fail=1
 fi
 if [ $fail -ne 0 ]; then
