@@ -22,8 +22,8 @@ use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::format::{
     self, decode_record_header, encode_journal_entry, encode_record_head, encode_record_trailer,
-    encode_snapshot_header, encode_snapshot_object, Entry, ExtentRec, Move, MAX_KEY_BYTES,
-    MAX_NS_BYTES, RECORD_HEADER_BYTES,
+    encode_snapshot_header, encode_snapshot_object, Entry, ExtentRec, Move,
+    MAX_JOURNAL_ENTRY_BYTES, MAX_KEY_BYTES, MAX_NS_BYTES, RECORD_HEADER_BYTES,
 };
 use crate::{EngineConfig, Expect};
 
@@ -259,6 +259,21 @@ fn fsync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(format!("open dir {}", dir.display()), e))?;
     d.sync_all()
         .map_err(|e| Error::io(format!("fsync dir {}", dir.display()), e))
+}
+
+/// Largest metadata blob accepted (it is journaled and kept in memory per object).
+const MAX_META_BYTES: usize = 1 << 20;
+/// Most sources of one compose (S3 multipart allows 10,000 parts).
+const MAX_COMPOSE_SOURCES: usize = 100_000;
+
+fn check_meta(meta: &Bytes) -> Result<()> {
+    if meta.len() > MAX_META_BYTES {
+        return Err(Error::Invalid(format!(
+            "metadata of {} bytes exceeds {MAX_META_BYTES}",
+            meta.len()
+        )));
+    }
+    Ok(())
 }
 
 fn check_expect(expect: Expect, cur: &Option<Rc<Object>>) -> Result<()> {
@@ -927,6 +942,15 @@ impl Shard {
     ) -> Result<Rc<Object>> {
         if key.len() > MAX_KEY_BYTES || ns.len() > MAX_NS_BYTES {
             return Err(Error::Invalid("namespace or key too long".into()));
+        }
+        check_meta(&meta)?;
+        let entry_bytes: usize = sources.iter().map(|(a, b)| a.len() + b.len() + 12).sum();
+        if sources.len() > MAX_COMPOSE_SOURCES || entry_bytes > MAX_JOURNAL_ENTRY_BYTES as usize / 2
+        {
+            return Err(Error::Invalid(format!(
+                "{} compose sources (max {MAX_COMPOSE_SOURCES})",
+                sources.len()
+            )));
         }
         match self
             .submit(
@@ -2062,6 +2086,7 @@ impl PutWriter {
         if self.failed {
             return Err(Error::Invalid("finish after a failed write".into()));
         }
+        check_meta(&meta)?;
         if self.received_bytes != self.size_bytes {
             return Err(Error::SizeMismatch {
                 expected: self.size_bytes,

@@ -176,6 +176,20 @@ fn size_mismatch_and_bad_keys() {
         ));
         drop(w);
         assert!(shard.get("b", "k").is_none());
+        let w = shard.put("b", "m", 0).unwrap();
+        assert!(matches!(
+            w.finish(Bytes::from(vec![0u8; 2 << 20]), Expect::Any).await,
+            Err(Error::Invalid(_))
+        ));
+        let many: Vec<(String, String)> = (0..200_000)
+            .map(|i| ("b".to_string(), format!("p{i}")))
+            .collect();
+        assert!(matches!(
+            shard
+                .compose("b", "c", &many, Bytes::new(), Expect::Any, false)
+                .await,
+            Err(Error::Invalid(_))
+        ));
         let long = "x".repeat(2000);
         assert!(matches!(shard.put("b", &long, 1), Err(Error::Invalid(_))));
         // Arbitrary UTF-8 keys, never used as paths.
