@@ -314,3 +314,19 @@ def test_chunk_format_garbage(server, raw, bucket, canary):
     assert resp is not None and 400 <= resp.status < 500, resp
     assert_absent(raw, bucket, "garbage")
     canary()
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_trailer_declared_but_missing(server, raw, bucket, old, canary, key):
+    """x-amz-trailer: x-amz-checksum-crc32 announced, the body ends after the final chunk with
+    no trailer: the announced checksum cannot be checked, so the upload is refused."""
+    data = payload(100 * KiB, seed=26)
+    signer = server.signer()
+    target, h, _ = signer.streaming_put(hp(server), f"/{bucket}/{key}", data, trailer_crc32=sigv4.crc32_b64(data))
+    seed = h["Authorization"].split("Signature=")[1]
+    body = signer.chunked_body(data, h["x-amz-date"], seed)  # no trailer section
+    h["Content-Length"] = str(len(body))
+    resp, _ = send(server, target, h, body)
+    check_refused(raw, bucket, key, old)
+    assert resp is not None and 400 <= resp.status < 500, resp
+    canary()
