@@ -4,7 +4,7 @@
 #   fuzz     (server library: aws-chunked scanner, ObjMeta decode and round trip, bucket names)
 #   fuzz-http (raw and signed HTTP/S3 requests through a real bale over a socket)
 # Each target runs its committed corpus, then generated and mutated inputs for FUZZ_SECONDS
-# (default 8 s per target; fuzz-http FUZZ_HTTP_SECONDS, default 25 s). Any panic, overflow,
+# (default 5 s per target; fuzz-http FUZZ_HTTP_SECONDS, default 20 s). Any panic, overflow,
 # property violation, oversized allocation, bale crash, hang or panic in bale's log fails the suite.
 # Findings land in fuzz/artifacts/ and io/fuzz/artifacts/ (not committed).
 # Long run: FUZZ_SECONDS=300 FUZZ_HTTP_SECONDS=600 tests/suites/70-fuzz.sh
@@ -12,8 +12,8 @@
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
-S="${FUZZ_SECONDS:-8}"
-HS="${FUZZ_HTTP_SECONDS:-25}"
+S="${FUZZ_SECONDS:-5}"
+HS="${FUZZ_HTTP_SECONDS:-20}"
 SEED="${FUZZ_SEED:-$(date +%s)}"
 export CARGO_TERM_COLOR=never
 fail=0

@@ -1,5 +1,6 @@
 //! Stable driver over the server-library targets. `bale-fuzz --help`.
 
+#[allow(dead_code)]
 #[path = "../driver.rs"]
 mod driver;
 

@@ -1,5 +1,6 @@
 //! Stable driver over every engine decoder target. `io-fuzz --help`.
 
+#[allow(dead_code)]
 #[path = "../../../../fuzz/src/driver.rs"]
 mod driver;
 
