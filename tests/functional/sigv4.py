@@ -105,9 +105,9 @@ class Signer:
                      amz_date=None, unsigned_headers=()):
         """Return (encoded_path_with_query, headers-with-Authorization, seed_signature).
 
-        `path` is the decoded path ("/bucket/key with spaces"); it is encoded once per S3 rules.
-        Every header given is signed except those named in `unsigned_headers` (and
-        Content-Length, which many clients leave unsigned too? no: we sign what we are given)."""
+        `path` is the decoded path ("/bucket/key with spaces", str or bytes); it is encoded once
+        per S3 rules. Every header given is signed (Host, x-amz-date and x-amz-content-sha256
+        are added) except User-Agent, Content-Type and those named in `unsigned_headers`."""
         amz_date = amz_date or amz_now()
         h = dict(headers or {})
         h["Host"] = host
