@@ -77,6 +77,7 @@ def server():
             # A panic anywhere is a bug even when every request was answered.
             print("\n==== bale log (contains a panic) ====\n" + log, file=sys.stderr)
         assert code == 0, f"bale exit code {code} after SIGTERM; log tail:\n{log[-3000:]}"
+        assert "panicked" not in log, "bale logged a panic during the suite (see stderr)"
 
 
 @pytest.fixture(scope="session")
