@@ -58,7 +58,6 @@ impl ChunkScanner {
         }
     }
 
-    #[cfg(test)]
     pub fn is_done(&self) -> bool {
         self.state == State::Done
     }
@@ -187,6 +186,15 @@ where
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) if !this.scanner.is_done() => {
+                // The body ended without the final zero-length chunk: a cut-short upload.
+                *this.failed = true;
+                let e = s3s::s3_error!(
+                    IncompleteBody,
+                    "The aws-chunked body ended without its final chunk"
+                );
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }

@@ -309,10 +309,13 @@ pub async fn try_serve(
     }
     let range = match req.headers().get(http::header::RANGE) {
         None => None,
-        Some(v) => match v.to_str().ok().and_then(parse_range) {
-            Some(r) => Some(r),
-            None => return Err(req),
-        },
+        // S3 ignores a Range header it cannot parse and serves the whole object (s3s would
+        // answer 400, so the fast path is where this is handled).
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(parse_range)
+            .filter(|r| !matches!(r, s3s::dto::Range::Suffix { length: 0 })),
     };
     let Some(decoded) = percent_decode(req.uri().path()) else {
         return Err(req);

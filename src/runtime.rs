@@ -64,12 +64,23 @@ fn pin_to(cpu: usize) {
 /// Fails fast with a clear message if the address is taken (a plain bind, without
 /// SO_REUSEPORT, so another process's reuseport listener is also detected).
 pub fn probe_listen(addr: SocketAddr) -> anyhow::Result<()> {
-    match std::net::TcpListener::bind(addr) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            bail!("cannot listen on {addr}: the address is already in use (is another server running? pick another with --listen)")
+    // A process killed a moment ago can hold its listeners for a few ms more while the kernel
+    // tears down its io_uring rings: retry for up to a second before calling the port taken.
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                bail!("cannot listen on {addr}: the address is already in use (is another server running? pick another with --listen)")
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot listen on {addr}")),
         }
-        Err(e) => Err(e).with_context(|| format!("cannot listen on {addr}")),
     }
 }
 

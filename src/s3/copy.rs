@@ -149,7 +149,11 @@ pub async fn copy_object(
     }
     let mut meta = if replace {
         ObjMeta {
-            content_type: i.content_type.clone(),
+            content_type: Some(
+                i.content_type
+                    .clone()
+                    .unwrap_or_else(|| super::put::DEFAULT_CONTENT_TYPE.to_string()),
+            ),
             content_encoding: i.content_encoding.clone(),
             content_language: i.content_language.clone(),
             content_disposition: i.content_disposition.clone(),

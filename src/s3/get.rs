@@ -304,6 +304,7 @@ pub async fn head_object(
         want_body: false,
     };
     let f = lookup(s, &i.bucket, &i.key, r).await?;
+    let partial = f.served.is_some() && i.part_number.is_none();
     let checksum_on = i
         .checksum_mode
         .as_ref()
@@ -351,7 +352,11 @@ pub async fn head_object(
         },
         ..Default::default()
     };
-    Ok(S3Response::new(out))
+    let mut resp = S3Response::new(out);
+    if partial {
+        resp.status = Some(http::StatusCode::PARTIAL_CONTENT);
+    }
+    Ok(resp)
 }
 
 pub fn parse_http_date(s: &str) -> Option<Timestamp> {

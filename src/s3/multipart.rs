@@ -82,7 +82,11 @@ pub async fn create(
         return Err(no_such_bucket(&i.bucket));
     }
     let meta = ObjMeta {
-        content_type: i.content_type.clone(),
+        content_type: Some(
+            i.content_type
+                .clone()
+                .unwrap_or_else(|| super::put::DEFAULT_CONTENT_TYPE.to_string()),
+        ),
         content_encoding: i.content_encoding.clone(),
         content_language: i.content_language.clone(),
         content_disposition: i.content_disposition.clone(),

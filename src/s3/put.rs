@@ -13,12 +13,15 @@ use s3s::crypto::Checksum as _;
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result, TrailingHeaders};
 
-use super::error::{self, no_such_bucket};
+use super::error::{self, no_such_bucket, WithStatus};
 use super::get::etag_matches;
 use super::limits::{MAX_PUT_BYTES, MAX_USER_META_BYTES};
 use super::meta::ObjMeta;
 use super::{check_key, BaleS3};
 use crate::router::on_shard;
+
+/// What S3 stores when a PUT names no Content-Type.
+pub const DEFAULT_CONTENT_TYPE: &str = "binary/octet-stream";
 
 pub const ALGOS: [&str; 5] = ["crc32", "crc32c", "crc64nvme", "sha1", "sha256"];
 
@@ -139,16 +142,44 @@ fn hasher_for(algos: &[&str]) -> ChecksumHasher {
     h
 }
 
+/// Maps a failed request body to its S3 error. s3s's stream error types are private, so its
+/// failures are recognised by their messages (pinned s3s version: 0.14.1).
 fn body_error(e: s3s::StdError) -> S3Error {
-    match e.downcast::<S3Error>() {
-        Ok(s3e) => *s3e,
-        Err(e) => {
-            tracing::debug!(error = %e, "request body failed");
-            s3_error!(
-                IncompleteBody,
-                "The request body ended before its declared length or was malformed"
-            )
+    let e = match e.downcast::<S3Error>() {
+        Ok(s3e) => return *s3e,
+        Err(e) => e,
+    };
+    // An S3Error of ours (e.g. from the aws-chunked guard) may be wrapped by s3s's streams.
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
+    while let Some(x) = src {
+        if let Some(s3e) = x.downcast_ref::<S3Error>() {
+            return S3Error::with_message(
+                s3e.code().clone(),
+                s3e.message().unwrap_or_default().to_string(),
+            );
         }
+        src = x.source();
+    }
+    let text = e.to_string();
+    tracing::debug!(error = %text, "request body failed");
+    if text.contains("SignatureMismatch") {
+        s3_error!(SignatureDoesNotMatch, "The request signature we calculated does not match the signature you provided (aws-chunked chunk signature).")
+    } else if text.contains("Sha256Mismatch") {
+        S3Error::with_message(
+            s3s::S3ErrorCode::Custom("XAmzContentSHA256Mismatch".into()),
+            "The provided 'x-amz-content-sha256' header does not match what was computed.",
+        )
+        .with_status(http::StatusCode::BAD_REQUEST)
+    } else if text.contains("EntityTooLarge") || text.contains("exceeds the limit") {
+        s3_error!(
+            EntityTooLarge,
+            "An aws-chunked chunk exceeds the limit of 16 MiB"
+        )
+    } else {
+        s3_error!(
+            IncompleteBody,
+            "The request body ended before its declared length or was malformed"
+        )
     }
 }
 
@@ -364,7 +395,11 @@ pub async fn put_object(
     )?;
     let cond = write_cond(i.if_match, i.if_none_match)?;
     let mut meta = ObjMeta {
-        content_type: i.content_type.clone(),
+        content_type: Some(
+            i.content_type
+                .clone()
+                .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_string()),
+        ),
         content_encoding: i.content_encoding.clone(),
         content_language: i.content_language.clone(),
         content_disposition: i.content_disposition.clone(),
