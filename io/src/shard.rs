@@ -471,6 +471,21 @@ impl Shard {
             _lock: lock,
         });
 
+        // The journal is scanned before the snapshot is trusted or discarded: whether a bad or
+        // missing snapshot can be survived depends on the journal still holding every entry.
+        let scan = format::scan_journal(&jimage);
+        let has_volumes = std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with("vol-"))
+            })
+            .unwrap_or(false);
+        // Replaying the journal alone rebuilds everything only if it starts at the first entry.
+        let journal_is_complete = match scan.entries.first() {
+            Some((lsn, _)) => *lsn == 1,
+            None => !has_volumes,
+        };
+
         // Snapshot.
         let mut applied_lsn = 0u64;
         let mut snapshot_bad = false;
@@ -499,6 +514,13 @@ impl Shard {
                     }
                     shard.apply_changes(changes);
                 }
+                Err(e) if !journal_is_complete => {
+                    return Err(Error::corrupt(format!(
+                        "index snapshot {} is corrupt ({e}) and the journal no longer holds every entry: refusing to \
+                         start rather than serve an incomplete index (volumes, journal and snapshot are untouched)",
+                        spath.display()
+                    )));
+                }
                 Err(e) => {
                     // Keep the bad file for forensics and reclaim nothing at this open: volumes
                     // the lost snapshot referenced must not look dead and be removed.
@@ -508,12 +530,18 @@ impl Shard {
                     tracing::error!(dir = %dir.display(), error = %e, kept = %keep.display(), "ignoring bad index snapshot; replaying the whole journal");
                 }
             },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !journal_is_complete => {
+                return Err(Error::corrupt(format!(
+                    "index snapshot {} is missing and the journal no longer holds every entry: refusing to start \
+                     rather than serve an incomplete index (volumes and journal are untouched)",
+                    spath.display()
+                )));
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(format!("read {}", spath.display()), e)),
         }
 
         // Journal replay.
-        let scan = format::scan_journal(&jimage);
         let mut next_lsn = applied_lsn + 1;
         let mut replayed = 0u64;
         for (lsn, entry) in scan.entries {

@@ -589,20 +589,21 @@ fn snapshot_plus_journal_replay() {
         want.extend(gen(55, 3000));
         assert_eq!(read_all(&shard, &j).await, want);
     });
-    // A bad snapshot is set aside; open works with what the journal holds (the 10 puts made
-    // after the checkpoint), and no volume is removed as "dead" on the strength of the
-    // incomplete index.
+    // A bad snapshot whose entries the journal no longer holds (it was trimmed at the
+    // checkpoint): open refuses rather than serve an incomplete index, and touches nothing.
     let vols_before = volume_files(dir.path());
     flip_byte(&dir.path().join("index.snap"), 40);
     rt(async {
-        let shard = Shard::open(dir.path(), cfg()).await.unwrap();
-        assert_eq!(shard.stats().objects, 10);
-        assert_eq!(
-            read_all(&shard, &shard.get("b", "k55").unwrap()).await,
-            gen(55, 3000)
-        );
+        match Shard::open(dir.path(), cfg()).await {
+            Err(bale_io::Error::Corrupt { context }) => {
+                assert!(context.contains("refusing to start"), "{context}")
+            }
+            Err(e) => panic!("unexpected error: {e}"),
+            Ok(_) => panic!("opened a shard with a corrupt snapshot and a trimmed journal"),
+        }
     });
-    assert!(dir.path().join("index.snap.bad").exists());
+    assert!(dir.path().join("index.snap").exists());
+    assert!(!dir.path().join("index.snap.bad").exists());
     assert_eq!(volume_files(dir.path()), vols_before);
 }
 
