@@ -517,6 +517,26 @@ pub fn scan_journal(b: &[u8]) -> JournalScan {
     }
 }
 
+/// After a bad frame at `from`, the offset of any later frame that is whole, CRC-valid and
+/// decodable. A torn tail has none (appends only ever extend the file); finding one means the
+/// damage is in the middle of the journal, where truncating would drop acknowledged entries.
+/// Cost: one CRC over each candidate whose length field fits; only runs after damage is found.
+pub fn valid_frame_after(b: &[u8], from: usize) -> Option<usize> {
+    let mut pos = from + 1;
+    while pos + 8 <= b.len() {
+        let len = u32::from_le_bytes(b[pos..pos + 4].try_into().unwrap());
+        if len != 0 && len <= MAX_JOURNAL_ENTRY_BYTES && b.len() - pos - 8 >= len as usize {
+            let crc = u32::from_le_bytes(b[pos + 4..pos + 8].try_into().unwrap());
+            let payload = &b[pos + 8..pos + 8 + len as usize];
+            if crc32c::crc32c(payload) == crc && decode_journal_payload(payload).is_some() {
+                return Some(pos);
+            }
+        }
+        pos += 1;
+    }
+    None
+}
+
 /// Snapshot header: magic, version, next_seq, applied_lsn, object count.
 pub fn encode_snapshot_header(out: &mut Vec<u8>, next_seq: u64, applied_lsn: u64, objects: u64) {
     let mut w = Enc(out);

@@ -474,6 +474,17 @@ impl Shard {
         // The journal is scanned before the snapshot is trusted or discarded: whether a bad or
         // missing snapshot can be survived depends on the journal still holding every entry.
         let scan = format::scan_journal(&jimage);
+        if scan.tail_error.is_some() {
+            if let Some(at) = format::valid_frame_after(&jimage, scan.valid_bytes as usize) {
+                return Err(Error::corrupt(format!(
+                    "journal {} is damaged at byte {} but valid entries follow at byte {}: refusing to start, \
+                     because cutting it there would drop acknowledged writes (volumes and journal are untouched)",
+                    jpath.display(),
+                    scan.valid_bytes,
+                    at
+                )));
+            }
+        }
         let has_volumes = std::fs::read_dir(dir)
             .map(|rd| {
                 rd.flatten()
