@@ -177,7 +177,8 @@ async fn handle(
     // shared so it can be drained afterwards: closing with unread body bytes makes the kernel
     // send a RST, and clients that stream without `Expect: 100-continue` (aws-sdk-rust,
     // aws-sdk-cpp, curl) then lose the error response. GETs and empty bodies skip this.
-    let drainable = has_body(&req) && !expects_continue(req.headers());
+    let drainable = has_body(&req);
+    let continue_expected = expects_continue(req.headers());
     let chunked = is_aws_chunked(req.headers());
     let (parts, body) = req.into_parts();
     let (body, shared) = if drainable {
@@ -208,8 +209,29 @@ async fn handle(
             internal_error_xml()
         }
     };
+    let mut resp = resp;
     if let Some(sh) = shared {
-        drain(&sh).await;
+        if continue_expected {
+            // The client waits for 100-continue before sending its body, but may send it
+            // anyway after its own timeout: if the body was not read, the connection cannot
+            // be reused safely (the late body would be parsed as the next request).
+            let unread = sh
+                .lock()
+                .expect("body lock poisoned")
+                .as_ref()
+                .is_some_and(|b| {
+                    use http_body::Body as _;
+                    !b.is_end_stream()
+                });
+            if unread {
+                resp.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+        } else {
+            drain(&sh).await;
+        }
     }
     Ok(resp)
 }
