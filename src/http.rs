@@ -201,8 +201,24 @@ async fn handle(
     let resp = match AssertUnwindSafe(svc.call(req)).catch_unwind().await {
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => {
-            tracing::error!(error = ?e, "request failed inside s3s");
-            internal_error_xml()
+            let body_cut_short = shared.as_ref().is_some_and(|sh| {
+                use http_body::Body as _;
+                sh.lock()
+                    .expect("body lock poisoned")
+                    .as_ref()
+                    .is_some_and(|b| !b.is_end_stream())
+            });
+            if body_cut_short {
+                tracing::debug!(error = ?e, "request body ended early");
+                error_xml(
+                    http::StatusCode::BAD_REQUEST,
+                    "IncompleteBody",
+                    "You did not provide the number of bytes specified by the Content-Length HTTP header.",
+                )
+            } else {
+                tracing::error!(error = ?e, "request failed inside s3s");
+                internal_error_xml()
+            }
         }
         Err(_) => {
             tracing::error!("panic while serving a request; answered 500, connection kept");

@@ -38,10 +38,14 @@ pub fn prepare(dirs: &[PathBuf], default_shards_per_dir: u32) -> anyhow::Result<
     for (i, dir) in dirs.iter().enumerate() {
         fs::create_dir_all(dir)
             .with_context(|| format!("cannot create data directory {}", dir.display()))?;
-        let probe = dir.join(".bale-write-probe");
-        fs::write(&probe, b"probe")
-            .with_context(|| format!("data directory {} is not writable", dir.display()))?;
-        let _ = fs::remove_file(&probe);
+        // Checked without writing: a full disk must still start (reads and deletes work).
+        let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+            .with_context(|| format!("data directory {} has a NUL in its name", dir.display()))?;
+        // SAFETY: c is a valid NUL-terminated path.
+        if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+            let e = std::io::Error::last_os_error();
+            anyhow::bail!("data directory {} is not writable: {e}", dir.display());
+        }
         let path = dir.join(LAYOUT_FILE);
         let layout = if path.exists() {
             let text = fs::read_to_string(&path)

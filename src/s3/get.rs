@@ -228,6 +228,13 @@ pub async fn get_object(
     req: S3Request<GetObjectInput>,
 ) -> S3Result<S3Response<GetObjectOutput>> {
     let i = req.input;
+    check_overrides([
+        i.response_content_type.as_ref(),
+        i.response_content_encoding.as_ref(),
+        i.response_content_language.as_ref(),
+        i.response_content_disposition.as_ref(),
+        i.response_cache_control.as_ref(),
+    ])?;
     let r = ReadReq {
         if_match: i.if_match,
         if_none_match: i.if_none_match,
@@ -294,6 +301,13 @@ pub async fn head_object(
     req: S3Request<HeadObjectInput>,
 ) -> S3Result<S3Response<HeadObjectOutput>> {
     let i = req.input;
+    check_overrides([
+        i.response_content_type.as_ref(),
+        i.response_content_encoding.as_ref(),
+        i.response_content_language.as_ref(),
+        i.response_content_disposition.as_ref(),
+        i.response_cache_control.as_ref(),
+    ])?;
     let r = ReadReq {
         if_match: i.if_match,
         if_none_match: i.if_none_match,
@@ -357,6 +371,19 @@ pub async fn head_object(
         resp.status = Some(http::StatusCode::PARTIAL_CONTENT);
     }
     Ok(resp)
+}
+
+/// `response-*` overrides become response headers: refuse values a header cannot carry.
+fn check_overrides(vals: [Option<&String>; 5]) -> S3Result<()> {
+    for v in vals.into_iter().flatten() {
+        if http::HeaderValue::from_str(v).is_err() {
+            return Err(s3_error!(
+                InvalidArgument,
+                "A response-* override holds characters a header cannot carry"
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub fn parse_http_date(s: &str) -> Option<Timestamp> {
