@@ -517,6 +517,24 @@ pub fn scan_journal(b: &[u8]) -> JournalScan {
     }
 }
 
+/// Whether `b[from..]` holds a run of at least 512 zero bytes: the mark of a write that never
+/// reached the disk (sectors read back as zeros), as opposed to flipped bits.
+pub fn has_zero_sector(b: &[u8], from: usize) -> bool {
+    const RUN: usize = 512;
+    let mut run = 0usize;
+    for x in &b[from.min(b.len())..] {
+        if *x == 0 {
+            run += 1;
+            if run >= RUN {
+                return true;
+            }
+        } else {
+            run = 0;
+        }
+    }
+    false
+}
+
 /// After a bad frame at `from`, the offset of any later frame that is whole, CRC-valid and
 /// decodable. A torn tail has none (appends only ever extend the file); finding one means the
 /// damage is in the middle of the journal, where truncating would drop acknowledged entries.

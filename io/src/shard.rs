@@ -475,7 +475,14 @@ impl Shard {
         // missing snapshot can be survived depends on the journal still holding every entry.
         let scan = format::scan_journal(&jimage);
         if scan.tail_error.is_some() {
-            if let Some(at) = format::valid_frame_after(&jimage, scan.valid_bytes as usize) {
+            let bad = scan.valid_bytes as usize;
+            let later = format::valid_frame_after(&jimage, bad);
+            // A power loss during the last, unacknowledged journal write can leave whole
+            // sectors unwritten (read back as zeros) with later sectors of the same write on
+            // disk: that is a torn tail and is cut. Anything else followed by valid frames is
+            // damage to acknowledged entries.
+            let torn_write = later.is_some_and(|at| format::has_zero_sector(&jimage[..at], bad));
+            if let Some(at) = later.filter(|_| !torn_write) {
                 return Err(Error::corrupt(format!(
                     "journal {} is damaged at byte {} but valid entries follow at byte {}: refusing to start, \
                      because cutting it there would drop acknowledged writes (volumes and journal are untouched)",
