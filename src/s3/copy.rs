@@ -148,24 +148,15 @@ pub async fn copy_object(
         return Err(s3_error!(InvalidRequest, "The specified copy source is larger than the maximum allowable size for a copy source: 5368709120"));
     }
     let mut meta = if replace {
-        ObjMeta {
-            content_type: Some(
-                i.content_type
-                    .clone()
-                    .unwrap_or_else(|| super::put::DEFAULT_CONTENT_TYPE.to_string()),
-            ),
-            content_encoding: i.content_encoding.clone(),
-            content_language: i.content_language.clone(),
-            content_disposition: i.content_disposition.clone(),
-            cache_control: i.cache_control.clone(),
-            expires: req
-                .headers
-                .get(http::header::EXPIRES)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string),
-            user: check_user_meta(&i.metadata)?,
-            ..Default::default()
-        }
+        ObjMeta::from_request(
+            &req.headers,
+            i.content_type.as_ref(),
+            i.content_encoding.as_ref(),
+            i.content_language.as_ref(),
+            i.content_disposition.as_ref(),
+            i.cache_control.as_ref(),
+            check_user_meta(&i.metadata)?,
+        )
     } else {
         let mut m = src.meta.clone();
         m.parts_count = None;

@@ -53,6 +53,36 @@ fn put_field(b: &mut BytesMut, tag: u8, v: &[u8]) -> Result<(), TooLarge> {
 }
 
 impl ObjMeta {
+    /// The metadata a write request sets (PutObject, CreateMultipartUpload, CopyObject with
+    /// REPLACE): standard headers, `Expires` as sent, user metadata; S3's default Content-Type.
+    pub fn from_request(
+        headers: &http::HeaderMap,
+        content_type: Option<&String>,
+        content_encoding: Option<&String>,
+        content_language: Option<&String>,
+        content_disposition: Option<&String>,
+        cache_control: Option<&String>,
+        user: Vec<(String, String)>,
+    ) -> ObjMeta {
+        ObjMeta {
+            content_type: Some(
+                content_type
+                    .cloned()
+                    .unwrap_or_else(|| super::put::DEFAULT_CONTENT_TYPE.to_string()),
+            ),
+            content_encoding: content_encoding.cloned(),
+            content_language: content_language.cloned(),
+            content_disposition: content_disposition.cloned(),
+            cache_control: cache_control.cloned(),
+            expires: headers
+                .get(http::header::EXPIRES)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            user,
+            ..Default::default()
+        }
+    }
+
     pub fn encode(&self) -> Result<Bytes, TooLarge> {
         let mut b = BytesMut::with_capacity(64 + self.etag.len());
         b.put_u8(VERSION);

@@ -81,24 +81,15 @@ pub async fn create(
     if !s.buckets.exists(&i.bucket) {
         return Err(no_such_bucket(&i.bucket));
     }
-    let meta = ObjMeta {
-        content_type: Some(
-            i.content_type
-                .clone()
-                .unwrap_or_else(|| super::put::DEFAULT_CONTENT_TYPE.to_string()),
-        ),
-        content_encoding: i.content_encoding.clone(),
-        content_language: i.content_language.clone(),
-        content_disposition: i.content_disposition.clone(),
-        cache_control: i.cache_control.clone(),
-        expires: req
-            .headers
-            .get(http::header::EXPIRES)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
-        user: check_user_meta(&i.metadata)?,
-        ..Default::default()
-    };
+    let meta = ObjMeta::from_request(
+        &req.headers,
+        i.content_type.as_ref(),
+        i.content_encoding.as_ref(),
+        i.content_language.as_ref(),
+        i.content_disposition.as_ref(),
+        i.cache_control.as_ref(),
+        check_user_meta(&i.metadata)?,
+    );
     let enc = meta
         .encode()
         .map_err(|_| s3_error!(MetadataTooLarge, "metadata too large"))?;

@@ -394,24 +394,15 @@ pub async fn put_object(
         req.trailing_headers,
     )?;
     let cond = write_cond(i.if_match, i.if_none_match)?;
-    let mut meta = ObjMeta {
-        content_type: Some(
-            i.content_type
-                .clone()
-                .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_string()),
-        ),
-        content_encoding: i.content_encoding.clone(),
-        content_language: i.content_language.clone(),
-        content_disposition: i.content_disposition.clone(),
-        cache_control: i.cache_control.clone(),
-        expires: req
-            .headers
-            .get(http::header::EXPIRES)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
-        user: check_user_meta(&i.metadata)?,
-        ..Default::default()
-    };
+    let mut meta = ObjMeta::from_request(
+        &req.headers,
+        i.content_type.as_ref(),
+        i.content_encoding.as_ref(),
+        i.content_language.as_ref(),
+        i.content_disposition.as_ref(),
+        i.cache_control.as_ref(),
+        check_user_meta(&i.metadata)?,
+    );
     let (bucket, key, body) = (i.bucket, i.key, i.body);
     let shard_id = s.topo.shard_for(&bucket, &key);
     let done = on_shard(&s.topo, shard_id, move |shard: Rc<Shard>| async move {
