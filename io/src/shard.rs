@@ -18,7 +18,7 @@ use futures::channel::{mpsc, oneshot};
 use futures::StreamExt;
 
 use crate::buf::{round_down_u64, round_up, round_up_u64, AlignedBuf};
-use crate::cache::Cache;
+use crate::cache::{self, Cache};
 use crate::error::{Error, Result};
 use crate::format::{
     self, decode_record_header, encode_journal_entry, encode_record_head, encode_record_trailer,
@@ -43,6 +43,8 @@ const AUTO_CHECKPOINT_JOURNAL_BYTES: u64 = 64 << 20;
 const COMPACT_COMMIT_GROUP: usize = 256;
 /// Snapshot writes and compaction/scrub I/O go in chunks of this size.
 const CHUNK_BYTES: u64 = 1 << 20;
+/// Reads spanning at most this many checksum blocks of one extent go through the block cache.
+const CACHED_SPAN_MAX_BLOCKS: u64 = 4;
 /// Largest single read (guards against absurd caller lengths).
 const MAX_READ_BYTES: u64 = 64 << 20;
 
@@ -694,45 +696,43 @@ impl Shard {
                 end - offset
             )));
         }
-        // Whole small objects are cached. A miss for part of a larger cacheable object reads only
-        // the range (and does not fill the cache) unless the object is a few blocks at most.
+        // Whole small objects are cached whole; every other read (part of a larger object) goes
+        // through the per-block cache, one entry per checksum block, so a warm ranged read costs
+        // what a warm small GET costs.
+        let has_cache = self.cache.borrow().is_some();
         let whole_or_small =
             (offset == 0 && end == obj.size) || obj.size <= 4 * self.cfg.block_bytes as u64;
-        let cacheable =
-            obj.size <= self.cfg.cache_max_object_bytes && self.cache.borrow().is_some();
-        if cacheable {
+        if has_cache && obj.size <= self.cfg.cache_max_object_bytes && whole_or_small {
             let hit = self
                 .cache
                 .borrow_mut()
                 .as_mut()
-                .and_then(|c| c.get(obj.seq));
+                .and_then(|c| c.get((obj.seq, cache::WHOLE)));
             if let Some(b) = hit {
                 self.cache_hits.set(self.cache_hits.get() + 1);
                 return Ok(Bytes::slice(&b, offset as usize..end as usize));
             }
             self.cache_misses.set(self.cache_misses.get() + 1);
-            if !whole_or_small {
-                return self.read_range(obj, offset, end).await;
-            }
-            let whole = self.read_range(obj, 0, obj.size).await?;
+            let whole = self.read_range(obj, 0, obj.size, false).await?;
             if let Some(c) = self.cache.borrow_mut().as_mut() {
-                c.insert(obj.seq, whole.clone());
+                c.insert((obj.seq, cache::WHOLE), whole.clone());
             }
             return Ok(Bytes::slice(&whole, offset as usize..end as usize));
         }
-        self.read_range(obj, offset, end).await
+        self.read_range(obj, offset, end, has_cache).await
     }
 
-    async fn read_range(&self, obj: &Object, offset: u64, end: u64) -> Result<Bytes> {
+    async fn read_range(&self, obj: &Object, offset: u64, end: u64, blocks: bool) -> Result<Bytes> {
         let mut parts: Vec<Bytes> = Vec::new();
         let mut ext_start = 0u64;
-        for ext in &obj.extents {
+        for (i, ext) in obj.extents.iter().enumerate() {
             let ext_end = ext_start + ext.len;
             // (zero-length extents, e.g. an empty multipart part, hold no bytes to read)
             if ext.len > 0 && ext_end > offset && ext_start < end {
                 let lo = offset.max(ext_start) - ext_start;
                 let hi = end.min(ext_end) - ext_start;
-                parts.push(self.read_extent(ext, lo, hi).await?);
+                let cached = blocks.then_some((obj.seq, i));
+                parts.push(self.read_extent(ext, lo, hi, cached).await?);
             }
             if ext_end >= end {
                 break;
@@ -751,12 +751,30 @@ impl Shard {
     }
 
     /// Read `[lo, hi)` of one extent's data: one aligned read covering whole checksum blocks.
-    async fn read_extent(&self, ext: &Extent, lo: u64, hi: u64) -> Result<Bytes> {
+    ///
+    /// With `cached = Some((seq, extent_index))` and a span of at most
+    /// [`CACHED_SPAN_MAX_BLOCKS`] blocks, the blocks come from the block cache when all of them
+    /// are there, and fill it after a read otherwise (longer reads are streams: they bypass it).
+    async fn read_extent(
+        &self,
+        ext: &Extent,
+        lo: u64,
+        hi: u64,
+        cached: Option<(u64, usize)>,
+    ) -> Result<Bytes> {
         assert!(lo < hi && hi <= ext.len);
         let bb = ext.block_bytes as u64;
-        let align = self.cfg.align_bytes as u64;
         let b0 = lo / bb;
         let b1 = hi.div_ceil(bb);
+        let cached = cached.filter(|_| b1 - b0 <= CACHED_SPAN_MAX_BLOCKS);
+        if let Some((seq, ei)) = cached {
+            if let Some(b) = self.cached_blocks(seq, ei, b0, b1, lo - b0 * bb, hi - b0 * bb) {
+                self.cache_hits.set(self.cache_hits.get() + 1);
+                return Ok(b);
+            }
+            self.cache_misses.set(self.cache_misses.get() + 1);
+        }
+        let align = self.cfg.align_bytes as u64;
         let file_lo = ext.data_offset + b0 * bb;
         let file_hi = ext.data_offset + (b1 * bb).min(ext.len);
         let a_lo = round_down_u64(file_lo, align);
@@ -800,9 +818,55 @@ impl Shard {
             }
         }
         let bytes = buf.into_bytes();
+        if let Some((seq, ei)) = cached {
+            if let Some(c) = self.cache.borrow_mut().as_mut() {
+                for b in b0..b1 {
+                    let s = (file_lo - a_lo + (b - b0) * bb) as usize;
+                    let e = (s as u64 + bb.min(ext.len - b * bb)) as usize;
+                    // One block: share the read buffer (it is the block plus alignment slack).
+                    // Several: copy, so one cached block never pins its neighbours' bytes.
+                    let block = if b1 - b0 == 1 {
+                        Bytes::slice(&bytes, s..e)
+                    } else {
+                        Bytes::copy_from_slice(&bytes[s..e])
+                    };
+                    c.insert(cache::block_key(seq, ei, b), block);
+                }
+            }
+        }
         let s = (ext.data_offset + lo - a_lo) as usize;
         let e = (ext.data_offset + hi - a_lo) as usize;
         Ok(Bytes::slice(&bytes, s..e))
+    }
+
+    /// `[rel_lo, rel_hi)` (relative to the start of block `b0`) from blocks `b0..b1` of one
+    /// extent when every one of them is cached; `None` on any miss.
+    fn cached_blocks(
+        &self,
+        seq: u64,
+        ei: usize,
+        b0: u64,
+        b1: u64,
+        rel_lo: u64,
+        rel_hi: u64,
+    ) -> Option<Bytes> {
+        let mut guard = self.cache.borrow_mut();
+        let c = guard.as_mut()?;
+        if b1 - b0 == 1 {
+            let blk = c.get(cache::block_key(seq, ei, b0))?;
+            return Some(Bytes::slice(&blk, rel_lo as usize..rel_hi as usize));
+        }
+        let bb = self.cfg.block_bytes as u64;
+        let mut out = BytesMut::with_capacity((rel_hi - rel_lo) as usize);
+        for b in b0..b1 {
+            let blk = c.get(cache::block_key(seq, ei, b))?;
+            let start = (b - b0) * bb;
+            let lo = rel_lo.saturating_sub(start).min(blk.len() as u64) as usize;
+            let hi = (rel_hi - start).min(blk.len() as u64) as usize;
+            out.extend_from_slice(&blk[lo..hi]);
+        }
+        debug_assert_eq!(out.len() as u64, rel_hi - rel_lo);
+        Some(out.freeze())
     }
 
     /// Start a PUT of exactly `size_bytes`: reserves the record's whole span in the active volume.
@@ -1945,7 +2009,7 @@ impl Shard {
                 let mut lo = 0u64;
                 while lo < ext.len && !bad {
                     let hi = (lo + step).min(ext.len);
-                    match self.read_extent(ext, lo, hi).await {
+                    match self.read_extent(ext, lo, hi, None).await {
                         Ok(_) => {}
                         Err(Error::Corrupt { .. }) => bad = true,
                         Err(e) => return Err(e),

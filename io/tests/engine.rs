@@ -803,6 +803,79 @@ fn cache_hits_and_invalidation() {
 }
 
 #[test]
+fn ranged_reads_of_big_objects_use_the_block_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    rt(async {
+        let c = EngineConfig {
+            cache_bytes: 4 << 20,
+            cache_max_object_bytes: 64 * 1024,
+            ..cfg()
+        };
+        let shard = Shard::open(dir.path(), c).await.unwrap();
+        // a two-part object: extent 0 is 1 MiB + 5 bytes, extent 1 is 300,000 bytes
+        let p0 = gen(7, (1 << 20) + 5);
+        let p1 = gen(8, 300_000);
+        put(&shard, "mp", "p0", &p0, 65536).await.unwrap();
+        put(&shard, "mp", "p1", &p1, 65536).await.unwrap();
+        let parts = [
+            ("mp".to_string(), "p0".to_string()),
+            ("mp".into(), "p1".into()),
+        ];
+        let o = shard
+            .compose("b", "big", &parts, Bytes::new(), Expect::Any, true)
+            .await
+            .unwrap();
+        let want = [p0.clone(), p1.clone()].concat();
+        let ranges = [
+            (0u64, 4096u64),            // first block of extent 0
+            (16_380, 10),               // straddles blocks 0 and 1
+            (500_000, 4096),            // middle
+            ((1 << 20) - 100, 200),     // across the extent boundary
+            ((1 << 20) + 5, 4096),      // first block of extent 1
+            (want.len() as u64 - 8, 8), // footer
+        ];
+        let mut misses = 0;
+        for &(off, len) in &ranges {
+            let got = shard.read(&o, off, len).await.unwrap();
+            assert_eq!(
+                &got[..],
+                &want[off as usize..(off + len) as usize],
+                "cold {off}+{len}"
+            );
+            misses = shard.stats().cache_misses;
+        }
+        let hits_before = shard.stats().cache_hits;
+        for &(off, len) in &ranges {
+            let got = shard.read(&o, off, len).await.unwrap();
+            assert_eq!(
+                &got[..],
+                &want[off as usize..(off + len) as usize],
+                "warm {off}+{len}"
+            );
+        }
+        let st = shard.stats();
+        assert_eq!(
+            st.cache_misses, misses,
+            "the second pass reads nothing from disk"
+        );
+        // one hit per extent touched: the boundary range touches two
+        assert_eq!(st.cache_hits - hits_before, ranges.len() as u64 + 1);
+        // a long read bypasses the block cache and still returns the right bytes
+        let got = shard.read(&o, 100, 900_000).await.unwrap();
+        assert_eq!(&got[..], &want[100..900_100]);
+        assert_eq!(shard.stats().cache_misses, misses);
+        // an overwrite is a new version: nothing of the old one is served
+        let o2 = put(&shard, "b", "big", &gen(9, 200_000), 65536)
+            .await
+            .unwrap();
+        assert_eq!(
+            &shard.read(&o2, 0, 4096).await.unwrap()[..],
+            &gen(9, 200_000)[..4096]
+        );
+    });
+}
+
+#[test]
 fn scrub_clean_shard() {
     let dir = tempfile::tempdir().unwrap();
     rt(async {
