@@ -87,6 +87,12 @@ pub struct ServeArgs {
     #[arg(long, env = "BALE_NO_FAST_PATH")]
     pub no_fast_path: bool,
 
+    /// After a request starts or ends, keep the core polling (not sleeping) for this many µs,
+    /// so the next request does not pay a sleeping vCPU's wake-up; costs that much CPU per
+    /// idle gap (0 = off). See docs/adr/0006-read-path.md.
+    #[arg(long, env = "BALE_SPIN_US", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub spin_us: u64,
+
     /// Requests served at once per core; more get 503 SlowDown.
     #[arg(long, env = "BALE_MAX_INFLIGHT_PER_CORE", default_value_t = 1024)]
     pub max_inflight_per_core: usize,

@@ -119,6 +119,17 @@ async fn handle(
     max_inflight: usize,
     req: http::Request<Incoming>,
 ) -> Result<http::Response<s3s::Body>, Infallible> {
+    crate::spin::kick();
+    let resp = handle_inner(h, max_inflight, req).await;
+    crate::spin::kick();
+    resp
+}
+
+async fn handle_inner(
+    h: Handlers,
+    max_inflight: usize,
+    req: http::Request<Incoming>,
+) -> Result<http::Response<s3s::Body>, Infallible> {
     let Some(_slot) = InflightGuard::try_new(max_inflight) else {
         tracing::warn!(
             max_inflight,

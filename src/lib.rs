@@ -14,3 +14,4 @@ pub mod layout;
 pub mod router;
 pub mod runtime;
 pub mod s3;
+pub mod spin;

@@ -155,6 +155,10 @@ async fn core_main(setup: CoreSetup) {
     };
     let _ = ready.send(Ok(()));
 
+    if args.spin_us > 0 {
+        monoio::spawn(crate::spin::run(Duration::from_micros(args.spin_us)));
+    }
+
     if args.compact_interval_s > 0 {
         let ratio = args.compact_ratio;
         let every = Duration::from_secs(args.compact_interval_s);

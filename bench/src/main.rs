@@ -250,6 +250,13 @@ struct LoadArgs {
     /// Write the objects as files DIR/bucket/key instead of PUTs (for nginx).
     #[arg(long)]
     files_dir: Option<std::path::PathBuf>,
+    /// Background-stream mode: PUT at this many objects per second in total (paced), cycling
+    /// over the object set (so later rounds overwrite: garbage for compaction) ...
+    #[arg(long, requires = "duration")]
+    rate: Option<f64>,
+    /// ... for this long (e.g. 30s); with --rate only.
+    #[arg(long, short = 'd', requires = "rate")]
+    duration: Option<String>,
 }
 
 /// Create a bucket; an existing one (409) is fine.
@@ -293,6 +300,19 @@ pub fn put_object(
         ));
     }
     Ok(r)
+}
+
+/// HEAD an object and verify the status and Content-Length.
+pub fn head_verified(c: &mut Client, bucket: &str, key: &str, size: u64) -> Result<u64, String> {
+    let path = format!("/{bucket}/{key}");
+    let r = c.send(&Req::new("HEAD", &path), &mut |_| {})?;
+    if r.status != 200 || r.content_length != Some(size) || r.body_len != 0 {
+        return Err(format!(
+            "HEAD {key}: status {} content-length {:?} body {} (want 200, {size}, 0)",
+            r.status, r.content_length, r.body_len
+        ));
+    }
+    Ok(0)
 }
 
 /// GET a whole object or a range and verify status, length, content-range and bytes.
@@ -380,6 +400,13 @@ fn cmd_load(a: LoadArgs) -> i32 {
     let finished = AtomicBool::new(false);
     let cpus = a.common.cpus();
     let t0 = Instant::now();
+    let stream_until = a
+        .duration
+        .as_deref()
+        .map(|d| t0 + parse_duration(d).expect("duration"));
+    let interval = a
+        .rate
+        .map(|r| Duration::from_secs_f64(a.concurrency.max(1) as f64 / r.max(1e-3)));
     let mut hist = Hist::new();
     std::thread::scope(|s| {
         let progress = s.spawn(|| {
@@ -407,11 +434,25 @@ fn cmd_load(a: LoadArgs) -> i32 {
                     let mut c = a.common.client();
                     let mut h = Hist::new();
                     let mut buf = Vec::new();
+                    let mut next_send = Instant::now();
                     loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= a.objects.count {
-                            break;
-                        }
+                        let n = next.fetch_add(1, Ordering::Relaxed);
+                        let i = match stream_until {
+                            Some(until) => {
+                                let iv = interval.expect("--rate comes with --duration");
+                                next_send += iv;
+                                let now = Instant::now();
+                                if next_send > now {
+                                    std::thread::sleep(next_send - now);
+                                }
+                                if Instant::now() >= until {
+                                    break;
+                                }
+                                n % a.objects.count.max(1)
+                            }
+                            None if n >= a.objects.count => break,
+                            None => n,
+                        };
                         let key = a.objects.key(i);
                         let size = ObjectSet::size_of(&sizes, i);
                         let t = Instant::now();
@@ -501,6 +542,13 @@ struct GetArgs {
     /// Align range offsets to this many bytes (1 = any offset).
     #[arg(long, default_value = "1")]
     range_align: String,
+    /// With --range: read the last bytes of each object (a Parquet-style footer) instead of
+    /// a random offset.
+    #[arg(long, requires = "range")]
+    footer: bool,
+    /// HEAD requests instead of GETs (status and Content-Length verified).
+    #[arg(long, conflicts_with = "range")]
+    head: bool,
     /// Open loop: this many requests per second in total, latency measured from each
     /// request's scheduled send time (no coordinated omission).
     #[arg(long)]
@@ -572,8 +620,11 @@ fn cmd_get(a: GetArgs) -> i32 {
                         let key = a.objects.key(i);
                         let size = ObjectSet::size_of(sizes, i);
                         let range = range_len.map(|l| {
-                            let max_off = (size - l) / align;
-                            let off = rng.below(max_off + 1) * align;
+                            let off = if a.footer {
+                                size - l
+                            } else {
+                                rng.below((size - l) / align + 1) * align
+                            };
                             (off, off + l - 1)
                         });
                         let sched = match (&mut next_send, interval) {
@@ -588,7 +639,12 @@ fn cmd_get(a: GetArgs) -> i32 {
                             }
                             _ => Instant::now(),
                         };
-                        match get_verified(&mut c, &a.common.bucket, &key, size, range) {
+                        let res = if a.head {
+                            head_verified(&mut c, &a.common.bucket, &key, size)
+                        } else {
+                            get_verified(&mut c, &a.common.bucket, &key, size, range)
+                        };
+                        match res {
                             Ok(n) => {
                                 if !warm {
                                     h.record(sched.elapsed(), n)
@@ -613,6 +669,8 @@ fn cmd_get(a: GetArgs) -> i32 {
     // wall time of the measured part: from the end of warm-up until the last thread finished
     let el = Instant::now().saturating_duration_since(start_at);
     let what = match range_len {
+        _ if a.head => format!("head c={conc}"),
+        Some(l) if a.footer => format!("get footer {} c={conc}", fmt_size(l)),
         Some(l) => format!("get range {} c={conc}", fmt_size(l)),
         None => format!(
             "get {} c={conc}",
@@ -630,6 +688,8 @@ fn cmd_get(a: GetArgs) -> i32 {
     meta["objects"] = a.objects.count.into();
     meta["size"] = a.objects.size.clone().into();
     meta["range"] = range_len.into();
+    meta["footer"] = a.footer.into();
+    meta["head"] = a.head.into();
     meta["rate"] = a.rate.into();
     meta["dist"] = (if a.dist == Dist::Zipf {
         "zipf"
