@@ -44,6 +44,9 @@ impl Hasher for KeyHasher {
 
 type KeyBuild = BuildHasherDefault<KeyHasher>;
 
+/// The ghost FIFO remembers at least this many evicted keys (more when the cache holds more).
+const GHOST_MIN_ENTRIES: usize = 4096;
+
 struct Entry {
     data: Bytes,
     /// Accesses since insertion (saturating at 3), as in S3-FIFO.
@@ -78,7 +81,7 @@ impl Cache {
             main: VecDeque::new(),
             ghost: VecDeque::new(),
             ghost_set: HashSet::default(),
-            ghost_capacity_entries: 4096,
+            ghost_capacity_entries: GHOST_MIN_ENTRIES,
         }
     }
 
@@ -163,7 +166,10 @@ impl Cache {
                 self.map.remove(&key);
                 self.ghost.push_back(key);
                 self.ghost_set.insert(key);
-                while self.ghost.len() > self.ghost_capacity_entries {
+                // S3-FIFO sizes the ghost like the cache itself (in entries), so a block of a
+                // big working set read uniformly is still remembered when it comes back.
+                let ghost_cap = self.ghost_capacity_entries.max(self.map.len());
+                while self.ghost.len() > ghost_cap {
                     if let Some(g) = self.ghost.pop_front() {
                         self.ghost_set.remove(&g);
                     }
@@ -226,6 +232,30 @@ mod tests {
         }
         c.remove(0);
         assert!(c.get((0, WHOLE)).is_none());
+    }
+
+    #[test]
+    fn uniform_working_set_that_fits_gets_warm() {
+        // 8000 blocks read uniformly at random, room for 10000: the small FIFO holds only 1000,
+        // so most blocks reach main through a hit in small or the ghost on a later access.
+        let mut c = Cache::new(10_000 * 100);
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut hits_late = 0;
+        for i in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let k = block_key(1, 0, x % 8000);
+            let hit = c.get(k).is_some();
+            if !hit {
+                c.insert(k, Bytes::from(vec![0u8; 100]));
+            }
+            if i >= 190_000 && hit {
+                hits_late += 1;
+            }
+            assert!(c.used_bytes() <= 1_000_000);
+        }
+        assert!(hits_late > 9_500, "hit rate after warm-up: {hits_late}/10000");
     }
 
     #[test]
