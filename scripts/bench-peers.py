@@ -6,7 +6,8 @@ directory on stdout when done. Every bale-bench call is recorded (exact command 
 under the run directory; scripts/bench-report.py turns that into bench/RESULTS.md.
 
 Servers (all on 127.0.0.1, free ports, fresh data directories):
-  bale            target/release/bale serve
+  bale            target/release/bale serve (--cache-mb 2048, compaction every 1 s at 5 % garbage)
+  bale-spin       the same with --spin-us 50 (spin before park; not in the default list)
   seaweedfs       weed server -filer -s3 (master + volume + filer + s3 gateway in one process)
   s3s-fs          the shipped s3s-fs 0.14.1 binary (no TCP_NODELAY)
   s3s-fs-nodelay  the s3s-fs 0.14.1 library behind a TCP_NODELAY listener
@@ -151,7 +152,7 @@ class Server:
                 self.proc.wait()
         self.proc = None
 
-    def restart_cold(self):
+    def restart_cold(self, cache_off=False):
         self.stop()
         dropped = drop_caches()
         self.start()
@@ -165,13 +166,22 @@ class Server:
 
 
 class Bale(Server):
-    def __init__(self, name, work, cpus, cores):
+    def __init__(self, name, work, cpus, cores, cache_mb, extra):
         super().__init__(name, work, cpus)
         self.cores = cores
+        self.cache_mb = cache_mb
+        self.extra = extra
+        self.cache_off = False
 
     def cmd(self):
         return [BALE, "serve", "--listen", f"127.0.0.1:{self.port}", "--data", self.data,
-                "--cores", str(self.cores), "--access-key", AK, "--secret-key", SK]
+                "--cores", str(self.cores), "--access-key", AK, "--secret-key", SK, *self.extra,
+                "--cache-mb", "0" if self.cache_off else str(self.cache_mb)]
+
+    def restart_cold(self, cache_off=False):
+        """cache_off: restart with the object cache turned off (every read goes to the disk)."""
+        self.cache_off = cache_off
+        return super().restart_cold()
 
     def ready(self):
         try:
@@ -294,8 +304,10 @@ class Runner:
 
 def datasets(quick):
     if quick:
-        return {"4k": ("s4k/", 500, "4k"), "64k": ("s64k/", 200, "64k"), "8m": ("b8m/", 8, "8m")}
-    return {"4k": ("s4k/", 5000, "4k"), "64k": ("s64k/", 2000, "64k"), "8m": ("b8m/", 64, "8m")}
+        return {"4k": ("s4k/", 500, "4k"), "64k": ("s64k/", 200, "64k"), "8m": ("b8m/", 8, "8m"),
+                "64m": ("b64m/", 2, "64m")}
+    return {"4k": ("s4k/", 5000, "4k"), "64k": ("s64k/", 2000, "64k"), "8m": ("b8m/", 64, "8m"),
+            "64m": ("b64m/", 8, "64m")}
 
 
 def objset(ds):
@@ -315,7 +327,7 @@ def run_server(run, s, a):
     try:
         # load (PUT throughput); nginx gets files written directly
         for name, d in ds.items():
-            conc = "4" if name == "8m" else "8"
+            conc = "4" if name in ("8m", "64m") else "8"
             extra = ["--files-dir", s.data] if files else []
             run.bench(s, "load", [*objset(d), "-c", conc, *extra], f"put-{name}")
         if not files:
@@ -325,16 +337,28 @@ def run_server(run, s, a):
         s.probe_prefix = ds["4k"][0]
         info["footprint"] = s.footprint()
         info["logical_bytes"] = sum(int(n) * parse_size(sz) for _, n, sz in ds.values())
-        # warm-up: read everything once (not recorded)
-        for name, d in ds.items():
+        # warm-up (not recorded): read every small object; ranged reads of the big objects for a
+        # while (a server caches what is read: bale per 16 KiB block, nginx per page)
+        for name in ("4k", "64k"):
+            d = ds[name]
             run.bench(s, "get", [*objset(d), "-c", "16", "--requests", str(d[1] * 2)], f"warmup-{name}")
+        warm_s = "2s" if quick else "15s"
+        for name in ("8m", "64m"):
+            run.bench(s, "get", [*objset(ds[name]), "--range", "4k", "-c", "16", "-d", warm_s], f"warmup-{name}")
         scen = []
         for c in a.conc:
             scen.append((f"get-4k-c{c}", [*objset(ds["4k"]), "-c", str(c), "-d", dur]))
         for c in a.conc:
+            scen.append((f"head-4k-c{c}", [*objset(ds["4k"]), "--head", "-c", str(c), "-d", dur]))
+        for c in a.conc:
             scen.append((f"get-64k-c{c}", [*objset(ds["64k"]), "-c", str(c), "-d", dur]))
         for c in a.conc:
             scen.append((f"range-4k-in-8m-c{c}", [*objset(ds["8m"]), "--range", "4k", "-c", str(c), "-d", dur]))
+        for c in a.conc:
+            scen.append((f"range-4k-in-64m-c{c}", [*objset(ds["64m"]), "--range", "4k", "-c", str(c), "-d", dur]))
+        for c in a.conc:
+            scen.append((f"footer-64k-in-8m-c{c}", [*objset(ds["8m"]), "--range", "64k", "--footer", "-c", str(c),
+                                                   "-d", dur]))
         for r in range(a.repeats):
             for tag, args in scen:
                 run.bench(s, "get", [*args, "--seed", str(r + 1)], f"{tag}-r{r + 1}")
@@ -342,9 +366,19 @@ def run_server(run, s, a):
                 run.bench(s, "milvus", [*milvus, "--phases", "load,search", "--search-duration", dur,
                                         "--search-concurrency", "16", "--seed", str(r + 1)],
                           f"milvus-warm-r{r + 1}", bucket=MILVUS_BUCKET)
+        if isinstance(s, Bale):
+            mixed(run, s, a, ds, dur)
         if not a.no_cold:
             n4k = 200 if quick else 500  # first reads after a restart with the page cache dropped
             for r in range(a.repeats):
+                # c=32 on the device: bale with its cache off, the others right after a restart
+                # with the page cache dropped (their page cache fills as they go)
+                info["cold_dropped_cache"] = s.restart_cold(cache_off=True)
+                run.bench(s, "get", [*objset(ds["4k"]), "-c", "32", "--requests", str(n4k * 8), "--seed",
+                                     str(200 + r)], f"cold-get-4k-c32-r{r + 1}")
+                s.restart_cold()
+                run.bench(s, "get", [*objset(ds["64m"]), "--range", "4k", "-c", "1", "--requests", str(n4k),
+                                     "--seed", str(100 + r)], f"cold-range-4k-in-64m-c1-r{r + 1}")
                 info["cold_dropped_cache"] = s.restart_cold()
                 run.bench(s, "get", [*objset(ds["4k"]), "-c", "1", "--requests", str(n4k), "--seed", str(100 + r)],
                           f"cold-get-4k-c1-r{r + 1}")
@@ -358,6 +392,46 @@ def run_server(run, s, a):
     finally:
         s.stop()
     return info
+
+
+def mixed(run, s, a, ds, dur):
+    """GET 4 KiB at c=16 while a paced PUT stream overwrites the 64 KiB set at 30 % of the PUT
+    rate measured in the load phase (overwrites make garbage; bale runs with compaction every
+    second at a 5 % garbage ratio, so compaction runs too). Compared with get-4k-c16."""
+    put = os.path.join(run.out, "raw", s.name, "put-64k.json")
+    try:
+        cap = json.load(open(put))["reports"][0]["req_per_s"]
+    except (OSError, KeyError, IndexError, ValueError):
+        log("mixed: no put-64k result; skipped")
+        return
+    rate = 0.3 * cap
+    secs = int(dur.rstrip("s"))
+    for r in range(a.repeats):
+        cmd = [BENCH, "load", *s.client_args(BUCKET), "--json", *objset(ds["64k"]), "-c", "4",
+               "--rate", f"{rate:.1f}", "-d", f"{secs + 2}s"]
+        if a.client_cpus:
+            cmd += ["--pin-cores", a.client_cpus]
+        tag = f"mixed-put-r{r + 1}"
+        run.commands.write(f"# {s.name} {tag} (in the background of mixed-get-4k-c16-r{r + 1})\n"
+                           f"{' '.join(shlex.quote(c) for c in cmd).replace(shlex.quote(SK), '$SECRET')}\n")
+        bg = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        time.sleep(1)
+        run.bench(s, "get", [*objset(ds["4k"]), "-c", "16", "-d", dur, "--seed", str(300 + r)],
+                  f"mixed-get-4k-c16-r{r + 1}")
+        out, _ = bg.communicate()
+        d = os.path.join(run.out, "raw", s.name)
+        try:
+            doc = json.loads(out)
+        except json.JSONDecodeError:
+            doc = {"meta": {}, "reports": [], "failed": f"background load exit {bg.returncode}"}
+        doc.update({"tag": tag, "server": s.name, "exit": bg.returncode, "target_rate": rate,
+                    "capacity_req_per_s": cap})
+        with open(os.path.join(d, f"{tag}.json"), "w") as f:
+            json.dump(doc, f, indent=1)
+        if doc["reports"]:
+            rep = doc["reports"][0]
+            log(f"{s.name:15} {tag:28} n={rep['count']:<7} req/s={rep['req_per_s']:8.0f} "
+                f"(target {rate:.0f}) err={rep['errors']}")
 
 
 def parse_size(s):
@@ -426,6 +500,9 @@ def main():
     o.add_argument("--duration", type=int, default=None, help="seconds per timed run (default 10, quick 2)")
     o.add_argument("--conc", default="1,16,64", help="client connections per scenario")
     o.add_argument("--no-cold", action="store_true")
+    o.add_argument("--bale-cache-mb", type=int, default=2048,
+                   help="bale's --cache-mb (default 2048: the data set fits, as it fits nginx's page cache)")
+    o.add_argument("--spin-us", type=int, default=50, help="--spin-us of the bale-spin server")
     ncpu = os.cpu_count() or 2
     half = max(1, ncpu // 2)
     o.add_argument("--server-cpus", default=f"0-{half - 1}" if half > 1 else "0",
@@ -460,7 +537,10 @@ def main():
             w = os.path.join(a.work, name)
             os.makedirs(w)
             cpus = a.server_cpus
-            s = {"bale": lambda: Bale(name, w, cpus, ncores),
+            bale_extra = ["--compact-interval-s", "1", "--compact-ratio", "0.05"]
+            s = {"bale": lambda: Bale(name, w, cpus, ncores, a.bale_cache_mb, bale_extra),
+                 "bale-spin": lambda: Bale(name, w, cpus, ncores, a.bale_cache_mb,
+                                           bale_extra + ["--spin-us", str(a.spin_us)]),
                  "seaweedfs": lambda: Weed(name, w, cpus),
                  "s3s-fs": lambda: S3sFs(name, w, cpus, S3SFS),
                  "s3s-fs-nodelay": lambda: S3sFs(name, w, cpus, S3SFS_ND),

@@ -16,7 +16,7 @@ import statistics
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ORDER = ["bale", "seaweedfs", "s3s-fs-nodelay", "s3s-fs", "nginx"]
+ORDER = ["bale", "bale-spin", "seaweedfs", "s3s-fs-nodelay", "s3s-fs", "nginx"]
 
 
 def load(run):
@@ -88,7 +88,10 @@ class Data:
 
 def scenarios(meta):
     s = []
-    for kind, label in [("get-4k", "GET 4 KiB"), ("get-64k", "GET 64 KiB"), ("range-4k-in-8m", "ranged GET 4 KiB in 8 MiB")]:
+    for kind, label in [("get-4k", "GET 4 KiB"), ("head-4k", "HEAD 4 KiB"), ("get-64k", "GET 64 KiB"),
+                        ("range-4k-in-8m", "ranged GET 4 KiB in 8 MiB"),
+                        ("range-4k-in-64m", "ranged GET 4 KiB in 64 MiB"),
+                        ("footer-64k-in-8m", "footer GET (last 64 KiB) of 8 MiB")]:
         for c in meta["conc"]:
             s.append((f"{kind}-c{c}", f"{label}, c={c}"))
     return s
@@ -137,13 +140,90 @@ def plot(d, path):
     return True
 
 
+def targets(d, L):
+    """Issue 7's targets, each with bale's figure, the limit it is held to, and the verdict."""
+    if "bale" not in d.servers:
+        return
+    rows = []
+
+    def st(server, tag, key):
+        return d.stat(server, tag, key)
+
+    def add(target, val, limit, ok_if_le, unit):
+        if val is None or limit is None:
+            rows.append([target, fmt(val, 1), fmt(limit, 1), "–", "not measured"])
+            return
+        met = val <= limit if ok_if_le else val >= limit
+        rows.append([target, f"{fmt(val, 1)} {unit}", f"{'≤' if ok_if_le else '≥'} {fmt(limit, 1)} {unit}",
+                     fr(ratio(val, limit)), "**met**" if met else "**not met**"])
+
+    nginx = "nginx" if "nginx" in d.servers else None
+    weed = "seaweedfs" if "seaweedfs" in d.servers else None
+    fio = {}
+    for qd, reps in (d.meta.get("fio") or {}).items():
+        if reps:
+            fio[qd] = {k: med([r[k] for r in reps]) for k in ("iops", "p50_us")}
+    for c in (16, 64):
+        t = f"get-4k-c{c}"
+        n = st(nginx, t, "req_per_s") if nginx else None
+        add(f"warm GET 4 KiB c={c}: req/s ≥ 0.6 × nginx", st("bale", t, "req_per_s"), n and 0.6 * n, False, "req/s")
+    n = st(nginx, "get-4k-c1", "p50_us") if nginx else None
+    add("warm GET 4 KiB c=1: p50 ≤ 1.5 × nginx", st("bale", "get-4k-c1", "p50_us"), n and 1.5 * n, True, "µs")
+    n = st(nginx, "get-4k-c16", "p99_us") if nginx else None
+    add("warm GET 4 KiB c=16: p99 ≤ 2 × nginx", st("bale", "get-4k-c16", "p99_us"), n and 2 * n, True, "µs")
+    for c in (16, 64):
+        w = st(weed, f"get-4k-c{c}", "req_per_s") if weed else None
+        add(f"warm GET 4 KiB c={c}: req/s ≥ 10 × SeaweedFS", st("bale", f"get-4k-c{c}", "req_per_s"),
+            w and 10 * w, False, "req/s")
+    n = st(nginx, "get-4k-c1", "p50_us") if nginx else None
+    q1 = fio.get("qd1", {}).get("p50_us")
+    add("cold GET 4 KiB c=1: p50 ≤ nginx warm p50 + 1.2 × fio QD1 p50", st("bale", "cold-get-4k-c1", "p50_us"),
+        None if n is None or q1 is None else n + 1.2 * q1, True, "µs")
+    q32 = fio.get("qd32", {}).get("iops")
+    add("cold GET 4 KiB c=32 (cache off): req/s ≥ 0.8 × fio QD32 IOPS", st("bale", "cold-get-4k-c32", "req_per_s"),
+        q32 and 0.8 * q32, False, "req/s")
+    whole1 = st("bale", "get-4k-c1", "p50_us")
+    whole16 = st("bale", "get-4k-c16", "p50_us")
+    for big in ("8m", "64m"):
+        label = "8 MiB" if big == "8m" else "64 MiB"
+        add(f"warm ranged 4 KiB in {label} c=1: p50 ≤ 1.2 × whole 4 KiB GET", st("bale", f"range-4k-in-{big}-c1", "p50_us"),
+            whole1 and 1.2 * whole1, True, "µs")
+        add(f"warm ranged 4 KiB in {label} c=16: p50 ≤ 1.2 × whole 4 KiB GET",
+            st("bale", f"range-4k-in-{big}-c16", "p50_us"), whole16 and 1.2 * whole16, True, "µs")
+        cw = st("bale", "cold-get-4k-c1", "p50_us")
+        add(f"cold ranged 4 KiB in {label} c=1: p50 ≤ 1.2 × cold whole 4 KiB GET",
+            st("bale", f"cold-range-4k-in-{big}-c1", "p50_us"), cw and 1.2 * cw, True, "µs")
+    add("warm HEAD c=1: p50 ≤ 1.2 × whole 4 KiB GET", st("bale", "head-4k-c1", "p50_us"), whole1 and 1.2 * whole1,
+        True, "µs")
+    g64 = st("bale", "get-64k-c1", "p50_us")
+    add("warm footer 64 KiB of 8 MiB c=1: p50 ≤ 1.2 × whole 64 KiB GET", st("bale", "footer-64k-in-8m-c1", "p50_us"),
+        g64 and 1.2 * g64, True, "µs")
+    base99 = st("bale", "get-4k-c16", "p99_us")
+    add("mixed (PUT stream at 30 % + compaction): GET 4 KiB c=16 p99 ≤ 1.5 × alone",
+        st("bale", "mixed-get-4k-c16", "p99_us"), base99 and 1.5 * base99, True, "µs")
+    L.append("## Issue 7 targets on this run (bale, medians of runs)\n")
+    L.append(table(rows, ["target", "bale", "limit", "bale ÷ limit", "verdict"]))
+    put = [r for r in d.docs.get("bale", {}).values() if r.get("tag", "").startswith("mixed-put") and r.get("reports")]
+    if put:
+        got = med([r["reports"][0]["req_per_s"] for r in put])
+        want = med([r.get("target_rate") for r in put])
+        L.append(f"\nMixed run: the background stream overwrote 64 KiB objects at {fmt(got, 0)} PUT/s "
+                 f"(target {fmt(want, 0)} = 30 % of the load phase's {fmt(med([r.get('capacity_req_per_s') for r in put]), 0)} "
+                 "PUT/s, 4 connections); bale compacts every second at 5 % garbage.")
+    if "bale-spin" in d.servers:
+        L.append("\nSpin before park (`bale-spin` = bale `--spin-us 50`), bale-spin ÷ bale: " + ", ".join(
+            f"{t} p50 {fr(ratio(st('bale-spin', t, 'p50_us'), st('bale', t, 'p50_us')))}"
+            for t in ("get-4k-c1", "get-4k-c16", "range-4k-in-8m-c1")))
+    L.append("")
+
+
 def main():
     run = sys.argv[1].rstrip("/")
     quick = "--quick" in sys.argv[2:]
     meta, docs = load(run)
     d = Data(meta, docs)
     S = d.servers
-    peers = [s for s in S if s != "bale"]
+    peers = [s for s in S if not s.startswith("bale")]
     out_md = os.path.join(run, "RESULTS.md") if quick else os.path.join(ROOT, "bench", "RESULTS.md")
     rel = os.path.relpath(run, os.path.dirname(out_md))
     svg = os.path.join(run, "latency.svg")
@@ -172,6 +252,8 @@ def main():
         for f in meta["failures"]:
             L.append(f"- `{f[:400]}`")
         L.append("")
+
+    targets(d, L)
 
     # headline
     L.append("## Headline (warm, µs, median of runs)\n")
@@ -231,14 +313,17 @@ def main():
 
     # cold
     cold = [("cold-get-4k-c1", "GET 4 KiB, c=1, first reads after restart + drop_caches"),
-            ("cold-range-4k-in-8m-c1", "ranged GET 4 KiB in 8 MiB, c=1, after restart + drop_caches")]
+            ("cold-range-4k-in-8m-c1", "ranged GET 4 KiB in 8 MiB, c=1, after restart + drop_caches"),
+            ("cold-range-4k-in-64m-c1", "ranged GET 4 KiB in 64 MiB, c=1, after restart + drop_caches"),
+            ("cold-get-4k-c32", "GET 4 KiB, c=32 (bale: cache off; others: after restart + drop_caches)")]
     if any(d.reports(s, t) for s in S for t, _ in cold):
         L.append("## Cold reads (server restarted, page cache dropped; µs, median of runs)\n")
         rows = []
         for t, label in cold:
             rows.append([label] + [f"{fmt(d.stat(s, t, 'p50_us'), 1)} / {fmt(d.stat(s, t, 'p99_us'), 1)} / "
-                                   f"{fmt(d.stat(s, t, 'max_us'), 0)}" for s in S])
-        L.append("p50 / p99 / max:\n")
+                                   f"{fmt(d.stat(s, t, 'max_us'), 0)} / {fmt(d.stat(s, t, 'req_per_s'), 0)}"
+                                   for s in S])
+        L.append("p50 / p99 / max µs / req/s:\n")
         L.append(table(rows, ["scenario"] + S))
         L.append("")
 
