@@ -587,6 +587,23 @@ pub fn encode_snapshot_header(out: &mut Vec<u8>, next_seq: u64, applied_lsn: u64
     w.u64(objects);
 }
 
+/// Bytes of a snapshot holding no objects: the header (magic, version, next_seq, applied_lsn,
+/// n_objects) and the trailing CRC.
+pub const SNAPSHOT_EMPTY_BYTES: u64 = 4 + 4 + 8 + 8 + 8 + 4;
+
+/// Bytes `encode_snapshot_object` writes for one object whose extents hold `crc_counts` CRCs.
+pub fn snapshot_object_bytes(
+    ns_len: usize,
+    key_len: usize,
+    meta_len: usize,
+    crc_counts: impl Iterator<Item = usize>,
+) -> u64 {
+    let extents: u64 = crc_counts
+        .map(|n| MIN_EXTENT_BYTES as u64 + 4 * n as u64)
+        .sum();
+    (MIN_SNAPSHOT_OBJECT_BYTES + ns_len + key_len + meta_len) as u64 + extents
+}
+
 /// One snapshot object record.
 #[allow(clippy::too_many_arguments)]
 pub fn encode_snapshot_object(
@@ -811,6 +828,37 @@ mod tests {
             assert!(r.is_none());
             assert!(largest < 4096, "kind {kind}: allocated {largest} bytes");
         }
+    }
+
+    #[test]
+    fn snapshot_object_bytes_matches_the_encoding() {
+        let ext = |n: usize| ExtentRec {
+            volume_id: 1,
+            record_offset: 0,
+            data_offset: 40,
+            len: n as u64 * 16384,
+            span_bytes: 4096,
+            block_bytes: 16384,
+            crcs: vec![7u32; n].into(),
+        };
+        for (ns, key, meta, exts) in [
+            ("", "", &b""[..], vec![]),
+            ("bucket", "a/b/c", &b"meta-bytes"[..], vec![ext(1)]),
+            ("b", "k", &b""[..], vec![ext(0), ext(3), ext(64)]),
+        ] {
+            let mut out = Vec::new();
+            encode_snapshot_object(&mut out, ns, key, 0, 0, 1, meta, &exts);
+            let est = snapshot_object_bytes(
+                ns.len(),
+                key.len(),
+                meta.len(),
+                exts.iter().map(|e| e.crcs.len()),
+            );
+            assert_eq!(out.len() as u64, est);
+        }
+        let mut h = Vec::new();
+        encode_snapshot_header(&mut h, 1, 2, 3);
+        assert_eq!(h.len() as u64 + 4, SNAPSHOT_EMPTY_BYTES);
     }
 
     #[test]
