@@ -742,14 +742,16 @@ impl Shard {
         fsync_dir(dir)?;
         // Records killed by replayed entries may be punched only once those entries are durable:
         // the previous process may have died between its journal write and its fdatasync.
-        {
-            let j = shard.journal.borrow();
-            let jf = j.as_ref().expect("journal open").file.clone();
-            drop(j);
-            jf.sync_data()
-                .await
-                .map_err(|e| Error::io(format!("fdatasync {}", jpath.display()), e))?;
-        }
+        let jf = shard
+            .journal
+            .borrow()
+            .as_ref()
+            .expect("journal open")
+            .file
+            .clone();
+        jf.sync_data()
+            .await
+            .map_err(|e| Error::io(format!("fdatasync {}", jpath.display()), e))?;
         // Nothing is reclaimed at an open that lost its snapshot (see above): the drops are
         // only forgotten.
         shard.punch_enabled.set(!snapshot_bad);
