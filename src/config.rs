@@ -7,6 +7,8 @@ use clap::{Args, Parser, Subcommand};
 
 pub const DEFAULT_ACCESS_KEY: &str = "baleadmin";
 pub const DEFAULT_SECRET_KEY: &str = "baleadmin-secret";
+/// Largest --disk-reserve-mb accepted (1 TiB per shard; anything larger is a typo).
+pub const MAX_DISK_RESERVE_MB: u64 = 1 << 20;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -112,6 +114,11 @@ pub struct ServeArgs {
     /// Seconds between background compaction passes (0 = off).
     #[arg(long, env = "BALE_COMPACT_INTERVAL_S", default_value_t = 60)]
     pub compact_interval_s: u64,
+
+    /// Free space per shard, in MiB, that PUTs may not fill (on top of the size of the shard's
+    /// index snapshot): it keeps DELETEs and checkpoints working on a full disk (0 = off).
+    #[arg(long, env = "BALE_DISK_RESERVE_MB", default_value_t = 64)]
+    pub disk_reserve_mb: u64,
 }
 
 impl ServeArgs {
@@ -148,6 +155,12 @@ impl ServeArgs {
         }
         if !(0.0..=1.0).contains(&self.compact_ratio) {
             return Err("--compact-ratio must be between 0 and 1".into());
+        }
+        if self.disk_reserve_mb > MAX_DISK_RESERVE_MB {
+            return Err(format!(
+                "--disk-reserve-mb {} is out of range: give 0..={MAX_DISK_RESERVE_MB}",
+                self.disk_reserve_mb
+            ));
         }
         if let Some(0) = self.shards_per_dir {
             return Err("--shards-per-dir must be at least 1".into());

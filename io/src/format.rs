@@ -310,7 +310,28 @@ impl<'a> Dec<'a> {
     pub fn done(&self) -> bool {
         self.pos == self.b.len()
     }
+    /// Bytes not consumed yet.
+    pub fn remaining_bytes(&self) -> usize {
+        self.b.len() - self.pos
+    }
+    /// Capacity to reserve for `count` items of at least `min_item_bytes` each: never more than
+    /// the remaining input can hold, so a forged count cannot drive a large allocation.
+    pub fn bounded_capacity(&self, count: u64, min_item_bytes: usize) -> usize {
+        assert!(min_item_bytes > 0);
+        count.min((self.remaining_bytes() / min_item_bytes) as u64) as usize
+    }
 }
+
+/// Smallest encoding of a snapshot object: ns str16 + key str16 (empty), size, mtime_ms, seq,
+/// meta bytes32 (empty), n_extents.
+pub const MIN_SNAPSHOT_OBJECT_BYTES: usize = 2 + 2 + 8 + 8 + 8 + 4 + 4;
+/// Smallest encoding of an extent (no CRCs): volume_id, record_offset, data_offset, len,
+/// span_bytes, block_bytes, n.
+pub const MIN_EXTENT_BYTES: usize = 4 + 8 + 8 + 8 + 8 + 4 + 4;
+/// Smallest encoding of a compose source: ns str16 + key str16 (empty), source_seq.
+pub const MIN_COMPOSE_SOURCE_BYTES: usize = 2 + 2 + 8;
+/// Encoding of one relocate move: extent_index, volume_id, record_offset, data_offset.
+pub const MOVE_BYTES: usize = 4 + 4 + 8 + 8;
 
 /// Append one framed journal entry: [len u32][crc32c u32][payload], payload =
 /// [version u8][kind u8][lsn u64][kind-specific fields].
@@ -429,7 +450,8 @@ pub fn decode_journal_payload(p: &[u8]) -> Option<(u64, Entry)> {
             let meta = d.bytes32()?;
             let remove_sources = d.u8()? != 0;
             let n = d.u32()? as usize;
-            let mut sources = Vec::with_capacity(n.min(10_000));
+            let mut sources =
+                Vec::with_capacity(d.bounded_capacity(n as u64, MIN_COMPOSE_SOURCE_BYTES));
             for _ in 0..n {
                 sources.push((d.str16()?, d.str16()?, d.u64()?));
             }
@@ -448,7 +470,7 @@ pub fn decode_journal_payload(p: &[u8]) -> Option<(u64, Entry)> {
             let ns = d.str16()?;
             let key = d.str16()?;
             let n = d.u32()? as usize;
-            let mut moves = Vec::with_capacity(n.min(10_000));
+            let mut moves = Vec::with_capacity(d.bounded_capacity(n as u64, MOVE_BYTES));
             for _ in 0..n {
                 moves.push(Move {
                     extent_index: d.u32()?,
@@ -565,6 +587,23 @@ pub fn encode_snapshot_header(out: &mut Vec<u8>, next_seq: u64, applied_lsn: u64
     w.u64(objects);
 }
 
+/// Bytes of a snapshot holding no objects: the header (magic, version, next_seq, applied_lsn,
+/// n_objects) and the trailing CRC.
+pub const SNAPSHOT_EMPTY_BYTES: u64 = 4 + 4 + 8 + 8 + 8 + 4;
+
+/// Bytes `encode_snapshot_object` writes for one object whose extents hold `crc_counts` CRCs.
+pub fn snapshot_object_bytes(
+    ns_len: usize,
+    key_len: usize,
+    meta_len: usize,
+    crc_counts: impl Iterator<Item = usize>,
+) -> u64 {
+    let extents: u64 = crc_counts
+        .map(|n| MIN_EXTENT_BYTES as u64 + 4 * n as u64)
+        .sum();
+    (MIN_SNAPSHOT_OBJECT_BYTES + ns_len + key_len + meta_len) as u64 + extents
+}
+
 /// One snapshot object record.
 #[allow(clippy::too_many_arguments)]
 pub fn encode_snapshot_object(
@@ -629,7 +668,15 @@ pub fn decode_snapshot(b: &[u8]) -> Result<Snapshot> {
     let next_seq = d.u64().ok_or_else(|| bad("header"))?;
     let applied_lsn = d.u64().ok_or_else(|| bad("header"))?;
     let n = d.u64().ok_or_else(|| bad("header"))?;
-    let mut objects = Vec::with_capacity(n.min(1 << 24) as usize);
+    // Every object takes at least MIN_SNAPSHOT_OBJECT_BYTES: a count the body cannot hold is
+    // refused before anything is reserved (finding F1: a forged count reserved 2 GiB).
+    if n > (d.remaining_bytes() / MIN_SNAPSHOT_OBJECT_BYTES) as u64 {
+        return Err(bad(&format!(
+            "object count {n} exceeds what {} remaining bytes can hold",
+            d.remaining_bytes()
+        )));
+    }
+    let mut objects = Vec::with_capacity(d.bounded_capacity(n, MIN_SNAPSHOT_OBJECT_BYTES));
     for i in 0..n {
         let o = (|| {
             let ns = d.str16()?;
@@ -639,7 +686,7 @@ pub fn decode_snapshot(b: &[u8]) -> Result<Snapshot> {
             let seq = d.u64()?;
             let meta = d.bytes32()?;
             let ne = d.u32()? as usize;
-            let mut extents = Vec::with_capacity(ne.min(10_000));
+            let mut extents = Vec::with_capacity(d.bounded_capacity(ne as u64, MIN_EXTENT_BYTES));
             for _ in 0..ne {
                 extents.push(d.extent()?);
             }
@@ -664,4 +711,163 @@ pub fn decode_snapshot(b: &[u8]) -> Result<Snapshot> {
         applied_lsn,
         objects,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    /// Records the largest single allocation made by the current thread.
+    struct LargestAlloc;
+
+    thread_local! {
+        static LARGEST_ALLOC_BYTES: Cell<usize> = const { Cell::new(0) };
+    }
+
+    // SAFETY: forwards to the system allocator; only records sizes.
+    unsafe impl GlobalAlloc for LargestAlloc {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let _ = LARGEST_ALLOC_BYTES.try_with(|m| m.set(m.get().max(layout.size())));
+            // SAFETY: same contract as the caller's.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: same contract as the caller's.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    #[global_allocator]
+    static ALLOC: LargestAlloc = LargestAlloc;
+
+    fn largest_alloc_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
+        LARGEST_ALLOC_BYTES.with(|m| m.set(0));
+        let r = f();
+        (r, LARGEST_ALLOC_BYTES.with(|m| m.get()))
+    }
+
+    fn with_crc(mut body: Vec<u8>) -> Vec<u8> {
+        let crc = crc32c::crc32c(&body);
+        body.extend_from_slice(&crc.to_le_bytes());
+        body
+    }
+
+    #[test]
+    fn snapshot_with_a_huge_object_count_fails_without_a_large_allocation() {
+        for n in [1u64 << 26, u64::MAX, 3] {
+            let mut img = Vec::new();
+            encode_snapshot_header(&mut img, 1, 0, n);
+            img.extend_from_slice(&[0u8; 40]); // room for one object at most, and it is bad
+            let img = with_crc(img);
+            let (r, largest) = largest_alloc_during(|| decode_snapshot(&img));
+            let err = r.err().expect("a short body must not decode").to_string();
+            assert!(
+                err.contains("index.snap"),
+                "count {n}: unexpected error {err}"
+            );
+            assert!(largest < 4096, "count {n}: allocated {largest} bytes");
+        }
+    }
+
+    #[test]
+    fn finding_f1_input_fails_cleanly() {
+        // The 36-byte index.snap of finding F1: objects 2^24, valid CRC, no body.
+        let hex = "42414c5301000000010000000000000000000000000000000000000100000000";
+        let mut img: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        img = with_crc(img);
+        assert_eq!(&img[32..], &[0x83, 0x36, 0x92, 0x4b]);
+        let (r, largest) = largest_alloc_during(|| decode_snapshot(&img));
+        let err = r.err().expect("must not decode").to_string();
+        assert!(err.contains("object count 16777216 exceeds"), "{err}");
+        assert!(largest < 4096, "allocated {largest} bytes");
+    }
+
+    #[test]
+    fn snapshot_object_with_a_huge_extent_count_fails_without_a_large_allocation() {
+        let mut img = Vec::new();
+        encode_snapshot_header(&mut img, 1, 0, 1);
+        let mut w = Enc(&mut img);
+        w.str16("ns");
+        w.str16("key");
+        w.u64(0);
+        w.u64(0);
+        w.u64(1);
+        w.bytes32(b"");
+        w.u32(u32::MAX); // extents claimed; none follow
+        let img = with_crc(img);
+        let (r, largest) = largest_alloc_during(|| decode_snapshot(&img));
+        assert!(r.is_err());
+        assert!(largest < 4096, "allocated {largest} bytes");
+    }
+
+    #[test]
+    fn journal_payload_with_huge_counts_fails_without_a_large_allocation() {
+        for kind in [KIND_COMPOSE, KIND_RELOCATE] {
+            let mut p = Vec::new();
+            let mut w = Enc(&mut p);
+            w.u8(JOURNAL_VERSION);
+            w.u8(kind);
+            w.u64(7);
+            w.u64(9);
+            if kind == KIND_COMPOSE {
+                w.u64(0);
+            }
+            w.str16("ns");
+            w.str16("key");
+            if kind == KIND_COMPOSE {
+                w.bytes32(b"");
+                w.u8(0);
+            }
+            w.u32(u32::MAX);
+            let (r, largest) = largest_alloc_during(|| decode_journal_payload(&p));
+            assert!(r.is_none());
+            assert!(largest < 4096, "kind {kind}: allocated {largest} bytes");
+        }
+    }
+
+    #[test]
+    fn snapshot_object_bytes_matches_the_encoding() {
+        let ext = |n: usize| ExtentRec {
+            volume_id: 1,
+            record_offset: 0,
+            data_offset: 40,
+            len: n as u64 * 16384,
+            span_bytes: 4096,
+            block_bytes: 16384,
+            crcs: vec![7u32; n].into(),
+        };
+        for (ns, key, meta, exts) in [
+            ("", "", &b""[..], vec![]),
+            ("bucket", "a/b/c", &b"meta-bytes"[..], vec![ext(1)]),
+            ("b", "k", &b""[..], vec![ext(0), ext(3), ext(64)]),
+        ] {
+            let mut out = Vec::new();
+            encode_snapshot_object(&mut out, ns, key, 0, 0, 1, meta, &exts);
+            let est = snapshot_object_bytes(
+                ns.len(),
+                key.len(),
+                meta.len(),
+                exts.iter().map(|e| e.crcs.len()),
+            );
+            assert_eq!(out.len() as u64, est);
+        }
+        let mut h = Vec::new();
+        encode_snapshot_header(&mut h, 1, 2, 3);
+        assert_eq!(h.len() as u64 + 4, SNAPSHOT_EMPTY_BYTES);
+    }
+
+    #[test]
+    fn bounded_capacity_never_exceeds_what_the_input_holds() {
+        let b = [0u8; 100];
+        let mut d = Dec::new(&b);
+        assert_eq!(d.bounded_capacity(u64::MAX, 10), 10);
+        assert_eq!(d.bounded_capacity(3, 10), 3);
+        d.take(95).unwrap();
+        assert_eq!(d.bounded_capacity(u64::MAX, 10), 0);
+    }
 }

@@ -29,6 +29,11 @@ pub struct EngineConfig {
     pub cache_bytes: u64,
     /// Only objects up to this size are cached. Default 1 MiB.
     pub cache_max_object_bytes: u64,
+    /// Free space a PUT (or a compaction copy) may not allocate into, on top of the size of an
+    /// index snapshot: it keeps room for journal appends (DELETE, multipart complete) and
+    /// checkpoints on a full disk, so space can always be freed (ADR 5). 0 turns the check off.
+    /// Per shard. Default 64 MiB.
+    pub reserve_bytes: u64,
 }
 
 impl Default for EngineConfig {
@@ -40,6 +45,7 @@ impl Default for EngineConfig {
             write_buffer_bytes: 1 << 20,
             cache_bytes: 0,
             cache_max_object_bytes: 1 << 20,
+            reserve_bytes: 64 << 20,
         }
     }
 }

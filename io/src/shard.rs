@@ -47,6 +47,12 @@ const CHUNK_BYTES: u64 = 1 << 20;
 const CACHED_SPAN_MAX_BLOCKS: u64 = 4;
 /// Largest single read (guards against absurd caller lengths).
 const MAX_READ_BYTES: u64 = 64 << 20;
+/// Dead record spans are punched out in whole units of this size (the filesystem block size
+/// bale assumes; a span's partial first and last units stay allocated until compaction).
+const PUNCH_GRANULE_BYTES: u64 = 4096;
+/// With a disk reserve, the journal is checkpointed once it passes half the reserve, but never
+/// below this (so a tiny reserve does not checkpoint at every batch).
+const MIN_AUTO_CHECKPOINT_JOURNAL_BYTES: u64 = 1 << 20;
 
 const SNAP_FILE: &str = "index.snap";
 const SNAP_TMP_FILE: &str = "index.snap.tmp";
@@ -67,10 +73,55 @@ impl std::fmt::Debug for VolFile {
     }
 }
 
+/// The life of one record on disk, shared by every extent that points at it: those of index
+/// objects and those of objects readers still hold. When the last extent goes away after the
+/// record was killed (no index object references it, and the journal entry that removed the
+/// last reference is durable), the drop is queued and the committer punches the record's span
+/// out of its volume: the space comes back without copying (ADR 5).
+pub(crate) struct RecordLife {
+    vol: Rc<VolFile>,
+    record_offset: u64,
+    span_bytes: u64,
+    /// Set when the index stops referencing the record (in `apply_changes`, which runs only
+    /// after the killing entry is durable); cleared if it is referenced again.
+    dead: Cell<bool>,
+    dropped: Rc<RefCell<Vec<DroppedRecord>>>,
+}
+
+/// A record whose last extent went away (see `RecordLife`).
+struct DroppedRecord {
+    vol: Rc<VolFile>,
+    record_offset: u64,
+    span_bytes: u64,
+    dead: bool,
+}
+
+impl std::fmt::Debug for RecordLife {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "record {:?}@{}", self.vol, self.record_offset)
+    }
+}
+
+impl Drop for RecordLife {
+    fn drop(&mut self) {
+        // The queue is only ever borrowed to push or to take it whole, never across a drop of a
+        // RecordLife; should that change, the span is left to compaction (no panic in drop).
+        if let Ok(mut q) = self.dropped.try_borrow_mut() {
+            q.push(DroppedRecord {
+                vol: self.vol.clone(),
+                record_offset: self.record_offset,
+                span_bytes: self.span_bytes,
+                dead: self.dead.get(),
+            });
+        }
+    }
+}
+
 /// One contiguous run of an object's data: the whole data of one record.
 #[derive(Debug, Clone)]
 pub(crate) struct Extent {
     vol: Rc<VolFile>,
+    life: Rc<RecordLife>,
     record_offset: u64,
     data_offset: u64,
     len: u64,
@@ -138,6 +189,10 @@ pub struct ShardStats {
     pub journal_syncs: u64,
     /// Journal entries committed so far.
     pub commits: u64,
+    /// Bytes of dead records given back to the filesystem by punching holes, since open.
+    pub punched_bytes: u64,
+    /// PUT or compaction allocations refused because free space would fall below the reserve.
+    pub reserve_refusals: u64,
 }
 
 /// Result of `Shard::compact`.
@@ -147,6 +202,8 @@ pub struct CompactStats {
     pub records_moved: u64,
     pub bytes_moved: u64,
     pub bytes_reclaimed: u64,
+    /// Copying stopped because free space would have fallen below the reserve.
+    pub stopped_no_space: bool,
 }
 
 /// Result of `Shard::scrub`.
@@ -173,6 +230,9 @@ struct VolState {
     records: HashMap<u64, RecInfo>,
     /// Writers (PUTs, compaction copies) with a reserved span not yet committed or abandoned.
     writers: u32,
+    /// The life of each record some extent points at (one per record: every extent of a record
+    /// shares it). Entries whose life is gone are pruned when its drop is processed.
+    lives: HashMap<u64, Weak<RecordLife>>,
     /// End of the furthest record any snapshot or journal entry seen since open names (live or
     /// not): recovery may resolve those records again, so the file never shrinks below this.
     named_end: u64,
@@ -246,6 +306,17 @@ pub struct Shard {
     corrupt_reads: Cell<u64>,
     journal_syncs: Cell<u64>,
     commits: Cell<u64>,
+    /// Bytes `checkpoint` would write now (header, every object, CRC); kept exact by
+    /// `apply_changes` and checked against the real size at every checkpoint.
+    snapshot_bytes: Cell<u64>,
+    /// Records whose last extent went away, waiting for `reclaim_dropped_records`.
+    dropped_records: Rc<RefCell<Vec<DroppedRecord>>>,
+    /// Off while opening: replayed entries are durable only once open has synced the journal.
+    punch_enabled: Cell<bool>,
+    /// Set when the filesystem cannot punch holes (EOPNOTSUPP): reclaim falls to compaction.
+    punch_unsupported: Cell<bool>,
+    punched_bytes: Cell<u64>,
+    reserve_refusals: Cell<u64>,
     _lock: std::fs::File,
 }
 
@@ -430,6 +501,7 @@ impl Shard {
                     live_bytes: 0,
                     records: HashMap::new(),
                     writers: 0,
+                    lives: HashMap::new(),
                     named_end: 0,
                     sealed: true,
                 },
@@ -470,6 +542,12 @@ impl Shard {
             corrupt_reads: Cell::new(0),
             journal_syncs: Cell::new(0),
             commits: Cell::new(0),
+            snapshot_bytes: Cell::new(format::SNAPSHOT_EMPTY_BYTES),
+            dropped_records: Rc::new(RefCell::new(Vec::new())),
+            punch_enabled: Cell::new(false),
+            punch_unsupported: Cell::new(false),
+            punched_bytes: Cell::new(0),
+            reserve_refusals: Cell::new(0),
             _lock: lock,
         });
 
@@ -664,6 +742,23 @@ impl Shard {
         }
         // Make the directory entries of a new journal and of removed volumes durable.
         fsync_dir(dir)?;
+        // Records killed by replayed entries may be punched only once those entries are durable:
+        // the previous process may have died between its journal write and its fdatasync.
+        let jf = shard
+            .journal
+            .borrow()
+            .as_ref()
+            .expect("journal open")
+            .file
+            .clone();
+        jf.sync_data()
+            .await
+            .map_err(|e| Error::io(format!("fdatasync {}", jpath.display()), e))?;
+        // Nothing is reclaimed at an open that lost its snapshot (see above): the drops are
+        // only forgotten.
+        shard.punch_enabled.set(!snapshot_bad);
+        shard.reclaim_dropped_records();
+        shard.punch_enabled.set(true);
 
         tracing::info!(
             dir = %dir.display(),
@@ -930,6 +1025,8 @@ impl Shard {
     /// Reserve `span_bytes` in the active volume (rolling to a new one past the target size),
     /// preallocating with fallocate. Takes a writer slot on the volume.
     fn reserve(&self, span_bytes: u64) -> Result<(Rc<VolFile>, u64)> {
+        // Space freed by deletes whose objects were let go since the last commit counts now.
+        self.reclaim_dropped_records();
         let mut vols = self.vols.borrow_mut();
         let roll = match vols.active {
             None => true,
@@ -970,6 +1067,7 @@ impl Shard {
                     live_bytes: 0,
                     records: HashMap::new(),
                     writers: 0,
+                    lives: HashMap::new(),
                     named_end: 0,
                     sealed: false,
                 },
@@ -981,7 +1079,12 @@ impl Shard {
         let need = v.end_bytes + span_bytes;
         if need > v.allocated_bytes {
             let fd = v.file.file.as_raw_fd();
-            let want = round_up_u64(need, PREALLOC_STEP_BYTES);
+            let mut want = round_up_u64(need, PREALLOC_STEP_BYTES);
+            if self.check_headroom(v, want - v.allocated_bytes).is_err() {
+                // Not room for a whole step above the reserve: exactly this record, or nothing.
+                self.check_headroom(v, need - v.allocated_bytes)?;
+                want = need;
+            }
             // SAFETY: fallocate on a valid fd; offsets are non-negative and bounded.
             let mut rc = unsafe {
                 libc::fallocate(
@@ -1193,6 +1296,8 @@ impl Shard {
             corrupt_reads: self.corrupt_reads.get(),
             journal_syncs: self.journal_syncs.get(),
             commits: self.commits.get(),
+            punched_bytes: self.punched_bytes.get(),
+            reserve_refusals: self.reserve_refusals.get(),
         }
     }
 
@@ -1235,8 +1340,32 @@ impl Shard {
             )));
         }
         v.named_end = v.named_end.max(e.record_offset + e.span_bytes);
+        let life = match v.lives.get(&e.record_offset).and_then(Weak::upgrade) {
+            Some(l) if l.span_bytes == e.span_bytes => l,
+            Some(l) => {
+                return Err(Error::corrupt(format!(
+                    "{}: record at {} named with span {} and {}",
+                    v.file.path.display(),
+                    e.record_offset,
+                    l.span_bytes,
+                    e.span_bytes
+                )))
+            }
+            None => {
+                let l = Rc::new(RecordLife {
+                    vol: v.file.clone(),
+                    record_offset: e.record_offset,
+                    span_bytes: e.span_bytes,
+                    dead: Cell::new(false),
+                    dropped: self.dropped_records.clone(),
+                });
+                v.lives.insert(e.record_offset, Rc::downgrade(&l));
+                l
+            }
+        };
         Ok(Extent {
             vol: v.file.clone(),
+            life,
             record_offset: e.record_offset,
             data_offset: e.data_offset,
             len: e.len,
@@ -1357,8 +1486,10 @@ impl Shard {
     fn apply_changes(&self, changes: Vec<Change>) {
         let mut idx = self.index.borrow_mut();
         let mut vols = self.vols.borrow_mut();
+        let mut snapshot_bytes = self.snapshot_bytes.get();
         for (ns, key, new) in changes {
             if let Some(n) = &new {
+                snapshot_bytes += snapshot_object_bytes(&ns, &key, n);
                 for e in &n.extents {
                     let v = vols
                         .map
@@ -1373,6 +1504,7 @@ impl Shard {
                     }
                     assert_eq!(r.span_bytes, e.span_bytes, "record span mismatch");
                     r.refs += 1;
+                    e.life.dead.set(false);
                 }
             }
             let old = match new {
@@ -1387,6 +1519,7 @@ impl Shard {
                 }
             };
             if let Some(o) = &old {
+                snapshot_bytes -= snapshot_object_bytes(&ns, &key, o);
                 for e in &o.extents {
                     let v = vols
                         .map
@@ -1401,6 +1534,7 @@ impl Shard {
                     if r.refs == 0 {
                         v.live_bytes -= r.span_bytes;
                         v.records.remove(&e.record_offset);
+                        e.life.dead.set(true);
                     }
                 }
                 let same_version =
@@ -1414,7 +1548,126 @@ impl Shard {
         }
         let n: usize = idx.values().map(|m| m.len()).sum();
         self.n_objects.set(n as u64);
+        assert!(snapshot_bytes >= format::SNAPSHOT_EMPTY_BYTES);
+        self.snapshot_bytes.set(snapshot_bytes);
     }
+
+    /// Process records whose last extent went away: forget their lives and, for dead ones,
+    /// punch their spans out of the volume (FALLOC_FL_PUNCH_HOLE | KEEP_SIZE), giving the space
+    /// back without copying. Safe because nothing can read a dead record any more: no index
+    /// object references it, no reader holds an extent of it, the entry that killed it is
+    /// durable (so replay kills it again), and recovery, compaction and the scrubber only read
+    /// records the index references.
+    fn reclaim_dropped_records(&self) {
+        let dropped = std::mem::take(&mut *self.dropped_records.borrow_mut());
+        if dropped.is_empty() {
+            return;
+        }
+        let mut vols = self.vols.borrow_mut();
+        for d in dropped {
+            let Some(v) = vols.map.get_mut(&d.vol.id) else {
+                continue; // the volume was compacted away
+            };
+            if !Rc::ptr_eq(&v.file, &d.vol) {
+                continue;
+            }
+            if v.lives
+                .get(&d.record_offset)
+                .is_some_and(|w| w.strong_count() == 0)
+            {
+                v.lives.remove(&d.record_offset);
+            }
+            if !d.dead || !self.punch_enabled.get() || self.punch_unsupported.get() {
+                continue;
+            }
+            assert!(
+                !v.records.contains_key(&d.record_offset),
+                "dead record at {} of {:?} is live",
+                d.record_offset,
+                d.vol
+            );
+            assert!(d.record_offset + d.span_bytes <= v.end_bytes);
+            let lo = round_up_u64(d.record_offset, PUNCH_GRANULE_BYTES);
+            let hi = round_down_u64(d.record_offset + d.span_bytes, PUNCH_GRANULE_BYTES);
+            if hi <= lo {
+                continue;
+            }
+            // SAFETY: fallocate on a valid fd, within the file (KEEP_SIZE never changes its size).
+            let rc = unsafe {
+                libc::fallocate(
+                    v.file.file.as_raw_fd(),
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    lo as libc::off_t,
+                    (hi - lo) as libc::off_t,
+                )
+            };
+            if rc == 0 {
+                self.punched_bytes.set(self.punched_bytes.get() + (hi - lo));
+            } else {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
+                    self.punch_unsupported.set(true);
+                    tracing::warn!(path = %v.file.path.display(), "filesystem cannot punch holes: dead records are reclaimed by compaction only");
+                } else {
+                    tracing::warn!(path = %v.file.path.display(), offset = lo, len_bytes = hi - lo, error = %e, "punching a dead record failed; left to compaction");
+                }
+            }
+        }
+    }
+
+    /// Refuse an allocation of `grow_bytes` that would leave less free space than the reserve
+    /// plus what a checkpoint needs now: journal appends (DELETE, multipart complete) and the
+    /// index snapshot write must always find room (ADR 5). One fstatvfs per allocation step.
+    fn check_headroom(&self, v: &VolState, grow_bytes: u64) -> Result<()> {
+        let reserve_bytes = self.cfg.reserve_bytes;
+        if reserve_bytes == 0 {
+            return Ok(());
+        }
+        // SAFETY: fstatvfs on a valid fd into a zeroed, owned struct.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstatvfs(v.file.file.as_raw_fd(), &mut st) } != 0 {
+            return Err(Error::io(
+                format!("fstatvfs {}", v.file.path.display()),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        let free_bytes = (st.f_bavail as u64).saturating_mul(st.f_frsize as u64);
+        let snapshot_bytes = self.snapshot_bytes.get();
+        let required_bytes = grow_bytes
+            .saturating_add(reserve_bytes)
+            .saturating_add(snapshot_bytes);
+        if free_bytes < required_bytes {
+            self.reserve_refusals.set(self.reserve_refusals.get() + 1);
+            return Err(Error::NoSpace {
+                context: format!(
+                    "{}: {free_bytes} bytes free; allocating {grow_bytes} more would leave less than the reserve of \
+                     {reserve_bytes} bytes plus {snapshot_bytes} bytes for an index snapshot",
+                    self.dir.display()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Journal size past which the committer checkpoints: with a reserve, half of it, so the
+    /// journal never eats the room a checkpoint needs.
+    fn auto_checkpoint_journal_bytes(&self) -> u64 {
+        if self.cfg.reserve_bytes == 0 {
+            return AUTO_CHECKPOINT_JOURNAL_BYTES;
+        }
+        AUTO_CHECKPOINT_JOURNAL_BYTES
+            .min((self.cfg.reserve_bytes / 2).max(MIN_AUTO_CHECKPOINT_JOURNAL_BYTES))
+    }
+}
+
+/// Bytes one object takes in the index snapshot.
+fn snapshot_object_bytes(ns: &str, key: &str, o: &Object) -> u64 {
+    format::snapshot_object_bytes(
+        ns.len(),
+        key.len(),
+        o.meta.len(),
+        o.extents.iter().map(|e| e.crcs.len()),
+    )
 }
 
 /// The smallest string greater than every string starting with `cp`, when cheaply computable
@@ -1449,6 +1702,8 @@ async fn committer(weak: Weak<Shard>, mut rx: mpsc::UnboundedReceiver<Req>) {
 
 impl Shard {
     async fn commit_batch(&self, batch: Vec<Req>) {
+        // Drops since the last batch (e.g. the object a DELETE returned to its caller).
+        self.reclaim_dropped_records();
         let mut overlay = Overlay::new();
         let mut winners: Vec<(oneshot::Sender<Result<Reply>>, Reply, Vec<Change>)> = Vec::new();
         let mut checkpoints = Vec::new();
@@ -1526,12 +1781,13 @@ impl Shard {
             self.apply_changes(changes);
             let _ = tx.send(Ok(reply));
         }
+        self.reclaim_dropped_records();
 
         let journal_big = self
             .journal
             .borrow()
             .as_ref()
-            .is_some_and(|j| j.len_bytes > AUTO_CHECKPOINT_JOURNAL_BYTES);
+            .is_some_and(|j| j.len_bytes > self.auto_checkpoint_journal_bytes());
         if !checkpoints.is_empty() || journal_big {
             let r = self.do_checkpoint().await;
             if let Err(e) = &r {
@@ -1745,6 +2001,11 @@ impl Shard {
             written_objects, n_objects,
             "index changed during checkpoint"
         );
+        assert_eq!(
+            pos,
+            self.snapshot_bytes.get(),
+            "snapshot size accounting is off"
+        );
         file.sync_all()
             .await
             .map_err(|e| Error::io(format!("fsync {}", tmp.display()), e))?;
@@ -1799,9 +2060,14 @@ impl Shard {
     }
 
     async fn compact_inner(&self, min_garbage_ratio: f64, stats: &mut CompactStats) -> Result<()> {
+        // Dead records readers let go of since the last commit.
+        self.reclaim_dropped_records();
+        // Emptiest first: a fully dead volume needs no copy (no free space) to be removed, and
+        // the least live data frees the most space per byte copied.
         let victims: Vec<u32> = {
             let vols = self.vols.borrow();
-            vols.map
+            let mut victims: Vec<(u64, u32)> = vols
+                .map
                 .iter()
                 .filter(|(id, v)| {
                     v.sealed
@@ -1810,8 +2076,10 @@ impl Shard {
                         && v.end_bytes > 0
                         && (1.0 - v.live_bytes as f64 / v.end_bytes as f64) > min_garbage_ratio
                 })
-                .map(|(id, _)| *id)
-                .collect()
+                .map(|(id, v)| (v.live_bytes, *id))
+                .collect();
+            victims.sort_unstable();
+            victims.into_iter().map(|(_, id)| id).collect()
         };
         let mut processed = Vec::with_capacity(victims.len());
         // Records of the victims still referenced, with the objects referencing them: one walk
@@ -1831,7 +2099,7 @@ impl Shard {
             }
         })
         .await;
-        for vid in victims {
+        'victims: for vid in victims {
             processed.push(vid);
             if self.closed.get() {
                 return Err(Error::Closed);
@@ -1845,7 +2113,24 @@ impl Shard {
             for (i, (rec_off, refs)) in by_record.into_iter().enumerate() {
                 let src = refs[0].4.clone();
                 let span = src.span_bytes;
-                let (dst, dst_off) = self.reserve(span)?;
+                let (dst, dst_off) = match self.reserve(span) {
+                    Ok(r) => r,
+                    Err(Error::NoSpace { context }) => {
+                        // No room above the reserve to copy into: finish what was copied, then
+                        // still remove the volumes that are already empty (that needs no space).
+                        tracing::warn!(dir = %self.dir.display(), %context, "compaction stopped: no free space above the reserve to copy into");
+                        stats.stopped_no_space = true;
+                        for rx in pending.drain(..) {
+                            match rx.await.map_err(|_| Error::Closed)? {
+                                Ok(_) | Err(Error::PreconditionFailed) => {}
+                                Err(e) => return Err(e),
+                            }
+                        }
+                        slots.clear();
+                        break 'victims;
+                    }
+                    Err(e) => return Err(e),
+                };
                 slots.push(WriterSlot {
                     vols: &self.vols,
                     volume_id: dst.id,
@@ -1999,10 +2284,12 @@ impl Shard {
     /// (0 = unlimited). Corruption is counted and logged, not returned as an error.
     pub async fn scrub(&self, max_bytes_per_s: u64) -> Result<ScrubStats> {
         let mut stats = ScrubStats::default();
-        let mut objs: Vec<Rc<Object>> = Vec::with_capacity(self.n_objects.get() as usize);
-        self.walk_index(|_, _, o| objs.push(o.clone())).await;
+        // Weak: an object deleted during the pass is not kept alive (its records can be reclaimed).
+        let mut objs: Vec<Weak<Object>> = Vec::with_capacity(self.n_objects.get() as usize);
+        self.walk_index(|_, _, o| objs.push(Rc::downgrade(o))).await;
         let started = Instant::now();
         for o in objs {
+            let Some(o) = o.upgrade() else { continue };
             let mut bad = false;
             for ext in &o.extents {
                 let step = (CHUNK_BYTES / ext.block_bytes as u64).max(1) * ext.block_bytes as u64;

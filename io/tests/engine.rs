@@ -1055,3 +1055,128 @@ fn compaction_and_scrub_walk_many_objects_in_chunks() {
         }
     });
 }
+
+/// Bytes the filesystem has allocated to a file (st_blocks), not its logical size.
+fn allocated_bytes(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+#[test]
+fn dead_records_are_punched_only_after_readers_let_go() {
+    let dir = tempfile::tempdir().unwrap();
+    const N: u64 = 8;
+    const SIZE: usize = 256 * 1024;
+    rt(async {
+        let shard = Shard::open(dir.path(), cfg()).await.unwrap();
+        for i in 0..N {
+            put(&shard, "b", &format!("k{i}"), &gen(i, SIZE), 65536)
+                .await
+                .unwrap();
+        }
+        let vol = volume_files(dir.path()).pop().unwrap();
+        // An in-flight reader holds k1 while it is deleted and more commits happen.
+        let held = shard.get("b", "k1").unwrap();
+        shard.delete("b", "k1", Expect::Any).await.unwrap();
+        put(&shard, "b", "later", b"x", 1).await.unwrap();
+        shard.compact(0.99).await.unwrap();
+        assert_eq!(shard.stats().punched_bytes, 0, "punched under a reader");
+        assert_eq!(read_all(&shard, &held).await, gen(1, SIZE));
+        drop(held);
+        let before = allocated_bytes(&vol);
+        // The next commit processes the drop.
+        shard.delete("b", "absent", Expect::Any).await.unwrap();
+        let punched = shard.stats().punched_bytes;
+        assert!(punched >= SIZE as u64, "punched {punched}");
+        // Deleting more (no reader) punches at the commit that kills them.
+        for i in [2u64, 3] {
+            shard
+                .delete("b", &format!("k{i}"), Expect::Any)
+                .await
+                .unwrap();
+        }
+        // (each DELETE hands the removed object to its caller: its drop is processed by the
+        // next commit, PUT reservation or compaction pass)
+        shard.delete("b", "absent", Expect::Any).await.unwrap();
+        assert!(shard.stats().punched_bytes >= punched + 2 * SIZE as u64);
+        let after = allocated_bytes(&vol);
+        assert!(
+            after + 3 * SIZE as u64 <= before + SIZE as u64,
+            "allocated {before} -> {after}"
+        );
+        for i in [0u64, 4, 5, 6, 7] {
+            let o = shard.get("b", &format!("k{i}")).unwrap();
+            assert_eq!(read_all(&shard, &o).await, gen(i, SIZE));
+        }
+        assert_eq!(shard.scrub(0).await.unwrap().corrupt_objects, 0);
+        // Crash (no close): replay meets the punched records only as dead ones.
+    });
+    rt(async {
+        let shard = Shard::open(dir.path(), cfg()).await.unwrap();
+        assert!(shard.get("b", "k1").is_none());
+        for i in [0u64, 4, 5, 6, 7] {
+            let o = shard.get("b", &format!("k{i}")).unwrap();
+            assert_eq!(read_all(&shard, &o).await, gen(i, SIZE));
+        }
+        let s = shard.scrub(0).await.unwrap();
+        assert_eq!((s.objects_checked, s.corrupt_objects), (6, 0));
+        shard.compact(0.0).await.unwrap();
+        shard.close().await.unwrap();
+    });
+    rt(async {
+        let shard = Shard::open(dir.path(), cfg()).await.unwrap();
+        assert_eq!(shard.stats().objects, 6);
+        assert_eq!(shard.scrub(0).await.unwrap().corrupt_objects, 0);
+    });
+}
+
+#[test]
+fn composed_records_are_punched_only_when_no_object_references_them() {
+    let dir = tempfile::tempdir().unwrap();
+    const SIZE: usize = 200 * 1024;
+    rt(async {
+        let shard = Shard::open(dir.path(), cfg()).await.unwrap();
+        let mut want = Vec::new();
+        let mut parts = Vec::new();
+        for i in 0..3u64 {
+            let d = gen(50 + i, SIZE);
+            want.extend_from_slice(&d);
+            put(&shard, "mp", &format!("p{i}"), &d, 65536)
+                .await
+                .unwrap();
+            parts.push(("mp".to_string(), format!("p{i}")));
+        }
+        // Multipart complete: the parts go, their records now belong to "whole".
+        shard
+            .compose("b", "whole", &parts, Bytes::new(), Expect::Any, true)
+            .await
+            .unwrap();
+        // A copy sharing the same records, then the original goes.
+        shard
+            .compose(
+                "b",
+                "copy",
+                &[("b".into(), "whole".into())],
+                Bytes::new(),
+                Expect::Any,
+                false,
+            )
+            .await
+            .unwrap();
+        shard.delete("b", "whole", Expect::Any).await.unwrap();
+        shard.compact(0.99).await.unwrap();
+        assert_eq!(shard.stats().punched_bytes, 0);
+        let c = shard.get("b", "copy").unwrap();
+        assert_eq!(read_all(&shard, &c).await, want);
+        drop(c);
+        shard.checkpoint().await.unwrap();
+        shard.delete("b", "copy", Expect::Any).await.unwrap();
+        shard.compact(0.99).await.unwrap();
+        assert!(shard.stats().punched_bytes >= 3 * SIZE as u64 - 3 * 8192);
+        assert_eq!(shard.stats().objects, 0);
+    });
+    rt(async {
+        let shard = Shard::open(dir.path(), cfg()).await.unwrap();
+        assert_eq!(shard.stats().objects, 0);
+    });
+}
