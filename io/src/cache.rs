@@ -255,7 +255,10 @@ mod tests {
             }
             assert!(c.used_bytes() <= 1_000_000);
         }
-        assert!(hits_late > 9_500, "hit rate after warm-up: {hits_late}/10000");
+        assert!(
+            hits_late > 9_500,
+            "hit rate after warm-up: {hits_late}/10000"
+        );
     }
 
     #[test]
