@@ -243,9 +243,13 @@ def main():
              "nginx the same number of workers")
     L.append(f"- each timed scenario: {meta['duration_s']} s, repeated {meta['repeats']}×, table cells are the "
              "**median over the repeats** of each run's percentile; every response verified (status, length, bytes)")
-    L.append(f"- peers: SeaweedFS `{m['weed']}`, s3s-fs 0.14.1 (shipped binary, no TCP_NODELAY), "
-             f"s3s-fs-nodelay (same library, TCP_NODELAY listener: bench/s3s-fs-nodelay), {m['nginx']} "
-             "(plain files, unsigned GETs: the no-S3 floor), fio " + m["fio"])
+    desc = {"bale-spin": "bale-spin (the same bale with `--spin-us 50`)",
+            "seaweedfs": f"SeaweedFS `{m['weed']}`",
+            "s3s-fs": "s3s-fs 0.14.1 (shipped binary, no TCP_NODELAY)",
+            "s3s-fs-nodelay": "s3s-fs-nodelay (same library, TCP_NODELAY listener: bench/s3s-fs-nodelay)",
+            "nginx": f"{m['nginx']} (plain files, unsigned GETs: the no-S3 floor)"}
+    L.append("- servers in this run: " + ", ".join(desc.get(s, s) for s in S if s != "bale")
+             + "; fio " + m["fio"])
     L.append("- exact commands: [`commands.txt`](" + rel + "/commands.txt); raw JSON per run: [`raw/`](" + rel + "/raw)\n")
     if meta.get("failures"):
         L.append("**Failures in this run** (each counted, the run went on):\n")

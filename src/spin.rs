@@ -44,6 +44,11 @@ pub fn kick() {
     });
 }
 
+/// Lets the core's other tasks run once before continuing.
+pub fn yield_now() -> impl Future<Output = ()> {
+    Yield(false)
+}
+
 struct Yield(bool);
 
 impl Future for Yield {

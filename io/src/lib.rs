@@ -9,6 +9,7 @@ mod buf;
 mod cache;
 mod error;
 mod format;
+mod punch;
 mod shard;
 
 pub use error::{Error, Result};

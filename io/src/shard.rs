@@ -50,6 +50,8 @@ const MAX_READ_BYTES: u64 = 64 << 20;
 /// Dead record spans are punched out in whole units of this size (the filesystem block size
 /// bale assumes; a span's partial first and last units stay allocated until compaction).
 const PUNCH_GRANULE_BYTES: u64 = 4096;
+/// Longest wait for queued hole punches when an allocation finds the disk nearly full.
+const PUNCH_WAIT_NEAR_FULL: Duration = Duration::from_secs(2);
 /// With a disk reserve, the journal is checkpointed once it passes half the reserve, but never
 /// below this (so a tiny reserve does not checkpoint at every batch).
 const MIN_AUTO_CHECKPOINT_JOURNAL_BYTES: u64 = 1 << 20;
@@ -313,9 +315,8 @@ pub struct Shard {
     dropped_records: Rc<RefCell<Vec<DroppedRecord>>>,
     /// Off while opening: replayed entries are durable only once open has synced the journal.
     punch_enabled: Cell<bool>,
-    /// Set when the filesystem cannot punch holes (EOPNOTSUPP): reclaim falls to compaction.
-    punch_unsupported: Cell<bool>,
-    punched_bytes: Cell<u64>,
+    /// Hole punching runs on this shard's worker thread, never on the reactor (punch.rs).
+    puncher: crate::punch::Puncher,
     reserve_refusals: Cell<u64>,
     _lock: std::fs::File,
 }
@@ -525,6 +526,12 @@ impl Shard {
             .map_err(|e| Error::io(format!("register {}", jpath.display()), e))?;
 
         let (tx, rx) = mpsc::unbounded();
+        let puncher = crate::punch::Puncher::start(&dir.display().to_string()).map_err(|e| {
+            Error::io(
+                format!("start the hole-punch thread for {}", dir.display()),
+                e,
+            )
+        })?;
         let shard = Rc::new(Shard {
             dir: dir.to_path_buf(),
             cache: RefCell::new((cfg.cache_bytes > 0).then(|| Cache::new(cfg.cache_bytes))),
@@ -545,8 +552,7 @@ impl Shard {
             snapshot_bytes: Cell::new(format::SNAPSHOT_EMPTY_BYTES),
             dropped_records: Rc::new(RefCell::new(Vec::new())),
             punch_enabled: Cell::new(false),
-            punch_unsupported: Cell::new(false),
-            punched_bytes: Cell::new(0),
+            puncher,
             reserve_refusals: Cell::new(0),
             _lock: lock,
         });
@@ -1267,6 +1273,10 @@ impl Shard {
     pub async fn close(&self) -> Result<()> {
         self.closed.set(true);
         self.checkpoint().await?;
+        // Space of records deleted just before shutdown is given back before the process goes.
+        if !self.wait_punches(PUNCH_WAIT_NEAR_FULL) {
+            tracing::warn!(dir = %self.dir.display(), "hole punches still queued at close; left to compaction");
+        }
         let mut vols = self.vols.borrow_mut();
         if let Some(id) = vols.active.take() {
             let v = vols.map.get_mut(&id).expect("active volume registered");
@@ -1278,6 +1288,14 @@ impl Shard {
             }
         }
         Ok(())
+    }
+
+    /// Waits (blocking this thread) until the hole punches queued so far are done, at most
+    /// `timeout`; true when none is left. Punching runs on a worker thread (punch.rs); tests and
+    /// `close` use this to see its effect.
+    pub fn wait_punches(&self, timeout: Duration) -> bool {
+        self.reclaim_dropped_records();
+        self.puncher.wait_idle(timeout)
     }
 
     /// Counters.
@@ -1296,7 +1314,11 @@ impl Shard {
             corrupt_reads: self.corrupt_reads.get(),
             journal_syncs: self.journal_syncs.get(),
             commits: self.commits.get(),
-            punched_bytes: self.punched_bytes.get(),
+            punched_bytes: self
+                .puncher
+                .state
+                .punched_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
             reserve_refusals: self.reserve_refusals.get(),
         }
     }
@@ -1577,7 +1599,7 @@ impl Shard {
             {
                 v.lives.remove(&d.record_offset);
             }
-            if !d.dead || !self.punch_enabled.get() || self.punch_unsupported.get() {
+            if !d.dead || !self.punch_enabled.get() {
                 continue;
             }
             assert!(
@@ -1592,26 +1614,8 @@ impl Shard {
             if hi <= lo {
                 continue;
             }
-            // SAFETY: fallocate on a valid fd, within the file (KEEP_SIZE never changes its size).
-            let rc = unsafe {
-                libc::fallocate(
-                    v.file.file.as_raw_fd(),
-                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                    lo as libc::off_t,
-                    (hi - lo) as libc::off_t,
-                )
-            };
-            if rc == 0 {
-                self.punched_bytes.set(self.punched_bytes.get() + (hi - lo));
-            } else {
-                let e = std::io::Error::last_os_error();
-                if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
-                    self.punch_unsupported.set(true);
-                    tracing::warn!(path = %v.file.path.display(), "filesystem cannot punch holes: dead records are reclaimed by compaction only");
-                } else {
-                    tracing::warn!(path = %v.file.path.display(), offset = lo, len_bytes = hi - lo, error = %e, "punching a dead record failed; left to compaction");
-                }
-            }
+            self.puncher
+                .punch(v.file.file.as_raw_fd(), &v.file.path, lo, hi - lo);
         }
     }
 
@@ -1631,11 +1635,27 @@ impl Shard {
                 std::io::Error::last_os_error(),
             ));
         }
-        let free_bytes = (st.f_bavail as u64).saturating_mul(st.f_frsize as u64);
+        let mut free_bytes = (st.f_bavail as u64).saturating_mul(st.f_frsize as u64);
         let snapshot_bytes = self.snapshot_bytes.get();
         let required_bytes = grow_bytes
             .saturating_add(reserve_bytes)
             .saturating_add(snapshot_bytes);
+        if free_bytes < required_bytes
+            && self
+                .puncher
+                .state
+                .pending_jobs
+                .load(std::sync::atomic::Ordering::Acquire)
+                > 0
+        {
+            // Near full with punches still queued: the space they free decides this allocation.
+            // Blocking the core here is confined to a disk that is nearly full.
+            self.puncher.wait_idle(PUNCH_WAIT_NEAR_FULL);
+            // SAFETY: as above.
+            if unsafe { libc::fstatvfs(v.file.file.as_raw_fd(), &mut st) } == 0 {
+                free_bytes = (st.f_bavail as u64).saturating_mul(st.f_frsize as u64);
+            }
+        }
         if free_bytes < required_bytes {
             self.reserve_refusals.set(self.reserve_refusals.get() + 1);
             return Err(Error::NoSpace {
