@@ -44,25 +44,7 @@ pub fn kick() {
     });
 }
 
-/// Lets the core's other tasks run once before continuing.
-pub fn yield_now() -> impl Future<Output = ()> {
-    Yield(false)
-}
-
-struct Yield(bool);
-
-impl Future for Yield {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0 {
-            Poll::Ready(())
-        } else {
-            self.0 = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    }
-}
+pub use bale_io::yield_now;
 
 /// Parks until `kick` records activity newer than `seen`.
 struct Parked(u64);
@@ -91,7 +73,7 @@ pub async fn run(spin: Duration) {
         let mut seen = STATE.with(|s| s.activity.get());
         let mut deadline = Instant::now() + spin;
         loop {
-            Yield(false).await;
+            yield_now().await;
             let now_seen = STATE.with(|s| s.activity.get());
             let now = Instant::now();
             if now_seen != seen {

@@ -13,7 +13,9 @@ mod punch;
 mod shard;
 
 pub use error::{Error, Result};
-pub use shard::{CompactStats, ListItem, Object, PutWriter, ScrubStats, Shard, ShardStats};
+pub use shard::{
+    yield_now, CompactStats, ListItem, Object, PutWriter, ScrubStats, Shard, ShardStats,
+};
 
 /// Engine configuration (per shard).
 #[derive(Debug, Clone)]

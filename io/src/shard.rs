@@ -379,7 +379,9 @@ impl Future for YieldNow {
     }
 }
 
-fn yield_now() -> YieldNow {
+/// Lets the core's other tasks run once before continuing (background steps here; the server
+/// uses it between slices of PUT hashing and in its spinner).
+pub fn yield_now() -> impl Future<Output = ()> {
     YieldNow(false)
 }
 
