@@ -6,10 +6,11 @@
 //! fsync dir) before a create or delete is acknowledged.
 
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,65 @@ pub struct Buckets {
     map: RwLock<BTreeMap<String, BucketInfo>>,
     /// Serialises writers so the file always matches the map.
     write_lock: std::sync::Mutex<()>,
+    /// Object writes in flight and deletes in progress, per bucket (only buckets with either).
+    gates: Mutex<HashMap<String, Gate>>,
+}
+
+/// What is happening to a bucket's contents right now.
+#[derive(Default)]
+struct Gate {
+    /// Object writes (PUT, copy, upload part, complete ...) between their bucket check and
+    /// their commit.
+    writers: u32,
+    /// A DeleteBucket is checking emptiness and removing the bucket.
+    deleting: bool,
+}
+
+/// Held by an object write from its bucket check to its commit: while any is held, the bucket
+/// cannot be deleted (so no write commits into a deleted bucket).
+pub struct WriteGuard {
+    buckets: Arc<Buckets>,
+    name: String,
+}
+
+impl Drop for WriteGuard {
+    fn drop(&mut self) {
+        let mut g = self.buckets.gates.lock().expect("bucket gates poisoned");
+        let gate = g
+            .get_mut(&self.name)
+            .expect("a held write guard has a gate");
+        assert!(gate.writers > 0);
+        gate.writers -= 1;
+        if gate.writers == 0 && !gate.deleting {
+            g.remove(&self.name);
+        }
+    }
+}
+
+/// Held by DeleteBucket while it checks emptiness and removes the bucket: new writes see the
+/// bucket as gone meanwhile.
+pub struct DeleteGuard {
+    buckets: Arc<Buckets>,
+    name: String,
+}
+
+impl Drop for DeleteGuard {
+    fn drop(&mut self) {
+        let mut g = self.buckets.gates.lock().expect("bucket gates poisoned");
+        let gate = g
+            .get_mut(&self.name)
+            .expect("a held delete guard has a gate");
+        gate.deleting = false;
+        if gate.writers == 0 {
+            g.remove(&self.name);
+        }
+    }
+}
+
+/// Why a bucket cannot be deleted right now.
+pub enum DeleteBlocked {
+    Missing,
+    WritesInFlight,
 }
 
 pub enum CreateOutcome {
@@ -47,6 +107,42 @@ impl Buckets {
             path,
             map: RwLock::new(map),
             write_lock: std::sync::Mutex::new(()),
+            gates: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Starts an object write into `name`; None if the bucket does not exist or is being
+    /// deleted. Not on the GET path: one short lock per write.
+    pub fn write_guard(self: &Arc<Self>, name: &str) -> Option<WriteGuard> {
+        let mut g = self.gates.lock().expect("bucket gates poisoned");
+        if g.get(name).is_some_and(|x| x.deleting) || !self.exists(name) {
+            return None;
+        }
+        g.entry(name.to_string()).or_default().writers += 1;
+        Some(WriteGuard {
+            buckets: self.clone(),
+            name: name.to_string(),
+        })
+    }
+
+    /// Starts a bucket delete: refused while object writes are in flight; from here until the
+    /// guard drops, new writes answer as if the bucket were gone.
+    pub fn delete_guard(self: &Arc<Self>, name: &str) -> Result<DeleteGuard, DeleteBlocked> {
+        let mut g = self.gates.lock().expect("bucket gates poisoned");
+        if !self.exists(name) {
+            return Err(DeleteBlocked::Missing);
+        }
+        let gate = g.entry(name.to_string()).or_default();
+        if gate.writers > 0 || gate.deleting {
+            if gate.writers == 0 && !gate.deleting {
+                g.remove(name);
+            }
+            return Err(DeleteBlocked::WritesInFlight);
+        }
+        gate.deleting = true;
+        Ok(DeleteGuard {
+            buckets: self.clone(),
+            name: name.to_string(),
         })
     }
 
@@ -160,6 +256,28 @@ mod tests {
         ] {
             assert!(!valid_bucket_name(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn delete_waits_for_writers_and_blocks_new_ones() {
+        let t = tempfile::tempdir().unwrap();
+        let b = Arc::new(Buckets::open(t.path()).unwrap());
+        b.create("abc", 1).unwrap();
+        assert!(b.write_guard("nope").is_none());
+        let w = b.write_guard("abc").expect("bucket exists");
+        assert!(matches!(
+            b.delete_guard("abc"),
+            Err(DeleteBlocked::WritesInFlight)
+        ));
+        drop(w);
+        let d = b.delete_guard("abc").ok().expect("no writers left");
+        assert!(b.write_guard("abc").is_none(), "writes wait out a delete");
+        drop(d);
+        assert!(
+            b.write_guard("abc").is_some(),
+            "a failed delete lets writes in"
+        );
+        assert!(b.gates.lock().unwrap().is_empty());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! HTTP/1.1 connections: hyper on monoio, health endpoints, panic containment.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
@@ -14,6 +14,8 @@ use monoio::io::IntoPollIo;
 use monoio::net::TcpStream;
 use monoio_compat::hyper::{MonoioIo, MonoioTimer};
 use s3s::service::S3Service;
+
+use crate::conns::{ConnSlot, ConnTable};
 
 /// Largest request head (request line + headers) accepted, bytes. Larger gets 431.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -116,31 +118,145 @@ pub struct Handlers {
 
 async fn handle(
     h: Handlers,
+    conn: Rc<ConnSlot>,
     max_inflight: usize,
     req: http::Request<Incoming>,
 ) -> Result<http::Response<s3s::Body>, Infallible> {
     crate::spin::kick();
-    let resp = handle_inner(h, max_inflight, req).await;
+    conn.request_started();
+    let id = request_id();
+    let mut resp = handle_inner(h, max_inflight, req).await;
+    stamp_request_id(&mut resp, &id);
+    conn.request_ended();
     crate::spin::kick();
-    resp
+    Ok(resp)
+}
+
+/// A request that carries no credentials at all: no `Authorization` header and no presigned
+/// query signature (SigV4 `X-Amz-Signature`, SigV2 `Signature`). bale has no public buckets,
+/// so every such request (health checks aside) is refused before anything reads its body.
+fn is_anonymous(req: &http::Request<Incoming>) -> bool {
+    !req.headers().contains_key(http::header::AUTHORIZATION)
+        && !req.uri().query().is_some_and(|q| {
+            q.split('&')
+                .any(|kv| kv.starts_with("X-Amz-Signature=") || kv.starts_with("Signature="))
+        })
+}
+
+/// POST object (a browser form upload: `POST /bucket` with `multipart/form-data`). Not
+/// supported: its credentials travel inside the form, so s3s would have to read the form
+/// before it could refuse anyone.
+fn is_post_object(req: &http::Request<Incoming>) -> bool {
+    req.method() == http::Method::POST
+        && req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.trim_start()
+                    .get(..19)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("multipart/form-data"))
+            })
+}
+
+/// Object bytes (PutObject, UploadPart): the only request bodies that are streamed. Every
+/// other body (DeleteObjects, CompleteMultipartUpload, tagging, bucket configuration ...) is
+/// XML that s3s reads whole into memory before parsing.
+fn is_object_data_upload(req: &http::Request<Incoming>) -> bool {
+    if req.method() != http::Method::PUT {
+        return false;
+    }
+    let has_key = req
+        .uri()
+        .path()
+        .strip_prefix('/')
+        .and_then(|p| p.split_once('/'))
+        .is_some_and(|(_, k)| !k.is_empty());
+    has_key
+        && req.uri().query().is_none_or(|q| {
+            q.split('&').all(|kv| {
+                let name = kv.split('=').next().unwrap_or("");
+                matches!(name, "partNumber" | "uploadId" | "x-id" | "")
+                    || name.starts_with("X-Amz-")
+            })
+        })
+}
+
+/// An XML request body that is over `MAX_XML_BODY_BYTES`, or of unknown length: refused from
+/// the head (s3s would buffer up to the limit, then answer 500).
+fn xml_body_refusal(req: &http::Request<Incoming>) -> Option<http::Response<s3s::Body>> {
+    use http_body::Body as _;
+    if req.body().is_end_stream() || is_object_data_upload(req) {
+        return None;
+    }
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        None => Some(error_xml(
+            http::StatusCode::LENGTH_REQUIRED,
+            "MissingContentLength",
+            "You must provide the Content-Length HTTP header.",
+        )),
+        Some(n) if n > MAX_XML_BODY_BYTES as u64 => {
+            let is_delete = req.method() == http::Method::POST
+                && req
+                    .uri()
+                    .query()
+                    .is_some_and(|q| q.split('&').any(|kv| kv == "delete" || kv == "delete="));
+            Some(if is_delete {
+                error_xml(
+                    http::StatusCode::BAD_REQUEST,
+                    "MalformedXML",
+                    "The XML you provided was not well-formed or did not validate against our published schema (body over 4 MiB).",
+                )
+            } else {
+                error_xml(
+                    http::StatusCode::BAD_REQUEST,
+                    "MaxMessageLengthExceeded",
+                    "Your request was too big (XML bodies are limited to 4 MiB).",
+                )
+            })
+        }
+        Some(_) => None,
+    }
+}
+
+/// How much of an unread request body is read and thrown away after an early answer, so the
+/// client sees the answer instead of a reset: (bytes, time). Runs after the in-flight slot is
+/// given back; then the connection is closed.
+#[derive(Clone, Copy)]
+struct DrainBudget {
+    max_bytes: u64,
+    max_time: Duration,
+}
+
+/// Early answers to authenticated requests (a failed precondition, NoSuchBucket ...).
+const DRAIN_AUTHENTICATED: DrainBudget = DrainBudget {
+    max_bytes: MAX_DRAIN_BYTES,
+    max_time: Duration::from_millis(MAX_DRAIN_MS),
+};
+/// Answers to requests that proved no identity (anonymous, bad signature, unknown key).
+const DRAIN_REFUSED: DrainBudget = DrainBudget {
+    max_bytes: MAX_REFUSED_DRAIN_BYTES,
+    max_time: Duration::from_millis(MAX_REFUSED_DRAIN_MS),
+};
+
+fn with_close(mut r: http::Response<s3s::Body>) -> http::Response<s3s::Body> {
+    r.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    r
 }
 
 async fn handle_inner(
     h: Handlers,
     max_inflight: usize,
     req: http::Request<Incoming>,
-) -> Result<http::Response<s3s::Body>, Infallible> {
-    let Some(_slot) = InflightGuard::try_new(max_inflight) else {
-        tracing::warn!(
-            max_inflight,
-            "in-flight request limit reached; answering 503 SlowDown"
-        );
-        return Ok(error_xml(
-            http::StatusCode::SERVICE_UNAVAILABLE,
-            "SlowDown",
-            "Please reduce your request rate.",
-        ));
-    };
+) -> http::Response<s3s::Body> {
     let head_bytes: usize = req
         .headers()
         .iter()
@@ -149,7 +265,7 @@ async fn handle_inner(
         + req.uri().path().len()
         + req.uri().query().map_or(0, str::len);
     if head_bytes > MAX_HEADER_BYTES {
-        return Ok(error_xml(
+        return with_close(error_xml(
             http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "RequestHeaderSectionTooLarge",
             "Your request header section exceeds the maximum allowed size (64 KiB).",
@@ -158,31 +274,110 @@ async fn handle_inner(
     if (req.method() == http::Method::GET || req.method() == http::Method::HEAD)
         && is_health(req.uri().path())
     {
-        return Ok(plain(http::StatusCode::OK, ""));
+        return plain(http::StatusCode::OK, "");
     }
+    if is_post_object(&req) {
+        let body = req.into_body();
+        refuse_drain(body, DRAIN_REFUSED).await;
+        return with_close(error_xml(
+            http::StatusCode::NOT_IMPLEMENTED,
+            "NotImplemented",
+            "POST object (browser form upload) is not supported; use PUT.",
+        ));
+    }
+    if is_anonymous(&req) {
+        let body = req.into_body();
+        refuse_drain(body, DRAIN_REFUSED).await;
+        return with_close(error_xml(
+            http::StatusCode::FORBIDDEN,
+            "AccessDenied",
+            "Anonymous access is not allowed: sign the request.",
+        ));
+    }
+    if let Some(refusal) = xml_body_refusal(&req) {
+        let body = req.into_body();
+        refuse_drain(body, DRAIN_REFUSED).await;
+        return with_close(refusal);
+    }
+    let (resp, unread) = {
+        let Some(_slot) = InflightGuard::try_new(max_inflight) else {
+            note_slowdown(max_inflight);
+            return with_close(error_xml(
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                "SlowDown",
+                "Please reduce your request rate.",
+            ));
+        };
+        serve_with_slot(h, req).await
+        // the slot is given back here, before any draining
+    };
+    match unread {
+        Unread::None => resp,
+        Unread::Close => with_close(resp),
+        Unread::Drain(sh) => {
+            let budget = if matches!(
+                resp.status(),
+                http::StatusCode::FORBIDDEN | http::StatusCode::UNAUTHORIZED
+            ) {
+                DRAIN_REFUSED
+            } else {
+                DRAIN_AUTHENTICATED
+            };
+            let body = sh.lock().expect("body lock poisoned").take();
+            match body {
+                Some(b) => {
+                    if drain(b, budget).await {
+                        resp
+                    } else {
+                        with_close(resp)
+                    }
+                }
+                None => resp,
+            }
+        }
+    }
+}
+
+/// What is left of the request body once the handler answered.
+enum Unread {
+    None,
+    /// The client waits for `100-continue` and was not told to send: close after answering.
+    Close,
+    /// Read and discard it (bounded) so the client sees the answer.
+    Drain(Arc<Mutex<BodySlot>>),
+}
+
+/// The part of a request that holds an in-flight slot: the fast path, then s3s.
+async fn serve_with_slot(
+    h: Handlers,
+    req: http::Request<Incoming>,
+) -> (http::Response<s3s::Body>, Unread) {
     let mut req = req;
     if let Some(fp) = &h.fast {
         match AssertUnwindSafe(crate::fast::try_serve(fp, req))
             .catch_unwind()
             .await
         {
-            Ok(Ok(resp)) => return Ok(resp),
+            Ok(Ok(resp)) => return (resp, Unread::None),
             Ok(Err(back)) => req = back,
             Err(_) => {
                 tracing::error!(
                     "panic while serving a request (fast path); answered 500, connection kept"
                 );
-                return Ok(internal_error_xml());
+                return (internal_error_xml(), Unread::None);
             }
         }
     }
     let svc = h.svc;
     if presigned_too_long(req.uri()) {
-        return Ok(error_xml(
-            http::StatusCode::FORBIDDEN,
-            "AuthorizationQueryParametersError",
-            "X-Amz-Expires must be less than a week (in seconds) that is 604800",
-        ));
+        return (
+            error_xml(
+                http::StatusCode::FORBIDDEN,
+                "AuthorizationQueryParametersError",
+                "X-Amz-Expires must be less than a week (in seconds) that is 604800",
+            ),
+            Unread::Close,
+        );
     }
     // A body the handler may answer before reading (auth failure, NoSuchBucket, 412 ...) is
     // shared so it can be drained afterwards: closing with unread body bytes makes the kernel
@@ -236,31 +431,115 @@ async fn handle_inner(
             internal_error_xml()
         }
     };
-    let mut resp = resp;
-    if let Some(sh) = shared {
-        if continue_expected {
-            // The client waits for 100-continue before sending its body, but may send it
-            // anyway after its own timeout: if the body was not read, the connection cannot
-            // be reused safely (the late body would be parsed as the next request).
-            let unread = sh
-                .lock()
-                .expect("body lock poisoned")
-                .as_ref()
-                .is_some_and(|b| {
-                    use http_body::Body as _;
-                    !b.is_end_stream()
-                });
-            if unread {
-                resp.headers_mut().insert(
-                    http::header::CONNECTION,
-                    http::HeaderValue::from_static("close"),
-                );
-            }
+    let Some(sh) = shared else {
+        return (resp, Unread::None);
+    };
+    let unread = sh
+        .lock()
+        .expect("body lock poisoned")
+        .as_ref()
+        .is_some_and(|b| {
+            use http_body::Body as _;
+            !b.is_end_stream()
+        });
+    if !unread {
+        (resp, Unread::None)
+    } else if continue_expected {
+        // The client waits for 100-continue before sending its body, but may send it anyway
+        // after its own timeout: if the body was not read, the connection cannot be reused
+        // safely (the late body would be parsed as the next request).
+        (resp, Unread::Close)
+    } else {
+        (resp, Unread::Drain(sh))
+    }
+}
+
+thread_local! {
+    /// 503 SlowDown answers on this core since the last log line, and when that line was.
+    static SLOWDOWN_LOG: Cell<(u64, Option<std::time::Instant>)> = const { Cell::new((0, None)) };
+}
+
+/// Counts a 503 SlowDown; logs at most one line per `REFUSAL_LOG_INTERVAL` per core.
+fn note_slowdown(max_inflight: usize) {
+    SLOWDOWN_LOG.with(|c| {
+        let (n, last) = c.get();
+        let now = std::time::Instant::now();
+        if last.is_none_or(|t| now.duration_since(t) >= REFUSAL_LOG_INTERVAL) {
+            tracing::warn!(
+                max_inflight,
+                refused = n + 1,
+                "in-flight request limit reached; answering 503 SlowDown"
+            );
+            c.set((0, Some(now)));
         } else {
-            drain(&sh).await;
+            c.set((n + 1, last));
+        }
+    });
+}
+
+/// Shortest time between two log lines about refused requests or connections on one core.
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+thread_local! {
+    /// (random base, counter): request ids are unique per core without any shared state.
+    static REQUEST_IDS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+}
+
+/// A request id in AWS's shape: 16 upper-case hex digits.
+fn request_id() -> [u8; 16] {
+    let v = REQUEST_IDS.with(|c| {
+        let (mut base, n) = c.get();
+        if base == 0 {
+            base = rand::random::<u64>() | 1;
+        }
+        c.set((base, n + 1));
+        // An odd multiplier is a bijection on u64: ids never repeat on this core.
+        base ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    });
+    const H: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = [0u8; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = H[((v >> (60 - 4 * i)) & 15) as usize];
+    }
+    out
+}
+
+/// Puts the request id in `x-amz-request-id`, and into an S3 error body's `<RequestId>` (s3s
+/// builds its error bodies without one), so both always carry the same id.
+fn stamp_request_id(resp: &mut http::Response<s3s::Body>, id: &[u8; 16]) {
+    let idv = http::HeaderValue::from_bytes(id).expect("hex digits are a valid header value");
+    resp.headers_mut().insert("x-amz-request-id", idv);
+    if resp.status().as_u16() < 400 {
+        return;
+    }
+    let Some(body) = resp.body().bytes() else {
+        return;
+    };
+    let Some(at) = find(&body, b"</Error>") else {
+        return;
+    };
+    if find(&body, b"<RequestId>").is_some() {
+        return;
+    }
+    let mut out = Vec::with_capacity(body.len() + 40);
+    out.extend_from_slice(&body[..at]);
+    out.extend_from_slice(b"<RequestId>");
+    out.extend_from_slice(id);
+    out.extend_from_slice(b"</RequestId>");
+    out.extend_from_slice(&body[at..]);
+    if let Some(cl) = resp.headers().get(http::header::CONTENT_LENGTH) {
+        if cl.to_str().ok().and_then(|v| v.parse::<usize>().ok()) == Some(body.len()) {
+            resp.headers_mut().insert(
+                http::header::CONTENT_LENGTH,
+                http::HeaderValue::from(out.len()),
+            );
         }
     }
-    Ok(resp)
+    *resp.body_mut() = s3s::Body::from(bytes::Bytes::from(out));
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// The request body, shared between s3s and `handle` (taken by `drain`).
@@ -277,9 +556,15 @@ fn expects_continue(h: &http::HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
 }
 
-/// Most bytes read and discarded after an early answer before giving up (the connection is
-/// then closed as before).
+/// Most bytes read and discarded after an early answer to an authenticated request before
+/// giving up (the connection is then closed).
 pub const MAX_DRAIN_BYTES: u64 = 16 << 20;
+/// Longest time spent draining after an early answer to an authenticated request, ms.
+pub const MAX_DRAIN_MS: u64 = 5_000;
+/// The same two bounds for a refused request (anonymous, bad signature, unknown key): only
+/// what a client has typically sent before it could see the answer.
+pub const MAX_REFUSED_DRAIN_BYTES: u64 = 4 << 20;
+pub const MAX_REFUSED_DRAIN_MS: u64 = 1_000;
 
 struct SharedBody(Arc<Mutex<BodySlot>>);
 
@@ -316,54 +601,73 @@ impl http_body::Body for SharedBody {
     }
 }
 
-async fn drain(sh: &Arc<Mutex<BodySlot>>) {
+/// Reads and discards `body` within `budget`; true if it reached the end (the connection can
+/// be kept), false if it gave up (the caller closes the connection).
+async fn drain(mut body: Incoming, budget: DrainBudget) -> bool {
     use http_body::Body as _;
-    let Some(mut body) = sh.lock().expect("body lock poisoned").take() else {
-        return;
-    };
     if body.is_end_stream() {
-        return;
+        return true;
     }
-    let mut drained: u64 = 0;
-    while drained <= MAX_DRAIN_BYTES {
-        let frame =
-            futures::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await;
-        match frame {
-            Some(Ok(f)) => drained += f.data_ref().map_or(0, |d| d.len() as u64),
-            _ => return,
+    let read_all = async {
+        let mut drained: u64 = 0;
+        while drained <= budget.max_bytes {
+            let frame =
+                futures::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await;
+            match frame {
+                Some(Ok(f)) => drained += f.data_ref().map_or(0, |d| d.len() as u64),
+                Some(Err(_)) => return false,
+                None => return true,
+            }
         }
-    }
-    tracing::debug!(drained, "stopped draining an unread request body");
+        tracing::debug!(drained, "stopped draining an unread request body");
+        false
+    };
+    monoio::time::timeout(budget.max_time, read_all)
+        .await
+        .unwrap_or(false)
 }
 
-/// Serves one connection to completion (or until shutdown asks it to finish).
+/// Drain for a refused request: bounded, and the connection is closed whatever happens.
+async fn refuse_drain(body: Incoming, budget: DrainBudget) {
+    let _ = drain(body, budget).await;
+}
+
+/// Serves one connection to completion (or until shutdown asks it to finish, or the core's
+/// table evicts it to make room for a newcomer).
 pub async fn serve_conn(
     stream: TcpStream,
     handlers: Handlers,
     limits: ConnLimits,
     shutdown: futures::future::Shared<futures::channel::oneshot::Receiver<()>>,
-    active: Rc<Cell<usize>>,
+    table: Rc<RefCell<ConnTable>>,
+    slot: Rc<ConnSlot>,
 ) {
-    struct Guard(Rc<Cell<usize>>);
+    struct Guard(Rc<RefCell<ConnTable>>, Rc<ConnSlot>);
     impl Drop for Guard {
         fn drop(&mut self) {
-            self.0.set(self.0.get() - 1);
+            self.0.borrow_mut().release(&self.1);
         }
     }
-    let _g = Guard(active);
+    let _g = Guard(table, slot.clone());
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "set_nodelay failed");
     }
     let io = match stream.into_poll_io() {
-        Ok(io) => MonoioIo::new(crate::idle::IdleIo::new(io, limits.idle_timeout)),
+        Ok(io) => MonoioIo::new(crate::idle::IdleIo::new(
+            io,
+            limits.idle_timeout,
+            slot.clone(),
+        )),
         Err(e) => {
             tracing::debug!(error = %e, "cannot switch stream to poll io");
             return;
         }
     };
     let max_inflight = limits.max_inflight;
-    let service =
-        hyper::service::service_fn(move |req| handle(handlers.clone(), max_inflight, req));
+    let conn_slot = slot.clone();
+    let service = hyper::service::service_fn(move |req| {
+        handle(handlers.clone(), conn_slot.clone(), max_inflight, req)
+    });
     let conn = http1::Builder::new()
         .timer(MonoioTimer)
         .header_read_timeout(limits.header_timeout)
@@ -374,8 +678,10 @@ pub async fn serve_conn(
     let finished = {
         let mut c = conn.as_mut().fuse();
         let mut sd = shutdown.fuse();
+        let mut ev = slot.evicted().fuse();
         futures::select_biased! {
             r = c => Some(r),
+            _ = ev => return, // dropping the connection closes the socket
             _ = sd => None,
         }
     };

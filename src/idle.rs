@@ -8,7 +8,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use std::rc::Rc;
+
 use monoio::io::poll_io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::conns::ConnSlot;
 
 pin_project_lite::pin_project! {
     pub struct IdleIo<T> {
@@ -17,16 +21,19 @@ pin_project_lite::pin_project! {
         idle: Duration,
         last_progress: Instant,
         sleep: Option<Pin<Box<monoio::time::Sleep>>>,
+        // Told of progress too, so the core's table knows which connections are idle.
+        slot: Rc<ConnSlot>,
     }
 }
 
 impl<T> IdleIo<T> {
-    pub fn new(inner: T, idle: Duration) -> Self {
+    pub fn new(inner: T, idle: Duration, slot: Rc<ConnSlot>) -> Self {
         Self {
             inner,
             idle,
             last_progress: Instant::now(),
             sleep: None,
+            slot,
         }
     }
 }
@@ -72,7 +79,9 @@ impl<T: AsyncRead> AsyncRead for IdleIo<T> {
         match this.inner.poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
-                    *this.last_progress = Instant::now();
+                    let now = Instant::now();
+                    *this.last_progress = now;
+                    this.slot.touched(now);
                 }
                 Poll::Ready(Ok(()))
             }
@@ -95,7 +104,9 @@ impl<T: AsyncWrite> AsyncWrite for IdleIo<T> {
         match this.inner.poll_write(cx, buf) {
             Poll::Ready(Ok(n)) => {
                 if n > 0 {
-                    *this.last_progress = Instant::now();
+                    let now = Instant::now();
+                    *this.last_progress = now;
+                    this.slot.touched(now);
                 }
                 Poll::Ready(Ok(n))
             }
@@ -116,7 +127,9 @@ impl<T: AsyncWrite> AsyncWrite for IdleIo<T> {
         match this.inner.poll_write_vectored(cx, bufs) {
             Poll::Ready(Ok(n)) => {
                 if n > 0 {
-                    *this.last_progress = Instant::now();
+                    let now = Instant::now();
+                    *this.last_progress = now;
+                    this.slot.touched(now);
                 }
                 Poll::Ready(Ok(n))
             }

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod buckets;
 pub mod chunked;
 pub mod config;
+pub mod conns;
 pub mod fast;
 pub mod http;
 pub mod idle;

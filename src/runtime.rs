@@ -1,7 +1,7 @@
 //! The per-core runtime: one pinned thread per core, each a monoio io_uring runtime with its
 //! own SO_REUSEPORT listener, its own shards and its own inbox for work from other cores.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,6 +14,7 @@ use futures::channel::{mpsc, oneshot};
 use futures::FutureExt;
 
 use crate::config::ServeArgs;
+use crate::conns::{Admit, ConnTable};
 use crate::http::{serve_conn, ConnLimits};
 use crate::layout::ShardPlace;
 use crate::router::{self, Inbox, Topology};
@@ -214,7 +215,7 @@ async fn core_main(setup: CoreSetup) {
             }
         });
     }
-    let active = Rc::new(Cell::new(0usize));
+    let table = Rc::new(RefCell::new(ConnTable::new(args.max_connections_per_core)));
     let (conn_stop_tx, conn_stop_rx) = oneshot::channel::<()>();
     let conn_stop = conn_stop_rx.shared();
     let mut shutdown = shutdown.fuse();
@@ -229,22 +230,21 @@ async fn core_main(setup: CoreSetup) {
         let Some(r) = accepted else { break };
         match r {
             Ok((stream, _peer)) => {
-                if active.get() >= args.max_connections_per_core {
-                    tracing::warn!(
-                        core,
-                        limit = args.max_connections_per_core,
-                        "connection limit reached; closing new connection"
-                    );
-                    drop(stream);
-                    continue;
-                }
-                active.set(active.get() + 1);
+                let admitted = table.borrow_mut().admit(core);
+                let slot = match admitted {
+                    Admit::Admitted(s) | Admit::Evicted(s) => s,
+                    Admit::Refused => {
+                        drop(stream);
+                        continue;
+                    }
+                };
                 let fut = serve_conn(
                     stream,
                     handlers.clone(),
                     limits,
                     conn_stop.clone(),
-                    active.clone(),
+                    table.clone(),
+                    slot,
                 );
                 monoio::spawn(async move {
                     if std::panic::AssertUnwindSafe(fut)
@@ -268,13 +268,13 @@ async fn core_main(setup: CoreSetup) {
     // Ask every connection to finish its current request, then wait (bounded).
     let _ = conn_stop_tx.send(());
     let deadline = std::time::Instant::now() + Duration::from_secs(args.shutdown_timeout_s);
-    while active.get() > 0 && std::time::Instant::now() < deadline {
+    while table.borrow().live() > 0 && std::time::Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(10)).await;
     }
-    if active.get() > 0 {
+    if table.borrow().live() > 0 {
         tracing::warn!(
             core,
-            connections = active.get(),
+            connections = table.borrow().live(),
             "shutdown timeout: closing remaining connections"
         );
     }

@@ -1027,6 +1027,7 @@ impl Shard {
             block_crc: 0,
             block_fill_bytes: 0,
             failed: false,
+            submitted: false,
         })
     }
 
@@ -1616,6 +1617,40 @@ impl Shard {
             if hi <= lo {
                 continue;
             }
+            self.puncher
+                .punch(v.file.file.as_raw_fd(), &v.file.path, lo, hi - lo);
+        }
+    }
+
+    /// Gives back the span of a PUT that was reserved but never handed to the committer (no
+    /// journal entry can name it, so nothing will ever read it). At the tail of the active
+    /// volume, with no write of it still in flight, the tail is rolled back and the next PUT
+    /// reuses the (already allocated) space; anywhere else its whole filesystem blocks are
+    /// punched out on the worker thread. A write still in flight may refill at most one
+    /// staging buffer of a punched span: compaction takes that.
+    fn reclaim_abandoned_span(
+        &self,
+        vol: &Rc<VolFile>,
+        record_offset: u64,
+        span_bytes: u64,
+        write_in_flight: bool,
+    ) {
+        let mut vols = self.vols.borrow_mut();
+        let is_active = vols.active == Some(vol.id);
+        let Some(v) = vols.map.get_mut(&vol.id) else {
+            return;
+        };
+        if !Rc::ptr_eq(&v.file, vol) {
+            return;
+        }
+        assert!(record_offset + span_bytes <= v.end_bytes);
+        if is_active && !v.sealed && !write_in_flight && v.end_bytes == record_offset + span_bytes {
+            v.end_bytes = record_offset;
+            return;
+        }
+        let lo = round_up_u64(record_offset, PUNCH_GRANULE_BYTES);
+        let hi = round_down_u64(record_offset + span_bytes, PUNCH_GRANULE_BYTES);
+        if hi > lo {
             self.puncher
                 .punch(v.file.file.as_raw_fd(), &v.file.path, lo, hi - lo);
         }
@@ -2371,6 +2406,9 @@ pub struct PutWriter {
     block_crc: u32,
     block_fill_bytes: u64,
     failed: bool,
+    /// The record was handed to the committer: from then on its span may be named by a
+    /// journal entry (even when the commit reports an error), so it is never reclaimed here.
+    submitted: bool,
 }
 
 struct InFlightWrite {
@@ -2381,6 +2419,16 @@ struct InFlightWrite {
 
 impl Drop for PutWriter {
     fn drop(&mut self) {
+        if !self.submitted {
+            // Abandoned (the client went away, a check failed): nothing names this span, so
+            // its space goes back now instead of waiting for compaction.
+            self.shard.reclaim_abandoned_span(
+                &self.vol,
+                self.record_offset,
+                self.span_bytes,
+                self.inflight.is_some(),
+            );
+        }
         release_writer(&self.shard.vols, self.vol.id);
     }
 }
@@ -2552,6 +2600,7 @@ impl PutWriter {
                 crcs: std::mem::take(&mut self.crcs).into(),
             },
         };
+        self.submitted = true;
         match self
             .shard
             .submit(Op::Put(entry, self.vol.clone()), expect)

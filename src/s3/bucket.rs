@@ -5,7 +5,7 @@ use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 use super::error::{self, no_such_bucket};
 use super::{now_ms, timestamp_ms, BaleS3};
-use crate::buckets::{valid_bucket_name, CreateOutcome};
+use crate::buckets::{valid_bucket_name, CreateOutcome, DeleteBlocked};
 use crate::router::on_shard;
 
 pub async fn create(
@@ -67,9 +67,18 @@ pub async fn delete(
     req: S3Request<DeleteBucketInput>,
 ) -> S3Result<S3Response<DeleteBucketOutput>> {
     let name = req.input.bucket.clone();
-    if !s.buckets.exists(&name) {
-        return Err(no_such_bucket(&name));
-    }
+    // Held until the bucket is gone (or the delete fails): no object write can start meanwhile,
+    // and none was in flight when it was taken.
+    let _deleting = match s.buckets.delete_guard(&name) {
+        Ok(g) => g,
+        Err(DeleteBlocked::Missing) => return Err(no_such_bucket(&name)),
+        Err(DeleteBlocked::WritesInFlight) => {
+            return Err(s3_error!(
+                BucketNotEmpty,
+                "The bucket you tried to delete is not empty (object writes are in flight)"
+            ))
+        }
+    };
     if !bucket_is_empty(s, &name).await? {
         return Err(s3_error!(
             BucketNotEmpty,

@@ -114,9 +114,10 @@ pub async fn copy_object(
 ) -> S3Result<S3Response<CopyObjectOutput>> {
     let i = req.input;
     check_key(&i.key)?;
-    if !s.buckets.exists(&i.bucket) {
-        return Err(no_such_bucket(&i.bucket));
-    }
+    let _writing = s
+        .buckets
+        .write_guard(&i.bucket)
+        .ok_or_else(|| no_such_bucket(&i.bucket))?;
     let replace = match i.metadata_directive.as_ref().map(|d| d.as_str()) {
         None | Some("COPY") => false,
         Some("REPLACE") => true,

@@ -78,9 +78,10 @@ pub async fn create(
 ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
     let i = req.input;
     check_key(&i.key)?;
-    if !s.buckets.exists(&i.bucket) {
-        return Err(no_such_bucket(&i.bucket));
-    }
+    let _writing = s
+        .buckets
+        .write_guard(&i.bucket)
+        .ok_or_else(|| no_such_bucket(&i.bucket))?;
     let meta = ObjMeta::from_request(
         &req.headers,
         i.content_type.as_ref(),
@@ -123,9 +124,10 @@ pub async fn upload_part(
     let i = req.input;
     check_part_number(i.part_number)?;
     check_upload_id(&i.upload_id)?;
-    if !s.buckets.exists(&i.bucket) {
-        return Err(no_such_bucket(&i.bucket));
-    }
+    let _writing = s
+        .buckets
+        .write_guard(&i.bucket)
+        .ok_or_else(|| no_such_bucket(&i.bucket))?;
     let checks = body_checks(
         &req.headers,
         i.content_length,
@@ -200,9 +202,10 @@ pub async fn upload_part_copy(
     let i = req.input;
     check_part_number(i.part_number)?;
     check_upload_id(&i.upload_id)?;
-    if !s.buckets.exists(&i.bucket) {
-        return Err(no_such_bucket(&i.bucket));
-    }
+    let _writing = s
+        .buckets
+        .write_guard(&i.bucket)
+        .ok_or_else(|| no_such_bucket(&i.bucket))?;
     let src = resolve_source(
         s,
         &i.copy_source,
@@ -257,9 +260,10 @@ pub async fn complete(
 ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
     let i = req.input;
     check_upload_id(&i.upload_id)?;
-    if !s.buckets.exists(&i.bucket) {
-        return Err(no_such_bucket(&i.bucket));
-    }
+    let _writing = s
+        .buckets
+        .write_guard(&i.bucket)
+        .ok_or_else(|| no_such_bucket(&i.bucket))?;
     let parts = i.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
     if parts.is_empty() {
         return Err(s3_error!(

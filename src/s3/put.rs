@@ -390,9 +390,10 @@ pub async fn put_object(
 ) -> S3Result<S3Response<PutObjectOutput>> {
     let i = req.input;
     check_key(&i.key)?;
-    if !s.buckets.exists(&i.bucket) {
-        return Err(no_such_bucket(&i.bucket));
-    }
+    let _writing = s
+        .buckets
+        .write_guard(&i.bucket)
+        .ok_or_else(|| no_such_bucket(&i.bucket))?;
     let checks = body_checks(
         &req.headers,
         i.content_length,
