@@ -8,6 +8,8 @@ under the run directory; scripts/bench-report.py turns that into bench/RESULTS.m
 Servers (all on 127.0.0.1, free ports, fresh data directories):
   bale            target/release/bale serve (--cache-mb 2048, compaction every 1 s at 5 % garbage)
   bale-spin       the same with --spin-us 50 (spin before park; not in the default list)
+  bale-base       the same flags as bale on another build: BENCH_BALE_BASE_BIN (a before/after
+                  comparison in one run; not in the default list)
   seaweedfs       weed server -filer -s3 (master + volume + filer + s3 gateway in one process)
   s3s-fs          the shipped s3s-fs 0.14.1 binary (no TCP_NODELAY)
   s3s-fs-nodelay  the s3s-fs 0.14.1 library behind a TCP_NODELAY listener
@@ -166,15 +168,16 @@ class Server:
 
 
 class Bale(Server):
-    def __init__(self, name, work, cpus, cores, cache_mb, extra):
+    def __init__(self, name, work, cpus, cores, cache_mb, extra, binary=None):
         super().__init__(name, work, cpus)
+        self.binary = binary or BALE
         self.cores = cores
         self.cache_mb = cache_mb
         self.extra = extra
         self.cache_off = False
 
     def cmd(self):
-        return [BALE, "serve", "--listen", f"127.0.0.1:{self.port}", "--data", self.data,
+        return [self.binary, "serve", "--listen", f"127.0.0.1:{self.port}", "--data", self.data,
                 "--cores", str(self.cores), "--access-key", AK, "--secret-key", SK, *self.extra,
                 "--cache-mb", "0" if self.cache_off else str(self.cache_mb)]
 
@@ -539,6 +542,8 @@ def main():
             cpus = a.server_cpus
             bale_extra = ["--compact-interval-s", "1", "--compact-ratio", "0.05"]
             s = {"bale": lambda: Bale(name, w, cpus, ncores, a.bale_cache_mb, bale_extra),
+                 "bale-base": lambda: Bale(name, w, cpus, ncores, a.bale_cache_mb, bale_extra,
+                                           binary=os.environ["BENCH_BALE_BASE_BIN"]),
                  "bale-spin": lambda: Bale(name, w, cpus, ncores, a.bale_cache_mb,
                                            bale_extra + ["--spin-us", str(a.spin_us)]),
                  "seaweedfs": lambda: Weed(name, w, cpus),

@@ -16,7 +16,7 @@ import statistics
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ORDER = ["bale", "bale-spin", "seaweedfs", "s3s-fs-nodelay", "s3s-fs", "nginx"]
+ORDER = ["bale", "bale-base", "bale-spin", "seaweedfs", "s3s-fs-nodelay", "s3s-fs", "nginx"]
 
 
 def load(run):
@@ -244,6 +244,7 @@ def main():
     L.append(f"- each timed scenario: {meta['duration_s']} s, repeated {meta['repeats']}×, table cells are the "
              "**median over the repeats** of each run's percentile; every response verified (status, length, bytes)")
     desc = {"bale-spin": "bale-spin (the same bale with `--spin-us 50`)",
+            "bale-base": "bale-base (the same flags on the build in `BENCH_BALE_BASE_BIN`: the before of a before/after)",
             "seaweedfs": f"SeaweedFS `{m['weed']}`",
             "s3s-fs": "s3s-fs 0.14.1 (shipped binary, no TCP_NODELAY)",
             "s3s-fs-nodelay": "s3s-fs-nodelay (same library, TCP_NODELAY listener: bench/s3s-fs-nodelay)",

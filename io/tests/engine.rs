@@ -757,7 +757,13 @@ fn abandoned_writer_leaves_nothing_visible() {
         drop(w);
         assert!(shard.get("b", "ghost").is_none());
         assert_eq!(shard.list("b", "", None, None, 10).len(), 1);
-        assert!(shard.stats().garbage_bytes > 0);
+        // Its 1 MiB span went back: rolled back (tail) or punched (a write was in flight).
+        assert!(shard.wait_punches(std::time::Duration::from_secs(5)));
+        let st = shard.stats();
+        assert!(
+            st.garbage_bytes == 0 || st.punched_bytes >= 900 << 10,
+            "abandoned span neither rolled back nor punched: {st:?}"
+        );
     });
     rt(async {
         let shard = Shard::open(dir.path(), cfg()).await.unwrap();
@@ -766,6 +772,57 @@ fn abandoned_writer_leaves_nothing_visible() {
             read_all(&shard, &shard.get("b", "kept").unwrap()).await,
             b"kept"
         );
+    });
+}
+
+#[test]
+fn abandoned_span_at_the_tail_is_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    rt(async {
+        let shard = Shard::open(dir.path(), cfg()).await.unwrap();
+        put(&shard, "b", "kept", b"kept", 4).await.unwrap();
+        let before = shard.stats().disk_bytes;
+        for i in 0..20 {
+            // Nothing written yet (no write in flight): the tail is rolled back at once.
+            let w = shard.put("b", &format!("ghost{i}"), 64 << 20).unwrap();
+            assert!(shard.stats().disk_bytes > before + (64 << 20) - 1);
+            drop(w);
+            assert_eq!(shard.stats().disk_bytes, before, "round {i}");
+        }
+        let o = put(&shard, "b", "next", &gen(7, 5000), 999).await.unwrap();
+        assert_eq!(read_all(&shard, &o).await, gen(7, 5000));
+        assert_eq!(shard.stats().garbage_bytes, 0);
+    });
+}
+
+#[test]
+fn abandoned_span_in_the_middle_is_punched() {
+    let dir = tempfile::tempdir().unwrap();
+    rt(async {
+        let shard = Shard::open(dir.path(), cfg()).await.unwrap();
+        let mut a = shard.put("b", "a", 8 << 20).unwrap();
+        let mut later = shard.put("b", "later", 4).unwrap(); // reserved after a: a is not the tail
+        a.write(Bytes::from(gen(2, 100_000))).await.unwrap();
+        drop(a);
+        assert!(shard.wait_punches(std::time::Duration::from_secs(5)));
+        assert!(
+            shard.stats().punched_bytes >= 7 << 20,
+            "{:?}",
+            shard.stats()
+        );
+        later.write(Bytes::from_static(b"late")).await.unwrap();
+        later
+            .finish(Bytes::from_static(b"m"), Expect::Any)
+            .await
+            .unwrap();
+        let o = shard.get("b", "later").unwrap();
+        assert_eq!(read_all(&shard, &o).await, b"late");
+    });
+    rt(async {
+        let shard = Shard::open(dir.path(), cfg()).await.unwrap();
+        assert!(shard.get("b", "a").is_none());
+        let o = shard.get("b", "later").unwrap();
+        assert_eq!(read_all(&shard, &o).await, b"late");
     });
 }
 
