@@ -156,7 +156,7 @@ pub async fn copy_object(
             i.content_disposition.as_ref(),
             i.cache_control.as_ref(),
             check_user_meta(&i.metadata)?,
-        )
+        )?
     } else {
         let mut m = src.meta.clone();
         m.parts_count = None;
