@@ -933,3 +933,83 @@ pub async fn drop_all_uploads(s: &BaleS3, bucket: &str) -> S3Result<()> {
     let _ = now_ms;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use s3s::crypto::Checksum as _;
+
+    fn crc_of(algo: &str, data: &[u8]) -> u64 {
+        match algo {
+            "crc32" => u32::from_be_bytes(s3s::crypto::Crc32::checksum(data)) as u64,
+            "crc32c" => u32::from_be_bytes(s3s::crypto::Crc32c::checksum(data)) as u64,
+            _ => u64::from_be_bytes(s3s::crypto::Crc64Nvme::checksum(data)),
+        }
+    }
+
+    #[test]
+    fn crc_combine_matches_whole() {
+        let data: Vec<u8> = (0..100_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
+            .collect();
+        for algo in ["crc32", "crc32c", "crc64nvme"] {
+            let (w, p) = crc_spec(algo).unwrap();
+            for cut in [0usize, 1, 7, 4096, 65_537, 99_999, 100_000] {
+                let (a, b) = data.split_at(cut);
+                let got = crc_combine(w, p, crc_of(algo, a), crc_of(algo, b), b.len() as u64);
+                assert_eq!(got, crc_of(algo, &data), "{algo} cut {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn object_checksums() {
+        let parts: [&[u8]; 3] = [b"hello ", b"multipart ", b"world"];
+        let whole: Vec<u8> = parts.concat();
+        // FULL_OBJECT: the CRC of the whole object.
+        let list: Vec<(String, u64)> = parts
+            .iter()
+            .map(|p| (b64(&s3s::crypto::Crc32::checksum(p)), p.len() as u64))
+            .collect();
+        assert_eq!(
+            object_checksum("crc32", FULL_OBJECT, &list).unwrap(),
+            b64(&s3s::crypto::Crc32::checksum(&whole))
+        );
+        // COMPOSITE: checksum of the raw part checksums, then -N.
+        let raws: Vec<u8> = parts
+            .iter()
+            .flat_map(|p| s3s::crypto::Sha256::checksum(p))
+            .collect();
+        let list: Vec<(String, u64)> = parts
+            .iter()
+            .map(|p| (b64(&s3s::crypto::Sha256::checksum(p)), p.len() as u64))
+            .collect();
+        assert_eq!(
+            object_checksum("sha256", COMPOSITE, &list).unwrap(),
+            format!("{}-3", b64(&s3s::crypto::Sha256::checksum(&raws)))
+        );
+        assert!(object_checksum("sha256", FULL_OBJECT, &list).is_none());
+        assert!(object_checksum("crc32", COMPOSITE, &[("%%%".into(), 1)]).is_none());
+    }
+
+    #[test]
+    fn checksum_choices() {
+        assert_eq!(
+            checksum_choice(Some("CRC32"), None).unwrap(),
+            (Some("crc32"), Some(COMPOSITE))
+        );
+        assert_eq!(
+            checksum_choice(Some("crc64nvme"), None).unwrap(),
+            (Some("crc64nvme"), Some(FULL_OBJECT))
+        );
+        assert_eq!(
+            checksum_choice(Some("CRC32C"), Some("full_object")).unwrap(),
+            (Some("crc32c"), Some(FULL_OBJECT))
+        );
+        assert!(checksum_choice(Some("SHA256"), Some("FULL_OBJECT")).is_err());
+        assert!(checksum_choice(Some("CRC64NVME"), Some("COMPOSITE")).is_err());
+        assert!(checksum_choice(None, Some("COMPOSITE")).is_err());
+        assert!(checksum_choice(Some("MD5"), None).is_err());
+        assert_eq!(checksum_choice(None, None).unwrap(), (None, None));
+    }
+}

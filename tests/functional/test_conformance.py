@@ -592,3 +592,34 @@ def test_complete_retry_memory_is_lost_on_restart():
     finally:
         b.keep_data = False
         b.cleanup()
+
+
+def test_multipart_crc32_full_object(s3, bucket):
+    sizes = [5 * MIB, 777]
+    up = s3.create_multipart_upload(Bucket=bucket, Key="fo", ChecksumAlgorithm="CRC32",
+                                    ChecksumType="FULL_OBJECT")
+    assert up["ChecksumType"] == "FULL_OBJECT"
+    parts, data = [], b""
+    for i, n in enumerate(sizes, start=1):
+        body = payload(n, seed=20 + i)
+        data += body
+        r = s3.upload_part(Bucket=bucket, Key="fo", UploadId=up["UploadId"], PartNumber=i, Body=body,
+                           ChecksumAlgorithm="CRC32")
+        parts.append({"PartNumber": i, "ETag": r["ETag"], "ChecksumCRC32": r["ChecksumCRC32"]})
+    whole = base64.b64encode(crc32_raw(data)).decode()
+    # A wrong full-object checksum stated on Complete is refused; the right one accepted.
+    with pytest.raises(ClientError) as e:
+        s3.complete_multipart_upload(Bucket=bucket, Key="fo", UploadId=up["UploadId"],
+                                     MultipartUpload={"Parts": parts}, ChecksumCRC32="AAAAAA==")
+    assert err_code(e.value) == ("BadDigest", 400)
+    done = s3.complete_multipart_upload(Bucket=bucket, Key="fo", UploadId=up["UploadId"],
+                                        MultipartUpload={"Parts": parts}, ChecksumCRC32=whole,
+                                        ChecksumType="FULL_OBJECT")
+    assert done["ChecksumCRC32"] == whole and done["ChecksumType"] == "FULL_OBJECT"
+    h = s3.head_object(Bucket=bucket, Key="fo", ChecksumMode="ENABLED")
+    assert h["ChecksumCRC32"] == whole and h["ChecksumType"] == "FULL_OBJECT"
+    # SHA-256 cannot be full-object; CRC64NVME cannot be composite.
+    for alg, typ in (("SHA256", "FULL_OBJECT"), ("CRC64NVME", "COMPOSITE")):
+        with pytest.raises(ClientError) as e:
+            s3.create_multipart_upload(Bucket=bucket, Key="x", ChecksumAlgorithm=alg, ChecksumType=typ)
+        assert err_code(e.value) == ("InvalidRequest", 400)
