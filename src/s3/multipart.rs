@@ -422,28 +422,41 @@ pub async fn upload_part_copy(
     let (bucket, key, id, pn) = (i.bucket, i.key, i.upload_id, i.part_number);
     let shard_id = s.topo.shard_for(&bucket, &key);
     let s2 = s.clone();
-    let (etag, mtime_ms) = on_shard(&s.topo, shard_id, move |shard: Rc<Shard>| async move {
-        upload_meta(&shard, &bucket, &key, &id)?;
+    let (meta, mtime_ms) = on_shard(&s.topo, shard_id, move |shard: Rc<Shard>| async move {
+        let up = upload_meta(&shard, &bucket, &key, &id)?;
+        // A part of an upload with a checksum algorithm carries that checksum.
+        let algos: Vec<&str> = up
+            .checksum_algorithm
+            .as_deref()
+            .and_then(|a| super::put::ALGOS.iter().copied().find(|x| *x == a))
+            .into_iter()
+            .collect();
         let mut w = shard
             .put(&part_ns(&bucket), &part_key(&id, pn), end - start)
             .map_err(error::engine)?;
-        let md5 = copy_range(&s2, &src, start, end, &mut w).await?;
+        let (md5, checksums) = copy_range(&s2, &src, start, end, &mut w, &algos).await?;
         let meta = ObjMeta {
             etag: hex(&md5),
+            checksums,
             ..Default::default()
         };
         let enc = meta.encode().map_err(|_| error::internal("part meta"))?;
         upload_meta(&shard, &bucket, &key, &id)?;
         let obj = w.finish(enc, Expect::Any).await.map_err(error::engine)?;
-        Ok::<_, S3Error>((meta.etag, obj.mtime_ms))
+        Ok::<_, S3Error>((meta, obj.mtime_ms))
     })
     .await
     .map_err(error::route)??;
+    let get = |a: &str| meta.checksum(a).map(str::to_string);
     Ok(S3Response::new(UploadPartCopyOutput {
         copy_part_result: Some(CopyPartResult {
-            e_tag: Some(ETag::Strong(etag)),
+            e_tag: Some(ETag::Strong(meta.etag.clone())),
             last_modified: Some(timestamp_ms(mtime_ms)),
-            ..Default::default()
+            checksum_crc32: get("crc32"),
+            checksum_crc32c: get("crc32c"),
+            checksum_crc64nvme: get("crc64nvme"),
+            checksum_sha1: get("sha1"),
+            checksum_sha256: get("sha256"),
         }),
         ..Default::default()
     }))

@@ -140,7 +140,7 @@ pub fn body_checks(
     Ok(c)
 }
 
-fn hasher_for(algos: &[&str]) -> ChecksumHasher {
+pub fn hasher_for(algos: &[&str]) -> ChecksumHasher {
     let mut h = ChecksumHasher::default();
     for a in algos {
         match *a {
@@ -153,6 +153,21 @@ fn hasher_for(algos: &[&str]) -> ChecksumHasher {
         }
     }
     h
+}
+
+/// (algorithm, base64) for every checksum `h` computed.
+pub fn checksums_of(h: ChecksumHasher) -> Vec<(String, String)> {
+    let sums = h.finalize();
+    [
+        ("crc32", sums.checksum_crc32),
+        ("crc32c", sums.checksum_crc32c),
+        ("crc64nvme", sums.checksum_crc64nvme),
+        ("sha1", sums.checksum_sha1),
+        ("sha256", sums.checksum_sha256),
+    ]
+    .into_iter()
+    .filter_map(|(a, v)| v.map(|v| (a.to_string(), v)))
+    .collect()
 }
 
 /// Maps a failed request body to its S3 error. s3s's stream error types are private, so its
@@ -267,17 +282,7 @@ impl Hashing {
                 ));
             }
         }
-        let sums = self.hasher.finalize();
-        let computed: Vec<(String, String)> = [
-            ("crc32", sums.checksum_crc32),
-            ("crc32c", sums.checksum_crc32c),
-            ("crc64nvme", sums.checksum_crc64nvme),
-            ("sha1", sums.checksum_sha1),
-            ("sha256", sums.checksum_sha256),
-        ]
-        .into_iter()
-        .filter_map(|(a, v)| v.map(|v| (a.to_string(), v)))
-        .collect();
+        let computed = checksums_of(self.hasher);
         let get = |a: &str| {
             computed
                 .iter()

@@ -618,8 +618,31 @@ def test_multipart_crc32_full_object(s3, bucket):
     assert done["ChecksumCRC32"] == whole and done["ChecksumType"] == "FULL_OBJECT"
     h = s3.head_object(Bucket=bucket, Key="fo", ChecksumMode="ENABLED")
     assert h["ChecksumCRC32"] == whole and h["ChecksumType"] == "FULL_OBJECT"
+    s3.copy_object(Bucket=bucket, Key="fo2", CopySource={"Bucket": bucket, "Key": "fo"})
+    h = s3.head_object(Bucket=bucket, Key="fo2", ChecksumMode="ENABLED")
+    assert h["ChecksumCRC32"] == whole and h["ChecksumType"] == "FULL_OBJECT"
     # SHA-256 cannot be full-object; CRC64NVME cannot be composite.
     for alg, typ in (("SHA256", "FULL_OBJECT"), ("CRC64NVME", "COMPOSITE")):
         with pytest.raises(ClientError) as e:
             s3.create_multipart_upload(Bucket=bucket, Key="x", ChecksumAlgorithm=alg, ChecksumType=typ)
         assert err_code(e.value) == ("InvalidRequest", 400)
+
+
+def test_upload_part_copy_carries_upload_checksum(s3, bucket):
+    src = payload(6 * MIB, seed=30)
+    s3.put_object(Bucket=bucket, Key="src", Body=src)
+    up = s3.create_multipart_upload(Bucket=bucket, Key="pc", ChecksumAlgorithm="CRC32")
+    c = s3.upload_part_copy(Bucket=bucket, Key="pc", UploadId=up["UploadId"], PartNumber=1,
+                            CopySource={"Bucket": bucket, "Key": "src"}, CopySourceRange=f"bytes=0-{5 * MIB - 1}")
+    assert c["CopyPartResult"]["ChecksumCRC32"] == base64.b64encode(crc32_raw(src[:5 * MIB])).decode()
+    tail = b"tail"
+    p2 = s3.upload_part(Bucket=bucket, Key="pc", UploadId=up["UploadId"], PartNumber=2, Body=tail,
+                        ChecksumAlgorithm="CRC32")
+    done = s3.complete_multipart_upload(Bucket=bucket, Key="pc", UploadId=up["UploadId"], MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": c["CopyPartResult"]["ETag"]},
+                  {"PartNumber": 2, "ETag": p2["ETag"]}]})
+    composite = base64.b64encode(crc32_raw(crc32_raw(src[:5 * MIB]) + crc32_raw(tail))).decode() + "-2"
+    assert done["ChecksumCRC32"] == composite
+    # CopyObject keeps a full-object checksum (still true of the same bytes), drops a composite one.
+    s3.copy_object(Bucket=bucket, Key="pc2", CopySource={"Bucket": bucket, "Key": "pc"})
+    assert "ChecksumCRC32" not in s3.head_object(Bucket=bucket, Key="pc2", ChecksumMode="ENABLED")
