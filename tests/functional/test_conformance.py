@@ -440,14 +440,6 @@ def test_acls_owner_full_control(server, raw, s3, bucket):
         assert err_code(e.value) == ("NoSuchBucket", 404)
 
 
-def test_minio_acl_free_calls(server, bucket):
-    # minio-py has no ACL calls, but its bucket/object round trips must still work next to them.
-    m = server.minio()
-    import io
-    m.put_object(bucket, "m", io.BytesIO(b"abc"), 3)
-    assert m.get_object(bucket, "m").read() == b"abc"
-
-
 # -- 9. metadata ---------------------------------------------------------------------------
 
 def test_non_ascii_metadata_boto3(s3, bucket):
