@@ -182,6 +182,22 @@ fn is_object_data_upload(req: &http::Request<Incoming>) -> bool {
         })
 }
 
+/// A PUT of an object streamed with `Transfer-Encoding: chunked`, no Content-Length and an
+/// unsigned payload: its length is known only once the body ends.
+fn unknown_length_put(req: &http::Request<Incoming>) -> bool {
+    let h = req.headers();
+    !h.contains_key(http::header::CONTENT_LENGTH)
+        && is_object_data_upload(req)
+        && h.get(http::header::TRANSFER_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("chunked"))
+            })
+        && h.get("x-amz-content-sha256")
+            .is_some_and(|v| v.as_bytes() == b"UNSIGNED-PAYLOAD")
+}
+
 /// An XML request body that is over `MAX_XML_BODY_BYTES`, or of unknown length: refused from
 /// the head (s3s would buffer up to the limit, then answer 500).
 fn xml_body_refusal(req: &http::Request<Incoming>) -> Option<http::Response<s3s::Body>> {
@@ -378,6 +394,16 @@ async fn serve_with_slot(
             ),
             Unread::Close,
         );
+    }
+    if unknown_length_put(&req) {
+        // s3s refuses an unsigned body without a length (MissingContentLength); PutObject
+        // counts it as it streams instead (see `crate::s3::UnknownLength`). The marker is an
+        // extension only the server sets: a client cannot fake it.
+        req.headers_mut().insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from_static("0"),
+        );
+        req.extensions_mut().insert(crate::s3::UnknownLength);
     }
     // A body the handler may answer before reading (auth failure, NoSuchBucket, 412 ...) is
     // shared so it can be drained afterwards: closing with unread body bytes makes the kernel

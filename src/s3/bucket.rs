@@ -116,25 +116,208 @@ pub async fn bucket_is_empty(s: &BaleS3, name: &str) -> S3Result<bool> {
     Ok(true)
 }
 
+/// Largest `max-buckets` (S3's limit).
+const MAX_BUCKETS_PAGE: i32 = 10_000;
+
 pub async fn list(
     s: &BaleS3,
-    _req: S3Request<ListBucketsInput>,
+    req: S3Request<ListBucketsInput>,
 ) -> S3Result<S3Response<ListBucketsOutput>> {
-    let buckets = s
-        .buckets
-        .list()
+    let i = req.input;
+    let max = match i.max_buckets {
+        None => None,
+        Some(n) if (1..=MAX_BUCKETS_PAGE).contains(&n) => Some(n as usize),
+        Some(_) => {
+            return Err(s3_error!(
+                InvalidArgument,
+                "max-buckets must be an integer between 1 and {MAX_BUCKETS_PAGE}"
+            ))
+        }
+    };
+    // The token is the last bucket name of the previous page (URL-safe base64).
+    let after = i
+        .continuation_token
+        .as_deref()
+        .map(|t| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(t.as_bytes())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| {
+                    s3_error!(
+                        InvalidArgument,
+                        "The continuation token provided is incorrect"
+                    )
+                })
+        })
+        .transpose()?;
+    let prefix = i.prefix.as_deref().unwrap_or("");
+    let mut all = s.buckets.list();
+    all.sort_by(|a, b| a.0.cmp(&b.0)); // already sorted today; pages depend on it
+    let mut names = all
         .into_iter()
-        .map(|(name, info)| Bucket {
+        .filter(|(name, _)| name.starts_with(prefix))
+        .filter(|(name, _)| after.as_ref().is_none_or(|a| name > a));
+    let mut buckets = Vec::new();
+    let mut truncated = false;
+    for (name, info) in names.by_ref() {
+        if max.is_some_and(|m| buckets.len() == m) {
+            truncated = true;
+            break;
+        }
+        buckets.push(Bucket {
             name: Some(name),
             creation_date: Some(timestamp_ms(info.created_ms)),
             bucket_region: Some(s.region.clone()),
+        });
+    }
+    let token = if truncated {
+        buckets.last().and_then(|b| b.name.as_deref()).map(|n| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(n.as_bytes())
         })
-        .collect();
+    } else {
+        None
+    };
     Ok(S3Response::new(ListBucketsOutput {
         buckets: Some(buckets),
         owner: Some(owner()),
+        continuation_token: token,
+        prefix: i.prefix,
+    }))
+}
+
+/// The only ACL bale has: the owner holds FULL_CONTROL (as MinIO answers).
+fn owner_only_grants() -> Grants {
+    let o = owner();
+    vec![Grant {
+        grantee: Some(Grantee {
+            display_name: o.display_name,
+            email_address: None,
+            id: o.id,
+            type_: Type::from_static(Type::CANONICAL_USER),
+            uri: None,
+        }),
+        permission: Some(Permission::from_static(Permission::FULL_CONTROL)),
+    }]
+}
+
+fn acl_not_implemented() -> s3s::S3Error {
+    s3_error!(
+        NotImplemented,
+        "Only the canned ACL 'private' (the owner has FULL_CONTROL) is supported"
+    )
+}
+
+/// A PutObjectAcl / PutBucketAcl that sets nothing but "the owner has FULL_CONTROL": the
+/// canned ACL `private`, nothing at all, or a policy granting exactly that.
+fn is_private_acl(
+    canned: Option<&str>,
+    grant_headers: [Option<&String>; 5],
+    policy: Option<&AccessControlPolicy>,
+) -> bool {
+    if canned.is_some_and(|c| c != "private") || grant_headers.iter().any(Option::is_some) {
+        return false;
+    }
+    let Some(p) = policy else { return true };
+    if canned.is_some() {
+        return false; // both a canned ACL and a body: S3 refuses; so do we
+    }
+    let me = owner();
+    if p.owner
+        .as_ref()
+        .is_some_and(|o| o.id.is_some() && o.id != me.id)
+    {
+        return false;
+    }
+    p.grants.as_deref().unwrap_or_default().iter().all(|g| {
+        g.permission.as_ref().map(|p| p.as_str()) == Some(Permission::FULL_CONTROL)
+            && g.grantee.as_ref().is_some_and(|ge| {
+                ge.type_.as_str() == Type::CANONICAL_USER && ge.id.is_some() && ge.id == me.id
+            })
+    })
+}
+
+async fn object_exists(s: &BaleS3, bucket: &str, key: &str) -> S3Result<()> {
+    let r = super::get::ReadReq {
+        want_body: false,
+        ..Default::default()
+    };
+    super::get::lookup(s, bucket, key, r).await.map(|_| ())
+}
+
+pub async fn get_object_acl(
+    s: &BaleS3,
+    req: S3Request<GetObjectAclInput>,
+) -> S3Result<S3Response<GetObjectAclOutput>> {
+    let i = req.input;
+    object_exists(s, &i.bucket, &i.key).await?;
+    Ok(S3Response::new(GetObjectAclOutput {
+        grants: Some(owner_only_grants()),
+        owner: Some(owner()),
         ..Default::default()
     }))
+}
+
+pub async fn put_object_acl(
+    s: &BaleS3,
+    req: S3Request<PutObjectAclInput>,
+) -> S3Result<S3Response<PutObjectAclOutput>> {
+    let i = req.input;
+    object_exists(s, &i.bucket, &i.key).await?;
+    if !is_private_acl(
+        i.acl.as_ref().map(|a| a.as_str()),
+        [
+            i.grant_full_control.as_ref(),
+            i.grant_read.as_ref(),
+            i.grant_read_acp.as_ref(),
+            i.grant_write.as_ref(),
+            i.grant_write_acp.as_ref(),
+        ],
+        i.access_control_policy.as_ref(),
+    ) {
+        return Err(acl_not_implemented());
+    }
+    Ok(S3Response::new(PutObjectAclOutput::default()))
+}
+
+pub async fn get_bucket_acl(
+    s: &BaleS3,
+    req: S3Request<GetBucketAclInput>,
+) -> S3Result<S3Response<GetBucketAclOutput>> {
+    if !s.buckets.exists(&req.input.bucket) {
+        return Err(no_such_bucket(&req.input.bucket));
+    }
+    Ok(S3Response::new(GetBucketAclOutput {
+        grants: Some(owner_only_grants()),
+        owner: Some(owner()),
+    }))
+}
+
+pub async fn put_bucket_acl(
+    s: &BaleS3,
+    req: S3Request<PutBucketAclInput>,
+) -> S3Result<S3Response<PutBucketAclOutput>> {
+    let i = req.input;
+    if !s.buckets.exists(&i.bucket) {
+        return Err(no_such_bucket(&i.bucket));
+    }
+    if !is_private_acl(
+        i.acl.as_ref().map(|a| a.as_str()),
+        [
+            i.grant_full_control.as_ref(),
+            i.grant_read.as_ref(),
+            i.grant_read_acp.as_ref(),
+            i.grant_write.as_ref(),
+            i.grant_write_acp.as_ref(),
+        ],
+        i.access_control_policy.as_ref(),
+    ) {
+        return Err(acl_not_implemented());
+    }
+    Ok(S3Response::new(PutBucketAclOutput::default()))
 }
 
 pub fn owner() -> Owner {

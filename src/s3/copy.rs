@@ -75,16 +75,19 @@ pub async fn resolve_source(s: &BaleS3, cs: &CopySource, c: SourceConds) -> S3Re
 }
 
 /// Copies `[start, end)` of the source into `w` window by window, reading from the source's
-/// shard (wherever it lives) and failing if the source changes meanwhile. Returns the MD5.
+/// shard (wherever it lives) and failing if the source changes meanwhile. Returns the MD5 and
+/// the checksums of `algos` (algorithm, base64).
 pub async fn copy_range(
     s: &BaleS3,
     src: &Source,
     start: u64,
     end: u64,
     w: &mut PutWriter,
-) -> S3Result<[u8; 16]> {
+    algos: &[&str],
+) -> S3Result<([u8; 16], Vec<(String, String)>)> {
     use s3s::crypto::Checksum as _;
     let mut md5 = s3s::crypto::Md5::new();
+    let mut sums = super::put::hasher_for(algos);
     let shard_id = s.topo.shard_for(&src.bucket, &src.key);
     let mut off = start;
     while off < end {
@@ -102,10 +105,13 @@ pub async fn copy_range(
         .await
         .map_err(error::route)??;
         md5.update(&chunk);
+        if !algos.is_empty() {
+            sums.update(&chunk);
+        }
         w.write(chunk).await.map_err(error::engine)?;
         off += n;
     }
-    Ok(md5.finalize())
+    Ok((md5.finalize(), super::put::checksums_of(sums)))
 }
 
 pub async fn copy_object(
@@ -157,7 +163,7 @@ pub async fn copy_object(
             i.content_disposition.as_ref(),
             i.cache_control.as_ref(),
             check_user_meta(&i.metadata)?,
-        )
+        )?
     } else {
         let mut m = src.meta.clone();
         m.parts_count = None;
@@ -166,7 +172,9 @@ pub async fn copy_object(
     if !replace || meta.checksums.is_empty() {
         // Full-object checksums stay valid for a byte-identical copy; composite ones do not.
         meta.checksums = src.meta.checksums.clone();
-        if src.meta.parts_count.is_some() {
+        if src.meta.parts_count.is_some()
+            && src.meta.checksum_type.as_deref() != Some("FULL_OBJECT")
+        {
             meta.checksums.clear();
         }
         meta.checksum_type = if meta.checksums.is_empty() {
@@ -181,7 +189,7 @@ pub async fn copy_object(
     let s2 = s.clone();
     let (etag, mtime_ms) = on_shard(&s.topo, shard_id, move |shard| async move {
         let mut w = shard.put(&bucket, &key, src.size).map_err(error::engine)?;
-        let md5 = copy_range(&s2, &src, 0, src.size, &mut w).await?;
+        let (md5, _) = copy_range(&s2, &src, 0, src.size, &mut w, &[]).await?;
         meta.etag = hex(&md5);
         let enc = meta
             .encode()

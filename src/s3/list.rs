@@ -234,12 +234,18 @@ pub async fn list_objects_v2(
         .await?
     };
     let key_count = page.entries.len() as i32;
-    let (objs, prefixes) = split(page.entries, url);
+    let (mut objs, prefixes) = split(page.entries, url);
+    if i.fetch_owner == Some(true) {
+        for o in &mut objs {
+            o.owner = Some(owner());
+        }
+    }
     let enc = |v: Option<String>| if url { v.map(|x| url_encode(&x)) } else { v };
     Ok(S3Response::new(ListObjectsV2Output {
         name: Some(i.bucket),
         prefix: Some(enc(Some(prefix)).unwrap_or_default()),
-        delimiter: enc(i.delimiter),
+        // An empty delimiter is no delimiter: S3 does not echo it.
+        delimiter: enc(i.delimiter.filter(|d| !d.is_empty())),
         max_keys: Some(limit as i32),
         key_count: Some(key_count),
         is_truncated: Some(page.truncated),
@@ -283,7 +289,8 @@ pub async fn list_objects_v1(
         .await?
     };
     // V1's NextMarker is the last key or prefix returned (only sent with a delimiter, as S3).
-    let next_marker = if page.truncated && i.delimiter.is_some() {
+    let delimiter = i.delimiter.clone().filter(|d| !d.is_empty());
+    let next_marker = if page.truncated && delimiter.is_some() {
         page.entries.last().map(|e| e.name().to_string())
     } else {
         None
@@ -297,7 +304,7 @@ pub async fn list_objects_v1(
     Ok(S3Response::new(ListObjectsOutput {
         name: Some(i.bucket),
         prefix: Some(enc(Some(prefix)).unwrap_or_default()),
-        delimiter: enc(i.delimiter),
+        delimiter: enc(delimiter),
         marker: Some(enc(i.marker).unwrap_or_default()),
         next_marker: enc(next_marker),
         max_keys: Some(limit as i32),

@@ -6,6 +6,7 @@
 //! under 64 KiB by construction (every field is length-checked when encoded).
 
 use bytes::{BufMut, Bytes, BytesMut};
+use s3s::{s3_error, S3Result};
 
 const VERSION: u8 = 1;
 
@@ -21,6 +22,7 @@ const T_USER_VALUE: u8 = 9;
 const T_CHECKSUM: u8 = 10; // "<algo>:<base64>"
 const T_PARTS_COUNT: u8 = 11;
 const T_CHECKSUM_TYPE: u8 = 12;
+const T_CHECKSUM_ALGORITHM: u8 = 13;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ObjMeta {
@@ -38,6 +40,9 @@ pub struct ObjMeta {
     pub checksums: Vec<(String, String)>,
     pub checksum_type: Option<String>,
     pub parts_count: Option<u32>,
+    /// Multipart upload descriptors only: the `x-amz-checksum-algorithm` given at
+    /// CreateMultipartUpload (lower-case, as in `checksums`).
+    pub checksum_algorithm: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +60,9 @@ fn put_field(b: &mut BytesMut, tag: u8, v: &[u8]) -> Result<(), TooLarge> {
 impl ObjMeta {
     /// The metadata a write request sets (PutObject, CreateMultipartUpload, CopyObject with
     /// REPLACE): standard headers, `Expires` as sent, user metadata; S3's default Content-Type.
+    /// `aws-chunked` is transport framing and never part of the stored Content-Encoding.
+    /// Everything is validated (see `validate`), so no stored object can hold a value GET/HEAD
+    /// cannot send back.
     pub fn from_request(
         headers: &http::HeaderMap,
         content_type: Option<&String>,
@@ -63,14 +71,14 @@ impl ObjMeta {
         content_disposition: Option<&String>,
         cache_control: Option<&String>,
         user: Vec<(String, String)>,
-    ) -> ObjMeta {
-        ObjMeta {
+    ) -> S3Result<ObjMeta> {
+        let m = ObjMeta {
             content_type: Some(
                 content_type
                     .cloned()
                     .unwrap_or_else(|| super::put::DEFAULT_CONTENT_TYPE.to_string()),
             ),
-            content_encoding: content_encoding.cloned(),
+            content_encoding: content_encoding.and_then(|e| strip_aws_chunked(e)),
             content_language: content_language.cloned(),
             content_disposition: content_disposition.cloned(),
             cache_control: cache_control.cloned(),
@@ -80,7 +88,48 @@ impl ObjMeta {
                 .map(str::to_string),
             user,
             ..Default::default()
+        };
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// Refuses (400 InvalidArgument) what a response header could not carry: control
+    /// characters in standard header values and user metadata values (user values may arrive
+    /// RFC 2047 encoded and decode to anything), and user metadata names that are not lower-case
+    /// HTTP tokens.
+    pub fn validate(&self) -> S3Result<()> {
+        for (name, v) in [
+            ("Content-Type", &self.content_type),
+            ("Content-Encoding", &self.content_encoding),
+            ("Content-Language", &self.content_language),
+            ("Content-Disposition", &self.content_disposition),
+            ("Cache-Control", &self.cache_control),
+            ("Expires", &self.expires),
+        ] {
+            if let Some(v) = v {
+                if !header_value_ok(v) || http::HeaderValue::from_str(v).is_err() {
+                    return Err(s3_error!(
+                        InvalidArgument,
+                        "The {name} value holds characters a header cannot carry"
+                    ));
+                }
+            }
         }
+        for (k, v) in &self.user {
+            if !user_name_ok(k) {
+                return Err(s3_error!(
+                    InvalidArgument,
+                    "User metadata name {k:?} is not a valid header name"
+                ));
+            }
+            if !header_value_ok(v) {
+                return Err(s3_error!(
+                    InvalidArgument,
+                    "The value of user metadata {k:?} holds control characters"
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub fn encode(&self) -> Result<Bytes, TooLarge> {
@@ -95,6 +144,7 @@ impl ObjMeta {
             (T_CACHE_CONTROL, &self.cache_control),
             (T_EXPIRES, &self.expires),
             (T_CHECKSUM_TYPE, &self.checksum_type),
+            (T_CHECKSUM_ALGORITHM, &self.checksum_algorithm),
         ] {
             if let Some(v) = v {
                 put_field(&mut b, tag, v.as_bytes())?;
@@ -139,6 +189,7 @@ impl ObjMeta {
                 T_CACHE_CONTROL => m.cache_control = Some(s()?),
                 T_EXPIRES => m.expires = Some(s()?),
                 T_CHECKSUM_TYPE => m.checksum_type = Some(s()?),
+                T_CHECKSUM_ALGORITHM => m.checksum_algorithm = Some(s()?),
                 T_USER_KEY => pending_key = Some(s()?),
                 T_USER_VALUE => m.user.push((pending_key.take()?, s()?)),
                 T_CHECKSUM => {
@@ -161,6 +212,34 @@ impl ObjMeta {
     }
 }
 
+/// `Content-Encoding` without `aws-chunked` (transport framing, S3 never stores it); `None`
+/// when nothing else is left.
+pub fn strip_aws_chunked(v: &str) -> Option<String> {
+    let kept: Vec<&str> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("aws-chunked"))
+        .collect();
+    if kept.is_empty() {
+        None
+    } else {
+        Some(kept.join(", "))
+    }
+}
+
+/// No control characters but tab (a header value cannot carry CR, LF, NUL, DEL, ...).
+fn header_value_ok(v: &str) -> bool {
+    v.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+/// A lower-case HTTP token (RFC 9110 tchar), so `x-amz-meta-<name>` is a header name.
+fn user_name_ok(k: &str) -> bool {
+    !k.is_empty()
+        && k.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,10 +253,55 @@ mod tests {
             user: vec![("a".into(), "".into()), ("ключ".into(), "значение".into())],
             checksums: vec![("crc32".into(), "AAAAAA==".into())],
             parts_count: Some(3),
+            checksum_algorithm: Some("crc32".into()),
             ..Default::default()
         };
         let b = m.encode().unwrap();
         assert_eq!(ObjMeta::decode(&b).unwrap(), m);
+    }
+
+    #[test]
+    fn aws_chunked_stripped() {
+        assert_eq!(
+            strip_aws_chunked("gzip, aws-chunked").as_deref(),
+            Some("gzip")
+        );
+        assert_eq!(
+            strip_aws_chunked("AWS-CHUNKED,gzip,br").as_deref(),
+            Some("gzip, br")
+        );
+        assert_eq!(strip_aws_chunked("aws-chunked"), None);
+        assert_eq!(strip_aws_chunked(" , "), None);
+        assert_eq!(strip_aws_chunked("gzip").as_deref(), Some("gzip"));
+    }
+
+    #[test]
+    fn validation() {
+        let ok = ObjMeta {
+            content_type: Some("text/plain; charset=utf-8".into()),
+            user: vec![("a-b_c.1".into(), "ключ\tü".into())],
+            ..Default::default()
+        };
+        assert!(ok.validate().is_ok());
+        for bad in ["a\r\nb", "a\0", "\x01", "\x7f"] {
+            let m = ObjMeta {
+                user: vec![("k".into(), bad.into())],
+                ..Default::default()
+            };
+            assert!(m.validate().is_err(), "{bad:?}");
+            let m = ObjMeta {
+                cache_control: Some(bad.into()),
+                ..Default::default()
+            };
+            assert!(m.validate().is_err(), "{bad:?}");
+        }
+        for bad in ["", "a b", "a:b", "A", "ключ", "a/b"] {
+            let m = ObjMeta {
+                user: vec![(bad.into(), "v".into())],
+                ..Default::default()
+            };
+            assert!(m.validate().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

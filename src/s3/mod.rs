@@ -40,6 +40,13 @@ pub mod limits {
     pub const MAX_USER_META_BYTES: usize = 2048;
 }
 
+/// Request extension the HTTP layer sets on a PUT streamed with `Transfer-Encoding: chunked`,
+/// no Content-Length and `x-amz-content-sha256: UNSIGNED-PAYLOAD` (some SDKs send unknown
+/// lengths so). Its Content-Length header is then a placeholder: the body is counted as it
+/// streams, and limited to `limits::MAX_PUT_BYTES` while it streams.
+#[derive(Clone, Copy, Debug)]
+pub struct UnknownLength;
+
 #[derive(Clone)]
 pub struct BaleS3 {
     pub topo: Arc<Topology>,
@@ -207,6 +214,30 @@ impl S3 for BaleS3 {
         req: S3Request<ListPartsInput>,
     ) -> S3Result<S3Response<ListPartsOutput>> {
         multipart::list_parts(self, req).await
+    }
+    async fn get_object_acl(
+        &self,
+        req: S3Request<GetObjectAclInput>,
+    ) -> S3Result<S3Response<GetObjectAclOutput>> {
+        bucket::get_object_acl(self, req).await
+    }
+    async fn put_object_acl(
+        &self,
+        req: S3Request<PutObjectAclInput>,
+    ) -> S3Result<S3Response<PutObjectAclOutput>> {
+        bucket::put_object_acl(self, req).await
+    }
+    async fn get_bucket_acl(
+        &self,
+        req: S3Request<GetBucketAclInput>,
+    ) -> S3Result<S3Response<GetBucketAclOutput>> {
+        bucket::get_bucket_acl(self, req).await
+    }
+    async fn put_bucket_acl(
+        &self,
+        req: S3Request<PutBucketAclInput>,
+    ) -> S3Result<S3Response<PutBucketAclOutput>> {
+        bucket::put_bucket_acl(self, req).await
     }
     async fn list_multipart_uploads(
         &self,

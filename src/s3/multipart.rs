@@ -7,9 +7,13 @@
 //! - `\0part:<bucket>`, key `<upload id>\0<part number, 5 digits>`: one part (meta: ETag and
 //!   checksums).
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 use bale_io::{Expect, Shard};
+use base64::Engine as _;
+use bytes::Bytes;
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result};
 
@@ -82,7 +86,7 @@ pub async fn create(
         .buckets
         .write_guard(&i.bucket)
         .ok_or_else(|| no_such_bucket(&i.bucket))?;
-    let meta = ObjMeta::from_request(
+    let mut meta = ObjMeta::from_request(
         &req.headers,
         i.content_type.as_ref(),
         i.content_encoding.as_ref(),
@@ -90,7 +94,13 @@ pub async fn create(
         i.content_disposition.as_ref(),
         i.cache_control.as_ref(),
         check_user_meta(&i.metadata)?,
-    );
+    )?;
+    let (algo, ctype) = checksum_choice(
+        i.checksum_algorithm.as_ref().map(|a| a.as_str()),
+        i.checksum_type.as_ref().map(|t| t.as_str()),
+    )?;
+    meta.checksum_algorithm = algo.map(str::to_string);
+    meta.checksum_type = ctype.map(str::to_string);
     let enc = meta
         .encode()
         .map_err(|_| s3_error!(MetadataTooLarge, "metadata too large"))?;
@@ -113,8 +123,173 @@ pub async fn create(
         bucket: Some(i.bucket),
         key: Some(i.key),
         upload_id: Some(upload_id),
+        checksum_algorithm: algo.map(algo_dto),
+        checksum_type: ctype.map(|t| ChecksumType::from(t.to_string())),
         ..Default::default()
     }))
+}
+
+/// The checksum an upload keeps (algorithm lower-case, type) from CreateMultipartUpload's
+/// `x-amz-checksum-algorithm` and `x-amz-checksum-type`, with S3's defaults and limits:
+/// CRC64NVME is full-object only, SHA-1/SHA-256 composite only, CRC32/CRC32C either
+/// (composite by default).
+fn checksum_choice(
+    algo: Option<&str>,
+    ctype: Option<&str>,
+) -> S3Result<(Option<&'static str>, Option<&'static str>)> {
+    let Some(a) = algo else {
+        if ctype.is_some() {
+            return Err(s3_error!(
+                InvalidRequest,
+                "The x-amz-checksum-type header can only be used with the x-amz-checksum-algorithm header."
+            ));
+        }
+        return Ok((None, None));
+    };
+    let a = super::put::ALGOS
+        .iter()
+        .copied()
+        .find(|x| x.eq_ignore_ascii_case(a))
+        .ok_or_else(|| s3_error!(InvalidArgument, "Unsupported checksum algorithm: {a}"))?;
+    let t = match ctype.map(str::to_ascii_uppercase).as_deref() {
+        None if a == "crc64nvme" => FULL_OBJECT,
+        None => COMPOSITE,
+        Some(FULL_OBJECT) => FULL_OBJECT,
+        Some(COMPOSITE) => COMPOSITE,
+        Some(other) => {
+            return Err(s3_error!(
+                InvalidArgument,
+                "Unsupported checksum type: {other}"
+            ))
+        }
+    };
+    let ok = match t {
+        FULL_OBJECT => crc_spec(a).is_some(),
+        _ => a != "crc64nvme",
+    };
+    if !ok {
+        return Err(s3_error!(
+            InvalidRequest,
+            "The {} checksum type cannot be used with the {} checksum algorithm.",
+            t,
+            a.to_uppercase()
+        ));
+    }
+    Ok((Some(a), Some(t)))
+}
+
+const COMPOSITE: &str = "COMPOSITE";
+const FULL_OBJECT: &str = "FULL_OBJECT";
+
+fn algo_dto(a: &str) -> ChecksumAlgorithm {
+    ChecksumAlgorithm::from(a.to_ascii_uppercase())
+}
+
+/// A reflected CRC with init = xorout = all ones (CRC-32, CRC-32C, CRC-64/NVME): width and
+/// reflected polynomial.
+fn crc_spec(algo: &str) -> Option<(u32, u64)> {
+    match algo {
+        "crc32" => Some((32, 0xedb8_8320)),
+        "crc32c" => Some((32, 0x82f6_3b78)),
+        "crc64nvme" => Some((64, 0x9a6c_9329_ac4b_c9b5)),
+        _ => None,
+    }
+}
+
+/// a(x) * b(x) mod p(x) over GF(2), reflected (zlib's multmodp, any width up to 64).
+fn multmodp(width: u32, poly: u64, a: u64, mut b: u64) -> u64 {
+    let mut m = 1u64 << (width - 1);
+    let mut p = 0u64;
+    while m != 0 {
+        if a & m != 0 {
+            p ^= b;
+            if a & (m - 1) == 0 {
+                break;
+            }
+        }
+        m >>= 1;
+        b = if b & 1 != 0 { (b >> 1) ^ poly } else { b >> 1 };
+    }
+    p
+}
+
+/// CRC of A‖B from crc(A), crc(B) and B's length in bytes (zlib's crc32_combine).
+fn crc_combine(width: u32, poly: u64, crc_a: u64, crc_b: u64, len_b: u64) -> u64 {
+    // x^(8 * len_b) mod p: square-and-multiply over x^(2^k), starting at x^8.
+    let mut sq = 1u64 << (width - 2); // x^1
+    for _ in 0..3 {
+        sq = multmodp(width, poly, sq, sq);
+    }
+    let mut xn = 1u64 << (width - 1); // x^0
+    let mut n = len_b;
+    while n != 0 {
+        if n & 1 != 0 {
+            xn = multmodp(width, poly, sq, xn);
+        }
+        n >>= 1;
+        if n != 0 {
+            sq = multmodp(width, poly, sq, sq);
+        }
+    }
+    multmodp(width, poly, xn, crc_a) ^ crc_b
+}
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+fn unb64(s: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::STANDARD.decode(s).ok()
+}
+
+/// The object checksum of a multipart upload from its parts' checksums (base64) and sizes:
+/// COMPOSITE is the checksum of the concatenated raw part checksums, then `-N`; FULL_OBJECT
+/// (CRCs only) is the CRC of the whole object, combined from the parts' CRCs.
+fn object_checksum(algo: &str, ctype: &str, parts: &[(String, u64)]) -> Option<String> {
+    use s3s::crypto::Checksum as _;
+    if ctype == FULL_OBJECT {
+        let (width, poly) = crc_spec(algo)?;
+        let mut acc: Option<u64> = None;
+        for (v, len) in parts {
+            let raw = unb64(v)?;
+            let crc = match width {
+                32 => u32::from_be_bytes(raw.try_into().ok()?) as u64,
+                _ => u64::from_be_bytes(raw.try_into().ok()?),
+            };
+            acc = Some(match acc {
+                None => crc,
+                Some(a) => crc_combine(width, poly, a, crc, *len),
+            });
+        }
+        let acc = acc?;
+        return Some(match width {
+            32 => b64(&(acc as u32).to_be_bytes()),
+            _ => b64(&acc.to_be_bytes()),
+        });
+    }
+    let mut raws = Vec::with_capacity(parts.len() * 32);
+    for (v, _) in parts {
+        raws.extend_from_slice(&unb64(v)?);
+    }
+    let sum = match algo {
+        "crc32" => b64(&s3s::crypto::Crc32::checksum(&raws)),
+        "crc32c" => b64(&s3s::crypto::Crc32c::checksum(&raws)),
+        "sha1" => b64(&s3s::crypto::Sha1::checksum(&raws)),
+        "sha256" => b64(&s3s::crypto::Sha256::checksum(&raws)),
+        _ => return None,
+    };
+    Some(format!("{sum}-{}", parts.len()))
+}
+
+/// The checksum fields of an S3 response: `[crc32, crc32c, crc64nvme, sha1, sha256]`.
+fn checksum_fields(algo: Option<&str>, value: Option<&str>) -> [Option<String>; 5] {
+    let mut out: [Option<String>; 5] = Default::default();
+    if let (Some(a), Some(v)) = (algo, value) {
+        if let Some(i) = super::put::ALGOS.iter().position(|x| *x == a) {
+            out[i] = Some(v.to_string());
+        }
+    }
+    out
 }
 
 pub async fn upload_part(
@@ -128,7 +303,14 @@ pub async fn upload_part(
         .buckets
         .write_guard(&i.bucket)
         .ok_or_else(|| no_such_bucket(&i.bucket))?;
-    let checks = body_checks(
+    if req.extensions.get::<super::UnknownLength>().is_some() {
+        // Only PutObject spools a body of unknown length; a part needs its length.
+        return Err(s3_error!(
+            MissingContentLength,
+            "You must provide the Content-Length HTTP header."
+        ));
+    }
+    let mut checks = body_checks(
         &req.headers,
         i.content_length,
         i.content_md5.as_deref(),
@@ -141,11 +323,27 @@ pub async fn upload_part(
         ],
         i.checksum_algorithm.as_ref().map(|a| a.as_str()),
         req.trailing_headers,
+        false,
     )?;
     let (bucket, key, id, pn, body) = (i.bucket, i.key, i.upload_id, i.part_number, i.body);
     let shard_id = s.topo.shard_for(&bucket, &key);
     let meta = on_shard(&s.topo, shard_id, move |shard: Rc<Shard>| async move {
-        upload_meta(&shard, &bucket, &key, &id)?;
+        let up = upload_meta(&shard, &bucket, &key, &id)?;
+        if let Some(a) = up.checksum_algorithm.as_deref() {
+            // A part of an upload with a checksum algorithm carries that checksum (computed
+            // here when the client sent none); another algorithm is an error, as in S3.
+            if let Some(other) = checks.compute.iter().find(|x| **x != a) {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "Checksum Type mismatch occurred, expected checksum Type: {a}, actual checksum Type: {other}"
+                ));
+            }
+            if let Some(a) = super::put::ALGOS.iter().copied().find(|x| *x == a) {
+                if !checks.compute.contains(&a) {
+                    checks.compute.push(a);
+                }
+            }
+        }
         let mut w = shard
             .put(&part_ns(&bucket), &part_key(&id, pn), checks.size_bytes)
             .map_err(error::engine)?;
@@ -227,31 +425,102 @@ pub async fn upload_part_copy(
     let (bucket, key, id, pn) = (i.bucket, i.key, i.upload_id, i.part_number);
     let shard_id = s.topo.shard_for(&bucket, &key);
     let s2 = s.clone();
-    let (etag, mtime_ms) = on_shard(&s.topo, shard_id, move |shard: Rc<Shard>| async move {
-        upload_meta(&shard, &bucket, &key, &id)?;
+    let (meta, mtime_ms) = on_shard(&s.topo, shard_id, move |shard: Rc<Shard>| async move {
+        let up = upload_meta(&shard, &bucket, &key, &id)?;
+        // A part of an upload with a checksum algorithm carries that checksum.
+        let algos: Vec<&str> = up
+            .checksum_algorithm
+            .as_deref()
+            .and_then(|a| super::put::ALGOS.iter().copied().find(|x| *x == a))
+            .into_iter()
+            .collect();
         let mut w = shard
             .put(&part_ns(&bucket), &part_key(&id, pn), end - start)
             .map_err(error::engine)?;
-        let md5 = copy_range(&s2, &src, start, end, &mut w).await?;
+        let (md5, checksums) = copy_range(&s2, &src, start, end, &mut w, &algos).await?;
         let meta = ObjMeta {
             etag: hex(&md5),
+            checksums,
             ..Default::default()
         };
         let enc = meta.encode().map_err(|_| error::internal("part meta"))?;
         upload_meta(&shard, &bucket, &key, &id)?;
         let obj = w.finish(enc, Expect::Any).await.map_err(error::engine)?;
-        Ok::<_, S3Error>((meta.etag, obj.mtime_ms))
+        Ok::<_, S3Error>((meta, obj.mtime_ms))
     })
     .await
     .map_err(error::route)??;
+    let get = |a: &str| meta.checksum(a).map(str::to_string);
     Ok(S3Response::new(UploadPartCopyOutput {
         copy_part_result: Some(CopyPartResult {
-            e_tag: Some(ETag::Strong(etag)),
+            e_tag: Some(ETag::Strong(meta.etag.clone())),
             last_modified: Some(timestamp_ms(mtime_ms)),
-            ..Default::default()
+            checksum_crc32: get("crc32"),
+            checksum_crc32c: get("crc32c"),
+            checksum_crc64nvme: get("crc64nvme"),
+            checksum_sha1: get("sha1"),
+            checksum_sha256: get("sha256"),
         }),
         ..Default::default()
     }))
+}
+
+/// Completed uploads each core remembers (FIFO), and for how long: a retried
+/// CompleteMultipartUpload (its first response was lost) answers 200 with the same ETag and
+/// checksum, as S3 does. In memory only: after a restart a retry answers NoSuchUpload.
+const COMPLETED_REMEMBERED: usize = 1024;
+const COMPLETED_TTL_MS: u64 = 60 * 60 * 1000;
+
+#[derive(Clone)]
+struct Completed {
+    bucket: String,
+    key: String,
+    id: String,
+    etag: String,
+    /// (algorithm, value) of the object checksum, and its type.
+    checksum: Option<(String, String)>,
+    checksum_type: Option<String>,
+    at_ms: u64,
+}
+
+thread_local! {
+    static COMPLETED: RefCell<VecDeque<Completed>> = const { RefCell::new(VecDeque::new()) };
+}
+
+fn remember_completed(c: Completed) {
+    COMPLETED.with(|q| {
+        let mut q = q.borrow_mut();
+        if q.len() >= COMPLETED_REMEMBERED {
+            q.pop_front();
+        }
+        q.push_back(c);
+    });
+}
+
+/// A recently completed upload, while its object is still the one it made. Runs on the
+/// owning core (where Complete ran and remembered it).
+fn recall_completed(shard: &Shard, bucket: &str, key: &str, id: &str) -> Option<Completed> {
+    let now = now_ms();
+    let c = COMPLETED.with(|q| {
+        let mut q = q.borrow_mut();
+        while q
+            .front()
+            .is_some_and(|c| now.saturating_sub(c.at_ms) > COMPLETED_TTL_MS)
+        {
+            q.pop_front();
+        }
+        q.iter()
+            .rev()
+            .find(|c| c.id == id && c.key == key && c.bucket == bucket)
+            .cloned()
+    })?;
+    let obj = shard.get(bucket, key)?;
+    let m = ObjMeta::decode(&obj.meta)?;
+    (m.etag == c.etag).then_some(c)
+}
+
+fn invalid_part() -> S3Error {
+    s3_error!(InvalidPart, "One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag.")
 }
 
 pub async fn complete(
@@ -286,30 +555,64 @@ pub async fn complete(
             .e_tag
             .as_ref()
             .map(|e| e.value().trim_matches('"').to_string());
-        wanted.push((n, etag));
+        // The part checksums the client states, in `put::ALGOS` order.
+        let sums = [
+            p.checksum_crc32.clone(),
+            p.checksum_crc32c.clone(),
+            p.checksum_crc64nvme.clone(),
+            p.checksum_sha1.clone(),
+            p.checksum_sha256.clone(),
+        ];
+        wanted.push((n, etag, sums));
     }
+    // The object checksum the client states, if any (x-amz-checksum-<algo> on Complete).
+    let stated = [
+        i.checksum_crc32.clone(),
+        i.checksum_crc32c.clone(),
+        i.checksum_crc64nvme.clone(),
+        i.checksum_sha1.clone(),
+        i.checksum_sha256.clone(),
+    ];
     let cond = write_cond(i.if_match, i.if_none_match)?;
     let (bucket, key, id) = (i.bucket.clone(), i.key.clone(), i.upload_id.clone());
     let shard_id = s.topo.shard_for(&bucket, &key);
-    let etag = on_shard(&s.topo, shard_id, move |shard: Rc<Shard>| async move {
-        let mut meta = upload_meta(&shard, &bucket, &key, &id)?;
+    let done = on_shard(&s.topo, shard_id, move |shard: Rc<Shard>| async move {
+        let mut meta = match upload_meta(&shard, &bucket, &key, &id) {
+            Ok(m) => m,
+            Err(e) if *e.code() == s3s::S3ErrorCode::NoSuchUpload => {
+                return recall_completed(&shard, &bucket, &key, &id).ok_or(e);
+            }
+            Err(e) => return Err(e),
+        };
+        let algo = meta.checksum_algorithm.take();
+        let algo_idx = algo
+            .as_deref()
+            .and_then(|a| super::put::ALGOS.iter().position(|x| *x == a));
         let pns = part_ns(&bucket);
         let count = wanted.len();
         let mut md5s = Vec::with_capacity(16 * count);
         let mut sources = Vec::with_capacity(count);
-        for (idx, (n, etag)) in wanted.iter().enumerate() {
+        let mut sums: Option<Vec<(String, u64)>> = algo_idx.map(|_| Vec::with_capacity(count));
+        for (idx, (n, etag, given)) in wanted.iter().enumerate() {
             let pk = part_key(&id, *n);
-            let part = shard.get(&pns, &pk).ok_or_else(|| {
-                s3_error!(InvalidPart, "One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag.")
-            })?;
+            let part = shard.get(&pns, &pk).ok_or_else(invalid_part)?;
             let pm = ObjMeta::decode(&part.meta).ok_or_else(|| error::internal("undecodable part meta"))?;
-            if let Some(e) = etag {
-                if *e != pm.etag {
-                    return Err(s3_error!(InvalidPart, "One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag."));
-                }
+            if etag.as_ref().is_some_and(|e| *e != pm.etag) {
+                return Err(invalid_part());
             }
             if idx + 1 < count && part.size < MIN_PART_BYTES {
                 return Err(s3_error!(EntityTooSmall, "Your proposed upload is smaller than the minimum allowed object size. Each part must be at least 5 MB in size, except the last part."));
+            }
+            if let (Some(ai), Some(a)) = (algo_idx, algo.as_deref()) {
+                let have = pm.checksum(a);
+                if given[ai].as_deref().is_some_and(|g| Some(g) != have) {
+                    return Err(invalid_part());
+                }
+                match (have, &mut sums) {
+                    (Some(v), Some(list)) => list.push((v.to_string(), part.size)),
+                    // A part without the checksum (UploadPartCopy): no object checksum.
+                    _ => sums = None,
+                }
             }
             md5s.extend_from_slice(&decode_hex16(&pm.etag).ok_or_else(|| error::internal("bad part etag"))?);
             sources.push((pns.clone(), pk));
@@ -320,6 +623,19 @@ pub async fn complete(
         let digest: [u8; 16] = h.finalize();
         meta.etag = format!("{}-{}", hex(&digest), count);
         meta.parts_count = Some(count as u32);
+        let checksum = match (algo.as_deref(), meta.checksum_type.as_deref(), &sums) {
+            (Some(a), Some(t), Some(list)) => object_checksum(a, t, list).map(|v| (a.to_string(), v)),
+            _ => None,
+        };
+        if let (Some((a, v)), Some(ai)) = (&checksum, algo_idx) {
+            if stated[ai].as_deref().is_some_and(|g| g != v) {
+                return Err(s3_error!(BadDigest, "The {} you specified did not match the calculated checksum.", a.to_uppercase()));
+            }
+        }
+        meta.checksums = checksum.iter().cloned().collect();
+        if checksum.is_none() {
+            meta.checksum_type = None;
+        }
         let enc = meta.encode().map_err(|_| error::internal("object meta"))?;
         let expect = resolve_cond(&shard, &bucket, &key, &cond)?;
         shard.compose(&bucket, &key, &sources, enc, expect, true).await.map_err(error::engine)?;
@@ -336,15 +652,35 @@ pub async fn complete(
             shard.delete(&pns, &k, Expect::Any).await.map_err(error::engine)?;
         }
         shard.delete(&upload_ns(&bucket), &upload_key(&key, &id), Expect::Any).await.map_err(error::engine)?;
-        Ok::<_, S3Error>(meta.etag)
+        let done = Completed {
+            bucket,
+            key,
+            id,
+            etag: meta.etag,
+            checksum,
+            checksum_type: meta.checksum_type,
+            at_ms: now_ms(),
+        };
+        remember_completed(done.clone());
+        Ok::<_, S3Error>(done)
     })
     .await
     .map_err(error::route)??;
+    let [c32, c32c, c64, sha1, sha256] = checksum_fields(
+        done.checksum.as_ref().map(|(a, _)| a.as_str()),
+        done.checksum.as_ref().map(|(_, v)| v.as_str()),
+    );
     Ok(S3Response::new(CompleteMultipartUploadOutput {
         bucket: Some(i.bucket.clone()),
         key: Some(i.key.clone()),
-        e_tag: Some(ETag::Strong(etag)),
+        e_tag: Some(ETag::Strong(done.etag)),
         location: Some(format!("/{}/{}", i.bucket, i.key)),
+        checksum_crc32: c32,
+        checksum_crc32c: c32c,
+        checksum_crc64nvme: c64,
+        checksum_sha1: sha1,
+        checksum_sha256: sha256,
+        checksum_type: done.checksum_type.map(ChecksumType::from),
         ..Default::default()
     }))
 }
@@ -379,6 +715,55 @@ async fn drop_upload(shard: &Shard, bucket: &str, key: &str, id: &str) -> bale_i
         shard.delete(&pns, &k, Expect::Any).await?;
     }
     Ok(existed)
+}
+
+/// Opens an upload that PutObject uses to spool a body of unknown length (see
+/// `put::spool`): an ordinary upload descriptor for `key`, so that if the server stops
+/// before the object is composed, the leftover is listed and freed like any abandoned upload.
+pub async fn open_hidden_upload(shard: &Rc<Shard>, bucket: &str, key: &str) -> S3Result<String> {
+    let id = new_upload_id();
+    let enc = ObjMeta::default()
+        .encode()
+        .map_err(|_| error::internal("upload meta"))?;
+    let w = shard
+        .put(&upload_ns(bucket), &upload_key(key, &id), 0)
+        .map_err(error::engine)?;
+    w.finish(enc, Expect::Absent).await.map_err(error::engine)?;
+    Ok(id)
+}
+
+/// Writes piece `n` (from 1) of a spooled body as a part of the hidden upload; returns its
+/// compose source.
+pub async fn write_hidden_part(
+    shard: &Rc<Shard>,
+    bucket: &str,
+    id: &str,
+    n: usize,
+    chunks: Vec<Bytes>,
+    len: u64,
+) -> S3Result<(String, String)> {
+    let pn = i32::try_from(n)
+        .ok()
+        .filter(|n| *n <= MAX_PART_NUMBER)
+        .ok_or_else(|| error::internal("too many spool pieces"))?;
+    let (ns, pk) = (part_ns(bucket), part_key(id, pn));
+    let mut w = shard.put(&ns, &pk, len).map_err(error::engine)?;
+    for c in chunks {
+        w.write(c).await.map_err(error::engine)?;
+    }
+    let enc = ObjMeta::default()
+        .encode()
+        .map_err(|_| error::internal("part meta"))?;
+    w.finish(enc, Expect::Any).await.map_err(error::engine)?;
+    Ok((ns, pk))
+}
+
+/// Removes a hidden upload and whatever pieces remain (a failure is logged: the upload stays
+/// listed and can be aborted).
+pub async fn drop_hidden_upload(shard: &Shard, bucket: &str, key: &str, id: &str) {
+    if let Err(e) = drop_upload(shard, bucket, key, id).await {
+        tracing::warn!(error = %e, bucket, key, upload_id = id, "cannot remove a spool upload");
+    }
 }
 
 pub async fn abort(
@@ -417,8 +802,8 @@ pub async fn list_parts(
     let marker = i.part_number_marker.unwrap_or(0);
     let (bucket, key, id) = (i.bucket.clone(), i.key.clone(), i.upload_id.clone());
     let shard_id = s.topo.shard_for(&bucket, &key);
-    let (parts, truncated) = on_shard(&s.topo, shard_id, move |shard: Rc<Shard>| async move {
-        upload_meta(&shard, &bucket, &key, &id)?;
+    let (parts, truncated, up) = on_shard(&s.topo, shard_id, move |shard: Rc<Shard>| async move {
+        let up = upload_meta(&shard, &bucket, &key, &id)?;
         let after = if marker > 0 {
             Some(part_key(&id, marker))
         } else {
@@ -455,7 +840,7 @@ pub async fn list_parts(
         }
         let truncated = out.len() > max_parts;
         out.truncate(max_parts);
-        Ok::<_, S3Error>((out, truncated))
+        Ok::<_, S3Error>((out, truncated, up))
     })
     .await
     .map_err(error::route)??;
@@ -475,6 +860,8 @@ pub async fn list_parts(
         owner: Some(owner()),
         parts: Some(parts),
         storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+        checksum_algorithm: up.checksum_algorithm.as_deref().map(algo_dto),
+        checksum_type: up.checksum_type.map(ChecksumType::from),
         ..Default::default()
     }))
 }
@@ -562,4 +949,84 @@ pub async fn drop_all_uploads(s: &BaleS3, bucket: &str) -> S3Result<()> {
     }
     let _ = now_ms;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use s3s::crypto::Checksum as _;
+
+    fn crc_of(algo: &str, data: &[u8]) -> u64 {
+        match algo {
+            "crc32" => u32::from_be_bytes(s3s::crypto::Crc32::checksum(data)) as u64,
+            "crc32c" => u32::from_be_bytes(s3s::crypto::Crc32c::checksum(data)) as u64,
+            _ => u64::from_be_bytes(s3s::crypto::Crc64Nvme::checksum(data)),
+        }
+    }
+
+    #[test]
+    fn crc_combine_matches_whole() {
+        let data: Vec<u8> = (0..100_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
+            .collect();
+        for algo in ["crc32", "crc32c", "crc64nvme"] {
+            let (w, p) = crc_spec(algo).unwrap();
+            for cut in [0usize, 1, 7, 4096, 65_537, 99_999, 100_000] {
+                let (a, b) = data.split_at(cut);
+                let got = crc_combine(w, p, crc_of(algo, a), crc_of(algo, b), b.len() as u64);
+                assert_eq!(got, crc_of(algo, &data), "{algo} cut {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn object_checksums() {
+        let parts: [&[u8]; 3] = [b"hello ", b"multipart ", b"world"];
+        let whole: Vec<u8> = parts.concat();
+        // FULL_OBJECT: the CRC of the whole object.
+        let list: Vec<(String, u64)> = parts
+            .iter()
+            .map(|p| (b64(&s3s::crypto::Crc32::checksum(p)), p.len() as u64))
+            .collect();
+        assert_eq!(
+            object_checksum("crc32", FULL_OBJECT, &list).unwrap(),
+            b64(&s3s::crypto::Crc32::checksum(&whole))
+        );
+        // COMPOSITE: checksum of the raw part checksums, then -N.
+        let raws: Vec<u8> = parts
+            .iter()
+            .flat_map(|p| s3s::crypto::Sha256::checksum(p))
+            .collect();
+        let list: Vec<(String, u64)> = parts
+            .iter()
+            .map(|p| (b64(&s3s::crypto::Sha256::checksum(p)), p.len() as u64))
+            .collect();
+        assert_eq!(
+            object_checksum("sha256", COMPOSITE, &list).unwrap(),
+            format!("{}-3", b64(&s3s::crypto::Sha256::checksum(&raws)))
+        );
+        assert!(object_checksum("sha256", FULL_OBJECT, &list).is_none());
+        assert!(object_checksum("crc32", COMPOSITE, &[("%%%".into(), 1)]).is_none());
+    }
+
+    #[test]
+    fn checksum_choices() {
+        assert_eq!(
+            checksum_choice(Some("CRC32"), None).unwrap(),
+            (Some("crc32"), Some(COMPOSITE))
+        );
+        assert_eq!(
+            checksum_choice(Some("crc64nvme"), None).unwrap(),
+            (Some("crc64nvme"), Some(FULL_OBJECT))
+        );
+        assert_eq!(
+            checksum_choice(Some("CRC32C"), Some("full_object")).unwrap(),
+            (Some("crc32c"), Some(FULL_OBJECT))
+        );
+        assert!(checksum_choice(Some("SHA256"), Some("FULL_OBJECT")).is_err());
+        assert!(checksum_choice(Some("CRC64NVME"), Some("COMPOSITE")).is_err());
+        assert!(checksum_choice(None, Some("COMPOSITE")).is_err());
+        assert!(checksum_choice(Some("MD5"), None).is_err());
+        assert_eq!(checksum_choice(None, None).unwrap(), (None, None));
+    }
 }
