@@ -22,6 +22,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.request
@@ -108,6 +109,12 @@ def main():
     results["put_capacity_per_s"], results["stream_target_per_s"] = cap, rate
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(results, f, indent=1)
+    # Keep the repository light: the per-run JSON files go into one raw.tar.xz.
+    with tarfile.open(os.path.join(out, "raw.tar.xz"), "w:xz") as t:
+        for name in sorted(os.listdir(out)):
+            if name.endswith(".json") and name != "summary.json":
+                t.add(os.path.join(out, name), arcname=name)
+                os.remove(os.path.join(out, name))
     print(f"commit {commit}; PUT capacity {cap:.0f}/s (64 KiB), stream target {rate:.0f}/s; raw: "
           f"{os.path.relpath(out, ROOT)}\n")
     print("| GET 4 KiB | p50 alone | p50 with stream | p99 alone | p99 with stream | p99 ratio | stream PUT/s |")

@@ -12,20 +12,45 @@ import glob
 import json
 import os
 import re
+import shutil
 import statistics
 import sys
+import tarfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ORDER = ["bale", "bale-base", "bale-spin", "seaweedfs", "s3s-fs-nodelay", "s3s-fs", "nginx"]
 
 
 def load(run):
+    """The run's meta and every raw bale-bench document, from raw/ or from raw.tar.xz."""
     meta = json.load(open(os.path.join(run, "meta.json")))
     docs = {}
+    packed = os.path.join(run, RAW_PACK)
+    if not os.path.isdir(os.path.join(run, "raw")) and os.path.exists(packed):
+        with tarfile.open(packed) as t:
+            for m in t.getmembers():
+                if m.isfile() and m.name.endswith(".json"):
+                    d = json.load(t.extractfile(m))
+                    docs.setdefault(d["server"], {})[d["tag"]] = d
+        return meta, docs
     for f in glob.glob(os.path.join(run, "raw", "*", "*.json")):
         d = json.load(open(f))
         docs.setdefault(d["server"], {})[d["tag"]] = d
     return meta, docs
+
+
+RAW_PACK = "raw.tar.xz"
+
+
+def pack_raw(run):
+    """Replaces the run's raw/ folder (hundreds of JSON files) by one raw.tar.xz, so the
+    repository stays light; load() reads either."""
+    raw = os.path.join(run, "raw")
+    if not os.path.isdir(raw):
+        return
+    with tarfile.open(os.path.join(run, RAW_PACK), "w:xz") as t:
+        t.add(raw, arcname="raw")
+    shutil.rmtree(raw)
 
 
 def med(vals):
@@ -251,7 +276,7 @@ def main():
             "nginx": f"{m['nginx']} (plain files, unsigned GETs: the no-S3 floor)"}
     L.append("- servers in this run: " + ", ".join(desc.get(s, s) for s in S if s != "bale")
              + "; fio " + m["fio"])
-    L.append("- exact commands: [`commands.txt`](" + rel + "/commands.txt); raw JSON per run: [`raw/`](" + rel + "/raw)\n")
+    L.append("- exact commands: [`commands.txt`](" + rel + "/commands.txt); raw JSON per run: [`raw.tar.xz`](" + rel + "/raw.tar.xz)\n")
     if meta.get("failures"):
         L.append("**Failures in this run** (each counted, the run went on):\n")
         for f in meta["failures"]:
@@ -421,6 +446,8 @@ def main():
         L.append(open(notes).read())
     with open(out_md, "w") as f:
         f.write("\n".join(L) + "\n")
+    if not quick:
+        pack_raw(run)
     print(out_md)
 
 
