@@ -13,6 +13,7 @@ mod punch;
 mod shard;
 
 pub use error::{Error, Result};
+pub use format::{MAX_KEY_BYTES, MAX_NS_BYTES};
 pub use shard::{
     yield_now, CompactStats, ListItem, Object, PutWriter, ScrubStats, Shard, ShardStats,
 };

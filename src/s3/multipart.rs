@@ -45,13 +45,20 @@ fn no_such_upload() -> S3Error {
     )
 }
 
+/// Length of an upload id: 32 hex digits.
+const UPLOAD_ID_BYTES: usize = 32;
+// An upload's record key is `key \0 upload_id`: it must fit the engine for every S3 key.
+const _: () = assert!(super::limits::MAX_KEY_BYTES + 1 + UPLOAD_ID_BYTES <= bale_io::MAX_KEY_BYTES);
+
 fn new_upload_id() -> String {
     let a: u128 = rand::random();
-    format!("{a:032x}")
+    let id = format!("{a:032x}");
+    debug_assert_eq!(id.len(), UPLOAD_ID_BYTES);
+    id
 }
 
 fn check_upload_id(id: &str) -> S3Result<()> {
-    if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if id.len() == UPLOAD_ID_BYTES && id.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(())
     } else {
         Err(no_such_upload())
