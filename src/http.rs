@@ -177,6 +177,9 @@ async fn handle_inner(
         }
     }
     let svc = h.svc;
+    if let Some(resp) = crate::sigcheck::before_s3s(&mut req) {
+        return Ok(resp);
+    }
     if presigned_too_long(req.uri()) {
         return Ok(error_xml(
             http::StatusCode::FORBIDDEN,
