@@ -101,7 +101,10 @@ fn hex_val(c: u8) -> Option<u8> {
 /// A header that may appear at most once: `Ok(None)` when absent, `Err(())` when repeated
 /// or not visible ASCII (s3s reads such a header as absent or refuses it; either way the
 /// fast path leaves the request to it).
-fn at_most_one(h: &http::HeaderMap, name: impl http::header::AsHeaderName) -> Result<Option<&str>, ()> {
+fn at_most_one(
+    h: &http::HeaderMap,
+    name: impl http::header::AsHeaderName,
+) -> Result<Option<&str>, ()> {
     let mut it = h.get_all(name).into_iter();
     let Some(v) = it.next() else { return Ok(None) };
     if it.next().is_some() {
@@ -463,6 +466,38 @@ mod tests {
             h,
             "7344ae5b7ee6c3e7e6b0fe0640412a37625d1fbfff95c48bbb2dc43964946972"
         );
+    }
+
+    #[test]
+    fn percent_decoding_needs_two_hex_digits() {
+        assert_eq!(percent_decode("/b/k%20x").as_deref(), Some("/b/k x"));
+        assert_eq!(
+            percent_decode("/b/%e2%82%AC").as_deref(),
+            Some("/b/\u{20ac}")
+        );
+        assert_eq!(percent_decode("/b/plain").as_deref(), Some("/b/plain"));
+        // `u8::from_str_radix("+1", 16)` is Ok(1): "%+1" must not become byte 1.
+        assert_eq!(percent_decode("/b/x%+1"), None);
+        assert_eq!(percent_decode("/b/x%-1"), None);
+        assert_eq!(percent_decode("/b/x%1"), None);
+        assert_eq!(percent_decode("/b/x%"), None);
+        assert_eq!(percent_decode("/b/x%zz"), None);
+        assert_eq!(percent_decode("/b/%ff"), None); // not UTF-8
+    }
+
+    #[test]
+    fn headers_that_must_be_single() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(at_most_one(&h, "x-amz-date"), Ok(None));
+        h.insert("x-amz-date", "20130524T000000Z".parse().unwrap());
+        assert_eq!(at_most_one(&h, "x-amz-date"), Ok(Some("20130524T000000Z")));
+        h.append("x-amz-date", "20130524T000000Z".parse().unwrap());
+        assert_eq!(at_most_one(&h, "x-amz-date"), Err(()));
+        h.insert(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_bytes(b"\xff").unwrap(),
+        );
+        assert_eq!(at_most_one(&h, http::header::AUTHORIZATION), Err(()));
     }
 
     #[test]

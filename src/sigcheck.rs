@@ -301,10 +301,7 @@ pub fn parse_request_date(s: &str) -> Option<i64> {
     let mut first = it.next()?;
     if first.ends_with(',') {
         let wd = &first[..first.len() - 1];
-        if !matches!(
-            wd,
-            "Mon" | "Tue" | "Wed" | "Thu" | "Fri" | "Sat" | "Sun"
-        ) {
+        if !matches!(wd, "Mon" | "Tue" | "Wed" | "Thu" | "Fri" | "Sat" | "Sun") {
             return None;
         }
         first = it.next()?;
@@ -396,8 +393,8 @@ pub fn parse_iso_basic(s: &str) -> Option<i64> {
 
 /// Unix seconds -> `YYYYMMDDTHHMMSSZ`, without allocating.
 pub fn iso_basic(secs: i64) -> [u8; 16] {
-    let t = time::OffsetDateTime::from_unix_timestamp(secs)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let t =
+        time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     let mut out = *b"00000000T000000Z";
     let mut put = |at: usize, width: usize, mut v: u32| {
         for i in (0..width).rev() {
@@ -609,14 +606,9 @@ pub fn parse_v4(v: &str) -> Result<V4Auth<'_>, &'static str> {
         return Err(THREE);
     };
     let mut c = cred.split('/');
-    let (Some(access_key), Some(date), Some(region), Some(service), Some(terminal), None) = (
-        c.next(),
-        c.next(),
-        c.next(),
-        c.next(),
-        c.next(),
-        c.next(),
-    ) else {
+    let (Some(access_key), Some(date), Some(region), Some(service), Some(terminal), None) =
+        (c.next(), c.next(), c.next(), c.next(), c.next(), c.next())
+    else {
         return Err("the Credential is mal-formed; expecting \
                     \"<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request\".");
     };
@@ -740,8 +732,7 @@ fn v4_signing_key(secret: &str, date: &str, region: &str) -> [u8; 32] {
 }
 
 fn hmac256(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let mut m =
-        <HmacSha256 as KeyInit>::new_from_slice(key).expect("hmac accepts any key length");
+    let mut m = <HmacSha256 as KeyInit>::new_from_slice(key).expect("hmac accepts any key length");
     m.update(data);
     m.finalize().into_bytes().into()
 }
@@ -880,7 +871,10 @@ fn v4_sign(secret: &str, date: &str, region: &str, amz_date: &str, canonical: &s
     sts.push_str(region);
     sts.push_str("/s3/aws4_request\n");
     sts.push_str(&hex(&Sha256::digest(canonical.as_bytes())));
-    hex(&hmac256(&v4_signing_key(secret, date, region), sts.as_bytes()))
+    hex(&hmac256(
+        &v4_signing_key(secret, date, region),
+        sts.as_bytes(),
+    ))
 }
 
 /// S3 ignores a Range it cannot use, but s3s refuses it (400) after checking the signature,
@@ -917,9 +911,12 @@ fn resign_without_range<B>(
         !matches!(b, b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' | b'%')
     });
     let mut path_form = None;
-    for p in [Some(enc.as_str()), raw_fallback.then_some(raw_path.as_str())]
-        .into_iter()
-        .flatten()
+    for p in [
+        Some(enc.as_str()),
+        raw_fallback.then_some(raw_path.as_str()),
+    ]
+    .into_iter()
+    .flatten()
     {
         let (c, _) = v4_canonical(req.method(), p, &query, h, &signed, &payload);
         let sig = v4_sign(&cfg.secret_key, date, &cfg.region, amz_date, &c);
@@ -997,8 +994,14 @@ mod tests {
         let t = 1_369_353_600; // 2013-05-24T00:00:00Z
         assert_eq!(parse_request_date("Fri, 24 May 2013 00:00:00 GMT"), Some(t));
         assert_eq!(parse_request_date("24 May 2013 00:00:00 GMT"), Some(t));
-        assert_eq!(parse_request_date("Fri, 24 May 2013 02:00:00 +0200"), Some(t));
-        assert_eq!(parse_request_date("Thu, 23 May 2013 23:00:00 -0100"), Some(t));
+        assert_eq!(
+            parse_request_date("Fri, 24 May 2013 02:00:00 +0200"),
+            Some(t)
+        );
+        assert_eq!(
+            parse_request_date("Thu, 23 May 2013 23:00:00 -0100"),
+            Some(t)
+        );
         assert_eq!(parse_request_date("20130524T000000Z"), Some(t));
         assert_eq!(parse_request_date("whenever"), None);
         assert_eq!(parse_request_date(""), None);
@@ -1017,7 +1020,10 @@ mod tests {
     #[test]
     fn form_decoding() {
         assert_eq!(form_decode("a+b%20c%2Fd%zz%4"), "a b c/d%zz%4");
-        assert_eq!(path_decode("/b/k%2B1%+1%4"), Some("/b/k+1%+1%4".to_string()));
+        assert_eq!(
+            path_decode("/b/k%2B1%+1%4"),
+            Some("/b/k+1%+1%4".to_string())
+        );
         assert_eq!(path_decode("/b/%ff"), None);
         assert_eq!(
             query_pairs(Some("acl&versionId=a%2Bb&&x=")),
@@ -1083,7 +1089,10 @@ mod tests {
         // x-amz-date present: the Date line is empty; sub-resources in s3s's order.
         let mut h = http::HeaderMap::new();
         h.insert("date", "Tue, 27 Mar 2007 21:20:27 +0000".parse().unwrap());
-        h.insert("x-amz-date", "Tue, 27 Mar 2007 21:20:26 +0000".parse().unwrap());
+        h.insert(
+            "x-amz-date",
+            "Tue, 27 Mar 2007 21:20:26 +0000".parse().unwrap(),
+        );
         let sts = v2_string_to_sign(
             &http::Method::GET,
             "/b/k",
@@ -1129,18 +1138,36 @@ mod tests {
         let sts = format!("DELETE\n\n\n{date}\n/b/k");
         let sig = v2_signature(&c.secret_key, &sts);
         let auth = format!("AWS {}:{sig}", c.access_key);
-        let mut ok = req("DELETE", "/b/k", &[("authorization", &auth), ("date", date)]);
+        let mut ok = req(
+            "DELETE",
+            "/b/k",
+            &[("authorization", &auth), ("date", date)],
+        );
         assert!(check(&c, &mut ok, now).is_none());
         assert!(check(&c, &mut ok, now + 899).is_none());
-        let mut r = req("DELETE", "/b/k", &[("authorization", &auth), ("date", date)]);
+        let mut r = req(
+            "DELETE",
+            "/b/k",
+            &[("authorization", &auth), ("date", date)],
+        );
         assert_eq!(
             code(check(&c, &mut r, now + 901)),
             Some((403, "RequestTimeTooSkewed".into()))
         );
-        let mut r = req("DELETE", "/b/k", &[("authorization", &auth), ("date", "whenever")]);
-        assert_eq!(code(check(&c, &mut r, now)), Some((403, "AccessDenied".into())));
+        let mut r = req(
+            "DELETE",
+            "/b/k",
+            &[("authorization", &auth), ("date", "whenever")],
+        );
+        assert_eq!(
+            code(check(&c, &mut r, now)),
+            Some((403, "AccessDenied".into()))
+        );
         let mut r = req("DELETE", "/b/k", &[("authorization", &auth)]);
-        assert_eq!(code(check(&c, &mut r, now)), Some((403, "AccessDenied".into())));
+        assert_eq!(
+            code(check(&c, &mut r, now)),
+            Some((403, "AccessDenied".into()))
+        );
         let bad = format!("AWS {}:{}", c.access_key, "AAAAAAAAAAAAAAAAAAAAAAAAAAA=");
         let mut r = req("DELETE", "/b/k", &[("authorization", &bad), ("date", date)]);
         assert_eq!(
@@ -1149,7 +1176,11 @@ mod tests {
         );
         // Another access key: s3s answers InvalidAccessKeyId.
         let other = format!("AWS OTHER:{sig}");
-        let mut r = req("DELETE", "/b/k", &[("authorization", &other), ("date", date)]);
+        let mut r = req(
+            "DELETE",
+            "/b/k",
+            &[("authorization", &other), ("date", date)],
+        );
         assert!(check(&c, &mut r, now).is_none());
     }
 
@@ -1177,11 +1208,17 @@ mod tests {
         assert_eq!(run(a(good, "host;x-amz-date")), None);
         let malformed = Some((400, "AuthorizationHeaderMalformed".to_string()));
         assert_eq!(
-            run(a("AKIAIOSFODNN7EXAMPLE/20130524/eu-west-1/s3/aws4_request", "host")),
+            run(a(
+                "AKIAIOSFODNN7EXAMPLE/20130524/eu-west-1/s3/aws4_request",
+                "host"
+            )),
             malformed
         );
         assert_eq!(
-            run(a("AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/sts/aws4_request", "host")),
+            run(a(
+                "AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/sts/aws4_request",
+                "host"
+            )),
             malformed
         );
         assert_eq!(
@@ -1189,27 +1226,44 @@ mod tests {
             malformed
         );
         assert_eq!(
-            run(a("AKIAIOSFODNN7EXAMPLE/20130523/us-east-1/s3/aws4_request", "host")),
+            run(a(
+                "AKIAIOSFODNN7EXAMPLE/20130523/us-east-1/s3/aws4_request",
+                "host"
+            )),
             malformed
         );
-        assert_eq!(run(a("AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3", "host")), malformed);
+        assert_eq!(
+            run(a("AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3", "host")),
+            malformed
+        );
         assert_eq!(
             run(a(good, "x-amz-date")),
             Some((403, "AccessDenied".to_string()))
         );
-        assert_eq!(
-            run("AWS4-HMAC-SHA256 Credential=x".to_string()),
-            malformed
-        );
+        assert_eq!(run("AWS4-HMAC-SHA256 Credential=x".to_string()), malformed);
     }
 
     #[test]
     fn duplicate_authorization_and_mixed_auth() {
         let c = cfg();
-        let mut r = req("GET", "/b/k", &[("authorization", "AWS a:b"), ("authorization", "AWS a:b")]);
-        assert_eq!(code(check(&c, &mut r, 0)), Some((400, "InvalidArgument".into())));
-        let mut r = req("GET", "/b/k?X-Amz-Signature=1", &[("authorization", "AWS a:b")]);
-        assert_eq!(code(check(&c, &mut r, 0)), Some((400, "InvalidArgument".into())));
+        let mut r = req(
+            "GET",
+            "/b/k",
+            &[("authorization", "AWS a:b"), ("authorization", "AWS a:b")],
+        );
+        assert_eq!(
+            code(check(&c, &mut r, 0)),
+            Some((400, "InvalidArgument".into()))
+        );
+        let mut r = req(
+            "GET",
+            "/b/k?X-Amz-Signature=1",
+            &[("authorization", "AWS a:b")],
+        );
+        assert_eq!(
+            code(check(&c, &mut r, 0)),
+            Some((400, "InvalidArgument".into()))
+        );
         let mut r = req(
             "GET",
             "/b/k?X-Amz-Credential=AK%2F20130524%2Feu-west-1%2Fs3%2Faws4_request&X-Amz-Signature=1",
@@ -1228,7 +1282,10 @@ mod tests {
         let mut r = req(
             "GET",
             "/b/k",
-            &[("authorization", auth), ("date", "Fri, 24 May 2013 00:00:00 GMT")],
+            &[
+                ("authorization", auth),
+                ("date", "Fri, 24 May 2013 00:00:00 GMT"),
+            ],
         );
         assert!(check(&c, &mut r, 1_369_353_600).is_none());
         assert_eq!(r.headers()["x-amz-date"], "20130524T000000Z");
@@ -1243,7 +1300,10 @@ mod tests {
         assert!(!r.headers().contains_key("range"));
         let mut r = req("GET", "/b/k", &[("range", "bytes=-0")]);
         assert!(check(&c, &mut r, 0).is_none());
-        assert!(r.headers().contains_key("range"), "bytes=-0 is a 416, not ignored");
+        assert!(
+            r.headers().contains_key("range"),
+            "bytes=-0 is a 416, not ignored"
+        );
 
         // Signed with SigV4: verified, removed, re-signed over the rest.
         let amz = "20130524T000000Z";

@@ -278,7 +278,11 @@ pub fn checksum_mode_enabled(v: Option<&[u8]>) -> bool {
 }
 
 /// The s3s DTO form of [`checksum_headers`]: crc32, crc32c, crc64nvme, sha1, sha256, type.
-fn checksums_out(meta: &ObjMeta, enabled: bool, ranged: bool) -> ([Option<String>; 5], Option<String>) {
+fn checksums_out(
+    meta: &ObjMeta,
+    enabled: bool,
+    ranged: bool,
+) -> ([Option<String>; 5], Option<String>) {
     let mut out: [Option<String>; 5] = Default::default();
     let mut ty = None;
     for (h, v) in checksum_headers(meta, enabled, ranged) {
@@ -325,7 +329,8 @@ pub async fn get_object(
         want_body: true,
     };
     let f = lookup(s, &i.bucket, &i.key, r).await?;
-    let checksum_on = checksum_mode_enabled(i.checksum_mode.as_ref().map(|m| m.as_str().as_bytes()));
+    let checksum_on =
+        checksum_mode_enabled(i.checksum_mode.as_ref().map(|m| m.as_str().as_bytes()));
     let ([c32, c32c, c64, sha1, sha256], checksum_type) =
         checksums_out(&f.meta, checksum_on, f.served.is_some());
     let (content_length, content_range) = match f.served {
@@ -392,7 +397,8 @@ pub async fn head_object(
     };
     let f = lookup(s, &i.bucket, &i.key, r).await?;
     let partial = f.served.is_some() && i.part_number.is_none();
-    let checksum_on = checksum_mode_enabled(i.checksum_mode.as_ref().map(|m| m.as_str().as_bytes()));
+    let checksum_on =
+        checksum_mode_enabled(i.checksum_mode.as_ref().map(|m| m.as_str().as_bytes()));
     let ([c32, c32c, c64, sha1, sha256], checksum_type) =
         checksums_out(&f.meta, checksum_on, f.served.is_some());
     let (content_length, content_range) = match f.served {
@@ -454,4 +460,73 @@ fn check_overrides(vals: [Option<&String>; 5]) -> S3Result<()> {
 
 pub fn parse_http_date(s: &str) -> Option<Timestamp> {
     Timestamp::parse(TimestampFormat::HttpDate, s).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_as_s3_reads_them() {
+        let r = |v: &str| classify_range(v.as_bytes());
+        assert_eq!(r(""), RangeHeader::Absent);
+        assert_eq!(
+            r("bytes=2-5"),
+            RangeHeader::Range(Range::Int {
+                first: 2,
+                last: Some(5)
+            })
+        );
+        assert_eq!(
+            r("bytes=-0"),
+            RangeHeader::Range(Range::Suffix { length: 0 })
+        );
+        for ignored in [
+            "bytes=5-3",
+            "bytes=abc",
+            "bytes=0-1,3-4",
+            "items=0-1",
+            "bytes=",
+        ] {
+            assert_eq!(r(ignored), RangeHeader::Ignored, "{ignored}");
+        }
+        assert_eq!(classify_range(b"bytes=\xff"), RangeHeader::Ignored);
+
+        let mut h = http::HeaderMap::new();
+        assert_eq!(range_header(&h), Some(RangeHeader::Absent));
+        h.insert(http::header::RANGE, "bytes=5-3".parse().unwrap());
+        assert_eq!(range_header(&h), Some(RangeHeader::Ignored));
+        h.append(http::header::RANGE, "bytes=0-1".parse().unwrap());
+        assert_eq!(range_header(&h), None);
+    }
+
+    #[test]
+    fn checksum_headers_only_whole_and_enabled() {
+        let m = ObjMeta {
+            checksums: vec![
+                ("crc32".into(), "AAAAAA==".into()),
+                ("sha256".into(), "x".into()),
+            ],
+            checksum_type: Some("FULL_OBJECT".into()),
+            ..Default::default()
+        };
+        let all: Vec<_> = checksum_headers(&m, true, false).collect();
+        assert_eq!(
+            all,
+            vec![
+                ("x-amz-checksum-crc32", "AAAAAA=="),
+                ("x-amz-checksum-sha256", "x"),
+                ("x-amz-checksum-type", "FULL_OBJECT")
+            ]
+        );
+        assert_eq!(checksum_headers(&m, false, false).count(), 0);
+        assert_eq!(checksum_headers(&m, true, true).count(), 0);
+        let (dto, ty) = checksums_out(&m, true, false);
+        assert_eq!(dto[0].as_deref(), Some("AAAAAA=="));
+        assert_eq!(dto[4].as_deref(), Some("x"));
+        assert_eq!(ty.as_deref(), Some("FULL_OBJECT"));
+        assert!(checksum_mode_enabled(Some(b"ENABLED")));
+        assert!(!checksum_mode_enabled(Some(b"enabled")));
+        assert!(!checksum_mode_enabled(None));
+    }
 }
