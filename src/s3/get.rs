@@ -238,6 +238,9 @@ pub fn classify_range(v: &[u8]) -> RangeHeader {
     if v.is_empty() {
         return RangeHeader::Absent; // s3s reads an empty header as absent
     }
+    if v == b"bytes=-" {
+        return RangeHeader::Ignored; // s3s would read it as `bytes=-0`
+    }
     match std::str::from_utf8(v).ok().map(Range::parse) {
         Some(Ok(r)) => RangeHeader::Range(r),
         _ => RangeHeader::Ignored,

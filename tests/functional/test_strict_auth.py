@@ -214,6 +214,7 @@ RANGE_CASES = [
     ("obj", "bytes=0-1,3-4", 200, None),
     ("obj", "items=0-1", 200, None),
     ("obj", "bytes=+1-2", 200, None),
+    ("obj", "bytes=-", 200, None),
     ("empty", "bytes=-1", 416, None),
     ("empty", "bytes=-0", 416, None),
     ("empty", "bytes=0-", 416, None),
