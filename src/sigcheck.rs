@@ -86,7 +86,12 @@ fn check<B>(
     let presigned_v4 = query_has(query, "X-Amz-Signature") || query_has(query, "X-Amz-Algorithm");
     let presigned_v2 = query_has(query, "Signature");
     let Some(auth) = auth else {
-        if presigned_v4 {
+        if presigned_v2 && !presigned_v4 {
+            if let Some(e) = check_presigned_v2(cfg, req, now) {
+                return Some(e);
+            }
+            strip_ignorable_range(req); // SigV2 never signs Range
+        } else if presigned_v4 {
             if let Some(e) = check_presigned_v4(cfg, query) {
                 return Some(e);
             }
@@ -456,13 +461,16 @@ const V2_SUBRESOURCES: &[&str] = &[
     "website",
 ];
 
-/// SigV2 header-auth string-to-sign, byte for byte as s3s 0.14.1 builds it
-/// (`sig_v2::create_string_to_sign`, `Mode::HeaderAuth`, path-style: no virtual-host bucket).
+/// SigV2 string-to-sign, byte for byte as s3s 0.14.1 builds it
+/// (`sig_v2::create_string_to_sign`, path-style: no virtual-host bucket). `expires`: `None`
+/// for header auth (`Mode::HeaderAuth`: the Date line), the `Expires` query value for a
+/// presigned URL (`Mode::PresignedUrl`).
 pub fn v2_string_to_sign(
     method: &http::Method,
     raw_path: &str,
     query: Option<&str>,
     h: &http::HeaderMap,
+    expires: Option<&str>,
 ) -> String {
     let mut s = String::with_capacity(256);
     s.push_str(method.as_str());
@@ -471,8 +479,10 @@ pub fn v2_string_to_sign(
     s.push('\n');
     s.push_str(unique(h, "content-type").unwrap_or(""));
     s.push('\n');
-    if unique(h, "x-amz-date").is_none() {
-        s.push_str(unique(h, "date").unwrap_or(""));
+    match expires {
+        Some(e) => s.push_str(e),
+        None if unique(h, "x-amz-date").is_none() => s.push_str(unique(h, "date").unwrap_or("")),
+        None => {}
     }
     s.push('\n');
     let mut names: Vec<&str> = h
@@ -555,19 +565,59 @@ fn check_v2<B>(
     if access_key != cfg.access_key {
         return None; // s3s answers InvalidAccessKeyId without comparing anything
     }
-    let sts = v2_string_to_sign(req.method(), req.uri().path(), req.uri().query(), h);
-    let expect = v2_signature(&cfg.secret_key, &sts);
-    if !constant_time_eq(expect.as_bytes(), signature.as_bytes()) {
-        tracing::debug!(string_to_sign = ?sts, "SigV2 signature mismatch");
-        return Some(error(
-            http::StatusCode::FORBIDDEN,
-            "SignatureDoesNotMatch",
-            "The request signature we calculated does not match the signature you provided. \
-             Check your key and signing method.",
-            &[("StringToSign", &sts)],
-        ));
+    let sts = v2_string_to_sign(req.method(), req.uri().path(), req.uri().query(), h, None);
+    v2_compare(cfg, &sts, signature)
+}
+
+/// Constant-time comparison of a SigV2 signature; `Some(403 SignatureDoesNotMatch)` on a
+/// mismatch.
+fn v2_compare(cfg: &Config, sts: &str, signature: &str) -> Option<http::Response<s3s::Body>> {
+    let expect = v2_signature(&cfg.secret_key, sts);
+    if constant_time_eq(expect.as_bytes(), signature.as_bytes()) {
+        return None;
     }
-    None
+    tracing::debug!(string_to_sign = ?sts, "SigV2 signature mismatch");
+    Some(error(
+        http::StatusCode::FORBIDDEN,
+        "SignatureDoesNotMatch",
+        "The request signature we calculated does not match the signature you provided. \
+         Check your key and signing method.",
+        &[("StringToSign", sts)],
+    ))
+}
+
+/// Presigned SigV2 (`?AWSAccessKeyId=..&Expires=..&Signature=..`): s3s checks the expiry but
+/// compares the signature in variable time; compare it here first. Anything s3s refuses on
+/// its own (missing or repeated fields, expired, unknown key) is left to it.
+fn check_presigned_v2<B>(
+    cfg: &Config,
+    req: &http::Request<B>,
+    now: i64,
+) -> Option<http::Response<s3s::Body>> {
+    let pairs = query_pairs(req.uri().query());
+    let one = |name: &str| {
+        let mut it = pairs.iter().filter(|(k, _)| k == name);
+        match (it.next(), it.next()) {
+            (Some((_, v)), None) => Some(v.as_str()),
+            _ => None,
+        }
+    };
+    let (access_key, expires, signature) =
+        (one("AWSAccessKeyId")?, one("Expires")?, one("Signature")?);
+    let exp: i64 = expires.parse().ok().filter(|&x| x >= 0)?;
+    if now > exp || access_key != cfg.access_key {
+        return None;
+    }
+    // s3s percent-decodes the (already query-decoded) signature once more.
+    let signature = path_decode(signature)?;
+    let sts = v2_string_to_sign(
+        req.method(),
+        req.uri().path(),
+        req.uri().query(),
+        req.headers(),
+        Some(expires),
+    );
+    v2_compare(cfg, &sts, &signature)
 }
 
 // ---- SigV4 ----------------------------------------------------------------------------------
@@ -1048,6 +1098,7 @@ mod tests {
             "/awsexamplebucket1/photos/puppy.jpg",
             None,
             &h,
+            None,
         );
         assert_eq!(
             sts,
@@ -1072,6 +1123,7 @@ mod tests {
             "/static.example.com/db-backup.dat.gz",
             None,
             &h,
+            None,
         );
         assert_eq!(
             sts,
@@ -1098,6 +1150,7 @@ mod tests {
             "/b/k",
             Some("versionId=v%2B1&acl&foo=bar&uploads"),
             &h,
+            None,
         );
         assert_eq!(
             sts,
@@ -1182,6 +1235,39 @@ mod tests {
             &[("authorization", &other), ("date", date)],
         );
         assert!(check(&c, &mut r, now).is_none());
+    }
+
+    #[test]
+    fn v2_presigned() {
+        let c = cfg();
+        // AWS's query-string authentication example (s3s's test), path-style.
+        let sts = "GET\n\n\n1175139620\n/awsexamplebucket1/photos/puppy.jpg";
+        let sig = v2_signature(&c.secret_key, sts);
+        let enc: String = sig
+            .bytes()
+            .map(|b| match b {
+                b'+' => "%2B".to_string(),
+                b'/' => "%2F".to_string(),
+                b'=' => "%3D".to_string(),
+                b => (b as char).to_string(),
+            })
+            .collect();
+        let uri = |s: &str| {
+            format!(
+                "/awsexamplebucket1/photos/puppy.jpg?AWSAccessKeyId={}&Expires=1175139620&Signature={s}",
+                c.access_key
+            )
+        };
+        let mut r = req("GET", &uri(&enc), &[]);
+        assert!(check(&c, &mut r, 1_175_139_000).is_none());
+        let mut r = req("GET", &uri("AAAA"), &[]);
+        assert_eq!(
+            code(check(&c, &mut r, 1_175_139_000)),
+            Some((403, "SignatureDoesNotMatch".into()))
+        );
+        // Expired: left to s3s (AccessDenied "Request has expired").
+        let mut r = req("GET", &uri("AAAA"), &[]);
+        assert!(check(&c, &mut r, 1_175_139_621).is_none());
     }
 
     #[test]

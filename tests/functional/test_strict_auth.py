@@ -506,3 +506,27 @@ def test_boto3_checksum_validation(pair):
         r = _client(b).get_object(Bucket=pair.bucket, Key="obj", ChecksumMode="ENABLED")
         assert r["Body"].read() == pair.body
         assert r.get("ChecksumCRC32") == pair.crc, name
+
+
+# -- presigned SigV2 ------------------------------------------------------------------------
+
+
+def _presigned_v2(b, path, expires=300, secret=None):
+    from botocore.auth import HmacV1QueryAuth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    r = AWSRequest(method="GET", url=b.endpoint + path)
+    HmacV1QueryAuth(Credentials(b.access_key, secret or b.secret_key), expires=expires).add_auth(r)
+    return r.url.split(b.endpoint, 1)[1]
+
+
+def test_presigned_sigv2(pair):
+    for name, b in pair.servers():
+        hostport = b.endpoint.rsplit("//", 1)[1]
+        r = send(b, "GET", _presigned_v2(b, f"/{pair.bucket}/obj"), {"Host": hostport})
+        assert (r.status, r.body) == (200, pair.body), (name, r)
+        r = send(b, "GET", _presigned_v2(b, f"/{pair.bucket}/obj", secret="wrong"), {"Host": hostport})
+        assert (r.status, r.code()) == (403, "SignatureDoesNotMatch"), (name, r)
+        r = send(b, "GET", _presigned_v2(b, f"/{pair.bucket}/obj", expires=-10), {"Host": hostport})
+        assert (r.status, r.code()) == (403, "AccessDenied"), (name, r)
