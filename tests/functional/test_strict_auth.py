@@ -67,6 +67,11 @@ def pair():
                 s3.put_object(Bucket=p.bucket, Key="obj", Body=p.body, ChecksumAlgorithm="CRC32")
                 s3.put_object(Bucket=p.bucket, Key="empty", Body=b"")
                 s3.put_object(Bucket=p.bucket, Key=PROBE, Body=b"probe")
+                s3.put_object(Bucket=p.bucket, Key="meta", Body=b"m" * 10, ContentType="text/x-meta",
+                              CacheControl="max-age=5", ContentDisposition="attachment; filename=m",
+                              ContentEncoding="identity", ContentLanguage="en",
+                              Expires=datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc),
+                              Metadata={"color": "blue", "shape": "round"})
                 # Two keys that a loose "%+1" decoding would confuse.
                 s3.put_object(Bucket=p.bucket, Key="x\x01", Body=b"control-char-key")
                 s3.put_object(Bucket=p.bucket, Key="x%+1", Body=b"literal-key")
@@ -530,3 +535,24 @@ def test_presigned_sigv2(pair):
         assert (r.status, r.code()) == (403, "SignatureDoesNotMatch"), (name, r)
         r = send(b, "GET", _presigned_v2(b, f"/{pair.bucket}/obj", expires=-10), {"Host": hostport})
         assert (r.status, r.code()) == (403, "AccessDenied"), (name, r)
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_object_headers_same_on_both_paths(pair, method):
+    """The fast path's response headers are the s3s path's (all but Date)."""
+    seen = {}
+    for name, b in pair.servers():
+        for key, rng in (("meta", None), ("meta", "bytes=1-3"), ("obj", None)):
+            h = {"x-amz-checksum-mode": "ENABLED"}
+            if rng:
+                h["Range"] = rng
+            r = raw(b).request(method, f"/{pair.bucket}/{key}", headers=h)
+            assert r.status in (200, 206), (name, r)
+            hs = {k: v for k, v in r.headers.items() if k not in ("date", "x-amz-request-id", "connection")}
+            seen.setdefault(name, []).append(hs)
+    assert seen["fast"][0]["x-amz-meta-color"] == "blue"
+    for f, sl in zip(seen["fast"], seen["slow"]):
+        f.pop("last-modified")  # two servers, two uploads
+        sl.pop("last-modified")
+        diff = {k: (f.get(k), sl.get(k)) for k in set(f) | set(sl) if f.get(k) != sl.get(k)}
+        assert not diff, diff
