@@ -64,7 +64,20 @@ type HmacSha256 = hmac::Hmac<Sha256>;
 /// normalised) request go on to s3s.
 pub fn before_s3s<B>(req: &mut http::Request<B>) -> Option<http::Response<s3s::Body>> {
     let cfg = CONFIG.get()?;
-    check(cfg, req, time::OffsetDateTime::now_utc().unix_timestamp())
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    // Runs outside the handler's panic containment: contain a panic here too.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(cfg, req, now))) {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::error!("panic in the pre-s3s checks; answered 500, connection kept");
+            Some(error(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                "We encountered an internal error. Please try again.",
+                &[],
+            ))
+        }
+    }
 }
 
 fn check<B>(
@@ -299,6 +312,9 @@ fn is_get_or_head<B>(req: &http::Request<B>) -> bool {
 /// basic (`19941106T084937Z`). Unix seconds.
 pub fn parse_request_date(s: &str) -> Option<i64> {
     let s = s.trim();
+    if !s.is_ascii() {
+        return None; // (and every slice below is on a char boundary)
+    }
     if let Some(t) = parse_iso_basic(s) {
         return Some(t);
     }
@@ -1061,6 +1077,12 @@ mod tests {
         assert_eq!(parse_request_date("Fri, 24 May 2013 0:00:00 GMT"), None);
         assert_eq!(parse_request_date("Xyz, 24 May 2013 00:00:00 GMT"), None);
         assert_eq!(parse_request_date("Fri, 24 May 2013 00:00:00 +2400"), None);
+        assert_eq!(
+            parse_request_date("Fri, 24 May 2013 00:00:00 +1\u{e9}2"),
+            None
+        );
+        assert_eq!(parse_request_date("\u{e9}, 24 May 2013 00:00:00 GMT"), None);
+        assert_eq!(parse_iso_basic("2013052\u{e9}T00000Z"), None);
         assert_eq!(parse_iso_basic("2013052AT000000Z"), None);
         assert_eq!(parse_iso_basic("+0130524T000000Z"), None);
         assert_eq!(as_str(&iso_basic(t)), "20130524T000000Z");

@@ -173,7 +173,7 @@ def test_sigv2_old_date_refused(pair):
 
 def test_sigv2_unparseable_or_missing_date_refused(pair):
     for name, b in pair.servers():
-        for d in ("whenever", "", "2001-01-01"):
+        for d in ("whenever", "", "2001-01-01", "Fri, 24 May 2013 00:00:00 +1\u00e92", "\u00e9"):
             r = FixedDateV1(b, date=d).request(b, "GET", f"/{pair.bucket}/obj")
             assert (r.status, r.code()) == (403, "AccessDenied"), (name, d, r)
 
@@ -556,3 +556,15 @@ def test_object_headers_same_on_both_paths(pair, method):
         sl.pop("last-modified")
         diff = {k: (f.get(k), sl.get(k)) for k in set(f) | set(sl) if f.get(k) != sl.get(k)}
         assert not diff, diff
+
+
+def test_sigv4_non_ascii_date_refused(pair):
+    for name, b in pair.servers():
+        c = raw(b)
+        target, h, _ = c.signer.sign_headers("GET", c.hostport, f"/{pair.bucket}/obj")
+        del h["x-amz-date"]
+        h["Date"] = "Fri, 24 May 2013 00:00:00 +1\u00e92"
+        r = send(b, "GET", target, h)
+        assert (r.status, r.code()) == (403, "AccessDenied"), (name, r)
+        # The server is still there.
+        assert raw(b).request("GET", f"/{pair.bucket}/obj").status == 200
