@@ -1,15 +1,15 @@
 //! GET/HEAD fast path in front of s3s.
 //!
 //! Plain object reads (path-style `GET|HEAD /bucket/key`, SigV4 in the Authorization header,
-//! optionally one `Range` and `x-amz-checksum-mode`) are the product's hot path. This module verifies the signature
-//! exactly as SigV4 (and s3s) define it, looks the object up on its shard and answers, without
-//! s3s's generic routing, DTO building and XML machinery. Anything else — another operation,
-//! conditional headers, presigned URLs, a query string, a missing object, a signature this code
-//! does not accept — returns `Err(req)` and goes to s3s unchanged (through
-//! `crate::sigcheck`), so those stay the authority on every error answer and on everything not
-//! listed here. What this path accepts is never looser than S3: one `Authorization` header,
-//! `host` signed, the credential scope's date, region and service exactly the request's and
-//! the server's.
+//! optionally one `Range` and `x-amz-checksum-mode`) are the product's hot path. This module
+//! verifies the signature exactly as SigV4 (and s3s) define it, looks the object up on its
+//! shard and answers, without s3s's generic routing, DTO building and XML machinery. Anything
+//! else — another operation, conditional headers, presigned URLs, a query string, a missing
+//! object, a signature this code does not accept — returns `Err(req)` and goes to s3s unchanged
+//! (through `crate::sigcheck`), so those stay the authority on every error answer and on
+//! everything not listed here. What this path accepts is never looser than S3: one
+//! `Authorization` header, `host` signed, the credential scope's date, region and service
+//! exactly the request's and the server's.
 
 use std::cell::RefCell;
 use std::sync::Arc;

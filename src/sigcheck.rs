@@ -130,7 +130,7 @@ fn check<B>(
         return None; // s3s answers (it ignores non-UTF-8 values: anonymous, then AccessDenied)
     };
     if auth.starts_with("AWS4-HMAC-SHA256") {
-        check_v4(cfg, req, auth, now)
+        check_v4(cfg, req, auth)
     } else if let Some(v2) = auth.strip_prefix("AWS ") {
         let r = check_v2(cfg, req, v2, now);
         if r.is_none() {
@@ -693,7 +693,6 @@ fn check_v4<B>(
     cfg: &Config,
     req: &mut http::Request<B>,
     auth_str: &str,
-    now: i64,
 ) -> Option<http::Response<s3s::Body>> {
     let a = match parse_v4(auth_str) {
         Ok(a) => a,
@@ -771,7 +770,7 @@ fn check_v4<B>(
             &[],
         );
     }
-    let _ = now; // clock skew: s3s answers RequestTimeTooSkewed
+    // Clock skew: s3s answers RequestTimeTooSkewed.
     if is_get_or_head(req)
         && crate::s3::get::range_header(req.headers()) == Some(RangeHeader::Ignored)
     {
