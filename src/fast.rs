@@ -1,12 +1,15 @@
 //! GET/HEAD fast path in front of s3s.
 //!
 //! Plain object reads (path-style `GET|HEAD /bucket/key`, SigV4 in the Authorization header,
-//! optionally one `Range`) are the product's hot path. This module verifies the signature
-//! exactly as SigV4 (and s3s) define it, looks the object up on its shard and answers, without
-//! s3s's generic routing, DTO building and XML machinery. Anything else — another operation,
-//! conditional headers, presigned URLs, a query string, a missing object, a signature this code
-//! does not accept — returns `None` and goes to s3s unchanged, so s3s stays the authority on
-//! every error answer and on everything not listed here.
+//! optionally one `Range` and `x-amz-checksum-mode`) are the product's hot path. This module
+//! verifies the signature exactly as SigV4 (and s3s) define it, looks the object up on its
+//! shard and answers, without s3s's generic routing, DTO building and XML machinery. Anything
+//! else — another operation, conditional headers, presigned URLs, a query string, a missing
+//! object, a signature this code does not accept — returns `Err(req)` and goes to s3s unchanged
+//! (through `crate::sigcheck`), so those stay the authority on every error answer and on
+//! everything not listed here. What this path accepts is never looser than S3: one
+//! `Authorization` header, `host` signed, the credential scope's date, region and service
+//! exactly the request's and the server's.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -14,13 +17,14 @@ use std::sync::Arc;
 use hmac::{KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
-use crate::s3::get::{lookup, ReadReq};
+use crate::s3::get::{checksum_headers, checksum_mode_enabled, lookup, RangeHeader, ReadReq};
 use crate::s3::BaleS3;
+use crate::sigcheck::{as_str, constant_time_eq, iso_basic, parse_iso_basic as parse_amz_date};
 
 type HmacSha256 = hmac::Hmac<Sha256>;
 
 /// Largest clock difference accepted, seconds (same as s3s: 15 minutes).
-const MAX_SKEW_S: i64 = 15 * 60;
+const MAX_SKEW_S: i64 = crate::sigcheck::MAX_SKEW_S;
 
 pub struct FastPath {
     pub s3: BaleS3,
@@ -73,8 +77,9 @@ fn percent_decode(s: &str) -> Option<String> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let h = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(h, 16).ok()?);
+            // Exactly two hex digits (`u8::from_str_radix` would also take "+1").
+            let (hi, lo) = (hex_val(*b.get(i + 1)?)?, hex_val(*b.get(i + 2)?)?);
+            out.push(hi << 4 | lo);
             i += 3;
         } else {
             out.push(b[i]);
@@ -82,6 +87,30 @@ fn percent_decode(s: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// A header that may appear at most once: `Ok(None)` when absent, `Err(())` when repeated
+/// or not visible ASCII (s3s reads such a header as absent or refuses it; either way the
+/// fast path leaves the request to it).
+fn at_most_one(
+    h: &http::HeaderMap,
+    name: impl http::header::AsHeaderName,
+) -> Result<Option<&str>, ()> {
+    let mut it = h.get_all(name).into_iter();
+    let Some(v) = it.next() else { return Ok(None) };
+    if it.next().is_some() {
+        return Err(());
+    }
+    v.to_str().map(Some).map_err(|_| ())
 }
 
 fn uri_encode_path(out: &mut String, s: &str) {
@@ -150,60 +179,49 @@ fn parse_auth(v: &str) -> Option<Auth<'_>> {
     })
 }
 
-/// `YYYYMMDDTHHMMSSZ` -> unix seconds.
-fn parse_amz_date(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
-        return None;
-    }
-    let n = |r: std::ops::Range<usize>| -> Option<i64> {
-        std::str::from_utf8(&b[r]).ok()?.parse().ok()
-    };
-    let (y, mo, d, h, mi, sec) = (
-        n(0..4)?,
-        n(4..6)?,
-        n(6..8)?,
-        n(9..11)?,
-        n(11..13)?,
-        n(13..15)?,
-    );
-    let month = time::Month::try_from(mo as u8).ok()?;
-    let date = time::Date::from_calendar_date(y as i32, month, d as u8).ok()?;
-    let t = time::Time::from_hms(h as u8, mi as u8, sec as u8).ok()?;
-    Some(
-        time::PrimitiveDateTime::new(date, t)
-            .assume_utc()
-            .unix_timestamp(),
-    )
-}
-
 /// Verifies the request's SigV4 header signature. Only `x-id` may appear in the query.
 fn verify(fp: &FastPath, req: &http::Request<hyper::body::Incoming>, decoded_path: &str) -> bool {
     let h = req.headers();
-    let Some(auth) = h
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_auth)
-    else {
+    let Ok(Some(auth)) = at_most_one(h, http::header::AUTHORIZATION) else {
+        return false;
+    };
+    let Some(auth) = parse_auth(auth) else {
         return false;
     };
     if auth.access_key != fp.access_key || auth.region != fp.s3.region {
         return false;
     }
-    let Some(amz_date) = h.get("x-amz-date").and_then(|v| v.to_str().ok()) else {
-        return false;
+    if !auth.signed_headers.split(';').any(|n| n == "host") {
+        return false; // S3 requires `host` to be signed
+    }
+    // The request time: x-amz-date, else Date (RFC 1123), which SigV4 allows.
+    let date_buf: [u8; 16];
+    let amz_date = match at_most_one(h, "x-amz-date") {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            let Ok(Some(d)) = at_most_one(h, http::header::DATE) else {
+                return false;
+            };
+            let Some(t) = crate::sigcheck::parse_request_date(d) else {
+                return false;
+            };
+            date_buf = iso_basic(t);
+            as_str(&date_buf)
+        }
+        Err(()) => return false,
     };
     let Some(ts) = parse_amz_date(amz_date) else {
         return false;
     };
-    if !amz_date.starts_with(auth.date) {
+    // The scope's date is exactly the request's (an empty one is no prefix match).
+    if auth.date.len() != 8 || auth.date.as_bytes() != &amz_date.as_bytes()[..8] {
         return false;
     }
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     if (now - ts).abs() > MAX_SKEW_S {
         return false;
     }
-    let Some(payload) = h.get("x-amz-content-sha256").and_then(|v| v.to_str().ok()) else {
+    let Ok(Some(payload)) = at_most_one(h, "x-amz-content-sha256") else {
         return false;
     };
     let mut canon = String::with_capacity(512);
@@ -264,27 +282,15 @@ fn verify(fp: &FastPath, req: &http::Request<hyper::body::Incoming>, decoded_pat
     constant_time_eq(expect.as_bytes(), auth.signature.as_bytes())
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Headers that change what a GET returns and that the fast path leaves to s3s.
 fn has_unhandled_headers(h: &http::HeaderMap) -> bool {
     h.contains_key(http::header::IF_MATCH)
         || h.contains_key(http::header::IF_NONE_MATCH)
         || h.contains_key(http::header::IF_MODIFIED_SINCE)
         || h.contains_key(http::header::IF_UNMODIFIED_SINCE)
-        || h.contains_key("x-amz-checksum-mode")
         || h.contains_key("x-amz-server-side-encryption-customer-algorithm")
         || h.contains_key("x-amz-expected-bucket-owner")
         || h.contains_key("x-amz-request-payer")
-}
-
-fn parse_range(v: &str) -> Option<s3s::dto::Range> {
-    s3s::dto::Range::parse(v).ok()
 }
 
 /// Tries to answer the request; `Err(req)` hands it back untouched for s3s.
@@ -307,15 +313,16 @@ pub async fn try_serve(
     if has_unhandled_headers(req.headers()) {
         return Err(req);
     }
-    let range = match req.headers().get(http::header::RANGE) {
-        None => None,
-        // S3 ignores a Range header it cannot parse and serves the whole object (s3s would
-        // answer 400, so the fast path is where this is handled).
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(parse_range)
-            .filter(|r| !matches!(r, s3s::dto::Range::Suffix { length: 0 })),
+    // One rule for both paths (`crate::s3::get::range_header`): an unusable Range is
+    // ignored as S3 does; `bytes=-0` or a start past the end answer 416 (from s3s).
+    let range = match crate::s3::get::range_header(req.headers()) {
+        Some(RangeHeader::Range(r)) => Some(r),
+        Some(RangeHeader::Absent | RangeHeader::Ignored) => None,
+        None => return Err(req),
+    };
+    let checksum_mode = match at_most_one(req.headers(), "x-amz-checksum-mode") {
+        Ok(v) => checksum_mode_enabled(v.map(str::as_bytes)),
+        Err(()) => return Err(req),
     };
     let Some(decoded) = percent_decode(req.uri().path()) else {
         return Err(req);
@@ -370,6 +377,9 @@ pub async fn try_serve(
     }
     for (k, v) in &m.user {
         b = b.header(format!("x-amz-meta-{k}"), encode_meta_value(v));
+    }
+    for (name, v) in checksum_headers(m, checksum_mode, found.served.is_some()) {
+        b = b.header(name, v);
     }
     let body = match found.body {
         Some(blob) if !is_head => s3s::Body::from(blob),
@@ -456,6 +466,38 @@ mod tests {
             h,
             "7344ae5b7ee6c3e7e6b0fe0640412a37625d1fbfff95c48bbb2dc43964946972"
         );
+    }
+
+    #[test]
+    fn percent_decoding_needs_two_hex_digits() {
+        assert_eq!(percent_decode("/b/k%20x").as_deref(), Some("/b/k x"));
+        assert_eq!(
+            percent_decode("/b/%e2%82%AC").as_deref(),
+            Some("/b/\u{20ac}")
+        );
+        assert_eq!(percent_decode("/b/plain").as_deref(), Some("/b/plain"));
+        // `u8::from_str_radix("+1", 16)` is Ok(1): "%+1" must not become byte 1.
+        assert_eq!(percent_decode("/b/x%+1"), None);
+        assert_eq!(percent_decode("/b/x%-1"), None);
+        assert_eq!(percent_decode("/b/x%1"), None);
+        assert_eq!(percent_decode("/b/x%"), None);
+        assert_eq!(percent_decode("/b/x%zz"), None);
+        assert_eq!(percent_decode("/b/%ff"), None); // not UTF-8
+    }
+
+    #[test]
+    fn headers_that_must_be_single() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(at_most_one(&h, "x-amz-date"), Ok(None));
+        h.insert("x-amz-date", "20130524T000000Z".parse().unwrap());
+        assert_eq!(at_most_one(&h, "x-amz-date"), Ok(Some("20130524T000000Z")));
+        h.append("x-amz-date", "20130524T000000Z".parse().unwrap());
+        assert_eq!(at_most_one(&h, "x-amz-date"), Err(()));
+        h.insert(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_bytes(b"\xff").unwrap(),
+        );
+        assert_eq!(at_most_one(&h, http::header::AUTHORIZATION), Err(()));
     }
 
     #[test]

@@ -385,6 +385,9 @@ async fn serve_with_slot(
         }
     }
     let svc = h.svc;
+    if let Some(resp) = crate::sigcheck::before_s3s(&mut req) {
+        return Ok(resp);
+    }
     if presigned_too_long(req.uri()) {
         return (
             error_xml(

@@ -15,4 +15,5 @@ pub mod layout;
 pub mod router;
 pub mod runtime;
 pub mod s3;
+pub mod sigcheck;
 pub mod spin;

@@ -62,6 +62,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         buckets,
         region: args.region.clone(),
     };
+    bale::sigcheck::init(&access_key, &secret_key, &args.region);
     let fast = (!args.no_fast_path).then(|| {
         Arc::new(bale::fast::FastPath {
             s3: s3.clone(),

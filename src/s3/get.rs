@@ -132,9 +132,11 @@ fn span(r: &ReadReq, obj: &Object, meta: &ObjMeta) -> S3Result<Option<(u64, u64)
     }
     match &r.range {
         None => Ok(None),
-        Some(range) => match range.check(size) {
-            Ok(rg) => Ok(Some((rg.start, rg.end))),
-            Err(_) => {
+        // An empty span (`bytes=-N` on a 0-byte object) is not satisfiable either: S3 answers
+        // 416 for any Range on an empty object.
+        Some(range) => match range.check(size).ok().filter(|rg| rg.start < rg.end) {
+            Some(rg) => Ok(Some((rg.start, rg.end))),
+            None => {
                 let mut e = s3_error!(InvalidRange, "The requested range is not satisfiable");
                 let mut h = http::HeaderMap::new();
                 if let Ok(v) = http::HeaderValue::from_str(&format!("bytes */{size}")) {
@@ -208,11 +210,96 @@ pub async fn lookup(s: &BaleS3, bucket: &str, key: &str, r: ReadReq) -> S3Result
     }
 }
 
-fn checksums_out(meta: &ObjMeta, enabled: bool) -> [Option<String>; 5] {
-    if !enabled {
-        return Default::default();
+/// What a `Range` request header asks for, decided the same way for the fast path and for
+/// s3s (S3's rules): absent, a range to resolve against the object's size (`bytes=-0` and a
+/// start past the end then answer 416), or a value S3 ignores and serves the whole object for
+/// (unparseable, reversed like `bytes=5-3`, several ranges, not ASCII).
+#[derive(Debug, PartialEq)]
+pub enum RangeHeader {
+    Absent,
+    Ignored,
+    Range(Range),
+}
+
+/// Classifies the request's `Range` header(s); `None` when there is more than one (left to
+/// s3s, which refuses a duplicated header).
+pub fn range_header(h: &http::HeaderMap) -> Option<RangeHeader> {
+    let mut it = h.get_all(http::header::RANGE).iter();
+    let Some(v) = it.next() else {
+        return Some(RangeHeader::Absent);
+    };
+    if it.next().is_some() {
+        return None;
     }
-    ["crc32", "crc32c", "crc64nvme", "sha1", "sha256"].map(|a| meta.checksum(a).map(str::to_string))
+    Some(classify_range(v.as_bytes()))
+}
+
+pub fn classify_range(v: &[u8]) -> RangeHeader {
+    if v.is_empty() {
+        return RangeHeader::Absent; // s3s reads an empty header as absent
+    }
+    if v == b"bytes=-" {
+        return RangeHeader::Ignored; // s3s would read it as `bytes=-0`
+    }
+    match std::str::from_utf8(v).ok().map(Range::parse) {
+        Some(Ok(r)) => RangeHeader::Range(r),
+        _ => RangeHeader::Ignored,
+    }
+}
+
+/// The stored checksums a GET/HEAD returns, as (response header, value): only with
+/// `x-amz-checksum-mode: ENABLED` and only for whole-object reads (S3 returns no checksum
+/// for a range). Both the fast path and the s3s path build their checksum headers from this.
+pub fn checksum_headers<'m>(
+    meta: &'m ObjMeta,
+    enabled: bool,
+    ranged: bool,
+) -> impl Iterator<Item = (&'static str, &'m str)> + 'm {
+    const ALGOS: [(&str, &str); 5] = [
+        ("crc32", "x-amz-checksum-crc32"),
+        ("crc32c", "x-amz-checksum-crc32c"),
+        ("crc64nvme", "x-amz-checksum-crc64nvme"),
+        ("sha1", "x-amz-checksum-sha1"),
+        ("sha256", "x-amz-checksum-sha256"),
+    ];
+    let on = enabled && !ranged;
+    ALGOS
+        .into_iter()
+        .filter(move |_| on)
+        .filter_map(|(a, h)| meta.checksum(a).map(|v| (h, v)))
+        .chain(
+            meta.checksum_type
+                .as_deref()
+                .filter(move |_| on)
+                .map(|t| ("x-amz-checksum-type", t)),
+        )
+}
+
+/// `x-amz-checksum-mode` as S3 reads it: on only for the exact value `ENABLED`.
+pub fn checksum_mode_enabled(v: Option<&[u8]>) -> bool {
+    v == Some(ChecksumMode::ENABLED.as_bytes())
+}
+
+/// The s3s DTO form of [`checksum_headers`]: crc32, crc32c, crc64nvme, sha1, sha256, type.
+fn checksums_out(
+    meta: &ObjMeta,
+    enabled: bool,
+    ranged: bool,
+) -> ([Option<String>; 5], Option<String>) {
+    let mut out: [Option<String>; 5] = Default::default();
+    let mut ty = None;
+    for (h, v) in checksum_headers(meta, enabled, ranged) {
+        let slot = match h {
+            "x-amz-checksum-crc32" => &mut out[0],
+            "x-amz-checksum-crc32c" => &mut out[1],
+            "x-amz-checksum-crc64nvme" => &mut out[2],
+            "x-amz-checksum-sha1" => &mut out[3],
+            "x-amz-checksum-sha256" => &mut out[4],
+            _ => &mut ty,
+        };
+        *slot = Some(v.to_string());
+    }
+    (out, ty)
 }
 
 fn user_meta(meta: &ObjMeta) -> Option<Metadata> {
@@ -245,12 +332,10 @@ pub async fn get_object(
         want_body: true,
     };
     let f = lookup(s, &i.bucket, &i.key, r).await?;
-    let checksum_on = i
-        .checksum_mode
-        .as_ref()
-        .is_some_and(|m| m.as_str() == ChecksumMode::ENABLED)
-        && f.served.is_none();
-    let [c32, c32c, c64, sha1, sha256] = checksums_out(&f.meta, checksum_on);
+    let checksum_on =
+        checksum_mode_enabled(i.checksum_mode.as_ref().map(|m| m.as_str().as_bytes()));
+    let ([c32, c32c, c64, sha1, sha256], checksum_type) =
+        checksums_out(&f.meta, checksum_on, f.served.is_some());
     let (content_length, content_range) = match f.served {
         Some((a, b)) => (
             (b - a) as i64,
@@ -286,11 +371,7 @@ pub async fn get_object(
         checksum_crc64nvme: c64,
         checksum_sha1: sha1,
         checksum_sha256: sha256,
-        checksum_type: if checksum_on {
-            m.checksum_type.clone().map(ChecksumType::from)
-        } else {
-            None
-        },
+        checksum_type: checksum_type.map(ChecksumType::from),
         ..Default::default()
     };
     Ok(S3Response::new(out))
@@ -319,12 +400,10 @@ pub async fn head_object(
     };
     let f = lookup(s, &i.bucket, &i.key, r).await?;
     let partial = f.served.is_some() && i.part_number.is_none();
-    let checksum_on = i
-        .checksum_mode
-        .as_ref()
-        .is_some_and(|m| m.as_str() == ChecksumMode::ENABLED)
-        && f.served.is_none();
-    let [c32, c32c, c64, sha1, sha256] = checksums_out(&f.meta, checksum_on);
+    let checksum_on =
+        checksum_mode_enabled(i.checksum_mode.as_ref().map(|m| m.as_str().as_bytes()));
+    let ([c32, c32c, c64, sha1, sha256], checksum_type) =
+        checksums_out(&f.meta, checksum_on, f.served.is_some());
     let (content_length, content_range) = match f.served {
         Some((a, b)) => (
             (b - a) as i64,
@@ -359,11 +438,7 @@ pub async fn head_object(
         checksum_crc64nvme: c64,
         checksum_sha1: sha1,
         checksum_sha256: sha256,
-        checksum_type: if checksum_on {
-            m.checksum_type.clone().map(ChecksumType::from)
-        } else {
-            None
-        },
+        checksum_type: checksum_type.map(ChecksumType::from),
         ..Default::default()
     };
     let mut resp = S3Response::new(out);
@@ -388,4 +463,73 @@ fn check_overrides(vals: [Option<&String>; 5]) -> S3Result<()> {
 
 pub fn parse_http_date(s: &str) -> Option<Timestamp> {
     Timestamp::parse(TimestampFormat::HttpDate, s).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_as_s3_reads_them() {
+        let r = |v: &str| classify_range(v.as_bytes());
+        assert_eq!(r(""), RangeHeader::Absent);
+        assert_eq!(
+            r("bytes=2-5"),
+            RangeHeader::Range(Range::Int {
+                first: 2,
+                last: Some(5)
+            })
+        );
+        assert_eq!(
+            r("bytes=-0"),
+            RangeHeader::Range(Range::Suffix { length: 0 })
+        );
+        for ignored in [
+            "bytes=5-3",
+            "bytes=abc",
+            "bytes=0-1,3-4",
+            "items=0-1",
+            "bytes=",
+        ] {
+            assert_eq!(r(ignored), RangeHeader::Ignored, "{ignored}");
+        }
+        assert_eq!(classify_range(b"bytes=\xff"), RangeHeader::Ignored);
+
+        let mut h = http::HeaderMap::new();
+        assert_eq!(range_header(&h), Some(RangeHeader::Absent));
+        h.insert(http::header::RANGE, "bytes=5-3".parse().unwrap());
+        assert_eq!(range_header(&h), Some(RangeHeader::Ignored));
+        h.append(http::header::RANGE, "bytes=0-1".parse().unwrap());
+        assert_eq!(range_header(&h), None);
+    }
+
+    #[test]
+    fn checksum_headers_only_whole_and_enabled() {
+        let m = ObjMeta {
+            checksums: vec![
+                ("crc32".into(), "AAAAAA==".into()),
+                ("sha256".into(), "x".into()),
+            ],
+            checksum_type: Some("FULL_OBJECT".into()),
+            ..Default::default()
+        };
+        let all: Vec<_> = checksum_headers(&m, true, false).collect();
+        assert_eq!(
+            all,
+            vec![
+                ("x-amz-checksum-crc32", "AAAAAA=="),
+                ("x-amz-checksum-sha256", "x"),
+                ("x-amz-checksum-type", "FULL_OBJECT")
+            ]
+        );
+        assert_eq!(checksum_headers(&m, false, false).count(), 0);
+        assert_eq!(checksum_headers(&m, true, true).count(), 0);
+        let (dto, ty) = checksums_out(&m, true, false);
+        assert_eq!(dto[0].as_deref(), Some("AAAAAA=="));
+        assert_eq!(dto[4].as_deref(), Some("x"));
+        assert_eq!(ty.as_deref(), Some("FULL_OBJECT"));
+        assert!(checksum_mode_enabled(Some(b"ENABLED")));
+        assert!(!checksum_mode_enabled(Some(b"enabled")));
+        assert!(!checksum_mode_enabled(None));
+    }
 }
