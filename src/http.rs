@@ -330,6 +330,10 @@ async fn handle_inner(
     match unread {
         Unread::None => resp,
         Unread::Close => with_close(resp),
+        Unread::Refused(body) => {
+            refuse_drain(body, DRAIN_REFUSED).await;
+            with_close(resp)
+        }
         Unread::Drain(sh) => {
             let budget = if matches!(
                 resp.status(),
@@ -361,6 +365,8 @@ enum Unread {
     Close,
     /// Read and discard it (bounded) so the client sees the answer.
     Drain(Arc<Mutex<BodySlot>>),
+    /// Refused before s3s saw it: drain within the refused budget, then close.
+    Refused(Incoming),
 }
 
 /// The part of a request that holds an in-flight slot: the fast path, then s3s.
@@ -386,7 +392,8 @@ async fn serve_with_slot(
     }
     let svc = h.svc;
     if let Some(resp) = crate::sigcheck::before_s3s(&mut req) {
-        return Ok(resp);
+        let body = req.into_body();
+        return (resp, Unread::Refused(body));
     }
     if presigned_too_long(req.uri()) {
         return (
@@ -412,6 +419,7 @@ async fn serve_with_slot(
     // shared so it can be drained afterwards: closing with unread body bytes makes the kernel
     // send a RST, and clients that stream without `Expect: 100-continue` (aws-sdk-rust,
     // aws-sdk-cpp, curl) then lose the error response. GETs and empty bodies skip this.
+    let is_head = req.method() == http::Method::HEAD;
     let drainable = has_body(&req);
     let continue_expected = expects_continue(req.headers());
     let chunked = is_aws_chunked(req.headers());
@@ -460,6 +468,15 @@ async fn serve_with_slot(
             internal_error_xml()
         }
     };
+    let mut resp = resp;
+    if is_head
+        && resp.status() == http::StatusCode::OK
+        && resp.headers().contains_key(http::header::CONTENT_RANGE)
+    {
+        // s3s 0.14.1 drops the 206 that head_object sets for a ranged HEAD; the fast path
+        // answers 206, and so does S3.
+        *resp.status_mut() = http::StatusCode::PARTIAL_CONTENT;
+    }
     let Some(sh) = shared else {
         return (resp, Unread::None);
     };

@@ -25,7 +25,10 @@ pub const MAX_NS_BYTES: usize = 1024;
 /// Largest key in bytes. Room for a 1,024-byte key plus a suffix of up to 64 bytes that a
 /// caller may add to derive keys of its own (the server's multipart upload records add 33).
 pub const MAX_KEY_BYTES: usize = 1024 + 64;
-const _: () = assert!(MAX_KEY_BYTES <= u16::MAX as usize, "key_len is a u16 on disk");
+const _: () = assert!(
+    MAX_KEY_BYTES <= u16::MAX as usize,
+    "key_len is a u16 on disk"
+);
 /// Largest journal entry payload accepted at replay (guards against garbage lengths).
 pub const MAX_JOURNAL_ENTRY_BYTES: u32 = 64 << 20;
 

@@ -6,7 +6,7 @@ use bale_io::{Object, Shard};
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result};
 
-use super::error::{self, no_such_bucket, no_such_key, WithStatus};
+use super::error::{self, no_such_bucket, no_such_key};
 use super::limits::SINGLE_READ_BYTES;
 use super::meta::ObjMeta;
 use super::{body, timestamp_ms, BaleS3};
@@ -111,11 +111,10 @@ fn span(r: &ReadReq, obj: &Object, meta: &ObjMeta) -> S3Result<Option<(u64, u64)
             if pn == 1 {
                 return Ok(Some((0, size)));
             }
-            return Err(S3Error::with_message(
-                s3s::S3ErrorCode::Custom("InvalidPartNumber".into()),
-                "The requested partnumber is not satisfiable",
-            )
-            .with_status(http::StatusCode::RANGE_NOT_SATISFIABLE));
+            return Err(s3_error!(
+                InvalidPart,
+                "The requested partnumber is not satisfiable"
+            ));
         }
         let mut start = 0u64;
         for (i, len) in obj.part_sizes().enumerate() {
@@ -124,11 +123,10 @@ fn span(r: &ReadReq, obj: &Object, meta: &ObjMeta) -> S3Result<Option<(u64, u64)
             }
             start += len;
         }
-        return Err(S3Error::with_message(
-            s3s::S3ErrorCode::Custom("InvalidPartNumber".into()),
-            "The requested partnumber is not satisfiable",
-        )
-        .with_status(http::StatusCode::RANGE_NOT_SATISFIABLE));
+        return Err(s3_error!(
+            InvalidPart,
+            "The requested partnumber is not satisfiable"
+        ));
     }
     match &r.range {
         None => Ok(None),

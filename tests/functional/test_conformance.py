@@ -220,8 +220,6 @@ def test_multipart_without_checksum_has_none(s3, bucket):
 
 # -- 4. partNumber beyond the part count ----------------------------------------------------
 
-@pytest.mark.xfail(reason="needs the span() change in src/s3/get.rs (owned elsewhere; see report)",
-                   strict=False)
 def test_part_number_beyond_count_is_invalid_part(s3, bucket):
     up, parts, _ = _mpu(s3, bucket, "pn", [5 * MIB, 10])
     s3.complete_multipart_upload(Bucket=bucket, Key="pn", UploadId=up["UploadId"],

@@ -12,6 +12,7 @@ import datetime
 import email.utils
 import hashlib
 import hmac
+import re
 import time
 import uuid
 import zlib
@@ -237,13 +238,10 @@ def test_range_same_on_both_paths(pair, method, key, rng, status, crange):
         # Range is signed (as boto3 signs it).
         r = raw(b).request(method, f"/{pair.bucket}/{key}", headers={"Range": rng})
         r.body = r.body if method == "GET" else b""
-        expect = status
-        if method == "HEAD" and status == 206 and name == "slow":
-            # s3s 0.14.1 drops S3Response.status for HeadObject: 200 with the Content-Range
-            # (S3 and the fast path answer 206). Known, outside this change: see issue 12.
-            expect = 200
-        assert r.status == expect, (name, r)
-        seen[name] = (summary(r)[1:], r.body)
+        # (s3s 0.14.1 drops HeadObject's 206; src/http.rs restores it, as S3 answers.)
+        assert r.status == status, (name, r)
+        # Request ids differ per request by design; everything else must match.
+        seen[name] = (summary(r)[1:], re.sub(rb"<RequestId>[0-9A-F]{16}</RequestId>", b"", r.body))
         if status in (200, 206):
             assert r.headers.get("content-range") == crange, (name, r.headers)
         if status == 416 and method == "GET":
@@ -495,8 +493,7 @@ def test_checksum_headers_same_on_both_paths(pair, method):
         assert not any(n in off.headers for n in names), (name, off.headers)
         ranged = c.request(method, f"/{pair.bucket}/obj",
                            headers={"x-amz-checksum-mode": "ENABLED", "Range": "bytes=0-9"})
-        # (HEAD on --no-fast-path answers 200 here: s3s drops the 206, see above.)
-        assert ranged.status in ((206,) if method == "GET" or name == "fast" else (200, 206)), (name, ranged)
+        assert ranged.status == 206, (name, ranged)
         assert ranged.headers.get("content-range") == "bytes 0-9/100", (name, ranged.headers)
         assert not any(n in ranged.headers for n in names), (name, ranged.headers)
         other = c.request(method, f"/{pair.bucket}/obj", headers={"x-amz-checksum-mode": "enabled"})
