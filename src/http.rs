@@ -293,8 +293,7 @@ async fn handle_inner(
         return plain(http::StatusCode::OK, "");
     }
     if is_post_object(&req) {
-        let body = req.into_body();
-        refuse_drain(body, DRAIN_REFUSED).await;
+        refuse_drain(req, DRAIN_REFUSED).await;
         return with_close(error_xml(
             http::StatusCode::NOT_IMPLEMENTED,
             "NotImplemented",
@@ -302,8 +301,7 @@ async fn handle_inner(
         ));
     }
     if is_anonymous(&req) {
-        let body = req.into_body();
-        refuse_drain(body, DRAIN_REFUSED).await;
+        refuse_drain(req, DRAIN_REFUSED).await;
         return with_close(error_xml(
             http::StatusCode::FORBIDDEN,
             "AccessDenied",
@@ -311,8 +309,7 @@ async fn handle_inner(
         ));
     }
     if let Some(refusal) = xml_body_refusal(&req) {
-        let body = req.into_body();
-        refuse_drain(body, DRAIN_REFUSED).await;
+        refuse_drain(req, DRAIN_REFUSED).await;
         return with_close(refusal);
     }
     let (resp, unread) = {
@@ -330,8 +327,8 @@ async fn handle_inner(
     match unread {
         Unread::None => resp,
         Unread::Close => with_close(resp),
-        Unread::Refused(body) => {
-            refuse_drain(body, DRAIN_REFUSED).await;
+        Unread::Refused(req) => {
+            refuse_drain(req, DRAIN_REFUSED).await;
             with_close(resp)
         }
         Unread::Drain(sh) => {
@@ -366,7 +363,7 @@ enum Unread {
     /// Read and discard it (bounded) so the client sees the answer.
     Drain(Arc<Mutex<BodySlot>>),
     /// Refused before s3s saw it: drain within the refused budget, then close.
-    Refused(Incoming),
+    Refused(http::Request<Incoming>),
 }
 
 /// The part of a request that holds an in-flight slot: the fast path, then s3s.
@@ -392,8 +389,7 @@ async fn serve_with_slot(
     }
     let svc = h.svc;
     if let Some(resp) = crate::sigcheck::before_s3s(&mut req) {
-        let body = req.into_body();
-        return (resp, Unread::Refused(body));
+        return (resp, Unread::Refused(req));
     }
     if presigned_too_long(req.uri()) {
         return (
@@ -673,9 +669,14 @@ async fn drain(mut body: Incoming, budget: DrainBudget) -> bool {
         .unwrap_or(false)
 }
 
-/// Drain for a refused request: bounded, and the connection is closed whatever happens.
-async fn refuse_drain(body: Incoming, budget: DrainBudget) {
-    let _ = drain(body, budget).await;
+/// Drain for a refused request: bounded, and the connection is closed whatever happens. A
+/// client waiting for `100-continue` has sent no body: nothing to drain (hyper sends the
+/// 100 only when the body is read).
+async fn refuse_drain(req: http::Request<Incoming>, budget: DrainBudget) {
+    if expects_continue(req.headers()) {
+        return;
+    }
+    let _ = drain(req.into_body(), budget).await;
 }
 
 /// Serves one connection to completion (or until shutdown asks it to finish, or the core's

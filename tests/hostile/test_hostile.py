@@ -395,3 +395,19 @@ def test_error_request_id_matches_header(one_core):
     assert len(meta["RequestId"]) == 16
     r2 = requests.get(b.endpoint + "/health", timeout=5)
     assert r2.headers.get("x-amz-request-id") not in (None, rid)
+
+
+def test_anonymous_put_expecting_continue_is_refused_without_100(one_core):
+    """A refused client that waits for 100-continue never gets it: its body is never asked for,
+    the 403 comes at once and the connection closes."""
+    b = one_core
+    s = socket.create_connection(("127.0.0.1", b.port), timeout=5)
+    head = anon_head(b, "PUT", "/hostile/expect", 1 << 30).replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n")
+    t0 = time.monotonic()
+    s.sendall(head)
+    got, took, closed = read_until_closed(s, 3)
+    s.close()
+    assert got.startswith(b"HTTP/1.1 403"), got[:200]
+    assert b"100 Continue" not in got
+    assert closed and took < 1.0, (closed, took)
+    assert time.monotonic() - t0 < 2
