@@ -69,6 +69,7 @@ mod gen {
             user: { let n = rng.size(3); (0..n).map(|_| (rng.string(10), rng.string(20))).collect() },
             checksums: { let n = rng.size(2); (0..n).map(|_| (["crc32", "crc32c", "sha256"][rng.below(3)].to_string(), rng.string(44))).collect() },
             checksum_type: o(rng, 10),
+            checksum_algorithm: o(rng, 10),
             parts_count: if rng.chance(2) { Some(rng.next() as u32) } else { None },
         }
     }
