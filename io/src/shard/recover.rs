@@ -26,7 +26,7 @@ pub(super) async fn open(dir: &Path, cfg: EngineConfig) -> Result<Rc<Shard>> {
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::io(format!("create dir {}", dir.display()), e))?;
     let lock = lock_dir(dir)?;
-    let _ = std::fs::remove_file(dir.join(SNAP_TMP_FILE));
+    remove_unfinished_snapshot(dir);
     let vols = scan_volumes(dir)?;
     let jpath = dir.join(JOURNAL_FILE);
     let (jfile, jimage) = open_journal(&jpath)?;
@@ -141,6 +141,17 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File> {
         )
     })?;
     Ok(lock)
+}
+
+/// Remove a snapshot that was being written when the previous process stopped (never renamed
+/// into place, so never read).
+fn remove_unfinished_snapshot(dir: &Path) {
+    let tmp = dir.join(SNAP_TMP_FILE);
+    if let Err(e) = std::fs::remove_file(&tmp) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %tmp.display(), error = %e, "removing an unfinished snapshot failed");
+        }
+    }
 }
 
 /// Every `vol-*.dat` of the directory, opened, sealed, with no records known yet.
@@ -294,7 +305,9 @@ impl Shard {
                     // Keep the bad file for forensics and reclaim nothing at this open: volumes
                     // the lost snapshot referenced must not look dead and be removed.
                     let keep = self.dir.join("index.snap.bad");
-                    let _ = std::fs::rename(&spath, &keep);
+                    if let Err(re) = std::fs::rename(&spath, &keep) {
+                        tracing::warn!(path = %spath.display(), error = %re, "setting the bad snapshot aside failed");
+                    }
                     tracing::error!(dir = %self.dir.display(), error = %e, kept = %keep.display(), "ignoring bad index snapshot; replaying the whole journal");
                     Ok((0, true))
                 }
