@@ -330,28 +330,15 @@ impl Shard {
                 key,
                 expect,
                 reply,
-            } => {
-                let cur = self.lookup(overlay, &ns, &key);
-                if let Err(e) = check_expect(expect, &cur) {
-                    return refuse(reply, e);
-                }
-                let (entry, changes) = match cur {
-                    None => (None, Vec::new()),
-                    Some(_) => {
-                        let seq = self.next_seq.get();
-                        self.next_seq.set(seq + 1);
-                        let changes = vec![(ns.clone(), key.clone(), None)];
-                        (Some(Entry::Delete { seq, ns, key }), changes)
-                    }
-                };
-                let waiter = Waiter::Removed(reply, cur);
-                Some(Planned {
+            } => match self.plan_delete_op(overlay, ns, key, expect) {
+                Ok((entry, changes, cur)) => Some(Planned {
                     entry,
                     sync: None,
                     changes,
-                    waiter,
-                })
-            }
+                    waiter: Waiter::Removed(reply, cur),
+                }),
+                Err(e) => refuse(reply, e),
+            },
             Op::Compose {
                 ns,
                 key,
@@ -401,6 +388,26 @@ impl Shard {
         let obj = self.plan_put(put.seq, put.mtime_ms, &put.meta, &put.extent)?;
         let changes = vec![(put.ns.clone(), put.key.clone(), Some(obj.clone()))];
         Ok((put.into_entry(), changes, obj))
+    }
+
+    /// A DELETE of an absent key commits nothing (and answers None).
+    #[allow(clippy::type_complexity)]
+    fn plan_delete_op(
+        &self,
+        overlay: &Overlay,
+        ns: String,
+        key: String,
+        expect: Expect,
+    ) -> Result<(Option<Entry>, Vec<Change>, Option<Rc<Object>>)> {
+        let cur = self.lookup(overlay, &ns, &key);
+        check_expect(expect, &cur)?;
+        if cur.is_none() {
+            return Ok((None, Vec::new(), None));
+        }
+        let seq = self.next_seq.get();
+        self.next_seq.set(seq + 1);
+        let changes = vec![(ns.clone(), key.clone(), None)];
+        Ok((Some(Entry::Delete { seq, ns, key }), changes, cur))
     }
 
     #[allow(clippy::type_complexity)]
