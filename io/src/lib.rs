@@ -11,12 +11,18 @@ mod error;
 mod format;
 mod punch;
 mod shard;
+mod sys;
 
 pub use error::{Error, Result};
 pub use format::{MAX_KEY_BYTES, MAX_NS_BYTES};
 pub use shard::{
     yield_now, CompactStats, ListItem, Object, PutWriter, ScrubStats, Shard, ShardStats,
 };
+
+/// Default `EngineConfig::align_bytes`.
+pub(crate) const DEFAULT_ALIGN_BYTES: u32 = 4096;
+/// Default `EngineConfig::block_bytes`.
+pub(crate) const DEFAULT_BLOCK_BYTES: u32 = 16384;
 
 /// Engine configuration (per shard).
 #[derive(Debug, Clone)]
@@ -43,8 +49,8 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            align_bytes: 4096,
-            block_bytes: 16384,
+            align_bytes: DEFAULT_ALIGN_BYTES,
+            block_bytes: DEFAULT_BLOCK_BYTES,
             volume_target_bytes: 1 << 30,
             write_buffer_bytes: 1 << 20,
             cache_bytes: 0,

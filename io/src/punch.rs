@@ -12,7 +12,7 @@
 //! no later write lands in it; a volume unlinked by compaction stays open through the job's
 //! own duplicated descriptor until the job is done.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,20 +63,22 @@ impl Puncher {
         Ok(Puncher { tx, state })
     }
 
-    /// Queues a punch of `[offset_bytes, offset_bytes + len_bytes)` of the file open as `fd`.
+    /// Queues a punch of `[offset_bytes, offset_bytes + len_bytes)` of `file`.
     /// Never blocks.
-    pub fn punch(&self, fd: RawFd, path: &std::path::Path, offset_bytes: u64, len_bytes: u64) {
+    pub fn punch(
+        &self,
+        file: &impl AsRawFd,
+        path: &std::path::Path,
+        offset_bytes: u64,
+        len_bytes: u64,
+    ) {
         if self.state.unsupported.load(Ordering::Relaxed) {
             return;
         }
-        // SAFETY: dup of a descriptor the caller keeps open for the duration of this call.
-        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-        if dup < 0 {
+        let Ok(fd) = crate::sys::dup_cloexec(file) else {
             self.state.skipped_jobs.fetch_add(1, Ordering::Relaxed);
             return;
-        }
-        // SAFETY: `dup` is a fresh descriptor this job now owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(dup) };
+        };
         self.state.pending_jobs.fetch_add(1, Ordering::AcqRel);
         let job = Job {
             fd,
@@ -106,20 +108,11 @@ impl Puncher {
 }
 
 fn run(job: &Job, st: &PunchState) {
-    // SAFETY: fallocate on a descriptor this job owns; KEEP_SIZE never changes the file's size.
-    let rc = unsafe {
-        libc::fallocate(
-            job.fd.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            job.offset_bytes as libc::off_t,
-            job.len_bytes as libc::off_t,
-        )
-    };
-    if rc == 0 {
+    let rc = crate::sys::punch_hole(&job.fd, job.offset_bytes, job.len_bytes);
+    let Err(e) = rc else {
         st.punched_bytes.fetch_add(job.len_bytes, Ordering::Relaxed);
         return;
-    }
-    let e = std::io::Error::last_os_error();
+    };
     st.skipped_jobs.fetch_add(1, Ordering::Relaxed);
     if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
         if !st.unsupported.swap(true, Ordering::Relaxed) {

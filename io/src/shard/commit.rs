@@ -1,0 +1,663 @@
+//! The committer: one task per shard owns the journal. It takes every pending request, checks
+//! preconditions in order, syncs the volumes written once, appends all winners' entries in one
+//! write, fdatasyncs the journal once, applies, and answers each request on a channel typed for
+//! its operation. Checkpoints (index snapshot, journal trim) run here too, between batches.
+
+use std::collections::BTreeMap;
+use std::rc::{Rc, Weak};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::channel::{mpsc, oneshot};
+use futures::StreamExt;
+
+use super::compact::IndexCursor;
+use super::index::{Change, Overlay};
+use super::space::VolFile;
+use super::{
+    fsync_dir, now_ms, Object, Shard, CHUNK_BYTES, JOURNAL_FILE, SNAP_FILE, SNAP_TMP_FILE,
+};
+use crate::error::{Error, Result};
+use crate::format::{
+    encode_journal_entry, encode_snapshot_header, encode_snapshot_object, Entry, ExtentRec, Move,
+};
+use crate::{sys, Expect};
+
+/// Most commit requests taken into one group-commit batch.
+pub(super) const MAX_BATCH_REQUESTS: usize = 4096;
+/// Checkpoint automatically once the journal grows past this.
+/// (1M small entries are ~130 MB and replay in ~3.5 s on the build machine.)
+const AUTO_CHECKPOINT_JOURNAL_BYTES: u64 = 64 << 20;
+/// With a disk reserve, the journal is checkpointed once it passes half the reserve, but never
+/// below this (so a tiny reserve does not checkpoint at every batch).
+const MIN_AUTO_CHECKPOINT_JOURNAL_BYTES: u64 = 1 << 20;
+const _: () = assert!(MIN_AUTO_CHECKPOINT_JOURNAL_BYTES <= AUTO_CHECKPOINT_JOURNAL_BYTES);
+
+/// The journal file and where its next entry goes.
+pub(super) struct Journal {
+    pub(super) file: Rc<monoio::fs::File>,
+    pub(super) len_bytes: u64,
+    pub(super) next_lsn: u64,
+    /// Set when a journal write or sync failed: the tail is unknown, refuse further commits.
+    pub(super) broken: Option<String>,
+}
+
+/// Where the committer answers one request.
+pub(super) type Reply<T> = oneshot::Sender<Result<T>>;
+
+/// A request to the committer.
+pub(super) enum Req {
+    /// A change to the index, made durable through the journal.
+    Op(Op),
+    /// `Shard::checkpoint`: runs after the batch it arrived in.
+    Checkpoint(Reply<()>),
+}
+
+/// An index change, with its precondition and the channel of its answer.
+pub(super) enum Op {
+    /// `PutWriter::finish`: the record is written; answers the new object.
+    Put {
+        put: PutReq,
+        vol: Rc<VolFile>,
+        expect: Expect,
+        reply: Reply<Rc<Object>>,
+    },
+    /// `Shard::delete`: answers the version removed (None if absent).
+    Delete {
+        ns: String,
+        key: String,
+        expect: Expect,
+        reply: Reply<Option<Rc<Object>>>,
+    },
+    /// `Shard::compose`: answers the new object.
+    Compose {
+        ns: String,
+        key: String,
+        sources: Vec<(String, String)>,
+        meta: Bytes,
+        remove_sources: bool,
+        expect: Expect,
+        reply: Reply<Rc<Object>>,
+    },
+    /// Compaction: version `seq` of `ns/key` now lives in the copies `moves` name (applied only
+    /// if that version is still current).
+    Relocate {
+        seq: u64,
+        ns: String,
+        key: String,
+        moves: Vec<Move>,
+        vol: Rc<VolFile>,
+        reply: Reply<()>,
+    },
+}
+
+/// The journal entry of a finished PUT.
+pub(super) struct PutReq {
+    pub(super) seq: u64,
+    pub(super) mtime_ms: u64,
+    pub(super) ns: String,
+    pub(super) key: String,
+    pub(super) meta: Bytes,
+    pub(super) extent: ExtentRec,
+}
+
+impl PutReq {
+    fn into_entry(self) -> Entry {
+        Entry::Put {
+            seq: self.seq,
+            mtime_ms: self.mtime_ms,
+            ns: self.ns,
+            key: self.key,
+            meta: self.meta,
+            extent: self.extent,
+        }
+    }
+}
+
+impl Op {
+    /// Answer `e` without committing anything.
+    fn refuse(self, e: Error) {
+        match self {
+            Op::Put { reply, .. } | Op::Compose { reply, .. } => refuse(reply, e),
+            Op::Delete { reply, .. } => refuse(reply, e),
+            Op::Relocate { reply, .. } => refuse(reply, e),
+        };
+    }
+}
+
+/// Send `e` on `reply`; nothing is planned.
+fn refuse<T>(reply: Reply<T>, e: Error) -> Option<Planned> {
+    let _ = reply.send(Err(e));
+    None
+}
+
+/// A request that passed its checks, waiting for its batch to be durable.
+enum Waiter {
+    /// PUT, compose: the object made.
+    Object(Reply<Rc<Object>>, Rc<Object>),
+    /// DELETE: the version removed.
+    Removed(Reply<Option<Rc<Object>>>, Option<Rc<Object>>),
+    /// Relocate.
+    Moved(Reply<()>),
+}
+
+impl Waiter {
+    fn fail(self, e: Error) {
+        match self {
+            Waiter::Object(tx, _) => refuse(tx, e),
+            Waiter::Removed(tx, _) => refuse(tx, e),
+            Waiter::Moved(tx) => refuse(tx, e),
+        };
+    }
+
+    fn succeed(self) {
+        match self {
+            Waiter::Object(tx, o) => {
+                let _ = tx.send(Ok(o));
+            }
+            Waiter::Removed(tx, o) => {
+                let _ = tx.send(Ok(o));
+            }
+            Waiter::Moved(tx) => {
+                let _ = tx.send(Ok(()));
+            }
+        }
+    }
+}
+
+/// What one accepted request commits.
+struct Planned {
+    /// None when nothing changes (DELETE of an absent key).
+    entry: Option<Entry>,
+    /// The volume its record was written to (synced before the journal).
+    sync: Option<Rc<VolFile>>,
+    changes: Vec<Change>,
+    waiter: Waiter,
+}
+
+/// One batch, planned.
+struct Batch {
+    winners: Vec<(Waiter, Vec<Change>)>,
+    checkpoints: Vec<Reply<()>>,
+    sync_vols: BTreeMap<u32, Rc<VolFile>>,
+    /// The winners' journal entries, encoded.
+    jbuf: Vec<u8>,
+    next_lsn: u64,
+    n_entries: u64,
+}
+
+fn check_expect(expect: Expect, cur: &Option<Rc<Object>>) -> Result<()> {
+    let ok = match expect {
+        Expect::Any => true,
+        Expect::Absent => cur.is_none(),
+        Expect::Seq(s) => cur.as_ref().is_some_and(|o| o.seq == s),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::PreconditionFailed)
+    }
+}
+
+/// The single committer task of a shard: takes every pending request and commits them as one
+/// batch.
+pub(super) async fn committer(weak: Weak<Shard>, mut rx: mpsc::UnboundedReceiver<Req>) {
+    while let Some(first) = rx.next().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_REQUESTS {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let Some(shard) = weak.upgrade() else { break };
+        shard.commit_batch(batch).await;
+    }
+}
+
+impl Shard {
+    /// Hand a request to the committer and wait for its answer.
+    pub(super) async fn submit<T>(&self, make: impl FnOnce(Reply<T>) -> Req) -> Result<T> {
+        let rx = self.enqueue(make)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Hand a request to the committer now; the answer comes on the returned channel.
+    pub(super) fn enqueue<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Req,
+    ) -> Result<oneshot::Receiver<Result<T>>> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .unbounded_send(make(tx))
+            .map_err(|_| Error::Closed)?;
+        Ok(rx)
+    }
+
+    async fn commit_batch(&self, batch: Vec<Req>) {
+        // Drops since the last batch (e.g. the object a DELETE returned to its caller).
+        self.reclaim_dropped_records();
+        let mut b = self.plan_batch(batch);
+        if b.n_entries > 0 {
+            if let Err(e) = self.make_durable(b.sync_vols, b.jbuf, b.next_lsn).await {
+                for (w, _) in std::mem::take(&mut b.winners) {
+                    w.fail(e.duplicate());
+                }
+            } else {
+                self.commits.set(self.commits.get() + b.n_entries);
+            }
+        }
+        for (w, changes) in b.winners {
+            self.apply_changes(changes);
+            w.succeed();
+        }
+        self.reclaim_dropped_records();
+        self.checkpoint_after_batch(b.checkpoints).await;
+    }
+
+    /// Check every request in order against the index and the batch so far; encode the
+    /// winners' journal entries. Losers are answered here.
+    fn plan_batch(&self, batch: Vec<Req>) -> Batch {
+        let (next_lsn, broken) = {
+            let j = self.journal.borrow();
+            let j = j.as_ref().expect("journal open");
+            (j.next_lsn, j.broken.clone())
+        };
+        let mut b = Batch {
+            winners: Vec::new(),
+            checkpoints: Vec::new(),
+            sync_vols: BTreeMap::new(),
+            jbuf: Vec::new(),
+            next_lsn,
+            n_entries: 0,
+        };
+        let mut overlay = Overlay::new();
+        for req in batch {
+            let op = match req {
+                Req::Checkpoint(reply) => {
+                    b.checkpoints.push(reply);
+                    continue;
+                }
+                Req::Op(op) => op,
+            };
+            if let Some(why) = &broken {
+                tracing::error!(dir = %self.dir.display(), why = %why, "refusing commit: journal broken");
+                op.refuse(Error::Closed);
+                continue;
+            }
+            if self.closed.get() && !matches!(op, Op::Relocate { .. }) {
+                op.refuse(Error::Closed);
+                continue;
+            }
+            let Some(p) = self.plan_op(&overlay, op) else {
+                continue;
+            };
+            if let Some(e) = &p.entry {
+                encode_journal_entry(&mut b.jbuf, b.next_lsn, e);
+                b.next_lsn += 1;
+                b.n_entries += 1;
+            }
+            if let Some(v) = p.sync {
+                b.sync_vols.insert(v.id, v);
+            }
+            for (ns, key, o) in &p.changes {
+                overlay.insert((ns.clone(), key.clone()), o.clone());
+            }
+            b.winners.push((p.waiter, p.changes));
+        }
+        b
+    }
+
+    /// Check one request and plan what it changes; answers it (and returns None) if refused.
+    fn plan_op(&self, overlay: &Overlay, op: Op) -> Option<Planned> {
+        match op {
+            Op::Put {
+                put,
+                vol,
+                expect,
+                reply,
+            } => match self.plan_put_op(overlay, put, expect) {
+                Ok((entry, changes, obj)) => Some(Planned {
+                    entry: Some(entry),
+                    sync: Some(vol),
+                    changes,
+                    waiter: Waiter::Object(reply, obj),
+                }),
+                Err(e) => refuse(reply, e),
+            },
+            Op::Delete {
+                ns,
+                key,
+                expect,
+                reply,
+            } => match self.plan_delete_op(overlay, ns, key, expect) {
+                Ok((entry, changes, cur)) => Some(Planned {
+                    entry,
+                    sync: None,
+                    changes,
+                    waiter: Waiter::Removed(reply, cur),
+                }),
+                Err(e) => refuse(reply, e),
+            },
+            Op::Compose {
+                ns,
+                key,
+                sources,
+                meta,
+                remove_sources,
+                expect,
+                reply,
+            } => {
+                let op = (ns, key, sources, meta, remove_sources);
+                match self.plan_compose_op(overlay, op, expect) {
+                    Ok((entry, changes, obj)) => Some(Planned {
+                        entry: Some(entry),
+                        sync: None,
+                        changes,
+                        waiter: Waiter::Object(reply, obj),
+                    }),
+                    Err(e) => refuse(reply, e),
+                }
+            }
+            Op::Relocate {
+                seq,
+                ns,
+                key,
+                moves,
+                vol,
+                reply,
+            } => match self.plan_relocate_op(overlay, seq, ns, key, moves) {
+                Ok((entry, changes)) => Some(Planned {
+                    entry: Some(entry),
+                    sync: Some(vol),
+                    changes,
+                    waiter: Waiter::Moved(reply),
+                }),
+                Err(e) => refuse(reply, e),
+            },
+        }
+    }
+
+    fn plan_put_op(
+        &self,
+        overlay: &Overlay,
+        put: PutReq,
+        expect: Expect,
+    ) -> Result<(Entry, Vec<Change>, Rc<Object>)> {
+        check_expect(expect, &self.lookup(overlay, &put.ns, &put.key))?;
+        let obj = self.plan_put(put.seq, put.mtime_ms, &put.meta, &put.extent)?;
+        let changes = vec![(put.ns.clone(), put.key.clone(), Some(obj.clone()))];
+        Ok((put.into_entry(), changes, obj))
+    }
+
+    /// A DELETE of an absent key commits nothing (and answers None).
+    #[allow(clippy::type_complexity)]
+    fn plan_delete_op(
+        &self,
+        overlay: &Overlay,
+        ns: String,
+        key: String,
+        expect: Expect,
+    ) -> Result<(Option<Entry>, Vec<Change>, Option<Rc<Object>>)> {
+        let cur = self.lookup(overlay, &ns, &key);
+        check_expect(expect, &cur)?;
+        if cur.is_none() {
+            return Ok((None, Vec::new(), None));
+        }
+        let seq = self.next_seq.get();
+        self.next_seq.set(seq + 1);
+        let changes = vec![(ns.clone(), key.clone(), None)];
+        Ok((Some(Entry::Delete { seq, ns, key }), changes, cur))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn plan_compose_op(
+        &self,
+        overlay: &Overlay,
+        (ns, key, sources, meta, remove_sources): (
+            String,
+            String,
+            Vec<(String, String)>,
+            Bytes,
+            bool,
+        ),
+        expect: Expect,
+    ) -> Result<(Entry, Vec<Change>, Rc<Object>)> {
+        check_expect(expect, &self.lookup(overlay, &ns, &key))?;
+        let mut srcs = Vec::with_capacity(sources.len());
+        for (sns, skey) in sources {
+            let o = self.lookup(overlay, &sns, &skey).ok_or(Error::NotFound)?;
+            srcs.push((sns, skey, o.seq));
+        }
+        let seq = self.next_seq.get();
+        self.next_seq.set(seq + 1);
+        let mtime_ms = now_ms();
+        let (changes, obj) = self.plan_compose(
+            overlay,
+            (seq, mtime_ms),
+            (&ns, &key),
+            &meta,
+            remove_sources,
+            &srcs,
+        )?;
+        let entry = Entry::Compose {
+            seq,
+            mtime_ms,
+            ns,
+            key,
+            meta,
+            remove_sources,
+            sources: srcs,
+        };
+        Ok((entry, changes, obj))
+    }
+
+    fn plan_relocate_op(
+        &self,
+        overlay: &Overlay,
+        seq: u64,
+        ns: String,
+        key: String,
+        moves: Vec<Move>,
+    ) -> Result<(Entry, Vec<Change>)> {
+        check_expect(Expect::Seq(seq), &self.lookup(overlay, &ns, &key))?;
+        let obj = self.plan_relocate(overlay, seq, &ns, &key, &moves)?;
+        let changes = vec![(ns.clone(), key.clone(), Some(obj))];
+        Ok((
+            Entry::Relocate {
+                seq,
+                ns,
+                key,
+                moves,
+            },
+            changes,
+        ))
+    }
+
+    /// Sync the volumes written, append the batch's entries, fdatasync the journal.
+    async fn make_durable(
+        &self,
+        sync_vols: BTreeMap<u32, Rc<VolFile>>,
+        jbuf: Vec<u8>,
+        next_lsn: u64,
+    ) -> Result<()> {
+        for v in sync_vols.values() {
+            v.file
+                .sync_data()
+                .await
+                .map_err(|e| Error::io(format!("fdatasync {}", v.path.display()), e))?;
+        }
+        let (file, at) = {
+            let j = self.journal.borrow();
+            let j = j.as_ref().expect("journal open");
+            (j.file.clone(), j.len_bytes)
+        };
+        let n = jbuf.len() as u64;
+        let (res, _) = file.write_all_at(jbuf, at).await;
+        let res = match res {
+            Ok(()) => {
+                self.journal_syncs.set(self.journal_syncs.get() + 1);
+                file.sync_data().await
+            }
+            Err(e) => Err(e),
+        };
+        let jpath = self.dir.join(JOURNAL_FILE);
+        let mut jref = self.journal.borrow_mut();
+        let j = jref.as_mut().expect("journal open");
+        match res {
+            Ok(()) => {
+                j.len_bytes = at + n;
+                j.next_lsn = next_lsn;
+                Ok(())
+            }
+            Err(e) => {
+                // Cut the partial append away so later entries are not hidden behind garbage at
+                // replay; if even that fails, refuse all further commits.
+                let undone = sys::ftruncate(&*file, at).and_then(|()| sys::fsync(&*file));
+                if let Err(ue) = undone {
+                    j.broken = Some(format!(
+                        "append to {} at {at} failed and could not be undone: {e} (undo: {ue})",
+                        jpath.display()
+                    ));
+                }
+                Err(Error::io(
+                    format!("append {n} bytes to {} at {at}", jpath.display()),
+                    e,
+                ))
+            }
+        }
+    }
+
+    /// Checkpoint when asked to or when the journal is big; answer the checkpoint requests.
+    async fn checkpoint_after_batch(&self, checkpoints: Vec<Reply<()>>) {
+        let journal_big = self
+            .journal
+            .borrow()
+            .as_ref()
+            .is_some_and(|j| j.len_bytes > self.auto_checkpoint_journal_bytes());
+        if checkpoints.is_empty() && !journal_big {
+            return;
+        }
+        let r = self.do_checkpoint().await;
+        if let Err(e) = &r {
+            tracing::error!(dir = %self.dir.display(), error = %e, "checkpoint failed");
+        }
+        for tx in checkpoints {
+            let _ = tx.send(match &r {
+                Ok(()) => Ok(()),
+                Err(e) => Err(e.duplicate()),
+            });
+        }
+    }
+
+    /// Journal size past which the committer checkpoints: with a reserve, half of it, so the
+    /// journal never eats the room a checkpoint needs.
+    fn auto_checkpoint_journal_bytes(&self) -> u64 {
+        if self.cfg.reserve_bytes == 0 {
+            return AUTO_CHECKPOINT_JOURNAL_BYTES;
+        }
+        AUTO_CHECKPOINT_JOURNAL_BYTES
+            .min((self.cfg.reserve_bytes / 2).max(MIN_AUTO_CHECKPOINT_JOURNAL_BYTES))
+    }
+
+    /// Write `index.snap` (tmp file, fsync, rename, fsync dir), then trim the journal. Runs in
+    /// the committer, so the index does not change meanwhile.
+    async fn do_checkpoint(&self) -> Result<()> {
+        let started = Instant::now();
+        let tmp = self.dir.join(SNAP_TMP_FILE);
+        let fin = self.dir.join(SNAP_FILE);
+        let std_file = sys::create_truncate(&tmp)
+            .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
+        let file = monoio::fs::File::from_std(std_file)
+            .map_err(|e| Error::io(format!("register {}", tmp.display()), e))?;
+        let (n_objects, snapshot_bytes) = self.write_snapshot(&file, &tmp).await?;
+        file.sync_all()
+            .await
+            .map_err(|e| Error::io(format!("fsync {}", tmp.display()), e))?;
+        drop(file);
+        std::fs::rename(&tmp, &fin)
+            .map_err(|e| Error::io(format!("rename {} -> {}", tmp.display(), fin.display()), e))?;
+        fsync_dir(&self.dir)?;
+        // The snapshot now covers every journal entry: trim the journal.
+        self.trim_journal().await?;
+        tracing::info!(dir = %self.dir.display(), objects = n_objects, snapshot_bytes, elapsed_ms = started.elapsed().as_millis() as u64, "checkpoint");
+        Ok(())
+    }
+
+    /// Write the snapshot of the whole index to `file` in chunks; returns (objects, bytes).
+    async fn write_snapshot(
+        &self,
+        file: &monoio::fs::File,
+        tmp: &std::path::Path,
+    ) -> Result<(u64, u64)> {
+        let applied_lsn = self
+            .journal
+            .borrow()
+            .as_ref()
+            .expect("journal open")
+            .next_lsn
+            - 1;
+        let n_objects = self.n_objects.get();
+        let mut buf = Vec::with_capacity(CHUNK_BYTES as usize + 64 * 1024);
+        encode_snapshot_header(&mut buf, self.next_seq.get(), applied_lsn, n_objects);
+        let mut crc = 0u32;
+        let mut pos = 0u64;
+        let mut cursor = IndexCursor::default();
+        let mut written_objects = 0u64;
+        loop {
+            let done = cursor.step(&self.index.borrow(), |ns, k, o| {
+                let recs: Vec<ExtentRec> = o.extents.iter().map(|e| e.to_rec()).collect();
+                encode_snapshot_object(&mut buf, ns, k, o.size, o.mtime_ms, o.seq, &o.meta, &recs);
+                written_objects += 1;
+                (buf.len() as u64) < CHUNK_BYTES
+            });
+            crc = crc32c::crc32c_append(crc, &buf);
+            if done {
+                buf.extend_from_slice(&crc.to_le_bytes());
+            }
+            let n = buf.len() as u64;
+            let (res, b) = file.write_all_at(buf, pos).await;
+            res.map_err(|e| Error::io(format!("write {} at {pos}", tmp.display()), e))?;
+            pos += n;
+            buf = b;
+            buf.clear();
+            if done {
+                break;
+            }
+        }
+        assert_eq!(
+            written_objects, n_objects,
+            "index changed during checkpoint"
+        );
+        assert_eq!(
+            pos,
+            self.snapshot_bytes.get(),
+            "snapshot size accounting is off"
+        );
+        Ok((n_objects, pos))
+    }
+
+    /// Empty the journal (every entry is in a durable snapshot).
+    async fn trim_journal(&self) -> Result<()> {
+        let jfile = self
+            .journal
+            .borrow()
+            .as_ref()
+            .expect("journal open")
+            .file
+            .clone();
+        let jpath = self.dir.join(JOURNAL_FILE);
+        sys::ftruncate(&*jfile, 0)
+            .map_err(|e| Error::io(format!("truncate {}", jpath.display()), e))?;
+        jfile
+            .sync_all()
+            .await
+            .map_err(|e| Error::io(format!("fsync {}", jpath.display()), e))?;
+        self.journal
+            .borrow_mut()
+            .as_mut()
+            .expect("journal open")
+            .len_bytes = 0;
+        Ok(())
+    }
+}

@@ -1,0 +1,367 @@
+//! Background upkeep: compaction (copying the live records out of volumes that are mostly
+//! garbage, then unlinking them), scrubbing (re-checking every block's CRC32C), and the chunked
+//! walk of the index they share with checkpoints.
+
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Bound;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use futures::channel::oneshot;
+
+use super::commit::{Op, Req, MAX_BATCH_REQUESTS};
+use super::index::{Extent, Index};
+use super::space::{VolFile, WriterSlot};
+use super::{fsync_dir, yield_now, CompactStats, Object, ScrubStats, Shard, CHUNK_BYTES};
+use crate::buf::AlignedBuf;
+use crate::error::{Error, Result};
+use crate::format::{decode_record_header, Move};
+
+/// Compaction waits for its relocation commits after this many (one group commit for all).
+const COMPACT_COMMIT_GROUP: usize = 256;
+const _: () = assert!(COMPACT_COMMIT_GROUP <= MAX_BATCH_REQUESTS);
+/// Objects visited per step of `walk_index` (between yields).
+const WALK_CHUNK_OBJECTS: usize = 4096;
+
+/// An object referencing a record: (ns, key, object seq, extent index, extent).
+type RecordRef = (String, String, u64, u32, Extent);
+/// The records of one volume still referenced, by record offset, with their references.
+type RecordRefs = BTreeMap<u64, Vec<RecordRef>>;
+
+/// A position in a walk of the index in (ns, key) order: after the object it names.
+#[derive(Default)]
+pub(super) struct IndexCursor(Option<(String, String)>);
+
+impl IndexCursor {
+    /// Visit the objects after the cursor in order until `f` answers false (the cursor then
+    /// stays on that object, and false is returned) or the index ends (true).
+    pub(super) fn step(
+        &mut self,
+        idx: &Index,
+        mut f: impl FnMut(&str, &str, &Rc<Object>) -> bool,
+    ) -> bool {
+        let mut stop = None;
+        let ns_start = self.0.as_ref().map(|c| c.0.as_str()).unwrap_or("");
+        'walk: for (ns, m) in idx.range::<str, _>((Bound::Included(ns_start), Bound::Unbounded)) {
+            let lo = match &self.0 {
+                Some((cns, ck)) if cns == ns => Bound::Excluded(ck.as_str()),
+                _ => Bound::Unbounded,
+            };
+            for (k, o) in m.range::<str, _>((lo, Bound::Unbounded)) {
+                if !f(ns, k, o) {
+                    stop = Some((ns.clone(), k.clone()));
+                    break 'walk;
+                }
+            }
+        }
+        match stop {
+            Some(c) => {
+                self.0 = Some(c);
+                false
+            }
+            None => true,
+        }
+    }
+}
+
+/// Wait for queued relocations; one whose object changed meanwhile is fine (not moved).
+async fn wait_relocations(pending: &mut Vec<oneshot::Receiver<Result<()>>>) -> Result<()> {
+    for rx in pending.drain(..) {
+        match rx.await.map_err(|_| Error::Closed)? {
+            Ok(()) | Err(Error::PreconditionFailed) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Sleep as long as needed to keep `bytes_checked` since `started` under `max_bytes_per_s`
+/// (0 = unlimited: just yield).
+async fn pace(bytes_checked: u64, max_bytes_per_s: u64, started: Instant) {
+    if max_bytes_per_s > 0 {
+        let due = Duration::from_secs_f64(bytes_checked as f64 / max_bytes_per_s as f64);
+        let elapsed = started.elapsed();
+        if due > elapsed {
+            monoio::time::sleep(due - elapsed).await;
+        }
+    } else {
+        yield_now().await;
+    }
+}
+
+impl Shard {
+    /// Visit every object in (ns, key) order, a chunk at a time, yielding between chunks (the
+    /// index may change in between; callers tolerate that).
+    async fn walk_index(&self, mut f: impl FnMut(&str, &str, &Rc<Object>)) {
+        let mut cursor = IndexCursor::default();
+        loop {
+            let mut n = 0usize;
+            let done = cursor.step(&self.index.borrow(), |ns, k, o| {
+                f(ns, k, o);
+                n += 1;
+                n < WALK_CHUNK_OBJECTS
+            });
+            if done {
+                break;
+            }
+            yield_now().await;
+        }
+    }
+
+    /// `Shard::compact`, once the compaction flag is taken.
+    pub(super) async fn compact_inner(
+        &self,
+        min_garbage_ratio: f64,
+        stats: &mut CompactStats,
+    ) -> Result<()> {
+        // Dead records readers let go of since the last commit.
+        self.reclaim_dropped_records();
+        let victims = self.pick_victims(min_garbage_ratio);
+        let mut refs_by_victim = self.records_referenced(&victims).await;
+        let mut processed = Vec::with_capacity(victims.len());
+        for vid in victims {
+            processed.push(vid);
+            if self.closed.get() {
+                return Err(Error::Closed);
+            }
+            let by_record = refs_by_victim.remove(&vid).unwrap_or_default();
+            if !self.move_records(by_record, stats).await? {
+                break;
+            }
+        }
+        self.remove_emptied(&processed, stats).await
+    }
+
+    /// Sealed volumes with more garbage than `min_garbage_ratio`, emptiest first: a fully dead
+    /// volume needs no copy (no free space) to be removed, and the least live data frees the
+    /// most space per byte copied.
+    fn pick_victims(&self, min_garbage_ratio: f64) -> Vec<u32> {
+        let vols = self.vols.borrow();
+        let mut victims: Vec<(u64, u32)> = vols
+            .map
+            .iter()
+            .filter(|(id, v)| {
+                v.sealed
+                    && vols.active != Some(**id)
+                    && v.writers == 0
+                    && v.end_bytes > 0
+                    && (1.0 - v.live_bytes as f64 / v.end_bytes as f64) > min_garbage_ratio
+            })
+            .map(|(id, v)| (v.live_bytes, *id))
+            .collect();
+        victims.sort_unstable();
+        victims.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// Records of the victims still referenced, with the objects referencing them: one walk
+    /// of the index in chunks, yielding between chunks so foreground work is not stalled.
+    async fn records_referenced(&self, victims: &[u32]) -> BTreeMap<u32, RecordRefs> {
+        let victim_set: HashSet<u32> = victims.iter().copied().collect();
+        let mut refs_by_victim: BTreeMap<u32, RecordRefs> = BTreeMap::new();
+        self.walk_index(|ns, k, o| {
+            for (i, e) in o.extents.iter().enumerate() {
+                if victim_set.contains(&e.vol.id) {
+                    refs_by_victim
+                        .entry(e.vol.id)
+                        .or_default()
+                        .entry(e.record_offset)
+                        .or_default()
+                        .push((ns.to_string(), k.to_string(), o.seq, i as u32, e.clone()));
+                }
+            }
+        })
+        .await;
+        refs_by_victim
+    }
+
+    /// Copy the referenced records of one victim into the active volume and commit their
+    /// relocations. Relocations are committed in groups (one group commit, one volume sync per
+    /// group); copies of a group's records are written before its entries are queued. False
+    /// when copying stopped because there is no room above the reserve.
+    async fn move_records(&self, by_record: RecordRefs, stats: &mut CompactStats) -> Result<bool> {
+        let mut pending: Vec<oneshot::Receiver<Result<()>>> = Vec::new();
+        let mut slots: Vec<WriterSlot<'_>> = Vec::new();
+        let n_records = by_record.len();
+        for (i, (rec_off, refs)) in by_record.into_iter().enumerate() {
+            let src = refs[0].4.clone();
+            let span = src.span_bytes;
+            let (dst, dst_off) = match self.reserve(span) {
+                Ok(r) => r,
+                Err(Error::NoSpace { context }) => {
+                    // No room above the reserve to copy into: finish what was copied, then
+                    // still remove the volumes that are already empty (that needs no space).
+                    tracing::warn!(dir = %self.dir.display(), %context, "compaction stopped: no free space above the reserve to copy into");
+                    stats.stopped_no_space = true;
+                    wait_relocations(&mut pending).await?;
+                    slots.clear();
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
+            };
+            slots.push(WriterSlot {
+                vols: &self.vols,
+                volume_id: dst.id,
+            });
+            self.copy_record(&src, &dst, dst_off).await?;
+            stats.records_moved += 1;
+            stats.bytes_moved += span;
+            for (ns, key, seq, idx, e) in refs {
+                let moves = vec![Move {
+                    extent_index: idx,
+                    volume_id: dst.id,
+                    record_offset: dst_off,
+                    data_offset: dst_off + (e.data_offset - rec_off),
+                }];
+                let vol = dst.clone();
+                pending.push(self.enqueue(|reply| {
+                    Req::Op(Op::Relocate {
+                        seq,
+                        ns,
+                        key,
+                        moves,
+                        vol,
+                        reply,
+                    })
+                })?);
+            }
+            if pending.len() >= COMPACT_COMMIT_GROUP || i + 1 == n_records {
+                wait_relocations(&mut pending).await?;
+                slots.clear();
+            }
+            yield_now().await;
+        }
+        Ok(true)
+    }
+
+    /// Unlink the processed volumes no longer referenced. Checkpoint first so no journal entry
+    /// (which replay would resolve against the volume) refers to them.
+    async fn remove_emptied(&self, processed: &[u32], stats: &mut CompactStats) -> Result<()> {
+        let empty = |s: &Self| -> Vec<u32> {
+            let vols = s.vols.borrow();
+            processed
+                .iter()
+                .copied()
+                .filter(|id| {
+                    vols.map
+                        .get(id)
+                        .is_some_and(|v| v.records.is_empty() && v.writers == 0)
+                })
+                .collect()
+        };
+        if empty(self).is_empty() {
+            return Ok(());
+        }
+        self.checkpoint().await?;
+        let removable = empty(self);
+        for vid in removable {
+            let v = self
+                .vols
+                .borrow_mut()
+                .map
+                .remove(&vid)
+                .expect("victim registered");
+            std::fs::remove_file(&v.file.path)
+                .map_err(|e| Error::io(format!("remove {}", v.file.path.display()), e))?;
+            stats.volumes_compacted += 1;
+            stats.bytes_reclaimed += v.end_bytes;
+            tracing::info!(path = %v.file.path.display(), reclaimed_bytes = v.end_bytes, "volume compacted");
+        }
+        fsync_dir(&self.dir)?;
+        Ok(())
+    }
+
+    /// Copy one record verbatim (header, data, trailer, padding) in bounded chunks.
+    async fn copy_record(&self, src: &Extent, dst: &Rc<VolFile>, dst_off: u64) -> Result<()> {
+        let align = self.cfg.align_bytes as usize;
+        let mut done = 0u64;
+        let mut buf = AlignedBuf::new(CHUNK_BYTES.min(src.span_bytes) as usize, align);
+        while done < src.span_bytes {
+            let n = (src.span_bytes - done).min(CHUNK_BYTES) as usize;
+            buf.clear();
+            let rb = if n == buf.capacity() {
+                buf
+            } else {
+                AlignedBuf::new(n, align)
+            };
+            assert_eq!(rb.capacity(), n);
+            let from = src.record_offset + done;
+            let (res, mut b) = src.vol.file.read_exact_at(rb, from).await;
+            res.map_err(|e| {
+                Error::io(
+                    format!("read {} at {from} len {n}", src.vol.path.display()),
+                    e,
+                )
+            })?;
+            b.set_len(n);
+            if done == 0 {
+                if let Err(why) = decode_record_header(b.as_ref()) {
+                    return Err(Error::corrupt(format!(
+                        "{}: record at {}: {why}",
+                        src.vol.path.display(),
+                        src.record_offset
+                    )));
+                }
+            }
+            let to = dst_off + done;
+            let (res, b) = dst.file.write_all_at(b, to).await;
+            res.map_err(|e| Error::io(format!("write {} at {to} len {n}", dst.path.display()), e))?;
+            buf = b;
+            done += n as u64;
+            yield_now().await;
+        }
+        Ok(())
+    }
+
+    /// `Shard::scrub`: every object the index holds at the start, one at a time.
+    pub(super) async fn scrub_objects(&self, max_bytes_per_s: u64) -> Result<ScrubStats> {
+        let mut stats = ScrubStats::default();
+        // Weak: an object deleted during the pass is not kept alive (its records can be reclaimed).
+        let mut objs: Vec<Weak<Object>> = Vec::with_capacity(self.n_objects.get() as usize);
+        self.walk_index(|_, _, o| objs.push(Rc::downgrade(o))).await;
+        let started = Instant::now();
+        for o in objs {
+            let Some(o) = o.upgrade() else { continue };
+            let mut bad = false;
+            for ext in &o.extents {
+                bad = self
+                    .scrub_extent(ext, &mut stats, max_bytes_per_s, started)
+                    .await?;
+                if bad {
+                    break;
+                }
+            }
+            stats.objects_checked += 1;
+            if bad {
+                stats.corrupt_objects += 1;
+            }
+        }
+        Ok(stats)
+    }
+
+    /// Verify one extent a chunk at a time, paced; true at the first corrupt block.
+    async fn scrub_extent(
+        &self,
+        ext: &Extent,
+        stats: &mut ScrubStats,
+        max_bytes_per_s: u64,
+        started: Instant,
+    ) -> Result<bool> {
+        let step = (CHUNK_BYTES / ext.block_bytes as u64).max(1) * ext.block_bytes as u64;
+        let mut lo = 0u64;
+        while lo < ext.len {
+            let hi = (lo + step).min(ext.len);
+            let bad = match self.read_extent(ext, lo, hi, None).await {
+                Ok(_) => false,
+                Err(Error::Corrupt { .. }) => true,
+                Err(e) => return Err(e),
+            };
+            stats.bytes_checked += hi - lo;
+            lo = hi;
+            pace(stats.bytes_checked, max_bytes_per_s, started).await;
+            if bad {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}

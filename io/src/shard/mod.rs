@@ -1,0 +1,382 @@
+//! The shard: one directory, one monoio runtime. This module holds the `Shard` struct, the
+//! public types and the public API; the work is done in rooms by duty (ADR 7):
+//!
+//! - `recover`: `Shard::open`: lock, volumes, snapshot, journal replay, space nothing names.
+//! - `read`: reads of object data, CRC checks, the object and block cache.
+//! - `index`: the in-memory index: resolving extents, planning and applying changes, listing.
+//! - `space`: volumes and their space: allocation, the reserve, hole punching of dead records.
+//! - `commit`: the committer: requests, group commit, the journal, checkpoints.
+//! - `compact`: compaction, scrubbing and the chunked index walk they and checkpoints share.
+//! - `writer`: `PutWriter`, streaming one object into its reserved span.
+
+mod commit;
+mod compact;
+mod index;
+mod read;
+mod recover;
+mod space;
+mod writer;
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::channel::mpsc;
+
+use crate::cache::Cache;
+use crate::error::{Error, Result};
+use crate::format::{MAX_JOURNAL_ENTRY_BYTES, MAX_KEY_BYTES, MAX_NS_BYTES};
+use crate::{EngineConfig, Expect};
+
+use commit::{Journal, Op, Req};
+use index::{Extent, Index};
+use space::{DroppedRecord, Vols};
+
+pub use writer::PutWriter;
+
+/// Largest object accepted: its CRC table (4 bytes per block) must fit in one journal entry.
+const MAX_OBJECT_BYTES: u64 = 64 << 30;
+/// Largest CRC table of one record, bytes (bounds journal entries and per-object memory).
+const MAX_CRC_TABLE_BYTES: u64 = 16 << 20;
+/// Largest metadata blob accepted (it is journaled and kept in memory per object).
+const MAX_META_BYTES: usize = 1 << 20;
+/// Most sources of one compose (S3 multipart allows 10,000 parts).
+const MAX_COMPOSE_SOURCES: usize = 100_000;
+/// Snapshot writes and compaction/scrub I/O go in chunks of this size.
+const CHUNK_BYTES: u64 = 1 << 20;
+/// Longest wait for queued hole punches when an allocation finds the disk nearly full (and at
+/// close).
+const PUNCH_WAIT_NEAR_FULL: Duration = Duration::from_secs(2);
+
+/// Most bytes a journal entry needs besides its CRC table or its compose sources: namespace,
+/// key, metadata and fixed fields (generously).
+const ENTRY_OVERHEAD_BYTES: u64 = (MAX_NS_BYTES + MAX_KEY_BYTES + MAX_META_BYTES + 4096) as u64;
+// At the default block size, the largest object's CRC table fits the table bound...
+const _: () = assert!(
+    MAX_OBJECT_BYTES.div_ceil(crate::DEFAULT_BLOCK_BYTES as u64) * 4 <= MAX_CRC_TABLE_BYTES
+);
+// ...and the largest table fits one journal entry with everything else a PUT entry holds.
+const _: () = assert!(MAX_CRC_TABLE_BYTES + ENTRY_OVERHEAD_BYTES <= MAX_JOURNAL_ENTRY_BYTES as u64);
+// Compose sources are bounded to half an entry (`compose`); the rest fits in the other half.
+const _: () = assert!(ENTRY_OVERHEAD_BYTES <= MAX_JOURNAL_ENTRY_BYTES as u64 / 2);
+const _: () = assert!(MAX_COMPOSE_SOURCES >= 10_000);
+// Chunked copies of records stay aligned at the default alignment.
+const _: () = assert!(CHUNK_BYTES.is_multiple_of(crate::DEFAULT_ALIGN_BYTES as u64));
+
+const SNAP_FILE: &str = "index.snap";
+const SNAP_TMP_FILE: &str = "index.snap.tmp";
+const JOURNAL_FILE: &str = "journal.log";
+const LOCK_FILE: &str = "LOCK";
+
+/// Immutable snapshot of one stored object version.
+#[derive(Debug)]
+pub struct Object {
+    pub size: u64,
+    /// Unix ms at commit.
+    pub mtime_ms: u64,
+    /// Unique, increasing per shard (in allocation order); identifies this version.
+    pub seq: u64,
+    /// Opaque, given at finish/compose.
+    pub meta: Bytes,
+    extents: Vec<Extent>,
+}
+
+impl Object {
+    /// One size per extent (multipart parts).
+    pub fn part_sizes(&self) -> impl Iterator<Item = u64> + '_ {
+        self.extents.iter().map(|e| e.len)
+    }
+}
+
+/// One entry of a listing.
+#[derive(Debug)]
+pub enum ListItem {
+    Object { key: String, obj: Rc<Object> },
+    Prefix(String),
+}
+
+/// Shard counters.
+#[derive(Debug, Clone, Default)]
+pub struct ShardStats {
+    pub objects: u64,
+    /// Bytes of live records on disk (headers, data, trailers, padding).
+    pub live_bytes: u64,
+    /// Bytes of all volume files (reserved spans).
+    pub disk_bytes: u64,
+    /// `disk_bytes - live_bytes`: reclaimable by compaction.
+    pub garbage_bytes: u64,
+    pub volumes: u32,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub corrupt_reads: u64,
+    /// Journal fdatasyncs so far (group commit: fewer than commits under concurrency).
+    pub journal_syncs: u64,
+    /// Journal entries committed so far.
+    pub commits: u64,
+    /// Bytes of dead records given back to the filesystem by punching holes, since open.
+    pub punched_bytes: u64,
+    /// PUT or compaction allocations refused because free space would fall below the reserve.
+    pub reserve_refusals: u64,
+}
+
+/// Result of `Shard::compact`.
+#[derive(Debug, Clone, Default)]
+pub struct CompactStats {
+    pub volumes_compacted: u32,
+    pub records_moved: u64,
+    pub bytes_moved: u64,
+    pub bytes_reclaimed: u64,
+    /// Copying stopped because free space would have fallen below the reserve.
+    pub stopped_no_space: bool,
+}
+
+/// Result of `Shard::scrub`.
+#[derive(Debug, Clone, Default)]
+pub struct ScrubStats {
+    pub objects_checked: u64,
+    pub bytes_checked: u64,
+    pub corrupt_objects: u64,
+}
+
+/// One shard: owns one directory.
+pub struct Shard {
+    dir: PathBuf,
+    cfg: EngineConfig,
+    index: RefCell<Index>,
+    n_objects: Cell<u64>,
+    vols: RefCell<Vols>,
+    next_seq: Cell<u64>,
+    closed: Cell<bool>,
+    compacting: Cell<bool>,
+    tx: mpsc::UnboundedSender<Req>,
+    journal: RefCell<Option<Journal>>,
+    cache: RefCell<Option<Cache>>,
+    cache_hits: Cell<u64>,
+    cache_misses: Cell<u64>,
+    corrupt_reads: Cell<u64>,
+    journal_syncs: Cell<u64>,
+    commits: Cell<u64>,
+    /// Bytes `checkpoint` would write now (header, every object, CRC); kept exact by
+    /// `apply_changes` and checked against the real size at every checkpoint.
+    snapshot_bytes: Cell<u64>,
+    /// Records whose last extent went away, waiting for `reclaim_dropped_records`.
+    dropped_records: Rc<RefCell<Vec<DroppedRecord>>>,
+    /// Off while opening: replayed entries are durable only once open has synced the journal.
+    punch_enabled: Cell<bool>,
+    /// Hole punching runs on this shard's worker thread, never on the reactor (punch.rs).
+    puncher: crate::punch::Puncher,
+    reserve_refusals: Cell<u64>,
+    _lock: std::fs::File,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Makes the entries of `dir` durable.
+fn fsync_dir(dir: &Path) -> Result<()> {
+    crate::sys::fsync_dir(dir).map_err(|e| Error::io(format!("fsync dir {}", dir.display()), e))
+}
+
+fn check_meta(meta: &Bytes) -> Result<()> {
+    if meta.len() > MAX_META_BYTES {
+        return Err(Error::Invalid(format!(
+            "metadata of {} bytes exceeds {MAX_META_BYTES}",
+            meta.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Yield to the scheduler once (lets foreground reads run between background steps).
+struct YieldNow(bool);
+
+impl Future for YieldNow {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            Poll::Ready(())
+        } else {
+            self.0 = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+}
+
+/// Lets the core's other tasks run once before continuing (background steps here; the server
+/// uses it between slices of PUT hashing and in its spinner).
+pub fn yield_now() -> impl Future<Output = ()> {
+    YieldNow(false)
+}
+
+impl Shard {
+    /// Open (creating if missing) the shard directory and recover: load the snapshot, replay the
+    /// journal (truncating a torn tail), drop volumes nothing references. Must run inside a
+    /// monoio runtime with the io_uring driver.
+    pub async fn open(dir: &Path, cfg: EngineConfig) -> Result<Rc<Shard>> {
+        recover::open(dir, cfg).await
+    }
+
+    /// Look up an object (in memory, no I/O).
+    pub fn get(&self, ns: &str, key: &str) -> Option<Rc<Object>> {
+        self.index.borrow().get(ns)?.get(key).cloned()
+    }
+
+    /// Read `[offset, offset+len)` of `obj` (clamped to its size), verifying the CRC32C of every
+    /// checksum block the read covers. One aligned O_DIRECT read per extent touched.
+    pub async fn read(&self, obj: &Object, offset: u64, len: u64) -> Result<Bytes> {
+        self.read_object(obj, offset, len).await
+    }
+
+    /// Start a PUT of exactly `size_bytes`: reserves the record's whole span in the active volume.
+    pub fn put(self: &Rc<Self>, ns: &str, key: &str, size_bytes: u64) -> Result<PutWriter> {
+        PutWriter::start(self, ns, key, size_bytes)
+    }
+
+    /// Delete; durable before return. Returns the removed version (None if absent).
+    pub async fn delete(&self, ns: &str, key: &str, expect: Expect) -> Result<Option<Rc<Object>>> {
+        self.submit(|reply| {
+            Req::Op(Op::Delete {
+                ns: ns.to_string(),
+                key: key.to_string(),
+                expect,
+                reply,
+            })
+        })
+        .await
+    }
+
+    /// New object = concatenation of the sources' extents; no data copied; one journal entry.
+    pub async fn compose(
+        &self,
+        ns: &str,
+        key: &str,
+        sources: &[(String, String)],
+        meta: Bytes,
+        expect: Expect,
+        remove_sources: bool,
+    ) -> Result<Rc<Object>> {
+        if key.len() > MAX_KEY_BYTES || ns.len() > MAX_NS_BYTES {
+            return Err(Error::Invalid("namespace or key too long".into()));
+        }
+        check_meta(&meta)?;
+        let entry_bytes: usize = sources.iter().map(|(a, b)| a.len() + b.len() + 12).sum();
+        if sources.len() > MAX_COMPOSE_SOURCES || entry_bytes > MAX_JOURNAL_ENTRY_BYTES as usize / 2
+        {
+            return Err(Error::Invalid(format!(
+                "{} compose sources (max {MAX_COMPOSE_SOURCES})",
+                sources.len()
+            )));
+        }
+        self.submit(|reply| {
+            Req::Op(Op::Compose {
+                ns: ns.to_string(),
+                key: key.to_string(),
+                sources: sources.to_vec(),
+                meta,
+                remove_sources,
+                expect,
+                reply,
+            })
+        })
+        .await
+    }
+
+    /// List keys of `ns` starting with `prefix`, greater than `after`, ordered; with a delimiter,
+    /// keys sharing the segment up to the next delimiter after the prefix collapse to one Prefix.
+    pub fn list(
+        &self,
+        ns: &str,
+        prefix: &str,
+        after: Option<&str>,
+        delimiter: Option<&str>,
+        limit: usize,
+    ) -> Vec<ListItem> {
+        self.list_keys(ns, prefix, after, delimiter, limit)
+    }
+
+    /// True if the namespace holds any object.
+    pub fn has_any(&self, ns: &str) -> bool {
+        self.index.borrow().get(ns).is_some_and(|m| !m.is_empty())
+    }
+
+    /// Write the index snapshot and trim the journal (runs in the committer, between batches).
+    pub async fn checkpoint(&self) -> Result<()> {
+        self.submit(Req::Checkpoint).await
+    }
+
+    /// Refuse new writes, checkpoint, and give back the active volume's preallocated tail.
+    pub async fn close(&self) -> Result<()> {
+        self.closed.set(true);
+        self.checkpoint().await?;
+        // Space of records deleted just before shutdown is given back before the process goes.
+        if !self.wait_punches(PUNCH_WAIT_NEAR_FULL) {
+            tracing::warn!(dir = %self.dir.display(), "hole punches still queued at close; left to compaction");
+        }
+        self.seal_active();
+        Ok(())
+    }
+
+    /// Waits (blocking this thread) until the hole punches queued so far are done, at most
+    /// `timeout`; true when none is left. Punching runs on a worker thread (punch.rs); tests and
+    /// `close` use this to see its effect.
+    pub fn wait_punches(&self, timeout: Duration) -> bool {
+        self.reclaim_dropped_records();
+        self.puncher.wait_idle(timeout)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ShardStats {
+        let vols = self.vols.borrow();
+        let live_bytes: u64 = vols.map.values().map(|v| v.live_bytes).sum();
+        let disk_bytes: u64 = vols.map.values().map(|v| v.end_bytes).sum();
+        ShardStats {
+            objects: self.n_objects.get(),
+            live_bytes,
+            disk_bytes,
+            garbage_bytes: disk_bytes.saturating_sub(live_bytes),
+            volumes: vols.map.len() as u32,
+            cache_hits: self.cache_hits.get(),
+            cache_misses: self.cache_misses.get(),
+            corrupt_reads: self.corrupt_reads.get(),
+            journal_syncs: self.journal_syncs.get(),
+            commits: self.commits.get(),
+            punched_bytes: self
+                .puncher
+                .state
+                .punched_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
+            reserve_refusals: self.reserve_refusals.get(),
+        }
+    }
+
+    /// Compact sealed volumes whose garbage ratio exceeds `min_garbage_ratio`: copy their live
+    /// records into the active volume (one I/O in flight, yielding between chunks so foreground
+    /// reads go first), commit Relocate entries (applied only if the object's seq is unchanged),
+    /// then unlink volumes nothing references any more. Readers holding old `Object`s keep
+    /// working: extents hold the volume file open.
+    pub async fn compact(&self, min_garbage_ratio: f64) -> Result<CompactStats> {
+        let mut stats = CompactStats::default();
+        if self.compacting.replace(true) {
+            return Ok(stats);
+        }
+        let r = self.compact_inner(min_garbage_ratio, &mut stats).await;
+        self.compacting.set(false);
+        r.map(|_| stats)
+    }
+
+    /// Walk every live object, verify the CRC32C of all its blocks, at most `max_bytes_per_s`
+    /// (0 = unlimited). Corruption is counted and logged, not returned as an error.
+    pub async fn scrub(&self, max_bytes_per_s: u64) -> Result<ScrubStats> {
+        self.scrub_objects(max_bytes_per_s).await
+    }
+}

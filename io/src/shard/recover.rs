@@ -1,0 +1,409 @@
+//! Recovery: `Shard::open`. Lock the directory, find the volumes, check the journal's tail,
+//! load the index snapshot, replay the journal (cutting a torn tail), give back the space no
+//! snapshot or journal entry names, then start the committer.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Instant;
+
+use futures::channel::mpsc;
+
+use super::commit::{committer, Journal, Req};
+use super::index::Overlay;
+use super::space::{VolFile, VolState, Vols};
+use super::{fsync_dir, Object, Shard, JOURNAL_FILE, LOCK_FILE, SNAP_FILE, SNAP_TMP_FILE};
+use crate::cache::Cache;
+use crate::error::{Error, Result};
+use crate::format::{self, Entry, JournalScan};
+use crate::{sys, EngineConfig};
+
+/// `Shard::open`.
+pub(super) async fn open(dir: &Path, cfg: EngineConfig) -> Result<Rc<Shard>> {
+    check_config(&cfg)?;
+    let started = Instant::now();
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("create dir {}", dir.display()), e))?;
+    let lock = lock_dir(dir)?;
+    remove_unfinished_snapshot(dir);
+    let vols = scan_volumes(dir)?;
+    let jpath = dir.join(JOURNAL_FILE);
+    let (jfile, jimage) = open_journal(&jpath)?;
+    let (tx, rx) = mpsc::unbounded();
+    let shard = new_shard(dir, cfg, vols, tx, lock)?;
+
+    // The journal is scanned before the snapshot is trusted or discarded: whether a bad or
+    // missing snapshot can be survived depends on the journal still holding every entry.
+    let scan = format::scan_journal(&jimage);
+    check_journal_tail(&scan, &jimage, &jpath)?;
+    let has_volumes = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("vol-"))
+        })
+        .unwrap_or(false);
+    // Replaying the journal alone rebuilds everything only if it starts at the first entry.
+    let journal_is_complete = match scan.entries.first() {
+        Some((lsn, _)) => *lsn == 1,
+        None => !has_volumes,
+    };
+    let (applied_lsn, snapshot_bad) = shard.load_snapshot(journal_is_complete)?;
+    let (next_lsn, replayed) = shard.replay_journal(scan.entries, applied_lsn);
+    if let Some(why) = &scan.tail_error {
+        tracing::warn!(dir = %dir.display(), valid_bytes = scan.valid_bytes, file_bytes = jimage.len(), why = %why, "truncating torn journal tail");
+        sys::ftruncate(&jfile, scan.valid_bytes)
+            .map_err(|e| Error::io(format!("truncate {}", jpath.display()), e))?;
+        jfile
+            .sync_all()
+            .await
+            .map_err(|e| Error::io(format!("fsync {}", jpath.display()), e))?;
+    }
+    let jfile = Rc::new(jfile);
+    *shard.journal.borrow_mut() = Some(Journal {
+        file: jfile.clone(),
+        len_bytes: scan.valid_bytes,
+        next_lsn,
+        broken: None,
+    });
+
+    let removed = if snapshot_bad {
+        tracing::warn!(dir = %dir.display(), "bad snapshot: not reclaiming volume space at this open");
+        0
+    } else {
+        shard.give_back_unnamed_space()?
+    };
+    // Make the directory entries of a new journal and of removed volumes durable.
+    fsync_dir(dir)?;
+    // Records killed by replayed entries may be punched only once those entries are durable:
+    // the previous process may have died between its journal write and its fdatasync.
+    jfile
+        .sync_data()
+        .await
+        .map_err(|e| Error::io(format!("fdatasync {}", jpath.display()), e))?;
+    // Nothing is reclaimed at an open that lost its snapshot (see `give_back_unnamed_space`):
+    // the drops are only forgotten.
+    shard.punch_enabled.set(!snapshot_bad);
+    shard.reclaim_dropped_records();
+    shard.punch_enabled.set(true);
+
+    tracing::info!(
+        dir = %dir.display(),
+        objects = shard.n_objects.get(),
+        replayed,
+        volumes = shard.vols.borrow().map.len(),
+        removed_volumes = removed,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "shard open"
+    );
+    monoio::spawn(committer(Rc::downgrade(&shard), rx));
+    Ok(shard)
+}
+
+fn check_config(cfg: &EngineConfig) -> Result<()> {
+    if !cfg.align_bytes.is_power_of_two() || cfg.align_bytes < 512 {
+        return Err(Error::Invalid(format!(
+            "align_bytes {} must be a power of two >= 512",
+            cfg.align_bytes
+        )));
+    }
+    if cfg.block_bytes == 0 || !cfg.block_bytes.is_multiple_of(cfg.align_bytes) {
+        return Err(Error::Invalid(format!(
+            "block_bytes {} must be a non-zero multiple of align_bytes {}",
+            cfg.block_bytes, cfg.align_bytes
+        )));
+    }
+    if cfg.write_buffer_bytes < 2 * cfg.align_bytes as usize {
+        return Err(Error::Invalid(
+            "write_buffer_bytes must be >= 2 * align_bytes".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Take the directory's lock file (one shard per directory).
+fn lock_dir(dir: &Path) -> Result<std::fs::File> {
+    let lock_path = dir.join(LOCK_FILE);
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| Error::io(format!("open {}", lock_path.display()), e))?;
+    sys::lock_exclusive(&lock).map_err(|e| {
+        Error::io(
+            format!(
+                "lock {} (is another shard using this directory?)",
+                lock_path.display()
+            ),
+            e,
+        )
+    })?;
+    Ok(lock)
+}
+
+/// Remove a snapshot that was being written when the previous process stopped (never renamed
+/// into place, so never read).
+fn remove_unfinished_snapshot(dir: &Path) {
+    let tmp = dir.join(SNAP_TMP_FILE);
+    if let Err(e) = std::fs::remove_file(&tmp) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %tmp.display(), error = %e, "removing an unfinished snapshot failed");
+        }
+    }
+}
+
+/// Every `vol-*.dat` of the directory, opened, sealed, with no records known yet.
+fn scan_volumes(dir: &Path) -> Result<Vols> {
+    let mut vols = Vols {
+        map: BTreeMap::new(),
+        active: None,
+        next_id: 1,
+    };
+    let rd =
+        std::fs::read_dir(dir).map_err(|e| Error::io(format!("read dir {}", dir.display()), e))?;
+    for ent in rd {
+        let ent = ent.map_err(|e| Error::io(format!("read dir {}", dir.display()), e))?;
+        let name = ent.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(id) = name
+            .strip_prefix("vol-")
+            .and_then(|s| s.strip_suffix(".dat"))
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let path = ent.path();
+        let f = sys::open_direct(&path, false)
+            .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+        let size_bytes = f
+            .metadata()
+            .map_err(|e| Error::io(format!("stat {}", path.display()), e))?
+            .len();
+        let file = monoio::fs::File::from_std(f)
+            .map_err(|e| Error::io(format!("register {}", path.display()), e))?;
+        vols.map.insert(
+            id,
+            VolState::new(VolFile { id, path, file }, size_bytes, true),
+        );
+        vols.next_id = vols.next_id.max(id + 1);
+    }
+    Ok(vols)
+}
+
+/// Open (creating if missing) the journal; returns it with its whole image.
+fn open_journal(jpath: &Path) -> Result<(monoio::fs::File, Vec<u8>)> {
+    let jstd = sys::open_or_create(jpath)
+        .map_err(|e| Error::io(format!("open {}", jpath.display()), e))?;
+    let jimage =
+        std::fs::read(jpath).map_err(|e| Error::io(format!("read {}", jpath.display()), e))?;
+    let jfile = monoio::fs::File::from_std(jstd)
+        .map_err(|e| Error::io(format!("register {}", jpath.display()), e))?;
+    Ok((jfile, jimage))
+}
+
+/// A shard with an empty index over `vols`; its journal is set once replayed.
+fn new_shard(
+    dir: &Path,
+    cfg: EngineConfig,
+    vols: Vols,
+    tx: mpsc::UnboundedSender<Req>,
+    lock: std::fs::File,
+) -> Result<Rc<Shard>> {
+    let puncher = crate::punch::Puncher::start(&dir.display().to_string()).map_err(|e| {
+        Error::io(
+            format!("start the hole-punch thread for {}", dir.display()),
+            e,
+        )
+    })?;
+    Ok(Rc::new(Shard {
+        dir: dir.to_path_buf(),
+        cache: RefCell::new((cfg.cache_bytes > 0).then(|| Cache::new(cfg.cache_bytes))),
+        cfg,
+        index: RefCell::new(BTreeMap::new()),
+        n_objects: Cell::new(0),
+        vols: RefCell::new(vols),
+        next_seq: Cell::new(1),
+        closed: Cell::new(false),
+        compacting: Cell::new(false),
+        tx,
+        journal: RefCell::new(None),
+        cache_hits: Cell::new(0),
+        cache_misses: Cell::new(0),
+        corrupt_reads: Cell::new(0),
+        journal_syncs: Cell::new(0),
+        commits: Cell::new(0),
+        snapshot_bytes: Cell::new(format::SNAPSHOT_EMPTY_BYTES),
+        dropped_records: Rc::new(RefCell::new(Vec::new())),
+        punch_enabled: Cell::new(false),
+        puncher,
+        reserve_refusals: Cell::new(0),
+        _lock: lock,
+    }))
+}
+
+/// Refuse a journal damaged before acknowledged entries; a torn last write is fine (cut later).
+fn check_journal_tail(scan: &JournalScan, jimage: &[u8], jpath: &Path) -> Result<()> {
+    if scan.tail_error.is_none() {
+        return Ok(());
+    }
+    let bad = scan.valid_bytes as usize;
+    let later = format::valid_frame_after(jimage, bad);
+    // A power loss during the last, unacknowledged journal write can leave whole
+    // sectors unwritten (read back as zeros) with later sectors of the same write on
+    // disk: that is a torn tail and is cut. Anything else followed by valid frames is
+    // damage to acknowledged entries.
+    let torn_write = later.is_some_and(|at| format::has_zero_sector(&jimage[..at], bad));
+    if let Some(at) = later.filter(|_| !torn_write) {
+        return Err(Error::corrupt(format!(
+            "journal {} is damaged at byte {} but valid entries follow at byte {}: refusing to start, \
+             because cutting it there would drop acknowledged writes (volumes and journal are untouched)",
+            jpath.display(),
+            scan.valid_bytes,
+            at
+        )));
+    }
+    Ok(())
+}
+
+impl Shard {
+    /// Load `index.snap` into the index; returns (its applied LSN, whether it was bad and set
+    /// aside). A bad or missing snapshot is fatal unless the journal holds every entry.
+    fn load_snapshot(&self, journal_is_complete: bool) -> Result<(u64, bool)> {
+        let spath = self.dir.join(SNAP_FILE);
+        match std::fs::read(&spath) {
+            Ok(img) => match format::decode_snapshot(&img) {
+                Ok(snap) => {
+                    self.next_seq.set(snap.next_seq.max(1));
+                    let mut changes = Vec::with_capacity(snap.objects.len());
+                    for o in snap.objects {
+                        let extents = o
+                            .extents
+                            .iter()
+                            .map(|e| self.resolve_extent(e))
+                            .collect::<Result<Vec<_>>>()?;
+                        let obj = Rc::new(Object {
+                            size: o.size,
+                            mtime_ms: o.mtime_ms,
+                            seq: o.seq,
+                            meta: o.meta,
+                            extents,
+                        });
+                        assert_eq!(obj.size, obj.extents.iter().map(|e| e.len).sum::<u64>());
+                        changes.push((o.ns, o.key, Some(obj)));
+                    }
+                    self.apply_changes(changes);
+                    Ok((snap.applied_lsn, false))
+                }
+                Err(e) if !journal_is_complete => Err(Error::corrupt(format!(
+                    "index snapshot {} is corrupt ({e}) and the journal no longer holds every entry: refusing to \
+                     start rather than serve an incomplete index (volumes, journal and snapshot are untouched)",
+                    spath.display()
+                ))),
+                Err(e) => {
+                    // Keep the bad file for forensics and reclaim nothing at this open: volumes
+                    // the lost snapshot referenced must not look dead and be removed.
+                    let keep = self.dir.join("index.snap.bad");
+                    if let Err(re) = std::fs::rename(&spath, &keep) {
+                        tracing::warn!(path = %spath.display(), error = %re, "setting the bad snapshot aside failed");
+                    }
+                    tracing::error!(dir = %self.dir.display(), error = %e, kept = %keep.display(), "ignoring bad index snapshot; replaying the whole journal");
+                    Ok((0, true))
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !journal_is_complete => {
+                Err(Error::corrupt(format!(
+                    "index snapshot {} is missing and the journal no longer holds every entry: refusing to start \
+                     rather than serve an incomplete index (volumes and journal are untouched)",
+                    spath.display()
+                )))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((0, false)),
+            Err(e) => Err(Error::io(format!("read {}", spath.display()), e)),
+        }
+    }
+
+    /// Apply the journal entries past `applied_lsn`; returns (next LSN, entries applied).
+    fn replay_journal(&self, entries: Vec<(u64, Entry)>, applied_lsn: u64) -> (u64, u64) {
+        let mut next_lsn = applied_lsn + 1;
+        let mut replayed = 0u64;
+        for (lsn, entry) in entries {
+            next_lsn = next_lsn.max(lsn + 1);
+            self.next_seq.set(self.next_seq.get().max(entry.seq() + 1));
+            // Never reuse a volume id some journal entry names, even if that volume is gone: a
+            // later replay of the entry must not resolve against a different file.
+            let named_max = match &entry {
+                Entry::Put { extent, .. } => Some(extent.volume_id),
+                Entry::Relocate { moves, .. } => moves.iter().map(|m| m.volume_id).max(),
+                _ => None,
+            };
+            if let Some(id) = named_max {
+                let mut v = self.vols.borrow_mut();
+                v.next_id = v.next_id.max(id.saturating_add(1));
+            }
+            if lsn <= applied_lsn {
+                continue;
+            }
+            match self.plan_entry(&Overlay::new(), &entry) {
+                Ok(changes) => {
+                    self.apply_changes(changes);
+                    replayed += 1;
+                }
+                Err(e) => {
+                    tracing::error!(dir = %self.dir.display(), lsn, error = %e, "journal entry cannot be applied; skipped");
+                }
+            }
+        }
+        (next_lsn, replayed)
+    }
+
+    /// Give back space nothing can name: volumes no snapshot or journal entry mentions hold
+    /// only garbage (e.g. an abandoned write), and a volume's tail past the last record named
+    /// holds preallocation or unacknowledged bytes. Records named but dead (deleted later in
+    /// the journal) stay until compaction, which checkpoints before it unlinks, so a later
+    /// replay never meets a missing volume or a record past the end of its file. Not run at an
+    /// open that lost its snapshot. Returns the number of volumes removed.
+    fn give_back_unnamed_space(&self) -> Result<usize> {
+        let dead: Vec<u32> = self
+            .vols
+            .borrow()
+            .map
+            .iter()
+            .filter(|(_, v)| v.records.is_empty() && v.named_end == 0)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &dead {
+            let v = self
+                .vols
+                .borrow_mut()
+                .map
+                .remove(id)
+                .expect("dead volume registered");
+            std::fs::remove_file(&v.file.path)
+                .map_err(|e| Error::io(format!("remove {}", v.file.path.display()), e))?;
+        }
+        for v in self.vols.borrow_mut().map.values_mut() {
+            let live_end = v
+                .records
+                .iter()
+                .map(|(off, r)| off + r.span_bytes)
+                .max()
+                .unwrap_or(0);
+            let keep = live_end.max(v.named_end);
+            if keep < v.end_bytes {
+                // No record at or past `keep` is named.
+                match sys::ftruncate(&v.file.file, keep) {
+                    Ok(()) => {
+                        v.end_bytes = keep;
+                        v.allocated_bytes = keep;
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %v.file.path.display(), error = %e, "truncating volume tail failed")
+                    }
+                }
+            }
+        }
+        Ok(dead.len())
+    }
+}

@@ -1,0 +1,330 @@
+//! `PutWriter`: streams one object into the span reserved for its record, computing the
+//! per-block CRC32Cs, with at most one write in flight; `finish` hands the record to the
+//! committer.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use super::commit::{Op, PutReq, Req};
+use super::space::{release_writer, VolFile};
+use super::{check_meta, now_ms, Object, Shard, MAX_CRC_TABLE_BYTES, MAX_OBJECT_BYTES};
+use crate::buf::{round_up, AlignedBuf};
+use crate::error::{Error, Result};
+use crate::format::{
+    self, encode_record_head, encode_record_trailer, ExtentRec, MAX_KEY_BYTES, MAX_NS_BYTES,
+    RECORD_HEADER_BYTES,
+};
+use crate::Expect;
+
+/// Streams one object's data into its reserved span, computing the per-block CRC32Cs.
+/// Dropping it without `finish` abandons the write: nothing becomes visible.
+pub struct PutWriter {
+    shard: Rc<Shard>,
+    ns: String,
+    key: String,
+    seq: u64,
+    size_bytes: u64,
+    vol: Rc<VolFile>,
+    record_offset: u64,
+    span_bytes: u64,
+    data_offset: u64,
+    /// Staging buffer being filled.
+    buf: Option<AlignedBuf>,
+    buf_capacity_bytes: usize,
+    /// The one write in flight (spawned so the caller can fill the next buffer meanwhile).
+    inflight: Option<InFlightWrite>,
+    /// Record bytes submitted for writing (all of them complete once `inflight` is None).
+    written_bytes: u64,
+    received_bytes: u64,
+    crcs: Vec<u32>,
+    block_crc: u32,
+    block_fill_bytes: u64,
+    failed: bool,
+    /// The record was handed to the committer: from then on its span may be named by a
+    /// journal entry (even when the commit reports an error), so it is never reclaimed here.
+    submitted: bool,
+}
+
+struct InFlightWrite {
+    handle: monoio::task::JoinHandle<(std::io::Result<()>, AlignedBuf)>,
+    pos: u64,
+    len_bytes: u64,
+}
+
+impl Drop for PutWriter {
+    fn drop(&mut self) {
+        if !self.submitted {
+            // Abandoned (the client went away, a check failed): nothing names this span, so
+            // its space goes back now instead of waiting for compaction.
+            self.shard.reclaim_abandoned_span(
+                &self.vol,
+                self.record_offset,
+                self.span_bytes,
+                self.inflight.is_some(),
+            );
+        }
+        release_writer(&self.shard.vols, self.vol.id);
+    }
+}
+
+/// Refuse a PUT the format cannot hold: names too long, object or CRC table too large.
+fn check_put(ns: &str, key: &str, size_bytes: u64, block_bytes: u32) -> Result<()> {
+    if ns.len() > MAX_NS_BYTES || key.len() > MAX_KEY_BYTES {
+        return Err(Error::Invalid(format!(
+            "namespace ({} bytes, max {MAX_NS_BYTES}) or key ({} bytes, max {MAX_KEY_BYTES}) too long",
+            ns.len(),
+            key.len()
+        )));
+    }
+    if size_bytes > MAX_OBJECT_BYTES {
+        return Err(Error::Invalid(format!(
+            "object of {size_bytes} bytes exceeds {MAX_OBJECT_BYTES}"
+        )));
+    }
+    if format::block_count(size_bytes, block_bytes) * 4 > MAX_CRC_TABLE_BYTES {
+        return Err(Error::Invalid(format!(
+            "object of {size_bytes} bytes needs more than {MAX_CRC_TABLE_BYTES} bytes of checksums at block_bytes {block_bytes}"
+        )));
+    }
+    Ok(())
+}
+
+impl PutWriter {
+    /// `Shard::put`: reserve the record's span and stage its header.
+    pub(super) fn start(
+        shard: &Rc<Shard>,
+        ns: &str,
+        key: &str,
+        size_bytes: u64,
+    ) -> Result<PutWriter> {
+        if shard.closed.get() {
+            return Err(Error::Closed);
+        }
+        let bb = shard.cfg.block_bytes;
+        let align = shard.cfg.align_bytes;
+        check_put(ns, key, size_bytes, bb)?;
+        let span_bytes = format::record_span_bytes(ns.len(), key.len(), size_bytes, bb, align);
+        let (vol, record_offset) = shard.reserve(span_bytes)?;
+        let seq = shard.next_seq.get();
+        shard.next_seq.set(seq + 1);
+        let mut head = Vec::with_capacity(RECORD_HEADER_BYTES as usize + ns.len() + key.len());
+        encode_record_head(&mut head, ns, key, size_bytes, seq, bb);
+        let data_offset = record_offset + head.len() as u64;
+        let buf_bytes =
+            round_up(shard.cfg.write_buffer_bytes, align as usize).min(span_bytes as usize);
+        let mut buf = AlignedBuf::new(buf_bytes, align as usize);
+        assert!(head.len() < buf.capacity());
+        buf.extend_from_slice(&head);
+        Ok(PutWriter {
+            shard: shard.clone(),
+            ns: ns.to_string(),
+            key: key.to_string(),
+            seq,
+            size_bytes,
+            vol,
+            record_offset,
+            span_bytes,
+            data_offset,
+            buf: Some(buf),
+            buf_capacity_bytes: buf_bytes,
+            inflight: None,
+            written_bytes: 0,
+            received_bytes: 0,
+            crcs: Vec::with_capacity(format::block_count(size_bytes, bb).min(1 << 20) as usize),
+            block_crc: 0,
+            block_fill_bytes: 0,
+            failed: false,
+            submitted: false,
+        })
+    }
+
+    /// Append data; at most one write I/O in flight (awaited before returning).
+    pub async fn write(&mut self, data: Bytes) -> Result<()> {
+        if self.failed {
+            return Err(Error::Invalid("write after a failed write".into()));
+        }
+        let got = self.received_bytes + data.len() as u64;
+        if got > self.size_bytes {
+            self.failed = true;
+            return Err(Error::SizeMismatch {
+                expected: self.size_bytes,
+                got,
+            });
+        }
+        self.received_bytes = got;
+        self.checksum(&data);
+        let r = self.push(&data).await;
+        if r.is_err() {
+            self.failed = true;
+        }
+        r
+    }
+
+    /// Fold `d` into the CRC32Cs of the checksum blocks it fills.
+    fn checksum(&mut self, mut d: &[u8]) {
+        let bb = self.shard.cfg.block_bytes as u64;
+        while !d.is_empty() {
+            let n = ((bb - self.block_fill_bytes) as usize).min(d.len());
+            self.block_crc = crc32c::crc32c_append(self.block_crc, &d[..n]);
+            self.block_fill_bytes += n as u64;
+            if self.block_fill_bytes == bb {
+                self.crcs.push(self.block_crc);
+                self.block_crc = 0;
+                self.block_fill_bytes = 0;
+            }
+            d = &d[n..];
+        }
+    }
+
+    async fn push(&mut self, mut d: &[u8]) -> Result<()> {
+        while !d.is_empty() {
+            let buf = self.buf.as_mut().expect("staging buffer present");
+            let n = buf.remaining().min(d.len());
+            buf.extend_from_slice(&d[..n]);
+            d = &d[n..];
+            if buf.remaining() == 0 {
+                self.flush(false).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Submit the full staging buffer. At most one write is in flight: the previous one is
+    /// awaited first (its buffer becomes the next staging buffer). The last write of a record
+    /// is awaited inline.
+    async fn flush(&mut self, last: bool) -> Result<()> {
+        let full = self.buf.take().expect("staging buffer present");
+        let n = full.len() as u64;
+        assert_eq!(n % self.shard.cfg.align_bytes as u64, 0, "unaligned flush");
+        assert!(
+            self.written_bytes + n <= self.span_bytes,
+            "write past reserved span"
+        );
+        let spare = match self.wait_inflight().await {
+            Ok(b) => b,
+            Err(e) => {
+                self.buf = Some(full);
+                return Err(e);
+            }
+        };
+        let pos = self.record_offset + self.written_bytes;
+        self.written_bytes += n;
+        if last {
+            let (res, mut b) = self.vol.file.write_all_at(full, pos).await;
+            b.clear();
+            self.buf = Some(b);
+            res.map_err(|e| {
+                Error::io(
+                    format!("write {} at {pos} len {n}", self.vol.path.display()),
+                    e,
+                )
+            })?;
+        } else {
+            let vol = self.vol.clone();
+            let handle = monoio::spawn(async move { vol.file.write_all_at(full, pos).await });
+            self.inflight = Some(InFlightWrite {
+                handle,
+                pos,
+                len_bytes: n,
+            });
+            let align = self.shard.cfg.align_bytes as usize;
+            self.buf =
+                Some(spare.unwrap_or_else(|| AlignedBuf::new(self.buf_capacity_bytes, align)));
+        }
+        Ok(())
+    }
+
+    /// Wait for the write in flight, if any; returns its (cleared) buffer.
+    async fn wait_inflight(&mut self) -> Result<Option<AlignedBuf>> {
+        let Some(w) = self.inflight.take() else {
+            return Ok(None);
+        };
+        let (res, mut b) = w.handle.await;
+        res.map_err(|e| {
+            Error::io(
+                format!(
+                    "write {} at {} len {}",
+                    self.vol.path.display(),
+                    w.pos,
+                    w.len_bytes
+                ),
+                e,
+            )
+        })?;
+        b.clear();
+        Ok(Some(b))
+    }
+
+    /// Write the CRC table trailer and the padding, and wait until the whole span is written.
+    async fn write_trailer(&mut self) -> Result<()> {
+        if self.block_fill_bytes > 0 {
+            self.crcs.push(self.block_crc);
+            self.block_fill_bytes = 0;
+        }
+        assert_eq!(
+            self.crcs.len() as u64,
+            format::block_count(self.size_bytes, self.shard.cfg.block_bytes)
+        );
+        let mut trailer = Vec::with_capacity(8 + 4 * self.crcs.len());
+        encode_record_trailer(&mut trailer, &self.crcs);
+        self.push(&trailer).await?;
+        let align = self.shard.cfg.align_bytes as usize;
+        let buf = self.buf.as_mut().expect("staging buffer present");
+        if !buf.is_empty() {
+            let padded = round_up(buf.len(), align);
+            buf.zero_fill_to(padded);
+            self.flush(true).await?;
+        }
+        self.wait_inflight().await?;
+        assert_eq!(
+            self.written_bytes, self.span_bytes,
+            "record span not fully written"
+        );
+        Ok(())
+    }
+
+    /// Complete the PUT: returns once data and journal entry are durable (group commit); the
+    /// object becomes visible at that moment.
+    pub async fn finish(mut self, meta: Bytes, expect: Expect) -> Result<Rc<Object>> {
+        if self.failed {
+            return Err(Error::Invalid("finish after a failed write".into()));
+        }
+        check_meta(&meta)?;
+        if self.received_bytes != self.size_bytes {
+            return Err(Error::SizeMismatch {
+                expected: self.size_bytes,
+                got: self.received_bytes,
+            });
+        }
+        self.write_trailer().await?;
+        let put = PutReq {
+            seq: self.seq,
+            mtime_ms: now_ms(),
+            ns: std::mem::take(&mut self.ns),
+            key: std::mem::take(&mut self.key),
+            meta,
+            extent: ExtentRec {
+                volume_id: self.vol.id,
+                record_offset: self.record_offset,
+                data_offset: self.data_offset,
+                len: self.size_bytes,
+                span_bytes: self.span_bytes,
+                block_bytes: self.shard.cfg.block_bytes,
+                crcs: std::mem::take(&mut self.crcs).into(),
+            },
+        };
+        self.submitted = true;
+        let vol = self.vol.clone();
+        self.shard
+            .submit(|reply| {
+                Req::Op(Op::Put {
+                    put,
+                    vol,
+                    expect,
+                    reply,
+                })
+            })
+            .await
+    }
+}
