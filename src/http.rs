@@ -328,7 +328,7 @@ async fn handle_inner(
         Unread::None => resp,
         Unread::Close => with_close(resp),
         Unread::Refused(req) => {
-            refuse_drain(req, DRAIN_REFUSED).await;
+            refuse_drain(*req, DRAIN_REFUSED).await;
             with_close(resp)
         }
         Unread::Drain(sh) => {
@@ -363,7 +363,7 @@ enum Unread {
     /// Read and discard it (bounded) so the client sees the answer.
     Drain(Arc<Mutex<BodySlot>>),
     /// Refused before s3s saw it: drain within the refused budget, then close.
-    Refused(http::Request<Incoming>),
+    Refused(Box<http::Request<Incoming>>),
 }
 
 /// The part of a request that holds an in-flight slot: the fast path, then s3s.
@@ -389,7 +389,7 @@ async fn serve_with_slot(
     }
     let svc = h.svc;
     if let Some(resp) = crate::sigcheck::before_s3s(&mut req) {
-        return (resp, Unread::Refused(req));
+        return (resp, Unread::Refused(Box::new(req)));
     }
     if presigned_too_long(req.uri()) {
         return (
