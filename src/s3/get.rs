@@ -9,7 +9,8 @@ use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result};
 use super::error::{self, no_such_bucket, no_such_key};
 use super::limits::SINGLE_READ_BYTES;
 use super::meta::ObjMeta;
-use super::{body, timestamp_ms, BaleS3};
+use super::headers::{object_headers, Overrides};
+use super::{body, BaleS3};
 use crate::router::on_shard;
 
 /// What a GET/HEAD asked for, in Send form so it can cross to the owning core.
@@ -278,36 +279,6 @@ pub fn checksum_mode_enabled(v: Option<&[u8]>) -> bool {
     v == Some(ChecksumMode::ENABLED.as_bytes())
 }
 
-/// The s3s DTO form of [`checksum_headers`]: crc32, crc32c, crc64nvme, sha1, sha256, type.
-fn checksums_out(
-    meta: &ObjMeta,
-    enabled: bool,
-    ranged: bool,
-) -> ([Option<String>; 5], Option<String>) {
-    let mut out: [Option<String>; 5] = Default::default();
-    let mut ty = None;
-    for (h, v) in checksum_headers(meta, enabled, ranged) {
-        let slot = match h {
-            "x-amz-checksum-crc32" => &mut out[0],
-            "x-amz-checksum-crc32c" => &mut out[1],
-            "x-amz-checksum-crc64nvme" => &mut out[2],
-            "x-amz-checksum-sha1" => &mut out[3],
-            "x-amz-checksum-sha256" => &mut out[4],
-            _ => &mut ty,
-        };
-        *slot = Some(v.to_string());
-    }
-    (out, ty)
-}
-
-fn user_meta(meta: &ObjMeta) -> Option<Metadata> {
-    if meta.user.is_empty() {
-        None
-    } else {
-        Some(meta.user.iter().cloned().collect())
-    }
-}
-
 pub async fn get_object(
     s: &BaleS3,
     req: S3Request<GetObjectInput>,
@@ -329,50 +300,29 @@ pub async fn get_object(
         part_number: i.part_number,
         want_body: true,
     };
-    let f = lookup(s, &i.bucket, &i.key, r).await?;
-    let checksum_on =
-        checksum_mode_enabled(i.checksum_mode.as_ref().map(|m| m.as_str().as_bytes()));
-    let ([c32, c32c, c64, sha1, sha256], checksum_type) =
-        checksums_out(&f.meta, checksum_on, f.served.is_some());
-    let (content_length, content_range) = match f.served {
-        Some((a, b)) => (
-            (b - a) as i64,
-            Some(format!("bytes {}-{}/{}", a, b.saturating_sub(1), f.size)),
-        ),
-        None => (f.size as i64, None),
+    let mut f = lookup(s, &i.bucket, &i.key, r).await?;
+    let o = Overrides {
+        content_type: i.response_content_type.as_deref(),
+        content_encoding: i.response_content_encoding.as_deref(),
+        content_language: i.response_content_language.as_deref(),
+        content_disposition: i.response_content_disposition.as_deref(),
+        cache_control: i.response_cache_control.as_deref(),
+        expires: i.response_expires.as_ref(),
     };
-    let m = f.meta;
+    let headers = headers_of(&f, i.checksum_mode.as_ref(), i.part_number.is_some(), &o)?;
+    // Only what s3s needs besides the headers: the body, and Content-Range (s3s answers 206
+    // when it is set). Every header comes from `headers::object_headers`.
     let out = GetObjectOutput {
-        body: f.body,
-        accept_ranges: Some("bytes".into()),
-        content_length: Some(content_length),
-        content_range,
-        e_tag: Some(ETag::Strong(m.etag.clone())),
-        last_modified: Some(timestamp_ms(f.mtime_ms)),
-        content_type: i.response_content_type.or(m.content_type.clone()),
-        content_encoding: i.response_content_encoding.or(m.content_encoding.clone()),
-        content_language: i.response_content_language.or(m.content_language.clone()),
-        content_disposition: i
-            .response_content_disposition
-            .or(m.content_disposition.clone()),
-        cache_control: i.response_cache_control.or(m.cache_control.clone()),
-        expires: i
-            .response_expires
-            .or_else(|| m.expires.as_deref().and_then(parse_http_date)),
-        metadata: user_meta(&m),
-        parts_count: m
-            .parts_count
-            .map(|n| n as i32)
-            .filter(|_| i.part_number.is_some()),
-        checksum_crc32: c32,
-        checksum_crc32c: c32c,
-        checksum_crc64nvme: c64,
-        checksum_sha1: sha1,
-        checksum_sha256: sha256,
-        checksum_type: checksum_type.map(ChecksumType::from),
+        body: f.body.take(),
+        content_range: headers
+            .get(http::header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
         ..Default::default()
     };
-    Ok(S3Response::new(out))
+    let mut resp = S3Response::new(out);
+    resp.headers = headers;
+    Ok(resp)
 }
 
 pub async fn head_object(
@@ -397,53 +347,37 @@ pub async fn head_object(
         want_body: false,
     };
     let f = lookup(s, &i.bucket, &i.key, r).await?;
+    let o = Overrides {
+        content_type: i.response_content_type.as_deref(),
+        content_encoding: i.response_content_encoding.as_deref(),
+        content_language: i.response_content_language.as_deref(),
+        content_disposition: i.response_content_disposition.as_deref(),
+        cache_control: i.response_cache_control.as_deref(),
+        expires: i.response_expires.as_ref(),
+    };
+    let headers = headers_of(&f, i.checksum_mode.as_ref(), i.part_number.is_some(), &o)?;
+    // s3s 0.14.1 ignores this status for HeadObject; `crate::http` sets the 206 from the
+    // Content-Range header instead.
     let partial = f.served.is_some() && i.part_number.is_none();
-    let checksum_on =
-        checksum_mode_enabled(i.checksum_mode.as_ref().map(|m| m.as_str().as_bytes()));
-    let ([c32, c32c, c64, sha1, sha256], checksum_type) =
-        checksums_out(&f.meta, checksum_on, f.served.is_some());
-    let (content_length, content_range) = match f.served {
-        Some((a, b)) => (
-            (b - a) as i64,
-            Some(format!("bytes {}-{}/{}", a, b.saturating_sub(1), f.size)),
-        ),
-        None => (f.size as i64, None),
-    };
-    let m = f.meta;
-    let out = HeadObjectOutput {
-        accept_ranges: Some("bytes".into()),
-        content_length: Some(content_length),
-        content_range,
-        e_tag: Some(ETag::Strong(m.etag.clone())),
-        last_modified: Some(timestamp_ms(f.mtime_ms)),
-        content_type: i.response_content_type.or(m.content_type.clone()),
-        content_encoding: i.response_content_encoding.or(m.content_encoding.clone()),
-        content_language: i.response_content_language.or(m.content_language.clone()),
-        content_disposition: i
-            .response_content_disposition
-            .or(m.content_disposition.clone()),
-        cache_control: i.response_cache_control.or(m.cache_control.clone()),
-        expires: i
-            .response_expires
-            .or_else(|| m.expires.as_deref().and_then(parse_http_date)),
-        metadata: user_meta(&m),
-        parts_count: m
-            .parts_count
-            .map(|n| n as i32)
-            .filter(|_| i.part_number.is_some()),
-        checksum_crc32: c32,
-        checksum_crc32c: c32c,
-        checksum_crc64nvme: c64,
-        checksum_sha1: sha1,
-        checksum_sha256: sha256,
-        checksum_type: checksum_type.map(ChecksumType::from),
-        ..Default::default()
-    };
-    let mut resp = S3Response::new(out);
+    let mut resp = S3Response::new(HeadObjectOutput::default());
+    resp.headers = headers;
     if partial {
         resp.status = Some(http::StatusCode::PARTIAL_CONTENT);
     }
     Ok(resp)
+}
+
+fn headers_of(
+    f: &Found,
+    mode: Option<&ChecksumMode>,
+    part_number_given: bool,
+    o: &Overrides<'_>,
+) -> S3Result<http::HeaderMap> {
+    let checksum_on = checksum_mode_enabled(mode.map(|m| m.as_str().as_bytes()));
+    let mut h = http::HeaderMap::new();
+    object_headers(&mut h, f, checksum_on, part_number_given, o)
+        .map_err(|_| error::internal("stored metadata is no valid header"))?;
+    Ok(h)
 }
 
 /// `response-*` overrides become response headers: refuse values a header cannot carry.
@@ -457,10 +391,6 @@ fn check_overrides(vals: [Option<&String>; 5]) -> S3Result<()> {
         }
     }
     Ok(())
-}
-
-pub fn parse_http_date(s: &str) -> Option<Timestamp> {
-    Timestamp::parse(TimestampFormat::HttpDate, s).ok()
 }
 
 #[cfg(test)]
@@ -522,10 +452,6 @@ mod tests {
         );
         assert_eq!(checksum_headers(&m, false, false).count(), 0);
         assert_eq!(checksum_headers(&m, true, true).count(), 0);
-        let (dto, ty) = checksums_out(&m, true, false);
-        assert_eq!(dto[0].as_deref(), Some("AAAAAA=="));
-        assert_eq!(dto[4].as_deref(), Some("x"));
-        assert_eq!(ty.as_deref(), Some("FULL_OBJECT"));
         assert!(checksum_mode_enabled(Some(b"ENABLED")));
         assert!(!checksum_mode_enabled(Some(b"enabled")));
         assert!(!checksum_mode_enabled(None));

@@ -7,6 +7,7 @@ pub mod copy;
 pub mod delete;
 pub mod error;
 pub mod get;
+pub mod headers;
 pub mod list;
 pub mod meta;
 pub mod multipart;
