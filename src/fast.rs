@@ -22,8 +22,8 @@ use sha2::{Digest, Sha256};
 
 use s3s::dto::{ETagCondition, Timestamp, TimestampFormat};
 
-use crate::s3::get::{checksum_mode_enabled, lookup, RangeHeader, ReadReq};
-use crate::s3::headers::{object_headers, Overrides};
+use crate::s3::get::{lookup, RangeHeader, ReadReq};
+use crate::s3::headers::{checksum_mode_enabled, object_headers, Overrides};
 use crate::s3::BaleS3;
 use crate::sigcheck::{as_str, constant_time_eq, iso_basic, parse_iso_basic as parse_amz_date};
 
@@ -308,16 +308,16 @@ fn conditions(h: &http::HeaderMap, r: &mut ReadReq) -> Result<(), ()> {
     let etag = |v: &str| ETagCondition::parse_http_header(v.as_bytes()).map_err(|_| ());
     let date = |v: &str| Timestamp::parse(TimestampFormat::HttpDate, v).map_err(|_| ());
     if let Some(v) = one(h, http::header::IF_MATCH)? {
-        r.if_match = Some(etag(v)?);
+        r.cond.if_match = Some(etag(v)?);
     }
     if let Some(v) = one(h, http::header::IF_NONE_MATCH)? {
-        r.if_none_match = Some(etag(v)?);
+        r.cond.if_none_match = Some(etag(v)?);
     }
     if let Some(v) = one(h, http::header::IF_MODIFIED_SINCE)? {
-        r.if_modified_since = Some(date(v)?);
+        r.cond.if_modified_since = Some(date(v)?);
     }
     if let Some(v) = one(h, http::header::IF_UNMODIFIED_SINCE)? {
-        r.if_unmodified_since = Some(date(v)?);
+        r.cond.if_unmodified_since = Some(date(v)?);
     }
     Ok(())
 }
@@ -332,7 +332,11 @@ fn answers_itself(e: &s3s::S3Error, bucket: &str) -> bool {
     s3s::path::check_bucket_name(bucket)
         && matches!(
             e.code(),
-            C::NoSuchKey | C::NoSuchBucket | C::PreconditionFailed | C::NotModified | C::InvalidRange
+            C::NoSuchKey
+                | C::NoSuchBucket
+                | C::PreconditionFailed
+                | C::NotModified
+                | C::InvalidRange
         )
 }
 
@@ -410,7 +414,7 @@ pub async fn try_serve(
     }
     match object_headers(
         resp.headers_mut(),
-        &found,
+        &found.view(),
         checksum_mode,
         false,
         &Overrides::default(),

@@ -9,9 +9,9 @@
 //! GetObject's `content_range`, from the same `Found::served`: s3s picks the 206 status from it.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use s3s::dto::Timestamp;
+use s3s::dto::{ChecksumMode, Timestamp};
 
-use super::get::{checksum_headers, Found};
+use super::meta::ObjMeta;
 
 /// `response-*` query overrides of GetObject / HeadObject (none on the fast path).
 #[derive(Default)]
@@ -22,6 +22,16 @@ pub struct Overrides<'a> {
     pub content_disposition: Option<&'a str>,
     pub cache_control: Option<&'a str>,
     pub expires: Option<&'a Timestamp>,
+}
+
+/// What the headers describe: the object a read found, and the span it serves.
+pub struct Obj<'a> {
+    pub meta: &'a ObjMeta,
+    /// The whole object's size.
+    pub size: u64,
+    pub mtime_ms: u64,
+    /// Byte range served `[start, end)`, when a Range or partNumber applied.
+    pub served: Option<(u64, u64)>,
 }
 
 /// A header value the stored metadata could not produce (never expected: metadata is
@@ -48,12 +58,12 @@ impl From<http::header::InvalidHeaderName> for BadHeader {
 /// `x-amz-mp-parts-count` (only when the request named a part number).
 pub fn object_headers(
     h: &mut HeaderMap,
-    f: &Found,
+    f: &Obj<'_>,
     checksum_on: bool,
     part_number_given: bool,
     o: &Overrides<'_>,
 ) -> Result<(), BadHeader> {
-    let m = &f.meta;
+    let m = f.meta;
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     let len = match f.served {
         Some((a, e)) => {
@@ -121,6 +131,39 @@ pub fn object_headers(
     Ok(())
 }
 
+/// The stored checksums a GET/HEAD returns, as (response header, value): only with
+/// `x-amz-checksum-mode: ENABLED` and only for whole-object reads (S3 returns no checksum
+/// for a range). Both the fast path and the s3s path build their checksum headers from this.
+pub fn checksum_headers<'m>(
+    meta: &'m ObjMeta,
+    enabled: bool,
+    ranged: bool,
+) -> impl Iterator<Item = (&'static str, &'m str)> + 'm {
+    const ALGOS: [(&str, &str); 5] = [
+        ("crc32", "x-amz-checksum-crc32"),
+        ("crc32c", "x-amz-checksum-crc32c"),
+        ("crc64nvme", "x-amz-checksum-crc64nvme"),
+        ("sha1", "x-amz-checksum-sha1"),
+        ("sha256", "x-amz-checksum-sha256"),
+    ];
+    let on = enabled && !ranged;
+    ALGOS
+        .into_iter()
+        .filter(move |_| on)
+        .filter_map(|(a, h)| meta.checksum(a).map(|v| (h, v)))
+        .chain(
+            meta.checksum_type
+                .as_deref()
+                .filter(move |_| on)
+                .map(|t| ("x-amz-checksum-type", t)),
+        )
+}
+
+/// `x-amz-checksum-mode` as S3 reads it: on only for the exact value `ENABLED`.
+pub fn checksum_mode_enabled(v: Option<&[u8]>) -> bool {
+    v == Some(ChecksumMode::ENABLED.as_bytes())
+}
+
 /// Non-ASCII metadata values go out RFC 2047 encoded (one `B` encoded word), as S3 does.
 pub fn encode_meta_value(v: &str) -> String {
     if v.bytes().all(|c| (0x20..0x7f).contains(&c)) {
@@ -159,16 +202,13 @@ fn http_date_s(s: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::s3::meta::ObjMeta;
 
-    fn found(meta: ObjMeta, served: Option<(u64, u64)>) -> Found {
-        Found {
-            seq: 1,
+    fn found(meta: &ObjMeta, served: Option<(u64, u64)>) -> Obj<'_> {
+        Obj {
             size: 10,
             mtime_ms: 1_369_353_600_000,
             meta,
             served,
-            body: None,
         }
     }
 
@@ -184,8 +224,7 @@ mod tests {
             ..Default::default()
         };
         let mut h = HeaderMap::new();
-        object_headers(&mut h, &found(m.clone(), None), true, false, &Overrides::default())
-            .unwrap();
+        object_headers(&mut h, &found(&m, None), true, false, &Overrides::default()).unwrap();
         let g = |n: &str| h.get(n).map(|v| v.to_str().unwrap().to_string());
         assert_eq!(g("accept-ranges").as_deref(), Some("bytes"));
         assert_eq!(g("content-length").as_deref(), Some("10"));
@@ -213,7 +252,7 @@ mod tests {
             expires: Some(&ts),
             ..Default::default()
         };
-        object_headers(&mut h, &found(m, Some((2, 5))), true, true, &o).unwrap();
+        object_headers(&mut h, &found(&m, Some((2, 5))), true, true, &o).unwrap();
         let g = |n: &str| h.get(n).map(|v| v.to_str().unwrap().to_string());
         assert_eq!(g("content-length").as_deref(), Some("3"));
         assert_eq!(g("content-range").as_deref(), Some("bytes 2-4/10"));
@@ -232,5 +271,31 @@ mod tests {
             http_date(1_369_353_600_000),
             "Fri, 24 May 2013 00:00:00 GMT"
         );
+    }
+
+    #[test]
+    fn checksum_headers_only_whole_and_enabled() {
+        let m = ObjMeta {
+            checksums: vec![
+                ("crc32".into(), "AAAAAA==".into()),
+                ("sha256".into(), "x".into()),
+            ],
+            checksum_type: Some("FULL_OBJECT".into()),
+            ..Default::default()
+        };
+        let all: Vec<_> = checksum_headers(&m, true, false).collect();
+        assert_eq!(
+            all,
+            vec![
+                ("x-amz-checksum-crc32", "AAAAAA=="),
+                ("x-amz-checksum-sha256", "x"),
+                ("x-amz-checksum-type", "FULL_OBJECT")
+            ]
+        );
+        assert_eq!(checksum_headers(&m, false, false).count(), 0);
+        assert_eq!(checksum_headers(&m, true, true).count(), 0);
+        assert!(checksum_mode_enabled(Some(b"ENABLED")));
+        assert!(!checksum_mode_enabled(Some(b"enabled")));
+        assert!(!checksum_mode_enabled(None));
     }
 }
