@@ -86,11 +86,10 @@ pub async fn delete_objects(
                             .await
                             .map(|_| ())
                             .map_err(|e| {
-                                tracing::error!(error = %e, key = %k, "delete failed");
-                                (
-                                    "InternalError".to_string(),
-                                    "We encountered an internal error".to_string(),
-                                )
+                                tracing::warn!(key = %k, "delete failed");
+                                // The same code and message a DeleteObject would answer.
+                                let f = error::Failure::of_engine(e);
+                                (f.code().as_str().to_string(), f.message().into_owned())
                             })
                     };
                     (k, r)

@@ -259,6 +259,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn undecodable_metadata_is_an_internal_error() {
+        let e = ObjMeta::load(&[9, 9, 9], "bucket", "key").unwrap_err();
+        assert_eq!(e.code(), &s3s::S3ErrorCode::InternalError);
+        let ok = ObjMeta {
+            etag: "e".into(),
+            ..Default::default()
+        };
+        let b = ok.encode().unwrap();
+        assert_eq!(ObjMeta::load(&b, "bucket", "key").unwrap(), ok);
+    }
+
+    #[test]
     fn roundtrip() {
         let m = ObjMeta {
             etag: "d41d8cd98f00b204e9800998ecf8427e".into(),
