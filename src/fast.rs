@@ -1,15 +1,18 @@
 //! GET/HEAD fast path in front of s3s.
 //!
 //! Plain object reads (path-style `GET|HEAD /bucket/key`, SigV4 in the Authorization header,
-//! optionally one `Range` and `x-amz-checksum-mode`) are the product's hot path. This module
-//! verifies the signature exactly as SigV4 (and s3s) define it, looks the object up on its
-//! shard and answers, without s3s's generic routing, DTO building and XML machinery. Anything
-//! else — another operation, conditional headers, presigned URLs, a query string, a missing
-//! object, a signature this code does not accept — returns `Err(req)` and goes to s3s unchanged
-//! (through `crate::sigcheck`), so those stay the authority on every error answer and on
-//! everything not listed here. What this path accepts is never looser than S3: one
-//! `Authorization` header, `host` signed, the credential scope's date, region and service
-//! exactly the request's and the server's.
+//! optionally one `Range`, `x-amz-checksum-mode` and the conditional headers If-Match,
+//! If-None-Match, If-Modified-Since, If-Unmodified-Since) are the product's hot path. This
+//! module verifies the signature exactly as SigV4 (and s3s) define it, looks the object up on
+//! its shard and answers, without s3s's generic routing, DTO building and XML machinery. What
+//! it looked up it answers too: the object (headers from `crate::s3::headers`, the same
+//! function the s3s handlers use), and a missing key or bucket, a failed precondition or an
+//! unsatisfiable range (the same `S3Error` from the same lookup, serialized by s3s's own
+//! `S3Error::to_http_response`). Anything else — another operation, presigned URLs, a query
+//! string, a header it cannot read as s3s would, a signature this code does not accept —
+//! returns `Err(req)` and goes to s3s unchanged (through `crate::sigcheck`). What this path
+//! accepts is never looser than S3: one `Authorization` header, `host` signed, the credential
+//! scope's date, region and service exactly the request's and the server's.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -17,7 +20,10 @@ use std::sync::Arc;
 use hmac::{KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
-use crate::s3::get::{checksum_headers, checksum_mode_enabled, lookup, RangeHeader, ReadReq};
+use s3s::dto::{ETagCondition, Timestamp, TimestampFormat};
+
+use crate::s3::get::{lookup, RangeHeader, ReadReq};
+use crate::s3::headers::{checksum_mode_enabled, object_headers, Overrides};
 use crate::s3::BaleS3;
 use crate::sigcheck::{as_str, constant_time_eq, iso_basic, parse_iso_basic as parse_amz_date};
 
@@ -284,13 +290,54 @@ fn verify(fp: &FastPath, req: &http::Request<hyper::body::Incoming>, decoded_pat
 
 /// Headers that change what a GET returns and that the fast path leaves to s3s.
 fn has_unhandled_headers(h: &http::HeaderMap) -> bool {
-    h.contains_key(http::header::IF_MATCH)
-        || h.contains_key(http::header::IF_NONE_MATCH)
-        || h.contains_key(http::header::IF_MODIFIED_SINCE)
-        || h.contains_key(http::header::IF_UNMODIFIED_SINCE)
-        || h.contains_key("x-amz-server-side-encryption-customer-algorithm")
+    h.contains_key("x-amz-server-side-encryption-customer-algorithm")
         || h.contains_key("x-amz-expected-bucket-owner")
         || h.contains_key("x-amz-request-payer")
+}
+
+/// The four conditional headers, read as s3s reads them: at most one each, an empty value is
+/// absent. `Err(())` (repeated, not ASCII, unparseable) leaves the request to s3s, which
+/// answers its own 400. Nothing is allocated when none is present.
+fn conditions(h: &http::HeaderMap, r: &mut ReadReq) -> Result<(), ()> {
+    fn one(h: &http::HeaderMap, name: http::header::HeaderName) -> Result<Option<&str>, ()> {
+        if !h.contains_key(&name) {
+            return Ok(None);
+        }
+        Ok(at_most_one(h, name)?.filter(|v| !v.is_empty()))
+    }
+    let etag = |v: &str| ETagCondition::parse_http_header(v.as_bytes()).map_err(|_| ());
+    let date = |v: &str| Timestamp::parse(TimestampFormat::HttpDate, v).map_err(|_| ());
+    if let Some(v) = one(h, http::header::IF_MATCH)? {
+        r.cond.if_match = Some(etag(v)?);
+    }
+    if let Some(v) = one(h, http::header::IF_NONE_MATCH)? {
+        r.cond.if_none_match = Some(etag(v)?);
+    }
+    if let Some(v) = one(h, http::header::IF_MODIFIED_SINCE)? {
+        r.cond.if_modified_since = Some(date(v)?);
+    }
+    if let Some(v) = one(h, http::header::IF_UNMODIFIED_SINCE)? {
+        r.cond.if_unmodified_since = Some(date(v)?);
+    }
+    Ok(())
+}
+
+/// The lookup outcomes the fast path answers itself, exactly as s3s would (same `S3Error`
+/// from the same `lookup`, serialized by s3s's own `to_http_response`): a missing key or
+/// bucket, a failed precondition (412, or 304), an unsatisfiable range. Anything else (an
+/// internal error, ...) goes to s3s.
+fn answers_itself(e: &s3s::S3Error, bucket: &str) -> bool {
+    use s3s::S3ErrorCode as C;
+    // s3s refuses a bucket name it does not accept before looking anything up.
+    s3s::path::check_bucket_name(bucket)
+        && matches!(
+            e.code(),
+            C::NoSuchKey
+                | C::NoSuchBucket
+                | C::PreconditionFailed
+                | C::NotModified
+                | C::InvalidRange
+        )
 }
 
 /// Tries to answer the request; `Err(req)` hands it back untouched for s3s.
@@ -314,12 +361,20 @@ pub async fn try_serve(
         return Err(req);
     }
     // One rule for both paths (`crate::s3::get::range_header`): an unusable Range is
-    // ignored as S3 does; `bytes=-0` or a start past the end answer 416 (from s3s).
+    // ignored as S3 does; `bytes=-0` or a start past the end answer 416.
     let range = match crate::s3::get::range_header(req.headers()) {
         Some(RangeHeader::Range(r)) => Some(r),
         Some(RangeHeader::Absent | RangeHeader::Ignored) => None,
         None => return Err(req),
     };
+    let mut r = ReadReq {
+        range,
+        want_body: !is_head,
+        ..Default::default()
+    };
+    if conditions(req.headers(), &mut r).is_err() {
+        return Err(req);
+    }
     let checksum_mode = match at_most_one(req.headers(), "x-amz-checksum-mode") {
         Ok(v) => checksum_mode_enabled(v.map(str::as_bytes)),
         Err(()) => return Err(req),
@@ -336,97 +391,46 @@ pub async fn try_serve(
     if !verify(fp, &req, &decoded) {
         return Err(req);
     }
-    let r = ReadReq {
-        range,
-        want_body: !is_head,
-        ..Default::default()
-    };
-    let found = match lookup(&fp.s3, bucket, key, r).await {
+    let mut found = match lookup(&fp.s3, bucket, key, r).await {
         Ok(f) => f,
-        Err(_) => return Err(req), // missing, bad range ...: s3s answers with its exact error
-    };
-    let m = &found.meta;
-    let mut b = http::Response::builder();
-    let (len, status) = match found.served {
-        Some((a, e)) => {
-            b = b.header(
-                http::header::CONTENT_RANGE,
-                format!("bytes {}-{}/{}", a, e.saturating_sub(1), found.size),
-            );
-            (e - a, http::StatusCode::PARTIAL_CONTENT)
+        Err(e) if answers_itself(&e, bucket) => {
+            return match e.to_http_response() {
+                Ok(resp) => Ok(resp),
+                Err(e) => {
+                    tracing::warn!(error = %e, "fast path could not build an error; s3s answers");
+                    Err(req)
+                }
+            };
         }
-        None => (found.size, http::StatusCode::OK),
+        Err(_) => return Err(req),
     };
-    b = b
-        .status(status)
-        .header(http::header::ACCEPT_RANGES, "bytes")
-        .header(http::header::CONTENT_LENGTH, len)
-        .header(http::header::ETAG, format!("\"{}\"", m.etag))
-        .header(http::header::LAST_MODIFIED, http_date(found.mtime_ms));
-    for (name, v) in [
-        (http::header::CONTENT_TYPE, &m.content_type),
-        (http::header::CONTENT_ENCODING, &m.content_encoding),
-        (http::header::CONTENT_LANGUAGE, &m.content_language),
-        (http::header::CONTENT_DISPOSITION, &m.content_disposition),
-        (http::header::CACHE_CONTROL, &m.cache_control),
-        (http::header::EXPIRES, &m.expires),
-    ] {
-        if let Some(v) = v {
-            b = b.header(name, v.as_str());
-        }
-    }
-    for (k, v) in &m.user {
-        b = b.header(format!("x-amz-meta-{k}"), encode_meta_value(v));
-    }
-    for (name, v) in checksum_headers(m, checksum_mode, found.served.is_some()) {
-        b = b.header(name, v);
-    }
-    let body = match found.body {
+    let body = match found.body.take() {
         Some(blob) if !is_head => s3s::Body::from(blob),
         _ => s3s::Body::empty(),
     };
-    match b.body(body) {
-        Ok(resp) => Ok(resp),
-        Err(e) => {
-            tracing::warn!(error = %e, "fast path could not build a response; s3s answers instead");
+    let mut resp = http::Response::new(body);
+    if found.served.is_some() {
+        *resp.status_mut() = http::StatusCode::PARTIAL_CONTENT;
+    }
+    match object_headers(
+        resp.headers_mut(),
+        &found.view(),
+        checksum_mode,
+        false,
+        &Overrides::default(),
+    ) {
+        Ok(()) => Ok(resp),
+        Err(_) => {
+            tracing::warn!("fast path could not build a response; s3s answers instead");
             Err(req)
         }
     }
 }
 
-/// Non-ASCII metadata values go out RFC 2047 encoded, as S3 does.
-fn encode_meta_value(v: &str) -> String {
-    if v.bytes().all(|c| (0x20..0x7f).contains(&c)) {
-        return v.to_string();
-    }
-    use base64::Engine as _;
-    format!(
-        "=?UTF-8?B?{}?=",
-        base64::engine::general_purpose::STANDARD.encode(v.as_bytes())
-    )
-}
-
-fn http_date(ms: u64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp((ms / 1000) as i64)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let wd = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
-        [t.weekday().number_days_from_monday() as usize];
-    let mo = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ][t.month() as usize - 1];
-    format!(
-        "{wd}, {:02} {mo} {} {:02}:{:02}:{:02} GMT",
-        t.day(),
-        t.year(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::s3::headers::http_date;
 
     #[test]
     fn dates() {

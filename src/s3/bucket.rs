@@ -4,9 +4,8 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 use super::error::{self, no_such_bucket};
-use super::{now_ms, timestamp_ms, BaleS3};
+use super::{now_ms, owner, timestamp_ms, BaleS3};
 use crate::buckets::{valid_bucket_name, CreateOutcome, DeleteBlocked};
-use crate::router::on_shard;
 
 pub async fn create(
     s: &BaleS3,
@@ -53,9 +52,7 @@ pub async fn head(
     s: &BaleS3,
     req: S3Request<HeadBucketInput>,
 ) -> S3Result<S3Response<HeadBucketOutput>> {
-    if !s.buckets.exists(&req.input.bucket) {
-        return Err(no_such_bucket(&req.input.bucket));
-    }
+    s.bucket_exists(&req.input.bucket)?;
     Ok(S3Response::new(HeadBucketOutput {
         bucket_region: Some(s.region.clone()),
         ..Default::default()
@@ -102,14 +99,11 @@ pub async fn delete(
 pub async fn bucket_is_empty(s: &BaleS3, name: &str) -> S3Result<bool> {
     let checks = (0..s.topo.shard_count).map(|shard_id| {
         let ns = name.to_string();
-        on_shard(
-            &s.topo,
-            shard_id,
-            move |shard| async move { shard.has_any(&ns) },
-        )
+        s.shard(shard_id)
+            .call(move |shard| async move { shard.has_any(&ns) })
     });
     for r in futures::future::join_all(checks).await {
-        if r.map_err(error::route)? {
+        if r? {
             return Ok(false);
         }
     }
@@ -287,9 +281,7 @@ pub async fn get_bucket_acl(
     s: &BaleS3,
     req: S3Request<GetBucketAclInput>,
 ) -> S3Result<S3Response<GetBucketAclOutput>> {
-    if !s.buckets.exists(&req.input.bucket) {
-        return Err(no_such_bucket(&req.input.bucket));
-    }
+    s.bucket_exists(&req.input.bucket)?;
     Ok(S3Response::new(GetBucketAclOutput {
         grants: Some(owner_only_grants()),
         owner: Some(owner()),
@@ -301,9 +293,7 @@ pub async fn put_bucket_acl(
     req: S3Request<PutBucketAclInput>,
 ) -> S3Result<S3Response<PutBucketAclOutput>> {
     let i = req.input;
-    if !s.buckets.exists(&i.bucket) {
-        return Err(no_such_bucket(&i.bucket));
-    }
+    s.bucket_exists(&i.bucket)?;
     if !is_private_acl(
         i.acl.as_ref().map(|a| a.as_str()),
         [
@@ -320,20 +310,11 @@ pub async fn put_bucket_acl(
     Ok(S3Response::new(PutBucketAclOutput::default()))
 }
 
-pub fn owner() -> Owner {
-    Owner {
-        display_name: Some("bale".into()),
-        id: Some("bale".into()),
-    }
-}
-
 pub async fn location(
     s: &BaleS3,
     req: S3Request<GetBucketLocationInput>,
 ) -> S3Result<S3Response<GetBucketLocationOutput>> {
-    if !s.buckets.exists(&req.input.bucket) {
-        return Err(no_such_bucket(&req.input.bucket));
-    }
+    s.bucket_exists(&req.input.bucket)?;
     // AWS answers an empty LocationConstraint for us-east-1.
     let loc = if s.region == "us-east-1" {
         None

@@ -4,13 +4,14 @@ use bale_io::PutWriter;
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
+use super::cond::ReadConds;
+use super::cond::{resolve_cond, write_cond};
 use super::error::{self, no_such_bucket};
 use super::get::{lookup, ReadReq};
+use super::ingest::{check_user_meta, hex};
 use super::limits::{MAX_PUT_BYTES, READ_WINDOW_BYTES};
 use super::meta::ObjMeta;
-use super::put::{check_user_meta, hex, resolve_cond, write_cond};
 use super::{check_key, timestamp_ms, BaleS3};
-use crate::router::on_shard;
 
 pub struct Source {
     pub bucket: String,
@@ -46,10 +47,12 @@ pub async fn resolve_source(s: &BaleS3, cs: &CopySource, c: SourceConds) -> S3Re
         ));
     }
     let r = ReadReq {
-        if_match: c.if_match,
-        if_none_match: c.if_none_match,
-        if_modified_since: c.if_modified_since,
-        if_unmodified_since: c.if_unmodified_since,
+        cond: ReadConds {
+            if_match: c.if_match,
+            if_none_match: c.if_none_match,
+            if_modified_since: c.if_modified_since,
+            if_unmodified_since: c.if_unmodified_since,
+        },
         range: None,
         part_number: None,
         want_body: false,
@@ -87,23 +90,23 @@ pub async fn copy_range(
 ) -> S3Result<([u8; 16], Vec<(String, String)>)> {
     use s3s::crypto::Checksum as _;
     let mut md5 = s3s::crypto::Md5::new();
-    let mut sums = super::put::hasher_for(algos);
-    let shard_id = s.topo.shard_for(&src.bucket, &src.key);
+    let mut sums = super::ingest::hasher_for(algos);
     let mut off = start;
     while off < end {
         let n = READ_WINDOW_BYTES.min(end - off);
         let (b, k, seq) = (src.bucket.clone(), src.key.clone(), src.seq);
-        let chunk = on_shard(&s.topo, shard_id, move |shard| async move {
-            let obj = shard.get(&b, &k).filter(|o| o.seq == seq).ok_or_else(|| {
-                s3_error!(
-                    PreconditionFailed,
-                    "The copy source changed while it was being copied"
-                )
-            })?;
-            shard.read(&obj, off, n).await.map_err(error::engine)
-        })
-        .await
-        .map_err(error::route)??;
+        let chunk = s
+            .shard_of(&src.bucket, &src.key)
+            .run(move |shard| async move {
+                let obj = shard.get(&b, &k).filter(|o| o.seq == seq).ok_or_else(|| {
+                    s3_error!(
+                        PreconditionFailed,
+                        "The copy source changed while it was being copied"
+                    )
+                })?;
+                shard.read(&obj, off, n).await.map_err(error::engine)
+            })
+            .await?;
         md5.update(&chunk);
         if !algos.is_empty() {
             sums.update(&chunk);
@@ -111,7 +114,7 @@ pub async fn copy_range(
         w.write(chunk).await.map_err(error::engine)?;
         off += n;
     }
-    Ok((md5.finalize(), super::put::checksums_of(sums)))
+    Ok((md5.finalize(), super::ingest::checksums_of(sums)))
 }
 
 pub async fn copy_object(
@@ -185,21 +188,21 @@ pub async fn copy_object(
     }
     let cond = write_cond(None, None)?;
     let (bucket, key) = (i.bucket.clone(), i.key.clone());
-    let shard_id = s.topo.shard_for(&bucket, &key);
     let s2 = s.clone();
-    let (etag, mtime_ms) = on_shard(&s.topo, shard_id, move |shard| async move {
-        let mut w = shard.put(&bucket, &key, src.size).map_err(error::engine)?;
-        let (md5, _) = copy_range(&s2, &src, 0, src.size, &mut w, &[]).await?;
-        meta.etag = hex(&md5);
-        let enc = meta
-            .encode()
-            .map_err(|_| s3_error!(MetadataTooLarge, "metadata too large"))?;
-        let expect = resolve_cond(&shard, &bucket, &key, &cond)?;
-        let obj = w.finish(enc, expect).await.map_err(error::engine)?;
-        Ok::<_, S3Error>((meta.etag, obj.mtime_ms))
-    })
-    .await
-    .map_err(error::route)??;
+    let (etag, mtime_ms) = s
+        .shard_of(&bucket, &key)
+        .run(move |shard| async move {
+            let mut w = shard.put(&bucket, &key, src.size).map_err(error::engine)?;
+            let (md5, _) = copy_range(&s2, &src, 0, src.size, &mut w, &[]).await?;
+            meta.etag = hex(&md5);
+            let enc = meta
+                .encode()
+                .map_err(|_| s3_error!(MetadataTooLarge, "metadata too large"))?;
+            let expect = resolve_cond(&shard, &bucket, &key, &cond)?;
+            let obj = w.finish(enc, expect).await.map_err(error::engine)?;
+            Ok::<_, S3Error>((meta.etag, obj.mtime_ms))
+        })
+        .await?;
     Ok(S3Response::new(CopyObjectOutput {
         copy_object_result: Some(CopyObjectResult {
             e_tag: Some(ETag::Strong(etag)),

@@ -6,48 +6,43 @@ use bale_io::Expect;
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
-use super::error::{self, no_such_bucket};
+use super::error;
 use super::limits::MAX_DELETE_KEYS;
 use super::BaleS3;
-use crate::router::on_shard;
 
 pub async fn delete_object(
     s: &BaleS3,
     req: S3Request<DeleteObjectInput>,
 ) -> S3Result<S3Response<DeleteObjectOutput>> {
     let i = req.input;
-    if !s.buckets.exists(&i.bucket) {
-        return Err(no_such_bucket(&i.bucket));
-    }
-    let shard_id = s.topo.shard_for(&i.bucket, &i.key);
+    s.bucket_exists(&i.bucket)?;
+    let route = s.shard_of(&i.bucket, &i.key);
     let (bucket, key, if_match) = (i.bucket, i.key, i.if_match);
-    on_shard(&s.topo, shard_id, move |shard| async move {
-        let expect = match &if_match {
-            None => Expect::Any,
-            Some(c) => {
-                let Some(obj) = shard.get(&bucket, &key) else {
-                    return Err(error::no_such_key());
-                };
-                let etag = super::meta::ObjMeta::decode(&obj.meta)
-                    .map(|m| m.etag)
-                    .unwrap_or_default();
-                if !super::get::etag_matches(c, &etag) {
-                    return Err(s3_error!(
-                        PreconditionFailed,
-                        "At least one of the pre-conditions you specified did not hold"
-                    ));
+    route
+        .run(move |shard| async move {
+            let expect = match &if_match {
+                None => Expect::Any,
+                Some(c) => {
+                    let Some(obj) = shard.get(&bucket, &key) else {
+                        return Err(error::no_such_key());
+                    };
+                    let etag = super::meta::ObjMeta::load(&obj.meta, &bucket, &key)?.etag;
+                    if !super::cond::etag_matches(c, &etag) {
+                        return Err(s3_error!(
+                            PreconditionFailed,
+                            "At least one of the pre-conditions you specified did not hold"
+                        ));
+                    }
+                    Expect::Seq(obj.seq)
                 }
-                Expect::Seq(obj.seq)
-            }
-        };
-        shard
-            .delete(&bucket, &key, expect)
-            .await
-            .map_err(error::engine)?;
-        Ok(())
-    })
-    .await
-    .map_err(error::route)??;
+            };
+            shard
+                .delete(&bucket, &key, expect)
+                .await
+                .map_err(error::engine)?;
+            Ok(())
+        })
+        .await?;
     Ok(S3Response::new(DeleteObjectOutput::default()))
 }
 
@@ -56,9 +51,7 @@ pub async fn delete_objects(
     req: S3Request<DeleteObjectsInput>,
 ) -> S3Result<S3Response<DeleteObjectsOutput>> {
     let i = req.input;
-    if !s.buckets.exists(&i.bucket) {
-        return Err(no_such_bucket(&i.bucket));
-    }
+    s.bucket_exists(&i.bucket)?;
     let objects = i.delete.objects;
     if objects.len() > MAX_DELETE_KEYS {
         return Err(s3_error!(
@@ -77,7 +70,7 @@ pub async fn delete_objects(
     }
     let jobs = by_shard.into_iter().map(|(shard_id, keys)| {
         let bucket = i.bucket.clone();
-        on_shard(&s.topo, shard_id, move |shard| async move {
+        s.shard(shard_id).call(move |shard| async move {
             let deletes = keys.into_iter().map(|k| {
                 let shard = shard.clone();
                 let bucket = bucket.clone();
@@ -93,11 +86,10 @@ pub async fn delete_objects(
                             .await
                             .map(|_| ())
                             .map_err(|e| {
-                                tracing::error!(error = %e, key = %k, "delete failed");
-                                (
-                                    "InternalError".to_string(),
-                                    "We encountered an internal error".to_string(),
-                                )
+                                tracing::warn!(key = %k, "delete failed");
+                                // The same code and message a DeleteObject would answer.
+                                let f = error::Failure::of_engine(e);
+                                (f.code().as_str().to_string(), f.message().into_owned())
                             })
                     };
                     (k, r)
@@ -110,7 +102,7 @@ pub async fn delete_objects(
     let mut deleted = Vec::new();
     let mut errors = Vec::new();
     for r in futures::future::join_all(jobs).await {
-        for (key, res) in r.map_err(error::route)? {
+        for (key, res) in r? {
             match res {
                 Ok(()) => {
                     if !quiet {

@@ -4,26 +4,25 @@ use std::rc::Rc;
 
 use bale_io::{Object, Shard};
 use s3s::dto::*;
-use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result};
+use s3s::{s3_error, S3Request, S3Response, S3Result};
 
-use super::error::{self, no_such_bucket, no_such_key};
+use super::cond::{check_read, ReadConds};
+use super::error::{self, no_such_key};
+use super::headers::{checksum_mode_enabled, object_headers, Obj, Overrides};
 use super::limits::SINGLE_READ_BYTES;
 use super::meta::ObjMeta;
-use super::{body, timestamp_ms, BaleS3};
-use crate::router::on_shard;
+use super::{body, BaleS3};
 
 /// What a GET/HEAD asked for, in Send form so it can cross to the owning core.
 #[derive(Clone, Default)]
 pub struct ReadReq {
-    pub if_match: Option<ETagCondition>,
-    pub if_none_match: Option<ETagCondition>,
-    pub if_modified_since: Option<Timestamp>,
-    pub if_unmodified_since: Option<Timestamp>,
+    pub cond: ReadConds,
     pub range: Option<Range>,
     pub part_number: Option<i32>,
     pub want_body: bool,
 }
 
+/// What a read found: the object's record and metadata, the span served, and the body.
 pub struct Found {
     pub seq: u64,
     pub size: u64,
@@ -34,60 +33,21 @@ pub struct Found {
     pub body: Option<StreamingBlob>,
 }
 
+impl Found {
+    /// What the response headers are built from (`headers::object_headers`).
+    pub fn view(&self) -> Obj<'_> {
+        Obj {
+            meta: &self.meta,
+            size: self.size,
+            mtime_ms: self.mtime_ms,
+            served: self.served,
+        }
+    }
+}
+
 pub enum Lookup {
     Found(Box<Found>),
     Missing,
-}
-
-pub fn etag_matches(cond: &ETagCondition, etag: &str) -> bool {
-    match cond {
-        ETagCondition::Any => true,
-        ETagCondition::ETag(t) => t.value() == etag,
-    }
-}
-
-fn secs(t: &Timestamp) -> i64 {
-    time::OffsetDateTime::from(t.clone()).unix_timestamp()
-}
-
-/// S3's evaluation order for GET/HEAD conditionals.
-fn check_conditions(r: &ReadReq, meta: &ObjMeta, mtime_ms: u64) -> S3Result<()> {
-    let mtime_s = (mtime_ms / 1000) as i64;
-    if let Some(c) = &r.if_match {
-        if !etag_matches(c, &meta.etag) {
-            return Err(s3_error!(
-                PreconditionFailed,
-                "At least one of the pre-conditions you specified did not hold"
-            ));
-        }
-    } else if let Some(t) = &r.if_unmodified_since {
-        if mtime_s > secs(t) {
-            return Err(s3_error!(
-                PreconditionFailed,
-                "At least one of the pre-conditions you specified did not hold"
-            ));
-        }
-    }
-    if let Some(c) = &r.if_none_match {
-        if etag_matches(c, &meta.etag) {
-            return Err(not_modified(meta, mtime_ms));
-        }
-    } else if let Some(t) = &r.if_modified_since {
-        if mtime_s <= secs(t) {
-            return Err(not_modified(meta, mtime_ms));
-        }
-    }
-    Ok(())
-}
-
-fn not_modified(meta: &ObjMeta, _mtime_ms: u64) -> S3Error {
-    let mut e = S3Error::new(s3s::S3ErrorCode::NotModified);
-    let mut h = http::HeaderMap::new();
-    if let Ok(v) = http::HeaderValue::from_str(&format!("\"{}\"", meta.etag)) {
-        h.insert(http::header::ETAG, v);
-    }
-    e.set_headers(h);
-    e
 }
 
 /// Resolves Range / partNumber into the byte span to serve.
@@ -158,10 +118,8 @@ async fn lookup_local(
     let Some(obj) = shard.get(&bucket, &key) else {
         return Ok(Lookup::Missing);
     };
-    let Some(meta) = ObjMeta::decode(&obj.meta) else {
-        return Err(error::internal("undecodable object metadata"));
-    };
-    check_conditions(&r, &meta, obj.mtime_ms)?;
+    let meta = ObjMeta::load(&obj.meta, &bucket, &key)?;
+    check_read(&r.cond, &meta, obj.mtime_ms)?;
     let served = span(&r, &obj, &meta)?;
     let (start, end) = served.unwrap_or((0, obj.size));
     let body = if !r.want_body {
@@ -191,19 +149,16 @@ async fn lookup_local(
 }
 
 pub async fn lookup(s: &BaleS3, bucket: &str, key: &str, r: ReadReq) -> S3Result<Box<Found>> {
-    let shard_id = s.topo.shard_for(bucket, key);
     let (b, k) = (bucket.to_string(), key.to_string());
-    let res = on_shard(&s.topo, shard_id, move |shard| lookup_local(shard, b, k, r))
-        .await
-        .map_err(error::route)??;
+    let res = s
+        .shard_of(bucket, key)
+        .run(move |shard| lookup_local(shard, b, k, r))
+        .await?;
     match res {
         Lookup::Found(f) => Ok(f),
         Lookup::Missing => {
-            if s.buckets.exists(bucket) {
-                Err(no_such_key())
-            } else {
-                Err(no_such_bucket(bucket))
-            }
+            s.bucket_exists(bucket)?;
+            Err(no_such_key())
         }
     }
 }
@@ -245,69 +200,6 @@ pub fn classify_range(v: &[u8]) -> RangeHeader {
     }
 }
 
-/// The stored checksums a GET/HEAD returns, as (response header, value): only with
-/// `x-amz-checksum-mode: ENABLED` and only for whole-object reads (S3 returns no checksum
-/// for a range). Both the fast path and the s3s path build their checksum headers from this.
-pub fn checksum_headers<'m>(
-    meta: &'m ObjMeta,
-    enabled: bool,
-    ranged: bool,
-) -> impl Iterator<Item = (&'static str, &'m str)> + 'm {
-    const ALGOS: [(&str, &str); 5] = [
-        ("crc32", "x-amz-checksum-crc32"),
-        ("crc32c", "x-amz-checksum-crc32c"),
-        ("crc64nvme", "x-amz-checksum-crc64nvme"),
-        ("sha1", "x-amz-checksum-sha1"),
-        ("sha256", "x-amz-checksum-sha256"),
-    ];
-    let on = enabled && !ranged;
-    ALGOS
-        .into_iter()
-        .filter(move |_| on)
-        .filter_map(|(a, h)| meta.checksum(a).map(|v| (h, v)))
-        .chain(
-            meta.checksum_type
-                .as_deref()
-                .filter(move |_| on)
-                .map(|t| ("x-amz-checksum-type", t)),
-        )
-}
-
-/// `x-amz-checksum-mode` as S3 reads it: on only for the exact value `ENABLED`.
-pub fn checksum_mode_enabled(v: Option<&[u8]>) -> bool {
-    v == Some(ChecksumMode::ENABLED.as_bytes())
-}
-
-/// The s3s DTO form of [`checksum_headers`]: crc32, crc32c, crc64nvme, sha1, sha256, type.
-fn checksums_out(
-    meta: &ObjMeta,
-    enabled: bool,
-    ranged: bool,
-) -> ([Option<String>; 5], Option<String>) {
-    let mut out: [Option<String>; 5] = Default::default();
-    let mut ty = None;
-    for (h, v) in checksum_headers(meta, enabled, ranged) {
-        let slot = match h {
-            "x-amz-checksum-crc32" => &mut out[0],
-            "x-amz-checksum-crc32c" => &mut out[1],
-            "x-amz-checksum-crc64nvme" => &mut out[2],
-            "x-amz-checksum-sha1" => &mut out[3],
-            "x-amz-checksum-sha256" => &mut out[4],
-            _ => &mut ty,
-        };
-        *slot = Some(v.to_string());
-    }
-    (out, ty)
-}
-
-fn user_meta(meta: &ObjMeta) -> Option<Metadata> {
-    if meta.user.is_empty() {
-        None
-    } else {
-        Some(meta.user.iter().cloned().collect())
-    }
-}
-
 pub async fn get_object(
     s: &BaleS3,
     req: S3Request<GetObjectInput>,
@@ -321,58 +213,39 @@ pub async fn get_object(
         i.response_cache_control.as_ref(),
     ])?;
     let r = ReadReq {
-        if_match: i.if_match,
-        if_none_match: i.if_none_match,
-        if_modified_since: i.if_modified_since,
-        if_unmodified_since: i.if_unmodified_since,
+        cond: ReadConds {
+            if_match: i.if_match,
+            if_none_match: i.if_none_match,
+            if_modified_since: i.if_modified_since,
+            if_unmodified_since: i.if_unmodified_since,
+        },
         range: i.range,
         part_number: i.part_number,
         want_body: true,
     };
-    let f = lookup(s, &i.bucket, &i.key, r).await?;
-    let checksum_on =
-        checksum_mode_enabled(i.checksum_mode.as_ref().map(|m| m.as_str().as_bytes()));
-    let ([c32, c32c, c64, sha1, sha256], checksum_type) =
-        checksums_out(&f.meta, checksum_on, f.served.is_some());
-    let (content_length, content_range) = match f.served {
-        Some((a, b)) => (
-            (b - a) as i64,
-            Some(format!("bytes {}-{}/{}", a, b.saturating_sub(1), f.size)),
-        ),
-        None => (f.size as i64, None),
+    let mut f = lookup(s, &i.bucket, &i.key, r).await?;
+    let o = Overrides {
+        content_type: i.response_content_type.as_deref(),
+        content_encoding: i.response_content_encoding.as_deref(),
+        content_language: i.response_content_language.as_deref(),
+        content_disposition: i.response_content_disposition.as_deref(),
+        cache_control: i.response_cache_control.as_deref(),
+        expires: i.response_expires.as_ref(),
     };
-    let m = f.meta;
+    let headers = headers_of(&f, i.checksum_mode.as_ref(), i.part_number.is_some(), &o)?;
+    // Only what s3s needs besides the headers: the body, and Content-Range (s3s answers 206
+    // when it is set). Every header comes from `headers::object_headers`.
     let out = GetObjectOutput {
-        body: f.body,
-        accept_ranges: Some("bytes".into()),
-        content_length: Some(content_length),
-        content_range,
-        e_tag: Some(ETag::Strong(m.etag.clone())),
-        last_modified: Some(timestamp_ms(f.mtime_ms)),
-        content_type: i.response_content_type.or(m.content_type.clone()),
-        content_encoding: i.response_content_encoding.or(m.content_encoding.clone()),
-        content_language: i.response_content_language.or(m.content_language.clone()),
-        content_disposition: i
-            .response_content_disposition
-            .or(m.content_disposition.clone()),
-        cache_control: i.response_cache_control.or(m.cache_control.clone()),
-        expires: i
-            .response_expires
-            .or_else(|| m.expires.as_deref().and_then(parse_http_date)),
-        metadata: user_meta(&m),
-        parts_count: m
-            .parts_count
-            .map(|n| n as i32)
-            .filter(|_| i.part_number.is_some()),
-        checksum_crc32: c32,
-        checksum_crc32c: c32c,
-        checksum_crc64nvme: c64,
-        checksum_sha1: sha1,
-        checksum_sha256: sha256,
-        checksum_type: checksum_type.map(ChecksumType::from),
+        body: f.body.take(),
+        content_range: headers
+            .get(http::header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
         ..Default::default()
     };
-    Ok(S3Response::new(out))
+    let mut resp = S3Response::new(out);
+    resp.headers = headers;
+    Ok(resp)
 }
 
 pub async fn head_object(
@@ -388,62 +261,48 @@ pub async fn head_object(
         i.response_cache_control.as_ref(),
     ])?;
     let r = ReadReq {
-        if_match: i.if_match,
-        if_none_match: i.if_none_match,
-        if_modified_since: i.if_modified_since,
-        if_unmodified_since: i.if_unmodified_since,
+        cond: ReadConds {
+            if_match: i.if_match,
+            if_none_match: i.if_none_match,
+            if_modified_since: i.if_modified_since,
+            if_unmodified_since: i.if_unmodified_since,
+        },
         range: i.range,
         part_number: i.part_number,
         want_body: false,
     };
     let f = lookup(s, &i.bucket, &i.key, r).await?;
+    let o = Overrides {
+        content_type: i.response_content_type.as_deref(),
+        content_encoding: i.response_content_encoding.as_deref(),
+        content_language: i.response_content_language.as_deref(),
+        content_disposition: i.response_content_disposition.as_deref(),
+        cache_control: i.response_cache_control.as_deref(),
+        expires: i.response_expires.as_ref(),
+    };
+    let headers = headers_of(&f, i.checksum_mode.as_ref(), i.part_number.is_some(), &o)?;
+    // s3s 0.14.1 ignores this status for HeadObject; `crate::http` sets the 206 from the
+    // Content-Range header instead.
     let partial = f.served.is_some() && i.part_number.is_none();
-    let checksum_on =
-        checksum_mode_enabled(i.checksum_mode.as_ref().map(|m| m.as_str().as_bytes()));
-    let ([c32, c32c, c64, sha1, sha256], checksum_type) =
-        checksums_out(&f.meta, checksum_on, f.served.is_some());
-    let (content_length, content_range) = match f.served {
-        Some((a, b)) => (
-            (b - a) as i64,
-            Some(format!("bytes {}-{}/{}", a, b.saturating_sub(1), f.size)),
-        ),
-        None => (f.size as i64, None),
-    };
-    let m = f.meta;
-    let out = HeadObjectOutput {
-        accept_ranges: Some("bytes".into()),
-        content_length: Some(content_length),
-        content_range,
-        e_tag: Some(ETag::Strong(m.etag.clone())),
-        last_modified: Some(timestamp_ms(f.mtime_ms)),
-        content_type: i.response_content_type.or(m.content_type.clone()),
-        content_encoding: i.response_content_encoding.or(m.content_encoding.clone()),
-        content_language: i.response_content_language.or(m.content_language.clone()),
-        content_disposition: i
-            .response_content_disposition
-            .or(m.content_disposition.clone()),
-        cache_control: i.response_cache_control.or(m.cache_control.clone()),
-        expires: i
-            .response_expires
-            .or_else(|| m.expires.as_deref().and_then(parse_http_date)),
-        metadata: user_meta(&m),
-        parts_count: m
-            .parts_count
-            .map(|n| n as i32)
-            .filter(|_| i.part_number.is_some()),
-        checksum_crc32: c32,
-        checksum_crc32c: c32c,
-        checksum_crc64nvme: c64,
-        checksum_sha1: sha1,
-        checksum_sha256: sha256,
-        checksum_type: checksum_type.map(ChecksumType::from),
-        ..Default::default()
-    };
-    let mut resp = S3Response::new(out);
+    let mut resp = S3Response::new(HeadObjectOutput::default());
+    resp.headers = headers;
     if partial {
         resp.status = Some(http::StatusCode::PARTIAL_CONTENT);
     }
     Ok(resp)
+}
+
+fn headers_of(
+    f: &Found,
+    mode: Option<&ChecksumMode>,
+    part_number_given: bool,
+    o: &Overrides<'_>,
+) -> S3Result<http::HeaderMap> {
+    let checksum_on = checksum_mode_enabled(mode.map(|m| m.as_str().as_bytes()));
+    let mut h = http::HeaderMap::new();
+    object_headers(&mut h, &f.view(), checksum_on, part_number_given, o)
+        .map_err(|_| error::internal("stored metadata is no valid header"))?;
+    Ok(h)
 }
 
 /// `response-*` overrides become response headers: refuse values a header cannot carry.
@@ -457,10 +316,6 @@ fn check_overrides(vals: [Option<&String>; 5]) -> S3Result<()> {
         }
     }
     Ok(())
-}
-
-pub fn parse_http_date(s: &str) -> Option<Timestamp> {
-    Timestamp::parse(TimestampFormat::HttpDate, s).ok()
 }
 
 #[cfg(test)]
@@ -499,35 +354,5 @@ mod tests {
         assert_eq!(range_header(&h), Some(RangeHeader::Ignored));
         h.append(http::header::RANGE, "bytes=0-1".parse().unwrap());
         assert_eq!(range_header(&h), None);
-    }
-
-    #[test]
-    fn checksum_headers_only_whole_and_enabled() {
-        let m = ObjMeta {
-            checksums: vec![
-                ("crc32".into(), "AAAAAA==".into()),
-                ("sha256".into(), "x".into()),
-            ],
-            checksum_type: Some("FULL_OBJECT".into()),
-            ..Default::default()
-        };
-        let all: Vec<_> = checksum_headers(&m, true, false).collect();
-        assert_eq!(
-            all,
-            vec![
-                ("x-amz-checksum-crc32", "AAAAAA=="),
-                ("x-amz-checksum-sha256", "x"),
-                ("x-amz-checksum-type", "FULL_OBJECT")
-            ]
-        );
-        assert_eq!(checksum_headers(&m, false, false).count(), 0);
-        assert_eq!(checksum_headers(&m, true, true).count(), 0);
-        let (dto, ty) = checksums_out(&m, true, false);
-        assert_eq!(dto[0].as_deref(), Some("AAAAAA=="));
-        assert_eq!(dto[4].as_deref(), Some("x"));
-        assert_eq!(ty.as_deref(), Some("FULL_OBJECT"));
-        assert!(checksum_mode_enabled(Some(b"ENABLED")));
-        assert!(!checksum_mode_enabled(Some(b"enabled")));
-        assert!(!checksum_mode_enabled(None));
     }
 }

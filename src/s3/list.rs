@@ -3,10 +3,8 @@
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
-use super::error::{self, no_such_bucket};
 use super::meta::ObjMeta;
-use super::{bucket::owner, timestamp_ms, BaleS3};
-use crate::router::on_shard;
+use super::{owner, timestamp_ms, BaleS3};
 
 const MAX_KEYS: usize = 1000;
 
@@ -65,7 +63,7 @@ pub async fn list_ns(
             after.map(str::to_string),
             delimiter.clone(),
         );
-        on_shard(&s.topo, shard_id, move |shard| async move {
+        s.shard(shard_id).run(move |shard| async move {
             shard
                 .list(
                     &ns,
@@ -76,22 +74,20 @@ pub async fn list_ns(
                 )
                 .into_iter()
                 .map(|item| match item {
-                    bale_io::ListItem::Object { key, obj } => Entry::Object {
+                    bale_io::ListItem::Object { key, obj } => Ok(Entry::Object {
+                        etag: ObjMeta::load(&obj.meta, &ns, &key)?.etag,
                         key,
                         size: obj.size,
                         mtime_ms: obj.mtime_ms,
-                        etag: ObjMeta::decode(&obj.meta)
-                            .map(|m| m.etag)
-                            .unwrap_or_default(),
-                    },
-                    bale_io::ListItem::Prefix(p) => Entry::Prefix(p),
+                    }),
+                    bale_io::ListItem::Prefix(p) => Ok(Entry::Prefix(p)),
                 })
-                .collect::<Vec<_>>()
+                .collect::<S3Result<Vec<_>>>()
         })
     });
     let mut all = Vec::new();
     for r in futures::future::join_all(jobs).await {
-        all.extend(r.map_err(error::route)?);
+        all.extend(r?);
     }
     all.sort_by(|a, b| a.name().cmp(b.name()));
     all.dedup_by(|a, b| matches!((&*a, &*b), (Entry::Prefix(x), Entry::Prefix(y)) if x == y));
@@ -201,9 +197,7 @@ pub async fn list_objects_v2(
     req: S3Request<ListObjectsV2Input>,
 ) -> S3Result<S3Response<ListObjectsV2Output>> {
     let i = req.input;
-    if !s.buckets.exists(&i.bucket) {
-        return Err(no_such_bucket(&i.bucket));
-    }
+    s.bucket_exists(&i.bucket)?;
     let url = is_url(&i.encoding_type)?;
     let limit = max_keys(i.max_keys)?;
     let prefix = i.prefix.clone().unwrap_or_default();
@@ -264,9 +258,7 @@ pub async fn list_objects_v1(
     req: S3Request<ListObjectsInput>,
 ) -> S3Result<S3Response<ListObjectsOutput>> {
     let i = req.input;
-    if !s.buckets.exists(&i.bucket) {
-        return Err(no_such_bucket(&i.bucket));
-    }
+    s.bucket_exists(&i.bucket)?;
     let url = is_url(&i.encoding_type)?;
     let limit = max_keys(i.max_keys)?;
     let prefix = i.prefix.clone().unwrap_or_default();

@@ -8,6 +8,9 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use s3s::{s3_error, S3Result};
 
+/// What S3 stores when a PUT names no Content-Type.
+pub const DEFAULT_CONTENT_TYPE: &str = "binary/octet-stream";
+
 const VERSION: u8 = 1;
 
 const T_ETAG: u8 = 1;
@@ -76,7 +79,7 @@ impl ObjMeta {
             content_type: Some(
                 content_type
                     .cloned()
-                    .unwrap_or_else(|| super::put::DEFAULT_CONTENT_TYPE.to_string()),
+                    .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_string()),
             ),
             content_encoding: content_encoding.and_then(|e| strip_aws_chunked(e)),
             content_language: content_language.cloned(),
@@ -163,6 +166,17 @@ impl ObjMeta {
         Ok(b.freeze())
     }
 
+    /// The metadata of a stored object (or upload record) `key` in namespace `ns`, wherever
+    /// a request needs it. Undecodable metadata has one answer everywhere: the key is logged
+    /// and the request fails with 500 InternalError (ADR 0008); nothing falls back to an empty
+    /// default.
+    pub fn load(src: &[u8], ns: &str, key: &str) -> S3Result<ObjMeta> {
+        Self::decode(src).ok_or_else(|| {
+            tracing::error!(ns = ?ns, key = ?key, "undecodable object metadata");
+            super::error::internal_error()
+        })
+    }
+
     /// Decodes; malformed input gives `None` (never a panic).
     pub fn decode(src: &[u8]) -> Option<ObjMeta> {
         let (&ver, mut rest) = src.split_first()?;
@@ -243,6 +257,18 @@ fn user_name_ok(k: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn undecodable_metadata_is_an_internal_error() {
+        let e = ObjMeta::load(&[9, 9, 9], "bucket", "key").unwrap_err();
+        assert_eq!(e.code(), &s3s::S3ErrorCode::InternalError);
+        let ok = ObjMeta {
+            etag: "e".into(),
+            ..Default::default()
+        };
+        let b = ok.encode().unwrap();
+        assert_eq!(ObjMeta::load(&b, "bucket", "key").unwrap(), ok);
+    }
 
     #[test]
     fn roundtrip() {

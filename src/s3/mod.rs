@@ -3,22 +3,29 @@
 
 pub mod body;
 pub mod bucket;
+pub mod cond;
 pub mod copy;
 pub mod delete;
 pub mod error;
 pub mod get;
+pub mod headers;
+pub mod ingest;
 pub mod list;
 pub mod meta;
 pub mod multipart;
 pub mod put;
 
+use std::future::Future;
+use std::rc::Rc;
 use std::sync::Arc;
+
+use bale_io::Shard;
 
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, S3};
 
 use crate::buckets::Buckets;
-use crate::router::Topology;
+use crate::router::{on_shard, Topology};
 
 /// Explicit limits of the S3 layer.
 pub mod limits {
@@ -54,6 +61,65 @@ pub struct BaleS3 {
     pub region: String,
 }
 
+/// One shard to run a closure on: `BaleS3::shard_of(bucket, key)` (the owner of a key) or
+/// `BaleS3::shard(id)` (fan-outs over every shard). A routing failure (the owning core is
+/// gone or the closure panicked) is a logged 500 InternalError (`error::route`).
+pub struct OnShard<'a> {
+    topo: &'a Arc<Topology>,
+    shard_id: usize,
+}
+
+impl OnShard<'_> {
+    /// Runs `f` on the shard's core; its `S3Result` is the answer.
+    pub async fn run<T, F, Fut>(self, f: F) -> S3Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = S3Result<T>> + 'static,
+    {
+        on_shard(self.topo, self.shard_id, f)
+            .await
+            .map_err(error::route)?
+    }
+
+    /// Runs `f` on the shard's core, for closures that do not answer an `S3Result`.
+    pub async fn call<T, F, Fut>(self, f: F) -> S3Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+    {
+        on_shard(self.topo, self.shard_id, f)
+            .await
+            .map_err(error::route)
+    }
+}
+
+impl BaleS3 {
+    /// The shard that owns `key` in `bucket`. Computed at once, so the closure handed to
+    /// `run` may move the strings this borrowed.
+    pub fn shard_of(&self, bucket: &str, key: &str) -> OnShard<'_> {
+        self.shard(self.topo.shard_for(bucket, key))
+    }
+
+    pub fn shard(&self, shard_id: usize) -> OnShard<'_> {
+        OnShard {
+            topo: &self.topo,
+            shard_id,
+        }
+    }
+
+    /// 404 NoSuchBucket unless `bucket` exists (reads; writes hold `Buckets::write_guard`
+    /// instead, which also keeps a concurrent DeleteBucket out).
+    pub fn bucket_exists(&self, bucket: &str) -> S3Result<()> {
+        if self.buckets.exists(bucket) {
+            Ok(())
+        } else {
+            Err(error::no_such_bucket(bucket))
+        }
+    }
+}
+
 /// Test hook: when the environment variable `BALE_TEST_PANIC_KEY` is set at start, reading
 /// that exact key panics inside the request (on the shard's core), so tests can prove a panic
 /// costs one 500 and nothing else. Unset (always, in production) it is one pointer compare.
@@ -80,6 +146,14 @@ pub fn now_ms() -> u64 {
 
 pub fn timestamp_ms(ms: u64) -> Timestamp {
     Timestamp::from(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+}
+
+/// The owner every bucket, object and upload has (bale has one account).
+pub fn owner() -> Owner {
+    Owner {
+        display_name: Some("bale".into()),
+        id: Some("bale".into()),
+    }
 }
 
 pub fn check_key(key: &str) -> S3Result<()> {

@@ -17,13 +17,13 @@ use bytes::Bytes;
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result};
 
+use super::cond::{resolve_cond, write_cond};
 use super::copy::{copy_range, resolve_source, SourceConds};
 use super::error::{self, no_such_bucket};
+use super::ingest::{body_checks, check_user_meta, hex, ingest};
 use super::limits::{MAX_PART_NUMBER, MIN_PART_BYTES};
 use super::meta::ObjMeta;
-use super::put::{body_checks, check_user_meta, hex, ingest, resolve_cond, write_cond};
-use super::{bucket::owner, check_key, now_ms, timestamp_ms, BaleS3};
-use crate::router::on_shard;
+use super::{check_key, now_ms, owner, timestamp_ms, BaleS3};
 
 fn upload_ns(bucket: &str) -> String {
     format!("\0mpu:{bucket}")
@@ -80,7 +80,7 @@ fn upload_meta(shard: &Shard, bucket: &str, key: &str, upload_id: &str) -> S3Res
     let d = shard
         .get(&upload_ns(bucket), &upload_key(key, upload_id))
         .ok_or_else(no_such_upload)?;
-    ObjMeta::decode(&d.meta).ok_or_else(|| error::internal("undecodable upload descriptor"))
+    ObjMeta::load(&d.meta, &upload_ns(bucket), &upload_key(key, upload_id))
 }
 
 pub async fn create(
@@ -113,19 +113,15 @@ pub async fn create(
         .map_err(|_| s3_error!(MetadataTooLarge, "metadata too large"))?;
     let upload_id = new_upload_id();
     let (bucket, key, id) = (i.bucket.clone(), i.key.clone(), upload_id.clone());
-    on_shard(
-        &s.topo,
-        s.topo.shard_for(&i.bucket, &i.key),
-        move |shard| async move {
+    s.shard_of(&i.bucket, &i.key)
+        .run(move |shard| async move {
             let w = shard
                 .put(&upload_ns(&bucket), &upload_key(&key, &id), 0)
                 .map_err(error::engine)?;
             w.finish(enc, Expect::Absent).await.map_err(error::engine)?;
             Ok::<_, S3Error>(())
-        },
-    )
-    .await
-    .map_err(error::route)??;
+        })
+        .await?;
     Ok(S3Response::new(CreateMultipartUploadOutput {
         bucket: Some(i.bucket),
         key: Some(i.key),
@@ -153,7 +149,7 @@ fn checksum_choice(
         }
         return Ok((None, None));
     };
-    let a = super::put::ALGOS
+    let a = super::ingest::ALGOS
         .iter()
         .copied()
         .find(|x| x.eq_ignore_ascii_case(a))
@@ -292,7 +288,7 @@ fn object_checksum(algo: &str, ctype: &str, parts: &[(String, u64)]) -> Option<S
 fn checksum_fields(algo: Option<&str>, value: Option<&str>) -> [Option<String>; 5] {
     let mut out: [Option<String>; 5] = Default::default();
     if let (Some(a), Some(v)) = (algo, value) {
-        if let Some(i) = super::put::ALGOS.iter().position(|x| *x == a) {
+        if let Some(i) = super::ingest::ALGOS.iter().position(|x| *x == a) {
             out[i] = Some(v.to_string());
         }
     }
@@ -333,8 +329,7 @@ pub async fn upload_part(
         false,
     )?;
     let (bucket, key, id, pn, body) = (i.bucket, i.key, i.upload_id, i.part_number, i.body);
-    let shard_id = s.topo.shard_for(&bucket, &key);
-    let meta = on_shard(&s.topo, shard_id, move |shard: Rc<Shard>| async move {
+    let meta = s.shard_of(&bucket, &key).run(move |shard: Rc<Shard>| async move {
         let up = upload_meta(&shard, &bucket, &key, &id)?;
         if let Some(a) = up.checksum_algorithm.as_deref() {
             // A part of an upload with a checksum algorithm carries that checksum (computed
@@ -345,7 +340,7 @@ pub async fn upload_part(
                     "Checksum Type mismatch occurred, expected checksum Type: {a}, actual checksum Type: {other}"
                 ));
             }
-            if let Some(a) = super::put::ALGOS.iter().copied().find(|x| *x == a) {
+            if let Some(a) = super::ingest::ALGOS.iter().copied().find(|x| *x == a) {
                 if !checks.compute.contains(&a) {
                     checks.compute.push(a);
                 }
@@ -367,7 +362,7 @@ pub async fn upload_part(
         Ok::<_, S3Error>(meta)
     })
     .await
-    .map_err(error::route)??;
+    ?;
     let get = |a: &str| meta.checksum(a).map(str::to_string);
     Ok(S3Response::new(UploadPartOutput {
         e_tag: Some(ETag::Strong(meta.etag.clone())),
@@ -430,33 +425,33 @@ pub async fn upload_part_copy(
         return Err(s3_error!(EntityTooLarge, "A part may be at most 5 GiB"));
     }
     let (bucket, key, id, pn) = (i.bucket, i.key, i.upload_id, i.part_number);
-    let shard_id = s.topo.shard_for(&bucket, &key);
     let s2 = s.clone();
-    let (meta, mtime_ms) = on_shard(&s.topo, shard_id, move |shard: Rc<Shard>| async move {
-        let up = upload_meta(&shard, &bucket, &key, &id)?;
-        // A part of an upload with a checksum algorithm carries that checksum.
-        let algos: Vec<&str> = up
-            .checksum_algorithm
-            .as_deref()
-            .and_then(|a| super::put::ALGOS.iter().copied().find(|x| *x == a))
-            .into_iter()
-            .collect();
-        let mut w = shard
-            .put(&part_ns(&bucket), &part_key(&id, pn), end - start)
-            .map_err(error::engine)?;
-        let (md5, checksums) = copy_range(&s2, &src, start, end, &mut w, &algos).await?;
-        let meta = ObjMeta {
-            etag: hex(&md5),
-            checksums,
-            ..Default::default()
-        };
-        let enc = meta.encode().map_err(|_| error::internal("part meta"))?;
-        upload_meta(&shard, &bucket, &key, &id)?;
-        let obj = w.finish(enc, Expect::Any).await.map_err(error::engine)?;
-        Ok::<_, S3Error>((meta, obj.mtime_ms))
-    })
-    .await
-    .map_err(error::route)??;
+    let (meta, mtime_ms) = s
+        .shard_of(&bucket, &key)
+        .run(move |shard: Rc<Shard>| async move {
+            let up = upload_meta(&shard, &bucket, &key, &id)?;
+            // A part of an upload with a checksum algorithm carries that checksum.
+            let algos: Vec<&str> = up
+                .checksum_algorithm
+                .as_deref()
+                .and_then(|a| super::ingest::ALGOS.iter().copied().find(|x| *x == a))
+                .into_iter()
+                .collect();
+            let mut w = shard
+                .put(&part_ns(&bucket), &part_key(&id, pn), end - start)
+                .map_err(error::engine)?;
+            let (md5, checksums) = copy_range(&s2, &src, start, end, &mut w, &algos).await?;
+            let meta = ObjMeta {
+                etag: hex(&md5),
+                checksums,
+                ..Default::default()
+            };
+            let enc = meta.encode().map_err(|_| error::internal("part meta"))?;
+            upload_meta(&shard, &bucket, &key, &id)?;
+            let obj = w.finish(enc, Expect::Any).await.map_err(error::engine)?;
+            Ok::<_, S3Error>((meta, obj.mtime_ms))
+        })
+        .await?;
     let get = |a: &str| meta.checksum(a).map(str::to_string);
     Ok(S3Response::new(UploadPartCopyOutput {
         copy_part_result: Some(CopyPartResult {
@@ -506,7 +501,12 @@ fn remember_completed(c: Completed) {
 
 /// A recently completed upload, while its object is still the one it made. Runs on the
 /// owning core (where Complete ran and remembered it).
-fn recall_completed(shard: &Shard, bucket: &str, key: &str, id: &str) -> Option<Completed> {
+fn recall_completed(
+    shard: &Shard,
+    bucket: &str,
+    key: &str,
+    id: &str,
+) -> S3Result<Option<Completed>> {
     let now = now_ms();
     let c = COMPLETED.with(|q| {
         let mut q = q.borrow_mut();
@@ -520,10 +520,13 @@ fn recall_completed(shard: &Shard, bucket: &str, key: &str, id: &str) -> Option<
             .rev()
             .find(|c| c.id == id && c.key == key && c.bucket == bucket)
             .cloned()
-    })?;
-    let obj = shard.get(bucket, key)?;
-    let m = ObjMeta::decode(&obj.meta)?;
-    (m.etag == c.etag).then_some(c)
+    });
+    let Some(c) = c else { return Ok(None) };
+    let Some(obj) = shard.get(bucket, key) else {
+        return Ok(None);
+    };
+    let m = ObjMeta::load(&obj.meta, bucket, key)?;
+    Ok((m.etag == c.etag).then_some(c))
 }
 
 fn invalid_part() -> S3Error {
@@ -562,7 +565,7 @@ pub async fn complete(
             .e_tag
             .as_ref()
             .map(|e| e.value().trim_matches('"').to_string());
-        // The part checksums the client states, in `put::ALGOS` order.
+        // The part checksums the client states, in `ingest::ALGOS` order.
         let sums = [
             p.checksum_crc32.clone(),
             p.checksum_crc32c.clone(),
@@ -582,19 +585,18 @@ pub async fn complete(
     ];
     let cond = write_cond(i.if_match, i.if_none_match)?;
     let (bucket, key, id) = (i.bucket.clone(), i.key.clone(), i.upload_id.clone());
-    let shard_id = s.topo.shard_for(&bucket, &key);
-    let done = on_shard(&s.topo, shard_id, move |shard: Rc<Shard>| async move {
+    let done = s.shard_of(&bucket, &key).run(move |shard: Rc<Shard>| async move {
         let mut meta = match upload_meta(&shard, &bucket, &key, &id) {
             Ok(m) => m,
             Err(e) if *e.code() == s3s::S3ErrorCode::NoSuchUpload => {
-                return recall_completed(&shard, &bucket, &key, &id).ok_or(e);
+                return recall_completed(&shard, &bucket, &key, &id)?.ok_or(e);
             }
             Err(e) => return Err(e),
         };
         let algo = meta.checksum_algorithm.take();
         let algo_idx = algo
             .as_deref()
-            .and_then(|a| super::put::ALGOS.iter().position(|x| *x == a));
+            .and_then(|a| super::ingest::ALGOS.iter().position(|x| *x == a));
         let pns = part_ns(&bucket);
         let count = wanted.len();
         let mut md5s = Vec::with_capacity(16 * count);
@@ -603,7 +605,7 @@ pub async fn complete(
         for (idx, (n, etag, given)) in wanted.iter().enumerate() {
             let pk = part_key(&id, *n);
             let part = shard.get(&pns, &pk).ok_or_else(invalid_part)?;
-            let pm = ObjMeta::decode(&part.meta).ok_or_else(|| error::internal("undecodable part meta"))?;
+            let pm = ObjMeta::load(&part.meta, &pns, &pk)?;
             if etag.as_ref().is_some_and(|e| *e != pm.etag) {
                 return Err(invalid_part());
             }
@@ -672,7 +674,7 @@ pub async fn complete(
         Ok::<_, S3Error>(done)
     })
     .await
-    .map_err(error::route)??;
+    ?;
     let [c32, c32c, c64, sha1, sha256] = checksum_fields(
         done.checksum.as_ref().map(|(a, _)| a.as_str()),
         done.checksum.as_ref().map(|(_, v)| v.as_str()),
@@ -779,17 +781,13 @@ pub async fn abort(
 ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
     let i = req.input;
     check_upload_id(&i.upload_id)?;
-    if !s.buckets.exists(&i.bucket) {
-        return Err(no_such_bucket(&i.bucket));
-    }
+    s.bucket_exists(&i.bucket)?;
     let (bucket, key, id) = (i.bucket, i.key, i.upload_id);
-    let shard_id = s.topo.shard_for(&bucket, &key);
-    let existed = on_shard(&s.topo, shard_id, move |shard: Rc<Shard>| async move {
-        drop_upload(&shard, &bucket, &key, &id).await
-    })
-    .await
-    .map_err(error::route)?
-    .map_err(error::engine)?;
+    let existed = s
+        .shard_of(&bucket, &key)
+        .call(move |shard: Rc<Shard>| async move { drop_upload(&shard, &bucket, &key, &id).await })
+        .await?
+        .map_err(error::engine)?;
     if !existed {
         return Err(no_such_upload());
     }
@@ -802,55 +800,53 @@ pub async fn list_parts(
 ) -> S3Result<S3Response<ListPartsOutput>> {
     let i = req.input;
     check_upload_id(&i.upload_id)?;
-    if !s.buckets.exists(&i.bucket) {
-        return Err(no_such_bucket(&i.bucket));
-    }
+    s.bucket_exists(&i.bucket)?;
     let max_parts = i.max_parts.unwrap_or(1000).clamp(0, 1000) as usize;
     let marker = i.part_number_marker.unwrap_or(0);
     let (bucket, key, id) = (i.bucket.clone(), i.key.clone(), i.upload_id.clone());
-    let shard_id = s.topo.shard_for(&bucket, &key);
-    let (parts, truncated, up) = on_shard(&s.topo, shard_id, move |shard: Rc<Shard>| async move {
-        let up = upload_meta(&shard, &bucket, &key, &id)?;
-        let after = if marker > 0 {
-            Some(part_key(&id, marker))
-        } else {
-            None
-        };
-        let items = shard.list(
-            &part_ns(&bucket),
-            &format!("{id}\0"),
-            after.as_deref(),
-            None,
-            max_parts + 1,
-        );
-        let mut out = Vec::new();
-        for it in items {
-            if let bale_io::ListItem::Object { key: pk, obj } = it {
-                let n: i32 = pk
-                    .rsplit('\0')
-                    .next()
-                    .and_then(|x| x.parse().ok())
-                    .unwrap_or(0);
-                let m = ObjMeta::decode(&obj.meta).unwrap_or_default();
-                out.push(Part {
-                    part_number: Some(n),
-                    size: Some(obj.size as i64),
-                    e_tag: Some(ETag::Strong(m.etag.clone())),
-                    last_modified: Some(timestamp_ms(obj.mtime_ms)),
-                    checksum_crc32: m.checksum("crc32").map(str::to_string),
-                    checksum_crc32c: m.checksum("crc32c").map(str::to_string),
-                    checksum_crc64nvme: m.checksum("crc64nvme").map(str::to_string),
-                    checksum_sha1: m.checksum("sha1").map(str::to_string),
-                    checksum_sha256: m.checksum("sha256").map(str::to_string),
-                });
+    let (parts, truncated, up) = s
+        .shard_of(&bucket, &key)
+        .run(move |shard: Rc<Shard>| async move {
+            let up = upload_meta(&shard, &bucket, &key, &id)?;
+            let after = if marker > 0 {
+                Some(part_key(&id, marker))
+            } else {
+                None
+            };
+            let items = shard.list(
+                &part_ns(&bucket),
+                &format!("{id}\0"),
+                after.as_deref(),
+                None,
+                max_parts + 1,
+            );
+            let mut out = Vec::new();
+            for it in items {
+                if let bale_io::ListItem::Object { key: pk, obj } = it {
+                    let n: i32 = pk
+                        .rsplit('\0')
+                        .next()
+                        .and_then(|x| x.parse().ok())
+                        .unwrap_or(0);
+                    let m = ObjMeta::load(&obj.meta, &part_ns(&bucket), &pk)?;
+                    out.push(Part {
+                        part_number: Some(n),
+                        size: Some(obj.size as i64),
+                        e_tag: Some(ETag::Strong(m.etag.clone())),
+                        last_modified: Some(timestamp_ms(obj.mtime_ms)),
+                        checksum_crc32: m.checksum("crc32").map(str::to_string),
+                        checksum_crc32c: m.checksum("crc32c").map(str::to_string),
+                        checksum_crc64nvme: m.checksum("crc64nvme").map(str::to_string),
+                        checksum_sha1: m.checksum("sha1").map(str::to_string),
+                        checksum_sha256: m.checksum("sha256").map(str::to_string),
+                    });
+                }
             }
-        }
-        let truncated = out.len() > max_parts;
-        out.truncate(max_parts);
-        Ok::<_, S3Error>((out, truncated, up))
-    })
-    .await
-    .map_err(error::route)??;
+            let truncated = out.len() > max_parts;
+            out.truncate(max_parts);
+            Ok::<_, S3Error>((out, truncated, up))
+        })
+        .await?;
     let next = if truncated {
         parts.last().and_then(|p| p.part_number)
     } else {
@@ -878,9 +874,7 @@ pub async fn list_uploads(
     req: S3Request<ListMultipartUploadsInput>,
 ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
     let i = req.input;
-    if !s.buckets.exists(&i.bucket) {
-        return Err(no_such_bucket(&i.bucket));
-    }
+    s.bucket_exists(&i.bucket)?;
     let max = i.max_uploads.unwrap_or(1000).clamp(0, 1000) as usize;
     let prefix = i.prefix.clone().unwrap_or_default();
     let after = i.key_marker.as_ref().map(|k| match &i.upload_id_marker {
@@ -933,7 +927,7 @@ pub async fn list_uploads(
 pub async fn drop_all_uploads(s: &BaleS3, bucket: &str) -> S3Result<()> {
     let jobs = (0..s.topo.shard_count).map(|id| {
         let bucket = bucket.to_string();
-        on_shard(&s.topo, id, move |shard| async move {
+        s.shard(id).call(move |shard| async move {
             let ns = upload_ns(&bucket);
             let keys: Vec<String> = shard
                 .list(&ns, "", None, None, usize::MAX)
@@ -952,7 +946,7 @@ pub async fn drop_all_uploads(s: &BaleS3, bucket: &str) -> S3Result<()> {
         })
     });
     for r in futures::future::join_all(jobs).await {
-        r.map_err(error::route)?.map_err(error::engine)?;
+        r?.map_err(error::engine)?;
     }
     let _ = now_ms;
     Ok(())
