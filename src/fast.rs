@@ -17,17 +17,13 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use hmac::{KeyInit, Mac};
-use sha2::{Digest, Sha256};
+use sigv4::{parse_amz_date, parse_request_date, AmzDate, CanonicalRequest, Scope};
 
 use s3s::dto::{ETagCondition, Timestamp, TimestampFormat};
 
 use crate::s3::get::{lookup, RangeHeader, ReadReq};
 use crate::s3::headers::{checksum_mode_enabled, object_headers, Overrides};
 use crate::s3::BaleS3;
-use crate::sigcheck::{as_str, constant_time_eq, iso_basic, parse_iso_basic as parse_amz_date};
-
-type HmacSha256 = hmac::Hmac<Sha256>;
 
 /// Largest clock difference accepted, seconds (same as s3s: 15 minutes).
 const MAX_SKEW_S: i64 = crate::sigcheck::MAX_SKEW_S;
@@ -40,38 +36,8 @@ pub struct FastPath {
 
 thread_local! {
     /// (yyyymmdd, region) -> signing key; one derivation per day per core.
-    static SIGNING_KEY: RefCell<Option<(String, String, [u8; 32])>> = const { RefCell::new(None) };
-}
-
-fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let mut m = <HmacSha256 as KeyInit>::new_from_slice(key).expect("hmac accepts any key length");
-    m.update(data);
-    m.finalize().into_bytes().into()
-}
-
-fn signing_key(secret: &str, date: &str, region: &str) -> [u8; 32] {
-    SIGNING_KEY.with(|c| {
-        let mut c = c.borrow_mut();
-        if let Some((d, r, k)) = c.as_ref() {
-            if d == date && r == region {
-                return *k;
-            }
-        }
-        let k1 = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
-        let k2 = hmac(&k1, region.as_bytes());
-        let k3 = hmac(&k2, b"s3");
-        let k4 = hmac(&k3, b"aws4_request");
-        *c = Some((date.to_string(), region.to_string(), k4));
-        k4
-    })
-}
-
-fn hex_lower(b: &[u8], out: &mut String) {
-    const H: &[u8; 16] = b"0123456789abcdef";
-    for x in b {
-        out.push(H[(x >> 4) as usize] as char);
-        out.push(H[(x & 15) as usize] as char);
-    }
+    static SIGNING_KEY: RefCell<sigv4::SigningKeyCache> =
+        const { RefCell::new(sigv4::SigningKeyCache::new()) };
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -119,70 +85,55 @@ fn at_most_one(
     v.to_str().map(Some).map_err(|_| ())
 }
 
-fn uri_encode_path(out: &mut String, s: &str) {
-    const H: &[u8; 16] = b"0123456789ABCDEF";
-    for &c in s.as_bytes() {
-        match c {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'~' | b'.' | b'/' => {
-                out.push(c as char)
+/// Parses a SigV4 `Authorization` value this path can verify: S3's service and terminal.
+fn parse_auth(v: &str) -> Option<sigv4::Authorization<'_>> {
+    let a = sigv4::parse_authorization(v).ok()?;
+    (a.service == "s3" && a.terminal == "aws4_request").then_some(a)
+}
+
+/// Writes the SigV4 canonical request of a fast-path request into `out`: the signed headers
+/// exactly as the Authorization header lists them (lower case, each present; `host` may come
+/// from an absolute-form URI), the query as it came (only `x-id=<Op>` reaches here, already
+/// canonical). `false` when the request cannot be canonicalised that way.
+fn canonical_request<B>(
+    req: &http::Request<B>,
+    decoded_path: &str,
+    signed_headers: &str,
+    payload: &str,
+    out: &mut String,
+) -> bool {
+    let h = req.headers();
+    let mut w = CanonicalRequest::new(out, req.method().as_str());
+    w.uri(decoded_path)
+        .raw_query(req.uri().query().unwrap_or(""));
+    for name in signed_headers.split(';') {
+        if name.is_empty() || name.bytes().any(|c| c.is_ascii_uppercase()) {
+            return false;
+        }
+        w.header_name(name);
+        let mut first = true;
+        for v in h.get_all(name) {
+            let Ok(v) = v.to_str() else { return false };
+            first = false;
+            w.header_value(v);
+        }
+        if first {
+            if name == "host" {
+                // HTTP/1.1 puts the host in the header; an absolute-form URI carries it instead.
+                match req.uri().authority() {
+                    Some(a) => {
+                        w.header_value(a.as_str());
+                    }
+                    None => return false,
+                }
+            } else {
+                return false; // a signed header that is not present
             }
-            _ => {
-                out.push('%');
-                out.push(H[(c >> 4) as usize] as char);
-                out.push(H[(c & 15) as usize] as char);
-            }
         }
+        w.header_end();
     }
-}
-
-fn push_header_value(out: &mut String, v: &str) {
-    let t = v.trim();
-    if !t.chars().any(char::is_whitespace) {
-        out.push_str(t);
-        return;
-    }
-    for (i, w) in t.split_whitespace().enumerate() {
-        if i > 0 {
-            out.push(' ');
-        }
-        out.push_str(w);
-    }
-}
-
-struct Auth<'a> {
-    access_key: &'a str,
-    date: &'a str,
-    region: &'a str,
-    signed_headers: &'a str,
-    signature: &'a str,
-}
-
-fn parse_auth(v: &str) -> Option<Auth<'_>> {
-    let rest = v.strip_prefix("AWS4-HMAC-SHA256 ")?;
-    let (mut cred, mut sh, mut sig) = (None, None, None);
-    for part in rest.split(',') {
-        let part = part.trim();
-        if let Some(x) = part.strip_prefix("Credential=") {
-            cred = Some(x);
-        } else if let Some(x) = part.strip_prefix("SignedHeaders=") {
-            sh = Some(x);
-        } else if let Some(x) = part.strip_prefix("Signature=") {
-            sig = Some(x);
-        }
-    }
-    let mut c = cred?.split('/');
-    let (access_key, date, region, service, term) =
-        (c.next()?, c.next()?, c.next()?, c.next()?, c.next()?);
-    if service != "s3" || term != "aws4_request" || c.next().is_some() {
-        return None;
-    }
-    Some(Auth {
-        access_key,
-        date,
-        region,
-        signed_headers: sh?,
-        signature: sig?,
-    })
+    w.finish(signed_headers, payload);
+    true
 }
 
 /// Verifies the request's SigV4 header signature. Only `x-id` may appear in the query.
@@ -201,18 +152,18 @@ fn verify(fp: &FastPath, req: &http::Request<hyper::body::Incoming>, decoded_pat
         return false; // S3 requires `host` to be signed
     }
     // The request time: x-amz-date, else Date (RFC 1123), which SigV4 allows.
-    let date_buf: [u8; 16];
+    let date_buf: AmzDate;
     let amz_date = match at_most_one(h, "x-amz-date") {
         Ok(Some(d)) => d,
         Ok(None) => {
             let Ok(Some(d)) = at_most_one(h, http::header::DATE) else {
                 return false;
             };
-            let Some(t) = crate::sigcheck::parse_request_date(d) else {
+            let Some(t) = parse_request_date(d) else {
                 return false;
             };
-            date_buf = iso_basic(t);
-            as_str(&date_buf)
+            date_buf = AmzDate::from_unix(t);
+            date_buf.as_str()
         }
         Err(()) => return false,
     };
@@ -231,61 +182,20 @@ fn verify(fp: &FastPath, req: &http::Request<hyper::body::Incoming>, decoded_pat
         return false;
     };
     let mut canon = String::with_capacity(512);
-    canon.push_str(req.method().as_str());
-    canon.push('\n');
-    uri_encode_path(&mut canon, decoded_path);
-    canon.push('\n');
-    if let Some(q) = req.uri().query() {
-        canon.push_str(q); // only `x-id=<Op>` reaches here: already canonical
+    if !canonical_request(req, decoded_path, auth.signed_headers, payload, &mut canon) {
+        return false;
     }
-    canon.push('\n');
-    for name in auth.signed_headers.split(';') {
-        if name.is_empty() || name.bytes().any(|c| c.is_ascii_uppercase()) {
-            return false;
-        }
-        canon.push_str(name);
-        canon.push(':');
-        let mut first = true;
-        for v in h.get_all(name) {
-            let Ok(v) = v.to_str() else { return false };
-            if !first {
-                canon.push(',');
-            }
-            first = false;
-            push_header_value(&mut canon, v);
-        }
-        if first {
-            if name == "host" {
-                // HTTP/1.1 puts the host in the header; an absolute-form URI carries it instead.
-                match req.uri().authority() {
-                    Some(a) => canon.push_str(a.as_str()),
-                    None => return false,
-                }
-            } else {
-                return false; // a signed header that is not present
-            }
-        }
-        canon.push('\n');
-    }
-    canon.push('\n');
-    canon.push_str(auth.signed_headers);
-    canon.push('\n');
-    canon.push_str(payload);
-
-    let mut sts = String::with_capacity(256);
-    sts.push_str("AWS4-HMAC-SHA256\n");
-    sts.push_str(amz_date);
-    sts.push('\n');
-    sts.push_str(auth.date);
-    sts.push('/');
-    sts.push_str(auth.region);
-    sts.push_str("/s3/aws4_request\n");
-    hex_lower(&Sha256::digest(canon.as_bytes()), &mut sts);
-    let key = signing_key(&fp.secret_key, auth.date, auth.region);
-    let sig = hmac(&key, sts.as_bytes());
-    let mut expect = String::with_capacity(64);
-    hex_lower(&sig, &mut expect);
-    constant_time_eq(expect.as_bytes(), auth.signature.as_bytes())
+    let key = SIGNING_KEY.with(|c| {
+        c.borrow_mut()
+            .get(&fp.secret_key, auth.date, auth.region, "s3")
+    });
+    sigv4::sign_canonical_request(
+        &key,
+        amz_date,
+        &Scope::new(auth.date, auth.region, "s3"),
+        &canon,
+    )
+    .matches(auth.signature)
 }
 
 /// Headers that change what a GET returns and that the fast path leaves to s3s.
@@ -442,33 +352,59 @@ mod tests {
         );
     }
 
+    /// The AWS S3 documentation's GET Object example (with Range), through the fast path's
+    /// canonical request: the published signature.
     #[test]
-    fn aws_example_signing_key() {
-        // AWS SigV4 documentation example (GET /test.txt with Range, us-east-1, 20130524).
-        let k = signing_key(
-            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-            "20130524",
-            "us-east-1",
-        );
-        let mut sts = String::new();
-        sts.push_str("AWS4-HMAC-SHA256\n20130524T000000Z\n20130524/us-east-1/s3/aws4_request\n");
-        sts.push_str("7344ae5b7ee6c3e7e6b0fe0640412a37625d1fbfff95c48bbb2dc43964946972");
-        let mut sig = String::new();
-        hex_lower(&hmac(&k, sts.as_bytes()), &mut sig);
+    fn aws_example_canonical_request() {
+        let empty = sigv4::EMPTY_SHA256;
+        let req = http::Request::builder()
+            .method("GET")
+            .uri("/test.txt")
+            .header("host", "examplebucket.s3.amazonaws.com")
+            .header("range", "bytes=0-9")
+            .header("x-amz-content-sha256", empty)
+            .header("x-amz-date", "20130524T000000Z")
+            .body(())
+            .unwrap();
+        let signed = "host;range;x-amz-content-sha256;x-amz-date";
+        let mut canon = String::new();
+        assert!(canonical_request(
+            &req,
+            "/test.txt",
+            signed,
+            empty,
+            &mut canon
+        ));
         assert_eq!(
-            sig,
-            "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
-        );
-    }
-
-    #[test]
-    fn aws_example_canonical_request_hash() {
-        let canon = "GET\n/test.txt\n\nhost:examplebucket.s3.amazonaws.com\nrange:bytes=0-9\nx-amz-content-sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\nx-amz-date:20130524T000000Z\n\nhost;range;x-amz-content-sha256;x-amz-date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-        let mut h = String::new();
-        hex_lower(&Sha256::digest(canon.as_bytes()), &mut h);
-        assert_eq!(
-            h,
+            sigv4::sha256_hex(canon.as_bytes()).as_str(),
             "7344ae5b7ee6c3e7e6b0fe0640412a37625d1fbfff95c48bbb2dc43964946972"
+        );
+        let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+        let key = SIGNING_KEY.with(|c| c.borrow_mut().get(secret, "20130524", "us-east-1", "s3"));
+        let scope = Scope::new("20130524", "us-east-1", "s3");
+        assert!(
+            sigv4::sign_canonical_request(&key, "20130524T000000Z", &scope, &canon)
+                .matches("f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41")
+        );
+        // Refused shapes: an upper-case or empty signed name, a signed header not present.
+        for bad in ["Host;range", "host;;range", "host;range;x-amz-meta-absent"] {
+            let mut c = String::new();
+            assert!(
+                !canonical_request(&req, "/test.txt", bad, empty, &mut c),
+                "{bad}"
+            );
+        }
+        // `host` from an absolute-form URI when there is no Host header.
+        let req = http::Request::builder()
+            .method("GET")
+            .uri("http://h:1/b/k?x-id=GetObject")
+            .body(())
+            .unwrap();
+        let mut c = String::new();
+        assert!(canonical_request(&req, "/b/k", "host", empty, &mut c));
+        assert_eq!(
+            c,
+            format!("GET\n/b/k\nx-id=GetObject\nhost:h:1\n\nhost\n{empty}")
         );
     }
 

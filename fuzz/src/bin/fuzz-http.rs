@@ -33,67 +33,24 @@ use std::time::{Duration, Instant, SystemTime};
 mod driver;
 use driver::Rng;
 
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::{Digest, Sha256};
-
 const AK: &str = "fuzzaccess";
 const SK: &str = "fuzzsecret/key+x";
 const REGION: &str = "us-east-1";
 const BUCKET: &str = "fuzz";
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn sha256_hex(b: &[u8]) -> String {
-    hex(&Sha256::digest(b))
-}
-
-fn hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
-    let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap();
-    m.update(msg);
-    m.finalize().into_bytes().to_vec()
-}
-
 fn uri_encode(s: &str, slash: bool) -> String {
-    let mut o = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) || (b == b'/' && !slash) {
-            o.push(b as char);
-        } else {
-            o.push_str(&format!("%{b:02X}"));
-        }
-    }
+    let mut o = String::with_capacity(s.len());
+    sigv4::push_uri_encoded(&mut o, s, slash);
     o
 }
 
-/// UTC date parts from the system clock: ("YYYYMMDD", "YYYYMMDDTHHMMSSZ").
-fn amz_dates() -> (String, String) {
+/// The system clock's time as `YYYYMMDDTHHMMSSZ`.
+fn amz_date_now() -> sigv4::AmzDate {
     let secs = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    let days = secs.div_euclid(86400);
-    let rem = secs.rem_euclid(86400);
-    // civil from days (Howard Hinnant)
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    let date = format!("{y:04}{m:02}{d:02}");
-    let full = format!(
-        "{date}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    );
-    (date, full)
+    sigv4::AmzDate::from_unix(secs)
 }
 
 struct Req {
@@ -106,46 +63,38 @@ struct Req {
 
 /// Serialises `r` with a valid SigV4 header signature over UNSIGNED-PAYLOAD.
 fn signed_bytes(r: &Req, host: &str) -> Vec<u8> {
-    let (date, full) = amz_dates();
+    let now = amz_date_now();
+    let full = now.as_str();
     let mut headers: Vec<(String, String)> = r
         .headers
         .iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_string()))
         .collect();
     headers.push(("host".into(), host.into()));
-    headers.push(("x-amz-date".into(), full.clone()));
-    headers.push(("x-amz-content-sha256".into(), "UNSIGNED-PAYLOAD".into()));
+    headers.push(("x-amz-date".into(), full.to_string()));
+    headers.push(("x-amz-content-sha256".into(), sigv4::UNSIGNED_PAYLOAD.into()));
     headers.sort();
     headers.dedup_by(|a, b| a.0 == b.0);
-    let mut q: Vec<(String, String)> = r
-        .query
-        .iter()
-        .map(|(k, v)| (uri_encode(k, true), uri_encode(v, true)))
-        .collect();
-    q.sort();
-    let cq = q
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&");
+    let mut cq = String::new();
+    sigv4::push_canonical_query(&mut cq, &r.query);
     let cpath = uri_encode(&r.path, false);
-    let ch: String = headers.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
     let sh = headers
         .iter()
         .map(|(k, _)| k.as_str())
         .collect::<Vec<_>>()
         .join(";");
-    let creq = format!(
-        "{}\n{cpath}\n{cq}\n{ch}\n{sh}\nUNSIGNED-PAYLOAD",
-        r.method
-    );
-    let scope = format!("{date}/{REGION}/s3/aws4_request");
-    let sts = format!("AWS4-HMAC-SHA256\n{full}\n{scope}\n{}", sha256_hex(creq.as_bytes()));
-    let mut k = hmac(format!("AWS4{SK}").as_bytes(), date.as_bytes());
-    for part in [REGION, "s3", "aws4_request"] {
-        k = hmac(&k, part.as_bytes());
+    let mut creq = String::new();
+    let mut c = sigv4::CanonicalRequest::new(&mut creq, &r.method);
+    c.raw_uri(&cpath).raw_query(&cq);
+    for (k, v) in &headers {
+        c.header(k, [v.as_str()]);
     }
-    let sig = hex(&hmac(&k, sts.as_bytes()));
+    c.finish(&sh, sigv4::UNSIGNED_PAYLOAD);
+    let scope = sigv4::Scope::new(now.date(), REGION, "s3");
+    let key = sigv4::signing_key(SK, scope.date, scope.region, scope.service);
+    let sig = sigv4::sign_canonical_request(&key, full, &scope, &creq);
+    let mut auth = String::new();
+    sigv4::push_authorization(&mut auth, AK, &scope, &sh, sig.as_str());
     let mut out = format!(
         "{} {cpath}{}{cq} HTTP/1.1\r\n",
         r.method,
@@ -154,9 +103,7 @@ fn signed_bytes(r: &Req, host: &str) -> Vec<u8> {
     for (k, v) in &headers {
         out.push_str(&format!("{k}: {v}\r\n"));
     }
-    out.push_str(&format!(
-        "authorization: AWS4-HMAC-SHA256 Credential={AK}/{scope}, SignedHeaders={sh}, Signature={sig}\r\n"
-    ));
+    out.push_str(&format!("authorization: {auth}\r\n"));
     out.push_str(&format!("content-length: {}\r\nconnection: close\r\n\r\n", r.body.len()));
     let mut b = out.into_bytes();
     b.extend_from_slice(&r.body);
