@@ -29,7 +29,7 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 FROM ${RUST_IMAGE} AS build
 WORKDIR /src
-# The whole workspace (its members are ., io and bench); .dockerignore keeps target/, venvs
+# The whole workspace (its members are ., io, bench and sigv4); .dockerignore keeps target/, venvs
 # and data out of the context.
 COPY . .
 RUN cargo build --release --locked -p bale \
