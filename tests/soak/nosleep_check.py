@@ -38,7 +38,7 @@ def run(phase, traffic):
     endpoint = f"http://127.0.0.1:{port}"
     trace = os.path.join(work, f"strace-{phase}.txt")
     log = open(os.path.join(work, f"bale-{phase}.log"), "ab")
-    args = ["strace", "-f", "-qq", "-Y", "-ttt", "-e", f"trace={SYSCALLS}", "-o", trace,
+    args = ["strace", "-f", "-qq", "-Y", "-ttt", "-T", "-e", f"trace={SYSCALLS}", "-o", trace,
             baleproc.bale_bin(), "serve", "--listen", f"127.0.0.1:{port}",
             "--access-key", baleproc.ACCESS_KEY, "--secret-key", baleproc.SECRET_KEY,
             "--data", data, "--cores", "1",
@@ -93,7 +93,7 @@ def run(phase, traffic):
     print(f"run {phase}: {seen} traced calls, {core_before} on core threads before the window "
           f"(recovery/startup), {len(offending)} on core threads while serving")
     for l in offending[:40]:
-        print("  OFFENDING:", l[:220])
+        print("  OFFENDING:", l[:240])
     if len(offending) > 40:
         print(f"  ... {len(offending) - 40} more")
     if offending:
