@@ -9,6 +9,7 @@ mod buf;
 mod cache;
 mod error;
 mod format;
+mod offload;
 mod punch;
 mod shard;
 mod sys;

@@ -39,16 +39,6 @@ pub fn open_or_create(path: &Path) -> std::io::Result<std::fs::File> {
         .open(path)
 }
 
-/// Creates `path` (or empties it) for writing (buffered I/O).
-pub fn create_truncate(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
-}
-
 /// Takes an exclusive advisory lock on `f` without waiting (flock LOCK_EX | LOCK_NB).
 pub fn lock_exclusive(f: &impl AsRawFd) -> std::io::Result<()> {
     // SAFETY: flock on a descriptor the borrow keeps open.

@@ -14,9 +14,7 @@ use futures::StreamExt;
 use super::compact::IndexCursor;
 use super::index::{Change, Overlay};
 use super::space::VolFile;
-use super::{
-    fsync_dir, now_ms, Object, Shard, CHUNK_BYTES, JOURNAL_FILE, SNAP_FILE, SNAP_TMP_FILE,
-};
+use super::{now_ms, Object, Shard, CHUNK_BYTES, JOURNAL_FILE, SNAP_FILE, SNAP_TMP_FILE};
 use crate::error::{Error, Result};
 use crate::format::{
     encode_journal_entry, encode_snapshot_header, encode_snapshot_object, Entry, ExtentRec, Move,
@@ -481,6 +479,14 @@ impl Shard {
         jbuf: Vec<u8>,
         next_lsn: u64,
     ) -> Result<()> {
+        // A volume created since the last directory fsync is named by this batch: its
+        // directory entry is made durable first (as recovery expects of every named volume).
+        if sync_vols.values().any(|v| !v.dir_synced.get()) {
+            self.sync_dir().await?;
+            for v in sync_vols.values() {
+                v.dir_synced.set(true);
+            }
+        }
         for v in sync_vols.values() {
             v.file
                 .sync_data()
@@ -502,20 +508,32 @@ impl Shard {
             Err(e) => Err(e),
         };
         let jpath = self.dir.join(JOURNAL_FILE);
-        let mut jref = self.journal.borrow_mut();
-        let j = jref.as_mut().expect("journal open");
         match res {
             Ok(()) => {
+                let mut jref = self.journal.borrow_mut();
+                let j = jref.as_mut().expect("journal open");
                 j.len_bytes = at + n;
                 j.next_lsn = next_lsn;
                 Ok(())
             }
             Err(e) => {
                 // Cut the partial append away so later entries are not hidden behind garbage at
-                // replay; if even that fails, refuse all further commits.
-                let undone = sys::ftruncate(&*file, at).and_then(|()| sys::fsync(&*file));
+                // replay (on the worker: ftruncate has no io_uring operation); if even that
+                // fails, refuse all further commits.
+                let undone = match crate::offload::dup(&*file) {
+                    Ok(fd) => {
+                        self.offload
+                            .call(move || sys::ftruncate(&fd, at).and_then(|()| sys::fsync(&fd)))
+                            .await
+                    }
+                    Err(de) => Err(de),
+                };
                 if let Err(ue) = undone {
-                    j.broken = Some(format!(
+                    self.journal
+                        .borrow_mut()
+                        .as_mut()
+                        .expect("journal open")
+                        .broken = Some(format!(
                         "append to {} at {at} failed and could not be undone: {e} (undo: {ue})",
                         jpath.display()
                     ));
@@ -566,18 +584,26 @@ impl Shard {
         let started = Instant::now();
         let tmp = self.dir.join(SNAP_TMP_FILE);
         let fin = self.dir.join(SNAP_FILE);
-        let std_file = sys::create_truncate(&tmp)
+        // Open (O_TRUNC), fsync, rename and the directory fsync all go through io_uring: the
+        // core never waits in the kernel for them (ADR 10).
+        let file = monoio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .await
             .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
-        let file = monoio::fs::File::from_std(std_file)
-            .map_err(|e| Error::io(format!("register {}", tmp.display()), e))?;
         let (n_objects, snapshot_bytes) = self.write_snapshot(&file, &tmp).await?;
         file.sync_all()
             .await
             .map_err(|e| Error::io(format!("fsync {}", tmp.display()), e))?;
-        drop(file);
-        std::fs::rename(&tmp, &fin)
+        file.close()
+            .await
+            .map_err(|e| Error::io(format!("close {}", tmp.display()), e))?;
+        monoio::fs::rename(&tmp, &fin)
+            .await
             .map_err(|e| Error::io(format!("rename {} -> {}", tmp.display(), fin.display()), e))?;
-        fsync_dir(&self.dir)?;
+        self.sync_dir().await?;
         // The snapshot now covers every journal entry: trim the journal.
         self.trim_journal().await?;
         tracing::info!(dir = %self.dir.display(), objects = n_objects, snapshot_bytes, elapsed_ms = started.elapsed().as_millis() as u64, "checkpoint");
@@ -647,7 +673,11 @@ impl Shard {
             .file
             .clone();
         let jpath = self.dir.join(JOURNAL_FILE);
-        sys::ftruncate(&*jfile, 0)
+        let fd = crate::offload::dup(&*jfile)
+            .map_err(|e| Error::io(format!("dup {}", jpath.display()), e))?;
+        self.offload
+            .call(move || sys::ftruncate(&fd, 0))
+            .await
             .map_err(|e| Error::io(format!("truncate {}", jpath.display()), e))?;
         jfile
             .sync_all()

@@ -12,7 +12,7 @@ use futures::channel::oneshot;
 use super::commit::{Op, Req, MAX_BATCH_REQUESTS};
 use super::index::{Extent, Index};
 use super::space::{VolFile, WriterSlot};
-use super::{fsync_dir, yield_now, CompactStats, Object, ScrubStats, Shard, CHUNK_BYTES};
+use super::{yield_now, CompactStats, Object, ScrubStats, Shard, CHUNK_BYTES};
 use crate::buf::AlignedBuf;
 use crate::error::{Error, Result};
 use crate::format::{decode_record_header, Move};
@@ -185,7 +185,20 @@ impl Shard {
         for (i, (rec_off, refs)) in by_record.into_iter().enumerate() {
             let src = refs[0].4.clone();
             let span = src.span_bytes;
-            let (dst, dst_off) = match self.reserve(span) {
+            let reserved = match self.reserve(span) {
+                Ok((dst, dst_off, prealloc)) => {
+                    slots.push(WriterSlot {
+                        vols: &self.vols,
+                        volume_id: dst.id,
+                    });
+                    match prealloc {
+                        Some(p) => p.wait(dst_off + span).await.map(|()| (dst, dst_off)),
+                        None => Ok((dst, dst_off)),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            let (dst, dst_off) = match reserved {
                 Ok(r) => r,
                 Err(Error::NoSpace { context }) => {
                     // No room above the reserve to copy into: finish what was copied, then
@@ -198,10 +211,6 @@ impl Shard {
                 }
                 Err(e) => return Err(e),
             };
-            slots.push(WriterSlot {
-                vols: &self.vols,
-                volume_id: dst.id,
-            });
             self.copy_record(&src, &dst, dst_off).await?;
             stats.records_moved += 1;
             stats.bytes_moved += span;
@@ -260,14 +269,14 @@ impl Shard {
                 .map
                 .remove(&vid)
                 .expect("victim registered");
-            std::fs::remove_file(&v.file.path)
+            monoio::fs::remove_file(&v.file.path)
+                .await
                 .map_err(|e| Error::io(format!("remove {}", v.file.path.display()), e))?;
             stats.volumes_compacted += 1;
             stats.bytes_reclaimed += v.end_bytes;
             tracing::info!(path = %v.file.path.display(), reclaimed_bytes = v.end_bytes, "volume compacted");
         }
-        fsync_dir(&self.dir)?;
-        Ok(())
+        self.sync_dir().await
     }
 
     /// Copy one record verbatim (header, data, trailer, padding) in bounded chunks.

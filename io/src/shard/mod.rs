@@ -170,6 +170,10 @@ pub struct Shard {
     punch_enabled: Cell<bool>,
     /// Hole punching runs on this shard's worker thread, never on the reactor (punch.rs).
     puncher: crate::punch::Puncher,
+    /// fallocate and ftruncate run on this shard's other worker thread (offload.rs, ADR 10).
+    offload: crate::offload::Offload,
+    /// The shard directory, open for its fsyncs through io_uring while serving (ADR 10).
+    dir_file: monoio::fs::File,
     reserve_refusals: Cell<u64>,
     _lock: std::fs::File,
 }
@@ -181,7 +185,8 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Makes the entries of `dir` durable.
+/// Makes the entries of `dir` durable, synchronously (recovery only: while serving, the shard's
+/// `sync_dir` goes through io_uring).
 fn fsync_dir(dir: &Path) -> Result<()> {
     crate::sys::fsync_dir(dir).map_err(|e| Error::io(format!("fsync dir {}", dir.display()), e))
 }
@@ -319,11 +324,39 @@ impl Shard {
         self.closed.set(true);
         self.checkpoint().await?;
         // Space of records deleted just before shutdown is given back before the process goes.
-        if !self.wait_punches(PUNCH_WAIT_NEAR_FULL) {
+        self.reclaim_dropped_records();
+        if !self.wait_punches_async(PUNCH_WAIT_NEAR_FULL).await {
             tracing::warn!(dir = %self.dir.display(), "hole punches still queued at close; left to compaction");
         }
-        self.seal_active();
+        self.seal_active().await;
         Ok(())
+    }
+
+    /// `wait_punches` without blocking the core: polls the worker's queue between timer sleeps.
+    async fn wait_punches_async(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let pending = || {
+            self.puncher
+                .state
+                .pending_jobs
+                .load(std::sync::atomic::Ordering::Acquire)
+        };
+        while pending() > 0 {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            monoio::time::sleep(Duration::from_millis(1)).await;
+        }
+        true
+    }
+
+    /// Makes the entries of the shard directory durable through io_uring (the core does not
+    /// wait in the kernel).
+    async fn sync_dir(&self) -> Result<()> {
+        self.dir_file
+            .sync_all()
+            .await
+            .map_err(|e| Error::io(format!("fsync dir {}", self.dir.display()), e))
     }
 
     /// Waits (blocking this thread) until the hole punches queued so far are done, at most

@@ -185,7 +185,16 @@ fn scan_volumes(dir: &Path) -> Result<Vols> {
             .map_err(|e| Error::io(format!("register {}", path.display()), e))?;
         vols.map.insert(
             id,
-            VolState::new(VolFile { id, path, file }, size_bytes, true),
+            VolState::new(
+                VolFile {
+                    id,
+                    path,
+                    file,
+                    dir_synced: Cell::new(true),
+                },
+                size_bytes,
+                true,
+            ),
         );
         vols.next_id = vols.next_id.max(id + 1);
     }
@@ -217,6 +226,15 @@ fn new_shard(
             e,
         )
     })?;
+    let offload = crate::offload::Offload::start(&dir.display().to_string()).map_err(|e| {
+        Error::io(
+            format!("start the blocking-call thread for {}", dir.display()),
+            e,
+        )
+    })?;
+    let dir_file = std::fs::File::open(dir)
+        .and_then(monoio::fs::File::from_std)
+        .map_err(|e| Error::io(format!("open dir {}", dir.display()), e))?;
     Ok(Rc::new(Shard {
         dir: dir.to_path_buf(),
         cache: RefCell::new((cfg.cache_bytes > 0).then(|| Cache::new(cfg.cache_bytes))),
@@ -238,6 +256,8 @@ fn new_shard(
         dropped_records: Rc::new(RefCell::new(Vec::new())),
         punch_enabled: Cell::new(false),
         puncher,
+        offload,
+        dir_file,
         reserve_refusals: Cell::new(0),
         _lock: lock,
     }))

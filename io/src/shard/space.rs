@@ -6,9 +6,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
 
-use super::{fsync_dir, Shard, PUNCH_WAIT_NEAR_FULL};
+use futures::future::{FutureExt, LocalBoxFuture, Shared};
+
+use super::{Shard, PUNCH_WAIT_NEAR_FULL};
 use crate::buf::{round_down_u64, round_up_u64};
 use crate::error::{Error, Result};
+use crate::offload::{self, Offload};
 use crate::sys;
 
 /// Preallocate volume space (fallocate) in steps of this many bytes.
@@ -25,6 +28,9 @@ pub(crate) struct VolFile {
     pub(super) id: u32,
     pub(super) path: PathBuf,
     pub(super) file: monoio::fs::File,
+    /// The directory entry naming this file is durable. A volume created while serving is not
+    /// until the committer's directory fsync, which comes before any journal entry names it.
+    pub(super) dir_synced: Cell<bool>,
 }
 
 impl std::fmt::Debug for VolFile {
@@ -100,6 +106,34 @@ pub(super) struct VolState {
     /// not): recovery may resolve those records again, so the file never shrinks below this.
     pub(super) named_end: u64,
     pub(super) sealed: bool,
+    /// Preallocations queued on the shard's worker and not known to be done, oldest first.
+    preallocs: Vec<Prealloc>,
+}
+
+/// A preallocation of `[from, want)` of a volume queued on the shard's worker (offload.rs).
+/// Writers of spans ending in `(from, want]` wait for it before writing: a failed step is
+/// given back with a truncation to `from` (then retried for less), which must not cut written
+/// data. Its result is how far the file is allocated.
+#[derive(Clone)]
+pub(super) struct Prealloc {
+    from: u64,
+    want: u64,
+    done: Shared<LocalBoxFuture<'static, std::result::Result<u64, Rc<Error>>>>,
+}
+
+impl Prealloc {
+    /// Waits until the span ending at `span_end` is allocated.
+    pub(super) async fn wait(self, span_end: u64) -> Result<()> {
+        match self.done.await {
+            Ok(got) if span_end <= got => Ok(()),
+            Ok(got) => Err(Error::NoSpace {
+                context: format!(
+                    "preallocation stopped at {got} bytes, below this record's end at {span_end}"
+                ),
+            }),
+            Err(e) => Err(e.duplicate()),
+        }
+    }
 }
 
 impl VolState {
@@ -115,17 +149,28 @@ impl VolState {
             lives: HashMap::new(),
             named_end: 0,
             sealed,
+            preallocs: Vec::new(),
         }
     }
 
-    /// Seal the volume and give back its preallocated tail; spans below `end_bytes` are
-    /// untouched.
-    fn seal(&mut self) {
+    /// Seal the volume and give back its preallocated tail on the shard's worker (after the
+    /// volume's queued preallocations); spans below `end_bytes` are untouched. The returned
+    /// future is the truncation's end (close waits for it; a roll does not).
+    fn seal(&mut self, offload: &Offload) -> impl std::future::Future<Output = ()> {
         self.sealed = true;
-        match sys::ftruncate(&self.file.file, self.end_bytes) {
-            Ok(()) => self.allocated_bytes = self.end_bytes,
-            Err(e) => {
-                tracing::warn!(path = %self.file.path.display(), error = %e, "truncating sealed volume failed")
+        self.preallocs.clear();
+        let end_bytes = self.end_bytes;
+        self.allocated_bytes = end_bytes;
+        let path = self.file.path.clone();
+        let fd = offload::dup(&self.file.file);
+        let done = fd.map(|fd| offload.call(move || sys::ftruncate(&fd, end_bytes)));
+        async move {
+            let r = match done {
+                Ok(f) => f.await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = r {
+                tracing::warn!(path = %path.display(), error = %e, "truncating sealed volume failed");
             }
         }
     }
@@ -165,8 +210,9 @@ pub(super) fn release_writer(vols: &RefCell<Vols>, volume_id: u32) {
 
 impl Shard {
     /// Reserve `span_bytes` in the active volume (rolling to a new one past the target size),
-    /// preallocating with fallocate. Takes a writer slot on the volume.
-    pub(super) fn reserve(&self, span_bytes: u64) -> Result<(Rc<VolFile>, u64)> {
+    /// preallocating with fallocate on the shard's worker. Takes a writer slot on the volume.
+    /// The caller must wait for the returned preallocation, if any, before writing the span.
+    pub(super) fn reserve(&self, span_bytes: u64) -> Result<(Rc<VolFile>, u64, Option<Prealloc>)> {
         // Space freed by deletes whose objects were let go since the last commit counts now.
         self.reclaim_dropped_records();
         let mut vols = self.vols.borrow_mut();
@@ -186,32 +232,48 @@ impl Shard {
         if need > v.allocated_bytes {
             self.preallocate(v, need)?;
         }
+        // Forget preallocations known to be done; wait for the one covering this span's end.
+        v.preallocs.retain(|p| p.done.peek().is_none());
+        let wait = v
+            .preallocs
+            .iter()
+            .find(|p| p.from < need && need <= p.want)
+            .cloned();
         let off = v.end_bytes;
         v.end_bytes += span_bytes;
         v.writers += 1;
         assert_eq!(off % self.cfg.align_bytes as u64, 0);
-        Ok((v.file.clone(), off))
+        Ok((v.file.clone(), off, wait))
     }
 
     /// Seal the active volume (if any) and make a new, empty one active.
+    /// The new volume's directory entry is made durable by the committer before a journal
+    /// entry names it (`dir_synced`), not here: the core does not wait for the directory fsync.
     fn roll_volume(&self, vols: &mut Vols) -> Result<()> {
         if let Some(old) = vols.active.take() {
-            vols.map
-                .get_mut(&old)
-                .expect("active volume registered")
-                .seal();
+            // The truncation runs on the worker; nothing waits for it.
+            monoio::spawn(
+                vols.map
+                    .get_mut(&old)
+                    .expect("active volume registered")
+                    .seal(&self.offload),
+            );
         }
         let id = vols.next_id;
         vols.next_id += 1;
         let path = vol_path(&self.dir, id);
         let f = sys::open_direct(&path, true)
             .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
-        fsync_dir(&self.dir)?;
         let file = monoio::fs::File::from_std(f)
             .map_err(|e| Error::io(format!("register {}", path.display()), e))?;
         tracing::debug!(path = %path.display(), "new active volume");
-        vols.map
-            .insert(id, VolState::new(VolFile { id, path, file }, 0, false));
+        let vf = VolFile {
+            id,
+            path,
+            file,
+            dir_synced: Cell::new(false),
+        };
+        vols.map.insert(id, VolState::new(vf, 0, false));
         vols.active = Some(id);
         Ok(())
     }
@@ -226,35 +288,54 @@ impl Shard {
             self.check_headroom(v, need - from)?;
             want = need;
         }
-        let got = match sys::fallocate(&v.file.file, from, want - from) {
-            Ok(()) => want,
-            Err(_) => {
-                // A failed fallocate may leave part of the range allocated: give it back, then
-                // retry with exactly what this record needs before giving up.
-                if let Err(e) = sys::ftruncate(&v.file.file, from) {
-                    tracing::warn!(path = %v.file.path.display(), error = %e, "giving back a partial preallocation failed");
-                }
-                sys::fallocate(&v.file.file, from, need - from).map_err(|e| {
-                    Error::io(
-                        format!("fallocate {} to {need} bytes", v.file.path.display()),
-                        e,
-                    )
-                })?;
-                need
+        let fd = offload::dup(&v.file.file)
+            .map_err(|e| Error::io(format!("dup {}", v.file.path.display()), e))?;
+        let path = v.file.path.clone();
+        // Runs on the worker. Writers of spans in [from, want) wait for it (`Prealloc`), so the
+        // fallback's truncation to `from` cuts nothing written.
+        let job = self.offload.call(move || {
+            if sys::fallocate(&fd, from, want - from).is_ok() {
+                return Ok(Ok(want));
             }
-        };
-        v.allocated_bytes = got;
+            // A failed fallocate may leave part of the range allocated: give it back, then
+            // retry with exactly what the record that asked needs before giving up.
+            if let Err(e) = sys::ftruncate(&fd, from) {
+                tracing::warn!(path = %path.display(), error = %e, "giving back a partial preallocation failed");
+            }
+            Ok(sys::fallocate(&fd, from, need - from)
+                .map(|()| need)
+                .map_err(|e| (path, e)))
+        });
+        let done = async move {
+            match job.await {
+                Ok(Ok(got)) => Ok(got),
+                Ok(Err((path, e))) => Err(Rc::new(Error::io(
+                    format!("fallocate {} to {need} bytes", path.display()),
+                    e,
+                ))),
+                Err(e) => Err(Rc::new(Error::io("preallocate a volume", e))),
+            }
+        }
+        .boxed_local()
+        .shared();
+        v.preallocs.push(Prealloc { from, want, done });
+        v.allocated_bytes = want;
         Ok(())
     }
 
     /// Seal the active volume, giving back its preallocated tail (at close).
-    pub(super) fn seal_active(&self) {
-        let mut vols = self.vols.borrow_mut();
-        if let Some(id) = vols.active.take() {
-            vols.map
-                .get_mut(&id)
-                .expect("active volume registered")
-                .seal();
+    pub(super) async fn seal_active(&self) {
+        let sealed = {
+            let mut vols = self.vols.borrow_mut();
+            vols.active.take().map(|id| {
+                vols.map
+                    .get_mut(&id)
+                    .expect("active volume registered")
+                    .seal(&self.offload)
+            })
+        };
+        if let Some(f) = sealed {
+            f.await;
         }
     }
 

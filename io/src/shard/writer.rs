@@ -7,7 +7,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use super::commit::{Op, PutReq, Req};
-use super::space::{release_writer, VolFile};
+use super::space::{release_writer, Prealloc, VolFile};
 use super::{check_meta, now_ms, Object, Shard, MAX_CRC_TABLE_BYTES, MAX_OBJECT_BYTES};
 use crate::buf::{round_up, AlignedBuf};
 use crate::error::{Error, Result};
@@ -28,6 +28,8 @@ pub struct PutWriter {
     vol: Rc<VolFile>,
     record_offset: u64,
     span_bytes: u64,
+    /// The preallocation of the span, waited for before the first write.
+    prealloc: Option<Prealloc>,
     data_offset: u64,
     /// Staging buffer being filled.
     buf: Option<AlignedBuf>,
@@ -105,7 +107,7 @@ impl PutWriter {
         let align = shard.cfg.align_bytes;
         check_put(ns, key, size_bytes, bb)?;
         let span_bytes = format::record_span_bytes(ns.len(), key.len(), size_bytes, bb, align);
-        let (vol, record_offset) = shard.reserve(span_bytes)?;
+        let (vol, record_offset, prealloc) = shard.reserve(span_bytes)?;
         let seq = shard.next_seq.get();
         shard.next_seq.set(seq + 1);
         let mut head = Vec::with_capacity(RECORD_HEADER_BYTES as usize + ns.len() + key.len());
@@ -125,6 +127,7 @@ impl PutWriter {
             vol,
             record_offset,
             span_bytes,
+            prealloc,
             data_offset,
             buf: Some(buf),
             buf_capacity_bytes: buf_bytes,
@@ -194,6 +197,9 @@ impl PutWriter {
     /// awaited first (its buffer becomes the next staging buffer). The last write of a record
     /// is awaited inline.
     async fn flush(&mut self, last: bool) -> Result<()> {
+        if let Some(p) = self.prealloc.take() {
+            p.wait(self.record_offset + self.span_bytes).await?;
+        }
         let full = self.buf.take().expect("staging buffer present");
         let n = full.len() as u64;
         assert_eq!(n % self.shard.cfg.align_bytes as u64, 0, "unaligned flush");
