@@ -174,6 +174,24 @@ impl Buckets {
         Ok(CreateOutcome::Created)
     }
 
+    /// `create`, run on a short-lived thread: the registry write (write, fsync, rename, fsync
+    /// dir) may sleep on the device, and the core that serves the request must not (ADR 10).
+    /// Bucket creates and deletes are rare: a thread each costs nothing that matters.
+    pub async fn create_off_core(
+        self: &Arc<Self>,
+        name: &str,
+        now_ms: u64,
+    ) -> anyhow::Result<CreateOutcome> {
+        let (me, name) = (self.clone(), name.to_string());
+        off_core(move || me.create(&name, now_ms)).await?
+    }
+
+    /// `remove`, off the core (see `create_off_core`).
+    pub async fn remove_off_core(self: &Arc<Self>, name: &str) -> anyhow::Result<bool> {
+        let (me, name) = (self.clone(), name.to_string());
+        off_core(move || me.remove(&name)).await?
+    }
+
     /// Removes the bucket; returns false if it did not exist.
     pub fn remove(&self, name: &str) -> anyhow::Result<bool> {
         let _w = self.write_lock.lock().expect("bucket writer poisoned");
@@ -201,6 +219,19 @@ impl Buckets {
         }
         Ok(())
     }
+}
+
+/// Runs `f` on its own thread and waits for it without blocking the calling core.
+async fn off_core<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+    let (tx, rx) = futures::channel::oneshot::channel();
+    std::thread::Builder::new()
+        .name("bale-registry".into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .context("cannot start the bucket registry thread")?;
+    rx.await
+        .context("the bucket registry thread ended without an answer")
 }
 
 /// S3 bucket naming rules (general purpose buckets).

@@ -30,7 +30,7 @@ pub async fn create(
             }
         }
     }
-    match s.buckets.create(name, now_ms()) {
+    match s.buckets.create_off_core(name, now_ms()).await {
         Ok(CreateOutcome::Created) => {
             tracing::info!(bucket = %name, "bucket created");
             Ok(S3Response::new(CreateBucketOutput {
@@ -83,7 +83,7 @@ pub async fn delete(
         ));
     }
     super::multipart::drop_all_uploads(s, &name).await?;
-    match s.buckets.remove(&name) {
+    match s.buckets.remove_off_core(&name).await {
         Ok(true) => {
             tracing::info!(bucket = %name, "bucket deleted");
             Ok(S3Response::new(DeleteBucketOutput {}))

@@ -12,8 +12,8 @@ Two runs on the same data directory:
      live records into a new volume, commits, checkpoints (snapshot, rename, journal trim) and
      unlinks it; more PUT/DELETE traffic, a scrub is not needed; SIGTERM again.
 
-The window checked in each run starts after the first 200 on /health and the bucket creation
-(CreateBucket persists buckets.json in src/buckets.rs, outside the engine; run 1 only), and
+The window checked in each run starts after the first 200 on /health (CreateBucket and
+DeleteBucket, whose registry writes run on a short-lived thread, are inside it), and
 ends at the process exit (the SIGTERM checkpoint and seal are included). Recovery inside
 Shard::open, before /health answers, may stay synchronous (ADR 10); the script checks that
 strace did see it (so an empty window is not an strace failure).
@@ -104,8 +104,10 @@ def run(phase, traffic):
 
 
 def traffic1(s3):
-    s3.create_bucket(Bucket="nosleep")
     t0 = time.time()
+    s3.create_bucket(Bucket="nosleep")  # the registry write runs off the core too
+    s3.create_bucket(Bucket="nosleep-gone")
+    s3.delete_bucket(Bucket="nosleep-gone")
     blob = os.urandom(4 << 20)
     for i in range(40):  # 160 MiB: the first volume, preallocated in 64 MiB steps
         s3.put_object(Bucket="nosleep", Key=f"big{i:02d}", Body=blob[i:] + blob[:i])
