@@ -29,23 +29,23 @@ pub struct ConnSlot {
     requests: Cell<u64>,
     /// Requests being handled now.
     busy: Cell<u32>,
-    /// Last time bytes moved or a request started or ended.
+    /// Last time bytes moved.
     last_active: Cell<Instant>,
     evicted: Cell<bool>,
     waker: RefCell<Option<Waker>>,
 }
 
 impl ConnSlot {
+    /// (No clock read here: the bytes of the request and of its answer already move
+    /// `last_active` through the connection's I/O wrapper.)
     pub fn request_started(&self) {
         self.requests.set(self.requests.get() + 1);
         self.busy.set(self.busy.get() + 1);
-        self.last_active.set(Instant::now());
     }
 
     pub fn request_ended(&self) {
         debug_assert!(self.busy.get() > 0);
         self.busy.set(self.busy.get().saturating_sub(1));
-        self.last_active.set(Instant::now());
     }
 
     /// Bytes moved (called by the connection's I/O wrapper with the time it already read).

@@ -70,6 +70,20 @@ fn hex_val(c: u8) -> Option<u8> {
     }
 }
 
+/// Header names the fast path reads on every request, parsed once (a `&str` name is parsed
+/// and hashed on every lookup).
+mod names {
+    use http::header::HeaderName;
+    pub static X_AMZ_DATE: HeaderName = HeaderName::from_static("x-amz-date");
+    pub static X_AMZ_CONTENT_SHA256: HeaderName = HeaderName::from_static("x-amz-content-sha256");
+    pub static X_AMZ_CHECKSUM_MODE: HeaderName = HeaderName::from_static("x-amz-checksum-mode");
+    pub static SSE_C_ALGORITHM: HeaderName =
+        HeaderName::from_static("x-amz-server-side-encryption-customer-algorithm");
+    pub static EXPECTED_BUCKET_OWNER: HeaderName =
+        HeaderName::from_static("x-amz-expected-bucket-owner");
+    pub static REQUEST_PAYER: HeaderName = HeaderName::from_static("x-amz-request-payer");
+}
+
 /// A header that may appear at most once: `Ok(None)` when absent, `Err(())` when repeated
 /// or not visible ASCII (s3s reads such a header as absent or refuses it; either way the
 /// fast path leaves the request to it).
@@ -153,7 +167,7 @@ fn verify(fp: &FastPath, req: &http::Request<hyper::body::Incoming>, decoded_pat
     }
     // The request time: x-amz-date, else Date (RFC 1123), which SigV4 allows.
     let date_buf: AmzDate;
-    let amz_date = match at_most_one(h, "x-amz-date") {
+    let amz_date = match at_most_one(h, &names::X_AMZ_DATE) {
         Ok(Some(d)) => d,
         Ok(None) => {
             let Ok(Some(d)) = at_most_one(h, http::header::DATE) else {
@@ -178,7 +192,7 @@ fn verify(fp: &FastPath, req: &http::Request<hyper::body::Incoming>, decoded_pat
     if (now - ts).abs() > MAX_SKEW_S {
         return false;
     }
-    let Ok(Some(payload)) = at_most_one(h, "x-amz-content-sha256") else {
+    let Ok(Some(payload)) = at_most_one(h, &names::X_AMZ_CONTENT_SHA256) else {
         return false;
     };
     let mut canon = String::with_capacity(512);
@@ -200,9 +214,9 @@ fn verify(fp: &FastPath, req: &http::Request<hyper::body::Incoming>, decoded_pat
 
 /// Headers that change what a GET returns and that the fast path leaves to s3s.
 fn has_unhandled_headers(h: &http::HeaderMap) -> bool {
-    h.contains_key("x-amz-server-side-encryption-customer-algorithm")
-        || h.contains_key("x-amz-expected-bucket-owner")
-        || h.contains_key("x-amz-request-payer")
+    h.contains_key(&names::SSE_C_ALGORITHM)
+        || h.contains_key(&names::EXPECTED_BUCKET_OWNER)
+        || h.contains_key(&names::REQUEST_PAYER)
 }
 
 /// The four conditional headers, read as s3s reads them: at most one each, an empty value is
@@ -285,7 +299,7 @@ pub async fn try_serve(
     if conditions(req.headers(), &mut r).is_err() {
         return Err(req);
     }
-    let checksum_mode = match at_most_one(req.headers(), "x-amz-checksum-mode") {
+    let checksum_mode = match at_most_one(req.headers(), &names::X_AMZ_CHECKSUM_MODE) {
         Ok(v) => checksum_mode_enabled(v.map(str::as_bytes)),
         Err(()) => return Err(req),
     };

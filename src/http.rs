@@ -549,8 +549,9 @@ fn request_id() -> [u8; 16] {
 /// Puts the request id in `x-amz-request-id`, and into an S3 error body's `<RequestId>` (s3s
 /// builds its error bodies without one), so both always carry the same id.
 fn stamp_request_id(resp: &mut http::Response<s3s::Body>, id: &[u8; 16]) {
+    static X_AMZ_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-amz-request-id");
     let idv = http::HeaderValue::from_bytes(id).expect("hex digits are a valid header value");
-    resp.headers_mut().insert("x-amz-request-id", idv);
+    resp.headers_mut().insert(&X_AMZ_REQUEST_ID, idv);
     if resp.status().as_u16() < 400 {
         return;
     }
