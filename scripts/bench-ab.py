@@ -3,6 +3,11 @@
 noise falls on both alike.
 
     scripts/bench-ab.py --a OLD_BALE --b NEW_BALE [--rounds 5] [--duration 5] [--conc 1,16]
+    scripts/bench-ab.py --a OLD_BALE --b NEW_BALE --cold [--rounds 5]
+
+--cold: each measurement restarts the server (its object cache is empty), drops the page cache
+(root) and reads 500 distinct 4 KiB objects at c=1 (first reads from the disk); the two builds
+still alternate round by round.
 
 Starts both servers at once (`--cores 1`, each pinned to CPU 0, separate data directories),
 loads 5,000 x 4 KiB objects into each, warms both, then for every round and concurrency runs
@@ -36,8 +41,18 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start(binary, work, name):
-    port = free_port()
+def drop_caches():
+    try:
+        subprocess.run(["sync"], check=True)
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def start(binary, work, name, port=None):
+    port = port or free_port()
     data = os.path.join(work, name)
     log = open(os.path.join(work, f"{name}.log"), "w")
     cmd = ["taskset", "-c", "0", binary, "serve", "--listen", f"127.0.0.1:{port}", "--data", data,
@@ -68,17 +83,18 @@ def main():
     o.add_argument("--rounds", type=int, default=5)
     o.add_argument("--duration", type=int, default=5)
     o.add_argument("--conc", default="1,16")
+    o.add_argument("--cold", action="store_true", help="first reads after a restart with caches dropped")
     a = o.parse_args()
-    conc = [int(c) for c in a.conc.split(",")]
+    conc = [1] if a.cold else [int(c) for c in a.conc.split(",")]
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short=9", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    out = os.path.join(ROOT, "bench/results", f"ab-{stamp}-{commit}")
+    out = os.path.join(ROOT, "bench/results", f"ab-{'cold-' if a.cold else ''}{stamp}-{commit}")
     work = tempfile.mkdtemp(prefix="bale-ab-")
     commands, procs = [], []
     res = {"A": {c: [] for c in conc}, "B": {c: [] for c in conc}}
     try:
-        eps = {}
+        eps, bins = {}, {"A": a.a, "B": a.b}
         for name, binary in (("A", a.a), ("B", a.b)):
             p, ep = start(binary, work, name)
             procs.append(p)
@@ -90,8 +106,18 @@ def main():
             order = ("A", "B") if r % 2 == 0 else ("B", "A")
             for c in conc:
                 for name in order:
+                    if a.cold:
+                        i = ("A", "B").index(name)
+                        procs[i].terminate()
+                        procs[i].wait(30)
+                        drop_caches()
+                        port = int(eps[name].rsplit(":", 1)[1])
+                        procs[i], eps[name] = start(bins[name], work, name, port)
+                        span = ["--requests", "500"]
+                    else:
+                        span = ["-d", f"{a.duration}s"]
                     rep = bench(["get", "--endpoint", eps[name], "--bucket", "abtest", "--prefix", "s4k/", "-n",
-                                 "5000", "--size", "4k", "-c", str(c), "-d", f"{a.duration}s", "--seed",
+                                 "5000", "--size", "4k", "-c", str(c), *span, "--seed",
                                  str(r + 1)], commands)
                     res[name][c].append({k: rep[k] for k in ("p50_us", "p99_us", "req_per_s")})
                     print(f"round {r + 1} c={c} {name}: p50 {rep['p50_us']:.1f} p99 {rep['p99_us']:.1f} "
@@ -102,14 +128,14 @@ def main():
             p.wait(30)
         shutil.rmtree(work, ignore_errors=True)
     os.makedirs(out, exist_ok=True)
-    summary = {"a": a.a, "b": a.b, "commit": commit, "started": stamp, "rounds": a.rounds,
+    summary = {"a": a.a, "b": a.b, "commit": commit, "started": stamp, "rounds": a.rounds, "cold": a.cold,
                "duration_s": a.duration, "loadavg_end": open("/proc/loadavg").read().strip(), "runs": res}
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     with open(os.path.join(out, "commands.txt"), "w") as f:
         f.write("\n".join(commands) + "\n")
     print(f"A = {a.a}\nB = {a.b}\n{os.path.relpath(out, ROOT)}\n")
-    print("| GET 4 KiB (warm) | A p50 µs | B p50 µs | B ÷ A | A p99 µs | B p99 µs | B ÷ A | A req/s | B req/s | B ÷ A |")
+    print(f"| GET 4 KiB ({'cold' if a.cold else 'warm'}) | A p50 µs | B p50 µs | B ÷ A | A p99 µs | B p99 µs | B ÷ A | A req/s | B req/s | B ÷ A |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for c in conc:
         m = {n: {k: statistics.median(x[k] for x in res[n][c]) for k in ("p50_us", "p99_us", "req_per_s")}
