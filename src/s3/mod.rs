@@ -12,6 +12,7 @@ pub mod headers;
 pub mod ingest;
 pub mod list;
 pub mod meta;
+pub mod mpu_checksum;
 pub mod multipart;
 pub mod put;
 
