@@ -5,6 +5,7 @@ noise falls on both alike.
     scripts/bench-ab.py --a OLD_BALE --b NEW_BALE [--rounds 5] [--duration 5] [--conc 1,16]
     scripts/bench-ab.py --a OLD_BALE --b NEW_BALE --cold [--rounds 5]
 
+AB_CACHE_MB sets both servers' --cache-mb (default 256; 0 sends every read to the disk).
 --cold: each measurement restarts the server (its object cache is empty), drops the page cache
 (root) and reads 500 distinct 4 KiB objects at c=1 (first reads from the disk); the two builds
 still alternate round by round.
@@ -56,7 +57,7 @@ def start(binary, work, name, port=None):
     data = os.path.join(work, name)
     log = open(os.path.join(work, f"{name}.log"), "w")
     cmd = ["taskset", "-c", "0", binary, "serve", "--listen", f"127.0.0.1:{port}", "--data", data,
-           "--cores", "1", "--access-key", AK, "--secret-key", SK, "--cache-mb", "256"]
+           "--cores", "1", "--access-key", AK, "--secret-key", SK, "--cache-mb", os.environ.get("AB_CACHE_MB", "256")]
     p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     ep = f"http://127.0.0.1:{port}"
     for _ in range(300):
