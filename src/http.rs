@@ -411,13 +411,42 @@ async fn serve_with_slot(
         );
         req.extensions_mut().insert(crate::s3::UnknownLength);
     }
-    // A body the handler may answer before reading (auth failure, NoSuchBucket, 412 ...) is
-    // shared so it can be drained afterwards: closing with unread body bytes makes the kernel
-    // send a RST, and clients that stream without `Expect: 100-continue` (aws-sdk-rust,
-    // aws-sdk-cpp, curl) then lose the error response. GETs and empty bodies skip this.
     let is_head = req.method() == http::Method::HEAD;
-    let drainable = has_body(&req);
     let continue_expected = expects_continue(req.headers());
+    let (req, shared) = share_body(req);
+    let mut resp = call_s3s(svc, req, shared.as_ref()).await;
+    if is_head
+        && resp.status() == http::StatusCode::OK
+        && resp.headers().contains_key(http::header::CONTENT_RANGE)
+    {
+        // s3s 0.14.1 drops the 206 that head_object sets for a ranged HEAD; the fast path
+        // answers 206, and so does S3.
+        *resp.status_mut() = http::StatusCode::PARTIAL_CONTENT;
+    }
+    let Some(sh) = shared else {
+        return (resp, Unread::None);
+    };
+    if !body_unread(&sh) {
+        (resp, Unread::None)
+    } else if continue_expected {
+        // The client waits for 100-continue before sending its body, but may send it anyway
+        // after its own timeout: if the body was not read, the connection cannot be reused
+        // safely (the late body would be parsed as the next request).
+        (resp, Unread::Close)
+    } else {
+        (resp, Unread::Drain(sh))
+    }
+}
+
+/// Hands the body to s3s. A body the handler may answer before reading (auth failure,
+/// NoSuchBucket, 412 ...) is shared so it can be drained afterwards: closing with unread body
+/// bytes makes the kernel send a RST, and clients that stream without `Expect: 100-continue`
+/// (aws-sdk-rust, aws-sdk-cpp, curl) then lose the error response. GETs and empty bodies skip
+/// this. aws-chunked bodies go through the chunk-size guard.
+fn share_body(
+    req: http::Request<Incoming>,
+) -> (http::Request<s3s::Body>, Option<Arc<Mutex<BodySlot>>>) {
+    let drainable = has_body(&req);
     let chunked = is_aws_chunked(req.headers());
     let (parts, body) = req.into_parts();
     let (body, shared) = if drainable {
@@ -436,64 +465,44 @@ async fn serve_with_slot(
     } else {
         (s3s::Body::from(body), None)
     };
-    let req = http::Request::from_parts(parts, body);
-    let resp = match AssertUnwindSafe(svc.call(req)).catch_unwind().await {
+    (http::Request::from_parts(parts, body), shared)
+}
+
+/// s3s answers; its errors and panics become S3 errors (a body that ended early is the
+/// client's IncompleteBody, anything else an InternalError).
+async fn call_s3s(
+    svc: S3Service,
+    req: http::Request<s3s::Body>,
+    shared: Option<&Arc<Mutex<BodySlot>>>,
+) -> http::Response<s3s::Body> {
+    match AssertUnwindSafe(svc.call(req)).catch_unwind().await {
         Ok(Ok(resp)) => resp,
+        Ok(Err(e)) if shared.is_some_and(body_unread) => {
+            tracing::debug!(error = ?e, "request body ended early");
+            error_xml(
+                http::StatusCode::BAD_REQUEST,
+                "IncompleteBody",
+                "You did not provide the number of bytes specified by the Content-Length HTTP header.",
+            )
+        }
         Ok(Err(e)) => {
-            let body_cut_short = shared.as_ref().is_some_and(|sh| {
-                use http_body::Body as _;
-                sh.lock()
-                    .expect("body lock poisoned")
-                    .as_ref()
-                    .is_some_and(|b| !b.is_end_stream())
-            });
-            if body_cut_short {
-                tracing::debug!(error = ?e, "request body ended early");
-                error_xml(
-                    http::StatusCode::BAD_REQUEST,
-                    "IncompleteBody",
-                    "You did not provide the number of bytes specified by the Content-Length HTTP header.",
-                )
-            } else {
-                tracing::error!(error = ?e, "request failed inside s3s");
-                internal_error_xml()
-            }
+            tracing::error!(error = ?e, "request failed inside s3s");
+            internal_error_xml()
         }
         Err(_) => {
             tracing::error!("panic while serving a request; answered 500, connection kept");
             internal_error_xml()
         }
-    };
-    let mut resp = resp;
-    if is_head
-        && resp.status() == http::StatusCode::OK
-        && resp.headers().contains_key(http::header::CONTENT_RANGE)
-    {
-        // s3s 0.14.1 drops the 206 that head_object sets for a ranged HEAD; the fast path
-        // answers 206, and so does S3.
-        *resp.status_mut() = http::StatusCode::PARTIAL_CONTENT;
     }
-    let Some(sh) = shared else {
-        return (resp, Unread::None);
-    };
-    let unread = sh
-        .lock()
+}
+
+/// Whether the shared request body still has bytes nobody read.
+fn body_unread(sh: &Arc<Mutex<BodySlot>>) -> bool {
+    use http_body::Body as _;
+    sh.lock()
         .expect("body lock poisoned")
         .as_ref()
-        .is_some_and(|b| {
-            use http_body::Body as _;
-            !b.is_end_stream()
-        });
-    if !unread {
-        (resp, Unread::None)
-    } else if continue_expected {
-        // The client waits for 100-continue before sending its body, but may send it anyway
-        // after its own timeout: if the body was not read, the connection cannot be reused
-        // safely (the late body would be parsed as the next request).
-        (resp, Unread::Close)
-    } else {
-        (resp, Unread::Drain(sh))
-    }
+        .is_some_and(|b| !b.is_end_stream())
 }
 
 thread_local! {

@@ -106,6 +106,65 @@ pub fn run_core(setup: CoreSetup) {
     rt.block_on(core_main(setup));
 }
 
+/// The core's background tasks: the spinner (if `--spin-us`), compaction and scrub passes over
+/// its shards at their intervals.
+fn spawn_background(core: usize, args: &ServeArgs) {
+    if args.spin_us > 0 {
+        monoio::spawn(crate::spin::run(Duration::from_micros(args.spin_us)));
+    }
+
+    if args.compact_interval_s > 0 {
+        let ratio = args.compact_ratio;
+        let every = Duration::from_secs(args.compact_interval_s);
+        monoio::spawn(async move {
+            loop {
+                monoio::time::sleep(every).await;
+                for s in router::local_shards() {
+                    match s.compact(ratio).await {
+                        Ok(st) if st.volumes_compacted > 0 => {
+                            tracing::info!(
+                                core,
+                                volumes = st.volumes_compacted,
+                                reclaimed_bytes = st.bytes_reclaimed,
+                                "compaction pass"
+                            )
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(core, error = %e, "compaction failed"),
+                    }
+                }
+            }
+        });
+    }
+
+    if args.scrub_interval_s > 0 {
+        let every = Duration::from_secs(args.scrub_interval_s);
+        let rate = args.scrub_rate_mb << 20;
+        monoio::spawn(async move {
+            loop {
+                monoio::time::sleep(every).await;
+                for s in router::local_shards() {
+                    match s.scrub(rate).await {
+                        Ok(st) if st.corrupt_objects > 0 => tracing::error!(
+                            core,
+                            checked = st.objects_checked,
+                            corrupt = st.corrupt_objects,
+                            "scrub found corrupt objects"
+                        ),
+                        Ok(st) => tracing::info!(
+                            core,
+                            checked = st.objects_checked,
+                            bytes = st.bytes_checked,
+                            "scrub pass clean"
+                        ),
+                        Err(e) => tracing::warn!(core, error = %e, "scrub failed"),
+                    }
+                }
+            }
+        });
+    }
+}
+
 async fn core_main(setup: CoreSetup) {
     let CoreSetup {
         core,
@@ -156,65 +215,12 @@ async fn core_main(setup: CoreSetup) {
     };
     let _ = ready.send(Ok(()));
 
-    if args.spin_us > 0 {
-        monoio::spawn(crate::spin::run(Duration::from_micros(args.spin_us)));
-    }
-
-    if args.compact_interval_s > 0 {
-        let ratio = args.compact_ratio;
-        let every = Duration::from_secs(args.compact_interval_s);
-        monoio::spawn(async move {
-            loop {
-                monoio::time::sleep(every).await;
-                for s in router::local_shards() {
-                    match s.compact(ratio).await {
-                        Ok(st) if st.volumes_compacted > 0 => {
-                            tracing::info!(
-                                core,
-                                volumes = st.volumes_compacted,
-                                reclaimed_bytes = st.bytes_reclaimed,
-                                "compaction pass"
-                            )
-                        }
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(core, error = %e, "compaction failed"),
-                    }
-                }
-            }
-        });
-    }
-
+    spawn_background(core, &args);
     let limits = ConnLimits {
         header_timeout: Duration::from_secs(args.header_timeout_s),
         idle_timeout: Duration::from_secs(args.idle_timeout_s),
         max_inflight: args.max_inflight_per_core,
     };
-    if args.scrub_interval_s > 0 {
-        let every = Duration::from_secs(args.scrub_interval_s);
-        let rate = args.scrub_rate_mb << 20;
-        monoio::spawn(async move {
-            loop {
-                monoio::time::sleep(every).await;
-                for s in router::local_shards() {
-                    match s.scrub(rate).await {
-                        Ok(st) if st.corrupt_objects > 0 => tracing::error!(
-                            core,
-                            checked = st.objects_checked,
-                            corrupt = st.corrupt_objects,
-                            "scrub found corrupt objects"
-                        ),
-                        Ok(st) => tracing::info!(
-                            core,
-                            checked = st.objects_checked,
-                            bytes = st.bytes_checked,
-                            "scrub pass clean"
-                        ),
-                        Err(e) => tracing::warn!(core, error = %e, "scrub failed"),
-                    }
-                }
-            }
-        });
-    }
     let table = Rc::new(RefCell::new(ConnTable::new(args.max_connections_per_core)));
     let (conn_stop_tx, conn_stop_rx) = oneshot::channel::<()>();
     let conn_stop = conn_stop_rx.shared();

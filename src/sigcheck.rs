@@ -219,19 +219,9 @@ fn too_skewed(request: i64, now: i64) -> Option<http::Response<s3s::Body>> {
 
 // ---- headers and query ----------------------------------------------------------------------
 
-/// The single value of a header as s3s reads it (`OrderedHeaders::get_unique`: valid UTF-8,
-/// exactly one).
-fn unique<'a>(h: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
-    let mut it = h
-        .get_all(name)
-        .iter()
-        .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok());
-    let v = it.next()?;
-    if it.next().is_some() {
-        return None;
-    }
-    Some(v)
-}
+/// The single value of a header as s3s reads it (one definition, shared with SigV2's
+/// string to sign).
+use sigv4::v2::unique;
 
 fn query_has(q: &str, name: &str) -> bool {
     !q.is_empty()

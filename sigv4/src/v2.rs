@@ -9,7 +9,7 @@ type HmacSha1 = hmac::Hmac<sha1::Sha1>;
 
 /// The single value of a header as s3s reads it (`OrderedHeaders::get_unique`: valid UTF-8,
 /// exactly one).
-fn unique<'a>(h: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+pub fn unique<'a>(h: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
     let mut it = h
         .get_all(name)
         .iter()

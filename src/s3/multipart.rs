@@ -371,6 +371,39 @@ fn invalid_part() -> S3Error {
     s3_error!(InvalidPart, "One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag.")
 }
 
+/// A part the client names in CompleteMultipartUpload: number, ETag (unquoted), and the part
+/// checksums it states, in `ingest::ALGOS` order.
+type WantedPart = (i32, Option<String>, [Option<String>; 5]);
+
+/// The parts list of a Complete, checked: numbers valid and strictly ascending.
+fn wanted_parts(parts: &[CompletedPart]) -> S3Result<Vec<WantedPart>> {
+    let mut wanted = Vec::with_capacity(parts.len());
+    let mut last = 0;
+    for p in parts {
+        let n = p
+            .part_number
+            .ok_or_else(|| s3_error!(MalformedXML, "Part number missing"))?;
+        check_part_number(n)?;
+        if n <= last {
+            return Err(s3_error!(InvalidPartOrder, "The list of parts was not in ascending order. The parts list must be specified in order by part number."));
+        }
+        last = n;
+        let etag = p
+            .e_tag
+            .as_ref()
+            .map(|e| e.value().trim_matches('"').to_string());
+        let sums = [
+            p.checksum_crc32.clone(),
+            p.checksum_crc32c.clone(),
+            p.checksum_crc64nvme.clone(),
+            p.checksum_sha1.clone(),
+            p.checksum_sha256.clone(),
+        ];
+        wanted.push((n, etag, sums));
+    }
+    Ok(wanted)
+}
+
 pub async fn complete(
     s: &BaleS3,
     req: S3Request<CompleteMultipartUploadInput>,
@@ -388,31 +421,7 @@ pub async fn complete(
             "You must specify at least one part"
         ));
     }
-    let mut wanted = Vec::with_capacity(parts.len());
-    let mut last = 0;
-    for p in &parts {
-        let n = p
-            .part_number
-            .ok_or_else(|| s3_error!(MalformedXML, "Part number missing"))?;
-        check_part_number(n)?;
-        if n <= last {
-            return Err(s3_error!(InvalidPartOrder, "The list of parts was not in ascending order. The parts list must be specified in order by part number."));
-        }
-        last = n;
-        let etag = p
-            .e_tag
-            .as_ref()
-            .map(|e| e.value().trim_matches('"').to_string());
-        // The part checksums the client states, in `ingest::ALGOS` order.
-        let sums = [
-            p.checksum_crc32.clone(),
-            p.checksum_crc32c.clone(),
-            p.checksum_crc64nvme.clone(),
-            p.checksum_sha1.clone(),
-            p.checksum_sha256.clone(),
-        ];
-        wanted.push((n, etag, sums));
-    }
+    let wanted = wanted_parts(&parts)?;
     // The object checksum the client states, if any (x-amz-checksum-<algo> on Complete).
     let stated = [
         i.checksum_crc32.clone(),
@@ -487,18 +496,9 @@ pub async fn complete(
         let expect = resolve_cond(&shard, &bucket, &key, &cond)?;
         shard.compose(&bucket, &key, &sources, enc, expect, true).await.map_err(error::engine)?;
         // The object is durable; now drop the descriptor and any parts not used.
-        let leftover: Vec<String> = shard
-            .list(&pns, &format!("{id}\0"), None, None, usize::MAX)
-            .into_iter()
-            .filter_map(|it| match it {
-                bale_io::ListItem::Object { key, .. } => Some(key),
-                bale_io::ListItem::Prefix(_) => None,
-            })
-            .collect();
-        for k in leftover {
-            shard.delete(&pns, &k, Expect::Any).await.map_err(error::engine)?;
-        }
-        shard.delete(&upload_ns(&bucket), &upload_key(&key, &id), Expect::Any).await.map_err(error::engine)?;
+        drop_upload(&shard, &bucket, &key, &id)
+            .await
+            .map_err(error::engine)?;
         let done = Completed {
             bucket,
             key,
@@ -543,12 +543,10 @@ fn decode_hex16(s: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
-/// Removes an upload's descriptor and parts; returns false if it did not exist.
+/// Removes an upload's parts, then its descriptor (so a crash in between leaves an upload that
+/// is still listed and can be aborted, never parts nothing names); returns false if the
+/// descriptor did not exist. Complete uses it for the parts it did not use.
 async fn drop_upload(shard: &Shard, bucket: &str, key: &str, id: &str) -> bale_io::Result<bool> {
-    let existed = shard
-        .delete(&upload_ns(bucket), &upload_key(key, id), Expect::Any)
-        .await?
-        .is_some();
     let pns = part_ns(bucket);
     let keys: Vec<String> = shard
         .list(&pns, &format!("{id}\0"), None, None, usize::MAX)
@@ -561,7 +559,10 @@ async fn drop_upload(shard: &Shard, bucket: &str, key: &str, id: &str) -> bale_i
     for k in keys {
         shard.delete(&pns, &k, Expect::Any).await?;
     }
-    Ok(existed)
+    Ok(shard
+        .delete(&upload_ns(bucket), &upload_key(key, id), Expect::Any)
+        .await?
+        .is_some())
 }
 
 /// Opens an upload that PutObject uses to spool a body of unknown length (see
