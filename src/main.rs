@@ -32,6 +32,34 @@ fn main() {
     }
 }
 
+/// What `bale serve` prints for the person who started it: endpoint, data, keys.
+fn print_banner(
+    args: &ServeArgs,
+    cores: usize,
+    shards: usize,
+    access_key: &str,
+    secret_key: &str,
+    defaulted: bool,
+) {
+    let data_dirs: Vec<String> = args.data.iter().map(|d| d.display().to_string()).collect();
+    println!(
+        "bale {} serving S3 on http://{}",
+        env!("CARGO_PKG_VERSION"),
+        args.listen
+    );
+    println!("  data:       {}", data_dirs.join(", "));
+    println!("  cores:      {cores} (shards: {})", shards);
+    println!("  region:     {}", args.region);
+    println!("  access key: {access_key}");
+    println!(
+        "  secret key: {secret_key}{}",
+        if defaulted {
+            "   (default: set --access-key/--secret-key or BALE_ACCESS_KEY/BALE_SECRET_KEY)"
+        } else {
+            ""
+        }
+    );
+}
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     args.validate().map_err(anyhow::Error::msg)?;
     let cpus = runtime::allowed_cpus();
@@ -150,24 +178,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         anyhow::bail!(e);
     }
 
-    let data_dirs: Vec<String> = args.data.iter().map(|d| d.display().to_string()).collect();
     tracing::info!(listen = %args.listen, cores, shards = places.len(), "bale is serving");
-    println!(
-        "bale {} serving S3 on http://{}",
-        env!("CARGO_PKG_VERSION"),
-        args.listen
-    );
-    println!("  data:       {}", data_dirs.join(", "));
-    println!("  cores:      {cores} (shards: {})", places.len());
-    println!("  region:     {}", args.region);
-    println!("  access key: {access_key}");
-    println!(
-        "  secret key: {secret_key}{}",
-        if defaulted {
-            "   (default: set --access-key/--secret-key or BALE_ACCESS_KEY/BALE_SECRET_KEY)"
-        } else {
-            ""
-        }
+    print_banner(
+        &args,
+        cores,
+        places.len(),
+        &access_key,
+        &secret_key,
+        defaulted,
     );
 
     // Wait for SIGTERM / SIGINT, then stop every core.
