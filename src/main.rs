@@ -60,6 +60,7 @@ fn print_banner(
         }
     );
 }
+
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     args.validate().map_err(anyhow::Error::msg)?;
     let cpus = runtime::allowed_cpus();
