@@ -53,6 +53,8 @@ pub struct Req<'a> {
     /// Inclusive byte range.
     pub range: Option<(u64, u64)>,
     pub body: Option<&'a [u8]>,
+    /// Further headers, sent and signed (lower-case names, e.g. `if-none-match`).
+    pub headers: &'a [(&'a str, &'a str)],
 }
 
 impl<'a> Req<'a> {
@@ -63,6 +65,7 @@ impl<'a> Req<'a> {
             query: &[],
             range: None,
             body: None,
+            headers: &[],
         }
     }
 }
@@ -158,6 +161,12 @@ impl Client {
         if let Some((a, b)) = req.range {
             h.extend_from_slice(format!("range: bytes={a}-{b}\r\n").as_bytes());
         }
+        for (k, v) in req.headers {
+            h.extend_from_slice(k.as_bytes());
+            h.extend_from_slice(b": ");
+            h.extend_from_slice(v.as_bytes());
+            h.extend_from_slice(b"\r\n");
+        }
         if let Some(body) = req.body {
             h.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
         } else if req.method == "PUT" || req.method == "POST" {
@@ -173,7 +182,15 @@ impl Client {
             } else {
                 sign::EMPTY_SHA256
             };
-            for (k, v) in s.sign(req.method, &self.ep.host, &path, &query, payload, unix, &[]) {
+            for (k, v) in s.sign(
+                req.method,
+                &self.ep.host,
+                &path,
+                &query,
+                payload,
+                unix,
+                req.headers,
+            ) {
                 h.extend_from_slice(k.as_bytes());
                 h.extend_from_slice(b": ");
                 h.extend_from_slice(v.as_bytes());

@@ -8,6 +8,7 @@ mod http;
 mod milvus;
 mod sign;
 mod stats;
+mod wal;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -38,6 +39,9 @@ enum Cmd {
     Get(GetArgs),
     /// Build a Milvus-layout bucket and replay a query node's segment load and search reads.
     Milvus(milvus::MilvusArgs),
+    /// A Woodpecker-shaped write-ahead log: conditional fragment appends, tailing readers,
+    /// segment cleanup, and create races (Milvus 2.6's WAL on object storage).
+    Wal(wal::WalArgs),
 }
 
 #[derive(Args, Clone)]
@@ -707,6 +711,7 @@ fn main() {
         Cmd::Load(a) => cmd_load(a),
         Cmd::Get(a) => cmd_get(a),
         Cmd::Milvus(a) => milvus::run(a),
+        Cmd::Wal(a) => wal::run(a),
     };
     std::process::exit(code);
 }

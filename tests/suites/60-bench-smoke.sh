@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bale-bench smoke (issue 4): start a real bale on a free loopback port, run a tiny `load`,
-# `get` (whole, ranged, open loop) and `milvus` replay against it, and require exit 0 and zero
+# `get` (whole, ranged, open loop), `milvus` replay and a `wal` run against it, and require exit 0 and zero
 # errors in every JSON report. Seconds, not minutes. BALE_BIN / BALE_BENCH_BIN override binaries.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -61,6 +61,11 @@ check "get range"     "$BENCH" get "${E[@]}" --prefix big/ -n 8 --size 1m -c 4 -
 check "get open loop" "$BENCH" get "${E[@]}" --prefix smoke/ -n 60 --size 4k,64k,1m -c 2 --rate 200 -d 1s
 check "milvus"        "$BENCH" milvus "${E[@]}" --bucket milvus-smoke --segments 2 --scale 0.02 \
     --search-requests 200 --search-concurrency 4
+# issue 17: a Woodpecker-shaped WAL for 10 s: conditional appends, every acknowledged fragment
+# read back at once (a 404 or wrong byte fails), segments listed exactly and deleted, and 20
+# create races that must each have one winner and one 412.
+check "wal"           "$BENCH" wal "${E[@]}" --bucket wal-smoke -d 10s --writers 4 \
+    --segment-fragments 4 --races 20
 
 # a wrong secret must be reported as errors with a non-zero exit
 if "$BENCH" get --endpoint "http://127.0.0.1:$port" --access-key "$AK" --secret-key wrong \
