@@ -6,6 +6,7 @@
 mod data;
 mod http;
 mod milvus;
+mod scale;
 mod sign;
 mod stats;
 mod wal;
@@ -42,6 +43,9 @@ enum Cmd {
     /// A Woodpecker-shaped write-ahead log: conditional fragment appends, tailing readers,
     /// segment cleanup, and create races (Milvus 2.6's WAL on object storage).
     Wal(wal::WalArgs),
+    /// Many small objects with Milvus-shaped keys: load, list pages, HEAD/GET (issue 13;
+    /// scripts/bench-scale.py adds RSS, footprint, restarts and device reads).
+    Scale(scale::ScaleArgs),
 }
 
 #[derive(Args, Clone)]
@@ -712,6 +716,7 @@ fn main() {
         Cmd::Get(a) => cmd_get(a),
         Cmd::Milvus(a) => milvus::run(a),
         Cmd::Wal(a) => wal::run(a),
+        Cmd::Scale(a) => scale::run(a),
     };
     std::process::exit(code);
 }
