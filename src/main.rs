@@ -25,6 +25,10 @@ fn main() {
         .init();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Doctor(args) => match bale::doctor::run(&args) {
+            Ok(code) => std::process::exit(code),
+            Err(e) => Err(e),
+        },
     };
     if let Err(e) = result {
         eprintln!("bale: error: {e:#}");
@@ -42,10 +46,16 @@ fn print_banner(
     defaulted: bool,
 ) {
     let data_dirs: Vec<String> = args.data.iter().map(|d| d.display().to_string()).collect();
+    let (plain, tls) = runtime::listen_addrs(args);
+    let urls: Vec<String> = plain
+        .map(|a| format!("http://{a}"))
+        .into_iter()
+        .chain(tls.map(|a| format!("https://{a}")))
+        .collect();
     println!(
-        "bale {} serving S3 on http://{}",
+        "bale {} serving S3 on {}",
         env!("CARGO_PKG_VERSION"),
-        args.listen
+        urls.join(" and ")
     );
     println!("  data:       {}", data_dirs.join(", "));
     println!("  cores:      {cores} (shards: {})", shards);
@@ -76,6 +86,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let places = layout::prepare(&args.data, shards_per_dir)?;
     let buckets = Arc::new(buckets::Buckets::open(&args.data[0])?);
     runtime::probe_listen(args.listen)?;
+    if let Some(t) = args.tls_listen {
+        runtime::probe_listen(t)?;
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let files = bale::tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        };
+        let (cfg, fp) = bale::tls::load(&files)?;
+        tracing::info!(cert = %cert.display(), sha256 = %fp, "TLS certificate loaded");
+        bale::tls::install(cfg);
+        bale::tls::spawn_reloader(files)?;
+    }
 
     let (access_key, secret_key, defaulted) = args.credentials();
     let mut inbox_tx = Vec::with_capacity(cores);
