@@ -141,6 +141,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
 
+    // Installed before any core answers /health: a SIGTERM/SIGINT sent as soon as bale is
+    // healthy must stop it cleanly (exit 0), not kill it with the default action.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .context("cannot install signal handlers")?;
     let drained = Arc::new(AtomicUsize::new(0));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut stops = Vec::with_capacity(cores);
@@ -213,11 +220,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
 
     // Wait for SIGTERM / SIGINT, then stop every core.
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ])
-    .context("cannot install signal handlers")?;
     if let Some(sig) = signals.forever().next() {
         tracing::info!(signal = sig, "shutting down: finishing in-flight requests");
     }
