@@ -93,6 +93,17 @@ def test_sighup_reloads_certificate_and_keeps_open_connections(pki, tmp_path):
         assert "does not fit the certificate" in b.log_tail(20000)
         assert served_fp() == fp_b
 
+        # SIGTERM with an idle TLS keep-alive connection and a half-done handshake open: a clean
+        # stop (exit 0), not a hang until the shutdown timeout.
+        idle = https_conn(b.tls_port, pki)
+        assert get_health(idle)[0] == 200
+        stalled = socket.create_connection(("127.0.0.1", b.tls_port))
+        t0 = time.time()
+        assert b.stop() == 0, b.log_tail()
+        assert time.time() - t0 < 8, "shutdown waited on idle TLS connections"
+        idle.close()
+        stalled.close()
+
 
 def closed_within(sock, limit_s):
     """Seconds until the server closed `sock` (EOF or reset), or None if it stayed open."""
