@@ -2,7 +2,8 @@
 # TLS and `bale doctor` (issue 16): boto3, awscli and rclone over HTTPS against a certificate
 # from a CA made in the test (openssl CLI), certificate reload on SIGHUP, handshake bounds,
 # TLS-only mode, start-up errors; `bale doctor` report lines and exit codes, as root and as an
-# unprivileged user. Installs openssl, rclone and setpriv (util-linux) if missing.
+# unprivileged user. Installs openssl, rclone and setpriv (util-linux) if missing. (Milvus over
+# HTTPS is in suite 50: it needs the Milvus venv that suite installs.)
 # Usage: tests/suites/26-tls-doctor.sh [pytest args...]   (BALE_BIN overrides the binary)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
