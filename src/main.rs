@@ -89,16 +89,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(t) = args.tls_listen {
         runtime::probe_listen(t)?;
     }
-    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        let files = bale::tls::TlsFiles {
-            cert: cert.clone(),
-            key: key.clone(),
-        };
-        let (cfg, fp) = bale::tls::load(&files)?;
-        tracing::info!(cert = %cert.display(), sha256 = %fp, "TLS certificate loaded");
-        bale::tls::install(cfg);
-        bale::tls::spawn_reloader(files)?;
-    }
+    bale::tls::start(args.tls_cert.as_deref(), args.tls_key.as_deref())?;
 
     let (access_key, secret_key, defaulted) = args.credentials();
     let mut inbox_tx = Vec::with_capacity(cores);

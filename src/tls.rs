@@ -137,6 +137,22 @@ pub fn reload(files: &TlsFiles) -> bool {
     }
 }
 
+/// With a certificate and key given: loads and checks them (an error stops start-up), serves
+/// them on every core and reloads them on each SIGHUP. Without: nothing.
+pub fn start(cert: Option<&Path>, key: Option<&Path>) -> anyhow::Result<()> {
+    let (Some(cert), Some(key)) = (cert, key) else {
+        return Ok(());
+    };
+    let files = TlsFiles {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+    };
+    let (cfg, fp) = load(&files)?;
+    tracing::info!(cert = %cert.display(), sha256 = %fp, "TLS certificate loaded");
+    install(cfg);
+    spawn_reloader(files)
+}
+
 /// Starts the thread that reloads the certificate on each SIGHUP.
 pub fn spawn_reloader(files: TlsFiles) -> anyhow::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
