@@ -21,10 +21,15 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start-up: the size of the enum does not matter (ServeArgs is large).
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve the S3 API.
     Serve(ServeArgs),
+    /// Check this host for what matters to bale (io_uring, O_DIRECT, filesystems, limits,
+    /// tuning) and print PASS/WARN/FAIL with the fix for each; exits 1 on any FAIL.
+    Doctor(crate::doctor::DoctorArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -119,6 +124,21 @@ pub struct ServeArgs {
     /// index snapshot): it keeps DELETEs and checkpoints working on a full disk (0 = off).
     #[arg(long, env = "BALE_DISK_RESERVE_MB", default_value_t = 64)]
     pub disk_reserve_mb: u64,
+
+    // --- tls ---
+    /// PEM certificate chain for HTTPS (leaf first). With --tls-key, --listen serves HTTPS
+    /// only, unless --tls-listen is given (then --listen stays plain HTTP and HTTPS is served
+    /// on --tls-listen). Reloaded with the key on SIGHUP.
+    #[arg(long, env = "BALE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for --tls-cert.
+    #[arg(long, env = "BALE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Serve HTTPS on this address as well, keeping --listen plain HTTP (needs --tls-cert).
+    #[arg(long, env = "BALE_TLS_LISTEN", requires = "tls_cert")]
+    pub tls_listen: Option<SocketAddr>,
 }
 
 impl ServeArgs {
@@ -164,6 +184,12 @@ impl ServeArgs {
         }
         if let Some(0) = self.shards_per_dir {
             return Err("--shards-per-dir must be at least 1".into());
+        }
+        if self.tls_listen.is_some_and(|t| t == self.listen) {
+            return Err(
+                "--tls-listen must differ from --listen (for HTTPS only, give --tls-cert/--tls-key without --tls-listen)"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -11,6 +11,7 @@ use futures::FutureExt;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use monoio::io::IntoPollIo;
+use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use monoio::net::TcpStream;
 use monoio_compat::hyper::{MonoioIo, MonoioTimer};
 use s3s::service::S3Service;
@@ -689,8 +690,45 @@ async fn refuse_drain(req: http::Request<Incoming>, budget: DrainBudget) {
     let _ = drain(req.into_body(), budget).await;
 }
 
-/// Serves one connection to completion (or until shutdown asks it to finish, or the core's
-/// table evicts it to make room for a newcomer).
+/// Releases a connection's slot in the core's table when the connection ends.
+pub struct SlotGuard(Rc<RefCell<ConnTable>>, Rc<ConnSlot>);
+
+impl SlotGuard {
+    pub fn new(table: Rc<RefCell<ConnTable>>, slot: Rc<ConnSlot>) -> Self {
+        Self(table, slot)
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.0.borrow_mut().release(&self.1);
+    }
+}
+
+/// The byte stream every connection starts from: TCP_NODELAY, poll mode, the idle bound.
+pub fn prepare(
+    stream: TcpStream,
+    limits: ConnLimits,
+    slot: &Rc<ConnSlot>,
+) -> Option<crate::idle::IdleIo<TcpStreamPoll>> {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "set_nodelay failed");
+    }
+    match stream.into_poll_io() {
+        Ok(io) => Some(crate::idle::IdleIo::new(
+            io,
+            limits.idle_timeout,
+            slot.clone(),
+        )),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot switch stream to poll io");
+            None
+        }
+    }
+}
+
+/// Serves one plain-HTTP connection to completion (or until shutdown asks it to finish, or the
+/// core's table evicts it to make room for a newcomer).
 pub async fn serve_conn(
     stream: TcpStream,
     handlers: Handlers,
@@ -699,27 +737,25 @@ pub async fn serve_conn(
     table: Rc<RefCell<ConnTable>>,
     slot: Rc<ConnSlot>,
 ) {
-    struct Guard(Rc<RefCell<ConnTable>>, Rc<ConnSlot>);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            self.0.borrow_mut().release(&self.1);
-        }
-    }
-    let _g = Guard(table, slot.clone());
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(error = %e, "set_nodelay failed");
-    }
-    let io = match stream.into_poll_io() {
-        Ok(io) => MonoioIo::new(crate::idle::IdleIo::new(
-            io,
-            limits.idle_timeout,
-            slot.clone(),
-        )),
-        Err(e) => {
-            tracing::debug!(error = %e, "cannot switch stream to poll io");
-            return;
-        }
+    let _g = SlotGuard::new(table, slot.clone());
+    let Some(io) = prepare(stream, limits, &slot) else {
+        return;
     };
+    serve_http(io, handlers, limits, shutdown, slot).await;
+}
+
+/// HTTP/1.1 over a ready byte stream (plain TCP or TLS: monomorphised for each, so the plain
+/// path pays nothing for TLS).
+pub async fn serve_http<T>(
+    io: T,
+    handlers: Handlers,
+    limits: ConnLimits,
+    shutdown: futures::future::Shared<futures::channel::oneshot::Receiver<()>>,
+    slot: Rc<ConnSlot>,
+) where
+    T: monoio::io::poll_io::AsyncRead + monoio::io::poll_io::AsyncWrite + Unpin + 'static,
+{
+    let io = MonoioIo::new(io);
     let max_inflight = limits.max_inflight;
     let conn_slot = slot.clone();
     let service = hyper::service::service_fn(move |req| {

@@ -25,6 +25,10 @@ fn main() {
         .init();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Doctor(args) => match bale::doctor::run(&args) {
+            Ok(code) => std::process::exit(code),
+            Err(e) => Err(e),
+        },
     };
     if let Err(e) = result {
         eprintln!("bale: error: {e:#}");
@@ -42,10 +46,16 @@ fn print_banner(
     defaulted: bool,
 ) {
     let data_dirs: Vec<String> = args.data.iter().map(|d| d.display().to_string()).collect();
+    let (plain, tls) = runtime::listen_addrs(args);
+    let urls: Vec<String> = plain
+        .map(|a| format!("http://{a}"))
+        .into_iter()
+        .chain(tls.map(|a| format!("https://{a}")))
+        .collect();
     println!(
-        "bale {} serving S3 on http://{}",
+        "bale {} serving S3 on {}",
         env!("CARGO_PKG_VERSION"),
-        args.listen
+        urls.join(" and ")
     );
     println!("  data:       {}", data_dirs.join(", "));
     println!("  cores:      {cores} (shards: {})", shards);
@@ -76,6 +86,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let places = layout::prepare(&args.data, shards_per_dir)?;
     let buckets = Arc::new(buckets::Buckets::open(&args.data[0])?);
     runtime::probe_listen(args.listen)?;
+    if let Some(t) = args.tls_listen {
+        runtime::probe_listen(t)?;
+    }
+    bale::tls::start(args.tls_cert.as_deref(), args.tls_key.as_deref())?;
 
     let (access_key, secret_key, defaulted) = args.credentials();
     let mut inbox_tx = Vec::with_capacity(cores);
@@ -118,6 +132,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
 
+    // Installed before any core answers /health: a SIGTERM/SIGINT sent as soon as bale is
+    // healthy must stop it cleanly (exit 0), not kill it with the default action.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .context("cannot install signal handlers")?;
     let drained = Arc::new(AtomicUsize::new(0));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut stops = Vec::with_capacity(cores);
@@ -190,11 +211,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
 
     // Wait for SIGTERM / SIGINT, then stop every core.
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ])
-    .context("cannot install signal handlers")?;
     if let Some(sig) = signals.forever().next() {
         tracing::info!(signal = sig, "shutting down: finishing in-flight requests");
     }

@@ -50,9 +50,12 @@ enum Cmd {
 
 #[derive(Args, Clone)]
 pub struct Common {
-    /// S3 endpoint, http://host:port (path-style requests).
+    /// S3 endpoint, http://host:port or https://host:port (path-style requests).
     #[arg(long, env = "BENCH_ENDPOINT", default_value = "http://127.0.0.1:9000")]
     pub endpoint: String,
+    /// PEM CA certificate(s) to trust for an https:// endpoint.
+    #[arg(long, env = "BENCH_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
     #[arg(long, env = "AWS_ACCESS_KEY_ID", default_value = "minioadmin")]
     pub access_key: String,
     #[arg(long, env = "AWS_SECRET_ACCESS_KEY", default_value = "minioadmin")]
@@ -80,7 +83,7 @@ pub struct Common {
 
 impl Common {
     pub fn endpoint(&self) -> Endpoint {
-        Endpoint::parse(&self.endpoint).unwrap_or_else(|e| {
+        Endpoint::parse(&self.endpoint, self.ca_cert.as_deref()).unwrap_or_else(|e| {
             eprintln!("error: {e}");
             std::process::exit(2)
         })
