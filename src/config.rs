@@ -25,6 +25,16 @@ pub struct Cli {
 pub enum Command {
     /// Serve the S3 API.
     Serve(ServeArgs),
+    /// Configuration tools (`bale config check`).
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate the configuration (config file, flags, environment, keys file) and print the
+    /// effective settings with secrets masked; exit 1 with one line naming what is wrong.
+    Check(ServeArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -119,6 +129,17 @@ pub struct ServeArgs {
     /// index snapshot): it keeps DELETEs and checkpoints working on a full disk (0 = off).
     #[arg(long, env = "BALE_DISK_RESERVE_MB", default_value_t = 64)]
     pub disk_reserve_mb: u64,
+
+    // --- keys (config file and access keys; docs/adr/0012-config-and-keys.md) ---
+    /// TOML file of settings: keys are the long flag names with `_` (`cache_mb = 512`); flags
+    /// and environment variables override it.
+    #[arg(long, env = "BALE_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// TOML file of extra access keys (`[[keys]]` entries with access_key, secret_key,
+    /// access = "read-write" | "read-only", buckets = ["name", "prefix*"]); re-read on SIGHUP.
+    #[arg(long, env = "BALE_KEYS_FILE")]
+    pub keys_file: Option<PathBuf>,
 }
 
 impl ServeArgs {

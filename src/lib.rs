@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod buckets;
+pub mod cfgfile;
 pub mod chunked;
 pub mod config;
 pub mod conns;

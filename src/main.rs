@@ -6,15 +6,19 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Parser;
 use futures::channel::{mpsc, oneshot};
 
-use bale::config::{Cli, Command, ServeArgs};
+use bale::cfgfile::{self, ParseError};
+use bale::config::{Command, ConfigCommand, ServeArgs};
 
 fn main() {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => e.exit(),
+    let parsed = match cfgfile::parse(std::env::args_os().collect()) {
+        Ok(p) => p,
+        Err(ParseError::Clap(e)) => e.exit(),
+        Err(ParseError::File(line)) => {
+            eprintln!("bale: error: {line}");
+            std::process::exit(1);
+        }
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -23,8 +27,11 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let result = match cli.command {
-        Command::Serve(args) => serve(args),
+    let result = match &parsed.cli.command {
+        Command::Serve(args) => serve(args.clone()),
+        Command::Config(ConfigCommand::Check(args)) => {
+            cfgfile::check(args, &parsed).map_err(anyhow::Error::msg)
+        }
     };
     if let Err(e) = result {
         eprintln!("bale: error: {e:#}");
