@@ -291,9 +291,12 @@ pub fn effective_settings(matches: &clap::ArgMatches, from_file: &BTreeSet<Strin
 
 /// `bale config check`: validate like `bale serve` would and print the effective settings.
 pub fn check(args: &ServeArgs, parsed: &Parsed) -> Result<(), String> {
+    use crate::keys::{self, Access};
+    // Everything is checked before anything is printed: an error is the only output.
     args.validate()?;
-    let lines = effective_settings(&parsed.matches, &parsed.from_file);
     let (access, secret, defaulted) = args.credentials();
+    let source = keys::source_of(args)?;
+    let table = keys::build(&keys::Key::root(&access, &secret), source.as_ref())?;
     println!(
         "# bale {} effective configuration",
         env!("CARGO_PKG_VERSION")
@@ -301,18 +304,34 @@ pub fn check(args: &ServeArgs, parsed: &Parsed) -> Result<(), String> {
     if let Some(c) = &args.config {
         println!("# config file: {}", c.display());
     }
-    for l in lines {
+    for l in effective_settings(&parsed.matches, &parsed.from_file) {
         println!("{l}");
     }
-    println!(
-        "# root key: {access} (secret {}){}",
-        mask(&secret),
-        if defaulted {
-            " - the built-in default"
-        } else {
-            ""
-        }
-    );
+    let note = if defaulted {
+        " - the built-in default"
+    } else {
+        ""
+    };
+    println!("# root key: {access} (secret {}){note}", mask(&secret));
+    if let Some(s) = &source {
+        println!("# keys from {}:", s.path().display());
+    }
+    for k in table.keys().iter().skip(1) {
+        let rw = match k.access {
+            Access::ReadWrite => "read-write",
+            Access::ReadOnly => "read-only",
+        };
+        let buckets = match &k.buckets {
+            None => "every bucket".to_string(),
+            Some(ps) => ps
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        let (ak, sk) = (&k.access_key, mask(&k.secret_key));
+        println!("#   {ak}: {rw}, {buckets} (secret {sk})");
+    }
     Ok(())
 }
 
@@ -362,6 +381,6 @@ mod tests {
         assert_eq!(toml_value("0.5"), "0.5");
         assert_eq!(toml_value("true"), "true");
         assert_eq!(toml_value("127.0.0.1:9000"), "\"127.0.0.1:9000\"");
-        assert_eq!(toml_value("a\"b"), "\"a\\\"b\"");
+        assert_eq!(toml_value("a\"b"), "'a\"b'");
     }
 }

@@ -12,6 +12,7 @@ pub mod conns;
 pub mod fast;
 pub mod http;
 pub mod idle;
+pub mod keys;
 pub mod layout;
 pub mod router;
 pub mod runtime;

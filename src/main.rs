@@ -98,20 +98,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         buckets,
         region: args.region.clone(),
     };
-    bale::sigcheck::init(&access_key, &secret_key, &args.region);
-    let fast = (!args.no_fast_path).then(|| {
-        Arc::new(bale::fast::FastPath {
-            s3: s3.clone(),
-            access_key: access_key.clone(),
-            secret_key: secret_key.clone(),
-        })
-    });
+    let key_count = bale::keys::init(
+        bale::keys::Key::root(&access_key, &secret_key),
+        bale::keys::source_of(&args).map_err(anyhow::Error::msg)?,
+    )
+    .map_err(anyhow::Error::msg)?;
+    bale::keys::reload_on_sighup().context("cannot install the SIGHUP handler")?;
+    bale::sigcheck::init(&args.region);
+    let fast = (!args.no_fast_path).then(|| Arc::new(bale::fast::FastPath { s3: s3.clone() }));
     let svc = {
         let mut b = s3s::service::S3ServiceBuilder::new(s3);
-        b.set_auth(bale::auth::SingleKeyAuth::new(
-            access_key.clone(),
-            secret_key.clone(),
-        ));
+        b.set_auth(bale::auth::KeysAuth);
+        b.set_access(bale::auth::KeysAccess);
         let mut cfg = s3s::config::S3Config::default();
         cfg.xml_max_body_size = http::MAX_XML_BODY_BYTES;
         b.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
@@ -195,6 +193,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         &secret_key,
         defaulted,
     );
+    if let Some(f) = bale::keys::source_of(&args).ok().flatten() {
+        println!(
+            "  keys:       {key_count} (root + {}; reloaded on SIGHUP)",
+            f.path().display()
+        );
+    }
 
     // Wait for SIGTERM / SIGINT, then stop every core.
     let mut signals = signal_hook::iterator::Signals::new([
