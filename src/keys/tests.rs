@@ -111,7 +111,7 @@ fn limits_are_enforced() {
         .collect();
     let e = err(&format!(
         "{}buckets=[{}]\n",
-        one.replace("{}", "x"),
+        one.replace("{}", "xyz"),
         pats.join(",")
     ));
     assert!(e.contains("at most 100"), "{e}");
