@@ -152,7 +152,10 @@ fn file_args(
             .find(|a| a.get_id().as_str() == id && a.get_long().is_some())
             .filter(|_| id != CONFIG_ID)
             .ok_or_else(|| {
-                format!("{shown}: unknown key `{key}` (keys are `bale serve` flag names, e.g. cache_mb)")
+                format!(
+                    "{shown}: unknown key `{}` (keys are `bale serve` flag names, e.g. cache_mb)",
+                    key.escape_debug()
+                )
             })?;
         if !from_file.insert(id.clone()) {
             return Err(format!("{shown}: `{key}` is given twice (as `-` and `_`)"));
@@ -169,7 +172,10 @@ fn file_args(
         }
         let long = arg.get_long().unwrap_or_default();
         let args = flag_args(arg, long, value).map_err(|e| format!("{shown}: {key}: {e}"))?;
-        check_values(arg, &args).map_err(|e| format!("{shown}: {key} = {value}: {e}"))?;
+        check_values(arg, &args).map_err(|e| {
+            let value = value.to_string().escape_debug().to_string();
+            format!("{shown}: {key} = {value}: {e}")
+        })?;
         out.extend(args);
     }
     Ok(out)

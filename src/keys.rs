@@ -130,7 +130,7 @@ impl KeyTable {
             if t.index.contains_key(&k.access_key) {
                 return Err(format!(
                     "access key `{}` is given twice (the root key counts)",
-                    k.access_key
+                    k.access_key.escape_debug()
                 ));
             }
             t.index.insert(k.access_key.clone(), t.keys.len());
@@ -158,7 +158,8 @@ pub fn parse_keys_file(bytes: &[u8]) -> Result<Vec<Key>, String> {
     let table = crate::cfgfile::parse_toml(bytes)?;
     if let Some(k) = table.keys().find(|k| *k != "keys") {
         return Err(format!(
-            "unknown key `{k}` (a keys file holds [[keys]] entries only)"
+            "unknown key `{}` (a keys file holds [[keys]] entries only)",
+            k.escape_debug()
         ));
     }
     match table.get("keys") {
@@ -192,7 +193,8 @@ fn parse_entry(e: &toml::Value) -> Result<Key, String> {
     let allowed = ["access_key", "secret_key", "access", "buckets"];
     if let Some(k) = t.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err(format!(
-            "unknown field `{k}` (allowed: {})",
+            "unknown field `{}` (allowed: {})",
+            k.escape_debug(),
             allowed.join(", ")
         ));
     }
@@ -212,7 +214,7 @@ fn parse_entry(e: &toml::Value) -> Result<Key, String> {
         "read-only" => Access::ReadOnly,
         other => {
             return Err(format!(
-                "`{access_key}`: access \"{other}\" is not \"read-write\" or \"read-only\""
+                "`{access_key}`: access {other:?} is not \"read-write\" or \"read-only\""
             ))
         }
     };

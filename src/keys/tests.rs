@@ -139,6 +139,15 @@ fn hostile_inputs_do_not_panic() {
             assert!(!e.contains('\n'), "{e}");
         }
     }
+    // Values and names echoed in errors stay on one line (a fuzz finding).
+    for bad in [
+        "[[keys]]\naccess_key='abc'\nsecret_key='12345678'\naccess=\"read-\\nonly\"\n",
+        "[[keys]]\n\"a\\nb\" = 1\n",
+        "\"x\\ny\" = 1\n",
+    ] {
+        let e = parse_keys_file(bad.as_bytes()).unwrap_err();
+        assert!(!e.contains('\n'), "{e}");
+    }
     // Mutations of a valid file.
     for i in 0..GOOD.len() {
         let mut b = GOOD.as_bytes().to_vec();
