@@ -146,17 +146,19 @@ fn file_args(
         if key == KEYS_SECTION {
             continue; // access keys: read by crate::keys
         }
-        let id = key.replace('-', "_");
+        // Matched by the long flag name (an argument's id may differ from it).
+        let long_name = key.replace('_', "-");
         let arg = cmd
             .get_arguments()
-            .find(|a| a.get_id().as_str() == id && a.get_long().is_some())
-            .filter(|_| id != CONFIG_ID)
+            .find(|a| a.get_long() == Some(long_name.as_str()))
+            .filter(|a| a.get_id().as_str() != CONFIG_ID)
             .ok_or_else(|| {
                 format!(
                     "{shown}: unknown key `{}` (keys are `bale serve` flag names, e.g. cache_mb)",
                     key.escape_debug()
                 )
             })?;
+        let id = arg.get_id().as_str().to_string();
         if !from_file.insert(id.clone()) {
             return Err(format!("{shown}: `{key}` is given twice (as `-` and `_`)"));
         }
@@ -264,9 +266,11 @@ pub fn effective_settings(matches: &clap::ArgMatches, from_file: &BTreeSet<Strin
     let mut lines = Vec::new();
     for arg in leaf_cmd.get_arguments() {
         let id = arg.get_id().as_str();
-        if arg.get_long().is_none() || matches!(id, "help" | "version") {
+        let Some(long) = arg.get_long() else { continue };
+        if matches!(id, "help" | "version") {
             continue;
         }
+        let name = long.replace('-', "_"); // the config key
         let source = if from_file.contains(id) {
             "config file"
         } else {
@@ -283,12 +287,12 @@ pub fn effective_settings(matches: &clap::ArgMatches, from_file: &BTreeSet<Strin
             .unwrap_or_default();
         let shown: Vec<String> = values
             .iter()
-            .map(|v| toml_value(&if is_secret(id) { mask(v) } else { v.clone() }))
+            .map(|v| toml_value(&if is_secret(&name) { mask(v) } else { v.clone() }))
             .collect();
         let line = match (shown.len(), arg.get_action()) {
-            (0, _) => format!("# {id} =   (not set)"),
-            (_, ArgAction::Append) => format!("{id} = [{}]  # {source}", shown.join(", ")),
-            _ => format!("{id} = {}  # {source}", shown.join(", ")),
+            (0, _) => format!("# {name} =   (not set)"),
+            (_, ArgAction::Append) => format!("{name} = [{}]  # {source}", shown.join(", ")),
+            _ => format!("{name} = {}  # {source}", shown.join(", ")),
         };
         lines.push(line);
     }
