@@ -30,6 +30,16 @@ pub enum Command {
     /// Check this host for what matters to bale (io_uring, O_DIRECT, filesystems, limits,
     /// tuning) and print PASS/WARN/FAIL with the fix for each; exits 1 on any FAIL.
     Doctor(crate::doctor::DoctorArgs),
+    /// Configuration tools (`bale config check`).
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate the configuration (config file, flags, environment, keys file) and print the
+    /// effective settings with secrets masked; exit 1 with one line naming what is wrong.
+    Check(ServeArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -139,6 +149,16 @@ pub struct ServeArgs {
     /// Serve HTTPS on this address as well, keeping --listen plain HTTP (needs --tls-cert).
     #[arg(long, env = "BALE_TLS_LISTEN", requires = "tls_cert")]
     pub tls_listen: Option<SocketAddr>,
+    // --- keys (config file and access keys; docs/adr/0012-config-and-keys.md) ---
+    /// TOML file of settings: keys are the long flag names with `_` (`cache_mb = 512`); flags
+    /// and environment variables override it.
+    #[arg(long, env = "BALE_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// TOML file of extra access keys (`[[keys]]` entries with access_key, secret_key,
+    /// access = "read-write" | "read-only", buckets = ["name", "prefix*"]); re-read on SIGHUP.
+    #[arg(long, env = "BALE_KEYS_FILE")]
+    pub keys_file: Option<PathBuf>,
 }
 
 impl ServeArgs {

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod buckets;
+pub mod cfgfile;
 pub mod chunked;
 pub mod config;
 pub mod conns;
@@ -12,6 +13,7 @@ pub mod doctor;
 pub mod fast;
 pub mod http;
 pub mod idle;
+pub mod keys;
 pub mod layout;
 pub mod router;
 pub mod runtime;

@@ -6,15 +6,19 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Parser;
 use futures::channel::{mpsc, oneshot};
 
-use bale::config::{Cli, Command, ServeArgs};
+use bale::cfgfile::{self, ParseError};
+use bale::config::{Command, ConfigCommand, ServeArgs};
 
 fn main() {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => e.exit(),
+    let parsed = match cfgfile::parse(std::env::args_os().collect()) {
+        Ok(p) => p,
+        Err(ParseError::Clap(e)) => e.exit(),
+        Err(ParseError::File(line)) => {
+            eprintln!("bale: error: {line}");
+            std::process::exit(1);
+        }
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -23,12 +27,15 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let result = match cli.command {
-        Command::Serve(args) => serve(args),
-        Command::Doctor(args) => match bale::doctor::run(&args) {
+    let result = match &parsed.cli.command {
+        Command::Serve(args) => serve(args.clone()),
+        Command::Doctor(args) => match bale::doctor::run(args) {
             Ok(code) => std::process::exit(code),
             Err(e) => Err(e),
         },
+        Command::Config(ConfigCommand::Check(args)) => {
+            cfgfile::check(args, &parsed).map_err(anyhow::Error::msg)
+        }
     };
     if let Err(e) = result {
         eprintln!("bale: error: {e:#}");
@@ -105,20 +112,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         buckets,
         region: args.region.clone(),
     };
-    bale::sigcheck::init(&access_key, &secret_key, &args.region);
-    let fast = (!args.no_fast_path).then(|| {
-        Arc::new(bale::fast::FastPath {
-            s3: s3.clone(),
-            access_key: access_key.clone(),
-            secret_key: secret_key.clone(),
-        })
-    });
+    let key_count = bale::keys::init(
+        bale::keys::Key::root(&access_key, &secret_key),
+        bale::keys::source_of(&args).map_err(anyhow::Error::msg)?,
+    )
+    .map_err(anyhow::Error::msg)?;
+    bale::keys::reload_on_sighup().context("cannot install the SIGHUP handler")?;
+    bale::sigcheck::init(&args.region);
+    let fast = (!args.no_fast_path).then(|| Arc::new(bale::fast::FastPath { s3: s3.clone() }));
     let svc = {
         let mut b = s3s::service::S3ServiceBuilder::new(s3);
-        b.set_auth(bale::auth::SingleKeyAuth::new(
-            access_key.clone(),
-            secret_key.clone(),
-        ));
+        b.set_auth(bale::auth::KeysAuth);
+        b.set_access(bale::auth::KeysAccess);
         let mut cfg = s3s::config::S3Config::default();
         cfg.xml_max_body_size = http::MAX_XML_BODY_BYTES;
         b.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
@@ -209,6 +214,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         &secret_key,
         defaulted,
     );
+    if let Some(f) = bale::keys::source_of(&args).ok().flatten() {
+        println!(
+            "  keys:       {key_count} (root + {}; reloaded on SIGHUP)",
+            f.path().display()
+        );
+    }
 
     // Wait for SIGTERM / SIGINT, then stop every core.
     if let Some(sig) = signals.forever().next() {
