@@ -4,6 +4,7 @@ must then answer the request counter exactly and a histogram_quantile over the l
 histogram. Skipped when no `prometheus` binary is installed (tests/suites/21-metrics.sh
 installs it)."""
 
+import json
 import math
 import os
 import shutil
@@ -14,6 +15,7 @@ import uuid
 
 import pytest
 import requests
+import yaml
 
 import baleproc
 from conftest import TOKEN, s3_client
@@ -41,6 +43,30 @@ def wait_for(what, fn, timeout_s=30):
     raise AssertionError(f"timed out waiting for {what}; last: {last}")
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MONITORING = os.path.join(ROOT, "scripts", "monitoring")
+
+
+def shipped_config(tmp, bale_port):
+    """scripts/monitoring/prometheus.yml as shipped, pointed at this bale and a token file here
+    (and scraping every second so the test is short)."""
+    with open(os.path.join(MONITORING, "prometheus.yml")) as f:
+        cfg = yaml.safe_load(f)
+    (job,) = cfg["scrape_configs"]
+    assert job["job_name"] == "bale" and job["metrics_path"] == "/metrics"
+    assert job["authorization"]["type"] == "Bearer"
+    token_file = os.path.join(tmp, "token")
+    with open(token_file, "w") as f:
+        f.write(TOKEN)
+    job["authorization"]["credentials_file"] = token_file
+    job["static_configs"] = [{"targets": [f"127.0.0.1:{bale_port}"]}]
+    cfg["global"]["scrape_interval"] = cfg["global"]["evaluation_interval"] = "1s"
+    path = os.path.join(tmp, "prometheus.yml")
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg, f)
+    return path
+
+
 @pytest.fixture
 def prometheus_for():
     procs = []
@@ -48,19 +74,9 @@ def prometheus_for():
     def start(bale_port):
         tmp = tempfile.mkdtemp(prefix="bale-prom-")
         port = baleproc.free_port()
-        cfg = os.path.join(tmp, "prometheus.yml")
-        with open(cfg, "w") as f:
-            f.write(f"""global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-scrape_configs:
-  - job_name: bale
-    authorization:
-      type: Bearer
-      credentials: {TOKEN}
-    static_configs:
-      - targets: ["127.0.0.1:{bale_port}"]
-""")
+        cfg = shipped_config(tmp, bale_port)
+        assert subprocess.run([shutil.which("promtool") or "promtool", "check", "config", cfg],
+                              capture_output=True).returncode == 0
         log = open(os.path.join(tmp, "prometheus.log"), "wb")
         p = subprocess.Popen([PROMETHEUS, f"--config.file={cfg}", f"--storage.tsdb.path={tmp}/data",
                               f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
@@ -123,3 +139,26 @@ def test_prometheus_scrapes_counters_and_quantiles(prometheus_for):
         assert sum(float(r["value"][1]) for r in shards) == 10
         fs = query(prom, "sum(bale_fsync_duration_seconds_count)")
         assert float(fs[0]["value"][1]) >= 1
+        check_dashboard(prom)
+
+
+def check_dashboard(prom):
+    """Every query of scripts/monitoring/grafana-bale.json is valid PromQL on this Prometheus,
+    and the panels the issue names show data after the load."""
+    with open(os.path.join(MONITORING, "grafana-bale.json")) as f:
+        dash = json.load(f)
+    titles = {p["title"]: p for p in dash["panels"]}
+    for want in ("Requests per second by operation", "p50 latency by operation", "p99 latency by operation",
+                 "Errors per second by S3 code", "Cache hit ratio", "In-flight requests and open connections",
+                 "Journal fsync latency (p50, p99)", "Free space and reserve per shard"):
+        assert want in titles, want
+    must_have_data = {"Requests per second by operation", "p99 latency by operation",
+                      "In-flight requests and open connections", "Journal fsync latency (p50, p99)",
+                      "Free space and reserve per shard"}
+    for p in dash["panels"]:
+        assert p["targets"], p["title"]
+        for t in p["targets"]:
+            expr = t["expr"].replace("$__rate_interval", "30s")
+            r = query(prom, expr)
+            if p["title"] in must_have_data:
+                assert r, f"panel {p['title']!r}: {expr} returned nothing"
