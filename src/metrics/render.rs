@@ -284,8 +284,214 @@ fn per_shard_hist(
     }
 }
 
+/// A family with one value per shard (or, for `ALL_SHARDS`, one summed over shards).
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ShardStats) -> Option<u64>,
+);
+
+/// Engine families summed over every shard (no `shard` label).
+const ALL_SHARDS: &[Family] = &[
+    (
+        "bale_cache_hits_total",
+        "counter",
+        "Object cache hits (all shards).",
+        |s| Some(s.cache_hits),
+    ),
+    (
+        "bale_cache_misses_total",
+        "counter",
+        "Object cache misses (all shards).",
+        |s| Some(s.cache_misses),
+    ),
+    (
+        "bale_cache_evictions_total",
+        "counter",
+        "Object cache entries evicted (all shards).",
+        |s| Some(s.cache_evictions),
+    ),
+    (
+        "bale_cache_bytes",
+        "gauge",
+        "Bytes held by the object cache (all shards).",
+        |s| Some(s.cache_used_bytes),
+    ),
+    (
+        "bale_cache_capacity_bytes",
+        "gauge",
+        "Object cache bound (all shards).",
+        |s| Some(s.cache_capacity_bytes),
+    ),
+];
+
+/// Engine families with a `shard` label.
+const PER_SHARD: &[Family] = &[
+    ("bale_shard_objects", "gauge", "Objects stored.", |s| {
+        Some(s.objects)
+    }),
+    (
+        "bale_shard_live_bytes",
+        "gauge",
+        "Bytes of live records in volumes.",
+        |s| Some(s.live_bytes),
+    ),
+    (
+        "bale_shard_volume_bytes",
+        "gauge",
+        "Bytes of all volume files.",
+        |s| Some(s.disk_bytes),
+    ),
+    (
+        "bale_shard_garbage_bytes",
+        "gauge",
+        "Volume bytes compaction could reclaim.",
+        |s| Some(s.garbage_bytes),
+    ),
+    ("bale_shard_volumes", "gauge", "Volume files.", |s| {
+        Some(u64::from(s.volumes))
+    }),
+    (
+        "bale_shard_journal_bytes",
+        "gauge",
+        "Size of the journal (trimmed at checkpoints).",
+        |s| Some(s.journal_bytes),
+    ),
+    (
+        "bale_shard_free_bytes",
+        "gauge",
+        "Free bytes on the shard's filesystem.",
+        |s| s.free_bytes,
+    ),
+    (
+        "bale_shard_reserve_bytes",
+        "gauge",
+        "Free space PUTs may not fill (--disk-reserve-mb).",
+        |s| Some(s.reserve_bytes),
+    ),
+    (
+        "bale_shard_reserve_refusals_total",
+        "counter",
+        "Allocations refused to keep the reserve.",
+        |s| Some(s.reserve_refusals),
+    ),
+    (
+        "bale_shard_corrupt_reads_total",
+        "counter",
+        "Reads that found a CRC mismatch.",
+        |s| Some(s.corrupt_reads),
+    ),
+    (
+        "bale_shard_commits_total",
+        "counter",
+        "Journal entries committed.",
+        |s| Some(s.commits),
+    ),
+    (
+        "bale_shard_punched_bytes_total",
+        "counter",
+        "Dead record bytes given back by hole punching.",
+        |s| Some(s.punched_bytes),
+    ),
+    (
+        "bale_device_read_bytes_total",
+        "counter",
+        "Bytes read from volumes with O_DIRECT.",
+        |s| Some(s.device_read_bytes),
+    ),
+    (
+        "bale_shard_compaction_passes_total",
+        "counter",
+        "Compaction passes finished.",
+        |s| Some(s.background.compact_passes),
+    ),
+    (
+        "bale_shard_compaction_volumes_total",
+        "counter",
+        "Volumes compacted.",
+        |s| Some(s.background.compact_volumes),
+    ),
+    (
+        "bale_shard_compaction_records_moved_total",
+        "counter",
+        "Records copied by compaction.",
+        |s| Some(s.background.compact_records_moved),
+    ),
+    (
+        "bale_shard_compaction_reclaimed_bytes_total",
+        "counter",
+        "Bytes compaction gave back.",
+        |s| Some(s.background.compact_bytes_reclaimed),
+    ),
+    (
+        "bale_shard_compaction_running",
+        "gauge",
+        "1 while a compaction pass runs.",
+        |s| Some(u64::from(s.background.compact_running)),
+    ),
+    (
+        "bale_shard_scrub_passes_total",
+        "counter",
+        "Scrub passes finished.",
+        |s| Some(s.background.scrub_passes),
+    ),
+    (
+        "bale_shard_scrub_objects_checked_total",
+        "counter",
+        "Objects whose every block the scrub verified.",
+        |s| Some(s.background.scrub_objects_checked),
+    ),
+    (
+        "bale_shard_scrub_checked_bytes_total",
+        "counter",
+        "Bytes the scrub verified (grows during a pass).",
+        |s| Some(s.background.scrub_bytes_checked),
+    ),
+    (
+        "bale_shard_scrub_corrupt_objects_total",
+        "counter",
+        "Objects the scrub found corrupt.",
+        |s| Some(s.background.scrub_corrupt_objects),
+    ),
+    (
+        "bale_shard_scrub_running",
+        "gauge",
+        "1 while a scrub pass runs.",
+        |s| Some(u64::from(s.background.scrub_running)),
+    ),
+];
+
+/// Engine histograms with a `shard` label: (name, help, scale to the exported unit, pick).
+type HistFamily = (
+    &'static str,
+    &'static str,
+    f64,
+    fn(&ShardStats) -> &HistSnapshot,
+);
+
+const PER_SHARD_HISTOGRAMS: &[HistFamily] = &[
+    (
+        "bale_device_read_duration_seconds",
+        "O_DIRECT read latency (foreground, compaction and scrub reads).",
+        1e9,
+        |s| &s.device_reads,
+    ),
+    (
+        "bale_fsync_duration_seconds",
+        "Journal fdatasync latency (one per group commit).",
+        1e9,
+        |s| &s.journal_fsync,
+    ),
+    (
+        "bale_group_commit_batch_entries",
+        "Journal entries made durable by one fdatasync.",
+        1.0,
+        |s| &s.group_commit_entries,
+    ),
+];
+
 fn engine_section(o: &mut Out, shards: &[Option<ShardStats>]) {
-    let sum = |f: fn(&ShardStats) -> u64| shards.iter().flatten().map(f).sum::<u64>();
     let missing = shards.iter().filter(|s| s.is_none()).count() as u64;
     o.one(
         "bale_scrape_shards_missing",
@@ -293,203 +499,16 @@ fn engine_section(o: &mut Out, shards: &[Option<ShardStats>]) {
         "Shards that did not answer this scrape in time.",
         missing,
     );
-    o.one(
-        "bale_cache_hits_total",
-        "counter",
-        "Object cache hits (all shards).",
-        sum(|s| s.cache_hits),
-    );
-    o.one(
-        "bale_cache_misses_total",
-        "counter",
-        "Object cache misses (all shards).",
-        sum(|s| s.cache_misses),
-    );
-    o.one(
-        "bale_cache_evictions_total",
-        "counter",
-        "Object cache entries evicted (all shards).",
-        sum(|s| s.cache_evictions),
-    );
-    o.one(
-        "bale_cache_bytes",
-        "gauge",
-        "Bytes held by the object cache (all shards).",
-        sum(|s| s.cache_used_bytes),
-    );
-    o.one(
-        "bale_cache_capacity_bytes",
-        "gauge",
-        "Object cache bound (all shards).",
-        sum(|s| s.cache_capacity_bytes),
-    );
-    type G = (
-        &'static str,
-        &'static str,
-        &'static str,
-        fn(&ShardStats) -> Option<u64>,
-    );
-    let families: &[G] = &[
-        ("bale_shard_objects", "gauge", "Objects stored.", |s| {
-            Some(s.objects)
-        }),
-        (
-            "bale_shard_live_bytes",
-            "gauge",
-            "Bytes of live records in volumes.",
-            |s| Some(s.live_bytes),
-        ),
-        (
-            "bale_shard_volume_bytes",
-            "gauge",
-            "Bytes of all volume files.",
-            |s| Some(s.disk_bytes),
-        ),
-        (
-            "bale_shard_garbage_bytes",
-            "gauge",
-            "Volume bytes compaction could reclaim.",
-            |s| Some(s.garbage_bytes),
-        ),
-        ("bale_shard_volumes", "gauge", "Volume files.", |s| {
-            Some(u64::from(s.volumes))
-        }),
-        (
-            "bale_shard_journal_bytes",
-            "gauge",
-            "Size of the journal (trimmed at checkpoints).",
-            |s| Some(s.journal_bytes),
-        ),
-        (
-            "bale_shard_free_bytes",
-            "gauge",
-            "Free bytes on the shard's filesystem.",
-            |s| s.free_bytes,
-        ),
-        (
-            "bale_shard_reserve_bytes",
-            "gauge",
-            "Free space PUTs may not fill (--disk-reserve-mb).",
-            |s| Some(s.reserve_bytes),
-        ),
-        (
-            "bale_shard_reserve_refusals_total",
-            "counter",
-            "Allocations refused to keep the reserve.",
-            |s| Some(s.reserve_refusals),
-        ),
-        (
-            "bale_shard_corrupt_reads_total",
-            "counter",
-            "Reads that found a CRC mismatch.",
-            |s| Some(s.corrupt_reads),
-        ),
-        (
-            "bale_shard_commits_total",
-            "counter",
-            "Journal entries committed.",
-            |s| Some(s.commits),
-        ),
-        (
-            "bale_shard_punched_bytes_total",
-            "counter",
-            "Dead record bytes given back by hole punching.",
-            |s| Some(s.punched_bytes),
-        ),
-        (
-            "bale_device_read_bytes_total",
-            "counter",
-            "Bytes read from volumes with O_DIRECT.",
-            |s| Some(s.device_read_bytes),
-        ),
-        (
-            "bale_shard_compaction_passes_total",
-            "counter",
-            "Compaction passes finished.",
-            |s| Some(s.background.compact_passes),
-        ),
-        (
-            "bale_shard_compaction_volumes_total",
-            "counter",
-            "Volumes compacted.",
-            |s| Some(s.background.compact_volumes),
-        ),
-        (
-            "bale_shard_compaction_records_moved_total",
-            "counter",
-            "Records copied by compaction.",
-            |s| Some(s.background.compact_records_moved),
-        ),
-        (
-            "bale_shard_compaction_reclaimed_bytes_total",
-            "counter",
-            "Bytes compaction gave back.",
-            |s| Some(s.background.compact_bytes_reclaimed),
-        ),
-        (
-            "bale_shard_compaction_running",
-            "gauge",
-            "1 while a compaction pass runs.",
-            |s| Some(u64::from(s.background.compact_running)),
-        ),
-        (
-            "bale_shard_scrub_passes_total",
-            "counter",
-            "Scrub passes finished.",
-            |s| Some(s.background.scrub_passes),
-        ),
-        (
-            "bale_shard_scrub_objects_checked_total",
-            "counter",
-            "Objects whose every block the scrub verified.",
-            |s| Some(s.background.scrub_objects_checked),
-        ),
-        (
-            "bale_shard_scrub_checked_bytes_total",
-            "counter",
-            "Bytes the scrub verified (grows during a pass).",
-            |s| Some(s.background.scrub_bytes_checked),
-        ),
-        (
-            "bale_shard_scrub_corrupt_objects_total",
-            "counter",
-            "Objects the scrub found corrupt.",
-            |s| Some(s.background.scrub_corrupt_objects),
-        ),
-        (
-            "bale_shard_scrub_running",
-            "gauge",
-            "1 while a scrub pass runs.",
-            |s| Some(u64::from(s.background.scrub_running)),
-        ),
-    ];
-    for (name, kind, help, f) in families {
+    for (name, kind, help, f) in ALL_SHARDS {
+        let v = shards.iter().flatten().filter_map(f).sum::<u64>();
+        o.one(name, kind, help, v);
+    }
+    for (name, kind, help, f) in PER_SHARD {
         per_shard(o, shards, name, kind, help, f);
     }
-    per_shard_hist(
-        o,
-        shards,
-        "bale_device_read_duration_seconds",
-        "O_DIRECT read latency (foreground, compaction and scrub reads).",
-        1e9,
-        |s| &s.device_reads,
-    );
-    per_shard_hist(
-        o,
-        shards,
-        "bale_fsync_duration_seconds",
-        "Journal fdatasync latency (one per group commit).",
-        1e9,
-        |s| &s.journal_fsync,
-    );
-    per_shard_hist(
-        o,
-        shards,
-        "bale_group_commit_batch_entries",
-        "Journal entries made durable by one fdatasync.",
-        1.0,
-        |s| &s.group_commit_entries,
-    );
+    for (name, help, scale, f) in PER_SHARD_HISTOGRAMS {
+        per_shard_hist(o, shards, name, help, *scale, f);
+    }
 }
 
 #[cfg(test)]
