@@ -221,3 +221,11 @@ def test_latency_sum_is_plausible(bale):
     n = val(s, "bale_request_duration_seconds_count", op="GetObject")
     total_s = val(s, "bale_request_duration_seconds_sum", op="GetObject")
     assert n > 0 and 0 < total_s / n < 1.0 and math.isfinite(total_s)
+
+
+def test_token_from_the_environment():
+    token = "env-token-" + uuid.uuid4().hex
+    with baleproc.running(env={"BALE_METRICS_TOKEN": token}) as b:
+        ok = requests.get(b.endpoint + "/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        assert ok.status_code == 200 and "bale_requests_total" in ok.text
+        assert requests.get(b.endpoint + "/metrics", headers=AUTH, timeout=5).status_code == 403
