@@ -229,3 +229,25 @@ def test_token_from_the_environment():
         ok = requests.get(b.endpoint + "/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=5)
         assert ok.status_code == 200 and "bale_requests_total" in ok.text
         assert requests.get(b.endpoint + "/metrics", headers=AUTH, timeout=5).status_code == 403
+
+
+def test_open_connections_and_inflight_are_exact():
+    import socket
+    with baleproc.running(cores=1, extra_args=["--metrics-token", TOKEN]) as b:
+        socks = [socket.create_connection(("127.0.0.1", b.port)) for _ in range(3)]
+        try:
+            def gauges():
+                s, _ = scrape(b.endpoint)
+                return val(s, "bale_open_connections"), val(s, "bale_inflight_requests")
+            deadline = time.time() + 5
+            while gauges()[0] != 4 and time.time() < deadline:
+                time.sleep(0.05)
+            # Three idle connections and the scrape's own; the scrape is the one request in flight.
+            assert gauges() == (4, 1)
+        finally:
+            for s in socks:
+                s.close()
+        deadline = time.time() + 5
+        while gauges()[0] != 1 and time.time() < deadline:
+            time.sleep(0.05)
+        assert gauges() == (1, 1)
