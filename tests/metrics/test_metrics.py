@@ -251,3 +251,31 @@ def test_open_connections_and_inflight_are_exact():
         while gauges()[0] != 1 and time.time() < deadline:
             time.sleep(0.05)
         assert gauges() == (1, 1)
+
+
+def test_a_warning_while_serving_carries_the_request_id():
+    """A request refused with 503 SlowDown (the core's one in-flight slot is held by a PUT whose
+    body has not finished) logs a warning; that line names the refused request's id."""
+    import socket
+    with baleproc.running(cores=1, extra_args=["--max-inflight-per-core", "1"]) as b:
+        s3 = s3_client(b)
+        s3.create_bucket(Bucket="slow")
+        hostport = f"127.0.0.1:{b.port}"
+        signer = sigv4.Signer(b.access_key, b.secret_key, b.region)
+        target, h, _ = signer.sign_headers("PUT", hostport, "/slow/k", headers={"Content-Length": "1000"},
+                                           payload_hash=sigv4.UNSIGNED)
+        holder = socket.create_connection(("127.0.0.1", b.port))
+        try:
+            holder.sendall(sigv4.build_request("PUT", target, h, b"x" * 10))  # 990 bytes still owed
+            time.sleep(0.3)
+            target, h, _ = signer.sign_headers("GET", hostport, "/slow/k")
+            r = requests.get(b.endpoint + target, headers=h, timeout=5)
+            assert r.status_code == 503 and "<Code>SlowDown</Code>" in r.text
+            rid = r.headers["x-amz-request-id"]
+            deadline = time.time() + 5
+            while time.time() < deadline and f"request_id={rid}" not in b.log_tail(100_000):
+                time.sleep(0.05)
+            lines = [ln for ln in b.log_tail(100_000).splitlines() if f"request_id={rid}" in ln]
+            assert lines and " WARN " in lines[0] and "in-flight request limit reached" in lines[0], lines
+        finally:
+            holder.close()
