@@ -140,6 +140,12 @@ def test_prometheus_scrapes_counters_and_quantiles(prometheus_for):
         fs = query(prom, "sum(bale_fsync_duration_seconds_count)")
         assert float(fs[0]["value"][1]) >= 1
         check_dashboard(prom)
+        # promtool's linter accepts the text format as is (names, units, help, types).
+        text = requests.get(f"http://127.0.0.1:{b.port}/metrics", timeout=5,
+                            headers={"Authorization": f"Bearer {TOKEN}"}).text
+        lint = subprocess.run([shutil.which("promtool") or "promtool", "check", "metrics"], input=text,
+                              capture_output=True, text=True)
+        assert lint.returncode == 0 and not lint.stdout.strip() and not lint.stderr.strip(), lint
 
 
 def check_dashboard(prom):
