@@ -279,3 +279,31 @@ def test_a_warning_while_serving_carries_the_request_id():
             assert lines and " WARN " in lines[0] and "in-flight request limit reached" in lines[0], lines
         finally:
             holder.close()
+
+
+def test_metrics_port_limits(bale):
+    """--metrics-listen serves 16 connections at once (more are closed at accept) and gives a
+    client 5 s to send its request head."""
+    import socket
+    port = int(bale.metrics_endpoint.rsplit(":", 1)[1])
+    req = f"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(16)]
+    try:
+        time.sleep(0.3)
+        extra = socket.create_connection(("127.0.0.1", port), timeout=3)
+        try:
+            extra.sendall(req)
+            got = extra.recv(64)
+        except (ConnectionResetError, BrokenPipeError):
+            got = b""
+        assert got == b"", got  # closed without an answer
+        extra.close()
+        t0 = time.time()
+        idle[0].settimeout(10)
+        assert idle[0].recv(64) == b""  # no request head in 5 s: closed
+        assert 4.0 <= time.time() - t0 <= 7.0
+    finally:
+        for s in idle:
+            s.close()
+    time.sleep(0.3)
+    assert requests.get(bale.metrics_endpoint + "/metrics", headers=AUTH, timeout=5).status_code == 200
