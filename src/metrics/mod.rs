@@ -206,14 +206,15 @@ impl RequestTimer {
     }
 
     /// Counts the answer: status, latency, and for an error its S3 code (read from the XML
-    /// body when there is one, else named after the status as SDKs do for a HEAD).
+    /// body when there is one, else named after the status as SDKs do for a HEAD). The
+    /// in-flight count drops when the timer does (also for a request whose client left and
+    /// whose handler was dropped unfinished: that one is not counted as answered).
     #[inline]
     pub fn finish(self, resp: &http::Response<s3s::Body>) -> u64 {
         let ns = self.elapsed_ns();
         let status = resp.status().as_u16();
         let op = self.op as usize;
         with_mine(|m| {
-            add(&m.inflight, u64::MAX);
             let si = STATUSES[..N_STATUS - 1]
                 .iter()
                 .position(|&s| s == status)
@@ -226,6 +227,13 @@ impl RequestTimer {
             }
         });
         ns
+    }
+}
+
+impl Drop for RequestTimer {
+    #[inline]
+    fn drop(&mut self) {
+        with_mine(|m| add(&m.inflight, u64::MAX)); // wrapping -1
     }
 }
 

@@ -307,3 +307,26 @@ def test_metrics_port_limits(bale):
             s.close()
     time.sleep(0.3)
     assert requests.get(bale.metrics_endpoint + "/metrics", headers=AUTH, timeout=5).status_code == 200
+
+
+def test_a_request_abandoned_mid_body_leaves_nothing_in_flight():
+    import socket
+    with baleproc.running(cores=1, extra_args=["--metrics-token", TOKEN]) as b:
+        s3_client(b).create_bucket(Bucket="gone")
+        hostport = f"127.0.0.1:{b.port}"
+        signer = sigv4.Signer(b.access_key, b.secret_key, b.region)
+        target, h, _ = signer.sign_headers("PUT", hostport, "/gone/k", headers={"Content-Length": "100000"},
+                                           payload_hash=sigv4.UNSIGNED)
+        for _ in range(3):
+            s = socket.create_connection(("127.0.0.1", b.port))
+            s.sendall(sigv4.build_request("PUT", target, h, b"x" * 100))
+            time.sleep(0.1)
+            s.close()  # the handler is dropped unfinished
+
+        def gauges():
+            s, _ = scrape(b.endpoint)
+            return val(s, "bale_open_connections"), val(s, "bale_inflight_requests")
+        deadline = time.time() + 5
+        while gauges() != (1, 1) and time.time() < deadline:
+            time.sleep(0.05)
+        assert gauges() == (1, 1)  # only the scrape itself
