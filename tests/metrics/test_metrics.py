@@ -104,9 +104,16 @@ def test_counters_move_by_exactly_the_requests_made(bale):
     assert (total(after, "bale_group_commit_batch_entries_sum")
             - total(before, "bale_group_commit_batch_entries_sum")) == 5
     assert total(after, "bale_shard_objects") - total(before, "bale_shard_objects") == 1
-    # Every GET of a stored key went to the cache or the device.
-    looked = sum(total(after, n) - total(before, n) for n in ("bale_cache_hits_total", "bale_cache_misses_total"))
-    assert looked >= 4
+    # Cache and device: each key's first GET misses and reads the device once (a PUT does not
+    # fill the cache), the second GET of k0 hits; HEADs read nothing.
+    d = {n: total(after, n) - total(before, n) for n in (
+        "bale_cache_hits_total", "bale_cache_misses_total", "bale_device_read_duration_seconds_count",
+        "bale_device_read_bytes_total")}
+    assert d["bale_cache_hits_total"] == 1 and d["bale_cache_misses_total"] == 3, d
+    assert d["bale_device_read_duration_seconds_count"] == 3, d
+    assert put_bytes <= d["bale_device_read_bytes_total"] <= 3 * 16384, d
+    # k0 and k1 were deleted (their entries dropped); k2 is still cached.
+    assert total(after, "bale_cache_bytes") >= len(bodies["k2"])
     assert total(after, "bale_shard_free_bytes") > 0
 
 
@@ -330,3 +337,29 @@ def test_a_request_abandoned_mid_body_leaves_nothing_in_flight():
         while gauges() != (1, 1) and time.time() < deadline:
             time.sleep(0.05)
         assert gauges() == (1, 1)  # only the scrape itself
+
+
+def test_scrub_and_compaction_progress():
+    with baleproc.running(cores=1, extra_args=["--metrics-public", "--scrub-interval-s", "1",
+                                               "--compact-interval-s", "1"]) as b:
+        s3 = s3_client(b)
+        s3.create_bucket(Bucket="scrubbed")
+        sizes = [5000, 70000, 300000]
+        for i, n in enumerate(sizes):
+            s3.put_object(Bucket="scrubbed", Key=f"k{i}", Body=bytes([i]) * n)
+
+        def now():
+            s, _ = scrape(b.endpoint, headers={})
+            return s
+        # A pass that started after the PUTs sees all three objects.
+        start = total(now(), "bale_shard_scrub_passes_total")
+        deadline = time.time() + 15
+        while total(now(), "bale_shard_scrub_passes_total") < start + 2 and time.time() < deadline:
+            time.sleep(0.2)
+        s = now()
+        assert total(s, "bale_shard_scrub_passes_total") >= start + 2
+        assert total(s, "bale_shard_scrub_objects_checked_total") >= 3
+        assert total(s, "bale_shard_scrub_checked_bytes_total") >= sum(sizes)
+        assert total(s, "bale_shard_scrub_corrupt_objects_total") == 0
+        assert total(s, "bale_shard_compaction_passes_total") >= 1
+        assert val(s, "bale_shard_scrub_running", shard="0") in (0, 1)
