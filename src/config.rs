@@ -159,6 +159,27 @@ pub struct ServeArgs {
     /// access = "read-write" | "read-only", buckets = ["name", "prefix*"]); re-read on SIGHUP.
     #[arg(long, env = "BALE_KEYS_FILE")]
     pub keys_file: Option<PathBuf>,
+    // --- metrics and logs (docs/adr/0011-metrics.md) ---
+    /// Also serve GET /metrics on this address (its own listener thread, away from the cores).
+    #[arg(long, env = "BALE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Let anyone read GET /metrics without credentials (otherwise a bearer token or SigV4).
+    #[arg(long, env = "BALE_METRICS_PUBLIC")]
+    pub metrics_public: bool,
+
+    /// Bearer token that may read GET /metrics (`Authorization: Bearer <token>`), 16 to 1024
+    /// characters.
+    #[arg(long, env = "BALE_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
+    /// Log line format on stderr (colours only when stderr is a terminal).
+    #[arg(long, env = "BALE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: crate::logging::LogFormat,
+
+    /// Log one info line per request (request id, method, path, op, status, duration).
+    #[arg(long, env = "BALE_LOG_REQUESTS")]
+    pub log_requests: bool,
 }
 
 impl ServeArgs {
@@ -210,6 +231,27 @@ impl ServeArgs {
                 "--tls-listen must differ from --listen (for HTTPS only, give --tls-cert/--tls-key without --tls-listen)"
                     .into(),
             );
+        }
+        Ok(())
+    }
+}
+
+impl ServeArgs {
+    /// Checks the metrics and log flags.
+    pub fn validate_observability(&self) -> Result<(), String> {
+        use crate::metrics::endpoint::{MAX_TOKEN_CHARS, MIN_TOKEN_CHARS};
+        if let Some(t) = &self.metrics_token {
+            let n = t.chars().count();
+            if !(MIN_TOKEN_CHARS..=MAX_TOKEN_CHARS).contains(&n)
+                || !t.bytes().all(|b| b.is_ascii_graphic())
+            {
+                return Err(format!(
+                    "--metrics-token needs {MIN_TOKEN_CHARS} to {MAX_TOKEN_CHARS} visible ASCII characters (got {n})"
+                ));
+            }
+        }
+        if self.metrics_listen == Some(self.listen) {
+            return Err("--metrics-listen must differ from --listen (GET /metrics is served on --listen too)".into());
         }
         Ok(())
     }

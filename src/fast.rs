@@ -144,7 +144,7 @@ fn canonical_request<B>(
 /// Verifies the request's SigV4 header signature and that its key may read `bucket` (the
 /// per-core key table of `crate::keys`: an unknown key or one outside its scope goes to s3s,
 /// which answers InvalidAccessKeyId or AccessDenied). Only `x-id` may appear in the query.
-fn verify(
+pub(crate) fn verify(
     fp: &FastPath,
     req: &http::Request<hyper::body::Incoming>,
     decoded_path: &str,

@@ -15,6 +15,8 @@ pub mod http;
 pub mod idle;
 pub mod keys;
 pub mod layout;
+pub mod logging;
+pub mod metrics;
 pub mod router;
 pub mod runtime;
 pub mod s3;

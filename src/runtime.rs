@@ -208,6 +208,7 @@ impl Acceptor {
                     let slot = match admitted {
                         Admit::Admitted(s) | Admit::Evicted(s) => s,
                         Admit::Refused => {
+                            crate::metrics::connection_refused();
                             drop(stream);
                             continue;
                         }
@@ -288,6 +289,7 @@ async fn core_main(setup: CoreSetup) {
         }
     }
     router::install_local(core, shards);
+    crate::metrics::bind_core(core);
     monoio::spawn(router::serve_inbox(inbox));
 
     let (plain_addr, tls_addr) = listen_addrs(&args);
