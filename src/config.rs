@@ -119,6 +119,13 @@ pub struct ServeArgs {
     /// index snapshot): it keeps DELETEs and checkpoints working on a full disk (0 = off).
     #[arg(long, env = "BALE_DISK_RESERVE_MB", default_value_t = 64)]
     pub disk_reserve_mb: u64,
+
+    // --- console ---
+    /// Address of the web console (sign in with a key; buckets, objects, upload, download,
+    /// live GET/PUT rate and latency), e.g. 127.0.0.1:9001. Off unless given. It forwards the
+    /// page's signed requests to --listen; see docs/adr/0014-console.md.
+    #[arg(long, env = "BALE_CONSOLE_LISTEN")]
+    pub console_listen: Option<SocketAddr>,
 }
 
 impl ServeArgs {

@@ -8,6 +8,7 @@ pub mod buckets;
 pub mod chunked;
 pub mod config;
 pub mod conns;
+pub mod console;
 pub mod fast;
 pub mod http;
 pub mod idle;

@@ -50,6 +50,9 @@ fn print_banner(
     println!("  data:       {}", data_dirs.join(", "));
     println!("  cores:      {cores} (shards: {})", shards);
     println!("  region:     {}", args.region);
+    if let Some(console) = args.console_listen {
+        println!("  console:    http://{console}");
+    }
     println!("  access key: {access_key}");
     println!(
         "  secret key: {secret_key}{}",
@@ -76,6 +79,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let places = layout::prepare(&args.data, shards_per_dir)?;
     let buckets = Arc::new(buckets::Buckets::open(&args.data[0])?);
     runtime::probe_listen(args.listen)?;
+    // The console (if asked for) on its own thread; dropped (stopped) when serve returns.
+    let _console = args
+        .console_listen
+        .map(|listen| {
+            bale::console::start(bale::console::ConsoleConfig {
+                listen,
+                s3_listen: args.listen,
+                region: args.region.clone(),
+                idle_timeout: std::time::Duration::from_secs(args.idle_timeout_s),
+            })
+        })
+        .transpose()?;
 
     let (access_key, secret_key, defaulted) = args.credentials();
     let mut inbox_tx = Vec::with_capacity(cores);
