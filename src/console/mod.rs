@@ -85,13 +85,14 @@ fn upstream_of(s3_listen: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, s3_listen.port())
 }
 
+/// Two listen addresses that would take the same port on some interface.
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
 /// Binds the console's listener (failing clearly if it cannot) and starts its thread.
 pub fn start(cfg: ConsoleConfig) -> anyhow::Result<Console> {
-    if cfg.listen.port() == cfg.s3_listen.port()
-        && (cfg.listen.ip() == cfg.s3_listen.ip()
-            || cfg.listen.ip().is_unspecified()
-            || cfg.s3_listen.ip().is_unspecified())
-    {
+    if overlaps(cfg.listen, cfg.s3_listen) {
         bail!(
             "--console-listen {} overlaps the S3 address --listen {}: give the console its own port (e.g. 127.0.0.1:9001)",
             cfg.listen,
@@ -313,4 +314,32 @@ pub(crate) fn xml_escape(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_s3_port_is_reached_on_loopback_when_it_listens_everywhere() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(upstream_of(a("0.0.0.0:9000")), a("127.0.0.1:9000"));
+        assert_eq!(upstream_of(a("[::]:9000")), a("[::1]:9000"));
+        assert_eq!(upstream_of(a("10.1.2.3:9000")), a("10.1.2.3:9000"));
+    }
+
+    #[test]
+    fn the_console_needs_a_port_of_its_own() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(overlaps(a("127.0.0.1:9000"), a("127.0.0.1:9000")));
+        assert!(overlaps(a("0.0.0.0:9000"), a("127.0.0.1:9000")));
+        assert!(overlaps(a("127.0.0.1:9000"), a("[::]:9000")));
+        assert!(!overlaps(a("127.0.0.1:9001"), a("127.0.0.1:9000")));
+        assert!(!overlaps(a("127.0.0.2:9000"), a("127.0.0.1:9000")));
+    }
+
+    #[test]
+    fn errors_are_escaped() {
+        assert_eq!(xml_escape("a<b>&\"c'"), "a&lt;b&gt;&amp;&quot;c&#39;");
+    }
 }

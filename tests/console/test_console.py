@@ -112,6 +112,24 @@ def test_console_refuses_anything_but_the_page_and_signed_requests(bale):
     assert r.status_code == 403 and b"<Code>" in r.content
 
 
+def test_idle_connections_do_not_lock_out_the_console(bale):
+    """More connections than the console holds (64), none sending a byte: the oldest that
+    never sent a head make room, and a browser still gets the page at once."""
+    import socket
+    port = int(bale.console_host.split(":")[1])
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(80)]
+    try:
+        t0 = time.monotonic()
+        r = requests.get(bale.console + "/", timeout=5)
+        assert r.status_code == 200 and time.monotonic() - t0 < 2
+        # The first idle ones were evicted: the server closed them.
+        idle[0].settimeout(5)
+        assert idle[0].recv(1) == b""
+    finally:
+        for s in idle:
+            s.close()
+
+
 def test_signed_requests_pass_through_unchanged(bale):
     s3 = s3_client(bale)
     s3.create_bucket(Bucket="wire")
