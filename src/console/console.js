@@ -189,6 +189,16 @@ function createBucket(name) {
   });
 }
 
+/** DeleteBucket: the S3 port refuses a bucket that still holds objects (BucketNotEmpty). */
+function deleteBucket(name) {
+  if (!confirm(`Delete bucket ${name}?`)) return Promise.resolve();
+  return act("Deleting bucket " + name, async () => {
+    await s3("DELETE", name);
+    await openBuckets();
+    setStatus("Deleted bucket " + name);
+  });
+}
+
 // ---- objects ----
 
 function openPrefix(bucket, prefix) {
@@ -307,6 +317,7 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("refresh-btn").addEventListener("click", () => openPrefix(state.bucket, state.prefix));
   $("more-btn").addEventListener("click", listPage);
+  $("delete-bucket-btn").addEventListener("click", () => deleteBucket(state.bucket));
 
   try {
     const saved = JSON.parse(sessionStorage.getItem(CRED_KEY) || "null");

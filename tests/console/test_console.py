@@ -144,6 +144,34 @@ def test_signed_requests_pass_through_unchanged(bale):
     assert r.status_code == 404 and b"<Code>NoSuchBucket</Code>" in r.content
 
 
+def test_large_upload_streams_through(bale):
+    """A 24 MiB PUT through the console, as the page sends it (UNSIGNED-PAYLOAD), arrives
+    byte-identical."""
+    s3 = s3_client(bale)
+    s3.create_bucket(Bucket="big")
+    body = os.urandom(24 << 20)
+    target, headers, _ = Signer(bale.access_key, bale.secret_key, bale.region).sign_headers(
+        "PUT", bale.console_host, "/big/blob", payload_hash="UNSIGNED-PAYLOAD")
+    headers.pop("Host")
+    r = requests.put(bale.console + "/api/s3" + target, data=body, headers=headers, timeout=60)
+    assert r.status_code == 200, r.content
+    assert r.headers["etag"] == '"%s"' % hashlib.md5(body).hexdigest()
+    got = s3.get_object(Bucket="big", Key="blob")["Body"].read()
+    assert hashlib.sha256(got).digest() == hashlib.sha256(body).digest()
+
+
+def test_stops_cleanly_with_the_console_on():
+    port = free_port()
+    b = Bale(extra_args=["--console-listen", f"127.0.0.1:{port}"])
+    b.start()
+    try:
+        assert requests.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200
+        assert b.stop() == 0
+        assert "console stopped" in b.log_tail(20000)
+    finally:
+        b.cleanup()
+
+
 def test_console_address_must_differ_from_the_s3_address(tmp_path):
     port = free_port()
     p = subprocess.run([bale_bin(), "serve", "--listen", f"127.0.0.1:{port}", "--console-listen",
@@ -325,6 +353,19 @@ def test_sign_in_create_upload_download_delete(bale, browser_page, tmp_path):
         s3.head_object(Bucket=bucket, Key="random.bin")
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
     assert page.is_hidden("#error")
+
+    # A bucket that still holds objects is not deleted: the S3 error shows on the page.
+    page.once("dialog", lambda d: d.accept())
+    page.click("#delete-bucket-btn")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "BucketNotEmpty" in page.text_content("#error")
+    s3.delete_object(Bucket=bucket, Key="logs/2026/day.txt")
+    page.once("dialog", lambda d: d.accept())
+    page.click("#delete-bucket-btn")
+    page.wait_for_selector("#bucket-pane:not([hidden])")
+    page.wait_for_selector(f'tr[data-bucket="{bucket}"]', state="detached")
+    assert bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    assert page.is_hidden("#error")
     assert not page.errors, page.errors
 
 
@@ -333,23 +374,28 @@ def test_live_chart_moves_under_load(bale, browser_page):
     if probe.status_code == 404 and b"<Code>NoSuchBucket</Code>" in probe.content:
         pytest.skip("this build has no GET /metrics (the S3 API took it for a bucket)")
     assert probe.status_code == 200 and b"bale_requests_total" in probe.content, probe.content[:300]
+    s3 = s3_client(bale)
+    s3.create_bucket(Bucket="load")
+    keys = [f"obj-{i:02}.bin" for i in range(12)]
+    for k in keys:
+        s3.put_object(Bucket="load", Key=k, Body=os.urandom(4096))
+
     page = browser_page
     page.goto(bale.console + "/")
     if page.is_visible("#signin-view"):
         sign_in(page, bale.access_key, bale.secret_key)
-    page.wait_for_selector("#app-view:not([hidden])")
+    page.click('tr[data-bucket="load"] button')
+    page.wait_for_selector(f'tr[data-key="{keys[-1]}"]')
     page.wait_for_function("() => document.querySelector('#m-state').textContent.startsWith('live')",
                            timeout=UI_TIMEOUT_MS)
     before = page.evaluate("() => document.getElementById('latency-chart').toDataURL()")
 
-    s3 = s3_client(bale)
-    s3.create_bucket(Bucket="load")
     stop = threading.Event()
 
     def load():
         i = 0
         while not stop.is_set():
-            k = f"k{i % 20}"
+            k = keys[i % len(keys)]
             s3.put_object(Bucket="load", Key=k, Body=os.urandom(4096))
             s3.get_object(Bucket="load", Key=k)["Body"].read()
             i += 1
@@ -361,7 +407,7 @@ def test_live_chart_moves_under_load(bale, browser_page):
             "() => ['m-get-rate','m-get-p50','m-get-p99','m-put-rate','m-put-p50','m-put-p99']"
             ".every(id => parseFloat(document.getElementById(id).textContent) > 0)",
             timeout=UI_TIMEOUT_MS)
-        time.sleep(2.5)  # a few more points on the chart for the screenshot
+        time.sleep(4)  # a few more points on the chart for the screenshot
         page.screenshot(path=os.path.join(shots_dir(), "console-live.png"))
     finally:
         stop.set()
