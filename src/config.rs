@@ -120,6 +120,28 @@ pub struct ServeArgs {
     #[arg(long, env = "BALE_DISK_RESERVE_MB", default_value_t = 64)]
     pub disk_reserve_mb: u64,
 
+    // --- metrics and logs (docs/adr/0011-metrics.md) ---
+    /// Also serve GET /metrics on this address (its own listener thread, away from the cores).
+    #[arg(long, env = "BALE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Let anyone read GET /metrics without credentials (otherwise a bearer token or SigV4).
+    #[arg(long, env = "BALE_METRICS_PUBLIC")]
+    pub metrics_public: bool,
+
+    /// Bearer token that may read GET /metrics (`Authorization: Bearer <token>`), 16 to 1024
+    /// characters.
+    #[arg(long, env = "BALE_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
+    /// Log line format on stderr (colours only when stderr is a terminal).
+    #[arg(long, env = "BALE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: crate::logging::LogFormat,
+
+    /// Log one info line per request (request id, method, path, op, status, duration).
+    #[arg(long, env = "BALE_LOG_REQUESTS")]
+    pub log_requests: bool,
+
     // --- console ---
     /// Address of the web console (sign in with a key; buckets, objects, upload, download,
     /// live GET/PUT rate and latency), e.g. 127.0.0.1:9001. Off unless given. It forwards the
@@ -171,6 +193,27 @@ impl ServeArgs {
         }
         if let Some(0) = self.shards_per_dir {
             return Err("--shards-per-dir must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+impl ServeArgs {
+    /// Checks the metrics and log flags.
+    pub fn validate_observability(&self) -> Result<(), String> {
+        use crate::metrics::endpoint::{MAX_TOKEN_CHARS, MIN_TOKEN_CHARS};
+        if let Some(t) = &self.metrics_token {
+            let n = t.chars().count();
+            if !(MIN_TOKEN_CHARS..=MAX_TOKEN_CHARS).contains(&n)
+                || !t.bytes().all(|b| b.is_ascii_graphic())
+            {
+                return Err(format!(
+                    "--metrics-token needs {MIN_TOKEN_CHARS} to {MAX_TOKEN_CHARS} visible ASCII characters (got {n})"
+                ));
+            }
+        }
+        if self.metrics_listen == Some(self.listen) {
+            return Err("--metrics-listen must differ from --listen (GET /metrics is served on --listen too)".into());
         }
         Ok(())
     }

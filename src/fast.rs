@@ -151,7 +151,11 @@ fn canonical_request<B>(
 }
 
 /// Verifies the request's SigV4 header signature. Only `x-id` may appear in the query.
-fn verify(fp: &FastPath, req: &http::Request<hyper::body::Incoming>, decoded_path: &str) -> bool {
+pub(crate) fn verify(
+    fp: &FastPath,
+    req: &http::Request<hyper::body::Incoming>,
+    decoded_path: &str,
+) -> bool {
     let h = req.headers();
     let Ok(Some(auth)) = at_most_one(h, http::header::AUTHORIZATION) else {
         return false;

@@ -57,7 +57,7 @@ impl Drop for InflightGuard {
     }
 }
 
-fn is_health(path: &str) -> bool {
+pub(crate) fn is_health(path: &str) -> bool {
     matches!(
         path,
         "/health" | "/minio/health/live" | "/minio/health/ready" | "/minio/health/cluster"
@@ -70,7 +70,11 @@ fn plain(status: http::StatusCode, body: &'static str) -> http::Response<s3s::Bo
     r
 }
 
-fn error_xml(status: http::StatusCode, code: &str, message: &str) -> http::Response<s3s::Body> {
+pub(crate) fn error_xml(
+    status: http::StatusCode,
+    code: &str,
+    message: &str,
+) -> http::Response<s3s::Body> {
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>"
     );
@@ -114,6 +118,7 @@ fn is_aws_chunked(h: &http::HeaderMap) -> bool {
 pub struct Handlers {
     pub svc: S3Service,
     pub fast: Option<Arc<crate::fast::FastPath>>,
+    pub metrics: Arc<crate::metrics::endpoint::Endpoint>,
 }
 
 async fn handle(
@@ -125,11 +130,32 @@ async fn handle(
     crate::spin::kick();
     conn.request_started();
     let id = request_id();
-    let mut resp = handle_inner(h, max_inflight, req).await;
+    let timer = crate::metrics::RequestTimer::start(crate::metrics::op_of(&req));
+    let logged = crate::logging::log_requests().then(|| request_line(&req));
+    let mut resp =
+        crate::logging::with_request_id(Some(id), handle_inner(h, max_inflight, req)).await;
     stamp_request_id(&mut resp, &id);
+    let op = timer.op();
+    let ns = timer.finish(&resp);
+    if let Some((method, path)) = logged {
+        tracing::info!(
+            request_id = %String::from_utf8_lossy(&id),
+            %method,
+            %path,
+            op = %crate::metrics::OP_NAMES[op as usize],
+            status = resp.status().as_u16(),
+            duration_us = ns / 1000,
+            "request"
+        );
+    }
     conn.request_ended();
     crate::spin::kick();
     Ok(resp)
+}
+
+/// What `--log-requests` prints of a request (only built when it is on).
+fn request_line(req: &http::Request<Incoming>) -> (http::Method, String) {
+    (req.method().clone(), req.uri().path().to_string())
 }
 
 /// A request that carries no credentials at all: no `Authorization` header and no presigned
@@ -291,6 +317,9 @@ async fn handle_inner(
         && is_health(req.uri().path())
     {
         return plain(http::StatusCode::OK, "");
+    }
+    if crate::metrics::endpoint::is_metrics_request(req.method(), req.uri()) {
+        return h.metrics.answer(&req).await;
     }
     if is_post_object(&req) {
         refuse_drain(req, DRAIN_REFUSED).await;
@@ -703,9 +732,11 @@ pub async fn serve_conn(
     impl Drop for Guard {
         fn drop(&mut self) {
             self.0.borrow_mut().release(&self.1);
+            crate::metrics::connection_closed();
         }
     }
     let _g = Guard(table, slot.clone());
+    crate::metrics::connection_opened();
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "set_nodelay failed");
     }

@@ -13,6 +13,8 @@ pub mod fast;
 pub mod http;
 pub mod idle;
 pub mod layout;
+pub mod logging;
+pub mod metrics;
 pub mod router;
 pub mod runtime;
 pub mod s3;

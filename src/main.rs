@@ -16,13 +16,12 @@ fn main() {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,s3s=off".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    #[allow(unreachable_patterns)]
+    let log_format = match &cli.command {
+        Command::Serve(a) => a.log_format,
+        _ => bale::logging::LogFormat::Text,
+    };
+    bale::logging::init(log_format);
     let result = match cli.command {
         Command::Serve(args) => serve(args),
     };
@@ -64,8 +63,39 @@ fn print_banner(
     );
 }
 
+/// The GET /metrics endpoint (on --listen, and on --metrics-listen when given: that listener
+/// starts here, before the cores, so a taken address fails the start).
+fn metrics_endpoint(
+    args: &ServeArgs,
+    fast: &Option<Arc<bale::fast::FastPath>>,
+    s3: &s3::BaleS3,
+    access_key: &str,
+    secret_key: &str,
+) -> anyhow::Result<Arc<bale::metrics::endpoint::Endpoint>> {
+    bale::logging::set_log_requests(args.log_requests);
+    let signer = fast.clone().unwrap_or_else(|| {
+        Arc::new(bale::fast::FastPath {
+            s3: s3.clone(),
+            access_key: access_key.to_string(),
+            secret_key: secret_key.to_string(),
+        })
+    });
+    let ep = Arc::new(bale::metrics::endpoint::Endpoint {
+        public: args.metrics_public,
+        token: args.metrics_token.clone(),
+        signer,
+        topo: s3.topo.clone(),
+    });
+    if let Some(addr) = args.metrics_listen {
+        bale::metrics::endpoint::spawn_listener(addr, ep.clone())?;
+        tracing::info!(listen = %addr, "metrics listener started");
+    }
+    Ok(ep)
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     args.validate().map_err(anyhow::Error::msg)?;
+    args.validate_observability().map_err(anyhow::Error::msg)?;
     let cpus = runtime::allowed_cpus();
     let cores = args.cores.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -93,6 +123,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .transpose()?;
 
     let (access_key, secret_key, defaulted) = args.credentials();
+    bale::metrics::init(cores);
     let mut inbox_tx = Vec::with_capacity(cores);
     let mut inbox_rx = Vec::with_capacity(cores);
     for _ in 0..cores {
@@ -114,6 +145,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             secret_key: secret_key.clone(),
         })
     });
+    let metrics = metrics_endpoint(&args, &fast, &s3, &access_key, &secret_key)?;
     let svc = {
         let mut b = s3s::service::S3ServiceBuilder::new(s3);
         b.set_auth(bale::auth::SingleKeyAuth::new(
@@ -157,6 +189,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             handlers: http::Handlers {
                 svc: svc.clone(),
                 fast: fast.clone(),
+                metrics: metrics.clone(),
             },
             inbox,
             shutdown: stop_rx,

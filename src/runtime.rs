@@ -200,6 +200,7 @@ async fn core_main(setup: CoreSetup) {
         }
     }
     router::install_local(core, shards);
+    crate::metrics::bind_core(core);
     monoio::spawn(router::serve_inbox(inbox));
 
     let opts = monoio::net::ListenerOpts::new()
@@ -240,6 +241,7 @@ async fn core_main(setup: CoreSetup) {
                 let slot = match admitted {
                     Admit::Admitted(s) | Admit::Evicted(s) => s,
                     Admit::Refused => {
+                        crate::metrics::connection_refused();
                         drop(stream);
                         continue;
                     }
