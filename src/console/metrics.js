@@ -120,7 +120,9 @@ const BaleMetrics = (() => {
         ctx.beginPath(); ctx.moveTo(padL, y); ctx.lineTo(w, y); ctx.stroke();
         ctx.fillText(fmt(max * (1 - i / 4)), 4, y + 4);
       }
-      const x = (i) => padL + ((w - padL) * (i + HISTORY_POINTS - this.points.length)) / (HISTORY_POINTS - 1);
+      // Until the history is full the points spread over the whole width; then it scrolls.
+      const span = Math.max(this.points.length - 1, 1);
+      const x = (i) => padL + ((w - padL) * i) / span;
       const y = (v) => padT + (h - padT - padB) * (1 - v / max);
       for (const s of this.series) {
         ctx.strokeStyle = s.color;

@@ -166,6 +166,11 @@ def test_stops_cleanly_with_the_console_on():
     b.start()
     try:
         assert requests.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200
+        # bale installs its SIGTERM handler just after the banner (after /health answers).
+        deadline = time.time() + 10
+        while "secret key:" not in b.log_tail(20000) and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
         assert b.stop() == 0
         assert "console stopped" in b.log_tail(20000)
     finally:
@@ -397,7 +402,8 @@ def test_live_chart_moves_under_load(bale, browser_page):
         while not stop.is_set():
             k = keys[i % len(keys)]
             s3.put_object(Bucket="load", Key=k, Body=os.urandom(4096))
-            s3.get_object(Bucket="load", Key=k)["Body"].read()
+            for _ in range(2):  # twice as many GETs, so the two lines part on the chart
+                s3.get_object(Bucket="load", Key=k)["Body"].read()
             i += 1
 
     t = threading.Thread(target=load, daemon=True)
@@ -407,7 +413,7 @@ def test_live_chart_moves_under_load(bale, browser_page):
             "() => ['m-get-rate','m-get-p50','m-get-p99','m-put-rate','m-put-p50','m-put-p99']"
             ".every(id => parseFloat(document.getElementById(id).textContent) > 0)",
             timeout=UI_TIMEOUT_MS)
-        time.sleep(4)  # a few more points on the chart for the screenshot
+        time.sleep(6)  # a few more points on the chart for the screenshot
         page.screenshot(path=os.path.join(shots_dir(), "console-live.png"))
     finally:
         stop.set()
