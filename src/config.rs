@@ -180,6 +180,13 @@ pub struct ServeArgs {
     /// Log one info line per request (request id, method, path, op, status, duration).
     #[arg(long, env = "BALE_LOG_REQUESTS")]
     pub log_requests: bool,
+
+    // --- console ---
+    /// Address of the web console (sign in with a key; buckets, objects, upload, download,
+    /// live GET/PUT rate and latency), e.g. 127.0.0.1:9001. Off unless given. It forwards the
+    /// page's signed requests to --listen; see docs/adr/0014-console.md.
+    #[arg(long, env = "BALE_CONSOLE_LISTEN")]
+    pub console_listen: Option<SocketAddr>,
 }
 
 impl ServeArgs {

@@ -10,6 +10,7 @@ pub mod chunked;
 pub mod config;
 pub mod conns;
 pub mod doctor;
+pub mod console;
 pub mod fast;
 pub mod http;
 pub mod idle;

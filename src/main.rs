@@ -66,6 +66,9 @@ fn print_banner(
     println!("  data:       {}", data_dirs.join(", "));
     println!("  cores:      {cores} (shards: {})", shards);
     println!("  region:     {}", args.region);
+    if let Some(console) = args.console_listen {
+        println!("  console:    http://{console}");
+    }
     println!("  access key: {access_key}");
     println!(
         "  secret key: {secret_key}{}",
@@ -121,6 +124,25 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         runtime::probe_listen(t)?;
     }
     bale::tls::start(args.tls_cert.as_deref(), args.tls_key.as_deref())?;
+    // The console (if asked for) on its own thread; dropped (stopped) when serve returns. It
+    // forwards plain HTTP to --listen, which a certificate without --tls-listen makes HTTPS.
+    if args.console_listen.is_some() && args.tls_cert.is_some() && args.tls_listen.is_none() {
+        anyhow::bail!(
+            "--console-listen forwards to --listen over plain HTTP, but --tls-cert without \
+             --tls-listen makes --listen HTTPS only: add --tls-listen for HTTPS"
+        );
+    }
+    let _console = args
+        .console_listen
+        .map(|listen| {
+            bale::console::start(bale::console::ConsoleConfig {
+                listen,
+                s3_listen: args.listen,
+                region: args.region.clone(),
+                idle_timeout: std::time::Duration::from_secs(args.idle_timeout_s),
+            })
+        })
+        .transpose()?;
 
     let (access_key, secret_key, defaulted) = args.credentials();
     bale::metrics::init(cores);
