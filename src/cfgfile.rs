@@ -74,7 +74,17 @@ pub fn parse(argv: Vec<OsString>) -> Result<Parsed, ParseError> {
             file_args(path, &table, leaf_cmd, leaf, &mut from_file).map_err(ParseError::File)?;
         argv.extend(extra);
     }
-    let matches = cmd.try_get_matches_from(&argv).map_err(ParseError::Clap)?;
+    let config_path = (!from_file.is_empty())
+        .then(|| leaf.get_one::<std::path::PathBuf>(CONFIG_ID).cloned())
+        .flatten();
+    let matches = cmd.try_get_matches_from(&argv).map_err(|e| {
+        // A rule between flags (`--tls-cert` requires `--tls-key`) broken by the file's values:
+        // still one line, naming the file.
+        match &config_path {
+            Some(path) => ParseError::File(format!("{}: {}", path.display(), one_line(&e))),
+            None => ParseError::Clap(e),
+        }
+    })?;
     let cli = Cli::from_arg_matches(&matches).map_err(ParseError::Clap)?;
     Ok(Parsed {
         cli,
@@ -211,6 +221,18 @@ fn flag_args(arg: &clap::Arg, long: &str, value: &toml::Value) -> Result<Vec<OsS
         V::Array(_) => Err("takes one value, not an array".into()),
         v => Ok(vec![format!("--{long}={}", scalar(v)?).into()]),
     }
+}
+
+/// clap's message without its usage block, on one line.
+fn one_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:"))
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.join(" ").trim_start_matches("error: ").to_string()
 }
 
 /// Parses the arguments with that one flag alone, so a bad value is reported against its
