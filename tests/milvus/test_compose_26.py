@@ -27,6 +27,7 @@ from test_compose import (  # noqa: F401  (collected again here, on the 2.6 file
     test_io_uring_allowed,
     test_keys_agree,
     test_listen_port_matches_ports_healthcheck_and_milvus,
+    test_prometheus_scrapes_bale_with_the_shipped_config,
     test_services,
 )
 
