@@ -24,12 +24,12 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-SMOKE=0; REPS=3; ROWS=20000; DIM=768; SEARCHES=1000; FILTERQ=100; OUTVEC=100
+SMOKE=0; REPS=3; ROWS=20000; DIM=768; SEARCHES=1000; FILTERQ=100; OUTVEC=100; MINRECALL=0.5
 SYSTEMS="bale seaweedfs local"; OUT=""; PASS_TIMEOUT=""; DOCS=1
 ARGS_SEEN="$*"
 while [ $# -gt 0 ]; do
   case "$1" in
-    --smoke) SMOKE=1; REPS=1; ROWS=3000; DIM=128; SEARCHES=200; FILTERQ=20; OUTVEC=20; SYSTEMS="bale local"; DOCS=0 ;;
+    --smoke) SMOKE=1; REPS=1; ROWS=3000; DIM=128; SEARCHES=200; FILTERQ=20; OUTVEC=20; SYSTEMS="bale local"; DOCS=0; MINRECALL=0.8 ;;
     --reps) REPS="$2"; shift ;;
     --rows) ROWS="$2"; shift ;;
     --dim) DIM="$2"; shift ;;
@@ -74,15 +74,17 @@ for ((rep = 1; rep <= REPS; rep++)); do
   for ((i = 0; i < n; i++)); do order+=("${SYS[$(((i + rep - 1) % n))]}"); done
   ORDERS+=("rep $rep: ${order[*]}")
   for sys in "${order[@]}"; do
+    extra=""
     case "$sys" in
       bale) backend=bale; keys='{}' ;;
       seaweedfs) backend=weed; keys='{}' ;;
       local) backend=local; keys='{}' ;;
-      bale-mmap) backend=bale; mkdir -p "$SCRATCH/mmap-$rep"; keys="{\"queryNode.mmapDirPath\": \"$SCRATCH/mmap-$rep\"}" ;;
+      bale-mmap) backend=bale; mkdir -p "$SCRATCH/mmap-$rep"; keys="{\"queryNode.mmapDirPath\": \"$SCRATCH/mmap-$rep\"}"
+                 extra=", \"mmap_dir\": \"$SCRATCH/mmap-$rep\"" ;;
       *) echo "seed-table: unknown system $sys" >&2; exit 2 ;;
     esac
-    params=$(printf '{"system": "%s", "store": "%s", "rows": %d, "dim": %d, "searches": %d, "filter_queries": %d, "outvec_searches": %d}' \
-      "$sys" "$backend" "$ROWS" "$DIM" "$SEARCHES" "$FILTERQ" "$OUTVEC")
+    params=$(printf '{"system": "%s", "store": "%s", "rows": %d, "dim": %d, "searches": %d, "filter_queries": %d, "outvec_searches": %d, "min_recall": %s%s}' \
+      "$sys" "$backend" "$ROWS" "$DIM" "$SEARCHES" "$FILTERQ" "$OUTVEC" "$MINRECALL" "$extra")
     res="$OUT/raw/rep$rep-$sys.json"
     cmd=(scripts/milvus-e2e.sh --backend "$backend" --seedtable "$params" --milvus-keys "$keys"
          --result-out "$res" --gc-interval 3600 --bale-restart none --timeout "$PASS_TIMEOUT")
