@@ -26,7 +26,9 @@ cd "$ROOT"
 
 SMOKE=0; REPS=3; ROWS=20000; DIM=768; SEARCHES=1000; FILTERQ=100; OUTVEC=100; MINRECALL=0.5
 SYSTEMS="bale seaweedfs local"; OUT=""; PASS_TIMEOUT=""; DOCS=1
-ARGS_SEEN="$*"
+ARGS_SEEN=""
+for a in "$@"; do case "$a" in *" "*) ARGS_SEEN+=" \"$a\"" ;; *) ARGS_SEEN+=" $a" ;; esac; done
+ARGS_SEEN="${ARGS_SEEN# }"
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) SMOKE=1; REPS=1; ROWS=3000; DIM=128; SEARCHES=200; FILTERQ=20; OUTVEC=20; SYSTEMS="bale local"; DOCS=0; MINRECALL=0.8 ;;
