@@ -13,8 +13,9 @@
 # Usage: scripts/seed-table.sh [--smoke] [--reps R] [--rows N] [--dim D] [--searches S]
 #                              [--systems "bale seaweedfs local [bale-mmap]"] [--out DIR]
 #                              [--pass-timeout S] [--no-docs]
-#   --smoke   ~3,000 x 128, 1 rep, bale + local, 200 searches, into a temp dir; fails when a
-#             pass failed or a figure is missing (CI: tests/suites/50-milvus.sh)
+#   --smoke   ~3,000 x 128, 1 rep, bale + local, 200 searches, into a temp dir (removed when it
+#             passes); fails when a pass failed or a figure is missing (CI: tests/suites/50-milvus.sh,
+#             ~2 min)
 #   default   20,000 x 768, 3 reps, bale seaweedfs local, 1,000 searches, into
 #             bench/results/seed-table-<UTC>-<commit>/, and updates bench/RESULTS.md's
 #             "Milvus, the seed's table" and README's row block (--no-docs: not)
@@ -25,7 +26,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 SMOKE=0; REPS=3; ROWS=20000; DIM=768; SEARCHES=1000; FILTERQ=100; OUTVEC=100; MINRECALL=0.5
-SYSTEMS="bale seaweedfs local"; OUT=""; PASS_TIMEOUT=""; DOCS=1
+SYSTEMS="bale seaweedfs local"; OUT=""; PASS_TIMEOUT=""; DOCS=1; AUTO_OUT=0
 ARGS_SEEN=""
 for a in "$@"; do case "$a" in *" "*) ARGS_SEEN+=" \"$a\"" ;; *) ARGS_SEEN+=" $a" ;; esac; done
 ARGS_SEEN="${ARGS_SEEN# }"
@@ -51,6 +52,7 @@ COMMIT="$(git rev-parse HEAD)"
 SHORT="$(git rev-parse --short=9 HEAD)"
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 if [ -z "$OUT" ]; then
+  AUTO_OUT=1
   if [ "$SMOKE" = 1 ]; then OUT="$(mktemp -d /tmp/seed-table-smoke.XXXXXX)"
   else OUT="bench/results/seed-table-$STAMP-$SHORT"; fi
 fi
@@ -127,4 +129,5 @@ docs=(); [ "$DOCS" = 1 ] && docs=(--docs)
 "$PLOTPY" scripts/milvus/seedtable.py report "$OUT" --meta "$OUT/meta.json" "${docs[@]}"
 "$PY" scripts/milvus/seedtable.py check "$OUT/summary.json" --systems "$SYSTEMS" || rc=1
 echo "seed-table: results in $OUT ($( [ $rc = 0 ] && echo PASS || echo FAIL ))"
+if [ "$SMOKE" = 1 ] && [ "$AUTO_OUT" = 1 ] && [ $rc = 0 ]; then rm -rf "$OUT"; fi  # CI: keep only failures
 exit $rc

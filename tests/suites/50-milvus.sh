@@ -6,7 +6,7 @@
 #   4. the seed's benchmark table, smoke size (scripts/seed-table.sh --smoke, issue 17);
 #   5. docs/milvus.md's move of Milvus's bucket from another store to bale with rclone sync.
 # Installs what it needs (tests/.venv-milvus), starts and stops its own processes.
-# About 3-4 minutes once the venv exists (+~2.5 min for the seed-table smoke, +~1 min to install the venv). BALE_BIN overrides the binary.
+# About 4-6 minutes once the venv exists (the seed-table smoke ~2 of them; +~1 min to install the venv). BALE_BIN overrides the binary.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
