@@ -19,7 +19,7 @@ TRIPLE="$(rustc -vV | sed -n 's/^host: //p')"
 export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
 case "$which" in
   io) dir="$ROOT/io/fuzz"; targets="record_header journal journal_payload snapshot"; td="$ROOT/target/iofuzz-libfuzzer" ;;
-  server) dir="$ROOT/fuzz"; targets="chunked objmeta objmeta_roundtrip bucket_name"; td="$ROOT/target/fuzz-libfuzzer" ;;
+  server) dir="$ROOT/fuzz"; targets="chunked objmeta objmeta_roundtrip bucket_name keys_file"; td="$ROOT/target/fuzz-libfuzzer" ;;
   *) echo "usage: $0 io|server [SECONDS]"; exit 2 ;;
 esac
 cd "$dir"

@@ -21,10 +21,25 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start-up: the size of the enum does not matter (ServeArgs is large).
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve the S3 API.
     Serve(ServeArgs),
+    /// Check this host for what matters to bale (io_uring, O_DIRECT, filesystems, limits,
+    /// tuning) and print PASS/WARN/FAIL with the fix for each; exits 1 on any FAIL.
+    Doctor(crate::doctor::DoctorArgs),
+    /// Configuration tools (`bale config check`).
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate the configuration (config file, flags, environment, keys file) and print the
+    /// effective settings with secrets masked; exit 1 with one line naming what is wrong.
+    Check(ServeArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -119,6 +134,59 @@ pub struct ServeArgs {
     /// index snapshot): it keeps DELETEs and checkpoints working on a full disk (0 = off).
     #[arg(long, env = "BALE_DISK_RESERVE_MB", default_value_t = 64)]
     pub disk_reserve_mb: u64,
+
+    // --- tls ---
+    /// PEM certificate chain for HTTPS (leaf first). With --tls-key, --listen serves HTTPS
+    /// only, unless --tls-listen is given (then --listen stays plain HTTP and HTTPS is served
+    /// on --tls-listen). Reloaded with the key on SIGHUP.
+    #[arg(long, env = "BALE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for --tls-cert.
+    #[arg(long, env = "BALE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Serve HTTPS on this address as well, keeping --listen plain HTTP (needs --tls-cert).
+    #[arg(long, env = "BALE_TLS_LISTEN", requires = "tls_cert")]
+    pub tls_listen: Option<SocketAddr>,
+    // --- keys (config file and access keys; docs/adr/0012-config-and-keys.md) ---
+    /// TOML file of settings: keys are the long flag names with `_` (`cache_mb = 512`); flags
+    /// and environment variables override it.
+    #[arg(long, env = "BALE_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// TOML file of extra access keys (`[[keys]]` entries with access_key, secret_key,
+    /// access = "read-write" | "read-only", buckets = ["name", "prefix*"]); re-read on SIGHUP.
+    #[arg(long, env = "BALE_KEYS_FILE")]
+    pub keys_file: Option<PathBuf>,
+    // --- metrics and logs (docs/adr/0011-metrics.md) ---
+    /// Also serve GET /metrics on this address (its own listener thread, away from the cores).
+    #[arg(long, env = "BALE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Let anyone read GET /metrics without credentials (otherwise a bearer token or SigV4).
+    #[arg(long, env = "BALE_METRICS_PUBLIC")]
+    pub metrics_public: bool,
+
+    /// Bearer token that may read GET /metrics (`Authorization: Bearer <token>`), 16 to 1024
+    /// characters.
+    #[arg(long, env = "BALE_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
+    /// Log line format on stderr (colours only when stderr is a terminal).
+    #[arg(long, env = "BALE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: crate::logging::LogFormat,
+
+    /// Log one info line per request (request id, method, path, op, status, duration).
+    #[arg(long, env = "BALE_LOG_REQUESTS")]
+    pub log_requests: bool,
+
+    // --- console ---
+    /// Address of the web console (sign in with a key; buckets, objects, upload, download,
+    /// live GET/PUT rate and latency), e.g. 127.0.0.1:9001. Off unless given. It forwards the
+    /// page's signed requests to --listen; see docs/adr/0014-console.md.
+    #[arg(long, env = "BALE_CONSOLE_LISTEN")]
+    pub console_listen: Option<SocketAddr>,
 }
 
 impl ServeArgs {
@@ -164,6 +232,33 @@ impl ServeArgs {
         }
         if let Some(0) = self.shards_per_dir {
             return Err("--shards-per-dir must be at least 1".into());
+        }
+        if self.tls_listen.is_some_and(|t| t == self.listen) {
+            return Err(
+                "--tls-listen must differ from --listen (for HTTPS only, give --tls-cert/--tls-key without --tls-listen)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl ServeArgs {
+    /// Checks the metrics and log flags.
+    pub fn validate_observability(&self) -> Result<(), String> {
+        use crate::metrics::endpoint::{MAX_TOKEN_CHARS, MIN_TOKEN_CHARS};
+        if let Some(t) = &self.metrics_token {
+            let n = t.chars().count();
+            if !(MIN_TOKEN_CHARS..=MAX_TOKEN_CHARS).contains(&n)
+                || !t.bytes().all(|b| b.is_ascii_graphic())
+            {
+                return Err(format!(
+                    "--metrics-token needs {MIN_TOKEN_CHARS} to {MAX_TOKEN_CHARS} visible ASCII characters (got {n})"
+                ));
+            }
+        }
+        if self.metrics_listen == Some(self.listen) {
+            return Err("--metrics-listen must differ from --listen (GET /metrics is served on --listen too)".into());
         }
         Ok(())
     }

@@ -14,7 +14,6 @@
 //! accepts is never looser than S3: one `Authorization` header, `host` signed, the credential
 //! scope's date, region and service exactly the request's and the server's.
 
-use std::cell::RefCell;
 use std::sync::Arc;
 
 use sigv4::{parse_amz_date, parse_request_date, AmzDate, CanonicalRequest, Scope};
@@ -30,14 +29,6 @@ const MAX_SKEW_S: i64 = crate::sigcheck::MAX_SKEW_S;
 
 pub struct FastPath {
     pub s3: BaleS3,
-    pub access_key: String,
-    pub secret_key: String,
-}
-
-thread_local! {
-    /// (yyyymmdd, region) -> signing key; one derivation per day per core.
-    static SIGNING_KEY: RefCell<sigv4::SigningKeyCache> =
-        const { RefCell::new(sigv4::SigningKeyCache::new()) };
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -150,8 +141,15 @@ fn canonical_request<B>(
     true
 }
 
-/// Verifies the request's SigV4 header signature. Only `x-id` may appear in the query.
-fn verify(fp: &FastPath, req: &http::Request<hyper::body::Incoming>, decoded_path: &str) -> bool {
+/// Verifies the request's SigV4 header signature and that its key may read `bucket` (the
+/// per-core key table of `crate::keys`: an unknown key or one outside its scope goes to s3s,
+/// which answers InvalidAccessKeyId or AccessDenied). Only `x-id` may appear in the query.
+pub(crate) fn verify(
+    fp: &FastPath,
+    req: &http::Request<hyper::body::Incoming>,
+    decoded_path: &str,
+    bucket: &str,
+) -> bool {
     let h = req.headers();
     let Ok(Some(auth)) = at_most_one(h, http::header::AUTHORIZATION) else {
         return false;
@@ -159,7 +157,7 @@ fn verify(fp: &FastPath, req: &http::Request<hyper::body::Incoming>, decoded_pat
     let Some(auth) = parse_auth(auth) else {
         return false;
     };
-    if auth.access_key != fp.access_key || auth.region != fp.s3.region {
+    if auth.region != fp.s3.region {
         return false;
     }
     if !auth.signed_headers.split(';').any(|n| n == "host") {
@@ -199,17 +197,20 @@ fn verify(fp: &FastPath, req: &http::Request<hyper::body::Incoming>, decoded_pat
     if !canonical_request(req, decoded_path, auth.signed_headers, payload, &mut canon) {
         return false;
     }
-    let key = SIGNING_KEY.with(|c| {
-        c.borrow_mut()
-            .get(&fp.secret_key, auth.date, auth.region, "s3")
-    });
-    sigv4::sign_canonical_request(
-        &key,
-        amz_date,
-        &Scope::new(auth.date, auth.region, "s3"),
-        &canon,
-    )
-    .matches(auth.signature)
+    crate::keys::with_key(auth.access_key, |k| {
+        let Some(k) = k else { return false };
+        if !k.key.can_read(bucket) {
+            return false;
+        }
+        let key = k.signing_key(auth.date, auth.region, "s3");
+        sigv4::sign_canonical_request(
+            &key,
+            amz_date,
+            &Scope::new(auth.date, auth.region, "s3"),
+            &canon,
+        )
+        .matches(auth.signature)
+    })
 }
 
 /// Headers that change what a GET returns and that the fast path leaves to s3s.
@@ -312,7 +313,7 @@ pub async fn try_serve(
     if bucket.is_empty() || key.is_empty() || key.len() > crate::s3::limits::MAX_KEY_BYTES {
         return Err(req);
     }
-    if !verify(fp, &req, &decoded) {
+    if !verify(fp, &req, &decoded, bucket) {
         return Err(req);
     }
     let mut found = match lookup(&fp.s3, bucket, key, r).await {
@@ -394,7 +395,7 @@ mod tests {
             "7344ae5b7ee6c3e7e6b0fe0640412a37625d1fbfff95c48bbb2dc43964946972"
         );
         let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
-        let key = SIGNING_KEY.with(|c| c.borrow_mut().get(secret, "20130524", "us-east-1", "s3"));
+        let key = sigv4::signing_key(secret, "20130524", "us-east-1", "s3");
         let scope = Scope::new("20130524", "us-east-1", "s3");
         assert!(
             sigv4::sign_canonical_request(&key, "20130524T000000Z", &scope, &canon)

@@ -11,6 +11,7 @@ use futures::FutureExt;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use monoio::io::IntoPollIo;
+use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use monoio::net::TcpStream;
 use monoio_compat::hyper::{MonoioIo, MonoioTimer};
 use s3s::service::S3Service;
@@ -57,7 +58,7 @@ impl Drop for InflightGuard {
     }
 }
 
-fn is_health(path: &str) -> bool {
+pub(crate) fn is_health(path: &str) -> bool {
     matches!(
         path,
         "/health" | "/minio/health/live" | "/minio/health/ready" | "/minio/health/cluster"
@@ -70,7 +71,11 @@ fn plain(status: http::StatusCode, body: &'static str) -> http::Response<s3s::Bo
     r
 }
 
-fn error_xml(status: http::StatusCode, code: &str, message: &str) -> http::Response<s3s::Body> {
+pub(crate) fn error_xml(
+    status: http::StatusCode,
+    code: &str,
+    message: &str,
+) -> http::Response<s3s::Body> {
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>"
     );
@@ -114,6 +119,7 @@ fn is_aws_chunked(h: &http::HeaderMap) -> bool {
 pub struct Handlers {
     pub svc: S3Service,
     pub fast: Option<Arc<crate::fast::FastPath>>,
+    pub metrics: Arc<crate::metrics::endpoint::Endpoint>,
 }
 
 async fn handle(
@@ -125,11 +131,32 @@ async fn handle(
     crate::spin::kick();
     conn.request_started();
     let id = request_id();
-    let mut resp = handle_inner(h, max_inflight, req).await;
+    let timer = crate::metrics::RequestTimer::start(crate::metrics::op_of(&req));
+    let logged = crate::logging::log_requests().then(|| request_line(&req));
+    let mut resp =
+        crate::logging::with_request_id(Some(id), handle_inner(h, max_inflight, req)).await;
     stamp_request_id(&mut resp, &id);
+    let op = timer.op();
+    let ns = timer.finish(&resp);
+    if let Some((method, path)) = logged {
+        tracing::info!(
+            request_id = %String::from_utf8_lossy(&id),
+            %method,
+            %path,
+            op = %crate::metrics::OP_NAMES[op as usize],
+            status = resp.status().as_u16(),
+            duration_us = ns / 1000,
+            "request"
+        );
+    }
     conn.request_ended();
     crate::spin::kick();
     Ok(resp)
+}
+
+/// What `--log-requests` prints of a request (only built when it is on).
+fn request_line(req: &http::Request<Incoming>) -> (http::Method, String) {
+    (req.method().clone(), req.uri().path().to_string())
 }
 
 /// A request that carries no credentials at all: no `Authorization` header and no presigned
@@ -291,6 +318,9 @@ async fn handle_inner(
         && is_health(req.uri().path())
     {
         return plain(http::StatusCode::OK, "");
+    }
+    if crate::metrics::endpoint::is_metrics_request(req.method(), req.uri()) {
+        return h.metrics.answer(&req).await;
     }
     if is_post_object(&req) {
         refuse_drain(req, DRAIN_REFUSED).await;
@@ -689,8 +719,48 @@ async fn refuse_drain(req: http::Request<Incoming>, budget: DrainBudget) {
     let _ = drain(req.into_body(), budget).await;
 }
 
-/// Serves one connection to completion (or until shutdown asks it to finish, or the core's
-/// table evicts it to make room for a newcomer).
+/// Releases a connection's slot in the core's table when the connection ends.
+pub struct SlotGuard(Rc<RefCell<ConnTable>>, Rc<ConnSlot>);
+
+impl SlotGuard {
+    /// Counts the connection as open (metrics) until the guard drops.
+    pub fn new(table: Rc<RefCell<ConnTable>>, slot: Rc<ConnSlot>) -> Self {
+        crate::metrics::connection_opened();
+        Self(table, slot)
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.0.borrow_mut().release(&self.1);
+        crate::metrics::connection_closed();
+    }
+}
+
+/// The byte stream every connection starts from: TCP_NODELAY, poll mode, the idle bound.
+pub fn prepare(
+    stream: TcpStream,
+    limits: ConnLimits,
+    slot: &Rc<ConnSlot>,
+) -> Option<crate::idle::IdleIo<TcpStreamPoll>> {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "set_nodelay failed");
+    }
+    match stream.into_poll_io() {
+        Ok(io) => Some(crate::idle::IdleIo::new(
+            io,
+            limits.idle_timeout,
+            slot.clone(),
+        )),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot switch stream to poll io");
+            None
+        }
+    }
+}
+
+/// Serves one plain-HTTP connection to completion (or until shutdown asks it to finish, or the
+/// core's table evicts it to make room for a newcomer).
 pub async fn serve_conn(
     stream: TcpStream,
     handlers: Handlers,
@@ -699,27 +769,25 @@ pub async fn serve_conn(
     table: Rc<RefCell<ConnTable>>,
     slot: Rc<ConnSlot>,
 ) {
-    struct Guard(Rc<RefCell<ConnTable>>, Rc<ConnSlot>);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            self.0.borrow_mut().release(&self.1);
-        }
-    }
-    let _g = Guard(table, slot.clone());
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(error = %e, "set_nodelay failed");
-    }
-    let io = match stream.into_poll_io() {
-        Ok(io) => MonoioIo::new(crate::idle::IdleIo::new(
-            io,
-            limits.idle_timeout,
-            slot.clone(),
-        )),
-        Err(e) => {
-            tracing::debug!(error = %e, "cannot switch stream to poll io");
-            return;
-        }
+    let _g = SlotGuard::new(table, slot.clone());
+    let Some(io) = prepare(stream, limits, &slot) else {
+        return;
     };
+    serve_http(io, handlers, limits, shutdown, slot).await;
+}
+
+/// HTTP/1.1 over a ready byte stream (plain TCP or TLS: monomorphised for each, so the plain
+/// path pays nothing for TLS).
+pub async fn serve_http<T>(
+    io: T,
+    handlers: Handlers,
+    limits: ConnLimits,
+    shutdown: futures::future::Shared<futures::channel::oneshot::Receiver<()>>,
+    slot: Rc<ConnSlot>,
+) where
+    T: monoio::io::poll_io::AsyncRead + monoio::io::poll_io::AsyncWrite + Unpin + 'static,
+{
+    let io = MonoioIo::new(io);
     let max_inflight = limits.max_inflight;
     let conn_slot = slot.clone();
     let service = hyper::service::service_fn(move |req| {

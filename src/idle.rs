@@ -79,6 +79,7 @@ impl<T: AsyncRead> AsyncRead for IdleIo<T> {
         match this.inner.poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
+                    crate::metrics::bytes_in(buf.filled().len() - before);
                     let now = Instant::now();
                     *this.last_progress = now;
                     this.slot.touched(now);
@@ -104,6 +105,7 @@ impl<T: AsyncWrite> AsyncWrite for IdleIo<T> {
         match this.inner.poll_write(cx, buf) {
             Poll::Ready(Ok(n)) => {
                 if n > 0 {
+                    crate::metrics::bytes_out(n);
                     let now = Instant::now();
                     *this.last_progress = now;
                     this.slot.touched(now);
@@ -127,6 +129,7 @@ impl<T: AsyncWrite> AsyncWrite for IdleIo<T> {
         match this.inner.poll_write_vectored(cx, bufs) {
             Poll::Ready(Ok(n)) => {
                 if n > 0 {
+                    crate::metrics::bytes_out(n);
                     let now = Instant::now();
                     *this.last_progress = now;
                     this.slot.touched(now);

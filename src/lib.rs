@@ -5,15 +5,22 @@
 
 pub mod auth;
 pub mod buckets;
+pub mod cfgfile;
 pub mod chunked;
 pub mod config;
 pub mod conns;
+pub mod console;
+pub mod doctor;
 pub mod fast;
 pub mod http;
 pub mod idle;
+pub mod keys;
 pub mod layout;
+pub mod logging;
+pub mod metrics;
 pub mod router;
 pub mod runtime;
 pub mod s3;
 pub mod sigcheck;
 pub mod spin;
+pub mod tls;

@@ -6,25 +6,35 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Parser;
 use futures::channel::{mpsc, oneshot};
 
-use bale::config::{Cli, Command, ServeArgs};
+use bale::cfgfile::{self, ParseError};
+use bale::config::{Command, ConfigCommand, ServeArgs};
 
 fn main() {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => e.exit(),
+    let parsed = match cfgfile::parse(std::env::args_os().collect()) {
+        Ok(p) => p,
+        Err(ParseError::Clap(e)) => e.exit(),
+        Err(ParseError::File(line)) => {
+            eprintln!("bale: error: {line}");
+            std::process::exit(1);
+        }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,s3s=off".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let result = match cli.command {
-        Command::Serve(args) => serve(args),
+    #[allow(unreachable_patterns)]
+    let log_format = match &parsed.cli.command {
+        Command::Serve(a) => a.log_format,
+        _ => bale::logging::LogFormat::Text,
+    };
+    bale::logging::init(log_format);
+    let result = match &parsed.cli.command {
+        Command::Serve(args) => serve(args.clone()),
+        Command::Doctor(args) => match bale::doctor::run(args) {
+            Ok(code) => std::process::exit(code),
+            Err(e) => Err(e),
+        },
+        Command::Config(ConfigCommand::Check(args)) => {
+            cfgfile::check(args, &parsed).map_err(anyhow::Error::msg)
+        }
     };
     if let Err(e) = result {
         eprintln!("bale: error: {e:#}");
@@ -42,14 +52,23 @@ fn print_banner(
     defaulted: bool,
 ) {
     let data_dirs: Vec<String> = args.data.iter().map(|d| d.display().to_string()).collect();
+    let (plain, tls) = runtime::listen_addrs(args);
+    let urls: Vec<String> = plain
+        .map(|a| format!("http://{a}"))
+        .into_iter()
+        .chain(tls.map(|a| format!("https://{a}")))
+        .collect();
     println!(
-        "bale {} serving S3 on http://{}",
+        "bale {} serving S3 on {}",
         env!("CARGO_PKG_VERSION"),
-        args.listen
+        urls.join(" and ")
     );
     println!("  data:       {}", data_dirs.join(", "));
     println!("  cores:      {cores} (shards: {})", shards);
     println!("  region:     {}", args.region);
+    if let Some(console) = args.console_listen {
+        println!("  console:    http://{console}");
+    }
     println!("  access key: {access_key}");
     println!(
         "  secret key: {secret_key}{}",
@@ -61,8 +80,33 @@ fn print_banner(
     );
 }
 
+/// The GET /metrics endpoint (on --listen, and on --metrics-listen when given: that listener
+/// starts here, before the cores, so a taken address fails the start).
+fn metrics_endpoint(
+    args: &ServeArgs,
+    fast: &Option<Arc<bale::fast::FastPath>>,
+    s3: &s3::BaleS3,
+) -> anyhow::Result<Arc<bale::metrics::endpoint::Endpoint>> {
+    bale::logging::set_log_requests(args.log_requests);
+    let signer = fast
+        .clone()
+        .unwrap_or_else(|| Arc::new(bale::fast::FastPath { s3: s3.clone() }));
+    let ep = Arc::new(bale::metrics::endpoint::Endpoint {
+        public: args.metrics_public,
+        token: args.metrics_token.clone(),
+        signer,
+        topo: s3.topo.clone(),
+    });
+    if let Some(addr) = args.metrics_listen {
+        bale::metrics::endpoint::spawn_listener(addr, ep.clone())?;
+        tracing::info!(listen = %addr, "metrics listener started");
+    }
+    Ok(ep)
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     args.validate().map_err(anyhow::Error::msg)?;
+    args.validate_observability().map_err(anyhow::Error::msg)?;
     let cpus = runtime::allowed_cpus();
     let cores = args.cores.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -76,8 +120,32 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let places = layout::prepare(&args.data, shards_per_dir)?;
     let buckets = Arc::new(buckets::Buckets::open(&args.data[0])?);
     runtime::probe_listen(args.listen)?;
+    if let Some(t) = args.tls_listen {
+        runtime::probe_listen(t)?;
+    }
+    bale::tls::start(args.tls_cert.as_deref(), args.tls_key.as_deref())?;
+    // The console (if asked for) on its own thread; dropped (stopped) when serve returns. It
+    // forwards plain HTTP to --listen, which a certificate without --tls-listen makes HTTPS.
+    if args.console_listen.is_some() && args.tls_cert.is_some() && args.tls_listen.is_none() {
+        anyhow::bail!(
+            "--console-listen forwards to --listen over plain HTTP, but --tls-cert without \
+             --tls-listen makes --listen HTTPS only: add --tls-listen for HTTPS"
+        );
+    }
+    let _console = args
+        .console_listen
+        .map(|listen| {
+            bale::console::start(bale::console::ConsoleConfig {
+                listen,
+                s3_listen: args.listen,
+                region: args.region.clone(),
+                idle_timeout: std::time::Duration::from_secs(args.idle_timeout_s),
+            })
+        })
+        .transpose()?;
 
     let (access_key, secret_key, defaulted) = args.credentials();
+    bale::metrics::init(cores);
     let mut inbox_tx = Vec::with_capacity(cores);
     let mut inbox_rx = Vec::with_capacity(cores);
     for _ in 0..cores {
@@ -91,20 +159,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         buckets,
         region: args.region.clone(),
     };
-    bale::sigcheck::init(&access_key, &secret_key, &args.region);
-    let fast = (!args.no_fast_path).then(|| {
-        Arc::new(bale::fast::FastPath {
-            s3: s3.clone(),
-            access_key: access_key.clone(),
-            secret_key: secret_key.clone(),
-        })
-    });
+    let key_count = bale::keys::init(
+        bale::keys::Key::root(&access_key, &secret_key),
+        bale::keys::source_of(&args).map_err(anyhow::Error::msg)?,
+    )
+    .map_err(anyhow::Error::msg)?;
+    bale::keys::reload_on_sighup().context("cannot install the SIGHUP handler")?;
+    bale::sigcheck::init(&args.region);
+    let fast = (!args.no_fast_path).then(|| Arc::new(bale::fast::FastPath { s3: s3.clone() }));
+    let metrics = metrics_endpoint(&args, &fast, &s3)?;
     let svc = {
         let mut b = s3s::service::S3ServiceBuilder::new(s3);
-        b.set_auth(bale::auth::SingleKeyAuth::new(
-            access_key.clone(),
-            secret_key.clone(),
-        ));
+        b.set_auth(bale::auth::KeysAuth);
+        b.set_access(bale::auth::KeysAccess);
         let mut cfg = s3s::config::S3Config::default();
         cfg.xml_max_body_size = http::MAX_XML_BODY_BYTES;
         b.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
@@ -118,6 +185,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
 
+    // Installed before any core answers /health: a SIGTERM/SIGINT sent as soon as bale is
+    // healthy must stop it cleanly (exit 0), not kill it with the default action.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .context("cannot install signal handlers")?;
     let drained = Arc::new(AtomicUsize::new(0));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut stops = Vec::with_capacity(cores);
@@ -142,6 +216,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             handlers: http::Handlers {
                 svc: svc.clone(),
                 fast: fast.clone(),
+                metrics: metrics.clone(),
             },
             inbox,
             shutdown: stop_rx,
@@ -188,13 +263,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         &secret_key,
         defaulted,
     );
+    if let Some(f) = bale::keys::source_of(&args).ok().flatten() {
+        println!(
+            "  keys:       {key_count} (root + {}; reloaded on SIGHUP)",
+            f.path().display()
+        );
+    }
 
     // Wait for SIGTERM / SIGINT, then stop every core.
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ])
-    .context("cannot install signal handlers")?;
     if let Some(sig) = signals.forever().next() {
         tracing::info!(signal = sig, "shutting down: finishing in-flight requests");
     }

@@ -149,11 +149,13 @@ where
         Err(f) => f,
     };
     let (tx, rx) = oneshot::channel();
+    // The owner's logs name the request this work is for.
+    let request_id = crate::logging::current_request_id();
     let job: Job = Box::new(move |shard| {
-        Box::pin(async move {
+        Box::pin(crate::logging::with_request_id(request_id, async move {
             let out = f(shard).await;
             let _ = tx.send(out);
-        })
+        }))
     });
     let owner = topo.owner_of(shard_id);
     topo.inboxes[owner]

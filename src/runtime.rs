@@ -20,7 +20,7 @@ use crate::layout::ShardPlace;
 use crate::router::{self, Inbox, Topology};
 
 /// io_uring submission queue entries per core.
-const RING_ENTRIES: u32 = 1024;
+pub const RING_ENTRIES: u32 = 1024;
 
 pub struct CoreSetup {
     pub core: usize,
@@ -165,10 +165,99 @@ fn spawn_background(core: usize, args: &ServeArgs) {
     }
 }
 
+/// Which addresses this process serves plain HTTP and HTTPS on: with a certificate and no
+/// --tls-listen, --listen is HTTPS only; with --tls-listen, both.
+pub fn listen_addrs(args: &ServeArgs) -> (Option<SocketAddr>, Option<SocketAddr>) {
+    match (&args.tls_cert, args.tls_listen) {
+        (None, _) => (Some(args.listen), None),
+        (Some(_), None) => (None, Some(args.listen)),
+        (Some(_), Some(t)) => (Some(args.listen), Some(t)),
+    }
+}
+
+/// What a core's accept loops share: the handlers, the limits and the connection table.
+struct Acceptor {
+    core: usize,
+    handlers: crate::http::Handlers,
+    limits: ConnLimits,
+    conn_stop: futures::future::Shared<oneshot::Receiver<()>>,
+    table: Rc<RefCell<ConnTable>>,
+}
+
+impl Acceptor {
+    /// Accepts on one listener until shutdown; `tls` makes it an HTTPS listener.
+    async fn accept_loop(
+        &self,
+        listener: monoio::net::TcpListener,
+        mut tls: Option<crate::tls::CoreTls>,
+        shutdown: futures::future::Shared<oneshot::Receiver<()>>,
+    ) {
+        let mut shutdown = shutdown.fuse();
+        loop {
+            let accepted = {
+                let mut acc = std::pin::pin!(listener.accept().fuse());
+                futures::select_biased! {
+                    _ = shutdown => None,
+                    r = acc => Some(r),
+                }
+            };
+            let Some(r) = accepted else { break };
+            match r {
+                Ok((stream, _peer)) => {
+                    let admitted = self.table.borrow_mut().admit(self.core);
+                    let slot = match admitted {
+                        Admit::Admitted(s) | Admit::Evicted(s) => s,
+                        Admit::Refused => {
+                            crate::metrics::connection_refused();
+                            drop(stream);
+                            continue;
+                        }
+                    };
+                    let (h, l, stop, table) = (
+                        self.handlers.clone(),
+                        self.limits,
+                        self.conn_stop.clone(),
+                        self.table.clone(),
+                    );
+                    match tls.as_mut() {
+                        None => spawn_guarded(serve_conn(stream, h, l, stop, table, slot)),
+                        Some(t) => spawn_guarded(crate::tls::serve_tls_conn(
+                            stream,
+                            t.acceptor(),
+                            h,
+                            l,
+                            stop,
+                            table,
+                            slot,
+                        )),
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(core = self.core, error = %e, "accept failed");
+                    monoio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+        drop(listener);
+    }
+}
+
+/// Runs a connection's task; a panic in it is logged and contained (the core keeps serving).
+fn spawn_guarded<F: std::future::Future<Output = ()> + 'static>(fut: F) {
+    monoio::spawn(async move {
+        if std::panic::AssertUnwindSafe(fut)
+            .catch_unwind()
+            .await
+            .is_err()
+        {
+            tracing::error!("panic in a connection task; connection dropped, core keeps serving");
+        }
+    });
+}
+
 async fn core_main(setup: CoreSetup) {
     let CoreSetup {
         core,
-        listen,
         places,
         engine,
         topo,
@@ -200,18 +289,39 @@ async fn core_main(setup: CoreSetup) {
         }
     }
     router::install_local(core, shards);
+    crate::metrics::bind_core(core);
     monoio::spawn(router::serve_inbox(inbox));
 
-    let opts = monoio::net::ListenerOpts::new()
-        .reuse_port(true)
-        .reuse_addr(true)
-        .backlog(4096);
-    let listener = match monoio::net::TcpListener::bind_with_config(listen, &opts) {
+    let (plain_addr, tls_addr) = listen_addrs(&args);
+    let listen_on = |addr: SocketAddr| {
+        let opts = monoio::net::ListenerOpts::new()
+            .reuse_port(true)
+            .reuse_addr(true)
+            .backlog(4096);
+        monoio::net::TcpListener::bind_with_config(addr, &opts)
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))
+    };
+    let plain = match plain_addr.map(listen_on).transpose() {
         Ok(l) => l,
         Err(e) => {
-            let _ = ready.send(Err(format!("cannot listen on {listen}: {e}")));
+            let _ = ready.send(Err(e));
             return;
         }
+    };
+    let tls = match tls_addr.map(listen_on).transpose() {
+        Ok(l) => l.map(|l| (l, crate::tls::CoreTls::new())),
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let tls = match tls {
+        Some((l, Some(t))) => Some((l, t)),
+        Some((_, None)) => {
+            let _ = ready.send(Err("TLS listener without a loaded certificate".into()));
+            return;
+        }
+        None => None,
     };
     let _ = ready.send(Ok(()));
 
@@ -223,54 +333,26 @@ async fn core_main(setup: CoreSetup) {
     };
     let table = Rc::new(RefCell::new(ConnTable::new(args.max_connections_per_core)));
     let (conn_stop_tx, conn_stop_rx) = oneshot::channel::<()>();
-    let conn_stop = conn_stop_rx.shared();
-    let mut shutdown = shutdown.fuse();
-    loop {
-        let accepted = {
-            let mut acc = std::pin::pin!(listener.accept().fuse());
-            futures::select_biased! {
-                _ = shutdown => None,
-                r = acc => Some(r),
+    let acc = Acceptor {
+        core,
+        handlers,
+        limits,
+        conn_stop: conn_stop_rx.shared(),
+        table: table.clone(),
+    };
+    let shutdown = shutdown.shared();
+    futures::join!(
+        async {
+            if let Some(l) = plain {
+                acc.accept_loop(l, None, shutdown.clone()).await
             }
-        };
-        let Some(r) = accepted else { break };
-        match r {
-            Ok((stream, _peer)) => {
-                let admitted = table.borrow_mut().admit(core);
-                let slot = match admitted {
-                    Admit::Admitted(s) | Admit::Evicted(s) => s,
-                    Admit::Refused => {
-                        drop(stream);
-                        continue;
-                    }
-                };
-                let fut = serve_conn(
-                    stream,
-                    handlers.clone(),
-                    limits,
-                    conn_stop.clone(),
-                    table.clone(),
-                    slot,
-                );
-                monoio::spawn(async move {
-                    if std::panic::AssertUnwindSafe(fut)
-                        .catch_unwind()
-                        .await
-                        .is_err()
-                    {
-                        tracing::error!(
-                            "panic in a connection task; connection dropped, core keeps serving"
-                        );
-                    }
-                });
+        },
+        async {
+            if let Some((l, t)) = tls {
+                acc.accept_loop(l, Some(t), shutdown.clone()).await
             }
-            Err(e) => {
-                tracing::warn!(core, error = %e, "accept failed");
-                monoio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
-    drop(listener);
+        },
+    );
     // Ask every connection to finish its current request, then wait (bounded).
     let _ = conn_stop_tx.send(());
     let deadline = std::time::Instant::now() + Duration::from_secs(args.shutdown_timeout_s);

@@ -38,20 +38,30 @@ use crate::s3::get::RangeHeader;
 pub const MAX_SKEW_S: i64 = 15 * 60;
 
 struct Config {
-    access_key: String,
-    secret_key: String,
     region: String,
+    /// One fixed (access key, secret) instead of the keys in force (unit tests).
+    fixed: Option<(String, String)>,
+}
+
+impl Config {
+    /// The secret of an access key in force (`crate::keys`, reloadable).
+    fn secret(&self, access_key: &str) -> Option<String> {
+        match &self.fixed {
+            Some((a, s)) => (a == access_key).then(|| s.clone()),
+            None => crate::keys::secret_of(access_key),
+        }
+    }
 }
 
 static CONFIG: OnceLock<Config> = OnceLock::new();
 
-/// Sets the credentials and region the checks use; call once at start. Until then (or in a
-/// process that never calls it) `before_s3s` lets every request through unchanged.
-pub fn init(access_key: &str, secret_key: &str, region: &str) {
+/// Sets the region the checks use; call once at start (the keys come from `crate::keys`).
+/// Until then (or in a process that never calls it) `before_s3s` lets every request through
+/// unchanged.
+pub fn init(region: &str) {
     let _ = CONFIG.set(Config {
-        access_key: access_key.to_string(),
-        secret_key: secret_key.to_string(),
         region: region.to_string(),
+        fixed: None,
     });
 }
 
@@ -314,18 +324,18 @@ fn check_v2<B>(
     let Some((access_key, signature)) = v2.split_once(':') else {
         return None; // s3s refuses it as malformed
     };
-    if access_key != cfg.access_key {
+    let Some(secret) = cfg.secret(access_key) else {
         return None; // s3s answers InvalidAccessKeyId without comparing anything
-    }
+    };
     let query = query_pairs(req.uri().query());
     let sts = sigv4::v2::string_to_sign(req.method(), req.uri().path(), &query, h, None);
-    v2_compare(cfg, &sts, signature)
+    v2_compare(&secret, &sts, signature)
 }
 
 /// Constant-time comparison of a SigV2 signature; `Some(403 SignatureDoesNotMatch)` on a
 /// mismatch.
-fn v2_compare(cfg: &Config, sts: &str, signature: &str) -> Option<http::Response<s3s::Body>> {
-    let expect = sigv4::v2::signature(&cfg.secret_key, sts);
+fn v2_compare(secret: &str, sts: &str, signature: &str) -> Option<http::Response<s3s::Body>> {
+    let expect = sigv4::v2::signature(secret, sts);
     if sigv4::constant_time_eq(expect.as_bytes(), signature.as_bytes()) {
         return None;
     }
@@ -358,9 +368,10 @@ fn check_presigned_v2<B>(
     let (access_key, expires, signature) =
         (one("AWSAccessKeyId")?, one("Expires")?, one("Signature")?);
     let exp: i64 = expires.parse().ok().filter(|&x| x >= 0)?;
-    if now > exp || access_key != cfg.access_key {
+    if now > exp {
         return None;
     }
+    let secret = cfg.secret(access_key)?;
     // s3s percent-decodes the (already query-decoded) signature once more.
     let signature = path_decode(signature)?;
     let sts = sigv4::v2::string_to_sign(
@@ -370,7 +381,7 @@ fn check_presigned_v2<B>(
         req.headers(),
         Some(expires),
     );
-    v2_compare(cfg, &sts, &signature)
+    v2_compare(&secret, &sts, &signature)
 }
 
 // ---- SigV4 ----------------------------------------------------------------------------------
@@ -462,14 +473,21 @@ fn check_v4<B>(
     {
         if !a.signed_headers.split(';').any(|n| n == "range") {
             req.headers_mut().remove(http::header::RANGE);
-        } else if a.access_key == cfg.access_key {
+        } else if let Some(secret) = cfg.secret(a.access_key) {
             let (ak, date, sh, sig) = (
                 a.access_key.to_string(),
                 a.date.to_string(),
                 a.signed_headers.to_string(),
                 a.signature.to_string(),
             );
-            resign_without_range(cfg, req, &ak, &date, &sh, &sig, amz_date.as_str());
+            let signer = Signer {
+                region: &cfg.region,
+                secret: &secret,
+                access_key: &ak,
+                date: &date,
+                amz_date: amz_date.as_str(),
+            };
+            resign_without_range(&signer, req, &sh, &sig);
         }
     }
     None
@@ -547,20 +565,33 @@ fn v4_sign(
     )
 }
 
+/// Who signs a re-signed request: the request's own key, scope and time.
+struct Signer<'a> {
+    region: &'a str,
+    secret: &'a str,
+    access_key: &'a str,
+    date: &'a str,
+    amz_date: &'a str,
+}
+
 /// S3 ignores a Range it cannot use, but s3s refuses it (400) after checking the signature,
 /// and removing a signed header would break that check. So: verify the signature here (in
 /// constant time, over s3s's canonical request), then drop the header and sign the request
 /// again without it. A signature that does not verify leaves the request as it is (s3s
 /// answers). Rare path: only GET/HEAD with an unusable, signed Range.
 fn resign_without_range<B>(
-    cfg: &Config,
+    k: &Signer<'_>,
     req: &mut http::Request<B>,
-    access_key: &str,
-    date: &str,
     signed_headers: &str,
     signature: &str,
-    amz_date: &str,
 ) {
+    let Signer {
+        region,
+        secret,
+        access_key,
+        date,
+        amz_date,
+    } = *k;
     let h = req.headers();
     let Some(payload) = unique(h, "x-amz-content-sha256") else {
         return;
@@ -589,7 +620,7 @@ fn resign_without_range<B>(
     .flatten()
     {
         let (c, _) = v4_canonical(req.method(), p, &query, h, &signed, &payload);
-        let sig = v4_sign(&cfg.secret_key, date, &cfg.region, amz_date, &c);
+        let sig = v4_sign(secret, date, region, amz_date, &c);
         if sig.matches(signature) {
             path_form = Some(p.to_string());
             break;
@@ -610,12 +641,12 @@ fn resign_without_range<B>(
         &signed_refs,
         &payload,
     );
-    let sig = v4_sign(&cfg.secret_key, date, &cfg.region, amz_date, &c);
+    let sig = v4_sign(secret, date, region, amz_date, &c);
     let mut auth = String::with_capacity(256);
     sigv4::push_authorization(
         &mut auth,
         access_key,
-        &sigv4::Scope::new(date, &cfg.region, "s3"),
+        &sigv4::Scope::new(date, region, "s3"),
         &line,
         sig.as_str(),
     );

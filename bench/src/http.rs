@@ -1,8 +1,10 @@
 //! A minimal blocking HTTP/1.1 keep-alive client over one TCP connection (TCP_NODELAY on),
 //! signing each request with SigV4 unless told not to. No pipelining: one request in flight.
+//! `https://` endpoints go through rustls (ring), trusting the CA given with --ca-cert.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::sign::{self, Signer};
@@ -12,19 +14,33 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// Host header value (`127.0.0.1:9000`).
     pub host: String,
+    /// For https: the client config and the name the certificate must carry.
+    pub tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
 }
 
 impl Endpoint {
-    pub fn parse(url: &str) -> Result<Self, String> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("endpoint must be http://host:port, got {url:?}"))?;
+    /// `http://host:port`, or `https://host:port` with `ca` (a PEM file) to trust.
+    pub fn parse(url: &str, ca: Option<&std::path::Path>) -> Result<Self, String> {
+        let (rest, https) = if let Some(r) = url.strip_prefix("http://") {
+            (r, false)
+        } else if let Some(r) = url.strip_prefix("https://") {
+            (r, true)
+        } else {
+            return Err(format!(
+                "endpoint must be http://host:port or https://host:port, got {url:?}"
+            ));
+        };
         let host = rest.trim_end_matches('/').to_string();
         if host.contains('/') {
             return Err(format!("endpoint must not have a path: {url:?}"));
         }
         let with_port = if host.contains(':') {
             host.clone()
+        } else if https {
+            format!("{host}:443")
         } else {
             format!("{host}:80")
         };
@@ -33,7 +49,75 @@ impl Endpoint {
             .map_err(|e| format!("resolve {host}: {e}"))?
             .next()
             .ok_or_else(|| format!("resolve {host}: no address"))?;
-        Ok(Endpoint { addr, host })
+        let tls = if https {
+            let ca = ca.ok_or("an https:// endpoint needs --ca-cert (the PEM CA to trust)")?;
+            Some(tls_config(ca, &host)?)
+        } else {
+            None
+        };
+        Ok(Endpoint { addr, host, tls })
+    }
+}
+
+fn tls_config(
+    ca: &std::path::Path,
+    host: &str,
+) -> Result<
+    (
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    ),
+    String,
+> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(ca)
+        .map_err(|e| format!("read --ca-cert {}: {e:?}", ca.display()))?
+    {
+        let c = c.map_err(|e| format!("parse --ca-cert {}: {e:?}", ca.display()))?;
+        roots
+            .add(c)
+            .map_err(|e| format!("--ca-cert {}: {e}", ca.display()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("rustls: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name_only = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    let name = rustls::pki_types::ServerName::try_from(name_only.to_string())
+        .map_err(|e| format!("server name {name_only:?}: {e}"))?;
+    Ok((Arc::new(cfg), name))
+}
+
+/// One connection: plain TCP or TLS over it.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Conn {
+    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(b),
+            Conn::Tls(s) => s.read(b),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(b),
+            Conn::Tls(s) => s.write(b),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
     }
 }
 
@@ -82,7 +166,7 @@ pub struct Resp {
 pub struct Client {
     ep: Endpoint,
     signer: Option<Signer>,
-    stream: Option<TcpStream>,
+    stream: Option<Conn>,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -114,7 +198,14 @@ impl Client {
             s.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
             s.set_read_timeout(Some(Duration::from_secs(120))).ok();
             s.set_write_timeout(Some(Duration::from_secs(120))).ok();
-            self.stream = Some(s);
+            self.stream = Some(match &self.ep.tls {
+                None => Conn::Plain(s),
+                Some((cfg, name)) => {
+                    let c = rustls::ClientConnection::new(cfg.clone(), name.clone())
+                        .map_err(|e| format!("tls: {e}"))?;
+                    Conn::Tls(Box::new(rustls::StreamOwned::new(c, s)))
+                }
+            });
             self.start = 0;
             self.end = 0;
             self.connects += 1;

@@ -6,6 +6,7 @@
 mod data;
 mod http;
 mod milvus;
+mod scale;
 mod sign;
 mod stats;
 mod wal;
@@ -42,13 +43,19 @@ enum Cmd {
     /// A Woodpecker-shaped write-ahead log: conditional fragment appends, tailing readers,
     /// segment cleanup, and create races (Milvus 2.6's WAL on object storage).
     Wal(wal::WalArgs),
+    /// Many small objects with Milvus-shaped keys: load, list pages, HEAD/GET (issue 13;
+    /// scripts/bench-scale.py adds RSS, footprint, restarts and device reads).
+    Scale(scale::ScaleArgs),
 }
 
 #[derive(Args, Clone)]
 pub struct Common {
-    /// S3 endpoint, http://host:port (path-style requests).
+    /// S3 endpoint, http://host:port or https://host:port (path-style requests).
     #[arg(long, env = "BENCH_ENDPOINT", default_value = "http://127.0.0.1:9000")]
     pub endpoint: String,
+    /// PEM CA certificate(s) to trust for an https:// endpoint.
+    #[arg(long, env = "BENCH_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
     #[arg(long, env = "AWS_ACCESS_KEY_ID", default_value = "minioadmin")]
     pub access_key: String,
     #[arg(long, env = "AWS_SECRET_ACCESS_KEY", default_value = "minioadmin")]
@@ -76,7 +83,7 @@ pub struct Common {
 
 impl Common {
     pub fn endpoint(&self) -> Endpoint {
-        Endpoint::parse(&self.endpoint).unwrap_or_else(|e| {
+        Endpoint::parse(&self.endpoint, self.ca_cert.as_deref()).unwrap_or_else(|e| {
             eprintln!("error: {e}");
             std::process::exit(2)
         })
@@ -712,6 +719,7 @@ fn main() {
         Cmd::Get(a) => cmd_get(a),
         Cmd::Milvus(a) => milvus::run(a),
         Cmd::Wal(a) => wal::run(a),
+        Cmd::Scale(a) => scale::run(a),
     };
     std::process::exit(code);
 }

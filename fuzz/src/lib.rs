@@ -11,6 +11,10 @@
 //! - `bucket_name`: every name `valid_bucket_name` accepts is 3..=63 bytes of [a-z0-9.-], a single
 //!   plain path component (never `.`, `..`, or containing `/` or NUL), so it can never address a
 //!   filesystem path outside where it is put, and cannot collide by case.
+//! - `keys_file`: `bale::keys::parse_keys_file` (the `--keys-file` TOML) on arbitrary bytes: no
+//!   panic, errors are one line, and every accepted key is within the documented bounds (access
+//!   key 3..=128 of [A-Za-z0-9._-], secret 8..=128 printable ASCII, at most 1,000 keys and 100
+//!   bucket patterns, each a bucket name or prefix of [a-z0-9.-]).
 
 use bale::chunked::{ChunkError, ChunkScanner, MAX_CHUNK_BYTES, MAX_CHUNK_HEADER_BYTES};
 use bale::s3::meta::ObjMeta;
@@ -199,4 +203,36 @@ pub fn bucket_name(data: &[u8]) -> u64 {
         name.len().min(70) as u64 / 10,
         name.bytes().next().map(|c| c.is_ascii_alphanumeric() as u64).unwrap_or(9),
     ])
+}
+
+pub fn keys_file(data: &[u8]) -> u64 {
+    use bale::keys::{self, BucketPattern};
+    match keys::parse_keys_file(data) {
+        Err(e) => {
+            assert!(!e.contains('\n'), "a multi-line error: {e:?}");
+            class(&[0, e.len().min(200) as u64 / 20])
+        }
+        Ok(ks) => {
+            assert!(ks.len() <= keys::MAX_KEYS);
+            for k in &ks {
+                assert!(keys::ACCESS_KEY_CHARS.contains(&k.access_key.len()));
+                assert!(k
+                    .access_key
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-')));
+                assert!(keys::SECRET_KEY_CHARS.contains(&k.secret_key.len()));
+                assert!(k.secret_key.bytes().all(|c| c.is_ascii_graphic()));
+                for p in k.buckets.iter().flatten() {
+                    let (BucketPattern::Exact(n) | BucketPattern::Prefix(n)) = p;
+                    assert!(n.len() < keys::MAX_PATTERN_CHARS);
+                    assert!(n
+                        .bytes()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'-')));
+                    assert!(matches!(p, BucketPattern::Prefix(_)) || !n.is_empty());
+                }
+                assert!(k.buckets.as_ref().is_none_or(|b| !b.is_empty() && b.len() <= keys::MAX_BUCKET_PATTERNS));
+            }
+            class(&[1, ks.len().min(10) as u64, ks.iter().filter(|k| k.buckets.is_some()).count().min(10) as u64])
+        }
+    }
 }

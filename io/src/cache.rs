@@ -66,6 +66,7 @@ pub struct Cache {
     ghost: VecDeque<Key>,
     ghost_set: HashSet<Key, KeyBuild>,
     ghost_capacity_entries: usize,
+    evictions: u64,
 }
 
 impl Cache {
@@ -82,7 +83,13 @@ impl Cache {
             ghost: VecDeque::new(),
             ghost_set: HashSet::default(),
             ghost_capacity_entries: GHOST_MIN_ENTRIES,
+            evictions: 0,
         }
+    }
+
+    /// Entries evicted to make room, since creation.
+    pub fn evictions(&self) -> u64 {
+        self.evictions
     }
 
     /// Bytes currently cached.
@@ -164,6 +171,7 @@ impl Cache {
                 self.main.push_back(key);
             } else {
                 self.map.remove(&key);
+                self.evictions += 1;
                 self.ghost.push_back(key);
                 self.ghost_set.insert(key);
                 // S3-FIFO sizes the ghost like the cache itself (in entries), so a block of a
@@ -199,6 +207,7 @@ impl Cache {
             let n = e.data.len() as u64;
             self.main_bytes -= n;
             self.map.remove(&key);
+            self.evictions += 1;
             return;
         }
     }

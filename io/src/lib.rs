@@ -12,12 +12,14 @@ mod format;
 mod offload;
 mod punch;
 mod shard;
+pub mod stats;
 mod sys;
 
 pub use error::{Error, Result};
 pub use format::{MAX_KEY_BYTES, MAX_NS_BYTES};
 pub use shard::{
-    yield_now, CompactStats, ListItem, Object, PutWriter, ScrubStats, Shard, ShardStats,
+    yield_now, BackgroundTotals, CompactStats, ListItem, Object, PutWriter, ScrubStats, Shard,
+    ShardStats,
 };
 
 /// Default `EngineConfig::align_bytes`.

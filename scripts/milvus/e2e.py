@@ -30,6 +30,8 @@ Modes of `outer` (scripts/milvus-e2e.sh passes its arguments on):
   --compose FILE    bale and Milvus configured only from FILE's environment sections (smoke)
   --migrate         docs/milvus.md's move of the bucket to bale with rclone sync
                     (--migrate-from bale|weed)
+  --tls             Milvus reaching bale over HTTPS (minio.useSSL: true, a CA made for the run,
+                    added to the trust store inside Milvus's namespace) (smoke)
   --seedtable JSON  one pass of the seed's benchmark (scripts/milvus/seedtable.py; driven by
                     scripts/seed-table.sh), with --backend bale|weed|local (local: no object
                     store, `common.storageType: local`), --milvus-keys JSON (extra milvus.yaml
@@ -556,10 +558,28 @@ def load_compose(path):
 
 # --------------------------------------------------------------------------- S3 backends
 
+def make_test_cert(workdir):
+    """A CA and a server certificate for 127.0.0.1 (openssl CLI); returns (ca, cert, key) paths."""
+    d = os.path.join(workdir, "tls")
+    os.makedirs(d, exist_ok=True)
+
+    def ossl(*a):
+        subprocess.run(["openssl", *a], cwd=d, check=True, capture_output=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    ossl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=e2e CA",
+         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign")
+    ossl("req", "-new", *ec, "-keyout", "key.pem", "-out", "srv.csr", "-subj", "/CN=127.0.0.1")
+    with open(os.path.join(d, "srv.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
+    ossl("x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+         "-out", "cert.pem", "-days", "1", "-extfile", "srv.ext")
+    return [os.path.join(d, n) for n in ("ca.pem", "cert.pem", "key.pem")]
+
+
 class BaleBackend:
     name = "bale"
 
-    def __init__(self, workdir, env_only=None, name="bale", subdir="bale-data"):
+    def __init__(self, workdir, env_only=None, name="bale", subdir="bale-data", tls=False):
         """env_only: start bale configured by these environment variables alone (no flags but
         `serve`), the way the compose file does; BALE_LISTEN/BALE_DATA are pointed at a free
         loopback port and directories under workdir."""
@@ -569,6 +589,15 @@ class BaleBackend:
         self.warnings = []
         cores = os.environ.get("MILVUS_E2E_BALE_CORES")
         self.name = name
+        if tls:  # HTTPS only, with a certificate from a CA made here (--tls)
+            import ssl
+            self.ca, cert, key = make_test_cert(workdir)
+            self.b = baleproc.Bale(data_dirs=[os.path.join(workdir, subdir)],
+                                   cores=int(cores) if cores else None,
+                                   extra_args=["--tls-cert", cert, "--tls-key", key], scheme="https",
+                                   ssl_context=ssl.create_default_context(cafile=self.ca))
+            self.access_key, self.secret_key = self.b.access_key, self.b.secret_key
+            return
         if env_only is None:
             self.b = baleproc.Bale(data_dirs=[os.path.join(workdir, subdir)],
                                    cores=int(cores) if cores else None)
@@ -847,6 +876,12 @@ def outer(args):
         extra = ["--mode", "smoke", "--extra-env", json.dumps(milvus_env), "--s3-port", port,
                  "--bucket", milvus_env.get("MINIO_BUCKET_NAME", "a-bucket"),
                  "--root-path", milvus_env.get("MINIO_ROOT_PATH", "files")]
+    elif args.tls:
+        # Milvus over HTTPS: minio.useSSL, the test CA added to the trust store inside Milvus's
+        # namespace (trust_ca_in_namespace); the smoke workload's own boto3 checks trust it too.
+        backend = BaleBackend(workdir, tls=True)
+        minio_overrides = {"minio.useSSL": True}
+        extra = ["--mode", "smoke", "--ca", backend.ca]
     else:
         backend = {"bale": BaleBackend, "weed": WeedBackend, "local": LocalBackend}[args.backend](workdir)
         minio_overrides = None
@@ -1301,7 +1336,7 @@ def inner(args):
     BUCKET, ROOT_PATH, NS_S3_PORT = args.bucket, args.root_path, args.s3_port
     result = {"ok": False, "failures": [], "steps": [], "metrics": {},
               "title": {"full": "end-to-end", "seedtable": "the seed's table, one pass"}.get(
-                  args.mode, "compose settings smoke test")}
+                  args.mode, "HTTPS (minio.useSSL) smoke test" if args.ca else "compose settings smoke test")}
     milvus = None
     try:
         lo_up()
@@ -1309,6 +1344,8 @@ def inner(args):
         # mount namespace's mounts vanish with it), so the host stays clean and runs can overlap.
         os.makedirs("/run/milvus", exist_ok=True)
         subprocess.run(["mount", "--bind", os.path.join(args.home, "run"), "/run/milvus"], check=True)
+        if args.ca:
+            trust_ca_in_namespace(args.ca, args.home)
         start_relay(("tcp", "127.0.0.1", NS_S3_PORT), ("unix", args.sock))
         milvus = start_milvus(args)
         result["metrics"]["startup_s"] = round(time.time() - milvus.t0, 1)
@@ -1390,6 +1427,22 @@ def stop_milvus(milvus, wait):
             milvus.wait()
 
 
+def trust_ca_in_namespace(ca, home):
+    """Adds the test CA to the system trust store, in this mount namespace only (what an
+    operator does in Milvus's container): a bundle of the system roots plus the CA is bind-mounted
+    over /etc/ssl/certs/ca-certificates.crt, the first path both Milvus's Go side (minio-go) and
+    its C++ side (aws-sdk-cpp's libcurl, which reads no environment variable) look at."""
+    system = "/etc/ssl/certs/ca-certificates.crt"
+    if not os.path.exists(system):
+        raise Failed(f"{system} is missing: cannot add the test CA to the trust store")
+    bundle = os.path.join(home, "ca-bundle.crt")
+    with open(bundle, "wb") as out:
+        for path in (system, ca):
+            with open(path, "rb") as f:
+                out.write(f.read().rstrip(b"\n") + b"\n")
+    subprocess.run(["mount", "--bind", bundle, system], check=True)
+
+
 def wait_healthy(proc, timeout):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -1408,9 +1461,10 @@ def wait_healthy(proc, timeout):
 def s3_client(args):
     import boto3
     from botocore.config import Config
-    return boto3.client("s3", endpoint_url=f"http://127.0.0.1:{NS_S3_PORT}",
+    ca = getattr(args, "ca", "")
+    return boto3.client("s3", endpoint_url=f"{'https' if ca else 'http'}://127.0.0.1:{NS_S3_PORT}",
                         aws_access_key_id=args.access_key, aws_secret_access_key=args.secret_key,
-                        region_name="us-east-1",
+                        region_name="us-east-1", verify=ca or None,
                         config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}))
 
 
@@ -1678,6 +1732,8 @@ def main():
     o.add_argument("--result-out", metavar="PATH", default="", help="write the result JSON here")
     o.add_argument("--compose", metavar="FILE",
                    help="smoke test with bale and Milvus configured from FILE's environment sections")
+    o.add_argument("--tls", action="store_true",
+                   help="smoke test with Milvus reaching bale over HTTPS (minio.useSSL, a test CA)")
     i = sub.add_parser("inner")
     for a in ("--home", "--bin", "--sock", "--result", "--access-key", "--secret-key"):
         i.add_argument(a, required=True)
@@ -1695,6 +1751,7 @@ def main():
     i.add_argument("--s3-port", type=int, default=NS_S3_PORT)
     i.add_argument("--bucket", default=BUCKET)
     i.add_argument("--root-path", default=ROOT_PATH)
+    i.add_argument("--ca", default="", help="S3 over HTTPS, trusting this CA (--tls)")
     args = ap.parse_args()
     if args.role == "outer":
         if args.min_recall is None:

@@ -58,7 +58,8 @@ pub fn whole(b: Bytes) -> StreamingBlob {
 pub fn stream(shard: Rc<Shard>, obj: Rc<Object>, start: u64, end: u64) -> StreamingBlob {
     let (mut tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
     let len = (end - start) as usize;
-    monoio::spawn(async move {
+    let request_id = crate::logging::current_request_id();
+    monoio::spawn(crate::logging::with_request_id(request_id, async move {
         let mut off = start;
         while off < end {
             let n = READ_WINDOW_BYTES.min(end - off);
@@ -72,7 +73,7 @@ pub fn stream(shard: Rc<Shard>, obj: Rc<Object>, start: u64, end: u64) -> Stream
             }
             off += n;
         }
-    });
+    }));
     StreamingBlob::new(ChannelBody {
         rx,
         remaining_bytes: len,

@@ -117,6 +117,12 @@ pub async fn list(
     s: &BaleS3,
     req: S3Request<ListBucketsInput>,
 ) -> S3Result<S3Response<ListBucketsOutput>> {
+    // A key limited to some buckets lists only those (as MinIO does under a policy).
+    let reader = req.credentials.as_ref().map(|c| c.access_key.as_str());
+    let visible = |name: &str| {
+        reader
+            .is_none_or(|ak| crate::keys::with_key(ak, |k| k.is_some_and(|k| k.key.can_read(name))))
+    };
     let i = req.input;
     let max = match i.max_buckets {
         None => None,
@@ -152,7 +158,7 @@ pub async fn list(
     all.sort_by(|a, b| a.0.cmp(&b.0)); // already sorted today; pages depend on it
     let mut names = all
         .into_iter()
-        .filter(|(name, _)| name.starts_with(prefix))
+        .filter(|(name, _)| name.starts_with(prefix) && visible(name))
         .filter(|(name, _)| after.as_ref().is_none_or(|a| name > a));
     let mut buckets = Vec::new();
     let mut truncated = false;

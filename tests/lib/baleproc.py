@@ -36,9 +36,13 @@ def free_port():
 class Bale:
     """A running bale server. Use as a context manager or call stop()."""
 
-    def __init__(self, data_dirs=None, cores=None, extra_args=(), env=None, keep_data=False):
+    def __init__(self, data_dirs=None, cores=None, extra_args=(), env=None, keep_data=False,
+                 scheme="http", ssl_context=None):
         self.port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
+        # scheme="https" (with an ssl_context that trusts the test CA) for a TLS-only server.
+        self.scheme = scheme
+        self.ssl_context = ssl_context
+        self.endpoint = f"{scheme}://127.0.0.1:{self.port}"
         self._tmp = None
         if data_dirs is None:
             self._tmp = tempfile.mkdtemp(prefix="bale-test-")
@@ -77,7 +81,8 @@ class Bale:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"bale exited with {self.proc.returncode} at start: {self.log_tail()}")
             try:
-                with urllib.request.urlopen(self.endpoint + "/health", timeout=1) as r:
+                with urllib.request.urlopen(self.endpoint + "/health", timeout=1,
+                                            context=self.ssl_context) as r:
                     if r.status == 200:
                         return self
             except Exception:
@@ -112,7 +117,7 @@ class Bale:
     def restart(self):
         self.stop()
         self.port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.endpoint = f"{self.scheme}://127.0.0.1:{self.port}"
         return self.start()
 
     def cleanup(self):

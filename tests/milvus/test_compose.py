@@ -193,3 +193,45 @@ def test_bale_help_lists_them():
     out = subprocess.run([path, "serve", "--help"], capture_output=True, text=True, timeout=20).stdout
     for s in ("--listen", "--data", "BALE_LISTEN", "BALE_DATA"):
         assert s in out, f"{s} not in `bale serve --help`"
+
+
+def test_prometheus_scrapes_bale_with_the_shipped_config(compose):
+    """The `prometheus` service runs scripts/monitoring/prometheus.yml against bale's S3 port
+    with the same bearer token bale is given (BALE_METRICS_TOKEN)."""
+    env_read, _ = bale_reads()
+    assert "BALE_METRICS_TOKEN" in env_read
+    services = compose["services"]
+    prom = services["prometheus"]
+    assert prom["image"].startswith("prom/prometheus:")
+    mounts = {}
+    for v in prom["volumes"]:
+        src, dst = v.split(":")[:2]
+        mounts[dst] = src
+    cfg_dst = next(d for d, s in mounts.items() if s.endswith("monitoring/prometheus.yml"))
+    here = os.path.dirname(COMPOSE)
+    cfg_path = os.path.normpath(os.path.join(here, mounts[cfg_dst]))
+    assert os.path.isfile(cfg_path), cfg_path
+    with open(cfg_path, encoding="utf-8") as f:
+        cfg = yaml.safe_load(f)
+    (job,) = cfg["scrape_configs"]
+    assert job["metrics_path"] == "/metrics" and job["authorization"]["type"] == "Bearer"
+    port = services["bale"]["environment"]["BALE_LISTEN"].rpartition(":")[2]
+    targets = [t for sc in job["static_configs"] for t in sc["targets"]]
+    hosts = ["bale"] + services["bale"]["networks"]["default"]["aliases"]
+    assert targets and all(t.rpartition(":")[0] in hosts and t.rpartition(":")[2] == port for t in targets), targets
+    # The entrypoint writes the token where the config it runs says, and runs that config.
+    script = " ".join(prom["command"])
+    assert prom["entrypoint"][:2] == ["/bin/sh", "-c"]
+    token_file = job["authorization"]["credentials_file"]
+    m = re.search(r"> (\S+-token) ", script)
+    assert m and f"s#{token_file}#{m.group(1)}#" in script, script
+    assert f"{cfg_dst} > /tmp/prometheus.yml" in script and "--config.file=/tmp/prometheus.yml" in script
+    assert "$$BALE_METRICS_TOKEN" in script  # compose turns $$ into $ for the shell
+    for env in ({}, {"BALE_METRICS_TOKEN": "another-token-0123456789"}):
+        b = e2e.compose_env(compose, "bale", env)
+        p = e2e.compose_env(compose, "prometheus", env)
+        assert b["BALE_METRICS_TOKEN"] == p["BALE_METRICS_TOKEN"]
+        assert 16 <= len(b["BALE_METRICS_TOKEN"]) <= 1024  # what --metrics-token accepts
+    assert prom["depends_on"]["bale"]["condition"] == "service_healthy"
+    published = [str(p).split(":")[0] for s in services.values() for p in s.get("ports", [])]
+    assert len(published) == len(set(published)), published

@@ -14,6 +14,7 @@ fn main() {
         driver::Target { name: "objmeta", run: bale_fuzz::objmeta, generate: gen::objmeta },
         driver::Target { name: "objmeta_roundtrip", run: bale_fuzz::objmeta_roundtrip, generate: gen::objmeta_roundtrip },
         driver::Target { name: "bucket_name", run: bale_fuzz::bucket_name, generate: gen::bucket_name },
+        driver::Target { name: "keys_file", run: bale_fuzz::keys_file, generate: gen::keys_file },
     ];
     driver::main_with(&targets, root);
 }
@@ -99,5 +100,27 @@ mod gen {
             s = [&b"xn--"[..], b"sthree-", b"192.168.1.1", b"..", b".", b"a/b", b"A-b"][rng.below(7)].to_vec();
         }
         s
+    }
+
+    pub fn keys_file(rng: &mut Rng) -> Vec<u8> {
+        const FIELDS: &[&str] = &["access_key", "secret_key", "access", "buckets", "extra"];
+        const VALUES: &[&str] = &[
+            "\"reader\"", "\"ab\"", "\"a/b\"", "\"reader-secret-1\"", "\"short\"", "\"read-only\"",
+            "\"read-write\"", "\"admin\"", "[\"logs\", \"team-*\"]", "[\"*\"]", "[]", "[\"A*b\"]", "1",
+            "true", "[1]", "{ a = 1 }", "\"\\u00e9\u{e9}\"",
+        ];
+        let mut out = String::new();
+        for i in 0..rng.size(6) {
+            out.push_str(if rng.chance(10) { "[keys]\n" } else { "[[keys]]\n" });
+            for _ in 0..rng.size(5) {
+                let f = FIELDS[rng.below(FIELDS.len())];
+                let v = if rng.chance(6) { format!("\"k{i}{}\"", rng.string(8)) } else { VALUES[rng.below(VALUES.len())].to_string() };
+                out.push_str(&format!("{f} = {v}\n"));
+            }
+        }
+        if rng.chance(8) {
+            out.push_str("other = 1\n");
+        }
+        out.into_bytes()
     }
 }

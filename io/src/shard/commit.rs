@@ -237,6 +237,7 @@ impl Shard {
         self.reclaim_dropped_records();
         let mut b = self.plan_batch(batch);
         if b.n_entries > 0 {
+            self.meters.batch_entries.record(b.n_entries);
             if let Err(e) = self.make_durable(b.sync_vols, b.jbuf, b.next_lsn).await {
                 for (w, _) in std::mem::take(&mut b.winners) {
                     w.fail(e.duplicate());
@@ -503,7 +504,11 @@ impl Shard {
         let res = match res {
             Ok(()) => {
                 self.journal_syncs.set(self.journal_syncs.get() + 1);
-                file.sync_data().await
+                let started = std::time::Instant::now();
+                let r = file.sync_data().await;
+                let ns = started.elapsed().as_nanos() as u64;
+                self.meters.journal_fsync_ns.record(ns);
+                r
             }
             Err(e) => Err(e),
         };

@@ -343,6 +343,10 @@ impl Shard {
             if bad {
                 stats.corrupt_objects += 1;
             }
+            self.meters.bg(|b| {
+                b.scrub_objects_checked += 1;
+                b.scrub_corrupt_objects += u64::from(bad);
+            });
         }
         Ok(stats)
     }
@@ -365,6 +369,7 @@ impl Shard {
                 Err(e) => return Err(e),
             };
             stats.bytes_checked += hi - lo;
+            self.meters.bg(|b| b.scrub_bytes_checked += hi - lo);
             lo = hi;
             pace(stats.bytes_checked, max_bytes_per_s, started).await;
             if bad {

@@ -31,6 +31,7 @@ use futures::channel::mpsc;
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::format::{MAX_JOURNAL_ENTRY_BYTES, MAX_KEY_BYTES, MAX_NS_BYTES};
+use crate::stats::{HistSnapshot, LocalHist, BATCH_BOUNDS, LATENCY_BOUNDS_NS};
 use crate::{EngineConfig, Expect};
 
 use commit::{Journal, Op, Req};
@@ -122,6 +123,64 @@ pub struct ShardStats {
     pub punched_bytes: u64,
     /// PUT or compaction allocations refused because free space would fall below the reserve.
     pub reserve_refusals: u64,
+    /// Cache entries evicted, bytes held now and the cache's bound (0 when off).
+    pub cache_evictions: u64,
+    pub cache_used_bytes: u64,
+    pub cache_capacity_bytes: u64,
+    /// O_DIRECT reads of object data (foreground, compaction and scrub): latency in ns.
+    pub device_reads: HistSnapshot,
+    pub device_read_bytes: u64,
+    /// Journal fdatasync latency, ns (one per group commit).
+    pub journal_fsync: HistSnapshot,
+    /// Journal entries per group commit.
+    pub group_commit_entries: HistSnapshot,
+    /// Size of the journal file now (trimmed at each checkpoint).
+    pub journal_bytes: u64,
+    /// Free bytes on the shard's filesystem (None if fstatvfs failed) and the reserve.
+    pub free_bytes: Option<u64>,
+    pub reserve_bytes: u64,
+    /// Background work since open.
+    pub background: BackgroundTotals,
+}
+
+/// Compaction and scrub totals since open (counted as the work proceeds: progress).
+#[derive(Debug, Clone, Default)]
+pub struct BackgroundTotals {
+    pub compact_passes: u64,
+    pub compact_volumes: u64,
+    pub compact_records_moved: u64,
+    pub compact_bytes_reclaimed: u64,
+    pub compact_running: bool,
+    pub scrub_passes: u64,
+    pub scrub_objects_checked: u64,
+    pub scrub_bytes_checked: u64,
+    pub scrub_corrupt_objects: u64,
+    pub scrub_running: bool,
+}
+
+/// The shard's own measurements, written only by its core.
+struct Meters {
+    device_read_ns: LocalHist,
+    device_read_bytes: Cell<u64>,
+    journal_fsync_ns: LocalHist,
+    batch_entries: LocalHist,
+    background: RefCell<BackgroundTotals>,
+}
+
+impl Meters {
+    fn new() -> Meters {
+        Meters {
+            device_read_ns: LocalHist::new(LATENCY_BOUNDS_NS),
+            device_read_bytes: Cell::new(0),
+            journal_fsync_ns: LocalHist::new(LATENCY_BOUNDS_NS),
+            batch_entries: LocalHist::new(BATCH_BOUNDS),
+            background: RefCell::new(BackgroundTotals::default()),
+        }
+    }
+
+    fn bg(&self, f: impl FnOnce(&mut BackgroundTotals)) {
+        f(&mut self.background.borrow_mut());
+    }
 }
 
 /// Result of `Shard::compact`.
@@ -175,6 +234,7 @@ pub struct Shard {
     /// The shard directory, open for its fsyncs through io_uring while serving (ADR 10).
     dir_file: monoio::fs::File,
     reserve_refusals: Cell<u64>,
+    meters: Meters,
     _lock: std::fs::File,
 }
 
@@ -370,6 +430,7 @@ impl Shard {
     /// Counters.
     pub fn stats(&self) -> ShardStats {
         let vols = self.vols.borrow();
+        let cache = self.cache.borrow();
         let live_bytes: u64 = vols.map.values().map(|v| v.live_bytes).sum();
         let disk_bytes: u64 = vols.map.values().map(|v| v.end_bytes).sum();
         ShardStats {
@@ -389,6 +450,17 @@ impl Shard {
                 .punched_bytes
                 .load(std::sync::atomic::Ordering::Relaxed),
             reserve_refusals: self.reserve_refusals.get(),
+            cache_evictions: cache.as_ref().map_or(0, Cache::evictions),
+            cache_used_bytes: cache.as_ref().map_or(0, Cache::used_bytes),
+            cache_capacity_bytes: cache.as_ref().map_or(0, |_| self.cfg.cache_bytes),
+            device_reads: self.meters.device_read_ns.snapshot(),
+            device_read_bytes: self.meters.device_read_bytes.get(),
+            journal_fsync: self.meters.journal_fsync_ns.snapshot(),
+            group_commit_entries: self.meters.batch_entries.snapshot(),
+            journal_bytes: self.journal.borrow().as_ref().map_or(0, |j| j.len_bytes),
+            free_bytes: crate::sys::free_bytes(&self.dir_file).ok(),
+            reserve_bytes: self.cfg.reserve_bytes,
+            background: self.meters.background.borrow().clone(),
         }
     }
 
@@ -402,14 +474,28 @@ impl Shard {
         if self.compacting.replace(true) {
             return Ok(stats);
         }
+        self.meters.bg(|b| b.compact_running = true);
         let r = self.compact_inner(min_garbage_ratio, &mut stats).await;
         self.compacting.set(false);
+        self.meters.bg(|b| {
+            b.compact_running = false;
+            b.compact_passes += 1;
+            b.compact_volumes += u64::from(stats.volumes_compacted);
+            b.compact_records_moved += stats.records_moved;
+            b.compact_bytes_reclaimed += stats.bytes_reclaimed;
+        });
         r.map(|_| stats)
     }
 
     /// Walk every live object, verify the CRC32C of all its blocks, at most `max_bytes_per_s`
     /// (0 = unlimited). Corruption is counted and logged, not returned as an error.
     pub async fn scrub(&self, max_bytes_per_s: u64) -> Result<ScrubStats> {
-        self.scrub_objects(max_bytes_per_s).await
+        self.meters.bg(|b| b.scrub_running = true);
+        let r = self.scrub_objects(max_bytes_per_s).await;
+        self.meters.bg(|b| {
+            b.scrub_running = false;
+            b.scrub_passes += 1;
+        });
+        r
     }
 }

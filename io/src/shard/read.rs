@@ -141,7 +141,12 @@ impl Shard {
         );
         let span = (a_hi - a_lo) as usize;
         let buf = AlignedBuf::new(span, align as usize);
+        let started = std::time::Instant::now();
         let (res, mut buf) = ext.vol.file.read_exact_at(buf, a_lo).await;
+        let m = &self.meters;
+        m.device_read_ns.record(started.elapsed().as_nanos() as u64);
+        m.device_read_bytes
+            .set(m.device_read_bytes.get() + span as u64);
         res.map_err(|e| {
             Error::io(
                 format!("read {} at {a_lo} len {span}", ext.vol.path.display()),

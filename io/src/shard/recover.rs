@@ -259,6 +259,7 @@ fn new_shard(
         offload,
         dir_file,
         reserve_refusals: Cell::new(0),
+        meters: super::Meters::new(),
         _lock: lock,
     }))
 }

@@ -1,0 +1,285 @@
+#!/usr/bin/env python3
+"""Scale check (issue 13): what N objects cost bale in memory, disk, restart and listing.
+
+    scripts/bench-scale.py [--counts 100000,1000000] [--sets 1k,mix] [--check]
+
+For each object set (`1k`: 1 KiB objects; `mix`: 1-64 KiB) and each count, a fresh bale
+(`--cores 2 --cache-mb 0`, so RSS is the index, not cached objects) is loaded with
+`bale-bench scale --phase load` (Milvus-shaped keys, c=16), then measured:
+  index memory      RSS after the load minus RSS of the empty server, per object (and minus
+                    the key bytes);
+  disk footprint    allocated bytes of the data directory / bytes of the objects;
+  LIST              ListObjectsV2 pages of 1,000 from random points, with and without `/`
+                    (c=1, p50);
+  restart           SIGTERM: time to exit and time to answer /health again; kill -9: time to
+                    answer /health again;
+  device reads      page cache dropped, 20 requests for other objects (bale's code paged back
+                    in), then 200 HEADs and 200 GETs at c=1 (objects of at most
+                    64 KiB): reads completed by the block device (/proc/diskstats) per request
+                    (other processes' reads count too: on a busy machine an upper bound), and
+                    bytes the block layer read for bale's own threads (/proc/PID/io read_bytes);
+  PUT rate          the load's own rate (1 KiB set: the issue's "PUT of 1 KiB objects, c=16").
+Writes bench/results/scale-<time>-<commit>/RESULTS.md (each row with the issue's target and a
+verdict) and summary.json. --check exits 1 when a bale-bench phase reports an error (CI smoke);
+the targets are reported, not enforced. Needs target/release/{bale,bale-bench} (BENCH_BALE_BIN,
+BENCH_BIN override) and root for dropping the page cache.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BALE = os.environ.get("BENCH_BALE_BIN") or os.path.join(ROOT, "target/release/bale")
+BENCH = os.environ.get("BENCH_BIN") or os.path.join(ROOT, "target/release/bale-bench")
+AK, SK = "scaleaccess", "scalesecret-bench"
+SETS = {"1k": "1k", "mix": "1k,2k,4k,8k,16k,32k,64k"}
+# Milvus-shaped key length of bale-bench scale (files/insert_log/<coll>/<part>/<seg>/<field>/<log>).
+KEY_BYTES = len("files/insert_log/449210613400000001/449210613400000002/449210613500000000/100/"
+                "449210613600000000")
+
+
+def log(*a):
+    print("[scale]", *a, file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def disk_reads():
+    """Reads completed by every whole block device (not partitions)."""
+    total = 0
+    with open("/proc/diskstats") as f:
+        for line in f:
+            p = line.split()
+            if os.path.exists(f"/sys/block/{p[2]}"):
+                total += int(p[3])
+    return total
+
+
+def proc_read_bytes(pid):
+    """Bytes this process (all its threads, io_uring workers included) had the block layer read."""
+    with open(f"/proc/{pid}/io") as f:
+        for line in f:
+            if line.startswith("read_bytes:"):
+                return int(line.split()[1])
+    return 0
+
+
+def drop_caches():
+    subprocess.run(["sync"], check=False)
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def du(path, apparent=False):
+    cmd = ["du", "-s", "--block-size=1"] + (["--apparent-size"] if apparent else []) + [path]
+    return int(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()[0])
+
+
+class Bale:
+    def __init__(self, work):
+        self.data = os.path.join(work, "data")
+        self.logf = open(os.path.join(work, "bale.log"), "ab")
+        self.port = free_port()
+        self.proc = None
+
+    def start(self):
+        t0 = time.perf_counter()
+        self.proc = subprocess.Popen([BALE, "serve", "--listen", f"127.0.0.1:{self.port}", "--data", self.data,
+                                      "--cores", "2", "--cache-mb", "0", "--access-key", AK, "--secret-key", SK],
+                                     stdout=self.logf, stderr=subprocess.STDOUT)
+        while time.perf_counter() - t0 < 120:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"bale exited with {self.proc.returncode}; see {self.logf.name}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1) as r:
+                    if r.status == 200:
+                        return time.perf_counter() - t0
+            except OSError:
+                time.sleep(0.02)
+        raise SystemExit("bale did not answer /health in 120 s")
+
+    def stop(self, sig=signal.SIGTERM):
+        t0 = time.perf_counter()
+        self.proc.send_signal(sig)
+        self.proc.wait(120)
+        return time.perf_counter() - t0
+
+    def bench(self, phase, count, sizes, extra, commands):
+        cmd = [BENCH, "scale", "--endpoint", f"http://127.0.0.1:{self.port}", "--access-key", AK,
+               "--secret-key", SK, "--bucket", "scale", "--phase", phase, "-n", str(count), "--size", sizes,
+               "--json", *extra]
+        commands.append(" ".join(cmd).replace(SK, "$SECRET"))
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        doc = json.loads(p.stdout) if p.stdout.strip().startswith("{") else {"reports": [], "meta": {}}
+        rep = doc["reports"][0] if doc["reports"] else {"errors": -1, "count": 0}
+        if p.returncode != 0 or rep["errors"]:
+            log(f"{phase}: exit {p.returncode}, errors {rep['errors']}: {p.stderr[-1500:]}")
+        return rep, doc.get("meta", {}), p.returncode
+
+
+def cold_reads(b, phase, count, sizes, commands):
+    drop_caches()
+    # A few requests for other objects first: the page cache drop also evicted bale's own code,
+    # and faulting it back in would count as bale's reads.
+    b.bench(phase, count, sizes, ["-c", "1", "--requests", "20", "--seed", "99"], [])
+    r0, b0 = disk_reads(), proc_read_bytes(b.proc.pid)
+    rep, _, rc = b.bench(phase, count, sizes, ["-c", "1", "--requests", "200", "--seed", "7"], commands)
+    n = max(rep["count"], 1)
+    return (disk_reads() - r0) / n, (proc_read_bytes(b.proc.pid) - b0) / n, rep, rc
+
+
+def measure(set_name, count, work, commands):
+    sizes = SETS[set_name]
+    b = Bale(work)
+    b.start()
+    time.sleep(0.5)
+    rss0 = rss_bytes(b.proc.pid)
+    load, meta, rc_load = b.bench("load", count, sizes, ["-c", "16"], commands)
+    time.sleep(1.0)
+    rss1 = rss_bytes(b.proc.pid)
+    object_bytes = meta.get("object_bytes", 0)
+    out = {"set": set_name, "objects": count, "object_bytes": object_bytes,
+           "put_per_s": load.get("req_per_s", 0), "put_p50_us": load.get("p50_us", 0),
+           "put_p99_us": load.get("p99_us", 0), "rss_empty_bytes": rss0, "rss_loaded_bytes": rss1}
+    out["rss_per_object"] = (rss1 - rss0) / count
+    out["rss_per_object_beyond_key"] = out["rss_per_object"] - KEY_BYTES
+    out["disk_allocated_bytes"] = du(b.data)
+    out["disk_apparent_bytes"] = du(b.data, apparent=True)
+    out["footprint"] = out["disk_allocated_bytes"] / max(object_bytes, 1)
+    rcs = [rc_load]
+    for name, extra in (("list", []), ("list_delimited", ["--delimiter"])):
+        rep, _, rc = b.bench("list", count, sizes, ["-c", "1", "--requests", "200", *extra], commands)
+        out[f"{name}_p50_us"], out[f"{name}_p99_us"] = rep.get("p50_us", 0), rep.get("p99_us", 0)
+        rcs.append(rc)
+    out["sigterm_exit_s"] = b.stop(signal.SIGTERM)
+    out["sigterm_restart_s"] = b.start()
+    b.stop(signal.SIGKILL)
+    out["kill9_restart_s"] = b.start()
+    for phase in ("head", "get"):
+        per, per_bytes, rep, rc = cold_reads(b, phase, count, sizes, commands)
+        out[f"cold_{phase}_device_reads"] = per
+        out[f"cold_{phase}_bale_read_bytes"] = per_bytes
+        out[f"cold_{phase}_p50_us"] = rep.get("p50_us", 0)
+        rcs.append(rc)
+    b.stop()
+    out["bench_exit_codes"] = rcs
+    log(json.dumps(out))
+    return out
+
+
+ROWS = [
+    ("index memory per object beyond the key, B", "rss_per_object_beyond_key", "≤ 64", lambda v: v <= 64, "{:,.0f}"),
+    ("disk footprint ÷ object bytes", "footprint", "1k ≤ 1.1, mix ≤ 1.05", None, "{:.2f}×"),
+    ("block-device reads per cold GET (all processes: upper bound)", "cold_get_device_reads", "1", None, "{:.2f}"),
+    ("bytes bale read from the device per cold GET", "cold_get_bale_read_bytes", "one aligned span", None,
+     "{:,.0f}"),
+    ("block-device reads per cold HEAD (all processes: upper bound)", "cold_head_device_reads", "0", None,
+     "{:.2f}"),
+    ("bytes bale read from the device per cold HEAD", "cold_head_bale_read_bytes", "0", lambda v: v == 0,
+     "{:,.0f}"),
+    ("restart after SIGTERM, s", "sigterm_restart_s", "≤ 5", lambda v: v <= 5, "{:.2f}"),
+    ("restart after kill -9, s", "kill9_restart_s", "≤ 15", lambda v: v <= 15, "{:.2f}"),
+    ("LIST 1,000 keys p50, ms", "list_p50_us", "≤ 5", lambda v: v / 1e3 <= 5, "{:.2f}"),
+    ("LIST 1,000 prefixes (delimiter) p50, ms", "list_delimited_p50_us", "≤ 5", lambda v: v / 1e3 <= 5, "{:.2f}"),
+    ("PUT rate c=16, objects/s", "put_per_s", "1k: ≥ 20,000", None, "{:,.0f}"),
+]
+
+
+def verdict(key, v, set_name, check):
+    if key == "footprint":
+        return "met" if v <= (1.1 if set_name == "1k" else 1.05) else "not met"
+    if check is None and key != "put_per_s":
+        return "–"
+    if key == "put_per_s":
+        return ("met" if v >= 20000 else "not met") if set_name == "1k" else "–"
+    return "met" if check(v) else "not met"
+
+
+def write(out_dir, results, args, commit, stamp, commands):
+    os.makedirs(out_dir, exist_ok=True)
+    cols = [f"{r['set']} × {r['objects']:,}" for r in results]
+    lines = ["# Scale (issue 13)", "",
+             f"Commit {commit}, started {stamp}: `scripts/bench-scale.py --counts {args.counts} --sets {args.sets}`; "
+             "bale `--cores 2 --cache-mb 0`; keys like Milvus's "
+             f"({KEY_BYTES} bytes: `files/insert_log/<collection>/<partition>/<segment>/<field>/<log id>`). "
+             "Device reads count the whole block device (an upper bound on a shared machine). "
+             "Commands: commands.txt.", "",
+             "| | target | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+    for label, key, target, check, fmt in ROWS:
+        cells = []
+        for r in results:
+            v = r.get(key, float("nan"))
+            if key.endswith("_us") and "LIST" in label:
+                shown = fmt.format(v / 1e3)
+            else:
+                shown = fmt.format(v)
+            cells.append(f"{shown} ({verdict(key, v, r['set'], check)})")
+        lines.append(f"| {label} | {target} | " + " | ".join(cells) + " |")
+    lines += ["", "Also measured: " + "; ".join(
+        f"{r['set']} × {r['objects']:,}: RSS {r['rss_empty_bytes'] / 2**20:.0f} → {r['rss_loaded_bytes'] / 2**20:.0f} MiB, "
+        f"{r['rss_per_object']:.0f} B/object with the key; data dir {r['disk_allocated_bytes'] / 2**20:.0f} MiB "
+        f"allocated for {r['object_bytes'] / 2**20:.0f} MiB of objects; SIGTERM exit {r['sigterm_exit_s']:.2f} s"
+        for r in results) + "."]
+    with open(os.path.join(out_dir, "RESULTS.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+        json.dump({"commit": commit, "started": stamp, "args": vars(args), "results": results}, f, indent=1)
+    with open(os.path.join(out_dir, "commands.txt"), "w") as f:
+        f.write("\n".join(commands) + "\n")
+    sys.stderr.write("\n".join(lines) + "\n")
+
+
+def main():
+    o = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    o.add_argument("--counts", default="100000,1000000")
+    o.add_argument("--sets", default="1k,mix")
+    o.add_argument("--check", action="store_true", help="exit 1 if a bale-bench phase reported errors")
+    o.add_argument("--out", help="results directory (default bench/results/scale-<time>-<commit>)")
+    a = o.parse_args()
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short=9", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out_dir = a.out or os.path.join(ROOT, "bench/results", f"scale-{stamp}-{commit}")
+    results, commands = [], []
+    for set_name in a.sets.split(","):
+        for count in (int(c) for c in a.counts.split(",")):
+            work = tempfile.mkdtemp(prefix=f"bale-scale-{set_name}-")
+            try:
+                log(f"{set_name} x {count:,}")
+                results.append(measure(set_name, count, work, commands))
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+    write(out_dir, results, a, commit, stamp, commands)
+    print(out_dir)
+    if a.check and any(rc != 0 for r in results for rc in r["bench_exit_codes"]):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
