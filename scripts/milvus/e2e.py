@@ -32,6 +32,10 @@ Modes of `outer` (scripts/milvus-e2e.sh passes its arguments on):
                     (--migrate-from bale|weed)
   --tls             Milvus reaching bale over HTTPS (minio.useSSL: true, a CA made for the run,
                     added to the trust store inside Milvus's namespace) (smoke)
+  --seedtable JSON  one pass of the seed's benchmark (scripts/milvus/seedtable.py; driven by
+                    scripts/seed-table.sh), with --backend bale|weed|local (local: no object
+                    store, `common.storageType: local`), --milvus-keys JSON (extra milvus.yaml
+                    keys) and --result-out PATH
   --rows N, --searches N, --keep, --timeout S; MILVUS_E2E_S3=weed runs against SeaweedFS.
 """
 
@@ -380,6 +384,7 @@ class HttpConnTap:
                                                        "range": None, "t": time.perf_counter(), "sent": None}
         now = time.perf_counter()
         self.current = {"op": req["op"], "client": req["client"], "method": req["method"], "at": round(now - T0, 2),
+                        "wall": time.time(),
                         "target": req["target"][:200], "range": req["range"], "status": status,
                         "ms": round((now - (req["sent"] or req["t"])) * 1000, 3), "body": b""}
         if req["method"] == "HEAD" or status in (204, 304):
@@ -424,6 +429,21 @@ def set_yaml_keys(text, values):
     return "\n".join(out) + "\n"
 
 
+def add_yaml_keys(text, values):
+    """Add section.key lines the template lacks (e.g. queryNode.mmapDirPath, read by Milvus 2.3.5
+    but not in the PyPI package's template) under their existing top-level section; the value
+    itself is set afterwards by set_yaml_keys."""
+    import yaml
+    y = yaml.safe_load(text)
+    lines = text.splitlines()
+    for key in values:
+        sect, _, leaf = key.partition(".")
+        if "." in leaf or not isinstance(y.get(sect), dict) or leaf in y[sect] or f"{sect}:" not in lines:
+            continue  # present already, or deeper: set_yaml_keys sets it or says it is missing
+        lines.insert(lines.index(f"{sect}:") + 1, f"  {leaf}: null")
+    return "\n".join(lines) + "\n"
+
+
 def yaml_scalar(v):
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -431,7 +451,9 @@ def yaml_scalar(v):
 
 
 def render_milvus_config(home, s3_access, s3_secret, gc_interval, gc_drop_tolerance, gc_missing_tolerance,
-                         minio_overrides=None):
+                         minio_overrides=None, storage_type="minio", extra_keys=None):
+    """storage_type "local": no object store, Milvus keeps its files under home/local-store
+    (the seed table's floor). extra_keys: more dotted milvus.yaml keys to set (they must exist)."""
     import milvus  # the PyPI embedded-Milvus package: we use its template and binaries only
     tpl_path = os.path.join(os.path.dirname(milvus.__file__), "data", "config.yaml.template")
     glog = os.path.join(os.path.dirname(milvus.__file__), "data", "glog.conf")
@@ -446,7 +468,7 @@ def render_milvus_config(home, s3_access, s3_secret, gc_interval, gc_drop_tolera
     fills = {
         "etcd_log_path": os.path.join(logs_dir, "etcd.log"),
         "etcd_data_dir": os.path.join(data_dir, "etcd.data"),
-        "local_storage_dir": data_dir,
+        "local_storage_dir": os.path.join(home, "local-store") if storage_type == "local" else data_dir,
         "rocksmq_data_dir": os.path.join(data_dir, "rocksmq"),
         "system_log_path": logs_dir,
     }
@@ -471,8 +493,9 @@ def render_milvus_config(home, s3_access, s3_secret, gc_interval, gc_drop_tolera
         "minio.rootPath": ROOT_PATH,
     }
     minio.update(minio_overrides or {})
+    text = add_yaml_keys(text, extra_keys or {})
     text = set_yaml_keys(text, {
-        "common.storageType": "minio",
+        "common.storageType": storage_type,
         **minio,
         # Milvus's garbage collector, made quick so the test can watch it remove objects.
         "dataCoord.gc.interval": gc_interval,
@@ -482,6 +505,7 @@ def render_milvus_config(home, s3_access, s3_secret, gc_interval, gc_drop_tolera
         # segments first and leave the manual one without a plan.
         "dataCoord.compaction.enableAutoCompaction": False,
         "log.level": "info",
+        **(extra_keys or {}),
     })
     cfg = os.path.join(home, "configs", "milvus.yaml")
     with open(cfg, "w", encoding="utf-8") as f:
@@ -490,7 +514,7 @@ def render_milvus_config(home, s3_access, s3_secret, gc_interval, gc_drop_tolera
     # Check that it parses and says what we meant.
     import yaml
     y = yaml.safe_load(text)
-    assert y["common"]["storageType"] == "minio", y["common"]["storageType"]
+    assert y["common"]["storageType"] == storage_type, y["common"]["storageType"]
     assert y["minio"]["port"] == minio["minio.port"] and y["minio"]["secretAccessKey"] == minio["minio.secretAccessKey"]
     assert y["dataCoord"]["gc"]["interval"] == gc_interval
     return cfg
@@ -673,14 +697,15 @@ class WeedBackend:
             json.dump({"identities": [{"name": "admin", "credentials": [
                 {"accessKey": self.access_key, "secretKey": self.secret_key}],
                 "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}, f)
-        ports = free_ports(4)
+        ports = getattr(self, "ports", None) or free_ports(4)  # a restart keeps the ports
+        self.ports = ports
         self.port = ports[0]
         self.logf = os.path.join(d, "weed.log")
         self.proc = subprocess.Popen(
             [weed, "server", f"-dir={d}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
              f"-master.port={ports[1]}", f"-volume.port={ports[2]}", f"-filer.port={ports[3]}",
              "-filer", "-s3", f"-s3.port={self.port}", "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={cfg}", "-volume.max=0"],
-            stdout=open(self.logf, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=open(self.logf, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + 60
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -697,7 +722,18 @@ class WeedBackend:
         return self.proc.pid if self.proc else None
 
     def restart(self, how):
-        raise NotImplementedError("restart is only done with bale")
+        """Stop SeaweedFS (SIGTERM to its process group) and start it again on the same ports
+        and directory (the seed table's cold load)."""
+        if how == "kill9":
+            raise NotImplementedError("kill -9 restarts are only done with bale")
+        self.stop()
+        for attempt in range(1, 41):
+            try:
+                return self.start()
+            except RuntimeError:
+                if attempt == 40:
+                    raise
+                time.sleep(0.5)
 
     def log_tail(self):
         with open(self.logf, "rb") as f:
@@ -714,6 +750,37 @@ class WeedBackend:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+
+
+class LocalBackend:
+    """No object store: Milvus with `common.storageType: local` (the seed table's floor). The
+    relay still exists but nothing connects to it."""
+    name = "local"
+    storage_type = "local"
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.access_key, self.secret_key = "unused", "unused"
+        self.port = 1
+        self.warnings = []
+
+    def start(self):
+        return self
+
+    def pid(self):
+        return None
+
+    def restart(self, how):
+        pass  # nothing to restart: the cold load drops the page cache
+
+    def log_tail(self):
+        return "(no object store)"
+
+    def alive(self):
+        return True
+
+    def stop(self):
+        return 0
 
 
 def free_ports(n):
@@ -748,6 +815,8 @@ def _write_pids():
 
 def record_pid(pid):
     """The shell wrapper kills what is listed here if this process dies without cleaning up."""
+    if pid is None:
+        return
     _PIDS.add(pid)
     _write_pids()
 
@@ -814,7 +883,7 @@ def outer(args):
         minio_overrides = {"minio.useSSL": True}
         extra = ["--mode", "smoke", "--ca", backend.ca]
     else:
-        backend = {"bale": BaleBackend, "weed": WeedBackend}[args.backend](workdir)
+        backend = {"bale": BaleBackend, "weed": WeedBackend, "local": LocalBackend}[args.backend](workdir)
         minio_overrides = None
     try:
         log("unpacking Milvus binaries (cached)")
@@ -822,7 +891,13 @@ def outer(args):
         home = os.path.join(workdir, "milvus")
         render_milvus_config(home, backend.access_key, backend.secret_key,
                              args.gc_interval, args.gc_drop_tolerance, args.gc_missing_tolerance,
-                             minio_overrides)
+                             minio_overrides, storage_type=getattr(backend, "storage_type", "minio"),
+                             extra_keys=json.loads(args.milvus_keys))
+        if args.seedtable:  # scripts/milvus/seedtable.py: the seed's benchmark, one pass
+            store_dir = {"bale": os.path.join(workdir, "bale-data"), "weed": os.path.join(workdir, "weed"),
+                         "local": os.path.join(home, "local-store")}[args.backend]
+            extra = ["--mode", "seedtable", "--seed-params", args.seedtable, "--store-dir", store_dir,
+                     "--stop-wait", "20"]
         log(f"starting {backend.name}")
         backend.start()
         record_pid(backend.pid())
@@ -893,6 +968,9 @@ def outer(args):
             result.setdefault("failures", []).append(f"Milvus listens in the host's network namespace: {leaks}")
         traffic = recorder.summary()
         result["s3"] = traffic
+        if args.seedtable:
+            import seedtable
+            seedtable.outer_finish(result, recorder)
         if traffic["unexpected_count"]:
             ok = False
             for r in traffic["unexpected"][:5]:
@@ -927,6 +1005,10 @@ def outer(args):
             result.setdefault("failures", []).append(f"bale exited {rc_backend} on SIGTERM")
             ok = False
     report(result, backend, ok, workdir, time.time() - t_start)
+    if args.result_out:
+        result.update({"pass_ok": ok, "backend": backend.name, "elapsed_s": round(time.time() - t_start, 1)})
+        with open(args.result_out, "w") as f:
+            json.dump(result, f, indent=1)
     if ok and not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
     else:
@@ -1253,8 +1335,8 @@ def inner(args):
     global BUCKET, ROOT_PATH, NS_S3_PORT
     BUCKET, ROOT_PATH, NS_S3_PORT = args.bucket, args.root_path, args.s3_port
     result = {"ok": False, "failures": [], "steps": [], "metrics": {},
-              "title": "end-to-end" if args.mode == "full" else
-              "HTTPS (minio.useSSL) smoke test" if args.ca else "compose settings smoke test"}
+              "title": {"full": "end-to-end", "seedtable": "the seed's table, one pass"}.get(
+                  args.mode, "HTTPS (minio.useSSL) smoke test" if args.ca else "compose settings smoke test")}
     milvus = None
     try:
         lo_up()
@@ -1265,27 +1347,29 @@ def inner(args):
         if args.ca:
             trust_ca_in_namespace(args.ca, args.home)
         start_relay(("tcp", "127.0.0.1", NS_S3_PORT), ("unix", args.sock))
-        env = dict(os.environ)
-        env.update({
-            "DEPLOY_MODE": "STANDALONE",
-            "METRICS_PORT": str(METRICS_PORT),
-            "MILVUS_RUN_DIR": os.path.join(args.home, "run"),
-            "MILVUSCONF": os.path.join(args.home, "configs"),
-            "LD_LIBRARY_PATH": args.bin + ":" + env.get("LD_LIBRARY_PATH", ""),
-        })
-        for k in list(env):  # never let a MINIO_* from the caller override milvus.yaml
-            if k.startswith("MINIO_"):
-                del env[k]
-        env.update(json.loads(args.extra_env))
-        t0 = time.time()
-        milvus = subprocess.Popen(
-            [os.path.join(args.bin, "milvus"), "run", "standalone"], cwd=args.home, env=env,
-            stdout=open(os.path.join(args.home, "logs", "milvus-stdout.log"), "wb"),
-            stderr=open(os.path.join(args.home, "logs", "milvus-stderr.log"), "wb"))
-        wait_healthy(milvus, 240)
-        result["metrics"]["startup_s"] = round(time.time() - t0, 1)
+        milvus = start_milvus(args)
+        result["metrics"]["startup_s"] = round(time.time() - milvus.t0, 1)
         log(f"Milvus healthy after {result['metrics']['startup_s']}s")
-        {"full": workload, "smoke": smoke, "migrate-a": migrate_a, "migrate-b": migrate_b}[args.mode](args, result)
+        if args.mode == "seedtable":
+            import seedtable
+            holder = {"proc": milvus}
+
+            def restart_milvus(between=None):
+                """Stop Milvus, run between() (restart the store, drop caches), start it again;
+                returns the seconds until healthy."""
+                stop_milvus(holder["proc"], args.stop_wait)
+                holder["proc"] = None
+                if between:
+                    between()
+                holder["proc"] = start_milvus(args)
+                return time.time() - holder["proc"].t0
+
+            try:
+                seedtable.run(args, result, restart_milvus)
+            finally:
+                milvus = holder["proc"]
+        else:
+            {"full": workload, "smoke": smoke, "migrate-a": migrate_a, "migrate-b": migrate_b}[args.mode](args, result)
         result["ok"] = not result["failures"]
     except Failed as e:
         result["failures"].append(str(e))
@@ -1295,18 +1379,52 @@ def inner(args):
     finally:
         with open(args.result, "w") as f:
             json.dump(result, f, indent=1)
-        if milvus is not None and milvus.poll() is None:
-            milvus.send_signal(signal.SIGTERM)
-            t_stop = time.perf_counter()
-            try:
-                milvus.wait(args.stop_wait)
-                log(f"Milvus stopped in {time.perf_counter() - t_stop:.1f}s")
-            except subprocess.TimeoutExpired:
-                log(f"Milvus did not stop in {args.stop_wait}s: SIGKILL")
-                milvus.kill()
-                milvus.wait()
+        stop_milvus(milvus, args.stop_wait)
     # PID 1 of the namespace: on return every leftover process here is killed by the kernel.
     return 0 if result["ok"] else 1
+
+
+def start_milvus(args):
+    """Start Milvus standalone in this namespace and wait until it is healthy (its start time
+    is the returned Popen's t0). The logs are appended to: a restarted Milvus keeps them."""
+    env = dict(os.environ)
+    env.update({
+        "DEPLOY_MODE": "STANDALONE",
+        "METRICS_PORT": str(METRICS_PORT),
+        "MILVUS_RUN_DIR": os.path.join(args.home, "run"),
+        "MILVUSCONF": os.path.join(args.home, "configs"),
+        "LD_LIBRARY_PATH": args.bin + ":" + env.get("LD_LIBRARY_PATH", ""),
+    })
+    for k in list(env):  # never let a MINIO_* from the caller override milvus.yaml
+        if k.startswith("MINIO_"):
+            del env[k]
+    env.update(json.loads(args.extra_env))
+    t0 = time.time()
+    milvus = subprocess.Popen(
+        [os.path.join(args.bin, "milvus"), "run", "standalone"], cwd=args.home, env=env,
+        stdout=open(os.path.join(args.home, "logs", "milvus-stdout.log"), "ab"),
+        stderr=open(os.path.join(args.home, "logs", "milvus-stderr.log"), "ab"))
+    milvus.t0 = t0
+    try:
+        wait_healthy(milvus, 240)
+    except Failed:
+        stop_milvus(milvus, 5)
+        raise
+    return milvus
+
+
+def stop_milvus(milvus, wait):
+    """SIGTERM, then SIGKILL after `wait` seconds (Milvus 2.3.5 is crash-safe once flushed)."""
+    if milvus is not None and milvus.poll() is None:
+        milvus.send_signal(signal.SIGTERM)
+        t_stop = time.perf_counter()
+        try:
+            milvus.wait(wait)
+            log(f"Milvus stopped in {time.perf_counter() - t_stop:.1f}s")
+        except subprocess.TimeoutExpired:
+            log(f"Milvus did not stop in {wait}s: SIGKILL")
+            milvus.kill()
+            milvus.wait()
 
 
 def trust_ca_in_namespace(ca, home):
@@ -1365,11 +1483,11 @@ def count_objects(s3):
     return counts, keys
 
 
-def request_restart(args, timeout=90):
+def request_restart(args, timeout=90, how=None):
     workdir = os.path.dirname(args.result)
     done = os.path.join(workdir, "restart-done")
     with open(os.path.join(workdir, "restart-request.tmp"), "w") as f:
-        f.write(args.bale_restart)
+        f.write(how or args.bale_restart)
     os.rename(os.path.join(workdir, "restart-request.tmp"), os.path.join(workdir, "restart-request"))
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -1588,7 +1706,8 @@ def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="role", required=True)
     o = sub.add_parser("outer")
-    o.add_argument("--backend", choices=["bale", "weed"], default=os.environ.get("MILVUS_E2E_S3", "bale"))
+    o.add_argument("--backend", choices=["bale", "weed", "local"], default=os.environ.get("MILVUS_E2E_S3", "bale"),
+                   help="local: no object store, Milvus's common.storageType: local (seed table only)")
     o.add_argument("--timeout", type=float, default=float(os.environ.get("MILVUS_E2E_TIMEOUT", 600)))
     o.add_argument("--rows", type=int, default=20000)
     o.add_argument("--searches", type=int, default=300)
@@ -1605,6 +1724,12 @@ def main():
     o.add_argument("--migrate", action="store_true",
                    help="test docs/milvus.md's move of Milvus's bucket to bale with rclone sync")
     o.add_argument("--migrate-from", choices=["bale", "weed"], default=os.environ.get("MILVUS_E2E_MIGRATE_FROM", "bale"))
+    o.add_argument("--seedtable", metavar="JSON", default="",
+                   help="one pass of the seed's benchmark (scripts/milvus/seedtable.py; driven by "
+                        "scripts/seed-table.sh) with these parameters")
+    o.add_argument("--milvus-keys", metavar="JSON", default="{}",
+                   help="extra milvus.yaml keys, e.g. '{\"queryNode.mmapDirPath\": \"/x\"}'")
+    o.add_argument("--result-out", metavar="PATH", default="", help="write the result JSON here")
     o.add_argument("--compose", metavar="FILE",
                    help="smoke test with bale and Milvus configured from FILE's environment sections")
     o.add_argument("--tls", action="store_true",
@@ -1616,7 +1741,9 @@ def main():
     i.add_argument("--searches", type=int, required=True)
     i.add_argument("--gc-wait", type=int, required=True)
     i.add_argument("--min-recall", type=float, default=0.99)
-    i.add_argument("--mode", choices=["full", "smoke", "migrate-a", "migrate-b"], default="full")
+    i.add_argument("--mode", choices=["full", "smoke", "migrate-a", "migrate-b", "seedtable"], default="full")
+    i.add_argument("--seed-params", default="{}")
+    i.add_argument("--store-dir", default="")
     i.add_argument("--state", default="")
     i.add_argument("--stop-wait", type=float, default=60)
     i.add_argument("--bale-restart", default="none")
