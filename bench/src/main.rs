@@ -284,6 +284,29 @@ pub fn create_bucket(c: &mut Client, bucket: &str) -> Result<(), String> {
     }
 }
 
+/// One ListObjectsV2 page (`list-type=2` plus `query`); the response body on 200, else Err.
+pub fn list_v2_page(
+    c: &mut Client,
+    bucket: &str,
+    query: &[(&str, &str)],
+) -> Result<String, String> {
+    let mut q: Vec<(&str, &str)> = vec![("list-type", "2")];
+    q.extend_from_slice(query);
+    let path = format!("/{bucket}");
+    let mut req = Req::new("GET", &path);
+    req.query = &q;
+    let mut body = Vec::new();
+    let r = c.send(&req, &mut |b| body.extend_from_slice(b))?;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    if r.status != 200 {
+        return Err(format!(
+            "ListObjectsV2 {bucket}: status {}: {text}",
+            r.status
+        ));
+    }
+    Ok(text)
+}
+
 /// PUT one object with generated content; returns Err on any failure.
 pub fn put_object(
     c: &mut Client,

@@ -19,10 +19,11 @@ use std::time::Instant;
 use clap::{Args, ValueEnum};
 
 use crate::data::Rng;
-use crate::http::{Client, Req};
+use crate::http::Client;
 use crate::stats::{self, Hist};
 use crate::{
-    create_bucket, get_verified, head_verified, pin, put_object, Common, Errors, ObjectSet,
+    create_bucket, get_verified, head_verified, list_v2_page, pin, put_object, Common, Errors,
+    ObjectSet,
 };
 
 /// Objects per Milvus segment in this layout (8 fields x 8 binlogs).
@@ -211,23 +212,11 @@ fn list_page(
             key(i + 1),
         )
     };
-    let mut q: Vec<(&str, &str)> = vec![
-        ("list-type", "2"),
-        ("prefix", &prefix),
-        ("start-after", &after),
-    ];
+    let mut q: Vec<(&str, &str)> = vec![("prefix", &prefix), ("start-after", &after)];
     if delimiter {
         q.push(("delimiter", "/"));
     }
-    let path = format!("/{bucket}");
-    let mut req = Req::new("GET", &path);
-    req.query = &q;
-    let mut body = Vec::new();
-    let r = c.send(&req, &mut |b| body.extend_from_slice(b))?;
-    let text = String::from_utf8_lossy(&body);
-    if r.status != 200 {
-        return Err(format!("list after {after}: status {}: {text}", r.status));
-    }
+    let text = list_v2_page(c, bucket, &q).map_err(|e| format!("list after {after}: {e}"))?;
     let tag = if delimiter { "<Prefix>" } else { "<Key>" };
     // With a delimiter the response also carries the request's own <Prefix>: skip it.
     let skip = usize::from(delimiter);
@@ -243,7 +232,7 @@ fn list_page(
             "list after {after}: first entry is not {want_first}"
         ));
     }
-    Ok(body.len() as u64)
+    Ok(text.len() as u64)
 }
 
 /// Bytes of the objects `[start, start + count)` (the logical size a footprint is compared

@@ -24,7 +24,7 @@ use clap::Args;
 use crate::data::{self, parse_size, Verifier};
 use crate::http::{Client, Req};
 use crate::stats::{self, Hist};
-use crate::{create_bucket, parse_duration, pin, Common, Errors};
+use crate::{create_bucket, list_v2_page, parse_duration, pin, Common, Errors};
 
 #[derive(Args)]
 pub struct WalArgs {
@@ -311,19 +311,11 @@ fn list_keys(c: &mut Client, bucket: &str, prefix: &str) -> Result<Vec<String>, 
     let mut keys = Vec::new();
     let mut token: Option<String> = None;
     for _ in 0..10_000 {
-        let mut q: Vec<(&str, &str)> = vec![("list-type", "2"), ("prefix", prefix)];
+        let mut q: Vec<(&str, &str)> = vec![("prefix", prefix)];
         if let Some(t) = token.as_deref() {
             q.push(("continuation-token", t));
         }
-        let path = format!("/{bucket}");
-        let mut req = Req::new("GET", &path);
-        req.query = &q;
-        let mut body = Vec::new();
-        let r = c.send(&req, &mut |b| body.extend_from_slice(b))?;
-        let text = String::from_utf8_lossy(&body);
-        if r.status != 200 {
-            return Err(format!("status {}: {text}", r.status));
-        }
+        let text = list_v2_page(c, bucket, &q)?;
         keys.extend(xml_values(&text, "Key"));
         token = xml_values(&text, "NextContinuationToken")
             .into_iter()
