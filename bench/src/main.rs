@@ -4,6 +4,7 @@
 //! counted and printed, and any error makes the exit code 1.
 
 mod data;
+mod ec;
 mod http;
 mod milvus;
 mod scale;
@@ -46,6 +47,9 @@ enum Cmd {
     /// Many small objects with Milvus-shaped keys: load, list pages, HEAD/GET (issue 13;
     /// scripts/bench-scale.py adds RSS, footprint, restarts and device reads).
     Scale(scale::ScaleArgs),
+    /// The erasure code's encode/decode speed on this machine, bale's codec against
+    /// reed-solomon-erasure (issue 14); no server.
+    Ec(ec::EcArgs),
 }
 
 #[derive(Args, Clone)]
@@ -743,6 +747,7 @@ fn main() {
         Cmd::Milvus(a) => milvus::run(a),
         Cmd::Wal(a) => wal::run(a),
         Cmd::Scale(a) => scale::run(a),
+        Cmd::Ec(a) => ec::run(a),
     };
     std::process::exit(code);
 }
