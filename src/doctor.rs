@@ -122,6 +122,21 @@ pub fn collect(args: &DoctorArgs) -> Vec<Finding> {
     for d in &args.data {
         disk::check_dir(&mut out, d);
     }
+    if !args.data.is_empty() {
+        let dirs = args.data.len();
+        let status = if dirs == 1 {
+            Status::Info
+        } else {
+            Status::Warn
+        };
+        let f = Finding::new(status, "redundancy", crate::layout::redundancy_line(dirs));
+        out.push(if dirs == 1 {
+            f
+        } else {
+            f.fix("back up the data directories, or run bale as a gateway over a replicated S3 store, \
+                   until mirroring is built (ADR 19)")
+        });
+    }
     host::tuning_checks(&mut out);
     out
 }

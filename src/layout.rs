@@ -20,6 +20,34 @@ pub struct DirLayout {
     pub dir_index: u32,
     pub dir_count: u32,
     pub shards_per_dir: u32,
+    /// Random id shared by every directory of one set, written when the set is initialised
+    /// (or, for a set initialised before it existed, at the first start that sees all of its
+    /// directories): a directory of another bale at the same position is refused, not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_id: Option<String>,
+}
+
+/// A fresh set id: 128 random bits, hex.
+fn new_set_id() -> String {
+    let mut b = [0u8; 16];
+    // SAFETY: b is a valid writable buffer of b.len() bytes.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    assert_eq!(n, b.len() as isize, "getrandom for the set id");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// What protects objects against the loss of a data directory, in one line for the start log
+/// and `bale doctor`. Mirroring and erasure coding are designed (ADR 19) but not built.
+pub fn redundancy_line(dirs: usize) -> String {
+    if dirs == 1 {
+        "redundancy: none (one data directory): losing its disk loses every object".to_string()
+    } else {
+        format!(
+            "redundancy: none ({dirs} data directories, each holding its own shards): losing \
+             one disk loses the objects of its shards; mirroring and erasure coding are not \
+             built yet (ADR 19)"
+        )
+    }
 }
 
 /// One shard: its global id and its directory.
@@ -85,6 +113,7 @@ pub fn prepare(dirs: &[PathBuf], default_shards_per_dir: u32) -> anyhow::Result<
         }
         layouts.push(layout);
     }
+    let set_id = check_set_id(dirs, &layouts)?;
     let spd = shards_per_dir.unwrap_or(default_shards_per_dir.max(1));
     for (i, (dir, layout)) in dirs.iter().zip(&layouts).enumerate() {
         if layout.is_none() {
@@ -101,8 +130,16 @@ pub fn prepare(dirs: &[PathBuf], default_shards_per_dir: u32) -> anyhow::Result<
                     dir_index: i as u32,
                     dir_count,
                     shards_per_dir: spd,
+                    set_id: Some(set_id.clone()),
                 },
             )?;
+        }
+    }
+    // A set initialised before set ids existed gets one now (every directory is present).
+    for (dir, layout) in dirs.iter().zip(layouts) {
+        if let Some(mut l) = layout.filter(|l| l.set_id.is_none()) {
+            l.set_id = Some(set_id.clone());
+            write_layout(dir, &l)?;
         }
     }
     let mut places = Vec::new();
@@ -116,6 +153,28 @@ pub fn prepare(dirs: &[PathBuf], default_shards_per_dir: u32) -> anyhow::Result<
         }
     }
     Ok(places)
+}
+
+/// The set id every initialised directory agrees on (a new one for a new or pre-id set);
+/// a directory that belongs to another set is refused.
+fn check_set_id(dirs: &[PathBuf], layouts: &[Option<DirLayout>]) -> anyhow::Result<String> {
+    let mut seen: Option<(&PathBuf, &str)> = None;
+    for (dir, l) in dirs.iter().zip(layouts) {
+        let Some(id) = l.as_ref().and_then(|l| l.set_id.as_deref()) else {
+            continue;
+        };
+        match seen {
+            None => seen = Some((dir, id)),
+            Some((first, fid)) if fid != id => anyhow::bail!(
+                "data directory {} belongs to another bale set than {} (set id {id}, not {fid}): \
+                 a wrong disk is never used; pass the directories this set was created with",
+                dir.display(),
+                first.display()
+            ),
+            _ => {}
+        }
+    }
+    Ok(seen.map_or_else(new_set_id, |(_, id)| id.to_string()))
 }
 
 fn write_layout(dir: &Path, layout: &DirLayout) -> anyhow::Result<()> {
@@ -147,6 +206,47 @@ mod tests {
         let p2 = prepare(&[a.clone(), b.clone()], 8).unwrap();
         assert_eq!(p2.len(), 4);
         // Swapped order is refused.
-        assert!(prepare(&[b, a], 2).is_err());
+        assert!(prepare(&[b.clone(), a.clone()], 2).is_err());
+    }
+
+    fn read(dir: &Path) -> DirLayout {
+        serde_json::from_str(&fs::read_to_string(dir.join(LAYOUT_FILE)).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_directory_of_another_set_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let (a, b) = (t.path().join("a"), t.path().join("b"));
+        let (c, d) = (t.path().join("c"), t.path().join("d"));
+        prepare(&[a.clone(), b.clone()], 1).unwrap();
+        prepare(&[c.clone(), d.clone()], 1).unwrap();
+        let (la, lb, lc) = (read(&a), read(&b), read(&c));
+        assert_eq!(la.set_id, lb.set_id);
+        assert_eq!(la.set_id.as_ref().unwrap().len(), 32);
+        assert_ne!(la.set_id, lc.set_id);
+        // d is position 2 of 2 like b, but of the other set.
+        let e = prepare(&[a.clone(), d.clone()], 1).unwrap_err().to_string();
+        assert!(e.contains("belongs to another bale set"), "{e}");
+        // The right set still opens, unchanged.
+        prepare(&[a.clone(), b.clone()], 1).unwrap();
+        assert_eq!(read(&a), la);
+    }
+
+    #[test]
+    fn a_set_from_before_set_ids_gets_one() {
+        let t = tempfile::tempdir().unwrap();
+        let (a, b) = (t.path().join("a"), t.path().join("b"));
+        prepare(&[a.clone(), b.clone()], 1).unwrap();
+        for d in [&a, &b] {
+            let mut l = read(d);
+            l.set_id = None;
+            write_layout(d, &l).unwrap();
+            assert!(!fs::read_to_string(d.join(LAYOUT_FILE))
+                .unwrap()
+                .contains("set_id"));
+        }
+        prepare(&[a.clone(), b.clone()], 1).unwrap();
+        assert!(read(&a).set_id.is_some());
+        assert_eq!(read(&a).set_id, read(&b).set_id);
     }
 }

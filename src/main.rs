@@ -118,6 +118,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .shards_per_dir
         .unwrap_or_else(|| cores.div_ceil(dirs) as u32);
     let places = layout::prepare(&args.data, shards_per_dir)?;
+    tracing::info!("{}", layout::redundancy_line(dirs));
     let buckets = Arc::new(buckets::Buckets::open(&args.data[0])?);
     runtime::probe_listen(args.listen)?;
     if let Some(t) = args.tls_listen {

@@ -74,6 +74,17 @@ def test_good_data_dir_passes_direct_io(tmp_path):
     assert not (tmp_path / "new").exists(), "doctor left the directory it created behind"
     # Every WARN and FAIL says how to fix it.
     assert all(fix for s, _, _, fix in rows if s in ("WARN", "FAIL"))
+    # One directory: no redundancy, said plainly.
+    st, _, detail, _ = row(rows, "redundancy")
+    assert st == "INFO" and detail.startswith("redundancy: none (one data directory)"), detail
+
+
+def test_several_data_dirs_warn_that_nothing_is_redundant(tmp_path):
+    r = doctor("--data", str(tmp_path / "a"), "--data", str(tmp_path / "b"))
+    _, rows = parse(r.stdout)
+    st, _, detail, fix = row(rows, "redundancy")
+    assert st == "WARN" and "losing one disk loses the objects of its shards" in detail, detail
+    assert fix
 
 
 def test_existing_dir_is_left_as_found(tmp_path):
