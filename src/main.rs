@@ -174,6 +174,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let gateway = match &args.upstream {
         Some(_) => Some(bale::gateway::install(
             bale::gateway::GatewayConfig::from_args(&args).map_err(anyhow::Error::msg)?,
+            places.len(),
         )?),
         None => None,
     };

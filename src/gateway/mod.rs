@@ -64,6 +64,8 @@ pub struct GatewayConfig {
     pub revalidate: Revalidate,
     /// Bound of the local tier, bytes, over all shards (0: none).
     pub capacity_bytes: u64,
+    /// The same bound per shard (each shard evicts its own oldest entries).
+    pub shard_capacity_bytes: u64,
 }
 
 impl GatewayConfig {
@@ -88,6 +90,7 @@ impl GatewayConfig {
             readahead_blocks: a.upstream_readahead_blocks,
             revalidate: Revalidate::parse(&a.revalidate)?,
             capacity_bytes: (a.cache_capacity_gb * (1u64 << 30) as f64) as u64,
+            shard_capacity_bytes: 0,
         })
     }
 }
@@ -104,7 +107,16 @@ pub struct Gateway {
 static GATEWAY: OnceLock<Arc<Gateway>> = OnceLock::new();
 
 /// Starts gateway mode for this process (once, before the cores serve).
-pub fn install(cfg: GatewayConfig) -> anyhow::Result<Arc<Gateway>> {
+pub fn install(mut cfg: GatewayConfig, shards: usize) -> anyhow::Result<Arc<Gateway>> {
+    if cfg.capacity_bytes > 0 {
+        cfg.shard_capacity_bytes = (cfg.capacity_bytes / shards.max(1) as u64).max(1);
+    }
+    tracing::info!(
+        upstream = %cfg.endpoint.authority,
+        revalidate = ?cfg.revalidate,
+        capacity_bytes = cfg.capacity_bytes,
+        "gateway mode"
+    );
     let up = upstream::Upstream::new(
         cfg.endpoint.clone(),
         &cfg.access_key,

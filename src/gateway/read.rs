@@ -186,7 +186,7 @@ async fn fill_whole(
     }
     match w.finish(enc, Expect::Absent).await {
         Ok(o) => {
-            local::admitted(shard, b, key, o.seq, len, gw.cfg.capacity_bytes).await;
+            local::admitted(shard, b, key, o.seq, len, gw.cfg.shard_capacity_bytes).await;
             tracing::debug!(bucket = %b, bytes = len, "gateway: filled an object");
             Ok(())
         }
@@ -347,7 +347,7 @@ async fn ensure_blocks(
                     n,
                     &bmeta,
                     Expect::Any,
-                    gw.cfg.capacity_bytes,
+                    gw.cfg.shard_capacity_bytes,
                 )
                 .await
                 .map_err(|e| {

@@ -334,7 +334,7 @@ async fn relay(s: BaleS3, gw: Arc<Gateway>, req: S3Request<Body>) -> S3Result<S3
         };
         if !overflow && Some(bytes) == content_length {
             let meta = local::meta_from_headers(&req.headers, &etag);
-            let cap = gw.cfg.capacity_bytes;
+            let cap = gw.cfg.shard_capacity_bytes;
             let (bb, kk) = (b.to_string(), k.to_string());
             let stored = s
                 .shard_of(b, k)

@@ -342,7 +342,7 @@ impl Upstream {
             let mut p = p.borrow_mut();
             let v = p.get_mut(&self.id())?;
             while let Some(s) = v.pop() {
-                if s.is_ready() {
+                if !s.is_closed() {
                     return Some(s);
                 }
             }
@@ -524,14 +524,33 @@ impl Upstream {
         let hreq = b
             .body(req.body)
             .map_err(|e| UpError::Unreachable(anyhow!(e).context("building the request")))?;
-        let mut sender = match self.pooled() {
-            Some(s) => s,
-            None => self.connect().await.map_err(UpError::Unreachable)?,
+        // A pooled connection finished its last answer; it is ready once its task saw that.
+        // One the upstream closed meanwhile gives the request back unsent: retry it once on a
+        // new connection.
+        let ready = match self.pooled() {
+            Some(mut s) => s.ready().await.is_ok().then_some(s),
+            None => None,
         };
-        let resp = sender
-            .send_request(hreq)
-            .await
-            .map_err(|e| UpError::Unreachable(anyhow!(e).context("request")))?;
+        let (mut sender, pooled) = match ready {
+            Some(s) => (s, true),
+            None => (self.connect().await.map_err(UpError::Unreachable)?, false),
+        };
+        let resp = match sender.try_send_request(hreq).await {
+            Ok(r) => r,
+            Err(mut e) if pooled && e.message().is_some() => {
+                let hreq = e.take_message().expect("checked");
+                sender = self.connect().await.map_err(UpError::Unreachable)?;
+                sender
+                    .send_request(hreq)
+                    .await
+                    .map_err(|e| UpError::Unreachable(anyhow!(e).context("request")))?
+            }
+            Err(e) => {
+                return Err(UpError::Unreachable(
+                    anyhow!(e.into_error()).context("request"),
+                ))
+            }
+        };
         let (parts, body) = resp.into_parts();
         let mut out = UpResponse {
             status: parts.status,
