@@ -101,7 +101,7 @@ class Weed:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(timeout=15)
+                self.proc.wait(timeout=3)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -193,20 +193,24 @@ class Relay:
     def down(self):
         """Upstream gone: every connection cut, new ones refused."""
         if self.sock:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked on it
+            except OSError:
+                pass
             self.sock.close()
             self.sock = None
         self._drop_all()
 
     def blackhole(self):
         """Upstream hangs: connections accepted, nothing ever answered."""
-        self._drop_all()
         self.mode = "blackhole"
+        self._drop_all()
         if self.sock is None:
             self.start()
 
     def up(self):
-        self._drop_all()
         self.mode = "forward"
+        self._drop_all()
         if self.sock is None:
             self.start()
 
