@@ -213,7 +213,8 @@ pub struct ServeArgs {
     #[arg(long, env = "BALE_UPSTREAM_VIRTUAL_HOST")]
     pub upstream_virtual_host: bool,
 
-    /// PEM file of CA certificates trusted for an https upstream (needed for https).
+    /// PEM file of CA certificates trusted for an https upstream (default: the system bundle,
+    /// /etc/ssl/certs/ca-certificates.crt).
     #[arg(long, env = "BALE_UPSTREAM_CA")]
     pub upstream_ca: Option<PathBuf>,
 

@@ -320,8 +320,10 @@ pub async fn try_serve(
         Ok(f) => f,
         // Gateway mode: a miss is filled from the upstream by the s3s-side handlers.
         Err(e)
-            if matches!(e.code(), s3s::S3ErrorCode::NoSuchKey | s3s::S3ErrorCode::NoSuchBucket)
-                && crate::gateway::fast_path_miss_declines() =>
+            if matches!(
+                e.code(),
+                s3s::S3ErrorCode::NoSuchKey | s3s::S3ErrorCode::NoSuchBucket
+            ) && crate::gateway::fast_path_miss_declines() =>
         {
             return Err(req)
         }

@@ -22,7 +22,8 @@ pub fn meta_from_headers(h: &http::HeaderMap, etag: &str) -> ObjMeta {
             .filter(|v| !v.is_empty())
             .map(str::to_string)
     };
-    let content_encoding = s("content-encoding").and_then(|v| crate::s3::meta::strip_aws_chunked(&v));
+    let content_encoding =
+        s("content-encoding").and_then(|v| crate::s3::meta::strip_aws_chunked(&v));
     let mut user = Vec::new();
     for (k, v) in h {
         if let Some(name) = k.as_str().strip_prefix("x-amz-meta-") {
@@ -158,6 +159,7 @@ pub async fn admitted(shard: &Rc<Shard>, ns: &str, key: &str, seq: u64, size: u6
 
 /// Stores `chunks` (exactly `len` bytes) under `key` with `meta`. `expect` decides against a
 /// concurrent writer (a fill stores only where nothing is: `Expect::Absent`).
+#[allow(clippy::too_many_arguments)]
 pub async fn store(
     shard: &Rc<Shard>,
     ns: &str,
@@ -193,8 +195,14 @@ mod tests {
         let long = "k".repeat(1024);
         let k = block_key(&long, "d41d8cd98f00b204e9800998ecf8427e-12", 1 << 20, 4095);
         assert!(k.len() <= 1024 + 64, "{}", k.len());
-        assert_ne!(block_key("a", "e1", 1 << 20, 0), block_key("a", "e2", 1 << 20, 0));
-        assert_ne!(block_key("a", "e1", 1 << 20, 0), block_key("a", "e1", 1 << 20, 1));
+        assert_ne!(
+            block_key("a", "e1", 1 << 20, 0),
+            block_key("a", "e2", 1 << 20, 0)
+        );
+        assert_ne!(
+            block_key("a", "e1", 1 << 20, 0),
+            block_key("a", "e1", 1 << 20, 1)
+        );
     }
 
     #[test]

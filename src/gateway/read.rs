@@ -134,7 +134,7 @@ fn last_modified_ms(h: &http::HeaderMap) -> u64 {
 enum Prep {
     Local,
     Blocks {
-        m: Manifest,
+        m: Box<Manifest>,
         served: Option<(u64, u64)>,
         body: Option<Bytes>,
     },
@@ -416,7 +416,8 @@ async fn prepare(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Result<Prep> {
     let (b, k) = (a.bucket.as_str(), a.key.as_str());
     for _attempt in 0..4 {
         if let Some(obj) = shard.get(b, k) {
-            if !gw.stale(b, k, obj.seq, obj.mtime_ms) || revalidate(&shard, &gw, b, k, &obj).await? {
+            if !gw.stale(b, k, obj.seq, obj.mtime_ms) || revalidate(&shard, &gw, b, k, &obj).await?
+            {
                 return Ok(Prep::Local);
             }
             continue;
@@ -473,7 +474,7 @@ async fn prepare(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Result<Prep> {
         };
         if !a.want_body {
             return Ok(Prep::Blocks {
-                m,
+                m: Box::new(m),
                 served,
                 body: None,
             });
@@ -503,7 +504,7 @@ async fn prepare(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Result<Prep> {
         }
         if let Some(body) = read_blocks(&shard, bs, b, k, &m.etag, s, e).await? {
             return Ok(Prep::Blocks {
-                m,
+                m: Box::new(m),
                 served: Some((s, e)),
                 body: Some(body),
             });

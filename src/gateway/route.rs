@@ -127,11 +127,7 @@ fn forwarded(h: &HeaderMap) -> Vec<(String, String)> {
                     | "x-amz-sdk-checksum-algorithm"
             ));
         if n == "content-encoding" {
-            if let Some(e) = v
-                .to_str()
-                .ok()
-                .and_then(crate::s3::meta::strip_aws_chunked)
-            {
+            if let Some(e) = v.to_str().ok().and_then(crate::s3::meta::strip_aws_chunked) {
                 out.push((n.to_string(), e));
             }
             continue;
@@ -241,7 +237,10 @@ async fn collect_body(mut body: Body, limit: usize) -> S3Result<Bytes> {
         let f = f.map_err(crate::s3::error::body)?;
         if let Ok(d) = f.into_data() {
             if out.len() + d.len() > limit {
-                return Err(s3_error!(EntityTooLarge, "request body too large for the gateway"));
+                return Err(s3_error!(
+                    EntityTooLarge,
+                    "request body too large for the gateway"
+                ));
             }
             out.extend_from_slice(&d);
         }
@@ -270,7 +269,9 @@ async fn relay(s: BaleS3, gw: Arc<Gateway>, req: S3Request<Body>) -> S3Result<S3
     let mut body = req.input;
     let mut in_memory: Option<Bytes> = None;
     match (&m, b, k) {
-        (&Method::PUT, Some(b), Some(k)) if !has_q("uploadId") && !has_q("tagging") && !has_q("acl") => {
+        (&Method::PUT, Some(b), Some(k))
+            if !has_q("uploadId") && !has_q("tagging") && !has_q("acl") =>
+        {
             crate::s3::check_key(k)?;
             invalidate(&s, &gw, b, k).await?;
             keep_put = !copy && content_length.is_some_and(|n| n <= KEEP_PUT_BYTES);
@@ -325,9 +326,7 @@ async fn relay(s: BaleS3, gw: Arc<Gateway>, req: S3Request<Body>) -> S3Result<S3
         .map_err(|e| unavailable(&e))?;
 
     // Acknowledged upstream: keep the bytes of a PUT.
-    if let (true, Some(t), Some(b), Some(k), Some(etag)) =
-        (status.is_success(), tee, b, k, etag)
-    {
+    if let (true, Some(t), Some(b), Some(k), Some(etag)) = (status.is_success(), tee, b, k, etag) {
         let (chunks, bytes, overflow) = {
             let mut t = t.borrow_mut();
             (std::mem::take(&mut t.chunks), t.bytes, t.overflow)
@@ -412,7 +411,8 @@ mod tests {
 
     #[test]
     fn delete_bodies() {
-        let xml = b"<Delete><Object><Key>a&amp;b</Key></Object><Object><Key>c/d</Key></Object></Delete>";
+        let xml =
+            b"<Delete><Object><Key>a&amp;b</Key></Object><Object><Key>c/d</Key></Object></Delete>";
         assert_eq!(delete_keys(xml), vec!["a&b".to_string(), "c/d".to_string()]);
     }
 

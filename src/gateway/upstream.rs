@@ -197,8 +197,12 @@ impl UpResponse {
 
     /// The ETag without quotes.
     pub fn etag(&self) -> Option<String> {
-        self.header("etag")
-            .map(|e| e.trim().trim_start_matches("W/").trim_matches('"').to_string())
+        self.header("etag").map(|e| {
+            e.trim()
+                .trim_start_matches("W/")
+                .trim_matches('"')
+                .to_string()
+        })
     }
 
     /// The next body chunk, within the timeout; `Ok(None)` at the end.
@@ -445,7 +449,11 @@ impl Upstream {
             .fetch_add(us, std::sync::atomic::Ordering::Relaxed);
         match &r {
             Ok(resp) => {
-                tracing::debug!(status = resp.status.as_u16(), us, "gateway: upstream answered")
+                tracing::debug!(
+                    status = resp.status.as_u16(),
+                    us,
+                    "gateway: upstream answered"
+                )
             }
             Err(e) => {
                 self.stats

@@ -68,7 +68,11 @@ fn tags<'a>(xml: &'a str, tag: &str) -> Vec<&'a str> {
     out
 }
 
-async fn list(up: &Arc<Upstream>, bucket: &str, prefix: &str) -> anyhow::Result<Vec<(String, u64)>> {
+async fn list(
+    up: &Arc<Upstream>,
+    bucket: &str,
+    prefix: &str,
+) -> anyhow::Result<Vec<(String, u64)>> {
     let mut out = Vec::new();
     let mut token: Option<String> = None;
     loop {
@@ -142,7 +146,10 @@ pub fn run(a: WarmArgs) -> anyhow::Result<()> {
         let objects = list(&up, &bucket, &prefix).await?;
         let total_bytes: u64 = objects.iter().map(|o| o.1).sum();
         let total = objects.len();
-        eprintln!("warm: {total} objects, {} MiB under s3://{bucket}/{prefix}", total_bytes >> 20);
+        eprintln!(
+            "warm: {total} objects, {} MiB under s3://{bucket}/{prefix}",
+            total_bytes >> 20
+        );
         let started = Instant::now();
         let (mut done, mut bytes, mut failed) = (0usize, 0u64, 0usize);
         let mut s = futures::stream::iter(objects.into_iter().map(|(k, _)| {
@@ -162,8 +169,10 @@ pub fn run(a: WarmArgs) -> anyhow::Result<()> {
                     eprintln!("\nwarm: {k}: {e:#}");
                 }
             }
-            let pct = if total == 0 { 100 } else { done * 100 / total };
-            let bar: String = (0..40).map(|i| if i * 100 / 40 < pct { '#' } else { '.' }).collect();
+            let pct = (done * 100).checked_div(total).unwrap_or(100);
+            let bar: String = (0..40)
+                .map(|i| if i * 100 / 40 < pct { '#' } else { '.' })
+                .collect();
             eprint!(
                 "\rwarm: [{bar}] {done}/{total} objects, {} MiB, {:.1}s",
                 bytes >> 20,
@@ -174,7 +183,10 @@ pub fn run(a: WarmArgs) -> anyhow::Result<()> {
         if failed > 0 {
             anyhow::bail!("{failed} of {total} objects could not be read");
         }
-        eprintln!("warm: done: {done} objects, {bytes} bytes in {:.1}s", started.elapsed().as_secs_f64());
+        eprintln!(
+            "warm: done: {done} objects, {bytes} bytes in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
         Ok(())
     })
 }
@@ -186,7 +198,10 @@ mod tests {
     #[test]
     fn targets() {
         assert_eq!(parse_target("s3://b").unwrap(), ("b".into(), "".into()));
-        assert_eq!(parse_target("s3://b/p/q").unwrap(), ("b".into(), "p/q".into()));
+        assert_eq!(
+            parse_target("s3://b/p/q").unwrap(),
+            ("b".into(), "p/q".into())
+        );
         assert!(parse_target("b/p").is_err());
         assert!(parse_target("s3:///p").is_err());
     }
