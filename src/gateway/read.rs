@@ -146,6 +146,23 @@ struct Ask {
     range: Option<Range>,
     cond: ReadConds,
     want_body: bool,
+    /// No partNumber and no response-* overrides: a miss may be answered from the upstream's
+    /// bytes in memory (the local handlers answer the others once the fill is committed).
+    plain: bool,
+}
+
+/// Whole-object misses up to this size are answered from memory while they are committed.
+const IN_MEMORY_MISS_BYTES: u64 = 1 << 20;
+
+fn manifest_of_answer(resp: &UpResponse, size: u64) -> Manifest {
+    let etag = resp.etag().unwrap_or_default();
+    Manifest {
+        meta: meta_from_headers(&resp.headers, &etag),
+        etag,
+        size,
+        mtime_ms: last_modified_ms(&resp.headers),
+        checked_ms: crate::s3::now_ms(),
+    }
 }
 
 /// Streams a 200 answer into a local entry of `key`; `Ok(false)` when another writer got
@@ -267,7 +284,11 @@ enum Blocks {
     Changed,
 }
 
-/// Fetches the missing blocks among `first..=last` (plus readahead) and stores them.
+/// Fetches the missing blocks among `first..=last` (plus readahead) into `fetched`; they are
+/// stored locally in the background (the flight is held until they are committed, so a
+/// concurrent reader of the same blocks finds them local), and the read is answered from
+/// memory without waiting for the durable commit.
+#[allow(clippy::too_many_arguments)]
 async fn ensure_blocks(
     shard: &Rc<Shard>,
     gw: &Arc<Gateway>,
@@ -276,17 +297,18 @@ async fn ensure_blocks(
     m: &Manifest,
     first: u64,
     last: u64,
+    fetched: &mut HashMap<u64, Bytes>,
 ) -> S3Result<Blocks> {
     let bs = gw.cfg.block_bytes;
     let nblocks = m.size.div_ceil(bs);
     let mut idx = first;
     while idx <= last {
         let bk = block_key(k, &m.etag, bs, idx);
-        if shard.get(b, &bk).is_some() {
+        if fetched.contains_key(&idx) || shard.get(b, &bk).is_some() {
             idx += 1;
             continue;
         }
-        let Ok(_lead) = local::flight(format!("{b}\0{bk}")).await else {
+        let Ok(lead) = local::flight(format!("{b}\0{bk}")).await else {
             continue; // someone fetched it meanwhile: look again
         };
         if shard.get(b, &bk).is_some() {
@@ -338,22 +360,7 @@ async fn ensure_blocks(
             }
             while cur <= end && buf.len() as u64 >= block_len(cur) {
                 let piece = buf.split_to(block_len(cur) as usize).freeze();
-                let n = piece.len() as u64;
-                local::store(
-                    shard,
-                    b,
-                    &block_key(k, &m.etag, bs, cur),
-                    vec![piece],
-                    n,
-                    &bmeta,
-                    Expect::Any,
-                    gw.cfg.shard_capacity_bytes,
-                )
-                .await
-                .map_err(|e| {
-                    tracing::warn!(error = %format!("{e:#}"), "gateway: storing a block failed");
-                    error::internal("storing a block")
-                })?;
+                fetched.insert(cur, piece);
                 cur += 1;
             }
             if done {
@@ -363,6 +370,22 @@ async fn ensure_blocks(
         if cur <= end {
             return Err(s3_error!(ServiceUnavailable, "upstream answer cut short"));
         }
+        let pieces: Vec<(String, Bytes)> = (idx..=end)
+            .filter_map(|i| Some((block_key(k, &m.etag, bs, i), fetched.get(&i)?.clone())))
+            .collect();
+        let (shard2, ns, cap) = (shard.clone(), b.to_string(), gw.cfg.shard_capacity_bytes);
+        monoio::spawn(async move {
+            let _lead = lead;
+            for (key, piece) in pieces {
+                let n = piece.len() as u64;
+                if let Err(e) =
+                    local::store(&shard2, &ns, &key, vec![piece], n, &bmeta, Expect::Any, cap).await
+                {
+                    tracing::warn!(error = %format!("{e:#}"), "gateway: storing a block failed");
+                    return;
+                }
+            }
+        });
         tracing::debug!(bucket = %b, blocks = end + 1 - idx, "gateway: filled blocks");
         idx = end + 1;
     }
@@ -370,6 +393,7 @@ async fn ensure_blocks(
 }
 
 /// Reads `[s, e)` of the object from its block entries; `None` if one went missing.
+#[allow(clippy::too_many_arguments)]
 async fn read_blocks(
     shard: &Rc<Shard>,
     bs: u64,
@@ -378,20 +402,28 @@ async fn read_blocks(
     etag: &str,
     s: u64,
     e: u64,
+    fetched: &HashMap<u64, Bytes>,
 ) -> S3Result<Option<Bytes>> {
     let mut out: Option<Bytes> = None;
     let mut joined = BytesMut::new();
     let (first, last) = (s / bs, (e - 1) / bs);
     for idx in first..=last {
-        let Some(o) = shard.get(b, &block_key(k, etag, bs, idx)) else {
-            return Ok(None);
+        let bs0 = idx * bs;
+        let piece = if let Some(mem) = fetched.get(&idx) {
+            let be = bs0 + mem.len() as u64;
+            let (from, to) = (s.max(bs0) - bs0, e.min(be) - bs0);
+            mem.slice(from as usize..to as usize)
+        } else {
+            let Some(o) = shard.get(b, &block_key(k, etag, bs, idx)) else {
+                return Ok(None);
+            };
+            let be = bs0 + o.size;
+            let (from, to) = (s.max(bs0) - bs0, e.min(be) - bs0);
+            shard
+                .read(&o, from, to - from)
+                .await
+                .map_err(error::engine)?
         };
-        let (bs0, be) = (idx * bs, idx * bs + o.size);
-        let (from, to) = (s.max(bs0) - bs0, e.min(be) - bs0);
-        let piece = shard
-            .read(&o, from, to - from)
-            .await
-            .map_err(error::engine)?;
         if first == last {
             out = Some(piece);
         } else {
@@ -424,7 +456,7 @@ async fn prepare(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Result<Prep> {
         }
         if a.range.is_none() && a.want_body {
             // A whole-object miss: fetch it whole, once.
-            let Ok(_lead) = local::flight(format!("{b}\0{k}")).await else {
+            let Ok(lead) = local::flight(format!("{b}\0{k}")).await else {
                 continue;
             };
             if shard.get(b, k).is_some() {
@@ -438,7 +470,54 @@ async fn prepare(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Result<Prep> {
             if !ok(&resp) {
                 return Err(upstream_error(&mut resp).await);
             }
+            let small = resp
+                .header("content-length")
+                .and_then(|v| v.parse::<u64>().ok())
+                .filter(|n| *n <= IN_MEMORY_MISS_BYTES);
+            if let (Some(len), true) = (small, a.plain) {
+                // Small: answered from memory at once, committed locally in the background
+                // (the flight is held until then, so a second reader finds it local).
+                let m = manifest_of_answer(&resp, len);
+                check_read(&a.cond, &m.meta, m.mtime_ms)?;
+                let body = resp
+                    .collect(len as usize)
+                    .await
+                    .map_err(|e| unavailable(&e))?;
+                if body.len() as u64 != len {
+                    return Err(s3_error!(ServiceUnavailable, "upstream answer cut short"));
+                }
+                let (shard2, ns, key, meta) = (
+                    shard.clone(),
+                    a.bucket.clone(),
+                    a.key.clone(),
+                    m.meta.clone(),
+                );
+                let (chunk, cap) = (body.clone(), gw.cfg.shard_capacity_bytes);
+                monoio::spawn(async move {
+                    let _lead = lead;
+                    if let Err(e) = local::store(
+                        &shard2,
+                        &ns,
+                        &key,
+                        vec![chunk],
+                        len,
+                        &meta,
+                        Expect::Absent,
+                        cap,
+                    )
+                    .await
+                    {
+                        tracing::warn!(error = %format!("{e:#}"), "gateway: keeping a fill failed");
+                    }
+                });
+                return Ok(Prep::Blocks {
+                    m: Box::new(m),
+                    served: None,
+                    body: Some(body),
+                });
+            }
             fill_whole(&shard, &gw, b, k, &mut resp).await?;
+            drop(lead);
             continue;
         }
         // HEAD, or a ranged GET: what is the object?
@@ -498,11 +577,12 @@ async fn prepare(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Result<Prep> {
             continue;
         }
         let bs = gw.cfg.block_bytes;
-        match ensure_blocks(&shard, &gw, b, k, &m, s / bs, (e - 1) / bs).await? {
+        let mut fetched = HashMap::new();
+        match ensure_blocks(&shard, &gw, b, k, &m, s / bs, (e - 1) / bs, &mut fetched).await? {
             Blocks::Changed => continue,
             Blocks::Ready => {}
         }
-        if let Some(body) = read_blocks(&shard, bs, b, k, &m.etag, s, e).await? {
+        if let Some(body) = read_blocks(&shard, bs, b, k, &m.etag, s, e, &fetched).await? {
             return Ok(Prep::Blocks {
                 m: Box::new(m),
                 served: Some((s, e)),
@@ -524,6 +604,7 @@ impl GatewayS3 {
         range: Option<Range>,
         cond: ReadConds,
         want_body: bool,
+        plain: bool,
     ) -> S3Result<Prep> {
         crate::s3::check_key(key)?;
         let a = Ask {
@@ -532,6 +613,7 @@ impl GatewayS3 {
             range,
             cond,
             want_body,
+            plain,
         };
         let gw = self.gw.clone();
         self.inner
@@ -577,8 +659,15 @@ impl S3 for GatewayS3 {
         } else {
             i.range
         };
+        let plain = i.part_number.is_none()
+            && i.response_content_type.is_none()
+            && i.response_content_encoding.is_none()
+            && i.response_content_language.is_none()
+            && i.response_content_disposition.is_none()
+            && i.response_cache_control.is_none()
+            && i.response_expires.is_none();
         match self
-            .prep(&i.bucket.clone(), &i.key.clone(), range, cond, true)
+            .prep(&i.bucket.clone(), &i.key.clone(), range, cond, true, plain)
             .await?
         {
             Prep::Local => crate::s3::get::get_object(&self.inner, req).await,
@@ -616,7 +705,7 @@ impl S3 for GatewayS3 {
             i.range
         };
         match self
-            .prep(&i.bucket.clone(), &i.key.clone(), range, cond, false)
+            .prep(&i.bucket.clone(), &i.key.clone(), range, cond, false, false)
             .await?
         {
             Prep::Local => crate::s3::get::head_object(&self.inner, req).await,
