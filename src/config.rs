@@ -33,6 +33,9 @@ pub enum Command {
     /// Configuration tools (`bale config check`).
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Prefetch objects into a running gateway (`bale warm s3://bucket/prefix`): lists the
+    /// prefix through it and reads every object once, with progress. See docs/gateway.md.
+    Warm(crate::gateway::warm::WarmArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -187,6 +190,56 @@ pub struct ServeArgs {
     /// page's signed requests to --listen; see docs/adr/0014-console.md.
     #[arg(long, env = "BALE_CONSOLE_LISTEN")]
     pub console_listen: Option<SocketAddr>,
+
+    // --- gateway (docs/gateway.md) ---
+    /// Gateway mode: serve as a read-through / write-through tier in front of this S3
+    /// endpoint (`http://host:port` or `https://host`), which stays the source of truth.
+    #[arg(long, env = "BALE_UPSTREAM")]
+    pub upstream: Option<String>,
+
+    /// Access key bale signs its upstream requests with.
+    #[arg(long, env = "BALE_UPSTREAM_ACCESS_KEY")]
+    pub upstream_access_key: Option<String>,
+
+    /// Secret key bale signs its upstream requests with.
+    #[arg(long, env = "BALE_UPSTREAM_SECRET_KEY", hide_env_values = true)]
+    pub upstream_secret_key: Option<String>,
+
+    /// Region of the upstream's signatures.
+    #[arg(long, env = "BALE_UPSTREAM_REGION", default_value = "us-east-1")]
+    pub upstream_region: String,
+
+    /// Address upstream buckets virtual-host style (`bucket.host`) instead of path style.
+    #[arg(long, env = "BALE_UPSTREAM_VIRTUAL_HOST")]
+    pub upstream_virtual_host: bool,
+
+    /// PEM file of CA certificates trusted for an https upstream (default: the system bundle,
+    /// /etc/ssl/certs/ca-certificates.crt).
+    #[arg(long, env = "BALE_UPSTREAM_CA")]
+    pub upstream_ca: Option<PathBuf>,
+
+    /// Longest wait for the upstream (connect, answer head, each body chunk), ms; past it a
+    /// miss or a write answers 503 ServiceUnavailable.
+    #[arg(long, env = "BALE_UPSTREAM_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub upstream_timeout_ms: u64,
+
+    /// Block size, KiB, in which ranged reads of big objects are fetched and kept.
+    #[arg(long, env = "BALE_UPSTREAM_BLOCK_KB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(4..=65536))]
+    pub upstream_block_kb: u64,
+
+    /// Blocks fetched past the last one a ranged miss needs (bounded readahead).
+    #[arg(long, env = "BALE_UPSTREAM_READAHEAD_BLOCKS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=64))]
+    pub upstream_readahead_blocks: u64,
+
+    /// When a local copy is trusted: `never` (never re-checked: immutable keys) or `ttl:MS`
+    /// (a copy older than MS is checked with a conditional request before it is served).
+    #[arg(long, env = "BALE_REVALIDATE", default_value = "never")]
+    pub revalidate: String,
+
+    /// Bound of the gateway's local tier, GiB (0 = no bound); the oldest fills are evicted
+    /// first and compaction reclaims their space.
+    #[arg(long, env = "BALE_CACHE_CAPACITY_GB", default_value_t = 0.0)]
+    pub cache_capacity_gb: f64,
 }
 
 impl ServeArgs {
@@ -232,6 +285,10 @@ impl ServeArgs {
         }
         if let Some(0) = self.shards_per_dir {
             return Err("--shards-per-dir must be at least 1".into());
+        }
+        if let Some(u) = &self.upstream {
+            crate::gateway::GatewayConfig::from_args(self)
+                .map_err(|e| format!("--upstream {u}: {e}"))?;
         }
         if self.tls_listen.is_some_and(|t| t == self.listen) {
             return Err(

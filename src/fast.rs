@@ -318,6 +318,15 @@ pub async fn try_serve(
     }
     let mut found = match lookup(&fp.s3, bucket, key, r).await {
         Ok(f) => f,
+        // Gateway mode: a miss is filled from the upstream by the s3s-side handlers.
+        Err(e)
+            if matches!(
+                e.code(),
+                s3s::S3ErrorCode::NoSuchKey | s3s::S3ErrorCode::NoSuchBucket
+            ) && crate::gateway::fast_path_miss_declines() =>
+        {
+            return Err(req)
+        }
         Err(e) if answers_itself(&e, bucket) => {
             return match e.to_http_response() {
                 Ok(resp) => Ok(resp),
@@ -329,6 +338,9 @@ pub async fn try_serve(
         }
         Err(_) => return Err(req),
     };
+    if crate::gateway::fast_path_declines(bucket, key, found.seq, found.mtime_ms) {
+        return Err(req); // gateway: a stale copy is re-checked upstream first
+    }
     let body = match found.body.take() {
         Some(blob) if !is_head => s3s::Body::from(blob),
         _ => s3s::Body::empty(),

@@ -12,6 +12,7 @@ pub mod conns;
 pub mod console;
 pub mod doctor;
 pub mod fast;
+pub mod gateway;
 pub mod http;
 pub mod idle;
 pub mod keys;

@@ -35,6 +35,7 @@ fn main() {
         Command::Config(ConfigCommand::Check(args)) => {
             cfgfile::check(args, &parsed).map_err(anyhow::Error::msg)
         }
+        Command::Warm(args) => bale::gateway::warm::run(args.clone()),
     };
     if let Err(e) = result {
         eprintln!("bale: error: {e:#}");
@@ -169,8 +170,30 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     bale::sigcheck::init(&args.region);
     let fast = (!args.no_fast_path).then(|| Arc::new(bale::fast::FastPath { s3: s3.clone() }));
     let metrics = metrics_endpoint(&args, &fast, &s3)?;
+    // Gateway mode (docs/gateway.md): GET/HEAD through the gateway's handlers, everything
+    // else through its custom route to the upstream.
+    let gateway = match &args.upstream {
+        Some(_) => Some(bale::gateway::install(
+            bale::gateway::GatewayConfig::from_args(&args).map_err(anyhow::Error::msg)?,
+            places.len(),
+        )?),
+        None => None,
+    };
     let svc = {
-        let mut b = s3s::service::S3ServiceBuilder::new(s3);
+        let mut b = match &gateway {
+            Some(gw) => {
+                let mut b = s3s::service::S3ServiceBuilder::new(bale::gateway::read::GatewayS3 {
+                    inner: s3.clone(),
+                    gw: gw.clone(),
+                });
+                b.set_route(bale::gateway::route::GatewayRoute {
+                    inner: s3.clone(),
+                    gw: gw.clone(),
+                });
+                b
+            }
+            None => s3s::service::S3ServiceBuilder::new(s3),
+        };
         b.set_auth(bale::auth::KeysAuth);
         b.set_access(bale::auth::KeysAccess);
         let mut cfg = s3s::config::S3Config::default();

@@ -28,6 +28,7 @@ use hmac::{KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
 mod date;
+pub mod signer;
 pub mod v2;
 
 pub use date::{parse_amz_date, parse_request_date, AmzDate};

@@ -1,0 +1,254 @@
+#!/usr/bin/env python3
+"""Gateway tier benchmark (issue 15): GET 4 KiB and ranged 4 KiB in a 64 MiB object, side by
+side in one run, through
+
+  bale        plain bale (the objects loaded into it)
+  gw-hit      a bale gateway in front of SeaweedFS, every object already local
+  gw-miss     the same gateway started empty, every request a miss (fresh data dir per run)
+  seaweedfs   SeaweedFS direct (what a Milvus user has without bale)
+
+with `bale-bench get` (c=1, the client pinned to its own CPU where there are >= 2). Each
+scenario runs --repeats times; the table shows medians of p50, p99 and req/s.
+
+Misses: `gw-miss` restarts the gateway on an empty data directory before each run and sends
+--miss-requests requests over --miss-count distinct keys, so almost every request is a miss
+(bale-bench picks keys at random: a few repeats are hits). Ranged misses use
+--miss-block-kb blocks (4 KiB ranges over 64 MiB: 1024 blocks at the default 64 KiB).
+
+  scripts/bench-gateway.py [--repeats 3] [--duration 5]
+
+Writes bench/results/gateway-<time>-<commit>/ (RESULTS.md, runs.json, logs)."""
+
+import argparse
+import json
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+BALE = os.environ.get("BENCH_BALE_BIN", os.path.join(TARGET, "release", "bale"))
+BENCH = os.environ.get("BENCH_BIN", os.path.join(TARGET, "release", "bale-bench"))
+WEED = os.environ.get("BENCH_WEED_BIN", os.path.join(ROOT, "bench/out/venv/bin/weed"))
+AK, SK = "benchaccess", "benchsecret-key"
+
+
+def log(*a):
+    print("[bench-gateway]", *a, file=sys.stderr, flush=True)
+
+
+def free_port():
+    while True:
+        p = random.randint(20000, 50000)
+        try:
+            for q in (p, p + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", q))
+            return p
+        except OSError:
+            continue
+
+
+def wait_http(url, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except Exception:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer")
+
+
+class Proc:
+    def __init__(self, name, cmd, work, cpus=None):
+        self.name, self.work = name, work
+        if cpus and shutil.which("taskset"):
+            cmd = ["taskset", "-c", cpus] + cmd
+        self.log = open(os.path.join(work, f"{name}.log"), "ab")
+        self.p = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.terminate()
+            try:
+                self.p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+
+
+def start_weed(work, cpus):
+    d = os.path.join(work, "weed")
+    os.makedirs(d, exist_ok=True)
+    cfg = os.path.join(work, "s3.json")
+    with open(cfg, "w") as f:
+        json.dump({"identities": [{"name": "b", "credentials": [{"accessKey": AK, "secretKey": SK}],
+                                   "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}, f)
+    port = free_port()
+    ports = [free_port() for _ in range(3)]
+    p = Proc("seaweedfs", [WEED, "server", f"-dir={d}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                           f"-master.port={ports[0]}", f"-volume.port={ports[1]}", f"-filer.port={ports[2]}",
+                           "-filer", "-s3", f"-s3.port={port}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+                           f"-s3.config={cfg}", "-volume.max=0", "-master.volumeSizeLimitMB=1024"], work, cpus)
+    p.endpoint = f"http://127.0.0.1:{port}"
+    wait_http(p.endpoint + "/")
+    # The volume server registers a little later: retry a load until it works.
+    deadline = time.time() + 60
+    while True:
+        r = subprocess.run([BENCH, "load", "--endpoint", p.endpoint, "--access-key", AK, "--secret-key", SK,
+                            "--bucket", "probe", "-n", "1", "--size", "1k"], capture_output=True, text=True)
+        if r.returncode == 0:
+            return p
+        if time.time() > deadline:
+            raise RuntimeError(f"seaweedfs not ready: {r.stderr[-500:]}")
+        time.sleep(0.5)
+
+
+def start_bale(name, work, cpus, extra=(), fresh=True):
+    data = os.path.join(work, f"{name}-data")
+    if fresh:
+        shutil.rmtree(data, ignore_errors=True)
+    port = free_port()
+    p = Proc(name, [BALE, "serve", "--listen", f"127.0.0.1:{port}", "--data", data, "--cores", "1",
+                    "--access-key", AK, "--secret-key", SK, *extra], work, cpus)
+    p.endpoint = f"http://127.0.0.1:{port}"
+    wait_http(p.endpoint + "/health")
+    return p
+
+
+def bench(endpoint, args, client_cpu):
+    cmd = [BENCH, "get", "--endpoint", endpoint, "--access-key", AK, "--secret-key", SK, "--json", *args]
+    if client_cpu is not None:
+        cmd += ["--pin-cores", client_cpu]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"bale-bench failed: {r.stderr[-2000:]}")
+    rep = json.loads(r.stdout)["reports"][-1]
+    return rep
+
+
+def load(endpoint, args):
+    r = subprocess.run([BENCH, "load", "--endpoint", endpoint, "--access-key", AK, "--secret-key", SK, *args],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"load failed: {r.stderr[-2000:]}")
+
+
+def main():
+    o = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    o.add_argument("--repeats", type=int, default=3)
+    o.add_argument("--duration", default="5s")
+    o.add_argument("--count", type=int, default=2000, help="4 KiB objects")
+    o.add_argument("--miss-count", type=int, default=20000, help="4 KiB objects for the miss runs")
+    o.add_argument("--miss-requests", type=int, default=300)
+    o.add_argument("--miss-block-kb", type=int, default=64)
+    a = o.parse_args()
+    ncpu = os.cpu_count() or 1
+    server_cpus = "0" if ncpu >= 2 else None
+    client_cpu = str(ncpu - 1) if ncpu >= 2 else None
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip() or "unknown"
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out = os.path.join(ROOT, "bench", "results", f"gateway-{stamp}-{commit}")
+    os.makedirs(out, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="bench-gw-")
+    procs = []
+    runs = []
+    try:
+        weed = start_weed(work, None)
+        procs.append(weed)
+        plain = start_bale("bale", work, server_cpus)
+        procs.append(plain)
+        log("loading objects")
+        for ep in (plain.endpoint, weed.endpoint):
+            load(ep, ["-n", str(a.count), "--size", "4k", "--prefix", "s4k/"])
+            load(ep, ["-n", "1", "--size", "64m", "--prefix", "big/"])
+        load(weed.endpoint, ["-n", str(a.miss_count), "--size", "4k", "--prefix", "m4k/"])
+        gw_args = ["--upstream", weed.endpoint, "--upstream-access-key", AK, "--upstream-secret-key", SK]
+        hit = start_bale("gw-hit", work, server_cpus, gw_args)
+        procs.append(hit)
+        # Fill the hit gateway: every 4 KiB object, and the big object's blocks.
+        log("filling the hit gateway")
+        bench(hit.endpoint, ["-n", str(a.count), "--size", "4k", "--prefix", "s4k/", "-c", "4",
+                             "--requests", str(a.count * 8)], None)
+        bench(hit.endpoint, ["-n", "1", "--size", "64m", "--prefix", "big/", "--range", "4k",
+                             "--range-align", "4096", "-c", "4", "--requests", "3000"], None)
+        scen = {
+            "GET 4 KiB": ["-n", str(a.count), "--size", "4k", "--prefix", "s4k/"],
+            "ranged 4 KiB in 64 MiB": ["-n", "1", "--size", "64m", "--prefix", "big/", "--range", "4k",
+                                       "--range-align", "4096"],
+        }
+        targets = [("bale", plain), ("gw-hit", hit), ("seaweedfs", weed)]
+        for rep in range(a.repeats):
+            for sname, sargs in scen.items():
+                for tname, p in targets:
+                    r = bench(p.endpoint, [*sargs, "-c", "1", "-d", a.duration, "--warmup", "1s"], client_cpu)
+                    runs.append({"scenario": sname, "target": tname, "repeat": rep, **r})
+                    log(f"{sname:24} {tname:10} p50 {r['p50_us']:8.1f} us  p99 {r['p99_us']:8.1f} us  "
+                        f"{r['req_per_s']:8.0f} req/s  errors {r['errors']}")
+                # Misses: a fresh gateway each run.
+                extra = ["--upstream-block-kb", str(a.miss_block_kb)] if "ranged" in sname else []
+                miss = start_bale("gw-miss", work, server_cpus, gw_args + extra)
+                margs = (["-n", str(a.miss_count), "--size", "4k", "--prefix", "m4k/"] if "ranged" not in sname
+                         else sargs)
+                try:
+                    r = bench(miss.endpoint, [*margs, "-c", "1", "--requests", str(a.miss_requests)], client_cpu)
+                finally:
+                    miss.stop()
+                runs.append({"scenario": sname, "target": "gw-miss", "repeat": rep, **r})
+                log(f"{sname:24} {'gw-miss':10} p50 {r['p50_us']:8.1f} us  p99 {r['p99_us']:8.1f} us  "
+                    f"{r['req_per_s']:8.0f} req/s  errors {r['errors']}")
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        for f in os.listdir(work):
+            if f.endswith(".log"):
+                shutil.copy(os.path.join(work, f), out)
+        shutil.rmtree(work, ignore_errors=True)
+
+    with open(os.path.join(out, "runs.json"), "w") as f:
+        json.dump(runs, f, indent=1)
+    lines = [f"# Gateway tier (issue 15): `scripts/bench-gateway.py --repeats {a.repeats} --duration {a.duration}`",
+             "", f"Commit {commit}, {stamp}, {ncpu} CPUs (servers on CPU {server_cpus}, client on CPU {client_cpu}; "
+             "SeaweedFS unpinned). c=1, medians of the runs' p50 / p99 / req/s, latencies in µs. "
+             f"Misses: fresh gateway per run, {a.miss_requests} requests over {a.miss_count} keys "
+             f"(ranged: {a.miss_block_kb} KiB blocks).", "",
+             "| scenario | target | runs | p50 µs | p99 µs | req/s | errors | p50 ÷ bale | p50 − seaweedfs |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    med = {}
+    for sname in ["GET 4 KiB", "ranged 4 KiB in 64 MiB"]:
+        for t in ["bale", "gw-hit", "gw-miss", "seaweedfs"]:
+            rs = [r for r in runs if r["scenario"] == sname and r["target"] == t]
+            if not rs:
+                continue
+            med[(sname, t)] = (statistics.median(r["p50_us"] for r in rs),
+                               statistics.median(r["p99_us"] for r in rs),
+                               statistics.median(r["req_per_s"] for r in rs),
+                               sum(r["errors"] for r in rs), len(rs))
+        for t in ["bale", "gw-hit", "gw-miss", "seaweedfs"]:
+            if (sname, t) not in med:
+                continue
+            p50, p99, rps, errs, n = med[(sname, t)]
+            ratio = p50 / med[(sname, "bale")][0] if (sname, "bale") in med else float("nan")
+            over = p50 - med[(sname, "seaweedfs")][0] if (sname, "seaweedfs") in med else float("nan")
+            lines.append(f"| {sname} | {t} | {n} | {p50:.1f} | {p99:.1f} | {rps:.0f} | {errs} | {ratio:.2f}× | "
+                         f"{over:+.1f} |")
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(out, "RESULTS.md"), "w") as f:
+        f.write(text)
+    print(text)
+    log(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,723 @@
+//! GetObject and HeadObject in gateway mode.
+//!
+//! A local copy that is fresh (always, with `--revalidate never`) is served by the ordinary
+//! handlers (`crate::s3::get`), exactly as without a gateway; the fast path serves it before
+//! this code is reached. Otherwise, on the core that owns the key:
+//!
+//! - a stale copy is re-checked with a conditional HEAD (`If-None-Match: <etag>`): 304 keeps
+//!   it, a new ETag or a 404 removes it. An upstream that does not answer leaves it served.
+//! - a whole-object miss streams the object from the upstream into a local entry (committed
+//!   only when every byte arrived, `Expect::Absent` against a concurrent write-through), then
+//!   serves it locally.
+//! - a ranged miss learns the object's size and ETag (a HEAD, remembered per core as the
+//!   object's manifest); an object of at most one block is filled whole, a bigger one by the
+//!   aligned blocks the range touches (plus `--upstream-readahead-blocks`), each fetched with
+//!   `If-Match: <etag>` and kept under a hidden key named by the ETag, so bytes of two
+//!   versions are never served together.
+//!
+//! Fills of the same object (or the same run of blocks) on a core are fetched once; the key's
+//! owner core does every fill of that key, so that is once per process.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bale_io::{Expect, Shard};
+use bytes::{Bytes, BytesMut};
+use s3s::dto::*;
+use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
+
+use super::local::{self, block_key, meta_from_headers};
+use super::upstream::{UpError, UpRequest, UpResponse};
+use super::{Gateway, Revalidate};
+use crate::s3::cond::{check_read, ReadConds};
+use crate::s3::headers::{object_headers, Obj, Overrides};
+use crate::s3::meta::ObjMeta;
+use crate::s3::{error, BaleS3};
+
+/// Largest range answered from block entries at once, bytes; longer ranges fill the whole
+/// object first.
+const MAX_BLOCK_RANGE_BYTES: u64 = 64 << 20;
+/// Largest upstream error body read, bytes.
+const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// The S3 handlers of gateway mode: GET and HEAD of objects (everything else is the custom
+/// route, `super::route`).
+#[derive(Clone)]
+pub struct GatewayS3 {
+    pub inner: BaleS3,
+    pub gw: Arc<Gateway>,
+}
+
+/// What the upstream says about an object (per core, for objects read by blocks).
+#[derive(Clone)]
+struct Manifest {
+    etag: String,
+    size: u64,
+    mtime_ms: u64,
+    meta: ObjMeta,
+    checked_ms: u64,
+}
+
+thread_local! {
+    static MANIFESTS: RefCell<HashMap<(String, String), Manifest>> = RefCell::new(HashMap::new());
+}
+
+fn manifest_of(b: &str, k: &str, gw: &Gateway) -> Option<Manifest> {
+    let m = MANIFESTS.with(|m| m.borrow().get(&(b.to_string(), k.to_string())).cloned())?;
+    match gw.cfg.revalidate {
+        Revalidate::TtlMs(ttl) if crate::s3::now_ms().saturating_sub(m.checked_ms) >= ttl => None,
+        _ => Some(m),
+    }
+}
+
+/// Drops what this core remembers of `b/k` (a write through this gateway, a changed ETag).
+pub fn forget_manifest(b: &str, k: &str) {
+    MANIFESTS.with(|m| m.borrow_mut().remove(&(b.to_string(), k.to_string())));
+}
+
+/// 503 ServiceUnavailable for an upstream that did not answer.
+pub fn unavailable(e: &UpError) -> S3Error {
+    let mut err = S3Error::with_message(
+        S3ErrorCode::ServiceUnavailable,
+        format!("The gateway's upstream is unavailable: {e}"),
+    );
+    err.set_status_code(http::StatusCode::SERVICE_UNAVAILABLE);
+    err
+}
+
+/// The upstream's own error (its status and S3 error code) for an answer that is no success.
+pub async fn upstream_error(resp: &mut UpResponse) -> S3Error {
+    let status = resp.status;
+    let body = resp.collect(MAX_ERROR_BODY).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&body);
+    let tag = |t: &str| {
+        let open = format!("<{t}>");
+        let s = text.find(&open)? + open.len();
+        let e = text[s..].find(&format!("</{t}>"))? + s;
+        Some(text[s..e].to_string())
+    };
+    let code = tag("Code")
+        .and_then(|c| S3ErrorCode::from_bytes(c.as_bytes()))
+        .unwrap_or(match status.as_u16() {
+            404 => S3ErrorCode::NoSuchKey,
+            403 => S3ErrorCode::AccessDenied,
+            412 => S3ErrorCode::PreconditionFailed,
+            409 => S3ErrorCode::Custom("ConditionalRequestConflict".into()),
+            304 => S3ErrorCode::NotModified,
+            416 => S3ErrorCode::InvalidRange,
+            _ => S3ErrorCode::ServiceUnavailable,
+        });
+    let mut e = S3Error::with_message(
+        code,
+        tag("Message").unwrap_or_else(|| format!("upstream answered {status}")),
+    );
+    e.set_status_code(status);
+    e
+}
+
+/// Answer status 2xx.
+fn ok(resp: &UpResponse) -> bool {
+    resp.status.is_success()
+}
+
+fn last_modified_ms(h: &http::HeaderMap) -> u64 {
+    h.get(http::header::LAST_MODIFIED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(sigv4::parse_request_date)
+        .map(|s| (s.max(0) as u64) * 1000)
+        .unwrap_or_else(crate::s3::now_ms)
+}
+
+/// What the owner core decided: serve the local entry, or answer from block entries.
+enum Prep {
+    Local,
+    Blocks {
+        m: Box<Manifest>,
+        served: Option<(u64, u64)>,
+        body: Option<Bytes>,
+    },
+}
+
+struct Ask {
+    bucket: String,
+    key: String,
+    range: Option<Range>,
+    cond: ReadConds,
+    want_body: bool,
+    /// No partNumber and no response-* overrides: a miss may be answered from the upstream's
+    /// bytes in memory (the local handlers answer the others once the fill is committed).
+    plain: bool,
+}
+
+/// Whole-object misses up to this size are answered from memory while they are committed.
+const IN_MEMORY_MISS_BYTES: u64 = 1 << 20;
+
+fn manifest_of_answer(resp: &UpResponse, size: u64) -> Manifest {
+    let etag = resp.etag().unwrap_or_default();
+    Manifest {
+        meta: meta_from_headers(&resp.headers, &etag),
+        etag,
+        size,
+        mtime_ms: last_modified_ms(&resp.headers),
+        checked_ms: crate::s3::now_ms(),
+    }
+}
+
+/// Streams a 200 answer into a local entry of `key`; `Ok(false)` when another writer got
+/// there first.
+async fn fill_whole(
+    shard: &Rc<Shard>,
+    gw: &Gateway,
+    b: &str,
+    key: &str,
+    resp: &mut UpResponse,
+) -> S3Result<()> {
+    let etag = resp.etag().unwrap_or_default();
+    let len: u64 = resp
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| s3_error!(ServiceUnavailable, "upstream answer without a length"))?;
+    let meta = meta_from_headers(&resp.headers, &etag);
+    let enc = meta
+        .encode()
+        .map_err(|_| s3_error!(InternalError, "upstream metadata too large"))?;
+    let mut w = shard.put(b, key, len).map_err(error::engine)?;
+    let mut got = 0u64;
+    loop {
+        match resp.next_chunk().await {
+            Ok(Some(c)) => {
+                got += c.len() as u64;
+                if got > len {
+                    return Err(s3_error!(ServiceUnavailable, "upstream sent too much"));
+                }
+                w.write(c).await.map_err(error::engine)?;
+            }
+            Ok(None) => break,
+            Err(e) => return Err(unavailable(&e)),
+        }
+    }
+    if got != len {
+        return Err(s3_error!(ServiceUnavailable, "upstream answer cut short"));
+    }
+    match w.finish(enc, Expect::Absent).await {
+        Ok(o) => {
+            local::admitted(shard, b, key, o.seq, len, gw.cfg.shard_capacity_bytes).await;
+            tracing::debug!(bucket = %b, bytes = len, "gateway: filled an object");
+            Ok(())
+        }
+        Err(bale_io::Error::PreconditionFailed) => Ok(()),
+        Err(e) => Err(error::engine(e)),
+    }
+}
+
+/// Re-checks a stale local copy. `Ok(true)`: serve it; `Ok(false)`: it is gone, fill again.
+async fn revalidate(
+    shard: &Rc<Shard>,
+    gw: &Arc<Gateway>,
+    b: &str,
+    k: &str,
+    obj: &bale_io::Object,
+) -> S3Result<bool> {
+    let meta = ObjMeta::load(&obj.meta, b, k)?;
+    let req = UpRequest::new(http::Method::HEAD, Some(b), Some(k))
+        .header("if-none-match", format!("\"{}\"", meta.etag));
+    let resp = match gw.up.send(req).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, bucket = %b, "gateway: cannot revalidate; serving the local copy");
+            return Ok(true);
+        }
+    };
+    let same = resp.status == http::StatusCode::NOT_MODIFIED
+        || (ok(&resp) && resp.etag().as_deref() == Some(meta.etag.as_str()));
+    if same {
+        gw.confirmed(b, k, obj.seq);
+        return Ok(true);
+    }
+    if resp.status.is_server_error() {
+        tracing::warn!(status = %resp.status, bucket = %b, "gateway: upstream error on revalidation; serving the local copy");
+        return Ok(true);
+    }
+    // Changed or gone: the local copy goes (only that version).
+    let _ = shard.delete(b, k, Expect::Seq(obj.seq)).await;
+    gw.forget(b, k);
+    Ok(false)
+}
+
+async fn head_manifest(gw: &Arc<Gateway>, b: &str, k: &str) -> S3Result<Manifest> {
+    if let Some(m) = manifest_of(b, k, gw) {
+        return Ok(m);
+    }
+    let mut resp = gw
+        .up
+        .send(UpRequest::new(http::Method::HEAD, Some(b), Some(k)))
+        .await
+        .map_err(|e| unavailable(&e))?;
+    if !ok(&resp) {
+        return Err(upstream_error(&mut resp).await);
+    }
+    let etag = resp.etag().unwrap_or_default();
+    let size = resp
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| s3_error!(ServiceUnavailable, "upstream HEAD without a length"))?;
+    let m = Manifest {
+        meta: meta_from_headers(&resp.headers, &etag),
+        etag,
+        size,
+        mtime_ms: last_modified_ms(&resp.headers),
+        checked_ms: crate::s3::now_ms(),
+    };
+    MANIFESTS.with(|x| {
+        x.borrow_mut()
+            .insert((b.to_string(), k.to_string()), m.clone())
+    });
+    Ok(m)
+}
+
+/// Outcome of making sure blocks are local.
+enum Blocks {
+    Ready,
+    /// The object changed upstream (If-Match failed): start over.
+    Changed,
+}
+
+/// Fetches the missing blocks among `first..=last` (plus readahead) into `fetched`; they are
+/// stored locally in the background (the flight is held until they are committed, so a
+/// concurrent reader of the same blocks finds them local), and the read is answered from
+/// memory without waiting for the durable commit.
+#[allow(clippy::too_many_arguments)]
+async fn ensure_blocks(
+    shard: &Rc<Shard>,
+    gw: &Arc<Gateway>,
+    b: &str,
+    k: &str,
+    m: &Manifest,
+    first: u64,
+    last: u64,
+    fetched: &mut HashMap<u64, Bytes>,
+) -> S3Result<Blocks> {
+    let bs = gw.cfg.block_bytes;
+    let nblocks = m.size.div_ceil(bs);
+    let mut idx = first;
+    while idx <= last {
+        let bk = block_key(k, &m.etag, bs, idx);
+        if fetched.contains_key(&idx) || shard.get(b, &bk).is_some() {
+            idx += 1;
+            continue;
+        }
+        let Ok(lead) = local::flight(format!("{b}\0{bk}")).await else {
+            continue; // someone fetched it meanwhile: look again
+        };
+        if shard.get(b, &bk).is_some() {
+            idx += 1;
+            continue;
+        }
+        // The run of missing blocks from idx, through the readahead.
+        let mut end = idx;
+        let limit = (last + gw.cfg.readahead_blocks).min(nblocks - 1);
+        while end < limit && shard.get(b, &block_key(k, &m.etag, bs, end + 1)).is_none() {
+            end += 1;
+        }
+        let (start_b, end_b) = (idx * bs, ((end + 1) * bs).min(m.size));
+        let req = UpRequest::new(http::Method::GET, Some(b), Some(k))
+            .header("range", format!("bytes={}-{}", start_b, end_b - 1))
+            .header("if-match", format!("\"{}\"", m.etag));
+        let mut resp = gw.up.send(req).await.map_err(|e| unavailable(&e))?;
+        if resp.status == http::StatusCode::PRECONDITION_FAILED
+            || resp.status == http::StatusCode::NOT_FOUND
+        {
+            let _ = resp.collect(MAX_ERROR_BODY).await;
+            forget_manifest(b, k);
+            return Ok(Blocks::Changed);
+        }
+        if resp.status != http::StatusCode::PARTIAL_CONTENT {
+            if resp.status == http::StatusCode::OK {
+                forget_manifest(b, k);
+                return Ok(Blocks::Changed);
+            }
+            return Err(upstream_error(&mut resp).await);
+        }
+        if resp.etag().is_some_and(|e| e != m.etag) {
+            forget_manifest(b, k);
+            return Ok(Blocks::Changed);
+        }
+        // Split the stream into blocks and store each as it completes.
+        let mut cur = idx;
+        let mut buf = BytesMut::new();
+        let block_len = |i: u64| ((i + 1) * bs).min(m.size) - i * bs;
+        let bmeta = ObjMeta {
+            etag: m.etag.clone(),
+            ..Default::default()
+        };
+        loop {
+            let chunk = resp.next_chunk().await.map_err(|e| unavailable(&e))?;
+            let done = chunk.is_none();
+            if let Some(c) = chunk {
+                buf.extend_from_slice(&c);
+            }
+            while cur <= end && buf.len() as u64 >= block_len(cur) {
+                let piece = buf.split_to(block_len(cur) as usize).freeze();
+                fetched.insert(cur, piece);
+                cur += 1;
+            }
+            if done {
+                break;
+            }
+        }
+        if cur <= end {
+            return Err(s3_error!(ServiceUnavailable, "upstream answer cut short"));
+        }
+        let pieces: Vec<(String, Bytes)> = (idx..=end)
+            .filter_map(|i| Some((block_key(k, &m.etag, bs, i), fetched.get(&i)?.clone())))
+            .collect();
+        let (shard2, ns, cap) = (shard.clone(), b.to_string(), gw.cfg.shard_capacity_bytes);
+        monoio::spawn(async move {
+            let _lead = lead;
+            for (key, piece) in pieces {
+                let n = piece.len() as u64;
+                if let Err(e) =
+                    local::store(&shard2, &ns, &key, vec![piece], n, &bmeta, Expect::Any, cap).await
+                {
+                    tracing::warn!(error = %format!("{e:#}"), "gateway: storing a block failed");
+                    return;
+                }
+            }
+        });
+        tracing::debug!(bucket = %b, blocks = end + 1 - idx, "gateway: filled blocks");
+        idx = end + 1;
+    }
+    Ok(Blocks::Ready)
+}
+
+/// Reads `[s, e)` of the object from its block entries; `None` if one went missing.
+#[allow(clippy::too_many_arguments)]
+async fn read_blocks(
+    shard: &Rc<Shard>,
+    bs: u64,
+    b: &str,
+    k: &str,
+    etag: &str,
+    s: u64,
+    e: u64,
+    fetched: &HashMap<u64, Bytes>,
+) -> S3Result<Option<Bytes>> {
+    let mut out: Option<Bytes> = None;
+    let mut joined = BytesMut::new();
+    let (first, last) = (s / bs, (e - 1) / bs);
+    for idx in first..=last {
+        let bs0 = idx * bs;
+        let piece = if let Some(mem) = fetched.get(&idx) {
+            let be = bs0 + mem.len() as u64;
+            let (from, to) = (s.max(bs0) - bs0, e.min(be) - bs0);
+            mem.slice(from as usize..to as usize)
+        } else {
+            let Some(o) = shard.get(b, &block_key(k, etag, bs, idx)) else {
+                return Ok(None);
+            };
+            let be = bs0 + o.size;
+            let (from, to) = (s.max(bs0) - bs0, e.min(be) - bs0);
+            shard
+                .read(&o, from, to - from)
+                .await
+                .map_err(error::engine)?
+        };
+        if first == last {
+            out = Some(piece);
+        } else {
+            joined.extend_from_slice(&piece);
+        }
+    }
+    Ok(Some(out.unwrap_or_else(|| joined.freeze())))
+}
+
+fn range_error(size: u64) -> S3Error {
+    let mut e = s3_error!(InvalidRange, "The requested range is not satisfiable");
+    let mut h = http::HeaderMap::new();
+    if let Ok(v) = http::HeaderValue::from_str(&format!("bytes */{size}")) {
+        h.insert(http::header::CONTENT_RANGE, v);
+    }
+    e.set_headers(h);
+    e
+}
+
+/// Runs on the key's owner core.
+async fn prepare(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Result<Prep> {
+    let (b, k) = (a.bucket.as_str(), a.key.as_str());
+    for _attempt in 0..4 {
+        if let Some(obj) = shard.get(b, k) {
+            if !gw.stale(b, k, obj.seq, obj.mtime_ms) || revalidate(&shard, &gw, b, k, &obj).await?
+            {
+                return Ok(Prep::Local);
+            }
+            continue;
+        }
+        if a.range.is_none() && a.want_body {
+            // A whole-object miss: fetch it whole, once.
+            let Ok(lead) = local::flight(format!("{b}\0{k}")).await else {
+                continue;
+            };
+            if shard.get(b, k).is_some() {
+                continue;
+            }
+            let mut resp = gw
+                .up
+                .send(UpRequest::new(http::Method::GET, Some(b), Some(k)))
+                .await
+                .map_err(|e| unavailable(&e))?;
+            if !ok(&resp) {
+                return Err(upstream_error(&mut resp).await);
+            }
+            let small = resp
+                .header("content-length")
+                .and_then(|v| v.parse::<u64>().ok())
+                .filter(|n| *n <= IN_MEMORY_MISS_BYTES);
+            if let (Some(len), true) = (small, a.plain) {
+                // Small: answered from memory at once, committed locally in the background
+                // (the flight is held until then, so a second reader finds it local).
+                let m = manifest_of_answer(&resp, len);
+                check_read(&a.cond, &m.meta, m.mtime_ms)?;
+                let body = resp
+                    .collect(len as usize)
+                    .await
+                    .map_err(|e| unavailable(&e))?;
+                if body.len() as u64 != len {
+                    return Err(s3_error!(ServiceUnavailable, "upstream answer cut short"));
+                }
+                let (shard2, ns, key, meta) = (
+                    shard.clone(),
+                    a.bucket.clone(),
+                    a.key.clone(),
+                    m.meta.clone(),
+                );
+                let (chunk, cap) = (body.clone(), gw.cfg.shard_capacity_bytes);
+                monoio::spawn(async move {
+                    let _lead = lead;
+                    if let Err(e) = local::store(
+                        &shard2,
+                        &ns,
+                        &key,
+                        vec![chunk],
+                        len,
+                        &meta,
+                        Expect::Absent,
+                        cap,
+                    )
+                    .await
+                    {
+                        tracing::warn!(error = %format!("{e:#}"), "gateway: keeping a fill failed");
+                    }
+                });
+                return Ok(Prep::Blocks {
+                    m: Box::new(m),
+                    served: None,
+                    body: Some(body),
+                });
+            }
+            fill_whole(&shard, &gw, b, k, &mut resp).await?;
+            drop(lead);
+            continue;
+        }
+        // HEAD, or a ranged GET: what is the object?
+        let m = head_manifest(&gw, b, k).await?;
+        if m.size <= gw.cfg.block_bytes && a.want_body {
+            let Ok(_lead) = local::flight(format!("{b}\0{k}")).await else {
+                continue;
+            };
+            if shard.get(b, k).is_some() {
+                continue;
+            }
+            let req = UpRequest::new(http::Method::GET, Some(b), Some(k))
+                .header("if-match", format!("\"{}\"", m.etag));
+            let mut resp = gw.up.send(req).await.map_err(|e| unavailable(&e))?;
+            if resp.status == http::StatusCode::PRECONDITION_FAILED {
+                let _ = resp.collect(MAX_ERROR_BODY).await;
+                forget_manifest(b, k);
+                continue;
+            }
+            if !ok(&resp) {
+                return Err(upstream_error(&mut resp).await);
+            }
+            fill_whole(&shard, &gw, b, k, &mut resp).await?;
+            continue;
+        }
+        check_read(&a.cond, &m.meta, m.mtime_ms)?;
+        let served = match &a.range {
+            None => None,
+            Some(r) => match r.check(m.size).ok().filter(|x| x.start < x.end) {
+                Some(x) => Some((x.start, x.end)),
+                None => return Err(range_error(m.size)),
+            },
+        };
+        if !a.want_body {
+            return Ok(Prep::Blocks {
+                m: Box::new(m),
+                served,
+                body: None,
+            });
+        }
+        let Some((s, e)) = served else {
+            return Ok(Prep::Local); // unreachable: whole reads fill above
+        };
+        if e - s > MAX_BLOCK_RANGE_BYTES {
+            // A long range of a big object: fill it whole (one stream), then serve locally.
+            let Ok(_lead) = local::flight(format!("{b}\0{k}")).await else {
+                continue;
+            };
+            let req = UpRequest::new(http::Method::GET, Some(b), Some(k))
+                .header("if-match", format!("\"{}\"", m.etag));
+            let mut resp = gw.up.send(req).await.map_err(|e| unavailable(&e))?;
+            if !ok(&resp) {
+                forget_manifest(b, k);
+                return Err(upstream_error(&mut resp).await);
+            }
+            fill_whole(&shard, &gw, b, k, &mut resp).await?;
+            continue;
+        }
+        let bs = gw.cfg.block_bytes;
+        let mut fetched = HashMap::new();
+        match ensure_blocks(&shard, &gw, b, k, &m, s / bs, (e - 1) / bs, &mut fetched).await? {
+            Blocks::Changed => continue,
+            Blocks::Ready => {}
+        }
+        if let Some(body) = read_blocks(&shard, bs, b, k, &m.etag, s, e, &fetched).await? {
+            return Ok(Prep::Blocks {
+                m: Box::new(m),
+                served: Some((s, e)),
+                body: Some(body),
+            });
+        }
+    }
+    Err(s3_error!(
+        ServiceUnavailable,
+        "the object kept changing upstream while it was read; try again"
+    ))
+}
+
+impl GatewayS3 {
+    async fn prep(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<Range>,
+        cond: ReadConds,
+        want_body: bool,
+        plain: bool,
+    ) -> S3Result<Prep> {
+        crate::s3::check_key(key)?;
+        let a = Ask {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            range,
+            cond,
+            want_body,
+            plain,
+        };
+        let gw = self.gw.clone();
+        self.inner
+            .shard_of(bucket, key)
+            .run(move |shard| prepare(shard, gw, a))
+            .await
+    }
+}
+
+fn block_headers(m: &Manifest, served: Option<(u64, u64)>) -> S3Result<http::HeaderMap> {
+    let mut h = http::HeaderMap::new();
+    object_headers(
+        &mut h,
+        &Obj {
+            meta: &m.meta,
+            size: m.size,
+            mtime_ms: m.mtime_ms,
+            served,
+        },
+        false,
+        false,
+        &Overrides::default(),
+    )
+    .map_err(|_| error::internal("building headers"))?;
+    Ok(h)
+}
+
+#[async_trait::async_trait]
+impl S3 for GatewayS3 {
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        let i = &req.input;
+        let cond = ReadConds {
+            if_match: i.if_match.clone(),
+            if_none_match: i.if_none_match.clone(),
+            if_modified_since: i.if_modified_since.clone(),
+            if_unmodified_since: i.if_unmodified_since.clone(),
+        };
+        let range = if i.part_number.is_some() {
+            None
+        } else {
+            i.range
+        };
+        let plain = i.part_number.is_none()
+            && i.response_content_type.is_none()
+            && i.response_content_encoding.is_none()
+            && i.response_content_language.is_none()
+            && i.response_content_disposition.is_none()
+            && i.response_cache_control.is_none()
+            && i.response_expires.is_none();
+        match self
+            .prep(&i.bucket.clone(), &i.key.clone(), range, cond, true, plain)
+            .await?
+        {
+            Prep::Local => crate::s3::get::get_object(&self.inner, req).await,
+            Prep::Blocks { m, served, body } => {
+                let headers = block_headers(&m, served)?;
+                let out = GetObjectOutput {
+                    body: body.map(crate::s3::body::whole),
+                    content_range: headers
+                        .get(http::header::CONTENT_RANGE)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string),
+                    ..Default::default()
+                };
+                let mut resp = S3Response::new(out);
+                resp.headers = headers;
+                Ok(resp)
+            }
+        }
+    }
+
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        let i = &req.input;
+        let cond = ReadConds {
+            if_match: i.if_match.clone(),
+            if_none_match: i.if_none_match.clone(),
+            if_modified_since: i.if_modified_since.clone(),
+            if_unmodified_since: i.if_unmodified_since.clone(),
+        };
+        let range = if i.part_number.is_some() {
+            None
+        } else {
+            i.range
+        };
+        match self
+            .prep(&i.bucket.clone(), &i.key.clone(), range, cond, false, false)
+            .await?
+        {
+            Prep::Local => crate::s3::get::head_object(&self.inner, req).await,
+            Prep::Blocks { m, served, .. } => {
+                let headers = block_headers(&m, served)?;
+                let mut resp = S3Response::new(HeadObjectOutput::default());
+                resp.headers = headers;
+                if served.is_some() {
+                    resp.status = Some(http::StatusCode::PARTIAL_CONTENT);
+                }
+                Ok(resp)
+            }
+        }
+    }
+}

@@ -1,0 +1,437 @@
+//! Everything but GET/HEAD of objects, in gateway mode: an s3s custom route (called after s3s
+//! verified the client's signature against bale's own keys) that sends the request upstream,
+//! signed with the upstream's key, and answers exactly what the upstream answered (status,
+//! S3 error code, headers, body): LIST, bucket operations, multipart, conditional writes.
+//!
+//! Writes change the local tier around the upstream call:
+//! - PutObject: the local copy of the key is removed first (a crash after that leaves a miss,
+//!   never a stale hit), the body streams upstream while a copy is kept in memory (up to
+//!   `KEEP_PUT_BYTES`), and once the upstream acknowledged, the copy is stored locally under
+//!   the upstream's ETag, before the client's acknowledgement. Nothing is stored locally that
+//!   the upstream did not acknowledge.
+//! - CopyObject, DeleteObject, DeleteObjects, CompleteMultipartUpload: the local copies of the
+//!   keys they change are removed first; the next read fills from the upstream.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bale_io::Expect;
+use bytes::Bytes;
+use http::{Extensions, HeaderMap, Method, Uri};
+use s3s::route::S3Route;
+use s3s::{s3_error, Body, S3Request, S3Response, S3Result};
+use send_wrapper::SendWrapper;
+
+use super::local;
+use super::read::{forget_manifest, unavailable};
+use super::upstream::{Tee, UpBody, UpRequest};
+use super::Gateway;
+use crate::s3::BaleS3;
+
+/// PUT bodies up to this size are kept locally after the upstream acknowledged them (larger
+/// ones are filled on first read).
+pub const KEEP_PUT_BYTES: u64 = 64 << 20;
+/// Largest upstream answer relayed from memory (LIST pages, XML answers), bytes.
+const MAX_ANSWER_BYTES: usize = 64 << 20;
+/// Largest request body of unknown length relayed (buffered first), bytes.
+const MAX_UNKNOWN_BODY: usize = 256 << 20;
+/// Largest DeleteObjects body, bytes.
+const MAX_DELETE_BODY: usize = 4 << 20;
+
+/// Query keys a GET/HEAD of an object may carry and still be an ordinary object read
+/// (answered by the gateway's GetObject/HeadObject, hit or miss).
+fn read_query_ok(q: Option<&str>) -> bool {
+    let Some(q) = q else { return true };
+    q.split('&').filter(|p| !p.is_empty()).all(|p| {
+        let k = p.split('=').next().unwrap_or("");
+        k == "x-id"
+            || k == "partNumber"
+            || k.starts_with("response-")
+            || k.starts_with("X-Amz-")
+            || k.starts_with("x-amz-")
+    })
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    if !b.contains(&b'%') {
+        return Some(s.to_string());
+    }
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let (hi, lo) = (hex(*b.get(i + 1)?)?, hex(*b.get(i + 2)?)?);
+            out.push(hi << 4 | lo);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// (bucket, key) of a path-style request path.
+fn split_path(path: &str) -> Option<(Option<String>, Option<String>)> {
+    let p = percent_decode(path)?;
+    let p = p.strip_prefix('/')?;
+    if p.is_empty() {
+        return Some((None, None));
+    }
+    match p.split_once('/') {
+        None => Some((Some(p.to_string()), None)),
+        Some((b, "")) => Some((Some(b.to_string()), None)),
+        Some((b, k)) => Some((Some(b.to_string()), Some(k.to_string()))),
+    }
+}
+
+fn query_pairs(q: Option<&str>) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for p in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        out.push((percent_decode(k)?, percent_decode(v)?));
+    }
+    Some(out)
+}
+
+/// Request headers passed upstream: content headers, conditions, ranges and `x-amz-*`
+/// except those of bale's own signature and transfer framing.
+fn forwarded(h: &HeaderMap) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (k, v) in h {
+        let n = k.as_str();
+        let keep = matches!(
+            n,
+            "content-type"
+                | "content-md5"
+                | "content-language"
+                | "content-disposition"
+                | "cache-control"
+                | "expires"
+                | "if-match"
+                | "if-none-match"
+                | "if-modified-since"
+                | "if-unmodified-since"
+                | "range"
+        ) || (n.starts_with("x-amz-")
+            && !matches!(
+                n,
+                "x-amz-date"
+                    | "x-amz-content-sha256"
+                    | "x-amz-decoded-content-length"
+                    | "x-amz-trailer"
+                    | "x-amz-security-token"
+                    | "x-amz-sdk-checksum-algorithm"
+            ));
+        if n == "content-encoding" {
+            if let Some(e) = v.to_str().ok().and_then(crate::s3::meta::strip_aws_chunked) {
+                out.push((n.to_string(), e));
+            }
+            continue;
+        }
+        if keep {
+            if let Ok(v) = v.to_str() {
+                out.push((n.to_string(), v.to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// Answer headers passed back (hop-by-hop and per-server ones dropped; bale sets its own).
+fn answer_headers(h: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (k, v) in h {
+        if matches!(
+            k.as_str(),
+            "connection"
+                | "keep-alive"
+                | "transfer-encoding"
+                | "content-length"
+                | "date"
+                | "server"
+                | "x-amz-request-id"
+                | "x-amz-id-2"
+        ) {
+            continue;
+        }
+        out.append(k.clone(), v.clone());
+    }
+    out
+}
+
+pub struct GatewayRoute {
+    pub inner: BaleS3,
+    pub gw: Arc<Gateway>,
+}
+
+#[async_trait::async_trait]
+impl S3Route for GatewayRoute {
+    fn is_match(&self, method: &Method, uri: &Uri, _h: &HeaderMap, _e: &mut Extensions) -> bool {
+        let object_read = (method == Method::GET || method == Method::HEAD)
+            && matches!(split_path(uri.path()), Some((Some(_), Some(_))))
+            && read_query_ok(uri.query());
+        !object_read
+    }
+
+    async fn check_access(&self, req: &mut S3Request<Body>) -> S3Result<()> {
+        let Some(c) = &req.credentials else {
+            return Err(s3_error!(AccessDenied, "Signature is required"));
+        };
+        let read = req.method == Method::GET || req.method == Method::HEAD;
+        let bucket = split_path(req.uri.path()).and_then(|(b, _)| b);
+        let op = if read { "GetObject" } else { "PutObject" };
+        if crate::auth::allowed(&c.access_key, op, bucket.as_deref()) {
+            Ok(())
+        } else {
+            Err(s3_error!(AccessDenied, "Access Denied"))
+        }
+    }
+
+    async fn call(&self, req: S3Request<Body>) -> S3Result<S3Response<Body>> {
+        SendWrapper::new(relay(self.inner.clone(), self.gw.clone(), req)).await
+    }
+}
+
+/// Removes the local copy of `b/k` (on its owner core) before a write changes it upstream.
+pub async fn invalidate(s: &BaleS3, gw: &Arc<Gateway>, b: &str, k: &str) -> S3Result<()> {
+    gw.forget(b, k);
+    let (bb, kk) = (b.to_string(), k.to_string());
+    s.shard_of(b, k)
+        .run(move |shard| async move {
+            forget_manifest(&bb, &kk);
+            if shard.get(&bb, &kk).is_some() {
+                match shard.delete(&bb, &kk, Expect::Any).await {
+                    Ok(_) | Err(bale_io::Error::NotFound) => {}
+                    Err(e) => return Err(crate::s3::error::engine(e)),
+                }
+            }
+            Ok(())
+        })
+        .await
+}
+
+/// Keys named in a DeleteObjects body.
+fn delete_keys(body: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(body);
+    let mut out = Vec::new();
+    let mut rest = &text[..];
+    while let Some(s) = rest.find("<Key>") {
+        let after = &rest[s + 5..];
+        let Some(e) = after.find("</Key>") else { break };
+        if let Ok(k) = quick_xml::escape::unescape(&after[..e]) {
+            out.push(k.into_owned());
+        }
+        rest = &after[e + 6..];
+    }
+    out
+}
+
+async fn collect_body(mut body: Body, limit: usize) -> S3Result<Bytes> {
+    use http_body_util::BodyExt;
+    let mut out = bytes::BytesMut::new();
+    while let Some(f) = body.frame().await {
+        let f = f.map_err(crate::s3::error::body)?;
+        if let Ok(d) = f.into_data() {
+            if out.len() + d.len() > limit {
+                return Err(s3_error!(
+                    EntityTooLarge,
+                    "request body too large for the gateway"
+                ));
+            }
+            out.extend_from_slice(&d);
+        }
+    }
+    Ok(out.freeze())
+}
+
+async fn relay(s: BaleS3, gw: Arc<Gateway>, req: S3Request<Body>) -> S3Result<S3Response<Body>> {
+    let (bucket, key) = split_path(req.uri.path())
+        .ok_or_else(|| s3_error!(InvalidURI, "Could not parse the request path"))?;
+    let query = query_pairs(req.uri.query())
+        .ok_or_else(|| s3_error!(InvalidURI, "Could not parse the query"))?;
+    let has_q = |n: &str| query.iter().any(|(k, _)| k == n);
+    let m = req.method.clone();
+    let copy = req.headers.contains_key("x-amz-copy-source");
+    let (b, k) = (bucket.as_deref(), key.as_deref());
+    let content_length: Option<u64> = req
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .filter(|_| req.extensions.get::<crate::s3::UnknownLength>().is_none());
+
+    // What this write changes locally, removed before the upstream sees it.
+    let mut keep_put = false;
+    let mut body = req.input;
+    let mut in_memory: Option<Bytes> = None;
+    match (&m, b, k) {
+        (&Method::PUT, Some(b), Some(k))
+            if !has_q("uploadId") && !has_q("tagging") && !has_q("acl") =>
+        {
+            crate::s3::check_key(k)?;
+            invalidate(&s, &gw, b, k).await?;
+            keep_put = !copy && content_length.is_some_and(|n| n <= KEEP_PUT_BYTES);
+        }
+        (&Method::DELETE, Some(b), Some(k)) if !has_q("uploadId") && !has_q("tagging") => {
+            invalidate(&s, &gw, b, k).await?;
+        }
+        (&Method::POST, Some(b), Some(k)) if has_q("uploadId") => {
+            invalidate(&s, &gw, b, k).await?; // CompleteMultipartUpload
+        }
+        (&Method::POST, Some(b), None) if has_q("delete") => {
+            let raw = collect_body(body, MAX_DELETE_BODY).await?;
+            for key in delete_keys(&raw) {
+                invalidate(&s, &gw, b, &key).await?;
+            }
+            in_memory = Some(raw);
+            body = Body::empty();
+        }
+        _ => {}
+    }
+    if in_memory.is_none() && content_length.is_none() && !http_body::Body::is_end_stream(&body) {
+        // No declared length: buffer it (the upstream needs one).
+        in_memory = Some(collect_body(body, MAX_UNKNOWN_BODY).await?);
+        body = Body::empty();
+    }
+
+    let tee = keep_put.then(|| {
+        Rc::new(RefCell::new(Tee {
+            limit: KEEP_PUT_BYTES,
+            ..Default::default()
+        }))
+    });
+    let mut up = UpRequest::new(m.clone(), b, k);
+    up.query = query.clone();
+    up.headers = forwarded(&req.headers);
+    if let Some(raw) = in_memory {
+        up.body = UpBody::Full(Some(raw));
+    } else if content_length.is_some_and(|n| n > 0) {
+        up.body = UpBody::Stream {
+            inner: body,
+            tee: tee.clone(),
+        };
+        up.content_length = content_length;
+    }
+    let mut resp = gw.up.send(up).await.map_err(|e| unavailable(&e))?;
+    let status = resp.status;
+    let headers = answer_headers(&resp.headers);
+    let etag = resp.etag();
+    let answer = resp
+        .collect(MAX_ANSWER_BYTES)
+        .await
+        .map_err(|e| unavailable(&e))?;
+
+    // Acknowledged upstream: keep the bytes of a PUT.
+    if let (true, Some(t), Some(b), Some(k), Some(etag)) = (status.is_success(), tee, b, k, etag) {
+        let (chunks, bytes, overflow) = {
+            let mut t = t.borrow_mut();
+            (std::mem::take(&mut t.chunks), t.bytes, t.overflow)
+        };
+        if !overflow && Some(bytes) == content_length {
+            let meta = local::meta_from_headers(&req.headers, &etag);
+            let cap = gw.cfg.shard_capacity_bytes;
+            let (bb, kk) = (b.to_string(), k.to_string());
+            let stored = s
+                .shard_of(b, k)
+                .call(move |shard| async move {
+                    local::store(&shard, &bb, &kk, chunks, bytes, &meta, Expect::Any, cap).await
+                })
+                .await;
+            match stored {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %format!("{e:#}"), bucket = %b, "gateway: could not keep a written object locally");
+                    invalidate(&s, &gw, b, k).await?;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "gateway: could not keep a written object locally");
+                    invalidate(&s, &gw, b, k).await?;
+                }
+            }
+        }
+    }
+    let mut out = S3Response::new(Body::from(answer));
+    out.status = Some(status);
+    out.headers = headers;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_reads_stay_with_the_s3_handlers() {
+        let r = GatewayRoute::is_match_for;
+        assert!(!r("GET", "/b/k"));
+        assert!(!r("HEAD", "/b/k?partNumber=1"));
+        assert!(!r("GET", "/b/k?x-id=GetObject&response-content-type=a"));
+        assert!(r("GET", "/b/k?acl"));
+        assert!(r("GET", "/b/k?uploadId=1"));
+        assert!(r("GET", "/b?list-type=2"));
+        assert!(r("GET", "/b/"));
+        assert!(r("GET", "/"));
+        assert!(r("PUT", "/b/k"));
+        assert!(r("DELETE", "/b/k"));
+        assert!(r("POST", "/b?delete"));
+    }
+
+    impl GatewayRoute {
+        fn is_match_for(m: &str, u: &str) -> bool {
+            let uri: Uri = u.parse().unwrap();
+            let m: Method = m.parse().unwrap();
+            let object_read = (m == Method::GET || m == Method::HEAD)
+                && matches!(split_path(uri.path()), Some((Some(_), Some(_))))
+                && read_query_ok(uri.query());
+            !object_read
+        }
+    }
+
+    #[test]
+    fn paths_and_queries() {
+        assert_eq!(
+            split_path("/b/a%20b/c"),
+            Some((Some("b".into()), Some("a b/c".into())))
+        );
+        assert_eq!(split_path("/b"), Some((Some("b".into()), None)));
+        assert_eq!(split_path("/"), Some((None, None)));
+        assert_eq!(
+            query_pairs(Some("list-type=2&prefix=a%2Fb&delete")),
+            Some(vec![
+                ("list-type".into(), "2".into()),
+                ("prefix".into(), "a/b".into()),
+                ("delete".into(), "".into())
+            ])
+        );
+    }
+
+    #[test]
+    fn delete_bodies() {
+        let xml =
+            b"<Delete><Object><Key>a&amp;b</Key></Object><Object><Key>c/d</Key></Object></Delete>";
+        assert_eq!(delete_keys(xml), vec!["a&b".to_string(), "c/d".to_string()]);
+    }
+
+    #[test]
+    fn signature_headers_are_not_forwarded() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("authorization", "x"),
+            ("x-amz-date", "x"),
+            ("x-amz-content-sha256", "x"),
+            ("x-amz-meta-a", "1"),
+            ("if-none-match", "*"),
+            ("content-encoding", "aws-chunked"),
+            ("host", "h"),
+        ] {
+            h.insert(k, v.parse().unwrap());
+        }
+        let mut f: Vec<_> = forwarded(&h).into_iter().map(|(k, _)| k).collect();
+        f.sort();
+        assert_eq!(f, ["if-none-match", "x-amz-meta-a"]);
+    }
+}

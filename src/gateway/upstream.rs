@@ -1,0 +1,624 @@
+//! The gateway's S3 client: bale's own SigV4-signed requests to the upstream, over hyper's
+//! HTTP/1.1 client on the core's monoio runtime (plain TCP, or rustls for https), with a small
+//! pool of kept-alive connections per core and one timeout for every wait.
+//!
+//! Payloads are sent `UNSIGNED-PAYLOAD` when they stream (the client's body as it arrives) and
+//! with their SHA-256 when they are in memory. Answers come back as they are: a status the
+//! upstream chose (404, 412, 409 ...) is not an error here; only "the upstream did not answer
+//! in time / could not be reached" is ([`UpError`]).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskCx, Poll};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use monoio::io::IntoPollIo;
+use monoio_compat::hyper::MonoioIo;
+use sigv4::signer::Signer;
+
+/// Largest answer head accepted from the upstream, bytes.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Idle connections kept per core.
+const POOL_PER_CORE: usize = 32;
+
+/// Where the upstream is.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub https: bool,
+    /// `host[:port]` as written in the URL (the `Host` header, and the TLS name's source).
+    pub authority: String,
+    pub host: String,
+    pub addr: SocketAddr,
+}
+
+impl Endpoint {
+    /// Parses `http://host:port` / `https://host[:port]` and resolves the host once.
+    pub fn parse(url: &str) -> anyhow::Result<Endpoint> {
+        let (https, rest) = if let Some(r) = url.strip_prefix("http://") {
+            (false, r)
+        } else if let Some(r) = url.strip_prefix("https://") {
+            (true, r)
+        } else {
+            anyhow::bail!("the URL must start with http:// or https://");
+        };
+        let authority = rest.trim_end_matches('/');
+        if authority.is_empty() || authority.contains('/') || authority.contains('@') {
+            anyhow::bail!("give scheme://host[:port] only (no path, no user)");
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+                (h.to_string(), p.parse::<u16>().context("bad port")?)
+            }
+            _ => (authority.to_string(), if https { 443 } else { 80 }),
+        };
+        let addr = (host.trim_start_matches('[').trim_end_matches(']'), port)
+            .to_socket_addrs()
+            .with_context(|| format!("cannot resolve {host}"))?
+            .next()
+            .ok_or_else(|| anyhow!("{host} resolves to no address"))?;
+        Ok(Endpoint {
+            https,
+            authority: authority.to_string(),
+            host,
+            addr,
+        })
+    }
+}
+
+/// The upstream could not be used: unreachable, too slow, or the connection broke.
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("upstream unreachable: {0:#}")]
+    Unreachable(anyhow::Error),
+}
+
+/// Request bodies sent upstream: nothing, bytes in memory, or a stream (the client's body,
+/// optionally copied as it passes into a buffer the caller keeps).
+pub enum UpBody {
+    Full(Option<Bytes>),
+    Stream {
+        inner: s3s::Body,
+        tee: Option<std::rc::Rc<RefCell<Tee>>>,
+    },
+}
+
+/// What a streamed body copied on its way upstream (up to `limit` bytes; past it the copy is
+/// dropped and `overflow` set).
+#[derive(Default)]
+pub struct Tee {
+    pub chunks: Vec<Bytes>,
+    pub bytes: u64,
+    pub limit: u64,
+    pub overflow: bool,
+}
+
+impl Body for UpBody {
+    type Data = Bytes;
+    type Error = s3s::StdError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskCx<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            UpBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            UpBody::Stream { inner, tee } => {
+                let r = Pin::new(inner).poll_frame(cx);
+                if let (Poll::Ready(Some(Ok(f))), Some(t)) = (&r, tee.as_ref()) {
+                    if let Some(d) = f.data_ref() {
+                        let mut t = t.borrow_mut();
+                        t.bytes += d.len() as u64;
+                        if t.bytes > t.limit {
+                            t.overflow = true;
+                            t.chunks.clear();
+                        } else if !t.overflow {
+                            t.chunks.push(d.clone());
+                        }
+                    }
+                }
+                r
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpBody::Full(b) => b.is_none(),
+            UpBody::Stream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            UpBody::Full(None) => SizeHint::with_exact(0),
+            UpBody::Stream { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+/// One request to the upstream. `headers` are sent and signed as given (lower-case names).
+pub struct UpRequest<'a> {
+    pub method: http::Method,
+    pub bucket: Option<&'a str>,
+    pub key: Option<&'a str>,
+    /// Decoded query pairs.
+    pub query: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
+    pub body: UpBody,
+    /// Exact body length for streamed bodies (Content-Length); in-memory bodies know theirs.
+    pub content_length: Option<u64>,
+}
+
+impl<'a> UpRequest<'a> {
+    pub fn new(method: http::Method, bucket: Option<&'a str>, key: Option<&'a str>) -> Self {
+        UpRequest {
+            method,
+            bucket,
+            key,
+            query: Vec::new(),
+            headers: Vec::new(),
+            body: UpBody::Full(None),
+            content_length: None,
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.to_ascii_lowercase(), value.into()));
+        self
+    }
+}
+
+/// An answer whose head arrived; the body is read with [`UpResponse::collect`] or
+/// [`UpResponse::next_chunk`]. Reading it to its end puts the connection back in the pool.
+pub struct UpResponse {
+    pub status: http::StatusCode,
+    pub headers: http::HeaderMap,
+    body: Option<Incoming>,
+    sender: Option<SendRequest<UpBody>>,
+    up: Arc<Upstream>,
+}
+
+impl UpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The ETag without quotes.
+    pub fn etag(&self) -> Option<String> {
+        self.header("etag").map(|e| {
+            e.trim()
+                .trim_start_matches("W/")
+                .trim_matches('"')
+                .to_string()
+        })
+    }
+
+    /// The next body chunk, within the timeout; `Ok(None)` at the end.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, UpError> {
+        let t = self.up.timeout;
+        loop {
+            let Some(body) = self.body.as_mut() else {
+                return Ok(None);
+            };
+            let f = match monoio::time::timeout(t, body.frame()).await {
+                Err(_) => return Err(UpError::Timeout(t)),
+                Ok(None) => {
+                    self.body = None;
+                    if let Some(s) = self.sender.take() {
+                        self.up.give_back(s);
+                    }
+                    return Ok(None);
+                }
+                Ok(Some(Err(e))) => {
+                    self.body = None;
+                    return Err(UpError::Unreachable(anyhow!(e).context("reading the body")));
+                }
+                Ok(Some(Ok(f))) => f,
+            };
+            if let Ok(d) = f.into_data() {
+                if !d.is_empty() {
+                    return Ok(Some(d));
+                }
+            }
+        }
+    }
+
+    /// The whole body (answers that are small: XML, errors), at most `limit` bytes.
+    pub async fn collect(&mut self, limit: usize) -> Result<Bytes, UpError> {
+        let mut out = bytes::BytesMut::new();
+        while let Some(c) = self.next_chunk().await? {
+            if out.len() + c.len() > limit {
+                return Err(UpError::Unreachable(anyhow!(
+                    "upstream answer longer than {limit} bytes"
+                )));
+            }
+            out.extend_from_slice(&c);
+        }
+        Ok(out.freeze())
+    }
+}
+
+/// The upstream client (one per process; connections are per core).
+pub struct Upstream {
+    pub endpoint: Endpoint,
+    pub virtual_host: bool,
+    pub timeout: Duration,
+    signer: Mutex<Signer>,
+    tls: Option<tokio_rustls::TlsConnector>,
+    /// Requests sent, failures to get an answer, and total answer-head latency (µs).
+    pub stats: Stats,
+}
+
+#[derive(Default)]
+pub struct Stats {
+    pub requests: std::sync::atomic::AtomicU64,
+    pub failures: std::sync::atomic::AtomicU64,
+    pub latency_us: std::sync::atomic::AtomicU64,
+}
+
+thread_local! {
+    /// Idle connections of this core.
+    static POOL: RefCell<HashMap<usize, Vec<SendRequest<UpBody>>>> = RefCell::new(HashMap::new());
+}
+
+fn tls_config(ca: Option<&std::path::Path>) -> anyhow::Result<rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let path = ca
+        .map(|p| p.to_path_buf())
+        .unwrap_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into());
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(&path)
+        .with_context(|| format!("cannot read CA certificates from {}", path.display()))?;
+    for c in certs {
+        let c = c.with_context(|| format!("bad PEM in {}", path.display()))?;
+        roots
+            .add(c)
+            .with_context(|| format!("bad CA certificate in {}", path.display()))?;
+    }
+    if roots.is_empty() {
+        anyhow::bail!("no CA certificate in {}", path.display());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+impl Upstream {
+    pub fn new(
+        endpoint: Endpoint,
+        access_key: &str,
+        secret_key: &str,
+        region: &str,
+        virtual_host: bool,
+        timeout: Duration,
+        ca: Option<&std::path::Path>,
+    ) -> anyhow::Result<Upstream> {
+        let tls = if endpoint.https {
+            Some(tokio_rustls::TlsConnector::from(Arc::new(tls_config(ca)?)))
+        } else {
+            None
+        };
+        Ok(Upstream {
+            endpoint,
+            virtual_host,
+            timeout,
+            signer: Mutex::new(Signer::new(access_key, secret_key, region)),
+            tls,
+            stats: Stats::default(),
+        })
+    }
+
+    fn id(&self) -> usize {
+        self as *const Upstream as usize
+    }
+
+    fn give_back(&self, s: SendRequest<UpBody>) {
+        if s.is_closed() {
+            return;
+        }
+        POOL.with(|p| {
+            let mut p = p.borrow_mut();
+            let v = p.entry(self.id()).or_default();
+            if v.len() < POOL_PER_CORE {
+                v.push(s);
+            }
+        });
+    }
+
+    fn pooled(&self) -> Option<SendRequest<UpBody>> {
+        POOL.with(|p| {
+            let mut p = p.borrow_mut();
+            let v = p.get_mut(&self.id())?;
+            while let Some(s) = v.pop() {
+                if !s.is_closed() {
+                    return Some(s);
+                }
+            }
+            None
+        })
+    }
+
+    async fn connect(&self) -> anyhow::Result<SendRequest<UpBody>> {
+        let stream = monoio::net::TcpStream::connect_addr(self.endpoint.addr)
+            .await
+            .with_context(|| format!("connect {}", self.endpoint.addr))?;
+        let _ = stream.set_nodelay(true);
+        let io = stream.into_poll_io().context("poll io")?;
+        let builder = {
+            let mut b = hyper::client::conn::http1::Builder::new();
+            b.max_buf_size(MAX_HEAD_BYTES);
+            b
+        };
+        let sender = match &self.tls {
+            None => {
+                let (s, conn) = builder
+                    .handshake(MonoioIo::new(io))
+                    .await
+                    .context("HTTP handshake")?;
+                monoio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "gateway: upstream connection ended");
+                    }
+                });
+                s
+            }
+            Some(tls) => {
+                let name = rustls_pki_types::ServerName::try_from(
+                    self.endpoint
+                        .host
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_string(),
+                )
+                .context("upstream host is no TLS server name")?;
+                let t = tls.connect(name, io).await.context("TLS handshake")?;
+                let (s, conn) = builder
+                    .handshake(MonoioIo::new(t))
+                    .await
+                    .context("HTTP handshake")?;
+                monoio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "gateway: upstream connection ended");
+                    }
+                });
+                s
+            }
+        };
+        Ok(sender)
+    }
+
+    /// Path, canonical query and Host of a request.
+    fn target(&self, bucket: Option<&str>, key: Option<&str>) -> (String, String) {
+        let mut path = String::with_capacity(64);
+        let host;
+        match (bucket, self.virtual_host) {
+            (Some(b), true) => {
+                host = format!("{b}.{}", self.endpoint.authority);
+                path.push('/');
+                if let Some(k) = key {
+                    sigv4::push_uri_encoded(&mut path, k, false);
+                }
+            }
+            (Some(b), false) => {
+                host = self.endpoint.authority.clone();
+                path.push('/');
+                sigv4::push_uri_encoded(&mut path, b, true);
+                if let Some(k) = key {
+                    path.push('/');
+                    sigv4::push_uri_encoded(&mut path, k, false);
+                }
+            }
+            (None, _) => {
+                host = self.endpoint.authority.clone();
+                path.push('/');
+            }
+        }
+        (path, host)
+    }
+
+    /// Sends one request and waits (within the timeout) for the answer's head.
+    pub async fn send(self: &Arc<Self>, req: UpRequest<'_>) -> Result<UpResponse, UpError> {
+        let started = Instant::now();
+        self.stats
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let r = monoio::time::timeout(self.timeout, self.send_inner(req)).await;
+        let r = match r {
+            Err(_) => Err(UpError::Timeout(self.timeout)),
+            Ok(r) => r,
+        };
+        let us = started.elapsed().as_micros() as u64;
+        self.stats
+            .latency_us
+            .fetch_add(us, std::sync::atomic::Ordering::Relaxed);
+        match &r {
+            Ok(resp) => {
+                tracing::debug!(
+                    status = resp.status.as_u16(),
+                    us,
+                    "gateway: upstream answered"
+                )
+            }
+            Err(e) => {
+                self.stats
+                    .failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(error = %e, us, "gateway: upstream request failed");
+            }
+        }
+        r
+    }
+
+    async fn send_inner(self: &Arc<Self>, req: UpRequest<'_>) -> Result<UpResponse, UpError> {
+        let (path, host) = self.target(req.bucket, req.key);
+        let mut query = String::new();
+        sigv4::push_canonical_query(&mut query, &req.query);
+        let (payload_hash, length) = match &req.body {
+            UpBody::Full(Some(b)) => (sigv4::sha256_hex(b).as_str().to_string(), b.len() as u64),
+            UpBody::Full(None) => (sigv4::EMPTY_SHA256.to_string(), 0),
+            UpBody::Stream { .. } => (
+                sigv4::UNSIGNED_PAYLOAD.to_string(),
+                req.content_length.unwrap_or(0),
+            ),
+        };
+        // Repeated names are one canonical header, values joined by commas.
+        let mut merged: Vec<(String, String)> = Vec::with_capacity(req.headers.len());
+        for (k, v) in &req.headers {
+            match merged.iter_mut().find(|(n, _)| n == k) {
+                Some((_, old)) => {
+                    old.push(',');
+                    old.push_str(v);
+                }
+                None => merged.push((k.clone(), v.clone())),
+            }
+        }
+        let extra: Vec<(&str, &str)> = merged
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let signed = self
+            .signer
+            .lock()
+            .map_err(|_| UpError::Unreachable(anyhow!("signer poisoned")))?
+            .sign(
+                req.method.as_str(),
+                &host,
+                &path,
+                &query,
+                &payload_hash,
+                unix,
+                &extra,
+            );
+        let uri = if query.is_empty() {
+            path
+        } else {
+            format!("{path}?{query}")
+        };
+        let mut b = http::Request::builder()
+            .method(req.method.clone())
+            .uri(uri)
+            .header(http::header::HOST, &host);
+        for (k, v) in &merged {
+            b = b.header(k.as_str(), v.as_str());
+        }
+        for (k, v) in signed {
+            b = b.header(k, v);
+        }
+        let sends_body = !matches!(req.body, UpBody::Full(None))
+            || matches!(req.method, http::Method::PUT | http::Method::POST);
+        if sends_body {
+            b = b.header(http::header::CONTENT_LENGTH, length);
+        }
+        let hreq = b
+            .body(req.body)
+            .map_err(|e| UpError::Unreachable(anyhow!(e).context("building the request")))?;
+        // A pooled connection finished its last answer; it is ready once its task saw that.
+        // One the upstream closed meanwhile gives the request back unsent: retry it once on a
+        // new connection.
+        let ready = match self.pooled() {
+            Some(mut s) => s.ready().await.is_ok().then_some(s),
+            None => None,
+        };
+        let (mut sender, pooled) = match ready {
+            Some(s) => (s, true),
+            None => (self.connect().await.map_err(UpError::Unreachable)?, false),
+        };
+        let resp = match sender.try_send_request(hreq).await {
+            Ok(r) => r,
+            Err(mut e) if pooled && e.message().is_some() => {
+                let hreq = e.take_message().expect("checked");
+                sender = self.connect().await.map_err(UpError::Unreachable)?;
+                sender
+                    .send_request(hreq)
+                    .await
+                    .map_err(|e| UpError::Unreachable(anyhow!(e).context("request")))?
+            }
+            Err(e) => {
+                return Err(UpError::Unreachable(
+                    anyhow!(e.into_error()).context("request"),
+                ))
+            }
+        };
+        let (parts, body) = resp.into_parts();
+        let mut out = UpResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body: Some(body),
+            sender: Some(sender),
+            up: self.clone(),
+        };
+        if out.body.as_ref().is_some_and(|b| b.is_end_stream()) {
+            out.body = None;
+            if let Some(s) = out.sender.take() {
+                self.give_back(s);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        let e = Endpoint::parse("http://127.0.0.1:8333").unwrap();
+        assert!(!e.https);
+        assert_eq!(e.authority, "127.0.0.1:8333");
+        assert_eq!(e.addr, "127.0.0.1:8333".parse().unwrap());
+        let e = Endpoint::parse("https://127.0.0.1/").unwrap();
+        assert!(e.https);
+        assert_eq!(e.addr.port(), 443);
+        assert!(Endpoint::parse("ftp://x").is_err());
+        assert!(Endpoint::parse("http://h:1/path").is_err());
+        assert!(Endpoint::parse("http://").is_err());
+    }
+
+    #[test]
+    fn targets() {
+        let up = Upstream::new(
+            Endpoint::parse("http://127.0.0.1:8333").unwrap(),
+            "ak",
+            "secretsecret",
+            "us-east-1",
+            false,
+            Duration::from_secs(1),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            up.target(Some("b"), Some("a b/c+d")),
+            ("/b/a%20b/c%2Bd".to_string(), "127.0.0.1:8333".to_string())
+        );
+        assert_eq!(up.target(None, None).0, "/");
+        let vh = Upstream {
+            virtual_host: true,
+            ..up
+        };
+        assert_eq!(
+            vh.target(Some("b"), Some("k/1")),
+            ("/k/1".to_string(), "b.127.0.0.1:8333".to_string())
+        );
+    }
+}

