@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::rc::Rc;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::keys::{Iter, KeyMap};
 use super::space::{DroppedRecord, Epoch, RecTable, VolFile, Vols};
@@ -145,8 +145,12 @@ impl Slot {
     }
 }
 
-/// Arena chunks are at least this big (one allocation holds the metadata of many objects).
+/// New arena pieces are staged up to this many bytes before they become a chunk (a batch's
+/// pieces become one at the end of the batch, whatever their size).
 const ARENA_CHUNK_BYTES: usize = 64 << 10;
+/// The arena is rewritten when its chunks hold more than twice the bytes objects use, plus
+/// this much.
+const ARENA_SLACK_BYTES: usize = 1 << 20;
 
 struct Chunk {
     bytes: Bytes,
@@ -154,17 +158,22 @@ struct Chunk {
     live_bytes: u32,
 }
 
-/// Append-only chunks of `Bytes` holding metadata and CRC tables; pieces are handed out as
-/// `Bytes::slice`s (a refcount, no allocation). New pieces go to `staging` and become a chunk
-/// at the end of each batch (`freeze`), before any reader can see them.
+/// Chunks of `Bytes` holding metadata and CRC tables; pieces are handed out as
+/// `Bytes::slice`s (a refcount, no allocation). New pieces are staged and become a chunk (one
+/// allocation of their exact size) at the end of each batch (`freeze`), before any reader can
+/// see them. A chunk is freed when no object uses it; `sparse` says when the chunks hold much
+/// more than the objects use (the index then rewrites the arena).
 #[derive(Default)]
 struct Arena {
     chunks: Vec<Chunk>,
     free: Vec<u32>,
-    staging: BytesMut,
+    staging: Vec<u8>,
     /// The chunk id `staging` becomes.
     staging_id: Option<u32>,
     staging_live: u32,
+    /// Bytes of the chunks in the table, and the bytes of them objects use.
+    chunk_bytes: usize,
+    live_bytes: usize,
 }
 
 impl Arena {
@@ -174,11 +183,8 @@ impl Arena {
         if n == 0 {
             return (NO_CHUNK, 0);
         }
-        if self.staging.capacity() - self.staging.len() < n
-            || self.staging.len() + n > u32::MAX as usize
-        {
+        if !self.staging.is_empty() && self.staging.len() + n > ARENA_CHUNK_BYTES {
             self.freeze();
-            self.staging = BytesMut::with_capacity(ARENA_CHUNK_BYTES.max(n));
         }
         let id = match self.staging_id {
             Some(id) => id,
@@ -195,14 +201,18 @@ impl Arena {
                 id
             }
         };
-        let off = self.staging.len() as u32;
-        self.staging.put_slice(meta);
+        let off = u32::try_from(self.staging.len()).expect("staging bounded by one batch");
+        if self.staging.capacity() == 0 {
+            self.staging.reserve_exact(ARENA_CHUNK_BYTES.max(n));
+        }
+        self.staging.extend_from_slice(meta);
         if let Some(c) = crcs {
             for i in 0..c.len() {
-                self.staging.put_u32_le(c.get(i));
+                self.staging.extend_from_slice(&c.get(i).to_le_bytes());
             }
         }
         self.staging_live += n as u32;
+        self.live_bytes += n;
         (id, off)
     }
 
@@ -211,11 +221,16 @@ impl Arena {
         let Some(id) = self.staging_id.take() else {
             return;
         };
-        let bytes = self.staging.split().freeze();
-        // The first clone of a `Bytes` made from a vector may allocate its shared header: do
-        // it here, so that slicing the chunk in `get` never does.
+        let bytes = Bytes::copy_from_slice(&self.staging);
+        // The first clone of a `Bytes` made from a vector allocates its shared header: do it
+        // here, so that slicing the chunk in `get` never does.
         drop(bytes.clone());
+        self.staging.clear();
+        if self.staging.capacity() > 4 * ARENA_CHUNK_BYTES {
+            self.staging = Vec::new();
+        }
         let live_bytes = std::mem::take(&mut self.staging_live);
+        self.chunk_bytes += bytes.len();
         self.chunks[id as usize] = Chunk { bytes, live_bytes };
         if live_bytes == 0 {
             self.drop_chunk(id);
@@ -223,7 +238,8 @@ impl Arena {
     }
 
     fn drop_chunk(&mut self, id: u32) {
-        self.chunks[id as usize].bytes = Bytes::new();
+        let b = std::mem::take(&mut self.chunks[id as usize].bytes);
+        self.chunk_bytes -= b.len();
         self.free.push(id);
     }
 
@@ -243,6 +259,7 @@ impl Arena {
         if n == 0 {
             return;
         }
+        self.live_bytes -= n as usize;
         if self.staging_id == Some(chunk) {
             self.staging_live -= n;
             return;
@@ -253,6 +270,14 @@ impl Arena {
         if c.live_bytes == 0 {
             self.drop_chunk(chunk);
         }
+    }
+
+    /// The chunks (with their table entries) hold much more than the objects use: after
+    /// deletes left chunks partly used, or many small batches made many small chunks.
+    fn sparse(&self) -> bool {
+        let used_chunks = self.chunks.len() - self.free.len();
+        let held = self.chunk_bytes + used_chunks * (std::mem::size_of::<Chunk>() + 16);
+        held > 2 * self.live_bytes + ARENA_SLACK_BYTES
     }
 }
 
@@ -481,6 +506,40 @@ impl Index {
         }
         self.objects -= 1;
         Some(old)
+    }
+
+    /// Rewrite the arena when it is sparse: every object's piece copied into new, full chunks.
+    /// O(objects), run only after the arena's garbage grew to what objects use (amortized).
+    fn compact_arena(&mut self) {
+        if !self.arena.sparse() {
+            return;
+        }
+        let (before_bytes, before_chunks) = (self.arena.chunk_bytes, self.arena.chunks.len());
+        let mut fresh = Arena::default();
+        let old = &self.arena;
+        for m in self.spaces.values_mut() {
+            for s in m.values_mut() {
+                let n = s.arena_bytes();
+                if n == 0 {
+                    continue;
+                }
+                let piece = old.slice(s.chunk, s.offset, u64::from(n));
+                (s.chunk, s.offset) = fresh.put(&piece, None);
+            }
+        }
+        fresh.freeze();
+        assert_eq!(
+            fresh.live_bytes, self.arena.live_bytes,
+            "arena rewrite lost bytes"
+        );
+        tracing::debug!(
+            before_bytes,
+            before_chunks,
+            after_bytes = fresh.chunk_bytes,
+            after_chunks = fresh.chunks.len(),
+            "index arena rewritten"
+        );
+        self.arena = fresh;
     }
 
     /// Slots of `ns` from `start` on, in key order.
@@ -771,6 +830,7 @@ impl Shard {
                 }
             }
             idx.arena.freeze();
+            idx.compact_arena();
             self.n_objects.set(idx.len());
             assert!(snapshot_bytes >= format::SNAPSHOT_EMPTY_BYTES);
             self.snapshot_bytes.set(snapshot_bytes);
@@ -883,5 +943,57 @@ impl Shard {
             break;
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arena_pieces_round_trip_and_free() {
+        let mut a = Arena::default();
+        let crcs = Crcs::Owned(Rc::from(vec![1u32, 0xdead_beef]));
+        let (c1, o1) = a.put(b"meta-one", Some(&crcs));
+        let (c2, o2) = a.put(b"two", None);
+        assert_eq!(a.put(b"", None), (NO_CHUNK, 0));
+        a.freeze();
+        assert_eq!(c1, c2, "one batch, one chunk");
+        assert_eq!(&a.slice(c1, o1, 8)[..], b"meta-one");
+        let t = Crcs::Arena(a.slice(c1, o1 + 8, 8));
+        assert_eq!((t.len(), t.get(0), t.get(1)), (2, 1, 0xdead_beef));
+        assert_eq!(&*t.to_rc(), &[1, 0xdead_beef]);
+        assert_eq!(&a.slice(c2, o2, 3)[..], b"two");
+        assert_eq!(a.live_bytes, 19);
+        a.release(c1, 16);
+        assert_eq!(a.chunks[c1 as usize].bytes.len(), 19, "chunk still used");
+        a.release(c2, 3);
+        assert!(a.chunks[c1 as usize].bytes.is_empty() && a.free == vec![c1]);
+        assert_eq!((a.live_bytes, a.chunk_bytes), (0, 0));
+        // The freed id is reused by the next batch.
+        let (c3, _) = a.put(b"x", None);
+        a.freeze();
+        assert_eq!(c3, c1);
+    }
+
+    #[test]
+    fn arena_is_sparse_after_deletes() {
+        let mut a = Arena::default();
+        let mut pieces = Vec::new();
+        for i in 0..100_000u32 {
+            pieces.push(a.put(&i.to_le_bytes().repeat(16), None));
+            if i % 1000 == 999 {
+                a.freeze();
+            }
+        }
+        a.freeze();
+        assert!(!a.sparse());
+        // Keep one piece in eight: every chunk stays, mostly garbage.
+        for (i, (c, _)) in pieces.iter().enumerate() {
+            if i % 8 != 0 {
+                a.release(*c, 64);
+            }
+        }
+        assert!(a.sparse());
     }
 }

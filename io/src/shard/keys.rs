@@ -177,7 +177,11 @@ impl<V> KeyMap<V> {
     pub(super) fn insert(&mut self, k: &str, v: V) -> Option<V> {
         let k = k.as_bytes();
         if self.blocks.is_empty() {
-            self.blocks.push(Box::new(Block::new()));
+            let mut b = Block::new();
+            b.insert_at(0, k, v);
+            self.blocks.push(Box::new(b));
+            self.len += 1;
+            return None;
         }
         let mut bi = self.block_of(k);
         let mut i = match self.blocks[bi].search(k) {
@@ -239,6 +243,11 @@ impl<V> KeyMap<V> {
             }
         }
         Some(v)
+    }
+
+    /// Every value, in key order, mutable.
+    pub(super) fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.blocks.iter_mut().flat_map(|b| b.vals.iter_mut())
     }
 
     /// Entries from `start` on, in key order.
