@@ -13,7 +13,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use super::keys::{Iter, KeyMap};
+use super::keys::KeyMap;
 use super::space::{DroppedRecord, Epoch, RecTable, VolFile, Vols};
 use super::{Extents, ListItem, Object, Shard};
 use crate::error::{Error, Result};
@@ -542,9 +542,9 @@ impl Index {
         self.arena = fresh;
     }
 
-    /// Slots of `ns` from `start` on, in key order.
-    pub(super) fn range(&self, ns: &str, start: Bound<&str>) -> Option<Iter<'_, Slot>> {
-        self.spaces.get(ns).map(|m| m.range(start))
+    /// The keys and slots of `ns`.
+    pub(super) fn space(&self, ns: &str) -> Option<&KeyMap<Slot>> {
+        self.spaces.get(ns)
     }
 
     /// Namespaces from `start` on, in order.
@@ -900,11 +900,11 @@ impl Shard {
                 start = Bound::Excluded(a.to_string());
             }
         }
+        let Some(m) = idx.space(ns) else {
+            return out;
+        };
         'outer: loop {
-            let Some(range) = idx.range(ns, start.as_ref().map(|s| s.as_str())) else {
-                break;
-            };
-            for (k, o) in range {
+            for (k, o) in m.range(start.as_ref().map(|s| s.as_str())) {
                 if !k.starts_with(prefix) {
                     break 'outer;
                 }
