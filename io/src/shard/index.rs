@@ -148,8 +148,10 @@ impl Slot {
 /// New arena pieces are staged up to this many bytes before they become a chunk (a batch's
 /// pieces become one at the end of the batch, whatever their size).
 const ARENA_CHUNK_BYTES: usize = 64 << 10;
-/// The arena is rewritten when its chunks hold more than twice the bytes objects use, plus
-/// this much.
+/// The arena is rewritten when its chunks (with their table entries) hold more than a quarter
+/// more than the bytes objects use, plus this much. Each batch makes one chunk (56 bytes of
+/// table and allocator overhead besides its pieces), so under small batches this rewrites
+/// after about a quarter as many batches as objects stored: a few piece copies per batch.
 const ARENA_SLACK_BYTES: usize = 1 << 20;
 
 struct Chunk {
@@ -277,7 +279,7 @@ impl Arena {
     fn sparse(&self) -> bool {
         let used_chunks = self.chunks.len() - self.free.len();
         let held = self.chunk_bytes + used_chunks * (std::mem::size_of::<Chunk>() + 16);
-        held > 2 * self.live_bytes + ARENA_SLACK_BYTES
+        held > self.live_bytes + self.live_bytes / 4 + ARENA_SLACK_BYTES
     }
 }
 
@@ -509,7 +511,8 @@ impl Index {
     }
 
     /// Rewrite the arena when it is sparse: every object's piece copied into new, full chunks.
-    /// O(objects), run only after the arena's garbage grew to what objects use (amortized).
+    /// O(objects), run only after the arena's overhead grew to a quarter of what objects use
+    /// (amortized over the batches that made it).
     fn compact_arena(&mut self) {
         if !self.arena.sparse() {
             return;

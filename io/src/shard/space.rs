@@ -173,6 +173,12 @@ impl RecTable {
                 self.refs[i] == 1
             }
             Err(i) => {
+                // Grow by an eighth, not by doubling (one table entry per record).
+                if self.offs.len() == self.offs.capacity() {
+                    let extra = (self.offs.len() / 8).max(64);
+                    self.offs.reserve_exact(extra);
+                    self.refs.reserve_exact(extra);
+                }
                 self.offs.insert(i, off);
                 self.refs.insert(i, 1);
                 true
