@@ -41,7 +41,7 @@ async fn put(
     key: &str,
     data: &[u8],
     chunk: usize,
-) -> bale_io::Result<Rc<Object>> {
+) -> bale_io::Result<Object> {
     put_expect(shard, ns, key, data, chunk, Expect::Any).await
 }
 
@@ -52,7 +52,7 @@ async fn put_expect(
     data: &[u8],
     chunk: usize,
     expect: Expect,
-) -> bale_io::Result<Rc<Object>> {
+) -> bale_io::Result<Object> {
     let mut w = shard.put(ns, key, data.len() as u64)?;
     for c in data.chunks(chunk.max(1)) {
         w.write(Bytes::copy_from_slice(c)).await?;

@@ -55,7 +55,7 @@ pub fn whole(b: Bytes) -> StreamingBlob {
 }
 
 /// Streams `[start, end)` of `obj`: spawns the reader on the current (owning) core.
-pub fn stream(shard: Rc<Shard>, obj: Rc<Object>, start: u64, end: u64) -> StreamingBlob {
+pub fn stream(shard: Rc<Shard>, obj: Object, start: u64, end: u64) -> StreamingBlob {
     let (mut tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
     let len = (end - start) as usize;
     let request_id = crate::logging::current_request_id();

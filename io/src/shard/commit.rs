@@ -58,14 +58,14 @@ pub(super) enum Op {
         put: PutReq,
         vol: Rc<VolFile>,
         expect: Expect,
-        reply: Reply<Rc<Object>>,
+        reply: Reply<Object>,
     },
     /// `Shard::delete`: answers the version removed (None if absent).
     Delete {
         ns: String,
         key: String,
         expect: Expect,
-        reply: Reply<Option<Rc<Object>>>,
+        reply: Reply<Option<Object>>,
     },
     /// `Shard::compose`: answers the new object.
     Compose {
@@ -75,7 +75,7 @@ pub(super) enum Op {
         meta: Bytes,
         remove_sources: bool,
         expect: Expect,
-        reply: Reply<Rc<Object>>,
+        reply: Reply<Object>,
     },
     /// Compaction: version `seq` of `ns/key` now lives in the copies `moves` name (applied only
     /// if that version is still current).
@@ -132,9 +132,9 @@ fn refuse<T>(reply: Reply<T>, e: Error) -> Option<Planned> {
 /// A request that passed its checks, waiting for its batch to be durable.
 enum Waiter {
     /// PUT, compose: the object made.
-    Object(Reply<Rc<Object>>, Rc<Object>),
+    Object(Reply<Object>, Object),
     /// DELETE: the version removed.
-    Removed(Reply<Option<Rc<Object>>>, Option<Rc<Object>>),
+    Removed(Reply<Option<Object>>, Option<Object>),
     /// Relocate.
     Moved(Reply<()>),
 }
@@ -184,7 +184,7 @@ struct Batch {
     n_entries: u64,
 }
 
-fn check_expect(expect: Expect, cur: &Option<Rc<Object>>) -> Result<()> {
+fn check_expect(expect: Expect, cur: &Option<Object>) -> Result<()> {
     let ok = match expect {
         Expect::Any => true,
         Expect::Absent => cur.is_none(),
@@ -382,7 +382,7 @@ impl Shard {
         overlay: &Overlay,
         put: PutReq,
         expect: Expect,
-    ) -> Result<(Entry, Vec<Change>, Rc<Object>)> {
+    ) -> Result<(Entry, Vec<Change>, Object)> {
         check_expect(expect, &self.lookup(overlay, &put.ns, &put.key))?;
         let obj = self.plan_put(put.seq, put.mtime_ms, &put.meta, &put.extent)?;
         let changes = vec![(put.ns.clone(), put.key.clone(), Some(obj.clone()))];
@@ -397,7 +397,7 @@ impl Shard {
         ns: String,
         key: String,
         expect: Expect,
-    ) -> Result<(Option<Entry>, Vec<Change>, Option<Rc<Object>>)> {
+    ) -> Result<(Option<Entry>, Vec<Change>, Option<Object>)> {
         let cur = self.lookup(overlay, &ns, &key);
         check_expect(expect, &cur)?;
         if cur.is_none() {
@@ -421,7 +421,7 @@ impl Shard {
             bool,
         ),
         expect: Expect,
-    ) -> Result<(Entry, Vec<Change>, Rc<Object>)> {
+    ) -> Result<(Entry, Vec<Change>, Object)> {
         check_expect(expect, &self.lookup(overlay, &ns, &key))?;
         let mut srcs = Vec::with_capacity(sources.len());
         for (sns, skey) in sources {
@@ -636,7 +636,7 @@ impl Shard {
         let mut cursor = IndexCursor::default();
         let mut written_objects = 0u64;
         loop {
-            let done = cursor.step(&self.index.borrow(), |ns, k, o| {
+            let done = cursor.step(self, |ns, k, o| {
                 let recs: Vec<ExtentRec> = o.extents.iter().map(|e| e.to_rec()).collect();
                 encode_snapshot_object(&mut buf, ns, k, o.size, o.mtime_ms, o.seq, &o.meta, &recs);
                 written_objects += 1;

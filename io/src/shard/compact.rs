@@ -4,13 +4,13 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
 
 use super::commit::{Op, Req, MAX_BATCH_REQUESTS};
-use super::index::{Extent, Index};
+use super::index::Extent;
 use super::space::{VolFile, WriterSlot};
 use super::{yield_now, CompactStats, Object, ScrubStats, Shard, CHUNK_BYTES};
 use crate::buf::AlignedBuf;
@@ -20,6 +20,8 @@ use crate::format::{decode_record_header, Move};
 /// Compaction waits for its relocation commits after this many (one group commit for all).
 const COMPACT_COMMIT_GROUP: usize = 256;
 const _: () = assert!(COMPACT_COMMIT_GROUP <= MAX_BATCH_REQUESTS);
+/// Objects the scrubber holds at a time.
+const SCRUB_CHUNK_OBJECTS: usize = 64;
 /// Objects visited per step of `walk_index` (between yields).
 const WALK_CHUNK_OBJECTS: usize = 4096;
 
@@ -37,19 +39,22 @@ impl IndexCursor {
     /// stays on that object, and false is returned) or the index ends (true).
     pub(super) fn step(
         &mut self,
-        idx: &Index,
-        mut f: impl FnMut(&str, &str, &Rc<Object>) -> bool,
+        shard: &Shard,
+        mut f: impl FnMut(&str, &str, &Object) -> bool,
     ) -> bool {
+        let idx = shard.index.borrow();
+        let vols = shard.vols.borrow();
+        let hold = shard.hold();
         let mut stop = None;
         let ns_start = self.0.as_ref().map(|c| c.0.as_str()).unwrap_or("");
-        'walk: for (ns, m) in idx.range::<str, _>((Bound::Included(ns_start), Bound::Unbounded)) {
+        'walk: for (ns, m) in idx.spaces_from(ns_start) {
             let lo = match &self.0 {
                 Some((cns, ck)) if cns == ns => Bound::Excluded(ck.as_str()),
                 _ => Bound::Unbounded,
             };
-            for (k, o) in m.range::<str, _>((lo, Bound::Unbounded)) {
-                if !f(ns, k, o) {
-                    stop = Some((ns.clone(), k.clone()));
+            for (k, s) in m.range(lo) {
+                if !f(ns, k, &idx.handle(s, &vols, &hold)) {
+                    stop = Some((ns.clone(), k.to_string()));
                     break 'walk;
                 }
             }
@@ -92,11 +97,11 @@ async fn pace(bytes_checked: u64, max_bytes_per_s: u64, started: Instant) {
 impl Shard {
     /// Visit every object in (ns, key) order, a chunk at a time, yielding between chunks (the
     /// index may change in between; callers tolerate that).
-    async fn walk_index(&self, mut f: impl FnMut(&str, &str, &Rc<Object>)) {
+    async fn walk_index(&self, mut f: impl FnMut(&str, &str, &Object)) {
         let mut cursor = IndexCursor::default();
         loop {
             let mut n = 0usize;
-            let done = cursor.step(&self.index.borrow(), |ns, k, o| {
+            let done = cursor.step(self, |ns, k, o| {
                 f(ns, k, o);
                 n += 1;
                 n < WALK_CHUNK_OBJECTS
@@ -116,6 +121,9 @@ impl Shard {
     ) -> Result<()> {
         // Dead records readers let go of since the last commit.
         self.reclaim_dropped_records();
+        // Records found referenced by the walk stay readable for the whole pass even if their
+        // objects go meanwhile (ADR 17: records dying after this are not punched until then).
+        let _hold = self.hold();
         let victims = self.pick_victims(min_garbage_ratio);
         let mut refs_by_victim = self.records_referenced(&victims).await;
         let mut processed = Vec::with_capacity(victims.len());
@@ -324,29 +332,39 @@ impl Shard {
     /// `Shard::scrub`: every object the index holds at the start, one at a time.
     pub(super) async fn scrub_objects(&self, max_bytes_per_s: u64) -> Result<ScrubStats> {
         let mut stats = ScrubStats::default();
-        // Weak: an object deleted during the pass is not kept alive (its records can be reclaimed).
-        let mut objs: Vec<Weak<Object>> = Vec::with_capacity(self.n_objects.get() as usize);
-        self.walk_index(|_, _, o| objs.push(Rc::downgrade(o))).await;
         let started = Instant::now();
-        for o in objs {
-            let Some(o) = o.upgrade() else { continue };
-            let mut bad = false;
-            for ext in &o.extents {
-                bad = self
-                    .scrub_extent(ext, &mut stats, max_bytes_per_s, started)
-                    .await?;
-                if bad {
-                    break;
-                }
-            }
-            stats.objects_checked += 1;
-            if bad {
-                stats.corrupt_objects += 1;
-            }
-            self.meters.bg(|b| {
-                b.scrub_objects_checked += 1;
-                b.scrub_corrupt_objects += u64::from(bad);
+        // A chunk of objects at a time: held only while they are checked (a held `Object`
+        // delays the punching of records that die meanwhile), then the walk goes on after the
+        // last one (objects deleted meanwhile are skipped, new ones are checked too).
+        let mut cursor = IndexCursor::default();
+        loop {
+            let mut objs: Vec<Object> = Vec::with_capacity(SCRUB_CHUNK_OBJECTS);
+            let done = cursor.step(self, |_, _, o| {
+                objs.push(o.clone());
+                objs.len() < SCRUB_CHUNK_OBJECTS
             });
+            for o in objs {
+                let mut bad = false;
+                for ext in o.extents.iter() {
+                    bad = self
+                        .scrub_extent(ext, &mut stats, max_bytes_per_s, started)
+                        .await?;
+                    if bad {
+                        break;
+                    }
+                }
+                stats.objects_checked += 1;
+                if bad {
+                    stats.corrupt_objects += 1;
+                }
+                self.meters.bg(|b| {
+                    b.scrub_objects_checked += 1;
+                    b.scrub_corrupt_objects += u64::from(bad);
+                });
+            }
+            if done {
+                break;
+            }
         }
         Ok(stats)
     }

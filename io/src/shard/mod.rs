@@ -12,6 +12,7 @@
 mod commit;
 mod compact;
 mod index;
+mod keys;
 mod read;
 mod recover;
 mod space;
@@ -36,7 +37,7 @@ use crate::{EngineConfig, Expect};
 
 use commit::{Journal, Op, Req};
 use index::{Extent, Index};
-use space::{DroppedRecord, Vols};
+use space::{DroppedRecord, Epoch, Vols};
 
 pub use writer::PutWriter;
 
@@ -74,8 +75,10 @@ const SNAP_TMP_FILE: &str = "index.snap.tmp";
 const JOURNAL_FILE: &str = "journal.log";
 const LOCK_FILE: &str = "LOCK";
 
-/// Immutable snapshot of one stored object version.
-#[derive(Debug)]
+/// Immutable snapshot of one stored object version: a handle made from the index by value
+/// (no allocation: `meta` is a slice of the index's metadata arena, the extents are inline or
+/// shared), holding the records it names readable until it is dropped (ADR 17).
+#[derive(Debug, Clone)]
 pub struct Object {
     pub size: u64,
     /// Unix ms at commit.
@@ -84,7 +87,9 @@ pub struct Object {
     pub seq: u64,
     /// Opaque, given at finish/compose.
     pub meta: Bytes,
-    extents: Vec<Extent>,
+    extents: Extents,
+    /// Keeps the records this object names from being punched while it is held.
+    _hold: Rc<Epoch>,
 }
 
 impl Object {
@@ -94,10 +99,27 @@ impl Object {
     }
 }
 
+/// The extents of an object handle: one inline (a PUT), or shared with the index (composed).
+#[derive(Debug, Clone)]
+enum Extents {
+    One(Extent),
+    Many(Rc<[Extent]>),
+}
+
+impl std::ops::Deref for Extents {
+    type Target = [Extent];
+    fn deref(&self) -> &[Extent] {
+        match self {
+            Extents::One(e) => std::slice::from_ref(e),
+            Extents::Many(v) => v,
+        }
+    }
+}
+
 /// One entry of a listing.
 #[derive(Debug)]
 pub enum ListItem {
-    Object { key: String, obj: Rc<Object> },
+    Object { key: String, obj: Object },
     Prefix(String),
 }
 
@@ -223,8 +245,10 @@ pub struct Shard {
     /// Bytes `checkpoint` would write now (header, every object, CRC); kept exact by
     /// `apply_changes` and checked against the real size at every checkpoint.
     snapshot_bytes: Cell<u64>,
-    /// Records whose last extent went away, waiting for `reclaim_dropped_records`.
+    /// Dead records no `Object` can name any more, waiting for `reclaim_dropped_records`.
     dropped_records: Rc<RefCell<Vec<DroppedRecord>>>,
+    /// The epoch new `Object`s hold (`Epoch`).
+    epoch: RefCell<Rc<Epoch>>,
     /// Off while opening: replayed entries are durable only once open has synced the journal.
     punch_enabled: Cell<bool>,
     /// Hole punching runs on this shard's worker thread, never on the reactor (punch.rs).
@@ -291,9 +315,11 @@ impl Shard {
         recover::open(dir, cfg).await
     }
 
-    /// Look up an object (in memory, no I/O).
-    pub fn get(&self, ns: &str, key: &str) -> Option<Rc<Object>> {
-        self.index.borrow().get(ns)?.get(key).cloned()
+    /// Look up an object (in memory, no I/O, no allocation).
+    pub fn get(&self, ns: &str, key: &str) -> Option<Object> {
+        self.index
+            .borrow()
+            .get(ns, key, &self.vols.borrow(), &self.epoch.borrow())
     }
 
     /// Read `[offset, offset+len)` of `obj` (clamped to its size), verifying the CRC32C of every
@@ -308,7 +334,7 @@ impl Shard {
     }
 
     /// Delete; durable before return. Returns the removed version (None if absent).
-    pub async fn delete(&self, ns: &str, key: &str, expect: Expect) -> Result<Option<Rc<Object>>> {
+    pub async fn delete(&self, ns: &str, key: &str, expect: Expect) -> Result<Option<Object>> {
         self.submit(|reply| {
             Req::Op(Op::Delete {
                 ns: ns.to_string(),
@@ -329,7 +355,7 @@ impl Shard {
         meta: Bytes,
         expect: Expect,
         remove_sources: bool,
-    ) -> Result<Rc<Object>> {
+    ) -> Result<Object> {
         if key.len() > MAX_KEY_BYTES || ns.len() > MAX_NS_BYTES {
             return Err(Error::Invalid("namespace or key too long".into()));
         }
@@ -371,7 +397,7 @@ impl Shard {
 
     /// True if the namespace holds any object.
     pub fn has_any(&self, ns: &str) -> bool {
-        self.index.borrow().get(ns).is_some_and(|m| !m.is_empty())
+        self.index.borrow().has_any(ns)
     }
 
     /// Write the index snapshot and trim the journal (runs in the committer, between batches).

@@ -176,7 +176,7 @@ impl Shard {
         for b in run.first..run.end {
             let r = run.range(b);
             let got = crc32c::crc32c(&data[r.clone()]);
-            let want = ext.crcs[b as usize];
+            let want = ext.crcs.get(b as usize);
             if got != want {
                 self.corrupt_reads.set(self.corrupt_reads.get() + 1);
                 let context = format!(

@@ -11,9 +11,9 @@ use std::time::Instant;
 use futures::channel::mpsc;
 
 use super::commit::{committer, Journal, Req};
-use super::index::Overlay;
-use super::space::{VolFile, VolState, Vols};
-use super::{fsync_dir, Object, Shard, JOURNAL_FILE, LOCK_FILE, SNAP_FILE, SNAP_TMP_FILE};
+use super::index::{Index, Overlay};
+use super::space::{Epoch, VolFile, VolState, Vols};
+use super::{fsync_dir, Shard, JOURNAL_FILE, LOCK_FILE, SNAP_FILE, SNAP_TMP_FILE};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::format::{self, Entry, JournalScan};
@@ -235,11 +235,12 @@ fn new_shard(
     let dir_file = std::fs::File::open(dir)
         .and_then(monoio::fs::File::from_std)
         .map_err(|e| Error::io(format!("open dir {}", dir.display()), e))?;
+    let dropped_records = Rc::new(RefCell::new(Vec::new()));
     Ok(Rc::new(Shard {
         dir: dir.to_path_buf(),
         cache: RefCell::new((cfg.cache_bytes > 0).then(|| Cache::new(cfg.cache_bytes))),
         cfg,
-        index: RefCell::new(BTreeMap::new()),
+        index: RefCell::new(Index::default()),
         n_objects: Cell::new(0),
         vols: RefCell::new(vols),
         next_seq: Cell::new(1),
@@ -253,7 +254,8 @@ fn new_shard(
         journal_syncs: Cell::new(0),
         commits: Cell::new(0),
         snapshot_bytes: Cell::new(format::SNAPSHOT_EMPTY_BYTES),
-        dropped_records: Rc::new(RefCell::new(Vec::new())),
+        epoch: RefCell::new(Epoch::new(dropped_records.clone())),
+        dropped_records,
         punch_enabled: Cell::new(false),
         puncher,
         offload,
@@ -297,24 +299,26 @@ impl Shard {
             Ok(img) => match format::decode_snapshot(&img) {
                 Ok(snap) => {
                     self.next_seq.set(snap.next_seq.max(1));
-                    let mut changes = Vec::with_capacity(snap.objects.len());
+                    let mut objects = Vec::with_capacity(snap.objects.len());
                     for o in snap.objects {
                         let extents = o
                             .extents
                             .iter()
                             .map(|e| self.resolve_extent(e))
                             .collect::<Result<Vec<_>>>()?;
-                        let obj = Rc::new(Object {
-                            size: o.size,
-                            mtime_ms: o.mtime_ms,
-                            seq: o.seq,
-                            meta: o.meta,
-                            extents,
-                        });
-                        assert_eq!(obj.size, obj.extents.iter().map(|e| e.len).sum::<u64>());
-                        changes.push((o.ns, o.key, Some(obj)));
+                        if o.size != extents.iter().map(|e| e.len).sum::<u64>() {
+                            return Err(Error::corrupt(format!(
+                                "{}: object {}/{} of {} bytes has extents of another size",
+                                spath.display(),
+                                o.ns,
+                                o.key,
+                                o.size
+                            )));
+                        }
+                        let obj = self.new_object((o.seq, o.mtime_ms, o.size), &o.meta, extents);
+                        objects.push((o.ns, o.key, obj));
                     }
-                    self.apply_changes(changes);
+                    self.load_objects(objects);
                     Ok((snap.applied_lsn, false))
                 }
                 Err(e) if !journal_is_complete => Err(Error::corrupt(format!(
@@ -405,13 +409,9 @@ impl Shard {
                 .map_err(|e| Error::io(format!("remove {}", v.file.path.display()), e))?;
         }
         for v in self.vols.borrow_mut().map.values_mut() {
-            let live_end = v
-                .records
-                .iter()
-                .map(|(off, r)| off + r.span_bytes)
-                .max()
-                .unwrap_or(0);
-            let keep = live_end.max(v.named_end);
+            // Every record the index references was resolved (snapshot or journal), so it
+            // ends at or before `named_end`.
+            let keep = v.named_end;
             if keep < v.end_bytes {
                 // No record at or past `keep` is named.
                 match sys::ftruncate(&v.file.file, keep) {

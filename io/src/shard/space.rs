@@ -2,9 +2,9 @@
 //! disk reserve of ADR 5), and giving back the space of dead records and abandoned spans.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
 
@@ -39,53 +39,197 @@ impl std::fmt::Debug for VolFile {
     }
 }
 
-/// The life of one record on disk, shared by every extent that points at it: those of index
-/// objects and those of objects readers still hold. When the last extent goes away after the
-/// record was killed (no index object references it, and the journal entry that removed the
-/// last reference is durable), the drop is queued and the committer punches the record's span
-/// out of its volume: the space comes back without copying (ADR 5).
-pub(crate) struct RecordLife {
-    pub(super) vol: Rc<VolFile>,
+/// A record no index object references any more, waiting to be punched out of its volume.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct DroppedRecord {
+    pub(super) volume_id: u32,
     pub(super) record_offset: u64,
     pub(super) span_bytes: u64,
-    /// Set when the index stops referencing the record (in `apply_changes`, which runs only
-    /// after the killing entry is durable); cleared if it is referenced again.
-    pub(super) dead: Cell<bool>,
-    pub(super) dropped: Rc<RefCell<Vec<DroppedRecord>>>,
 }
 
-/// A record whose last extent went away (see `RecordLife`).
-pub(super) struct DroppedRecord {
-    vol: Rc<VolFile>,
-    record_offset: u64,
-    span_bytes: u64,
-    dead: bool,
+/// Readers' hold on dead records (ADR 17). Every `Object` handed out holds the epoch that was
+/// current when it was made (one refcount, no allocation). A record that dies while the
+/// current epoch has holders is parked on that epoch; each epoch holds the next one, so an
+/// epoch ends only once its own holders and every earlier epoch are gone, and then hands its
+/// records to the shard's drop queue (the committer punches them). A record is therefore
+/// punched only after every `Object` that could name it is dropped, without a per-record
+/// counter: the price is that one long-held `Object` delays the punching of records that die
+/// after it was made (compaction and the reserve check still see them as garbage).
+pub(crate) struct Epoch {
+    dead: RefCell<Vec<DroppedRecord>>,
+    next: RefCell<Option<Rc<Epoch>>>,
+    sink: Rc<RefCell<Vec<DroppedRecord>>>,
 }
 
-impl std::fmt::Debug for RecordLife {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "record {:?}@{}", self.vol, self.record_offset)
+impl Epoch {
+    pub(super) fn new(sink: Rc<RefCell<Vec<DroppedRecord>>>) -> Rc<Epoch> {
+        Rc::new(Epoch {
+            dead: RefCell::new(Vec::new()),
+            next: RefCell::new(None),
+            sink,
+        })
+    }
+
+    /// Hand `died` (records that stopped being referenced) to the readers' protocol: straight
+    /// to the drop queue when no `Object` holds `cur`, else parked on `cur`, and a new epoch
+    /// (which `cur` holds) is returned to become the current one.
+    pub(super) fn retire(cur: &Rc<Epoch>, died: Vec<DroppedRecord>) -> Option<Rc<Epoch>> {
+        if died.is_empty() {
+            return None;
+        }
+        if Rc::strong_count(cur) == 1 {
+            cur.sink.borrow_mut().extend(died);
+            return None;
+        }
+        cur.dead.borrow_mut().extend(died);
+        let next = Epoch::new(cur.sink.clone());
+        let old = cur.next.borrow_mut().replace(next.clone());
+        assert!(old.is_none(), "the current epoch has no successor");
+        Some(next)
     }
 }
 
-impl Drop for RecordLife {
+impl std::fmt::Debug for Epoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "epoch({} dead)", self.dead.borrow().len())
+    }
+}
+
+impl Drop for Epoch {
     fn drop(&mut self) {
-        // The queue is only ever borrowed to push or to take it whole, never across a drop of a
-        // RecordLife; should that change, the span is left to compaction (no panic in drop).
-        if let Ok(mut q) = self.dropped.try_borrow_mut() {
-            q.push(DroppedRecord {
-                vol: self.vol.clone(),
-                record_offset: self.record_offset,
-                span_bytes: self.span_bytes,
-                dead: self.dead.get(),
-            });
+        let mut dead = std::mem::take(self.dead.get_mut());
+        // Successors only this epoch held end too; unwound in a loop, not by recursion (a
+        // long-held Object can leave a long chain).
+        let mut next = self.next.get_mut().take();
+        while let Some(n) = next {
+            match Rc::try_unwrap(n) {
+                Ok(mut e) => {
+                    dead.append(e.dead.get_mut());
+                    next = e.next.get_mut().take();
+                }
+                Err(_) => break,
+            }
+        }
+        // The queue is only ever borrowed to push or to take it whole, never across a drop of
+        // an Object; should that change, the spans are left to compaction (no panic in drop).
+        if !dead.is_empty() {
+            if let Ok(mut q) = self.sink.try_borrow_mut() {
+                q.append(&mut dead);
+            }
         }
     }
 }
 
-pub(super) struct RecInfo {
-    pub(super) span_bytes: u64,
-    pub(super) refs: u32,
+/// The records of one volume that index objects reference, with how many extents reference
+/// each: offsets kept sorted (appends at the active volume's end are the common case), the
+/// counts beside them; a record whose count falls to zero stays as a tombstone until they are
+/// many. 12 bytes per record instead of a hash map entry and a shared `RecordLife` per record.
+#[derive(Default)]
+pub(super) struct RecTable {
+    offs: Vec<u64>,
+    refs: Vec<u32>,
+    /// Entries with a count of zero.
+    tombstones: usize,
+}
+
+impl RecTable {
+    /// The table of `recs` ((record offset, span) per reference, sorted by offset) and the
+    /// bytes of the distinct records.
+    pub(super) fn from_sorted(recs: &[(u64, u64)]) -> (RecTable, u64) {
+        let mut t = RecTable::default();
+        let mut live_bytes = 0u64;
+        for &(off, span) in recs {
+            if t.offs.last() == Some(&off) {
+                *t.refs.last_mut().expect("a count per offset") += 1;
+            } else {
+                assert!(t.offs.last().is_none_or(|l| *l < off), "records not sorted");
+                t.offs.push(off);
+                t.refs.push(1);
+                live_bytes += span;
+            }
+        }
+        t.offs.shrink_to_fit();
+        t.refs.shrink_to_fit();
+        (t, live_bytes)
+    }
+
+    /// Records with at least one reference.
+    pub(super) fn live(&self) -> usize {
+        self.offs.len() - self.tombstones
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.live() == 0
+    }
+
+    /// One more reference to the record at `off`; true when that made it live.
+    pub(super) fn add(&mut self, off: u64) -> bool {
+        match self.offs.binary_search(&off) {
+            Ok(i) => {
+                self.refs[i] += 1;
+                if self.refs[i] == 1 {
+                    self.tombstones -= 1;
+                }
+                self.refs[i] == 1
+            }
+            Err(i) => {
+                // Grow by an eighth, not by doubling (one table entry per record).
+                if self.offs.len() == self.offs.capacity() {
+                    let extra = (self.offs.len() / 8).max(64);
+                    self.offs.reserve_exact(extra);
+                    self.refs.reserve_exact(extra);
+                }
+                self.offs.insert(i, off);
+                self.refs.insert(i, 1);
+                true
+            }
+        }
+    }
+
+    /// One reference less to the record at `off`; true when that killed it.
+    pub(super) fn drop_ref(&mut self, off: u64) -> bool {
+        let i = self
+            .offs
+            .binary_search(&off)
+            .expect("a referenced record is in its volume's table");
+        assert!(
+            self.refs[i] > 0,
+            "record at {off} referenced less than never"
+        );
+        self.refs[i] -= 1;
+        if self.refs[i] > 0 {
+            return false;
+        }
+        self.tombstones += 1;
+        if self.tombstones > 1024 && self.tombstones > self.offs.len() / 2 {
+            self.sweep();
+        }
+        true
+    }
+
+    /// Forget the tombstones.
+    fn sweep(&mut self) {
+        let mut j = 0;
+        for k in 0..self.offs.len() {
+            if self.refs[k] > 0 {
+                self.offs[j] = self.offs[k];
+                self.refs[j] = self.refs[k];
+                j += 1;
+            }
+        }
+        self.offs.truncate(j);
+        self.refs.truncate(j);
+        self.offs.shrink_to_fit();
+        self.refs.shrink_to_fit();
+        self.tombstones = 0;
+    }
+
+    /// True if some extent of the index references the record at `off`.
+    pub(super) fn is_live(&self, off: u64) -> bool {
+        self.offs
+            .binary_search(&off)
+            .is_ok_and(|i| self.refs[i] > 0)
+    }
 }
 
 pub(super) struct VolState {
@@ -96,12 +240,9 @@ pub(super) struct VolState {
     pub(super) allocated_bytes: u64,
     pub(super) live_bytes: u64,
     /// Live records by record offset, with the number of extents referencing each.
-    pub(super) records: HashMap<u64, RecInfo>,
+    pub(super) records: RecTable,
     /// Writers (PUTs, compaction copies) with a reserved span not yet committed or abandoned.
     pub(super) writers: u32,
-    /// The life of each record some extent points at (one per record: every extent of a record
-    /// shares it). Entries whose life is gone are pruned when its drop is processed.
-    pub(super) lives: HashMap<u64, Weak<RecordLife>>,
     /// End of the furthest record any snapshot or journal entry seen since open names (live or
     /// not): recovery may resolve those records again, so the file never shrinks below this.
     pub(super) named_end: u64,
@@ -144,9 +285,8 @@ impl VolState {
             end_bytes: size_bytes,
             allocated_bytes: size_bytes,
             live_bytes: 0,
-            records: HashMap::new(),
+            records: RecTable::default(),
             writers: 0,
-            lives: HashMap::new(),
             named_end: 0,
             sealed,
             preallocs: Vec::new(),
@@ -381,40 +521,26 @@ impl Shard {
         Ok(())
     }
 
-    /// Process records whose last extent went away: forget their lives and, for dead ones,
-    /// punch their spans out of the volume (FALLOC_FL_PUNCH_HOLE | KEEP_SIZE), giving the space
-    /// back without copying. Safe because nothing can read a dead record any more: no index
-    /// object references it, no reader holds an extent of it, the entry that killed it is
-    /// durable (so replay kills it again), and recovery, compaction and the scrubber only read
-    /// records the index references.
+    /// Punch the spans of dead records that no reader can name any more out of their volumes
+    /// (FALLOC_FL_PUNCH_HOLE | KEEP_SIZE), giving the space back without copying. Safe because
+    /// nothing can read such a record: no index object references it (checked again here: a
+    /// record can be referenced again after it died, e.g. during replay), no `Object` that
+    /// could name it is held (`Epoch`), the entry that killed it is durable (so replay kills it
+    /// again), and recovery, compaction and the scrubber only read records the index
+    /// references.
     pub(super) fn reclaim_dropped_records(&self) {
         let dropped = std::mem::take(&mut *self.dropped_records.borrow_mut());
-        if dropped.is_empty() {
+        if dropped.is_empty() || !self.punch_enabled.get() {
             return;
         }
         let mut vols = self.vols.borrow_mut();
         for d in dropped {
-            let Some(v) = vols.map.get_mut(&d.vol.id) else {
+            let Some(v) = vols.map.get_mut(&d.volume_id) else {
                 continue; // the volume was compacted away
             };
-            if !Rc::ptr_eq(&v.file, &d.vol) {
+            if v.records.is_live(d.record_offset) {
                 continue;
             }
-            if v.lives
-                .get(&d.record_offset)
-                .is_some_and(|w| w.strong_count() == 0)
-            {
-                v.lives.remove(&d.record_offset);
-            }
-            if !d.dead || !self.punch_enabled.get() {
-                continue;
-            }
-            assert!(
-                !v.records.contains_key(&d.record_offset),
-                "dead record at {} of {:?} is live",
-                d.record_offset,
-                d.vol
-            );
             assert!(d.record_offset + d.span_bytes <= v.end_bytes);
             self.punch_span(v, d.record_offset, d.span_bytes);
         }
@@ -456,5 +582,77 @@ impl Shard {
         if hi > lo {
             self.puncher.punch(&v.file.file, &v.file.path, lo, hi - lo);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(off: u64) -> DroppedRecord {
+        DroppedRecord {
+            volume_id: 1,
+            record_offset: off,
+            span_bytes: 4096,
+        }
+    }
+
+    #[test]
+    fn rec_table_counts_references() {
+        let (mut t, live_bytes) = RecTable::from_sorted(&[(0, 10), (100, 20), (100, 20), (300, 5)]);
+        assert_eq!((t.live(), live_bytes), (3, 35));
+        assert!(!t.drop_ref(100), "still referenced once");
+        assert!(t.drop_ref(100));
+        assert!(!t.is_live(100) && t.is_live(0));
+        assert!(t.add(100), "revived");
+        assert!(!t.add(100));
+        assert!(t.add(200));
+        assert_eq!(t.live(), 4);
+        for off in [0, 200, 300] {
+            assert!(t.drop_ref(off));
+        }
+        assert!(!t.drop_ref(100));
+        assert!(t.drop_ref(100));
+        assert!(t.is_empty());
+        // Many tombstones are swept.
+        for off in 0..5000u64 {
+            assert!(t.add(1000 + off));
+        }
+        for off in 0..5000u64 {
+            assert!(t.drop_ref(1000 + off));
+        }
+        assert!(t.is_empty());
+        assert!(t.offs.len() < 5000);
+    }
+
+    #[test]
+    fn epochs_release_records_after_earlier_holders() {
+        let sink = Rc::new(RefCell::new(Vec::new()));
+        let mut cur = Epoch::new(sink.clone());
+        // No holder: straight to the queue.
+        assert!(Epoch::retire(&cur, vec![rec(0)]).is_none());
+        assert_eq!(sink.borrow_mut().drain(..).count(), 1);
+        // A holder of epoch 1 keeps records that die in epochs 1 and 2.
+        let h1 = cur.clone();
+        cur = Epoch::retire(&cur, vec![rec(1)]).expect("a new epoch");
+        let h2 = cur.clone();
+        cur = Epoch::retire(&cur, vec![rec(2)]).expect("a new epoch");
+        drop(h2);
+        assert!(sink.borrow().is_empty(), "epoch 1 still held");
+        drop(h1);
+        let got: Vec<u64> = sink
+            .borrow_mut()
+            .drain(..)
+            .map(|d| d.record_offset)
+            .collect();
+        assert_eq!(got, vec![1, 2]);
+        // A long chain unwinds without recursion.
+        let h = cur.clone();
+        for i in 0..200_000 {
+            cur = Epoch::retire(&cur, vec![rec(10 + i)]).expect("a new epoch");
+        }
+        drop(h);
+        assert_eq!(sink.borrow().len(), 200_000);
+        drop(cur);
     }
 }

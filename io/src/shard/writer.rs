@@ -292,7 +292,7 @@ impl PutWriter {
 
     /// Complete the PUT: returns once data and journal entry are durable (group commit); the
     /// object becomes visible at that moment.
-    pub async fn finish(mut self, meta: Bytes, expect: Expect) -> Result<Rc<Object>> {
+    pub async fn finish(mut self, meta: Bytes, expect: Expect) -> Result<Object> {
         if self.failed {
             return Err(Error::Invalid("finish after a failed write".into()));
         }
