@@ -14,6 +14,7 @@ use super::commit::{committer, Journal, Req};
 use super::index::Overlay;
 use super::space::{VolFile, VolState, Vols};
 use super::{fsync_dir, Object, Shard, JOURNAL_FILE, LOCK_FILE, SNAP_FILE, SNAP_TMP_FILE};
+use crate::buf::round_up_u64;
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::format::{self, Entry, JournalScan};
@@ -111,6 +112,13 @@ fn check_config(cfg: &EngineConfig) -> Result<()> {
         return Err(Error::Invalid(format!(
             "block_bytes {} must be a non-zero multiple of align_bytes {}",
             cfg.block_bytes, cfg.align_bytes
+        )));
+    }
+    if cfg.pack_max_bytes > crate::MAX_PACK_BYTES {
+        return Err(Error::Invalid(format!(
+            "pack_max_bytes {} exceeds {}",
+            cfg.pack_max_bytes,
+            crate::MAX_PACK_BYTES
         )));
     }
     if cfg.write_buffer_bytes < 2 * cfg.align_bytes as usize {
@@ -411,7 +419,9 @@ impl Shard {
                 .map(|(off, r)| off + r.span_bytes)
                 .max()
                 .unwrap_or(0);
-            let keep = live_end.max(v.named_end);
+            // Packed records end anywhere; their last aligned unit was written whole (zero
+            // padded) and readers read whole aligned units, so the file keeps it.
+            let keep = round_up_u64(live_end.max(v.named_end), self.cfg.align_bytes as u64);
             if keep < v.end_bytes {
                 // No record at or past `keep` is named.
                 match sys::ftruncate(&v.file.file, keep) {
