@@ -77,9 +77,7 @@ async fn put_all(shard: &Rc<Shard>, objs: &[(String, Vec<u8>)]) {
 
 async fn check_all(shard: &Shard, objs: &[(String, Vec<u8>)]) {
     for (k, d) in objs {
-        let o = shard
-            .get("b", k)
-            .unwrap_or_else(|| panic!("{k} missing"));
+        let o = shard.get("b", k).unwrap_or_else(|| panic!("{k} missing"));
         assert_eq!(o.size, d.len() as u64, "{k}");
         let got = shard.read(&o, 0, o.size).await.unwrap();
         assert!(got[..] == d[..], "{k} differs");
@@ -129,7 +127,10 @@ fn small_objects(n: usize, seed: u64) -> Vec<(String, Vec<u8>)> {
                 5 => 1024 + i,
                 _ => 777,
             };
-            (format!("k{seed}-{i:05}"), gen(seed * 100_000 + i as u64, len))
+            (
+                format!("k{seed}-{i:05}"),
+                gen(seed * 100_000 + i as u64, len),
+            )
         })
         .collect()
 }
@@ -226,7 +227,10 @@ fn compaction_packs_records_written_one_per_unit() {
         let cs = shard.compact(0.1).await.unwrap();
         assert!(cs.volumes_compacted > 0, "{cs:?}");
         check_all(&shard, &kept).await;
-        let got = shard.read(&shard.get("b", "big").unwrap(), 0, 300_000).await.unwrap();
+        let got = shard
+            .read(&shard.get("b", "big").unwrap(), 0, 300_000)
+            .await
+            .unwrap();
         assert!(got[..] == big[..]);
         let after = shard.stats();
         // The kept records now share units: what is left over is the tail of each packed
@@ -317,7 +321,11 @@ fn downgrade_to_format_1(dir: &Path) {
         let len = u32::from_le_bytes(j[pos..pos + 4].try_into().unwrap()) as usize;
         let payload = pos + 8..pos + 8 + len;
         assert_eq!(j[payload.start], 2, "journal entry version");
-        assert_ne!(j[payload.start + 1], 4, "no relocate entries in a format-1 image");
+        assert_ne!(
+            j[payload.start + 1],
+            4,
+            "no relocate entries in a format-1 image"
+        );
         j[payload.start] = 1;
         let crc = crc32c::crc32c(&j[payload.clone()]);
         j[pos + 4..pos + 8].copy_from_slice(&crc.to_le_bytes());
@@ -363,7 +371,13 @@ fn format_1_directory_opens_reads_and_takes_packed_writes() {
         let shard = Shard::open(dir.path(), cfg()).await.unwrap();
         check_all(&shard, &live_old).await;
         assert!(shard.get("b", &old[0].0).is_none() && shard.get("b", &old[1].0).is_none());
-        assert!(shard.read(&shard.get("b", "big").unwrap(), 0, 200_000).await.unwrap()[..] == big[..]);
+        assert!(
+            shard
+                .read(&shard.get("b", "big").unwrap(), 0, 200_000)
+                .await
+                .unwrap()[..]
+                == big[..]
+        );
         put_all(&shard, &new).await;
         check_all(&shard, &new).await;
         shard.close().await.unwrap();

@@ -18,8 +18,8 @@ use super::{now_ms, Object, Shard, CHUNK_BYTES, JOURNAL_FILE, SNAP_FILE, SNAP_TM
 use crate::buf::{round_up_u64, AlignedBuf};
 use crate::error::{Error, Result};
 use crate::format::{
-    encode_journal_entry, encode_snapshot_header, encode_snapshot_object, packed_span_bytes,
-    Entry, ExtentRec, Move, MAX_KEY_BYTES, MAX_NS_BYTES, PACK_GRANULE_BYTES, RECORD_HEADER_BYTES,
+    encode_journal_entry, encode_snapshot_header, encode_snapshot_object, packed_span_bytes, Entry,
+    ExtentRec, Move, MAX_KEY_BYTES, MAX_NS_BYTES, PACK_GRANULE_BYTES, RECORD_HEADER_BYTES,
 };
 use crate::{sys, Expect};
 
@@ -165,9 +165,9 @@ impl Op {
     /// Answer `e` without committing anything.
     fn refuse(self, e: Error) {
         match self {
-            Op::Put { reply, .. }
-            | Op::PutPacked { reply, .. }
-            | Op::Compose { reply, .. } => refuse(reply, e),
+            Op::Put { reply, .. } | Op::PutPacked { reply, .. } | Op::Compose { reply, .. } => {
+                refuse(reply, e)
+            }
             Op::Delete { reply, .. } => refuse(reply, e),
             Op::Relocate { reply, .. } => refuse(reply, e),
         };

@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
 
-use super::commit::{
-    Op, Req, MAX_BATCH_REQUESTS, PACKED_RECORD_MAX_BYTES, PACK_WRITE_MAX_BYTES,
-};
+use super::commit::{Op, Req, MAX_BATCH_REQUESTS, PACKED_RECORD_MAX_BYTES, PACK_WRITE_MAX_BYTES};
 use super::index::{Extent, Index};
 use super::space::{VolFile, WriterSlot};
 use super::{yield_now, CompactStats, Object, ScrubStats, Shard, CHUNK_BYTES};
@@ -204,7 +202,9 @@ impl Shard {
                     let record = self.read_record(&src, raw).await?;
                     let mut r = Ok(());
                     if pack.bytes + packed_span_bytes(raw) > PACK_WRITE_MAX_BYTES {
-                        r = self.flush_pack(&mut pack, &mut pending, &mut slots, stats).await;
+                        r = self
+                            .flush_pack(&mut pack, &mut pending, &mut slots, stats)
+                            .await;
                     }
                     pack.bytes += packed_span_bytes(raw);
                     pack.records.push((record, rec_off, refs));
@@ -252,9 +252,13 @@ impl Shard {
             + src.len
             + format::trailer_bytes(src.len, src.block_bytes);
         assert!(raw <= src.span_bytes, "record bytes beyond its span");
-        let packed = !src.record_offset.is_multiple_of(align) || !src.span_bytes.is_multiple_of(align);
+        let packed =
+            !src.record_offset.is_multiple_of(align) || !src.span_bytes.is_multiple_of(align);
         if packed {
-            assert!(raw <= PACKED_RECORD_MAX_BYTES, "packed record of {raw} bytes");
+            assert!(
+                raw <= PACKED_RECORD_MAX_BYTES,
+                "packed record of {raw} bytes"
+            );
         }
         (packed || (src.len <= self.cfg.pack_max_bytes && raw <= PACKED_RECORD_MAX_BYTES))
             .then_some(raw)
@@ -272,7 +276,12 @@ impl Shard {
             .file
             .read_exact_at(AlignedBuf::new(n, align as usize), a_lo)
             .await;
-        res.map_err(|e| Error::io(format!("read {} at {a_lo} len {n}", src.vol.path.display()), e))?;
+        res.map_err(|e| {
+            Error::io(
+                format!("read {} at {a_lo} len {n}", src.vol.path.display()),
+                e,
+            )
+        })?;
         b.set_len(n);
         let skip = (src.record_offset - a_lo) as usize;
         let rec = &b.as_ref()[skip..skip + raw_bytes as usize];

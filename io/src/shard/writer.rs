@@ -141,7 +141,10 @@ impl PutWriter {
         let sink = match reserved {
             None => {
                 let raw = format::record_raw_bytes(ns.len(), key.len(), size_bytes, bb);
-                assert!(raw <= PACKED_RECORD_MAX_BYTES, "packed record of {raw} bytes");
+                assert!(
+                    raw <= PACKED_RECORD_MAX_BYTES,
+                    "packed record of {raw} bytes"
+                );
                 let mut rec = Vec::with_capacity(raw as usize);
                 rec.extend_from_slice(&head);
                 Sink::Packed(rec)
