@@ -420,9 +420,13 @@ impl Shard {
                 .max()
                 .unwrap_or(0);
             // Packed records end anywhere; their last aligned unit was written whole (zero
-            // padded) and readers read whole aligned units, so the file keeps it.
-            let keep = round_up_u64(live_end.max(v.named_end), self.cfg.align_bytes as u64);
-            if keep < v.end_bytes {
+            // padded) and readers read whole aligned units, so the file keeps it. A file cut
+            // inside that unit (a torn tail) is extended with zeros to it instead: the records
+            // before the cut read whole, the ones reaching past it fail their CRC.
+            let align = self.cfg.align_bytes as u64;
+            let keep = round_up_u64(live_end.max(v.named_end), align);
+            assert!(keep <= round_up_u64(v.end_bytes, align), "named record past volume end");
+            if keep != v.end_bytes {
                 // No record at or past `keep` is named.
                 match sys::ftruncate(&v.file.file, keep) {
                     Ok(()) => {
@@ -430,7 +434,7 @@ impl Shard {
                         v.allocated_bytes = keep;
                     }
                     Err(e) => {
-                        tracing::warn!(path = %v.file.path.display(), error = %e, "truncating volume tail failed")
+                        tracing::warn!(path = %v.file.path.display(), error = %e, keep_bytes = keep, "setting the volume's length to its last named record failed")
                     }
                 }
             }
