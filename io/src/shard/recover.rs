@@ -425,7 +425,10 @@ impl Shard {
             // before the cut read whole, the ones reaching past it fail their CRC.
             let align = self.cfg.align_bytes as u64;
             let keep = round_up_u64(live_end.max(v.named_end), align);
-            assert!(keep <= round_up_u64(v.end_bytes, align), "named record past volume end");
+            assert!(
+                keep <= round_up_u64(v.end_bytes, align),
+                "named record past volume end"
+            );
             if keep != v.end_bytes {
                 // No record at or past `keep` is named.
                 match sys::ftruncate(&v.file.file, keep) {
