@@ -14,12 +14,21 @@ pub const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"BALR");
 pub const RECORD_VERSION: u16 = 1;
 /// Fixed record header size in bytes (including its CRC).
 pub const RECORD_HEADER_BYTES: u64 = 36;
-/// Journal format version (first byte of every entry payload is the kind, see `Entry`).
-pub const JOURNAL_VERSION: u8 = 1;
+/// Journal format version written (first byte of every entry payload). Version 2: extents may
+/// name records at unaligned (8-byte granular) offsets, and each relocate move carries the
+/// record's new span. Version 1 entries (aligned records) are still read.
+pub const JOURNAL_VERSION: u8 = 2;
+/// The journal version of data directories written before packed records (still read).
+pub const JOURNAL_VERSION_ALIGNED: u8 = 1;
 /// Snapshot magic: bytes "BALS".
 pub const SNAPSHOT_MAGIC: u32 = u32::from_le_bytes(*b"BALS");
-/// Snapshot format version.
-pub const SNAPSHOT_VERSION: u32 = 1;
+/// Snapshot format version written. Version 2: extents may name packed (unaligned) records;
+/// the layout is that of version 1, which is still read.
+pub const SNAPSHOT_VERSION: u32 = 2;
+/// The snapshot version of data directories written before packed records (still read).
+pub const SNAPSHOT_VERSION_ALIGNED: u32 = 1;
+/// Packed records start at multiples of this many bytes, and their spans are multiples of it.
+pub const PACK_GRANULE_BYTES: u64 = 8;
 /// Largest namespace in bytes.
 pub const MAX_NS_BYTES: usize = 1024;
 /// Largest key in bytes. Room for a 1,024-byte key plus a suffix of up to 64 bytes that a
@@ -42,6 +51,20 @@ pub fn trailer_bytes(data_len: u64, block_bytes: u32) -> u64 {
     4 + 4 * block_count(data_len, block_bytes) + 4
 }
 
+/// Exact bytes of a record: header, names, data and trailer, without padding.
+pub fn record_raw_bytes(ns_len: usize, key_len: usize, data_len: u64, block_bytes: u32) -> u64 {
+    RECORD_HEADER_BYTES
+        + ns_len as u64
+        + key_len as u64
+        + data_len
+        + trailer_bytes(data_len, block_bytes)
+}
+
+/// Span of a packed record: its exact bytes rounded up to [`PACK_GRANULE_BYTES`].
+pub fn packed_span_bytes(raw_bytes: u64) -> u64 {
+    round_up_u64(raw_bytes, PACK_GRANULE_BYTES)
+}
+
 /// Total aligned span of a record.
 pub fn record_span_bytes(
     ns_len: usize,
@@ -50,12 +73,10 @@ pub fn record_span_bytes(
     block_bytes: u32,
     align_bytes: u32,
 ) -> u64 {
-    let raw = RECORD_HEADER_BYTES
-        + ns_len as u64
-        + key_len as u64
-        + data_len
-        + trailer_bytes(data_len, block_bytes);
-    round_up_u64(raw, align_bytes as u64)
+    round_up_u64(
+        record_raw_bytes(ns_len, key_len, data_len, block_bytes),
+        align_bytes as u64,
+    )
 }
 
 /// Encode a record header followed by ns and key bytes.
@@ -138,13 +159,15 @@ pub fn encode_record_trailer(out: &mut Vec<u8>, crcs: &[u32]) {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExtentRec {
     pub volume_id: u32,
-    /// Offset of the record (its header) in the volume file; aligned.
+    /// Offset of the record (its header) in the volume file: aligned for streamed records, a
+    /// multiple of [`PACK_GRANULE_BYTES`] for packed ones.
     pub record_offset: u64,
     /// Offset of the first data byte in the volume file.
     pub data_offset: u64,
     /// Data length in bytes.
     pub len: u64,
-    /// Aligned span of the whole record in bytes.
+    /// Span of the whole record in bytes: aligned for streamed records, its exact bytes rounded
+    /// up to [`PACK_GRANULE_BYTES`] for packed ones.
     pub span_bytes: u64,
     pub block_bytes: u32,
     pub crcs: Rc<[u32]>,
@@ -157,6 +180,8 @@ pub struct Move {
     pub volume_id: u32,
     pub record_offset: u64,
     pub data_offset: u64,
+    /// The copy's span (journal version 2); 0 in version-1 entries: the span is unchanged.
+    pub span_bytes: u64,
 }
 
 /// A journal entry (decoded payload).
@@ -335,7 +360,8 @@ pub const MIN_SNAPSHOT_OBJECT_BYTES: usize = 2 + 2 + 8 + 8 + 8 + 4 + 4;
 pub const MIN_EXTENT_BYTES: usize = 4 + 8 + 8 + 8 + 8 + 4 + 4;
 /// Smallest encoding of a compose source: ns str16 + key str16 (empty), source_seq.
 pub const MIN_COMPOSE_SOURCE_BYTES: usize = 2 + 2 + 8;
-/// Encoding of one relocate move: extent_index, volume_id, record_offset, data_offset.
+/// Smallest encoding of one relocate move: extent_index, volume_id, record_offset, data_offset
+/// (version 1; version 2 adds span_bytes u64).
 pub const MOVE_BYTES: usize = 4 + 4 + 8 + 8;
 
 /// Append one framed journal entry: [len u32][crc32c u32][payload], payload =
@@ -412,6 +438,7 @@ pub fn encode_journal_entry(out: &mut Vec<u8>, lsn: u64, e: &Entry) {
                 w.u32(m.volume_id);
                 w.u64(m.record_offset);
                 w.u64(m.data_offset);
+                w.u64(m.span_bytes);
             }
         }
     }
@@ -428,7 +455,8 @@ pub fn encode_journal_entry(out: &mut Vec<u8>, lsn: u64, e: &Entry) {
 /// Decode one entry payload (after the frame's length and CRC were checked).
 pub fn decode_journal_payload(p: &[u8]) -> Option<(u64, Entry)> {
     let mut d = Dec::new(p);
-    if d.u8()? != JOURNAL_VERSION {
+    let version = d.u8()?;
+    if version != JOURNAL_VERSION && version != JOURNAL_VERSION_ALIGNED {
         return None;
     }
     let kind = d.u8()?;
@@ -477,11 +505,21 @@ pub fn decode_journal_payload(p: &[u8]) -> Option<(u64, Entry)> {
             let n = d.u32()? as usize;
             let mut moves = Vec::with_capacity(d.bounded_capacity(n as u64, MOVE_BYTES));
             for _ in 0..n {
+                let extent_index = d.u32()?;
+                let volume_id = d.u32()?;
+                let record_offset = d.u64()?;
+                let data_offset = d.u64()?;
+                let span_bytes = if version == JOURNAL_VERSION_ALIGNED {
+                    0
+                } else {
+                    d.u64()?
+                };
                 moves.push(Move {
-                    extent_index: d.u32()?,
-                    volume_id: d.u32()?,
-                    record_offset: d.u64()?,
-                    data_offset: d.u64()?,
+                    extent_index,
+                    volume_id,
+                    record_offset,
+                    data_offset,
+                    span_bytes,
                 });
             }
             Entry::Relocate {
@@ -667,7 +705,8 @@ pub fn decode_snapshot(b: &[u8]) -> Result<Snapshot> {
     if d.u32() != Some(SNAPSHOT_MAGIC) {
         return Err(bad("bad magic"));
     }
-    if d.u32() != Some(SNAPSHOT_VERSION) {
+    let version = d.u32();
+    if version != Some(SNAPSHOT_VERSION) && version != Some(SNAPSHOT_VERSION_ALIGNED) {
         return Err(bad("unknown version"));
     }
     let next_seq = d.u64().ok_or_else(|| bad("header"))?;

@@ -48,7 +48,15 @@ pub struct EngineConfig {
     /// checkpoints on a full disk, so space can always be freed (ADR 5). 0 turns the check off.
     /// Per shard. Default 64 MiB.
     pub reserve_bytes: u64,
+    /// Objects of at most this many bytes are packed (FORMAT.md, "Packed records"): the PUT
+    /// holds them in memory and the group commit writes a batch's records back to back, 8-byte
+    /// granular, in one aligned write. 0 places every record at an aligned offset (format 1's
+    /// placement). At most [`MAX_PACK_BYTES`]. Default 64 KiB.
+    pub pack_max_bytes: u64,
 }
+
+/// Largest `EngineConfig::pack_max_bytes`: bounds the memory a packed PUT holds.
+pub const MAX_PACK_BYTES: u64 = 1 << 20;
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -60,6 +68,7 @@ impl Default for EngineConfig {
             cache_bytes: 0,
             cache_max_object_bytes: 1 << 20,
             reserve_bytes: 64 << 20,
+            pack_max_bytes: 64 << 10,
         }
     }
 }

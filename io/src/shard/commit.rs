@@ -13,16 +13,29 @@ use futures::StreamExt;
 
 use super::compact::IndexCursor;
 use super::index::{Change, Overlay};
-use super::space::VolFile;
+use super::space::{release_writer, VolFile, WriterSlot};
 use super::{now_ms, Object, Shard, CHUNK_BYTES, JOURNAL_FILE, SNAP_FILE, SNAP_TMP_FILE};
+use crate::buf::{round_up_u64, AlignedBuf};
 use crate::error::{Error, Result};
 use crate::format::{
-    encode_journal_entry, encode_snapshot_header, encode_snapshot_object, Entry, ExtentRec, Move,
+    encode_journal_entry, encode_snapshot_header, encode_snapshot_object, packed_span_bytes, Entry,
+    ExtentRec, Move, MAX_KEY_BYTES, MAX_NS_BYTES, PACK_GRANULE_BYTES, RECORD_HEADER_BYTES,
 };
 use crate::{sys, Expect};
 
 /// Most commit requests taken into one group-commit batch.
 pub(super) const MAX_BATCH_REQUESTS: usize = 4096;
+/// Packed records are written in aligned writes of at most this many bytes (a batch's records
+/// beyond it go in further writes). Also bounds one write of compaction's packed copies.
+pub(super) const PACK_WRITE_MAX_BYTES: u64 = 4 << 20;
+/// Largest packed record: an object of `MAX_PACK_BYTES` with the longest names and the largest
+/// CRC table (512-byte checksum blocks, the smallest alignment allows).
+pub(super) const PACKED_RECORD_MAX_BYTES: u64 = crate::MAX_PACK_BYTES
+    + RECORD_HEADER_BYTES
+    + (MAX_NS_BYTES + MAX_KEY_BYTES) as u64
+    + 8
+    + 4 * (crate::MAX_PACK_BYTES / 512);
+const _: () = assert!(PACKED_RECORD_MAX_BYTES + PACK_GRANULE_BYTES <= PACK_WRITE_MAX_BYTES);
 /// Checkpoint automatically once the journal grows past this.
 /// (1M small entries are ~130 MB and replay in ~3.5 s on the build machine.)
 const AUTO_CHECKPOINT_JOURNAL_BYTES: u64 = 64 << 20;
@@ -49,14 +62,50 @@ pub(super) enum Req {
     Op(Op),
     /// `Shard::checkpoint`: runs after the batch it arrived in.
     Checkpoint(Reply<()>),
+    /// The packer is done with the packed PUTs it took: these are the ones written and durable
+    /// (as `Op::Put`s), to commit; the others were answered with their error.
+    Placed(Vec<Op>),
 }
+
+/// A writer slot on the volume of a packed write, released when the last record of the write
+/// is committed or refused (compaction must not take the volume before its accounting knows
+/// the records).
+pub(super) struct PackSlot {
+    shard: Rc<Shard>,
+    volume_id: u32,
+}
+
+impl Drop for PackSlot {
+    fn drop(&mut self) {
+        release_writer(&self.shard.vols, self.volume_id);
+    }
+}
+
+/// A packed PUT waiting for the packer: (put, record bytes, expect, reply).
+type PackedPut = (PutReq, Vec<u8>, Expect, Reply<Object>);
 
 /// An index change, with its precondition and the channel of its answer.
 pub(super) enum Op {
     /// `PutWriter::finish`: the record is written; answers the new object.
     Put {
         put: PutReq,
-        vol: Rc<VolFile>,
+        /// The volume to fdatasync before the journal names the record; None when the packer
+        /// already made it durable.
+        sync: Option<Rc<VolFile>>,
+        /// A packed record's writer slot (shared by its packed write's records), held until
+        /// the batch is applied.
+        slot: Option<Rc<PackSlot>>,
+        expect: Expect,
+        reply: Reply<Object>,
+    },
+    /// `PutWriter::finish` of a packed record (`record`: header, names, data, trailer): the
+    /// packer (`place_packed`) writes it with the other packed records waiting in one aligned
+    /// write and makes it durable, then it comes back as an `Op::Put`. `put.extent`'s volume,
+    /// offsets and span are filled in by the placement (`data_offset` holds the offset of the
+    /// data in the record until then).
+    PutPacked {
+        put: PutReq,
+        record: Vec<u8>,
         expect: Expect,
         reply: Reply<Object>,
     },
@@ -116,7 +165,9 @@ impl Op {
     /// Answer `e` without committing anything.
     fn refuse(self, e: Error) {
         match self {
-            Op::Put { reply, .. } | Op::Compose { reply, .. } => refuse(reply, e),
+            Op::Put { reply, .. } | Op::PutPacked { reply, .. } | Op::Compose { reply, .. } => {
+                refuse(reply, e)
+            }
             Op::Delete { reply, .. } => refuse(reply, e),
             Op::Relocate { reply, .. } => refuse(reply, e),
         };
@@ -169,6 +220,8 @@ struct Planned {
     entry: Option<Entry>,
     /// The volume its record was written to (synced before the journal).
     sync: Option<Rc<VolFile>>,
+    /// A packed record's writer slot, held until the batch is applied.
+    slot: Option<Rc<PackSlot>>,
     changes: Vec<Change>,
     waiter: Waiter,
 }
@@ -178,6 +231,8 @@ struct Batch {
     winners: Vec<(Waiter, Vec<Change>)>,
     checkpoints: Vec<Reply<()>>,
     sync_vols: BTreeMap<u32, Rc<VolFile>>,
+    /// Writer slots of the packed records' volumes, released once the batch is applied.
+    slots: Vec<Rc<PackSlot>>,
     /// The winners' journal entries, encoded.
     jbuf: Vec<u8>,
     next_lsn: u64,
@@ -198,8 +253,12 @@ fn check_expect(expect: Expect, cur: &Option<Object>) -> Result<()> {
 }
 
 /// The single committer task of a shard: takes every pending request and commits them as one
-/// batch.
+/// batch. Packed PUTs go through the packer first (`place_packed`, one at a time): it writes the
+/// records waiting and makes them durable while the committer journals the previous ones, so
+/// the two fdatasyncs of a small PUT (volume, journal) overlap those of its neighbours.
 pub(super) async fn committer(weak: Weak<Shard>, mut rx: mpsc::UnboundedReceiver<Req>) {
+    let mut waiting: Vec<PackedPut> = Vec::new();
+    let mut packing = false;
     while let Some(first) = rx.next().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH_REQUESTS {
@@ -209,7 +268,32 @@ pub(super) async fn committer(weak: Weak<Shard>, mut rx: mpsc::UnboundedReceiver
             }
         }
         let Some(shard) = weak.upgrade() else { break };
-        shard.commit_batch(batch).await;
+        let mut rest = Vec::with_capacity(batch.len());
+        for req in batch {
+            match req {
+                Req::Op(Op::PutPacked {
+                    put,
+                    record,
+                    expect,
+                    reply,
+                }) => waiting.push((put, record, expect, reply)),
+                Req::Placed(ops) => {
+                    assert!(packing, "placed records without a packer running");
+                    packing = false;
+                    rest.extend(ops.into_iter().map(Req::Op));
+                }
+                other => rest.push(other),
+            }
+        }
+        if !packing && !waiting.is_empty() {
+            packing = true;
+            let take = waiting.len().min(MAX_BATCH_REQUESTS);
+            let puts: Vec<PackedPut> = waiting.drain(..take).collect();
+            monoio::spawn(shard.clone().place_packed(puts));
+        }
+        if !rest.is_empty() {
+            shard.commit_batch(rest).await;
+        }
     }
 }
 
@@ -236,6 +320,9 @@ impl Shard {
         // Drops since the last batch (e.g. the object a DELETE returned to its caller).
         self.reclaim_dropped_records();
         let mut b = self.plan_batch(batch);
+        // The packed records' writer slots are held until the batch is applied: until then the
+        // volume's accounting does not know them, and compaction must not take the volume.
+        let slots = std::mem::take(&mut b.slots);
         if b.n_entries > 0 {
             self.meters.batch_entries.record(b.n_entries);
             if let Err(e) = self.make_durable(b.sync_vols, b.jbuf, b.next_lsn).await {
@@ -250,8 +337,158 @@ impl Shard {
             self.apply_changes(changes);
             w.succeed();
         }
+        drop(slots);
         self.reclaim_dropped_records();
         self.checkpoint_after_batch(b.checkpoints).await;
+    }
+
+    /// The packer: write the packed records taken from the committer back to back into the
+    /// active volume, in aligned writes of at most `PACK_WRITE_MAX_BYTES`, each starting on a
+    /// fresh aligned boundary (a block holding acknowledged records is never written again);
+    /// make them durable (the volume's directory entry first, if new, then fdatasync); hand
+    /// them back to the committer as `Op::Put`s naming their places, which journals them. A
+    /// write or sync that fails answers its records' PUTs with the error.
+    async fn place_packed(self: Rc<Self>, puts: Vec<PackedPut>) {
+        let refused = self.closed.get()
+            || self
+                .journal
+                .borrow()
+                .as_ref()
+                .is_some_and(|j| j.broken.is_some());
+        let mut placed = Vec::with_capacity(puts.len());
+        if refused {
+            for (_, _, _, reply) in puts {
+                refuse(reply, Error::Closed);
+            }
+        } else {
+            let mut groups: Vec<Vec<PackedPut>> = vec![Vec::new()];
+            let mut group_bytes = 0u64;
+            for p in puts {
+                let span = packed_span_bytes(p.1.len() as u64);
+                if group_bytes + span > PACK_WRITE_MAX_BYTES {
+                    groups.push(Vec::new());
+                    group_bytes = 0;
+                }
+                group_bytes += span;
+                groups.last_mut().expect("a group").push(p);
+            }
+            for group in groups {
+                self.place_group(group, &mut placed).await;
+            }
+        }
+        // Always answered, even with nothing placed: the committer starts the next packing then.
+        let _ = self.tx.unbounded_send(Req::Placed(placed));
+    }
+
+    /// One packed write of the packer, made durable; its records become `Op::Put`s in `placed`.
+    async fn place_group(self: &Rc<Self>, group: Vec<PackedPut>, placed: &mut Vec<Op>) {
+        let records: Vec<&[u8]> = group.iter().map(|g| g.1.as_slice()).collect();
+        let written = match self.write_packed(&records).await {
+            Ok((vol, offsets, slot)) => {
+                // The slot passes to the records: released when the last one is committed.
+                let volume_id = slot.volume_id;
+                std::mem::forget(slot);
+                let slot = Rc::new(PackSlot {
+                    shard: self.clone(),
+                    volume_id,
+                });
+                match self.make_volume_durable(&vol).await {
+                    Ok(()) => Ok((vol, offsets, slot)),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match written {
+            Ok((vol, offsets, slot)) => {
+                for ((mut put, record, expect, reply), off) in group.into_iter().zip(offsets) {
+                    put.extent.volume_id = vol.id;
+                    put.extent.record_offset = off;
+                    put.extent.data_offset += off;
+                    put.extent.span_bytes = packed_span_bytes(record.len() as u64);
+                    placed.push(Op::Put {
+                        put,
+                        sync: None,
+                        slot: Some(slot.clone()),
+                        expect,
+                        reply,
+                    });
+                }
+            }
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), records = group.len(), error = %e, "packed write failed");
+                for (_, _, _, reply) in group {
+                    refuse(reply, e.duplicate());
+                }
+            }
+        }
+    }
+
+    /// Make a volume's written bytes durable: its directory entry first if it is new (as
+    /// recovery expects of every volume a journal entry names), then fdatasync.
+    async fn make_volume_durable(&self, vol: &VolFile) -> Result<()> {
+        if !vol.dir_synced.get() {
+            self.sync_dir().await?;
+            vol.dir_synced.set(true);
+        }
+        vol.file
+            .sync_data()
+            .await
+            .map_err(|e| Error::io(format!("fdatasync {}", vol.path.display()), e))
+    }
+
+    /// Write `records` back to back (each at a multiple of `PACK_GRANULE_BYTES`, zeros between
+    /// them and after the last up to the alignment) in one O_DIRECT write at a freshly reserved
+    /// aligned span of the active volume. Returns the volume, each record's offset, and the
+    /// writer slot, which keeps compaction off the volume until the caller committed.
+    pub(super) async fn write_packed(
+        &self,
+        records: &[&[u8]],
+    ) -> Result<(Rc<VolFile>, Vec<u64>, WriterSlot<'_>)> {
+        assert!(!records.is_empty());
+        let align = self.cfg.align_bytes as u64;
+        let mut rel = Vec::with_capacity(records.len());
+        let mut total = 0u64;
+        for r in records {
+            assert!(!r.is_empty() && r.len() as u64 <= PACKED_RECORD_MAX_BYTES);
+            rel.push(total);
+            total += packed_span_bytes(r.len() as u64);
+        }
+        let span_bytes = round_up_u64(total, align);
+        assert!(span_bytes <= PACK_WRITE_MAX_BYTES + align);
+        let (vol, off, prealloc) = self.reserve(span_bytes)?;
+        let slot = WriterSlot {
+            vols: &self.vols,
+            volume_id: vol.id,
+        };
+        assert_eq!(off % align, 0, "packed write not aligned");
+        let mut buf = AlignedBuf::new(span_bytes as usize, align as usize);
+        for (r, at) in records.iter().zip(&rel) {
+            buf.zero_fill_to(*at as usize);
+            buf.extend_from_slice(r);
+        }
+        buf.zero_fill_to(span_bytes as usize);
+        assert_eq!(buf.len() as u64, span_bytes);
+        let written = async {
+            if let Some(p) = prealloc {
+                p.wait(off + span_bytes).await?;
+            }
+            let (res, _) = vol.file.write_all_at(buf, off).await;
+            res.map_err(|e| {
+                Error::io(
+                    format!("write {} at {off} len {span_bytes}", vol.path.display()),
+                    e,
+                )
+            })
+        }
+        .await;
+        if let Err(e) = written {
+            // Nothing names the span: give it back (nothing of it is in flight any more).
+            self.reclaim_abandoned_span(&vol, off, span_bytes, false);
+            return Err(e);
+        }
+        let offsets = rel.into_iter().map(|r| off + r).collect();
+        Ok((vol, offsets, slot))
     }
 
     /// Check every request in order against the index and the batch so far; encode the
@@ -266,6 +503,7 @@ impl Shard {
             winners: Vec::new(),
             checkpoints: Vec::new(),
             sync_vols: BTreeMap::new(),
+            slots: Vec::new(),
             jbuf: Vec::new(),
             next_lsn,
             n_entries: 0,
@@ -278,6 +516,9 @@ impl Shard {
                     continue;
                 }
                 Req::Op(op) => op,
+                Req::Placed(_) => {
+                    panic!("placed records reach planning as their ops (committer)")
+                }
             };
             if let Some(why) = &broken {
                 tracing::error!(dir = %self.dir.display(), why = %why, "refusing commit: journal broken");
@@ -299,6 +540,9 @@ impl Shard {
             if let Some(v) = p.sync {
                 b.sync_vols.insert(v.id, v);
             }
+            if let Some(slot) = p.slot {
+                b.slots.push(slot);
+            }
             for (ns, key, o) in &p.changes {
                 overlay.insert((ns.clone(), key.clone()), o.clone());
             }
@@ -312,18 +556,23 @@ impl Shard {
         match op {
             Op::Put {
                 put,
-                vol,
+                sync,
+                slot,
                 expect,
                 reply,
             } => match self.plan_put_op(overlay, put, expect) {
                 Ok((entry, changes, obj)) => Some(Planned {
                     entry: Some(entry),
-                    sync: Some(vol),
+                    sync,
+                    slot,
                     changes,
                     waiter: Waiter::Object(reply, obj),
                 }),
                 Err(e) => refuse(reply, e),
             },
+            Op::PutPacked { .. } => {
+                panic!("a packed PUT reached planning without being placed (committer)")
+            }
             Op::Delete {
                 ns,
                 key,
@@ -333,6 +582,7 @@ impl Shard {
                 Ok((entry, changes, cur)) => Some(Planned {
                     entry,
                     sync: None,
+                    slot: None,
                     changes,
                     waiter: Waiter::Removed(reply, cur),
                 }),
@@ -352,6 +602,7 @@ impl Shard {
                     Ok((entry, changes, obj)) => Some(Planned {
                         entry: Some(entry),
                         sync: None,
+                        slot: None,
                         changes,
                         waiter: Waiter::Object(reply, obj),
                     }),
@@ -369,6 +620,7 @@ impl Shard {
                 Ok((entry, changes)) => Some(Planned {
                     entry: Some(entry),
                     sync: Some(vol),
+                    slot: None,
                     changes,
                     waiter: Waiter::Moved(reply),
                 }),

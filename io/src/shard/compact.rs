@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
 
-use super::commit::{Op, Req, MAX_BATCH_REQUESTS};
+use super::commit::{Op, Req, MAX_BATCH_REQUESTS, PACKED_RECORD_MAX_BYTES, PACK_WRITE_MAX_BYTES};
 use super::index::Extent;
 use super::space::{VolFile, WriterSlot};
 use super::{yield_now, CompactStats, Object, ScrubStats, Shard, CHUNK_BYTES};
-use crate::buf::AlignedBuf;
+use crate::buf::{round_down_u64, round_up_u64, AlignedBuf};
 use crate::error::{Error, Result};
-use crate::format::{decode_record_header, Move};
+use crate::format::{self, decode_record_header, packed_span_bytes, Move};
 
 /// Compaction waits for its relocation commits after this many (one group commit for all).
 const COMPACT_COMMIT_GROUP: usize = 256;
@@ -24,6 +24,14 @@ const _: () = assert!(COMPACT_COMMIT_GROUP <= MAX_BATCH_REQUESTS);
 const SCRUB_CHUNK_OBJECTS: usize = 64;
 /// Objects visited per step of `walk_index` (between yields).
 const WALK_CHUNK_OBJECTS: usize = 4096;
+
+/// Records read for one packed write of compaction: (record bytes, old offset, references).
+#[derive(Default)]
+struct PackGroup {
+    records: Vec<(Vec<u8>, u64, Vec<RecordRef>)>,
+    /// Sum of the records' packed spans.
+    bytes: u64,
+}
 
 /// An object referencing a record: (ns, key, object seq, extent index, extent).
 type RecordRef = (String, String, u64, u32, Extent);
@@ -183,31 +191,47 @@ impl Shard {
     }
 
     /// Copy the referenced records of one victim into the active volume and commit their
-    /// relocations. Relocations are committed in groups (one group commit, one volume sync per
-    /// group); copies of a group's records are written before its entries are queued. False
-    /// when copying stopped because there is no room above the reserve.
+    /// relocations. Small records (and every packed one) are packed densely: read whole, then
+    /// written back to back in aligned writes of at most `PACK_WRITE_MAX_BYTES` (so records
+    /// written one per aligned unit, e.g. at c=1 or by format 1, become dense); larger ones are
+    /// copied verbatim in chunks. Relocations are committed in groups (one group commit, one
+    /// volume sync per group); copies of a group's records are written before its entries are
+    /// queued. False when copying stopped because there is no room above the reserve.
     async fn move_records(&self, by_record: RecordRefs, stats: &mut CompactStats) -> Result<bool> {
         let mut pending: Vec<oneshot::Receiver<Result<()>>> = Vec::new();
         let mut slots: Vec<WriterSlot<'_>> = Vec::new();
+        let mut pack = PackGroup::default();
         let n_records = by_record.len();
         for (i, (rec_off, refs)) in by_record.into_iter().enumerate() {
             let src = refs[0].4.clone();
-            let span = src.span_bytes;
-            let reserved = match self.reserve(span) {
-                Ok((dst, dst_off, prealloc)) => {
-                    slots.push(WriterSlot {
-                        vols: &self.vols,
-                        volume_id: dst.id,
-                    });
-                    match prealloc {
-                        Some(p) => p.wait(dst_off + span).await.map(|()| (dst, dst_off)),
-                        None => Ok((dst, dst_off)),
+            let last = i + 1 == n_records;
+            let moved = match self.packable_bytes(&src) {
+                Some(raw) => {
+                    let record = self.read_record(&src, raw).await?;
+                    let mut r = Ok(());
+                    if pack.bytes + packed_span_bytes(raw) > PACK_WRITE_MAX_BYTES {
+                        r = self
+                            .flush_pack(&mut pack, &mut pending, &mut slots, stats)
+                            .await;
                     }
+                    pack.bytes += packed_span_bytes(raw);
+                    pack.records.push((record, rec_off, refs));
+                    r
                 }
-                Err(e) => Err(e),
+                None => {
+                    self.move_streamed(&src, rec_off, refs, &mut pending, &mut slots, stats)
+                        .await
+                }
             };
-            let (dst, dst_off) = match reserved {
-                Ok(r) => r,
+            let moved = match moved {
+                Ok(()) if pending.len() + pack.records.len() >= COMPACT_COMMIT_GROUP || last => {
+                    self.flush_pack(&mut pack, &mut pending, &mut slots, stats)
+                        .await
+                }
+                r => r,
+            };
+            match moved {
+                Ok(()) => {}
                 Err(Error::NoSpace { context }) => {
                     // No room above the reserve to copy into: finish what was copied, then
                     // still remove the volumes that are already empty (that needs no space).
@@ -218,36 +242,147 @@ impl Shard {
                     return Ok(false);
                 }
                 Err(e) => return Err(e),
-            };
-            self.copy_record(&src, &dst, dst_off).await?;
-            stats.records_moved += 1;
-            stats.bytes_moved += span;
-            for (ns, key, seq, idx, e) in refs {
-                let moves = vec![Move {
-                    extent_index: idx,
-                    volume_id: dst.id,
-                    record_offset: dst_off,
-                    data_offset: dst_off + (e.data_offset - rec_off),
-                }];
-                let vol = dst.clone();
-                pending.push(self.enqueue(|reply| {
-                    Req::Op(Op::Relocate {
-                        seq,
-                        ns,
-                        key,
-                        moves,
-                        vol,
-                        reply,
-                    })
-                })?);
             }
-            if pending.len() >= COMPACT_COMMIT_GROUP || i + 1 == n_records {
+            if pending.len() >= COMPACT_COMMIT_GROUP || last {
                 wait_relocations(&mut pending).await?;
                 slots.clear();
             }
             yield_now().await;
         }
         Ok(true)
+    }
+
+    /// The exact bytes of `src`'s record when compaction packs it: a small object (at most
+    /// `pack_max_bytes`) or a record that is already packed (not aligned). None: copy verbatim.
+    fn packable_bytes(&self, src: &Extent) -> Option<u64> {
+        let align = self.cfg.align_bytes as u64;
+        let raw = (src.data_offset - src.record_offset)
+            + src.len
+            + format::trailer_bytes(src.len, src.block_bytes);
+        assert!(raw <= src.span_bytes, "record bytes beyond its span");
+        let packed =
+            !src.record_offset.is_multiple_of(align) || !src.span_bytes.is_multiple_of(align);
+        if packed {
+            assert!(
+                raw <= PACKED_RECORD_MAX_BYTES,
+                "packed record of {raw} bytes"
+            );
+        }
+        (packed || (src.len <= self.cfg.pack_max_bytes && raw <= PACKED_RECORD_MAX_BYTES))
+            .then_some(raw)
+    }
+
+    /// Read one record's exact `raw_bytes` (one aligned read of the units holding it) and check
+    /// its header.
+    async fn read_record(&self, src: &Extent, raw_bytes: u64) -> Result<Vec<u8>> {
+        let align = self.cfg.align_bytes as u64;
+        let a_lo = round_down_u64(src.record_offset, align);
+        let a_hi = round_up_u64(src.record_offset + raw_bytes, align);
+        let n = (a_hi - a_lo) as usize;
+        let (res, mut b) = src
+            .vol
+            .file
+            .read_exact_at(AlignedBuf::new(n, align as usize), a_lo)
+            .await;
+        res.map_err(|e| {
+            Error::io(
+                format!("read {} at {a_lo} len {n}", src.vol.path.display()),
+                e,
+            )
+        })?;
+        b.set_len(n);
+        let skip = (src.record_offset - a_lo) as usize;
+        let rec = &b.as_ref()[skip..skip + raw_bytes as usize];
+        if let Err(why) = decode_record_header(rec) {
+            return Err(Error::corrupt(format!(
+                "{}: record at {}: {why}",
+                src.vol.path.display(),
+                src.record_offset
+            )));
+        }
+        Ok(rec.to_vec())
+    }
+
+    /// Write the records gathered in `pack` in one packed write and queue their relocations.
+    async fn flush_pack<'a>(
+        &'a self,
+        pack: &mut PackGroup,
+        pending: &mut Vec<oneshot::Receiver<Result<()>>>,
+        slots: &mut Vec<WriterSlot<'a>>,
+        stats: &mut CompactStats,
+    ) -> Result<()> {
+        if pack.records.is_empty() {
+            return Ok(());
+        }
+        let group = std::mem::take(pack);
+        let records: Vec<&[u8]> = group.records.iter().map(|r| r.0.as_slice()).collect();
+        let (dst, offsets, slot) = self.write_packed(&records).await?;
+        slots.push(slot);
+        for ((record, rec_off, refs), dst_off) in group.records.into_iter().zip(offsets) {
+            let span_bytes = packed_span_bytes(record.len() as u64);
+            stats.records_moved += 1;
+            stats.bytes_moved += span_bytes;
+            self.queue_relocations(refs, rec_off, &dst, dst_off, span_bytes, pending)?;
+        }
+        Ok(())
+    }
+
+    /// Copy one large record verbatim (span unchanged) and queue its relocations.
+    async fn move_streamed<'a>(
+        &'a self,
+        src: &Extent,
+        rec_off: u64,
+        refs: Vec<RecordRef>,
+        pending: &mut Vec<oneshot::Receiver<Result<()>>>,
+        slots: &mut Vec<WriterSlot<'a>>,
+        stats: &mut CompactStats,
+    ) -> Result<()> {
+        let span = src.span_bytes;
+        let (dst, dst_off, prealloc) = self.reserve(span)?;
+        slots.push(WriterSlot {
+            vols: &self.vols,
+            volume_id: dst.id,
+        });
+        if let Some(p) = prealloc {
+            p.wait(dst_off + span).await?;
+        }
+        self.copy_record(src, &dst, dst_off).await?;
+        stats.records_moved += 1;
+        stats.bytes_moved += span;
+        self.queue_relocations(refs, rec_off, &dst, dst_off, span, pending)
+    }
+
+    /// Queue the relocation of every object referencing the record at `rec_off` to its copy.
+    fn queue_relocations(
+        &self,
+        refs: Vec<RecordRef>,
+        rec_off: u64,
+        dst: &Rc<VolFile>,
+        dst_off: u64,
+        span_bytes: u64,
+        pending: &mut Vec<oneshot::Receiver<Result<()>>>,
+    ) -> Result<()> {
+        for (ns, key, seq, idx, e) in refs {
+            let moves = vec![Move {
+                extent_index: idx,
+                volume_id: dst.id,
+                record_offset: dst_off,
+                data_offset: dst_off + (e.data_offset - rec_off),
+                span_bytes,
+            }];
+            let vol = dst.clone();
+            pending.push(self.enqueue(|reply| {
+                Req::Op(Op::Relocate {
+                    seq,
+                    ns,
+                    key,
+                    moves,
+                    vol,
+                    reply,
+                })
+            })?);
+        }
+        Ok(())
     }
 
     /// Unlink the processed volumes no longer referenced. Checkpoint first so no journal entry

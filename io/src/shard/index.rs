@@ -789,7 +789,12 @@ impl Shard {
                 record_offset: m.record_offset,
                 data_offset: m.data_offset,
                 len: old.len,
-                span_bytes: old.span_bytes,
+                // Version-1 relocations (span 0) keep the span; compaction packs records now.
+                span_bytes: if m.span_bytes == 0 {
+                    old.span_bytes
+                } else {
+                    m.span_bytes
+                },
                 block_bytes: old.block_bytes,
                 crcs: old.crcs.to_rc(),
             };

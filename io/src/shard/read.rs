@@ -1,4 +1,5 @@
-//! Reads of object data: one aligned O_DIRECT read per extent touched, the CRC32C check of
+//! Reads of object data: one aligned O_DIRECT read per extent touched (for a packed record, the
+//! aligned units that hold it), the CRC32C check of
 //! every checksum block read, and the object cache (whole small objects, and single blocks).
 
 use std::ops::Range;
@@ -135,10 +136,14 @@ impl Shard {
         let file_hi = ext.data_offset + (b1 * bb).min(ext.len);
         let a_lo = round_down_u64(file_lo, align);
         let a_hi = round_up_u64(file_hi, align);
+        // A packed record may start and end inside an aligned unit: the read covers the whole
+        // units its blocks touch (bytes of neighbouring records or zero padding around them are
+        // read and ignored). Those units were written whole, so the file holds them.
         assert!(
-            a_hi <= ext.record_offset + ext.span_bytes,
-            "read span past record end"
+            a_hi <= round_up_u64(ext.record_offset + ext.span_bytes, align),
+            "read span past the aligned end of the record"
         );
+        assert!(a_lo >= round_down_u64(ext.record_offset, align));
         let span = (a_hi - a_lo) as usize;
         let buf = AlignedBuf::new(span, align as usize);
         let started = std::time::Instant::now();

@@ -14,6 +14,7 @@ use super::commit::{committer, Journal, Req};
 use super::index::{Index, Overlay};
 use super::space::{Epoch, VolFile, VolState, Vols};
 use super::{fsync_dir, Shard, JOURNAL_FILE, LOCK_FILE, SNAP_FILE, SNAP_TMP_FILE};
+use crate::buf::round_up_u64;
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::format::{self, Entry, JournalScan};
@@ -111,6 +112,13 @@ fn check_config(cfg: &EngineConfig) -> Result<()> {
         return Err(Error::Invalid(format!(
             "block_bytes {} must be a non-zero multiple of align_bytes {}",
             cfg.block_bytes, cfg.align_bytes
+        )));
+    }
+    if cfg.pack_max_bytes > crate::MAX_PACK_BYTES {
+        return Err(Error::Invalid(format!(
+            "pack_max_bytes {} exceeds {}",
+            cfg.pack_max_bytes,
+            crate::MAX_PACK_BYTES
         )));
     }
     if cfg.write_buffer_bytes < 2 * cfg.align_bytes as usize {
@@ -410,9 +418,18 @@ impl Shard {
         }
         for v in self.vols.borrow_mut().map.values_mut() {
             // Every record the index references was resolved (snapshot or journal), so it
-            // ends at or before `named_end`.
-            let keep = v.named_end;
-            if keep < v.end_bytes {
+            // ends at or before `named_end`. Packed records end anywhere; their last aligned
+            // unit was written whole (zero padded) and readers read whole aligned units, so the
+            // file keeps it. A file cut inside that unit (a torn tail) is extended with zeros to
+            // it instead: the records before the cut read whole, the ones reaching past it fail
+            // their CRC.
+            let align = self.cfg.align_bytes as u64;
+            let keep = round_up_u64(v.named_end, align);
+            assert!(
+                keep <= round_up_u64(v.end_bytes, align),
+                "named record past volume end"
+            );
+            if keep != v.end_bytes {
                 // No record at or past `keep` is named.
                 match sys::ftruncate(&v.file.file, keep) {
                     Ok(()) => {
@@ -420,7 +437,7 @@ impl Shard {
                         v.allocated_bytes = keep;
                     }
                     Err(e) => {
-                        tracing::warn!(path = %v.file.path.display(), error = %e, "truncating volume tail failed")
+                        tracing::warn!(path = %v.file.path.display(), error = %e, keep_bytes = keep, "setting the volume's length to its last named record failed")
                     }
                 }
             }

@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use super::commit::{Op, PutReq, Req};
+use super::commit::{Op, PutReq, Reply, Req, PACKED_RECORD_MAX_BYTES};
 use super::space::{release_writer, Prealloc, VolFile};
 use super::{check_meta, now_ms, Object, Shard, MAX_CRC_TABLE_BYTES, MAX_OBJECT_BYTES};
 use crate::buf::{round_up, AlignedBuf};
@@ -19,12 +19,37 @@ use crate::Expect;
 
 /// Streams one object's data into its reserved span, computing the per-block CRC32Cs.
 /// Dropping it without `finish` abandons the write: nothing becomes visible.
+///
+/// A small object (at most `EngineConfig::pack_max_bytes`) reserves no span: its record is
+/// built in memory and handed whole to the committer, which packs the batch's records into one
+/// aligned write (FORMAT.md, "Packed records").
 pub struct PutWriter {
     shard: Rc<Shard>,
     ns: String,
     key: String,
     seq: u64,
     size_bytes: u64,
+    sink: Sink,
+    received_bytes: u64,
+    crcs: Vec<u32>,
+    block_crc: u32,
+    block_fill_bytes: u64,
+    failed: bool,
+    /// The record was handed to the committer: from then on its span may be named by a
+    /// journal entry (even when the commit reports an error), so it is never reclaimed here.
+    submitted: bool,
+}
+
+/// Where a PUT's record goes.
+enum Sink {
+    /// Streamed into a span reserved at `put()`.
+    Span(SpanWrite),
+    /// Built in memory (header, names, data; the trailer at `finish`), placed by the committer.
+    Packed(Vec<u8>),
+}
+
+/// The state of a record streamed into its reserved span.
+struct SpanWrite {
     vol: Rc<VolFile>,
     record_offset: u64,
     span_bytes: u64,
@@ -38,14 +63,6 @@ pub struct PutWriter {
     inflight: Option<InFlightWrite>,
     /// Record bytes submitted for writing (all of them complete once `inflight` is None).
     written_bytes: u64,
-    received_bytes: u64,
-    crcs: Vec<u32>,
-    block_crc: u32,
-    block_fill_bytes: u64,
-    failed: bool,
-    /// The record was handed to the committer: from then on its span may be named by a
-    /// journal entry (even when the commit reports an error), so it is never reclaimed here.
-    submitted: bool,
 }
 
 struct InFlightWrite {
@@ -56,17 +73,20 @@ struct InFlightWrite {
 
 impl Drop for PutWriter {
     fn drop(&mut self) {
+        let Sink::Span(s) = &self.sink else {
+            return; // a packed record holds no span until the committer places it
+        };
         if !self.submitted {
             // Abandoned (the client went away, a check failed): nothing names this span, so
             // its space goes back now instead of waiting for compaction.
             self.shard.reclaim_abandoned_span(
-                &self.vol,
-                self.record_offset,
-                self.span_bytes,
-                self.inflight.is_some(),
+                &s.vol,
+                s.record_offset,
+                s.span_bytes,
+                s.inflight.is_some(),
             );
         }
-        release_writer(&self.shard.vols, self.vol.id);
+        release_writer(&self.shard.vols, s.vol.id);
     }
 }
 
@@ -93,7 +113,8 @@ fn check_put(ns: &str, key: &str, size_bytes: u64, block_bytes: u32) -> Result<(
 }
 
 impl PutWriter {
-    /// `Shard::put`: reserve the record's span and stage its header.
+    /// `Shard::put`: reserve the record's span and stage its header (streamed records), or
+    /// start the record in memory (packed records, no span until the group commit).
     pub(super) fn start(
         shard: &Rc<Shard>,
         ns: &str,
@@ -106,33 +127,55 @@ impl PutWriter {
         let bb = shard.cfg.block_bytes;
         let align = shard.cfg.align_bytes;
         check_put(ns, key, size_bytes, bb)?;
-        let span_bytes = format::record_span_bytes(ns.len(), key.len(), size_bytes, bb, align);
-        let (vol, record_offset, prealloc) = shard.reserve(span_bytes)?;
+        let packed = size_bytes <= shard.cfg.pack_max_bytes;
+        let reserved = if packed {
+            None
+        } else {
+            let span_bytes = format::record_span_bytes(ns.len(), key.len(), size_bytes, bb, align);
+            Some((span_bytes, shard.reserve(span_bytes)?))
+        };
         let seq = shard.next_seq.get();
         shard.next_seq.set(seq + 1);
         let mut head = Vec::with_capacity(RECORD_HEADER_BYTES as usize + ns.len() + key.len());
         encode_record_head(&mut head, ns, key, size_bytes, seq, bb);
-        let data_offset = record_offset + head.len() as u64;
-        let buf_bytes =
-            round_up(shard.cfg.write_buffer_bytes, align as usize).min(span_bytes as usize);
-        let mut buf = AlignedBuf::new(buf_bytes, align as usize);
-        assert!(head.len() < buf.capacity());
-        buf.extend_from_slice(&head);
+        let sink = match reserved {
+            None => {
+                let raw = format::record_raw_bytes(ns.len(), key.len(), size_bytes, bb);
+                assert!(
+                    raw <= PACKED_RECORD_MAX_BYTES,
+                    "packed record of {raw} bytes"
+                );
+                let mut rec = Vec::with_capacity(raw as usize);
+                rec.extend_from_slice(&head);
+                Sink::Packed(rec)
+            }
+            Some((span_bytes, (vol, record_offset, prealloc))) => {
+                let data_offset = record_offset + head.len() as u64;
+                let buf_bytes =
+                    round_up(shard.cfg.write_buffer_bytes, align as usize).min(span_bytes as usize);
+                let mut buf = AlignedBuf::new(buf_bytes, align as usize);
+                assert!(head.len() < buf.capacity());
+                buf.extend_from_slice(&head);
+                Sink::Span(SpanWrite {
+                    vol,
+                    record_offset,
+                    span_bytes,
+                    prealloc,
+                    data_offset,
+                    buf: Some(buf),
+                    buf_capacity_bytes: buf_bytes,
+                    inflight: None,
+                    written_bytes: 0,
+                })
+            }
+        };
         Ok(PutWriter {
             shard: shard.clone(),
             ns: ns.to_string(),
             key: key.to_string(),
             seq,
             size_bytes,
-            vol,
-            record_offset,
-            span_bytes,
-            prealloc,
-            data_offset,
-            buf: Some(buf),
-            buf_capacity_bytes: buf_bytes,
-            inflight: None,
-            written_bytes: 0,
+            sink,
             received_bytes: 0,
             crcs: Vec::with_capacity(format::block_count(size_bytes, bb).min(1 << 20) as usize),
             block_crc: 0,
@@ -157,7 +200,13 @@ impl PutWriter {
         }
         self.received_bytes = got;
         self.checksum(&data);
-        let r = self.push(&data).await;
+        let r = match &mut self.sink {
+            Sink::Packed(rec) => {
+                rec.extend_from_slice(&data);
+                Ok(())
+            }
+            Sink::Span(s) => s.push(&self.shard, &data).await,
+        };
         if r.is_err() {
             self.failed = true;
         }
@@ -180,14 +229,107 @@ impl PutWriter {
         }
     }
 
-    async fn push(&mut self, mut d: &[u8]) -> Result<()> {
+    /// The record's trailer (CRC table), once all data is in.
+    fn trailer(&mut self) -> Vec<u8> {
+        if self.block_fill_bytes > 0 {
+            self.crcs.push(self.block_crc);
+            self.block_fill_bytes = 0;
+        }
+        assert_eq!(
+            self.crcs.len() as u64,
+            format::block_count(self.size_bytes, self.shard.cfg.block_bytes)
+        );
+        let mut trailer = Vec::with_capacity(8 + 4 * self.crcs.len());
+        encode_record_trailer(&mut trailer, &self.crcs);
+        trailer
+    }
+
+    /// Complete the PUT: returns once data and journal entry are durable (group commit); the
+    /// object becomes visible at that moment.
+    pub async fn finish(mut self, meta: Bytes, expect: Expect) -> Result<Object> {
+        if self.failed {
+            return Err(Error::Invalid("finish after a failed write".into()));
+        }
+        check_meta(&meta)?;
+        if self.received_bytes != self.size_bytes {
+            return Err(Error::SizeMismatch {
+                expected: self.size_bytes,
+                got: self.received_bytes,
+            });
+        }
+        let trailer = self.trailer();
+        let head_bytes = RECORD_HEADER_BYTES + self.ns.len() as u64 + self.key.len() as u64;
+        let mut put = PutReq {
+            seq: self.seq,
+            mtime_ms: now_ms(),
+            ns: std::mem::take(&mut self.ns),
+            key: std::mem::take(&mut self.key),
+            meta,
+            extent: ExtentRec {
+                volume_id: 0,
+                record_offset: 0,
+                data_offset: head_bytes,
+                len: self.size_bytes,
+                span_bytes: 0,
+                block_bytes: self.shard.cfg.block_bytes,
+                crcs: std::mem::take(&mut self.crcs).into(),
+            },
+        };
+        type MakeReq = Box<dyn FnOnce(Reply<Object>) -> Req>;
+        let make: MakeReq = match &mut self.sink {
+            Sink::Packed(rec) => {
+                rec.extend_from_slice(&trailer);
+                let raw = format::record_raw_bytes(
+                    put.ns.len(),
+                    put.key.len(),
+                    self.size_bytes,
+                    self.shard.cfg.block_bytes,
+                );
+                assert_eq!(rec.len() as u64, raw, "packed record length");
+                let record = std::mem::take(rec);
+                Box::new(move |reply| {
+                    Req::Op(Op::PutPacked {
+                        put,
+                        record,
+                        expect,
+                        reply,
+                    })
+                })
+            }
+            Sink::Span(s) => {
+                s.push(&self.shard, &trailer).await?;
+                s.finish(&self.shard).await?;
+                put.extent.volume_id = s.vol.id;
+                put.extent.record_offset = s.record_offset;
+                put.extent.data_offset = s.data_offset;
+                put.extent.span_bytes = s.span_bytes;
+                assert_eq!(s.data_offset, s.record_offset + head_bytes);
+                let vol = s.vol.clone();
+                Box::new(move |reply| {
+                    Req::Op(Op::Put {
+                        put,
+                        sync: Some(vol),
+                        slot: None,
+                        expect,
+                        reply,
+                    })
+                })
+            }
+        };
+        self.submitted = true;
+        self.shard.submit(make).await
+    }
+}
+
+impl SpanWrite {
+    async fn push(&mut self, shard: &Shard, mut d: &[u8]) -> Result<()> {
         while !d.is_empty() {
             let buf = self.buf.as_mut().expect("staging buffer present");
             let n = buf.remaining().min(d.len());
             buf.extend_from_slice(&d[..n]);
             d = &d[n..];
             if buf.remaining() == 0 {
-                self.flush(false).await?;
+                self.flush(shard, false).await?;
             }
         }
         Ok(())
@@ -196,13 +338,13 @@ impl PutWriter {
     /// Submit the full staging buffer. At most one write is in flight: the previous one is
     /// awaited first (its buffer becomes the next staging buffer). The last write of a record
     /// is awaited inline.
-    async fn flush(&mut self, last: bool) -> Result<()> {
+    async fn flush(&mut self, shard: &Shard, last: bool) -> Result<()> {
         if let Some(p) = self.prealloc.take() {
             p.wait(self.record_offset + self.span_bytes).await?;
         }
         let full = self.buf.take().expect("staging buffer present");
         let n = full.len() as u64;
-        assert_eq!(n % self.shard.cfg.align_bytes as u64, 0, "unaligned flush");
+        assert_eq!(n % shard.cfg.align_bytes as u64, 0, "unaligned flush");
         assert!(
             self.written_bytes + n <= self.span_bytes,
             "write past reserved span"
@@ -234,7 +376,7 @@ impl PutWriter {
                 pos,
                 len_bytes: n,
             });
-            let align = self.shard.cfg.align_bytes as usize;
+            let align = shard.cfg.align_bytes as usize;
             self.buf =
                 Some(spare.unwrap_or_else(|| AlignedBuf::new(self.buf_capacity_bytes, align)));
         }
@@ -262,25 +404,14 @@ impl PutWriter {
         Ok(Some(b))
     }
 
-    /// Write the CRC table trailer and the padding, and wait until the whole span is written.
-    async fn write_trailer(&mut self) -> Result<()> {
-        if self.block_fill_bytes > 0 {
-            self.crcs.push(self.block_crc);
-            self.block_fill_bytes = 0;
-        }
-        assert_eq!(
-            self.crcs.len() as u64,
-            format::block_count(self.size_bytes, self.shard.cfg.block_bytes)
-        );
-        let mut trailer = Vec::with_capacity(8 + 4 * self.crcs.len());
-        encode_record_trailer(&mut trailer, &self.crcs);
-        self.push(&trailer).await?;
-        let align = self.shard.cfg.align_bytes as usize;
+    /// Write the padding after the trailer, and wait until the whole span is written.
+    async fn finish(&mut self, shard: &Shard) -> Result<()> {
+        let align = shard.cfg.align_bytes as usize;
         let buf = self.buf.as_mut().expect("staging buffer present");
         if !buf.is_empty() {
             let padded = round_up(buf.len(), align);
             buf.zero_fill_to(padded);
-            self.flush(true).await?;
+            self.flush(shard, true).await?;
         }
         self.wait_inflight().await?;
         assert_eq!(
@@ -288,49 +419,5 @@ impl PutWriter {
             "record span not fully written"
         );
         Ok(())
-    }
-
-    /// Complete the PUT: returns once data and journal entry are durable (group commit); the
-    /// object becomes visible at that moment.
-    pub async fn finish(mut self, meta: Bytes, expect: Expect) -> Result<Object> {
-        if self.failed {
-            return Err(Error::Invalid("finish after a failed write".into()));
-        }
-        check_meta(&meta)?;
-        if self.received_bytes != self.size_bytes {
-            return Err(Error::SizeMismatch {
-                expected: self.size_bytes,
-                got: self.received_bytes,
-            });
-        }
-        self.write_trailer().await?;
-        let put = PutReq {
-            seq: self.seq,
-            mtime_ms: now_ms(),
-            ns: std::mem::take(&mut self.ns),
-            key: std::mem::take(&mut self.key),
-            meta,
-            extent: ExtentRec {
-                volume_id: self.vol.id,
-                record_offset: self.record_offset,
-                data_offset: self.data_offset,
-                len: self.size_bytes,
-                span_bytes: self.span_bytes,
-                block_bytes: self.shard.cfg.block_bytes,
-                crcs: std::mem::take(&mut self.crcs).into(),
-            },
-        };
-        self.submitted = true;
-        let vol = self.vol.clone();
-        self.shard
-            .submit(|reply| {
-                Req::Op(Op::Put {
-                    put,
-                    vol,
-                    expect,
-                    reply,
-                })
-            })
-            .await
     }
 }

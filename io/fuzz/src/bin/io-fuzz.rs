@@ -75,6 +75,7 @@ mod gen {
                         volume_id: rng.below(8) as u32,
                         record_offset: rng.next() % (1 << 40),
                         data_offset: rng.next() % (1 << 40),
+                        span_bytes: rng.next() % (1 << 40),
                     })
                     .collect(),
             },

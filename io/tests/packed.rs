@@ -1,0 +1,451 @@
+//! Packed records (FORMAT.md, "Packed records"; ADR 18): small objects written back to back by
+//! the group commit, read back through the aligned units that hold them, compacted densely,
+//! punched only where whole units are dead, and data directories of format 1 (aligned records)
+//! opened and extended by this code.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bale_io::{EngineConfig, Expect, Object, Shard};
+use bytes::Bytes;
+
+const ALIGN: u64 = 4096;
+
+fn rt<F: Future>(f: F) -> F::Output {
+    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+        .enable_timer()
+        .build()
+        .expect("io_uring runtime")
+        .block_on(f)
+}
+
+/// Deterministic pseudo-random bytes.
+fn gen(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn cfg() -> EngineConfig {
+    EngineConfig {
+        write_buffer_bytes: 64 * 1024,
+        ..EngineConfig::default()
+    }
+}
+
+/// Format 1's placement: every record at an aligned offset.
+fn cfg_aligned() -> EngineConfig {
+    EngineConfig {
+        pack_max_bytes: 0,
+        ..cfg()
+    }
+}
+
+async fn put(shard: &Rc<Shard>, key: &str, data: &[u8]) -> Object {
+    let mut w = shard.put("b", key, data.len() as u64).unwrap();
+    for c in data.chunks(3000) {
+        w.write(Bytes::copy_from_slice(c)).await.unwrap();
+    }
+    w.finish(Bytes::from_static(b"m"), Expect::Any)
+        .await
+        .unwrap()
+}
+
+/// PUT every (key, data) concurrently: the finishes queue while the committer is busy, so they
+/// share batches.
+async fn put_all(shard: &Rc<Shard>, objs: &[(String, Vec<u8>)]) {
+    let handles: Vec<_> = objs
+        .iter()
+        .cloned()
+        .map(|(k, d)| {
+            let s = shard.clone();
+            monoio::spawn(async move { put(&s, &k, &d).await })
+        })
+        .collect();
+    for h in handles {
+        h.await;
+    }
+}
+
+async fn check_all(shard: &Shard, objs: &[(String, Vec<u8>)]) {
+    for (k, d) in objs {
+        let o = shard.get("b", k).unwrap_or_else(|| panic!("{k} missing"));
+        assert_eq!(o.size, d.len() as u64, "{k}");
+        let got = shard.read(&o, 0, o.size).await.unwrap();
+        assert!(got[..] == d[..], "{k} differs");
+        if d.len() > 10 {
+            // A range inside the record (not aligned to anything).
+            let got = shard.read(&o, 3, d.len() as u64 - 7).await.unwrap();
+            assert!(got[..] == d[3..d.len() - 4], "{k} range differs");
+        }
+    }
+}
+
+fn volumes(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "dat"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Offsets of record magics ("BALR") in every volume (object data here never contains it).
+fn record_offsets(dir: &Path) -> Vec<u64> {
+    let mut out = Vec::new();
+    for p in volumes(dir) {
+        let b = std::fs::read(&p).unwrap();
+        out.extend(
+            b.windows(4)
+                .enumerate()
+                .filter(|(_, w)| *w == b"BALR")
+                .map(|(i, _)| i as u64),
+        );
+    }
+    out
+}
+
+fn small_objects(n: usize, seed: u64) -> Vec<(String, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            // 0 bytes, 1 byte, odd sizes, 1 KiB, up to 64 KiB (the packing bound).
+            let len = match i % 7 {
+                0 => 1024,
+                1 => i % 13,
+                2 => 4095,
+                3 => 4097,
+                4 => 65536,
+                5 => 1024 + i,
+                _ => 777,
+            };
+            (
+                format!("k{seed}-{i:05}"),
+                gen(seed * 100_000 + i as u64, len),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn many_small_puts_share_aligned_writes_and_read_back_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let objs = small_objects(700, 1);
+    rt(async {
+        let shard = Shard::open(dir.path(), cfg()).await.unwrap();
+        put_all(&shard, &objs).await;
+        check_all(&shard, &objs).await;
+        let st = shard.stats();
+        assert_eq!(st.objects, objs.len() as u64);
+        // Every batch wastes less than one aligned unit at its end, and nothing else.
+        assert!(
+            st.garbage_bytes < ALIGN * st.journal_syncs,
+            "garbage {} over {} batches",
+            st.garbage_bytes,
+            st.journal_syncs
+        );
+        assert!(
+            st.journal_syncs < objs.len() as u64 / 4,
+            "{} batches",
+            st.journal_syncs
+        );
+        shard.close().await.unwrap();
+    });
+    // Records start inside aligned units.
+    let offs = record_offsets(dir.path());
+    assert_eq!(offs.len(), objs.len());
+    assert!(offs.iter().filter(|o| *o % ALIGN != 0).count() > objs.len() / 2);
+    assert!(offs.iter().all(|o| o % 8 == 0));
+    rt(async {
+        let shard = Shard::open(dir.path(), cfg()).await.unwrap();
+        check_all(&shard, &objs).await;
+        // Writes after a restart start a fresh volume; the old one stays readable.
+        let more = small_objects(50, 2);
+        put_all(&shard, &more).await;
+        check_all(&shard, &objs).await;
+        check_all(&shard, &more).await;
+        let scrub = shard.scrub(0).await.unwrap();
+        assert_eq!(scrub.corrupt_objects, 0);
+        shard.close().await.unwrap();
+    });
+    // A kill without close (no checkpoint): replay from the journal finds the same.
+    rt(async {
+        let shard = Shard::open(dir.path(), cfg()).await.unwrap();
+        put_all(&shard, &small_objects(30, 3)).await;
+        drop(shard); // no close: no checkpoint, the journal holds the entries
+    });
+    rt(async {
+        let shard = Shard::open(dir.path(), cfg()).await.unwrap();
+        check_all(&shard, &objs).await;
+        check_all(&shard, &small_objects(30, 3)).await;
+        shard.close().await.unwrap();
+    });
+}
+
+#[test]
+fn compaction_packs_records_written_one_per_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = EngineConfig {
+        volume_target_bytes: 1 << 20,
+        ..cfg()
+    };
+    let objs: Vec<(String, Vec<u8>)> = (0..600)
+        .map(|i| (format!("c{i:04}"), gen(7000 + i, 1000 + (i as usize % 50))))
+        .collect();
+    rt(async {
+        let shard = Shard::open(dir.path(), c.clone()).await.unwrap();
+        // A big (streamed, aligned) object among them: copied verbatim.
+        let big = gen(99, 300_000);
+        put(&shard, "big", &big).await;
+        // One at a time (c=1): every batch holds one record, alone in its aligned unit.
+        for (k, d) in &objs {
+            put(&shard, k, d).await;
+        }
+        // Seal the volume holding the last of them.
+        put(&shard, "roll", &gen(98, 1 << 20)).await;
+        let before = shard.stats();
+        assert!(before.disk_bytes >= objs.len() as u64 * ALIGN);
+        assert!(before.garbage_bytes > objs.len() as u64 * 2048);
+        // Delete every third.
+        for (k, _) in objs.iter().step_by(3) {
+            shard.delete("b", k, Expect::Any).await.unwrap();
+        }
+        let kept: Vec<_> = objs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 3 != 0)
+            .map(|(_, o)| o.clone())
+            .collect();
+        let cs = shard.compact(0.1).await.unwrap();
+        assert!(cs.volumes_compacted > 0, "{cs:?}");
+        check_all(&shard, &kept).await;
+        let got = shard
+            .read(&shard.get("b", "big").unwrap(), 0, 300_000)
+            .await
+            .unwrap();
+        assert!(got[..] == big[..]);
+        let after = shard.stats();
+        // The kept records now share units: what is left over is the tail of each packed
+        // write (one per group of relocations), not a unit per record.
+        assert!(
+            after.garbage_bytes < 16 * ALIGN,
+            "garbage {} after compaction ({cs:?})",
+            after.garbage_bytes
+        );
+        assert!(after.disk_bytes < before.disk_bytes - kept.len() as u64 * 2048);
+        shard.close().await.unwrap();
+        drop(shard);
+        let shard = Shard::open(dir.path(), c.clone()).await.unwrap();
+        check_all(&shard, &kept).await;
+        for (k, _) in objs.iter().step_by(3) {
+            assert!(shard.get("b", k).is_none());
+        }
+        // Compacting packed records again moves them packed.
+        for (k, _) in kept.iter().step_by(2) {
+            shard.delete("b", k, Expect::Any).await.unwrap();
+        }
+        let kept2: Vec<_> = kept.iter().skip(1).step_by(2).cloned().collect();
+        put(&shard, "roll", &gen(5, 1 << 20)).await; // seals the volume the copies went to
+        shard.compact(0.1).await.unwrap();
+        check_all(&shard, &kept2).await;
+        assert_eq!(shard.scrub(0).await.unwrap().corrupt_objects, 0);
+        shard.close().await.unwrap();
+        drop(shard);
+        let shard = Shard::open(dir.path(), c).await.unwrap();
+        check_all(&shard, &kept2).await;
+        shard.close().await.unwrap();
+    });
+}
+
+/// Bytes punched so far, once the punches queued so far are done.
+fn punched(shard: &Shard) -> u64 {
+    assert!(shard.wait_punches(Duration::from_secs(10)));
+    shard.stats().punched_bytes
+}
+
+#[test]
+fn punching_a_packed_record_spares_its_neighbours() {
+    let dir = tempfile::tempdir().unwrap();
+    rt(async {
+        let shard = Shard::open(dir.path(), cfg()).await.unwrap();
+        // One batch: small, 60 KiB, small; the big one spans whole units in the middle.
+        let objs = vec![
+            ("a".to_string(), gen(1, 3000)),
+            ("mid".to_string(), gen(2, 60_000)),
+            ("z".to_string(), gen(3, 3000)),
+        ];
+        put_all(&shard, &objs).await;
+        let p0 = punched(&shard);
+        shard.delete("b", "mid", Expect::Any).await.unwrap();
+        // Reclaimed at the next commit.
+        put(&shard, "after", &gen(4, 10)).await;
+        let p = punched(&shard) - p0;
+        // Only units wholly inside the dead record: never the ones shared with a neighbour.
+        assert!(p > 0 && p < 60_064, "punched {p}");
+        assert_eq!(p % ALIGN, 0);
+        let live = [objs[0].clone(), objs[2].clone()];
+        check_all(&shard, &live).await;
+        // Small dead records inside shared units are not punched.
+        let p1 = punched(&shard);
+        shard.delete("b", "a", Expect::Any).await.unwrap();
+        put(&shard, "after2", &gen(5, 10)).await;
+        assert_eq!(punched(&shard), p1);
+        check_all(&shard, &live[1..]).await;
+        shard.close().await.unwrap();
+        drop(shard);
+        let shard = Shard::open(dir.path(), cfg()).await.unwrap();
+        check_all(&shard, &live[1..]).await;
+        assert!(shard.get("b", "mid").is_none());
+        assert_eq!(shard.scrub(0).await.unwrap().corrupt_objects, 0);
+        shard.close().await.unwrap();
+    });
+}
+
+/// Rewrite a directory written with `cfg_aligned()` into exactly what format 1 wrote: journal
+/// entries of version 1 (Put, Delete and Compose entries are otherwise identical) and a
+/// snapshot of version 1 (same layout).
+fn downgrade_to_format_1(dir: &Path) {
+    let jpath = dir.join("journal.log");
+    let mut j = std::fs::read(&jpath).unwrap();
+    let mut pos = 0usize;
+    let mut n = 0;
+    while pos < j.len() {
+        let len = u32::from_le_bytes(j[pos..pos + 4].try_into().unwrap()) as usize;
+        let payload = pos + 8..pos + 8 + len;
+        assert_eq!(j[payload.start], 2, "journal entry version");
+        assert_ne!(
+            j[payload.start + 1],
+            4,
+            "no relocate entries in a format-1 image"
+        );
+        j[payload.start] = 1;
+        let crc = crc32c::crc32c(&j[payload.clone()]);
+        j[pos + 4..pos + 8].copy_from_slice(&crc.to_le_bytes());
+        pos = payload.end;
+        n += 1;
+    }
+    assert!(n > 0, "the journal holds entries after the snapshot");
+    std::fs::write(&jpath, &j).unwrap();
+    let spath = dir.join("index.snap");
+    let mut s = std::fs::read(&spath).unwrap();
+    assert_eq!(&s[0..4], b"BALS");
+    assert_eq!(u32::from_le_bytes(s[4..8].try_into().unwrap()), 2);
+    s[4..8].copy_from_slice(&1u32.to_le_bytes());
+    let body = s.len() - 4;
+    let crc = crc32c::crc32c(&s[..body]);
+    s[body..].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&spath, &s).unwrap();
+}
+
+#[test]
+fn format_1_directory_opens_reads_and_takes_packed_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = small_objects(80, 11);
+    let old_late = small_objects(40, 12);
+    let big = gen(13, 200_000);
+    rt(async {
+        let shard = Shard::open(dir.path(), cfg_aligned()).await.unwrap();
+        put_all(&shard, &old).await;
+        put(&shard, "big", &big).await;
+        shard.delete("b", &old[0].0, Expect::Any).await.unwrap();
+        shard.checkpoint().await.unwrap();
+        // Entries after the snapshot, left in the journal (no close: no checkpoint).
+        put_all(&shard, &old_late).await;
+        shard.delete("b", &old[1].0, Expect::Any).await.unwrap();
+        drop(shard); // no close: no checkpoint, the journal holds the entries
+    });
+    // Format 1 placed every record at an aligned offset.
+    assert!(record_offsets(dir.path()).iter().all(|o| o % ALIGN == 0));
+    downgrade_to_format_1(dir.path());
+    let live_old: Vec<_> = old[2..].iter().chain(&old_late).cloned().collect();
+    let new = small_objects(200, 14);
+    rt(async {
+        let shard = Shard::open(dir.path(), cfg()).await.unwrap();
+        check_all(&shard, &live_old).await;
+        assert!(shard.get("b", &old[0].0).is_none() && shard.get("b", &old[1].0).is_none());
+        assert!(
+            shard
+                .read(&shard.get("b", "big").unwrap(), 0, 200_000)
+                .await
+                .unwrap()[..]
+                == big[..]
+        );
+        put_all(&shard, &new).await;
+        check_all(&shard, &new).await;
+        shard.close().await.unwrap();
+    });
+    // The snapshot and journal are now of version 2; packed records are there.
+    let s = std::fs::read(dir.path().join("index.snap")).unwrap();
+    assert_eq!(u32::from_le_bytes(s[4..8].try_into().unwrap()), 2);
+    assert!(record_offsets(dir.path()).iter().any(|o| o % ALIGN != 0));
+    rt(async {
+        let shard = Shard::open(dir.path(), cfg()).await.unwrap();
+        check_all(&shard, &live_old).await;
+        check_all(&shard, &new).await;
+        // Old aligned records and new packed ones compact together into packed ones.
+        for (k, _) in live_old.iter().step_by(2) {
+            shard.delete("b", k, Expect::Any).await.unwrap();
+        }
+        put(&shard, "roll", &gen(5, 1 << 20)).await;
+        let cs = shard.compact(0.0).await.unwrap();
+        assert!(cs.records_moved > 0, "{cs:?}");
+        let kept: Vec<_> = live_old.iter().skip(1).step_by(2).cloned().collect();
+        check_all(&shard, &kept).await;
+        check_all(&shard, &new).await;
+        shard.close().await.unwrap();
+        drop(shard);
+        let shard = Shard::open(dir.path(), cfg()).await.unwrap();
+        check_all(&shard, &kept).await;
+        check_all(&shard, &new).await;
+        assert_eq!(shard.scrub(0).await.unwrap().corrupt_objects, 0);
+        shard.close().await.unwrap();
+    });
+}
+
+#[test]
+fn volume_cut_inside_a_packed_unit_keeps_the_records_before_the_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let objs = small_objects(40, 21);
+    rt(async {
+        let shard = Shard::open(dir.path(), cfg()).await.unwrap();
+        put_all(&shard, &objs).await;
+        drop(shard); // a crash: no close
+    });
+    // Power loss shape: the file ends inside the unit that holds the last record.
+    let vol = volumes(dir.path()).pop().unwrap();
+    let last = *record_offsets(dir.path()).iter().max().unwrap();
+    let cut = last + 20;
+    assert_ne!(cut % ALIGN, 0);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&vol)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    rt(async {
+        let shard = Shard::open(dir.path(), cfg()).await.unwrap();
+        let mut intact = Vec::new();
+        let mut gone = 0;
+        for (k, d) in &objs {
+            match shard.get("b", k) {
+                Some(_) => intact.push((k.clone(), d.clone())),
+                None => gone += 1,
+            }
+        }
+        // Only the cut record is gone (its extent ends past the file); the records before it,
+        // in the same aligned unit, read whole.
+        assert_eq!(gone, 1);
+        check_all(&shard, &intact).await;
+        put_all(&shard, &small_objects(10, 22)).await;
+        check_all(&shard, &small_objects(10, 22)).await;
+        shard.close().await.unwrap();
+    });
+}
