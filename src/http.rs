@@ -128,7 +128,7 @@ async fn handle(
     max_inflight: usize,
     req: http::Request<Incoming>,
 ) -> Result<http::Response<s3s::Body>, Infallible> {
-    crate::spin::kick();
+    crate::spin::request_started();
     conn.request_started();
     let id = request_id();
     let timer = crate::metrics::RequestTimer::start(crate::metrics::op_of(&req));
@@ -150,7 +150,7 @@ async fn handle(
         );
     }
     conn.request_ended();
-    crate::spin::kick();
+    crate::spin::request_ended();
     Ok(resp)
 }
 
