@@ -9,9 +9,12 @@
 #                                                    # release binary (needs root and perf)
 #   scripts/allocs-per-get.sh --counter [--build] [--max X] [N]
 #       # a test build with the cargo feature `count-allocs` (src/allocs.rs): its own global
-#       # allocator counts, `GET /_bale/allocs` answers the count, read before and after. With
-#       # --build, builds it first (target/count-allocs). With --max X, exits 1 when the count
-#       # per GET is above X: what CI runs so the number cannot grow unnoticed.
+#       # allocator counts, `GET /_bale/allocs` answers the count, read before and after. The
+#       # binary is target/release/bale-count-allocs (BALE_BIN overrides); --build makes it
+#       # (cargo build --release -p bale --features count-allocs, copied aside, then the normal
+#       # target/release/bale built again: the dependencies are shared, only bale compiles
+#       # twice). With --max X, exits 1 when the count per GET is above X: what CI runs
+#       # (tests/suites/28-allocs.sh) so the number cannot grow unnoticed.
 # Default N = 5000.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,11 +31,13 @@ while [[ $# -gt 0 ]]; do
 done
 N="${1:-5000}"
 if [[ $MODE == counter ]]; then
+  TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
   if [[ $BUILD == 1 ]]; then
-    (cd "$ROOT" && cargo build --release -p bale --features count-allocs \
-      --target-dir target/count-allocs >&2)
+    (cd "$ROOT" && cargo build --release -p bale --features count-allocs >&2 \
+      && cp "$TARGET/release/bale" "$TARGET/release/bale-count-allocs" \
+      && cargo build --release -p bale >&2)
   fi
-  BALE="${BALE_BIN:-$ROOT/target/count-allocs/release/bale}"
+  BALE="${BALE_BIN:-$TARGET/release/bale-count-allocs}"
 else
   BALE="${BALE_BIN:-$ROOT/target/release/bale}"
 fi

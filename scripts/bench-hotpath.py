@@ -16,7 +16,7 @@ Rows (the issue's table):
   GET p99 under a PUT stream   scripts/bench-mixed.py (30 % of PUT capacity, compaction every
                                second): p99 with ÷ alone ≤ 1.5 at c=1 and c=16
   allocations per warm hit     scripts/allocs-per-get.sh --counter (count-allocs build): 0
-Also: bale --poll-us 0 (polling off, the old default) and --spin-us 50 (fixed spin) at c=1/16/64
+Also: bale --poll-us 0 (polling off, the old default), --poll-us 200 and --spin-us 50 (fixed spin) at c=1/16/64
 with their idle CPU, and bale with 1 and 2 cores against nginx with 1 and 2 workers (c=64; the
 client then shares the server's CPUs on a 2-CPU machine).
 
@@ -79,6 +79,8 @@ def main():
     o.add_argument("--idle-s", type=int, default=10, help="seconds of idle CPU measurement")
     o.add_argument("--server-cpus", default="0")
     o.add_argument("--client-cpus", default="1")
+    o.add_argument("--rt", action="store_true", help="(set by bench-hotpath.sh --rt: everything runs under "
+                   "SCHED_FIFO; only recorded here)")
     o.add_argument("--no-mixed", action="store_true")
     o.add_argument("--no-scaling", action="store_true")
     o.add_argument("--no-seaweedfs", action="store_true")
@@ -113,7 +115,8 @@ def main():
             os.makedirs(w, exist_ok=True)
             return bp.Bale(name, w, a.server_cpus, 1, 2048, extra + flags)
 
-        servers = [mk("bale", []), mk("bale-nopoll", ["--poll-us", "0"]), mk("bale-spin50", ["--spin-us", "50"])]
+        servers = [mk("bale", []), mk("bale-nopoll", ["--poll-us", "0"]), mk("bale-poll200", ["--poll-us", "200"]),
+                   mk("bale-spin50", ["--spin-us", "50"])]
         w = os.path.join(a.work, "nginx")
         os.makedirs(w)
         servers.append(bp.Nginx("nginx", w, a.server_cpus, 1))
@@ -239,7 +242,7 @@ def report(S, outrel):
         return "**met**" if v else "**not met**"
 
     L = [f"Run `{outrel}` at commit `{m['commit'][:9]}` ({m['started']}): `scripts/bench-hotpath.sh "
-         f"{' '.join(m['argv'])}`; server on CPU {m['server_cpus']} (`--cores 1`, nginx 1 worker), client on "
+         f"{' '.join(m['argv'])}`{' (everything under SCHED_FIFO, chrt -f 10)' if '--rt' in m['argv'] else ''}; server on CPU {m['server_cpus']} (`--cores 1`, nginx 1 worker), client on "
          f"CPU {m['client_cpus']}, {m['repeats']} interleaved repeats of {m['duration_s']} s, medians; "
          f"load average {m['machine'].get('loadavg_start', '?')} at start, {m['machine'].get('loadavg_end', '?')} "
          f"at the end.\n",
@@ -285,11 +288,11 @@ def report(S, outrel):
                  f"{ok('per GET 0.00' in al['counter'])} |")
     if al.get("perf"):
         L.append(f"| (the same, glibc malloc uprobes on the release binary) | | | {al['perf']} | |")
-    L.append("\nPolling modes (bale = default flags, adaptive `--poll-us 200`; bale-nopoll = `--poll-us 0`, the "
-             "old default; bale-spin50 = `--spin-us 50`), medians:\n")
+    L.append("\nPolling modes (bale = default flags, adaptive `--poll-us 50`; bale-nopoll = `--poll-us 0`, the "
+             "old default; bale-poll200 = `--poll-us 200`; bale-spin50 = `--spin-us 50`), medians:\n")
     L.append("| server | c=1 p50 µs | c=1 p99 µs | c=16 req/s | c=64 req/s | idle CPU (% of a core) |")
     L.append("|---|---|---|---|---|---|")
-    for s in ("bale", "bale-nopoll", "bale-spin50", "nginx", "seaweedfs"):
+    for s in ("bale", "bale-nopoll", "bale-poll200", "bale-spin50", "nginx", "seaweedfs"):
         if s not in W:
             continue
         ic = res["idle_cpu"].get(s)

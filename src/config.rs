@@ -114,7 +114,7 @@ pub struct ServeArgs {
     /// keeps polling between them (the window grows with such gaps and shrinks with longer
     /// ones), and sleeps as soon as they stop; an idle bale burns no CPU (0 = off; a non-zero
     /// --spin-us overrides it). See docs/adr/0016-hot-path.md.
-    #[arg(long, env = "BALE_POLL_US", default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    #[arg(long, env = "BALE_POLL_US", default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub poll_us: u64,
 
     /// Requests served at once per core; more get 503 SlowDown.

@@ -9,7 +9,7 @@
 //!
 //! Two modes (docs/adr/0016-hot-path.md):
 //!
-//! - **Adaptive** (`--poll-us MAX`, the default, MAX = 200 µs): the window follows the traffic,
+//! - **Adaptive** (`--poll-us MAX`, the default, MAX = 50 µs): the window follows the traffic,
 //!   the way the kernel's `haltpoll` cpuidle governor sizes its poll. At every request start
 //!   the spinner looks at how long the core was idle before it (time since the previous request
 //!   start or end): a gap a window of at most MAX would have covered grows the window (×2,
@@ -234,6 +234,8 @@ mod tests {
         assert_eq!(w.current(), us(100));
         w.observe(Duration::from_millis(10));
         assert_eq!(w.current(), us(50));
+        w.observe(Duration::from_millis(10));
+        assert_eq!(w.current(), us(25));
         w.observe(Duration::from_millis(10));
         assert_eq!(w.current(), us(0), "below max/8 is off");
         w.observe(Duration::from_secs(1));

@@ -257,6 +257,7 @@ pub fn arena_bytes(v: &[u8]) -> Result<HeaderValue, BadHeader> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::s3::meta::ObjMeta;
 
     fn found(meta: &ObjMeta, served: Option<(u64, u64)>) -> Obj<'_> {
         Obj {
