@@ -6,5 +6,5 @@
 #   tests/suites/28-allocs.sh            (BALE_ALLOCS_MAX overrides the limit)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-MAX="${BALE_ALLOCS_MAX:-6.5}"
+MAX="${BALE_ALLOCS_MAX:-7.5}"
 exec scripts/allocs-per-get.sh --counter --build --max "$MAX" 5000
