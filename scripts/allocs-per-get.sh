@@ -1,20 +1,47 @@
 #!/usr/bin/env bash
-# Heap allocations per warm fast-path GET (issue 18's "allocations per warm hit" row), counted
-# on the real release binary: uprobes on glibc's malloc and free (`perf probe`), `perf stat`
-# attached to one bale (`--cores 1`) while bale-bench sends N warm 4 KiB GETs at c=1. The
-# counts include everything the process allocated in that window (one request at a time, so
-# that is the requests' own work). Needs root and perf (Debian: linux-perf).
+# Heap allocations per warm fast-path GET (issue 18's "allocations per warm hit" row): one bale
+# (`--cores 1`), 100 objects of 4 KiB loaded and read 2,000 times to warm cache, code and
+# connections, then N warm GETs at c=1 are counted (one request at a time, so the window holds
+# only the requests' own work).
 #
-#   scripts/allocs-per-get.sh [N]        # default N = 5000
+# Two ways to count:
+#   scripts/allocs-per-get.sh [N]                    # perf uprobes on glibc malloc/free of the
+#                                                    # release binary (needs root and perf)
+#   scripts/allocs-per-get.sh --counter [--build] [--max X] [N]
+#       # a test build with the cargo feature `count-allocs` (src/allocs.rs): its own global
+#       # allocator counts, `GET /_bale/allocs` answers the count, read before and after. The
+#       # binary is target/release/bale-count-allocs (BALE_BIN overrides); --build makes it
+#       # (cargo build --release -p bale --features count-allocs, copied aside, then the normal
+#       # target/release/bale built again: the dependencies are shared, only bale compiles
+#       # twice). With --max X, exits 1 when the count per GET is above X: what CI runs
+#       # (tests/suites/28-allocs.sh) so the number cannot grow unnoticed.
+# Default N = 5000.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+MODE=perf
+BUILD=0
+MAX=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --counter) MODE=counter; shift ;;
+    --build) BUILD=1; shift ;;
+    --max) MAX="$2"; shift 2 ;;
+    *) break ;;
+  esac
+done
 N="${1:-5000}"
-BALE="${BALE_BIN:-$ROOT/target/release/bale}"
+if [[ $MODE == counter ]]; then
+  TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+  if [[ $BUILD == 1 ]]; then
+    (cd "$ROOT" && cargo build --release -p bale --features count-allocs >&2 \
+      && cp "$TARGET/release/bale" "$TARGET/release/bale-count-allocs" \
+      && cargo build --release -p bale >&2)
+  fi
+  BALE="${BALE_BIN:-$TARGET/release/bale-count-allocs}"
+else
+  BALE="${BALE_BIN:-$ROOT/target/release/bale}"
+fi
 BENCH="${BALE_BENCH_BIN:-$ROOT/target/release/bale-bench}"
-LIBC="$(ldd "$BALE" | awk '/libc\.so/ {print $3}')"
-command -v perf >/dev/null || { echo "perf is needed (apt-get install linux-perf)" >&2; exit 2; }
-perf probe -q -x "$LIBC" malloc 2>/dev/null || true
-perf probe -q -x "$LIBC" free 2>/dev/null || true
 work="$(mktemp -d /tmp/bale-allocs.XXXXXX)"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 "$BALE" serve --listen "127.0.0.1:$port" --data "$work/data" --cores 1 --access-key allockey \
@@ -26,6 +53,30 @@ E=(--endpoint "http://127.0.0.1:$port" --access-key allockey --secret-key allocs
    --prefix s/ -n 100 --size 4k)
 "$BENCH" load "${E[@]}" -c 2 >/dev/null
 "$BENCH" get "${E[@]}" -c 1 --requests 2000 >/dev/null          # warm: cache, code, connections
+if [[ $MODE == counter ]]; then
+  before="$(curl -fsS "http://127.0.0.1:$port/_bale/allocs")" || {
+    echo "$BALE does not count allocations: build it with --features count-allocs (or pass --build)" >&2
+    exit 2
+  }
+  "$BENCH" get "${E[@]}" -c 1 --requests "$N" --json >"$work/get.json"
+  after="$(curl -fsS "http://127.0.0.1:$port/_bale/allocs")"
+  python3 - "$before" "$after" "$work/get.json" "$N" "$MAX" <<'PY'
+import json, sys
+before, after, n = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[4])
+rep = json.load(open(sys.argv[3]))["reports"][0]
+assert rep["errors"] == 0 and rep["count"] == n, rep
+per = (after - before) / n
+print(f"warm 4 KiB GETs: {n}; allocations per GET {per:.2f} (counting allocator, count-allocs build)")
+if sys.argv[5] and per > float(sys.argv[5]):
+    print(f"FAIL: {per:.2f} allocations per warm GET, more than the allowed {sys.argv[5]}")
+    sys.exit(1)
+PY
+  exit $?
+fi
+command -v perf >/dev/null || { echo "perf is needed (apt-get install linux-perf)" >&2; exit 2; }
+LIBC="$(ldd "$BALE" | awk '/libc\.so/ {print $3}')"
+perf probe -q -x "$LIBC" malloc 2>/dev/null || true
+perf probe -q -x "$LIBC" free 2>/dev/null || true
 perf stat -x, -e probe_libc:malloc,probe_libc:free -p "$pid" -o "$work/stat" &
 perf_pid=$!
 sleep 0.5

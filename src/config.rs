@@ -113,6 +113,13 @@ pub struct ServeArgs {
     #[arg(long, env = "BALE_SPIN_US", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub spin_us: u64,
 
+    /// Adaptive polling: while requests keep arriving less than this many µs apart, the core
+    /// keeps polling between them (the window grows with such gaps and shrinks with longer
+    /// ones), and sleeps as soon as they stop; an idle bale burns no CPU (0 = off; a non-zero
+    /// --spin-us overrides it). See docs/adr/0016-hot-path.md.
+    #[arg(long, env = "BALE_POLL_US", default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub poll_us: u64,
+
     /// Requests served at once per core; more get 503 SlowDown.
     #[arg(long, env = "BALE_MAX_INFLIGHT_PER_CORE", default_value_t = 1024)]
     pub max_inflight_per_core: usize,

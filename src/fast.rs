@@ -14,6 +14,8 @@
 //! accepts is never looser than S3: one `Authorization` header, `host` signed, the credential
 //! scope's date, region and service exactly the request's and the server's.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use sigv4::{parse_amz_date, parse_request_date, AmzDate, CanonicalRequest, Scope};
@@ -31,10 +33,11 @@ pub struct FastPath {
     pub s3: BaleS3,
 }
 
-fn percent_decode(s: &str) -> Option<String> {
+/// The decoded path; borrowed (nothing allocated) when nothing is escaped.
+fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
     let b = s.as_bytes();
     if !b.contains(&b'%') {
-        return Some(s.to_string());
+        return Some(Cow::Borrowed(s));
     }
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -49,7 +52,7 @@ fn percent_decode(s: &str) -> Option<String> {
             i += 1;
         }
     }
-    String::from_utf8(out).ok()
+    String::from_utf8(out).ok().map(Cow::Owned)
 }
 
 fn hex_val(c: u8) -> Option<u8> {
@@ -193,10 +196,29 @@ pub(crate) fn verify(
     let Ok(Some(payload)) = at_most_one(h, &names::X_AMZ_CONTENT_SHA256) else {
         return false;
     };
-    let mut canon = String::with_capacity(512);
-    if !canonical_request(req, decoded_path, auth.signed_headers, payload, &mut canon) {
-        return false;
-    }
+    // The canonical request is built in this core's reused buffer (no allocation once it has
+    // grown to the largest request seen).
+    CANON.with(|c| {
+        let mut canon = c.borrow_mut();
+        canon.clear();
+        if !canonical_request(req, decoded_path, auth.signed_headers, payload, &mut canon) {
+            return false;
+        }
+        check_signature(&auth, amz_date, bucket, &canon)
+    })
+}
+
+thread_local! {
+    /// The canonical request buffer of this core's fast path.
+    static CANON: RefCell<String> = RefCell::new(String::with_capacity(1024));
+}
+
+fn check_signature(
+    auth: &sigv4::Authorization<'_>,
+    amz_date: &str,
+    bucket: &str,
+    canon: &str,
+) -> bool {
     crate::keys::with_key(auth.access_key, |k| {
         let Some(k) = k else { return false };
         if !k.key.can_read(bucket) {
@@ -207,7 +229,7 @@ pub(crate) fn verify(
             &key,
             amz_date,
             &Scope::new(auth.date, auth.region, "s3"),
-            &canon,
+            canon,
         )
         .matches(auth.signature)
     })
@@ -304,7 +326,10 @@ pub async fn try_serve(
         Ok(v) => checksum_mode_enabled(v.map(str::as_bytes)),
         Err(()) => return Err(req),
     };
-    let Some(decoded) = percent_decode(req.uri().path()) else {
+    // A clone of the URI (reference counts, no allocation) so the borrowed path does not hold
+    // `req`, which goes back to s3s untouched when this path declines.
+    let uri = req.uri().clone();
+    let Some(decoded) = percent_decode(uri.path()) else {
         return Err(req);
     };
     let Some((bucket, key)) = decoded.strip_prefix('/').and_then(|p| p.split_once('/')) else {
@@ -342,7 +367,7 @@ pub async fn try_serve(
         return Err(req); // gateway: a stale copy is re-checked upstream first
     }
     let body = match found.body.take() {
-        Some(blob) if !is_head => s3s::Body::from(blob),
+        Some(p) if !is_head => p.into_body(),
         _ => s3s::Body::empty(),
     };
     let mut resp = http::Response::new(body);

@@ -128,7 +128,7 @@ async fn handle(
     max_inflight: usize,
     req: http::Request<Incoming>,
 ) -> Result<http::Response<s3s::Body>, Infallible> {
-    crate::spin::kick();
+    crate::spin::request_started();
     conn.request_started();
     let id = request_id();
     let timer = crate::metrics::RequestTimer::start(crate::metrics::op_of(&req));
@@ -150,7 +150,7 @@ async fn handle(
         );
     }
     conn.request_ended();
-    crate::spin::kick();
+    crate::spin::request_ended();
     Ok(resp)
 }
 
@@ -318,6 +318,11 @@ async fn handle_inner(
         && is_health(req.uri().path())
     {
         return plain(http::StatusCode::OK, "");
+    }
+    if crate::allocs::ENABLED && req.uri().path() == crate::allocs::ENDPOINT {
+        let mut r = http::Response::new(s3s::Body::from(crate::allocs::total().to_string()));
+        *r.status_mut() = http::StatusCode::OK;
+        return r;
     }
     if crate::metrics::endpoint::is_metrics_request(req.method(), req.uri()) {
         return h.metrics.answer(&req).await;
@@ -589,7 +594,8 @@ fn request_id() -> [u8; 16] {
 /// builds its error bodies without one), so both always carry the same id.
 fn stamp_request_id(resp: &mut http::Response<s3s::Body>, id: &[u8; 16]) {
     static X_AMZ_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-amz-request-id");
-    let idv = http::HeaderValue::from_bytes(id).expect("hex digits are a valid header value");
+    // From the core's header arena: no allocation per response.
+    let idv = crate::s3::headers::arena_bytes(id).expect("hex digits are a valid header value");
     resp.headers_mut().insert(&X_AMZ_REQUEST_ID, idv);
     if resp.status().as_u16() < 400 {
         return;

@@ -3,6 +3,7 @@
 //! The binary (`main.rs`) is a thin CLI over these modules; they are a library so that tests,
 //! fuzz targets and benchmarks can reach the parsers and the server directly.
 
+pub mod allocs;
 pub mod auth;
 pub mod buckets;
 pub mod cfgfile;

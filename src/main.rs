@@ -11,6 +11,11 @@ use futures::channel::{mpsc, oneshot};
 use bale::cfgfile::{self, ParseError};
 use bale::config::{Command, ConfigCommand, ServeArgs};
 
+/// A `count-allocs` build counts heap allocations (see `bale::allocs`).
+#[cfg(feature = "count-allocs")]
+#[global_allocator]
+static ALLOC: bale::allocs::Counting = bale::allocs::Counting;
+
 fn main() {
     let parsed = match cfgfile::parse(std::env::args_os().collect()) {
         Ok(p) => p,

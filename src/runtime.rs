@@ -106,11 +106,12 @@ pub fn run_core(setup: CoreSetup) {
     rt.block_on(core_main(setup));
 }
 
-/// The core's background tasks: the spinner (if `--spin-us`), compaction and scrub passes over
-/// its shards at their intervals.
+/// The core's background tasks: the spinner (adaptive `--poll-us` or fixed `--spin-us`),
+/// compaction and scrub passes over its shards at their intervals.
 fn spawn_background(core: usize, args: &ServeArgs) {
-    if args.spin_us > 0 {
-        monoio::spawn(crate::spin::run(Duration::from_micros(args.spin_us)));
+    let poll = crate::spin::Mode::from_flags(args.spin_us, args.poll_us);
+    if poll != crate::spin::Mode::Off {
+        monoio::spawn(crate::spin::run(poll));
     }
 
     if args.compact_interval_s > 0 {

@@ -7,7 +7,7 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3Result};
 
 use super::error;
-use super::meta::ObjMeta;
+use super::meta::{MetaView, ObjMeta};
 
 pub fn etag_matches(cond: &ETagCondition, etag: &str) -> bool {
     match cond {
@@ -31,10 +31,10 @@ pub struct ReadConds {
 
 /// S3's evaluation order for GET/HEAD conditionals: If-Match (else If-Unmodified-Since)
 /// fails with 412 first, then If-None-Match (else If-Modified-Since) answers 304.
-pub fn check_read(r: &ReadConds, meta: &ObjMeta, mtime_ms: u64) -> S3Result<()> {
+pub fn check_read(r: &ReadConds, meta: &MetaView<'_>, mtime_ms: u64) -> S3Result<()> {
     let mtime_s = (mtime_ms / 1000) as i64;
     if let Some(c) = &r.if_match {
-        if !etag_matches(c, &meta.etag) {
+        if !etag_matches(c, meta.etag) {
             return Err(s3_error!(
                 PreconditionFailed,
                 "At least one of the pre-conditions you specified did not hold"
@@ -49,7 +49,7 @@ pub fn check_read(r: &ReadConds, meta: &ObjMeta, mtime_ms: u64) -> S3Result<()> 
         }
     }
     if let Some(c) = &r.if_none_match {
-        if etag_matches(c, &meta.etag) {
+        if etag_matches(c, meta.etag) {
             return Err(not_modified(meta, mtime_ms));
         }
     } else if let Some(t) = &r.if_modified_since {
@@ -60,7 +60,7 @@ pub fn check_read(r: &ReadConds, meta: &ObjMeta, mtime_ms: u64) -> S3Result<()> 
     Ok(())
 }
 
-fn not_modified(meta: &ObjMeta, _mtime_ms: u64) -> S3Error {
+fn not_modified(meta: &MetaView<'_>, _mtime_ms: u64) -> S3Error {
     let mut e = S3Error::new(s3s::S3ErrorCode::NotModified);
     let mut h = http::HeaderMap::new();
     if let Ok(v) = http::HeaderValue::from_str(&format!("\"{}\"", meta.etag)) {

@@ -73,7 +73,7 @@ pub async fn resolve_source(s: &BaleS3, cs: &CopySource, c: SourceConds) -> S3Re
         key: key.to_string(),
         seq: f.seq,
         size: f.size,
-        meta: f.meta,
+        meta: f.obj_meta(),
     })
 }
 

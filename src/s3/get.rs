@@ -10,7 +10,7 @@ use super::cond::{check_read, ReadConds};
 use super::error::{self, no_such_key};
 use super::headers::{checksum_mode_enabled, object_headers, Obj, Overrides};
 use super::limits::SINGLE_READ_BYTES;
-use super::meta::ObjMeta;
+use super::meta::{MetaView, ObjMeta};
 use super::{body, BaleS3};
 
 /// What a GET/HEAD asked for, in Send form so it can cross to the owning core.
@@ -22,22 +22,52 @@ pub struct ReadReq {
     pub want_body: bool,
 }
 
+/// A read's body: a small read whole in memory (the fast path sends it as is, without boxing
+/// a stream), or a stream for a large one.
+pub enum Payload {
+    Whole(bytes::Bytes),
+    Stream(StreamingBlob),
+}
+
+impl Payload {
+    pub fn into_blob(self) -> StreamingBlob {
+        match self {
+            Payload::Whole(b) => body::whole(b),
+            Payload::Stream(s) => s,
+        }
+    }
+
+    pub fn into_body(self) -> s3s::Body {
+        match self {
+            Payload::Whole(b) => s3s::Body::from(b),
+            Payload::Stream(s) => s3s::Body::from(s),
+        }
+    }
+}
+
 /// What a read found: the object's record and metadata, the span served, and the body.
 pub struct Found {
     pub seq: u64,
     pub size: u64,
     pub mtime_ms: u64,
-    pub meta: ObjMeta,
+    /// The stored metadata encoding (checked at lookup; read in place by `view`).
+    pub meta: bytes::Bytes,
     /// Byte range served, when a Range or partNumber applied.
     pub served: Option<(u64, u64)>,
-    pub body: Option<StreamingBlob>,
+    pub body: Option<Payload>,
 }
 
 impl Found {
+    /// An owned copy of the metadata.
+    pub fn obj_meta(&self) -> ObjMeta {
+        self.view().meta.to_owned()
+    }
+
     /// What the response headers are built from (`headers::object_headers`).
     pub fn view(&self) -> Obj<'_> {
         Obj {
-            meta: &self.meta,
+            // Parsed once already by the lookup that found it: cannot fail here.
+            meta: MetaView::parse(&self.meta).unwrap_or_default(),
             size: self.size,
             mtime_ms: self.mtime_ms,
             served: self.served,
@@ -51,7 +81,7 @@ pub enum Lookup {
 }
 
 /// Resolves Range / partNumber into the byte span to serve.
-fn span(r: &ReadReq, obj: &Object, meta: &ObjMeta) -> S3Result<Option<(u64, u64)>> {
+fn span(r: &ReadReq, obj: &Object, meta: &MetaView<'_>) -> S3Result<Option<(u64, u64)>> {
     let size = obj.size;
     if let Some(pn) = r.part_number {
         if r.range.is_some() {
@@ -107,18 +137,18 @@ fn span(r: &ReadReq, obj: &Object, meta: &ObjMeta) -> S3Result<Option<(u64, u64)
     }
 }
 
-/// Runs on the owning core.
+/// Runs on the owning core. `None`: no such key.
 async fn lookup_local(
     shard: Rc<Shard>,
-    bucket: String,
-    key: String,
+    bucket: &str,
+    key: &str,
     r: ReadReq,
-) -> S3Result<Lookup> {
-    crate::s3::test_panic_hook(&key);
-    let Some(obj) = shard.get(&bucket, &key) else {
-        return Ok(Lookup::Missing);
+) -> S3Result<Option<Found>> {
+    crate::s3::test_panic_hook(key);
+    let Some(obj) = shard.get(bucket, key) else {
+        return Ok(None);
     };
-    let meta = ObjMeta::load(&obj.meta, &bucket, &key)?;
+    let meta = MetaView::load(&obj.meta, bucket, key)?;
     check_read(&r.cond, &meta, obj.mtime_ms)?;
     let served = span(&r, &obj, &meta)?;
     let (start, end) = served.unwrap_or((0, obj.size));
@@ -134,29 +164,59 @@ async fn lookup_local(
             bytes::Bytes::new()
         };
         debug_assert_eq!(b.len() as u64, end - start);
-        Some(body::whole(b))
+        Some(Payload::Whole(b))
     } else {
-        Some(body::stream(shard.clone(), obj.clone(), start, end))
+        Some(Payload::Stream(body::stream(
+            shard.clone(),
+            obj.clone(),
+            start,
+            end,
+        )))
     };
-    Ok(Lookup::Found(Box::new(Found {
+    Ok(Some(Found {
         seq: obj.seq,
         size: obj.size,
         mtime_ms: obj.mtime_ms,
-        meta,
+        meta: obj.meta.clone(),
         served,
         body,
-    })))
+    }))
 }
 
-pub async fn lookup(s: &BaleS3, bucket: &str, key: &str, r: ReadReq) -> S3Result<Box<Found>> {
-    let (b, k) = (bucket.to_string(), key.to_string());
-    let res = s
-        .shard_of(bucket, key)
-        .run(move |shard| lookup_local(shard, b, k, r))
-        .await?;
-    match res {
-        Lookup::Found(f) => Ok(f),
-        Lookup::Missing => {
+/// Looks `key` up on the shard that owns it: on this core with the borrowed names and no
+/// allocation of its own (the fast path's common case), else one hop to the owner.
+pub async fn lookup(s: &BaleS3, bucket: &str, key: &str, r: ReadReq) -> S3Result<Found> {
+    let id = s.topo.shard_for(bucket, key);
+    // The caller is a task on this core and monoio never moves tasks between threads (as in
+    // `router::on_shard`): the `Rc` never leaves it.
+    let local = match crate::router::local_shard(id) {
+        Some(shard) => Ok(send_wrapper::SendWrapper::new(lookup_local(
+            shard, bucket, key, r,
+        ))),
+        None => Err(r),
+    };
+    let found = match local {
+        Ok(fut) => fut.await?,
+        Err(r) => {
+            let (b, k) = (bucket.to_string(), key.to_string());
+            let res = s
+                .shard(id)
+                .run(move |shard| async move {
+                    Ok(match lookup_local(shard, &b, &k, r).await? {
+                        Some(f) => Lookup::Found(Box::new(f)),
+                        None => Lookup::Missing,
+                    })
+                })
+                .await?;
+            match res {
+                Lookup::Found(f) => Some(*f),
+                Lookup::Missing => None,
+            }
+        }
+    };
+    match found {
+        Some(f) => Ok(f),
+        None => {
             s.bucket_exists(bucket)?;
             Err(no_such_key())
         }
@@ -236,7 +296,7 @@ pub async fn get_object(
     // Only what s3s needs besides the headers: the body, and Content-Range (s3s answers 206
     // when it is set). Every header comes from `headers::object_headers`.
     let out = GetObjectOutput {
-        body: f.body.take(),
+        body: f.body.take().map(Payload::into_blob),
         content_range: headers
             .get(http::header::CONTENT_RANGE)
             .and_then(|v| v.to_str().ok())

@@ -8,10 +8,14 @@
 //! which is why the overrides are applied here as well). The only DTO field still set is
 //! GetObject's `content_range`, from the same `Found::served`: s3s picks the 206 status from it.
 
+use std::cell::RefCell;
+use std::fmt::Write as _;
+
+use bytes::{BufMut, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use s3s::dto::{ChecksumMode, Timestamp};
 
-use super::meta::ObjMeta;
+use super::meta::MetaView;
 
 /// `response-*` query overrides of GetObject / HeadObject (none on the fast path).
 #[derive(Default)]
@@ -26,7 +30,7 @@ pub struct Overrides<'a> {
 
 /// What the headers describe: the object a read found, and the span it serves.
 pub struct Obj<'a> {
-    pub meta: &'a ObjMeta,
+    pub meta: MetaView<'a>,
     /// The whole object's size.
     pub size: u64,
     pub mtime_ms: u64,
@@ -63,46 +67,49 @@ pub fn object_headers(
     part_number_given: bool,
     o: &Overrides<'_>,
 ) -> Result<(), BadHeader> {
-    let m = f.meta;
+    let m = &f.meta;
+    h.reserve(8);
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     let len = match f.served {
         Some((a, e)) => {
-            let v = format!("bytes {}-{}/{}", a, e.saturating_sub(1), f.size);
-            h.insert(header::CONTENT_RANGE, HeaderValue::try_from(v)?);
+            let v = arena_fmt(format_args!(
+                "bytes {}-{}/{}",
+                a,
+                e.saturating_sub(1),
+                f.size
+            ))?;
+            h.insert(header::CONTENT_RANGE, v);
             e - a
         }
         None => f.size,
     };
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    h.insert(
-        header::ETAG,
-        HeaderValue::try_from(format!("\"{}\"", m.etag))?,
-    );
+    h.insert(header::CONTENT_LENGTH, arena_fmt(format_args!("{len}"))?);
+    h.insert(header::ETAG, arena_fmt(format_args!("\"{}\"", m.etag))?);
     h.insert(
         header::LAST_MODIFIED,
-        HeaderValue::try_from(http_date_s(f.mtime_ms / 1000))?,
+        arena_value(29, |b| write_http_date(b, f.mtime_ms / 1000))?,
     );
     for (name, over, stored) in [
-        (header::CONTENT_TYPE, o.content_type, &m.content_type),
+        (header::CONTENT_TYPE, o.content_type, m.content_type),
         (
             header::CONTENT_ENCODING,
             o.content_encoding,
-            &m.content_encoding,
+            m.content_encoding,
         ),
         (
             header::CONTENT_LANGUAGE,
             o.content_language,
-            &m.content_language,
+            m.content_language,
         ),
         (
             header::CONTENT_DISPOSITION,
             o.content_disposition,
-            &m.content_disposition,
+            m.content_disposition,
         ),
-        (header::CACHE_CONTROL, o.cache_control, &m.cache_control),
+        (header::CACHE_CONTROL, o.cache_control, m.cache_control),
     ] {
-        if let Some(v) = over.or(stored.as_deref()) {
-            h.insert(name, HeaderValue::from_str(v)?);
+        if let Some(v) = over.or(stored) {
+            h.insert(name, arena_str(v)?);
         }
     }
     // Expires goes back as it was stored (S3 does the same, even for a value that is no
@@ -113,15 +120,15 @@ pub fn object_headers(
             header::EXPIRES,
             HeaderValue::try_from(http_date_s(s.max(0) as u64))?,
         );
-    } else if let Some(v) = &m.expires {
-        h.insert(header::EXPIRES, HeaderValue::from_str(v)?);
+    } else if let Some(v) = m.expires {
+        h.insert(header::EXPIRES, arena_str(v)?);
     }
-    for (k, v) in &m.user {
+    for (k, v) in m.user() {
         let name = HeaderName::try_from(format!("x-amz-meta-{k}"))?;
         h.append(name, HeaderValue::try_from(encode_meta_value(v))?);
     }
-    for (name, v) in checksum_headers(m, checksum_on, f.served.is_some()) {
-        h.insert(HeaderName::from_static(name), HeaderValue::from_str(v)?);
+    for (name, v) in checksum_headers(*m, checksum_on, f.served.is_some()) {
+        h.insert(HeaderName::from_static(name), arena_str(v)?);
     }
     if part_number_given {
         if let Some(n) = m.parts_count {
@@ -135,7 +142,7 @@ pub fn object_headers(
 /// `x-amz-checksum-mode: ENABLED` and only for whole-object reads (S3 returns no checksum
 /// for a range). Both the fast path and the s3s path build their checksum headers from this.
 pub fn checksum_headers<'m>(
-    meta: &'m ObjMeta,
+    meta: MetaView<'m>,
     enabled: bool,
     ranged: bool,
 ) -> impl Iterator<Item = (&'static str, &'m str)> + 'm {
@@ -150,10 +157,9 @@ pub fn checksum_headers<'m>(
     ALGOS
         .into_iter()
         .filter(move |_| on)
-        .filter_map(|(a, h)| meta.checksum(a).map(|v| (h, v)))
+        .filter_map(move |(a, h)| meta.checksum(a).map(|v| (h, v)))
         .chain(
             meta.checksum_type
-                .as_deref()
                 .filter(move |_| on)
                 .map(|t| ("x-amz-checksum-type", t)),
         )
@@ -182,6 +188,12 @@ pub fn http_date(ms: u64) -> String {
 }
 
 fn http_date_s(s: u64) -> String {
+    let mut b = String::with_capacity(29);
+    write_http_date(&mut b, s);
+    b
+}
+
+fn write_http_date(out: &mut impl std::fmt::Write, s: u64) {
     let t = time::OffsetDateTime::from_unix_timestamp(s as i64)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     let wd = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
@@ -189,25 +201,69 @@ fn http_date_s(s: u64) -> String {
     let mo = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ][t.month() as usize - 1];
-    format!(
+    // Writing into a String or a BytesMut with room cannot fail.
+    let _ = write!(
+        out,
         "{wd}, {:02} {mo} {} {:02}:{:02}:{:02} GMT",
         t.day(),
         t.year(),
         t.hour(),
         t.minute(),
         t.second()
-    )
+    );
+}
+
+/// Bytes of each chunk of a core's header arena.
+const ARENA_CHUNK: usize = 64 << 10;
+
+thread_local! {
+    /// This core's header arena: response header values are formatted into it and handed out
+    /// as slices of a shared chunk (`Bytes` reference counts), so building a value allocates
+    /// nothing; a new chunk is allocated when one is used up (every few hundred responses),
+    /// and a chunk is freed when the last value cut from it is dropped.
+    static ARENA: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+/// A header value of at most `max` bytes written by `f` into this core's arena (more than
+/// `max` is still correct, only no longer free of allocation).
+pub fn arena_value(max: usize, f: impl FnOnce(&mut BytesMut)) -> Result<HeaderValue, BadHeader> {
+    ARENA.with(|a| {
+        let mut a = a.borrow_mut();
+        if a.capacity() < max {
+            *a = BytesMut::with_capacity(ARENA_CHUNK.max(max));
+        }
+        f(&mut a);
+        HeaderValue::from_maybe_shared(a.split().freeze()).map_err(|_| BadHeader)
+    })
+}
+
+/// A formatted header value, from this core's arena.
+pub fn arena_fmt(args: std::fmt::Arguments<'_>) -> Result<HeaderValue, BadHeader> {
+    arena_value(128, |b| {
+        let _ = b.write_fmt(args);
+    })
+}
+
+/// A copy of `v` as a header value, from this core's arena.
+pub fn arena_str(v: &str) -> Result<HeaderValue, BadHeader> {
+    arena_bytes(v.as_bytes())
+}
+
+/// A copy of `v` as a header value, from this core's arena.
+pub fn arena_bytes(v: &[u8]) -> Result<HeaderValue, BadHeader> {
+    arena_value(v.len(), |b| b.put_slice(v))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::s3::meta::ObjMeta;
 
     fn found(meta: &ObjMeta, served: Option<(u64, u64)>) -> Obj<'_> {
         Obj {
             size: 10,
             mtime_ms: 1_369_353_600_000,
-            meta,
+            meta: meta.view(),
             served,
         }
     }
@@ -283,7 +339,7 @@ mod tests {
             checksum_type: Some("FULL_OBJECT".into()),
             ..Default::default()
         };
-        let all: Vec<_> = checksum_headers(&m, true, false).collect();
+        let all: Vec<_> = checksum_headers(m.view(), true, false).collect();
         assert_eq!(
             all,
             vec![
@@ -292,8 +348,8 @@ mod tests {
                 ("x-amz-checksum-type", "FULL_OBJECT")
             ]
         );
-        assert_eq!(checksum_headers(&m, false, false).count(), 0);
-        assert_eq!(checksum_headers(&m, true, true).count(), 0);
+        assert_eq!(checksum_headers(m.view(), false, false).count(), 0);
+        assert_eq!(checksum_headers(m.view(), true, true).count(), 0);
         assert!(checksum_mode_enabled(Some(b"ENABLED")));
         assert!(!checksum_mode_enabled(Some(b"enabled")));
         assert!(!checksum_mode_enabled(None));

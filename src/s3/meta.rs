@@ -179,21 +179,99 @@ impl ObjMeta {
 
     /// Decodes; malformed input gives `None` (never a panic).
     pub fn decode(src: &[u8]) -> Option<ObjMeta> {
-        let (&ver, mut rest) = src.split_first()?;
+        MetaView::parse(src).map(|v| v.to_owned())
+    }
+
+    pub fn checksum(&self, algo: &str) -> Option<&str> {
+        self.checksums
+            .iter()
+            .find(|(a, _)| a == algo)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// This metadata as a view (what response headers and conditions read).
+    pub fn view(&self) -> MetaView<'_> {
+        MetaView {
+            etag: &self.etag,
+            content_type: self.content_type.as_deref(),
+            content_encoding: self.content_encoding.as_deref(),
+            content_language: self.content_language.as_deref(),
+            content_disposition: self.content_disposition.as_deref(),
+            cache_control: self.cache_control.as_deref(),
+            expires: self.expires.as_deref(),
+            checksum_type: self.checksum_type.as_deref(),
+            checksum_algorithm: self.checksum_algorithm.as_deref(),
+            parts_count: self.parts_count,
+            lists: Lists::Owned(self),
+        }
+    }
+}
+
+/// Stored metadata read in place: every field borrows from the encoded bytes (or from an
+/// `ObjMeta`), so reading an object's metadata on the GET path allocates nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MetaView<'a> {
+    pub etag: &'a str,
+    pub content_type: Option<&'a str>,
+    pub content_encoding: Option<&'a str>,
+    pub content_language: Option<&'a str>,
+    pub content_disposition: Option<&'a str>,
+    pub cache_control: Option<&'a str>,
+    pub expires: Option<&'a str>,
+    pub checksum_type: Option<&'a str>,
+    pub checksum_algorithm: Option<&'a str>,
+    pub parts_count: Option<u32>,
+    lists: Lists<'a>,
+}
+
+/// Where a view's repeated fields (user metadata, checksums) are read from.
+#[derive(Debug, Clone, Copy, Default)]
+enum Lists<'a> {
+    #[default]
+    None,
+    /// The encoded fields after the version byte, already validated by `MetaView::parse`.
+    Raw(&'a [u8]),
+    Owned(&'a ObjMeta),
+}
+
+/// The `(tag, value)` fields of an encoding (after its version byte); stops at the first
+/// malformed field.
+fn fields(mut rest: &[u8]) -> impl Iterator<Item = Result<(u8, &[u8]), ()>> {
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        if rest.len() < 3 {
+            rest = &[];
+            return Some(Err(()));
+        }
+        let tag = rest[0];
+        let len = u16::from_le_bytes([rest[1], rest[2]]) as usize;
+        let Some(v) = rest.get(3..3 + len) else {
+            rest = &[];
+            return Some(Err(()));
+        };
+        rest = &rest[3 + len..];
+        Some(Ok((tag, v)))
+    })
+}
+
+impl<'a> MetaView<'a> {
+    /// Reads an encoding in place, checking all of it (what `ObjMeta::decode` accepts);
+    /// malformed input gives `None`.
+    pub fn parse(src: &'a [u8]) -> Option<MetaView<'a>> {
+        let (&ver, rest) = src.split_first()?;
         if ver != VERSION {
             return None;
         }
-        let mut m = ObjMeta::default();
-        let mut pending_key: Option<String> = None;
-        while !rest.is_empty() {
-            if rest.len() < 3 {
-                return None;
-            }
-            let tag = rest[0];
-            let len = u16::from_le_bytes([rest[1], rest[2]]) as usize;
-            let v = rest.get(3..3 + len)?;
-            rest = &rest[3 + len..];
-            let s = || String::from_utf8(v.to_vec()).ok();
+        let mut m = MetaView {
+            lists: Lists::Raw(rest),
+            ..Default::default()
+        };
+        let mut pending_key = false;
+        for f in fields(rest) {
+            let (tag, v) = f.ok()?;
+            let s = || std::str::from_utf8(v).ok();
             match tag {
                 T_ETAG => m.etag = s()?,
                 T_CONTENT_TYPE => m.content_type = Some(s()?),
@@ -204,12 +282,18 @@ impl ObjMeta {
                 T_EXPIRES => m.expires = Some(s()?),
                 T_CHECKSUM_TYPE => m.checksum_type = Some(s()?),
                 T_CHECKSUM_ALGORITHM => m.checksum_algorithm = Some(s()?),
-                T_USER_KEY => pending_key = Some(s()?),
-                T_USER_VALUE => m.user.push((pending_key.take()?, s()?)),
+                T_USER_KEY => {
+                    s()?;
+                    pending_key = true;
+                }
+                T_USER_VALUE => {
+                    s()?;
+                    if !std::mem::take(&mut pending_key) {
+                        return None;
+                    }
+                }
                 T_CHECKSUM => {
-                    let t = s()?;
-                    let (a, v) = t.split_once(':')?;
-                    m.checksums.push((a.to_string(), v.to_string()));
+                    s()?.split_once(':')?;
                 }
                 T_PARTS_COUNT => m.parts_count = Some(u32::from_le_bytes(v.try_into().ok()?)),
                 _ => {}
@@ -218,11 +302,85 @@ impl ObjMeta {
         Some(m)
     }
 
-    pub fn checksum(&self, algo: &str) -> Option<&str> {
-        self.checksums
-            .iter()
-            .find(|(a, _)| a == algo)
-            .map(|(_, v)| v.as_str())
+    /// Like `parse`, for a stored object (or upload record) `key` in namespace `ns`:
+    /// undecodable metadata is logged and answers 500, as `ObjMeta::load`.
+    pub fn load(src: &'a [u8], ns: &str, key: &str) -> S3Result<MetaView<'a>> {
+        Self::parse(src).ok_or_else(|| {
+            tracing::error!(ns = ?ns, key = ?key, "undecodable object metadata");
+            super::error::internal_error()
+        })
+    }
+
+    /// User metadata `(name, value)`, in stored order.
+    pub fn user(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        let (raw, owned) = self.split_lists();
+        let mut pending: Option<&'a str> = None;
+        fields(raw)
+            .filter_map(move |f| {
+                let (tag, v) = f.ok()?;
+                let v = std::str::from_utf8(v).ok()?;
+                match tag {
+                    T_USER_KEY => {
+                        pending = Some(v);
+                        None
+                    }
+                    T_USER_VALUE => Some((pending.take()?, v)),
+                    _ => None,
+                }
+            })
+            .chain(owned.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+
+    /// Stored checksums `(algorithm, base64 value)`, in stored order.
+    pub fn checksums(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        let (raw, owned) = match self.lists {
+            Lists::Owned(m) => (&[][..], &m.checksums[..]),
+            Lists::Raw(r) => (r, &[][..]),
+            Lists::None => (&[][..], &[][..]),
+        };
+        fields(raw)
+            .filter_map(|f| match f.ok()? {
+                (T_CHECKSUM, v) => std::str::from_utf8(v).ok()?.split_once(':'),
+                _ => None,
+            })
+            .chain(owned.iter().map(|(a, v)| (a.as_str(), v.as_str())))
+    }
+
+    pub fn checksum(&self, algo: &str) -> Option<&'a str> {
+        self.checksums().find(|(a, _)| *a == algo).map(|(_, v)| v)
+    }
+
+    fn split_lists(&self) -> (&'a [u8], &'a [(String, String)]) {
+        match self.lists {
+            Lists::Owned(m) => (&[], &m.user),
+            Lists::Raw(r) => (r, &[]),
+            Lists::None => (&[], &[]),
+        }
+    }
+
+    /// An owned copy.
+    pub fn to_owned(&self) -> ObjMeta {
+        let s = |v: Option<&str>| v.map(str::to_string);
+        ObjMeta {
+            etag: self.etag.to_string(),
+            content_type: s(self.content_type),
+            content_encoding: s(self.content_encoding),
+            content_language: s(self.content_language),
+            content_disposition: s(self.content_disposition),
+            cache_control: s(self.cache_control),
+            expires: s(self.expires),
+            user: self
+                .user()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            checksums: self
+                .checksums()
+                .map(|(a, v)| (a.to_string(), v.to_string()))
+                .collect(),
+            checksum_type: s(self.checksum_type),
+            parts_count: self.parts_count,
+            checksum_algorithm: s(self.checksum_algorithm),
+        }
     }
 }
 
@@ -257,6 +415,53 @@ fn user_name_ok(k: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn view_reads_what_decode_reads() {
+        let m = ObjMeta {
+            etag: "abc".into(),
+            content_type: Some("text/plain".into()),
+            cache_control: Some("no-cache".into()),
+            expires: Some("x".into()),
+            user: vec![("a".into(), "1".into()), ("b".into(), "é".into())],
+            checksums: vec![
+                ("crc32".into(), "AAAAAA==".into()),
+                ("sha256".into(), "x:y".into()),
+            ],
+            checksum_type: Some("FULL_OBJECT".into()),
+            parts_count: Some(7),
+            checksum_algorithm: Some("crc32c".into()),
+            ..Default::default()
+        };
+        let enc = m.encode().unwrap();
+        let v = MetaView::parse(&enc).unwrap();
+        assert_eq!(v.to_owned(), m);
+        assert_eq!(ObjMeta::decode(&enc).unwrap(), m);
+        assert_eq!(v.checksum("sha256"), Some("x:y"));
+        assert_eq!(v.checksum("crc64nvme"), None);
+        let from_owned = m.view();
+        assert_eq!(
+            v.user().collect::<Vec<_>>(),
+            from_owned.user().collect::<Vec<_>>()
+        );
+        assert_eq!(
+            v.checksums().collect::<Vec<_>>(),
+            from_owned.checksums().collect::<Vec<_>>()
+        );
+        // Malformed: a value without a key, a checksum without ':', bad UTF-8, truncation.
+        for bad in [
+            &[VERSION, T_USER_VALUE, 1, 0, b'x'][..],
+            &[VERSION, T_CHECKSUM, 1, 0, b'x'][..],
+            &[VERSION, T_ETAG, 1, 0, 0xff][..],
+            &[VERSION, T_ETAG, 5, 0, b'x'][..],
+            &[VERSION, T_ETAG, 1][..],
+            &[2][..],
+            &[][..],
+        ] {
+            assert!(MetaView::parse(bad).is_none(), "{bad:?}");
+            assert!(ObjMeta::decode(bad).is_none(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn undecodable_metadata_is_an_internal_error() {
