@@ -478,7 +478,7 @@ async fn prepare(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Result<Prep> {
                 // Small: answered from memory at once, committed locally in the background
                 // (the flight is held until then, so a second reader finds it local).
                 let m = manifest_of_answer(&resp, len);
-                check_read(&a.cond, &m.meta, m.mtime_ms)?;
+                check_read(&a.cond, &m.meta.view(), m.mtime_ms)?;
                 let body = resp
                     .collect(len as usize)
                     .await
@@ -543,7 +543,7 @@ async fn prepare(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Result<Prep> {
             fill_whole(&shard, &gw, b, k, &mut resp).await?;
             continue;
         }
-        check_read(&a.cond, &m.meta, m.mtime_ms)?;
+        check_read(&a.cond, &m.meta.view(), m.mtime_ms)?;
         let served = match &a.range {
             None => None,
             Some(r) => match r.check(m.size).ok().filter(|x| x.start < x.end) {
@@ -628,7 +628,7 @@ fn block_headers(m: &Manifest, served: Option<(u64, u64)>) -> S3Result<http::Hea
     object_headers(
         &mut h,
         &Obj {
-            meta: &m.meta,
+            meta: m.meta.view(),
             size: m.size,
             mtime_ms: m.mtime_ms,
             served,

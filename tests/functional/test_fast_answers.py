@@ -36,6 +36,7 @@ class Pair:
         self.bucket = "answers-" + uuid.uuid4().hex[:10]
         self.body = payload(100, seed=21)
         self.mtime = {}  # server name -> Last-Modified of "obj", seconds
+        self.key_mtime = {}  # (server name, key) -> Last-Modified, seconds
 
     def servers(self):
         return [("fast", self.fast), ("slow", self.slow)]
@@ -68,8 +69,11 @@ def pair():
                               Metadata={"color": "blue", "name": "=?UTF-8?B?Z3LDvG4=?="})
                 s3.put_object(Bucket=p.bucket, Key="empty", Body=b"")
                 s3.put_object(Bucket=p.bucket, Key=PROBE, Body=b"probe")
-                lm = s3.head_object(Bucket=p.bucket, Key="obj")["LastModified"]
-                p.mtime[name] = int(lm.timestamp())
+                # Each key's own time: the PUTs above may straddle a second boundary.
+                for key in ("obj", "empty", PROBE):
+                    lm = s3.head_object(Bucket=p.bucket, Key=key)["LastModified"]
+                    p.key_mtime[(name, key)] = int(lm.timestamp())
+                p.mtime[name] = p.key_mtime[(name, "obj")]
             yield p
         finally:
             slow.cleanup()
@@ -91,7 +95,8 @@ def _answer(pair, name, b, method, path, headers):
     h = {k: v for k, v in r.headers.items() if k not in IGNORED}
     if "last-modified" in r.headers:
         got = email.utils.parsedate_to_datetime(r.headers["last-modified"]).timestamp()
-        assert int(got) == pair.mtime[name], (name, r.headers["last-modified"])
+        key = path.split("?", 1)[0].split("/", 2)[2]
+        assert int(got) == pair.key_mtime[(name, key)], (name, path, r.headers["last-modified"])
     return r.status, h, _norm_body(r.body), r
 
 
