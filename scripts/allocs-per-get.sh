@@ -10,10 +10,9 @@
 #   scripts/allocs-per-get.sh --counter [--build] [--max X] [N]
 #       # a test build with the cargo feature `count-allocs` (src/allocs.rs): its own global
 #       # allocator counts, `GET /_bale/allocs` answers the count, read before and after. The
-#       # binary is target/release/bale-count-allocs (BALE_BIN overrides); --build makes it
-#       # (cargo build --release -p bale --features count-allocs, copied aside, then the normal
-#       # target/release/bale built again: the dependencies are shared, only bale compiles
-#       # twice). With --max X, exits 1 when the count per GET is above X: what CI runs
+#       # binary is target/release/bale-count-allocs (BALE_ALLOCS_BIN overrides); --build makes
+#       # it (cargo build --release -p bale --features count-allocs, copied aside, and the
+#       # normal target/release/bale put back as it was). With --max X, exits 1 when the count per GET is above X: what CI runs
 #       # (tests/suites/28-allocs.sh) so the number cannot grow unnoticed.
 # Default N = 5000.
 set -euo pipefail
@@ -33,11 +32,23 @@ N="${1:-5000}"
 if [[ $MODE == counter ]]; then
   TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
   if [[ $BUILD == 1 ]]; then
+    # The normal binary is put back by copy afterwards, not rebuilt (a second build of the
+    # bale crate); a later `cargo build` sees the feature build's fingerprint and rebuilds.
+    saved=""
+    if [[ -x "$TARGET/release/bale" ]]; then
+      saved="$(mktemp "$TARGET/release/.bale-normal.XXXXXX")"
+      cp -p "$TARGET/release/bale" "$saved"
+    fi
     (cd "$ROOT" && cargo build --release -p bale --features count-allocs >&2 \
-      && cp "$TARGET/release/bale" "$TARGET/release/bale-count-allocs" \
-      && cargo build --release -p bale >&2)
+      && cp "$TARGET/release/bale" "$TARGET/release/bale-count-allocs") || exit 1
+    if [[ -n "$saved" ]]; then
+      mv -f "$saved" "$TARGET/release/bale"
+    else
+      (cd "$ROOT" && cargo build --release -p bale >&2) || exit 1
+    fi
   fi
-  BALE="${BALE_BIN:-$TARGET/release/bale-count-allocs}"
+  # Not BALE_BIN: scripts/test.sh exports that as the normal build, which has no counter.
+  BALE="${BALE_ALLOCS_BIN:-$TARGET/release/bale-count-allocs}"
 else
   BALE="${BALE_BIN:-$ROOT/target/release/bale}"
 fi
