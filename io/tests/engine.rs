@@ -1,39 +1,13 @@
 //! Engine tests on real files (tempdirs on the build machine's filesystem), real io_uring.
 
-use std::future::Future;
 use std::path::Path;
 use std::rc::Rc;
 
 use bale_io::{EngineConfig, Error, Expect, ListItem, Object, Shard};
 use bytes::Bytes;
 
-fn rt<F: Future>(f: F) -> F::Output {
-    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-        .enable_timer()
-        .build()
-        .expect("io_uring runtime")
-        .block_on(f)
-}
-
-/// Deterministic pseudo-random bytes.
-fn gen(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
-fn cfg() -> EngineConfig {
-    EngineConfig {
-        write_buffer_bytes: 64 * 1024,
-        ..EngineConfig::default()
-    }
-}
+mod common;
+use common::{cfg, gen, rt};
 
 async fn put(
     shard: &Rc<Shard>,

@@ -3,7 +3,6 @@
 //! punched only where whole units are dead, and data directories of format 1 (aligned records)
 //! opened and extended by this code.
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
@@ -11,35 +10,10 @@ use std::time::Duration;
 use bale_io::{EngineConfig, Expect, Object, Shard};
 use bytes::Bytes;
 
+mod common;
+use common::{cfg, gen, rt};
+
 const ALIGN: u64 = 4096;
-
-fn rt<F: Future>(f: F) -> F::Output {
-    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-        .enable_timer()
-        .build()
-        .expect("io_uring runtime")
-        .block_on(f)
-}
-
-/// Deterministic pseudo-random bytes.
-fn gen(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
-fn cfg() -> EngineConfig {
-    EngineConfig {
-        write_buffer_bytes: 64 * 1024,
-        ..EngineConfig::default()
-    }
-}
 
 /// Format 1's placement: every record at an aligned offset.
 fn cfg_aligned() -> EngineConfig {
