@@ -124,7 +124,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .shards_per_dir
         .unwrap_or_else(|| cores.div_ceil(dirs) as u32);
     let places = layout::prepare(&args.data, shards_per_dir)?;
-    tracing::info!("{}", layout::redundancy_line(dirs));
     let buckets = Arc::new(buckets::Buckets::open(&args.data[0])?);
     runtime::probe_listen(args.listen)?;
     if let Some(t) = args.tls_listen {
@@ -284,6 +283,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     tracing::info!(listen = %args.listen, cores, shards = places.len(), "bale is serving");
+    tracing::info!("{}", layout::redundancy_line(dirs));
     print_banner(
         &args,
         cores,

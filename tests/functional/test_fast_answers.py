@@ -70,7 +70,7 @@ def pair():
                 s3.put_object(Bucket=p.bucket, Key="empty", Body=b"")
                 s3.put_object(Bucket=p.bucket, Key=PROBE, Body=b"probe")
                 # Each key's own time: the PUTs above may straddle a second boundary.
-                for key in ("obj", "empty", PROBE):
+                for key in ("obj", "empty"):
                     lm = s3.head_object(Bucket=p.bucket, Key=key)["LastModified"]
                     p.key_mtime[(name, key)] = int(lm.timestamp())
                 p.mtime[name] = p.key_mtime[(name, "obj")]
