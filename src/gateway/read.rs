@@ -641,6 +641,25 @@ fn block_headers(m: &Manifest, served: Option<(u64, u64)>) -> S3Result<http::Hea
     Ok(h)
 }
 
+/// The read conditions of a GetObject or HeadObject input, and its range (none for a part).
+macro_rules! conds_and_range {
+    ($i:expr) => {
+        (
+            ReadConds {
+                if_match: $i.if_match.clone(),
+                if_none_match: $i.if_none_match.clone(),
+                if_modified_since: $i.if_modified_since.clone(),
+                if_unmodified_since: $i.if_unmodified_since.clone(),
+            },
+            if $i.part_number.is_some() {
+                None
+            } else {
+                $i.range
+            },
+        )
+    };
+}
+
 #[async_trait::async_trait]
 impl S3 for GatewayS3 {
     async fn get_object(
@@ -648,17 +667,7 @@ impl S3 for GatewayS3 {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let i = &req.input;
-        let cond = ReadConds {
-            if_match: i.if_match.clone(),
-            if_none_match: i.if_none_match.clone(),
-            if_modified_since: i.if_modified_since.clone(),
-            if_unmodified_since: i.if_unmodified_since.clone(),
-        };
-        let range = if i.part_number.is_some() {
-            None
-        } else {
-            i.range
-        };
+        let (cond, range) = conds_and_range!(i);
         let plain = i.part_number.is_none()
             && i.response_content_type.is_none()
             && i.response_content_encoding.is_none()
@@ -673,17 +682,10 @@ impl S3 for GatewayS3 {
             Prep::Local => crate::s3::get::get_object(&self.inner, req).await,
             Prep::Blocks { m, served, body } => {
                 let headers = block_headers(&m, served)?;
-                let out = GetObjectOutput {
-                    body: body.map(crate::s3::body::whole),
-                    content_range: headers
-                        .get(http::header::CONTENT_RANGE)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string),
-                    ..Default::default()
-                };
-                let mut resp = S3Response::new(out);
-                resp.headers = headers;
-                Ok(resp)
+                Ok(crate::s3::get::get_response(
+                    body.map(crate::s3::body::whole),
+                    headers,
+                ))
             }
         }
     }
@@ -693,17 +695,7 @@ impl S3 for GatewayS3 {
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let i = &req.input;
-        let cond = ReadConds {
-            if_match: i.if_match.clone(),
-            if_none_match: i.if_none_match.clone(),
-            if_modified_since: i.if_modified_since.clone(),
-            if_unmodified_since: i.if_unmodified_since.clone(),
-        };
-        let range = if i.part_number.is_some() {
-            None
-        } else {
-            i.range
-        };
+        let (cond, range) = conds_and_range!(i);
         match self
             .prep(&i.bucket.clone(), &i.key.clone(), range, cond, false, false)
             .await?

@@ -295,8 +295,17 @@ pub async fn get_object(
     let headers = headers_of(&f, i.checksum_mode.as_ref(), i.part_number.is_some(), &o)?;
     // Only what s3s needs besides the headers: the body, and Content-Range (s3s answers 206
     // when it is set). Every header comes from `headers::object_headers`.
+    Ok(get_response(f.body.take().map(Payload::into_blob), headers))
+}
+
+/// A GET's answer: the body, the headers built by `headers::object_headers`, and the
+/// Content-Range s3s needs to answer 206 (also used by the gateway's block reads).
+pub(crate) fn get_response(
+    body: Option<StreamingBlob>,
+    headers: http::HeaderMap,
+) -> S3Response<GetObjectOutput> {
     let out = GetObjectOutput {
-        body: f.body.take().map(Payload::into_blob),
+        body,
         content_range: headers
             .get(http::header::CONTENT_RANGE)
             .and_then(|v| v.to_str().ok())
@@ -305,7 +314,7 @@ pub async fn get_object(
     };
     let mut resp = S3Response::new(out);
     resp.headers = headers;
-    Ok(resp)
+    resp
 }
 
 pub async fn head_object(
