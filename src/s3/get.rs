@@ -51,7 +51,7 @@ pub struct Found {
     pub size: u64,
     pub mtime_ms: u64,
     /// The stored metadata encoding (checked at lookup; read in place by `view`).
-    pub meta: bytes::Bytes,
+    pub meta: bale_io::Meta,
     /// Byte range served, when a Range or partNumber applied.
     pub served: Option<(u64, u64)>,
     pub body: Option<Payload>,

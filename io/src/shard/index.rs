@@ -14,6 +14,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use super::keys::KeyMap;
+use super::meta::{self, Dict, Meta};
 use super::space::{DroppedRecord, Epoch, RecTable, VolFile, Vols};
 use super::{Extents, ListItem, Object, Shard};
 use crate::error::{Error, Result};
@@ -114,10 +115,12 @@ pub(super) struct Slot {
     tail_bytes: u32,
     /// The CRC of the only block (objects of at most one block).
     crc: u32,
-    /// Arena piece: the metadata, then (more than one block) the CRC table, little-endian.
+    /// Arena piece: the metadata (verbatim, or a template's packed run), then (more than one
+    /// block) the CRC table, little-endian.
     chunk: u32,
     offset: u32,
-    meta_len: u32,
+    /// `TEMPLATED | template id` (ADR 21), or the length of verbatim metadata.
+    meta: u32,
     block_bytes: u32,
 }
 
@@ -134,15 +137,40 @@ impl Slot {
         block_count(self.size, self.block_bytes)
     }
 
-    /// Bytes of its arena piece.
-    fn arena_bytes(&self) -> u32 {
-        let crc_bytes = if !self.spilled() && self.n_crcs() > 1 {
+    /// The template of its metadata, when it has one.
+    fn template(&self) -> Option<u32> {
+        (self.meta & TEMPLATED != 0).then_some(self.meta & !TEMPLATED)
+    }
+
+    /// Bytes of its CRC table in the arena.
+    fn crc_bytes(&self) -> u32 {
+        if !self.spilled() && self.n_crcs() > 1 {
             4 * self.n_crcs() as u32
         } else {
             0
-        };
-        self.meta_len + crc_bytes
+        }
     }
+}
+
+/// `Slot::meta` of templated metadata (`MAX_META_BYTES` is far below it).
+const TEMPLATED: u32 = 1 << 31;
+const _: () = assert!(meta::MAX_TEMPLATES < TEMPLATED as usize);
+const _: () = assert!(super::MAX_META_BYTES < TEMPLATED as usize);
+
+/// (metadata bytes, bytes of them in the arena) of `s`.
+fn meta_lens(dict: &Dict, s: &Slot) -> (usize, u32) {
+    match s.template() {
+        Some(id) => {
+            let (whole, packed) = dict.lens(id);
+            (whole, packed as u32)
+        }
+        None => (s.meta as usize, s.meta),
+    }
+}
+
+/// Bytes of the arena piece of `s`.
+fn arena_bytes(dict: &Dict, s: &Slot) -> u32 {
+    meta_lens(dict, s).1 + s.crc_bytes()
 }
 
 /// New arena pieces are staged up to this many bytes before they become a chunk (a batch's
@@ -245,6 +273,15 @@ impl Arena {
         self.free.push(id);
     }
 
+    /// The bytes of a piece, borrowed.
+    fn bytes(&self, chunk: u32, off: u32, len: u32) -> &[u8] {
+        if len == 0 {
+            return &[];
+        }
+        assert!(self.staging_id != Some(chunk), "piece of an unfrozen chunk");
+        &self.chunks[chunk as usize].bytes[off as usize..(off + len) as usize]
+    }
+
     fn slice(&self, chunk: u32, off: u32, len: u64) -> Bytes {
         if len == 0 {
             return Bytes::new();
@@ -288,6 +325,8 @@ impl Arena {
 pub(super) struct Index {
     spaces: BTreeMap<String, KeyMap<Slot>>,
     arena: Arena,
+    /// Templates of objects' metadata (ADR 21).
+    dict: Dict,
     /// Extents of spilled objects; free entries are None.
     spill: Vec<Option<Rc<[Extent]>>>,
     spill_free: Vec<u32>,
@@ -304,7 +343,7 @@ fn slot_fit(o: &Object) -> Option<(u32, u32)> {
         && e.len == o.size
         && e.block_bytes > 0
         && e.crcs.len() as u64 == block_count(e.len, e.block_bytes)
-        && u32::try_from(o.meta.len() + 4 * e.crcs.len()).is_ok();
+        && u32::try_from(o.meta.len() + 4 * e.crcs.len()).is_ok_and(|n| n < TEMPLATED);
     fits.then_some((head, tail))
 }
 
@@ -325,7 +364,13 @@ impl Index {
 
     /// The handle of the object `s` describes (no allocation).
     pub(super) fn handle(&self, s: &Slot, vols: &Vols, hold: &Rc<Epoch>) -> Object {
-        let meta = self.arena.slice(s.chunk, s.offset, u64::from(s.meta_len));
+        let (meta_bytes, arena_meta) = meta_lens(&self.dict, s);
+        let meta = match s.template() {
+            Some(id) => self
+                .dict
+                .rebuild(id, self.arena.bytes(s.chunk, s.offset, arena_meta)),
+            None => Meta::from(self.arena.slice(s.chunk, s.offset, meta_bytes as u64)),
+        };
         let extents = if s.spilled() {
             Extents::Many(
                 self.spill[s.record_offset as usize]
@@ -340,7 +385,7 @@ impl Index {
                     crc: s.crc,
                 }
             } else {
-                Crcs::Arena(self.arena.slice(s.chunk, s.offset + s.meta_len, 4 * n))
+                Crcs::Arena(self.arena.slice(s.chunk, s.offset + arena_meta, 4 * n))
             };
             let vol = &vols
                 .map
@@ -381,9 +426,19 @@ impl Index {
             crc: 0,
             chunk: NO_CHUNK,
             offset: 0,
-            meta_len: u32::try_from(o.meta.len()).expect("metadata bounded by MAX_META_BYTES"),
+            meta: u32::try_from(o.meta.len()).expect("metadata bounded by MAX_META_BYTES"),
             block_bytes: 0,
         };
+        // The metadata as the arena keeps it: a template's packed run, or verbatim.
+        let mut packed = [0u8; meta::META_INLINE_BYTES / 2];
+        let mut arena_meta: &[u8] = &o.meta;
+        if let Some((start, run)) = meta::split(&o.meta) {
+            if let Some(id) = self.dict.intern(&o.meta, start, run) {
+                let n = meta::pack_hex(&o.meta[start..start + run], &mut packed);
+                arena_meta = &packed[..n];
+                s.meta = TEMPLATED | id;
+            }
+        }
         match slot_fit(o) {
             Some((head, tail)) => {
                 let e = &o.extents[0];
@@ -398,7 +453,7 @@ impl Index {
                     s.crc = if e.crcs.len() == 1 { e.crcs.get(0) } else { 0 };
                     None
                 };
-                (s.chunk, s.offset) = self.arena.put(&o.meta, table);
+                (s.chunk, s.offset) = self.arena.put(arena_meta, table);
             }
             None => {
                 let extents = match &o.extents {
@@ -416,12 +471,13 @@ impl Index {
                     }
                 };
                 s.record_offset = u64::from(i);
-                (s.chunk, s.offset) = self.arena.put(&o.meta, None);
+                (s.chunk, s.offset) = self.arena.put(arena_meta, None);
             }
         }
+        assert_eq!(meta_lens(&self.dict, &s).0, o.meta.len());
         assert_eq!(
-            s.arena_bytes() as usize,
-            o.meta.len()
+            arena_bytes(&self.dict, &s) as usize,
+            arena_meta.len()
                 + if s.spilled() || s.n_crcs() <= 1 {
                     0
                 } else {
@@ -433,7 +489,10 @@ impl Index {
 
     /// Give back what `s` holds in the arena and the side table.
     fn release(&mut self, s: &Slot) {
-        self.arena.release(s.chunk, s.arena_bytes());
+        self.arena.release(s.chunk, arena_bytes(&self.dict, s));
+        if let Some(id) = s.template() {
+            self.dict.release(id);
+        }
         if s.spilled() {
             let i = s.record_offset as usize;
             assert!(
@@ -471,14 +530,14 @@ impl Index {
             format::snapshot_object_bytes(
                 ns.len(),
                 key.len(),
-                s.meta_len as usize,
+                meta_lens(&self.dict, s).0,
                 v.iter().map(|e| e.crcs.len()),
             )
         } else {
             format::snapshot_object_bytes(
                 ns.len(),
                 key.len(),
-                s.meta_len as usize,
+                meta_lens(&self.dict, s).0,
                 std::iter::once(s.n_crcs() as usize),
             )
         }
@@ -519,10 +578,10 @@ impl Index {
         }
         let (before_bytes, before_chunks) = (self.arena.chunk_bytes, self.arena.chunks.len());
         let mut fresh = Arena::default();
-        let old = &self.arena;
+        let (old, dict) = (&self.arena, &self.dict);
         for m in self.spaces.values_mut() {
             for s in m.values_mut() {
-                let n = s.arena_bytes();
+                let n = arena_bytes(dict, s);
                 if n == 0 {
                     continue;
                 }
@@ -698,7 +757,7 @@ impl Shard {
     pub(super) fn new_object(
         &self,
         (seq, mtime_ms, size): (u64, u64, u64),
-        meta: &Bytes,
+        meta: Meta,
         mut extents: Vec<Extent>,
     ) -> Object {
         assert_eq!(size, extents.iter().map(|e| e.len).sum::<u64>());
@@ -711,7 +770,7 @@ impl Shard {
             size,
             mtime_ms,
             seq,
-            meta: meta.clone(),
+            meta,
             extents,
             _hold: self.hold(),
         }
@@ -726,7 +785,7 @@ impl Shard {
         extent: &ExtentRec,
     ) -> Result<Object> {
         let ext = self.resolve_extent(extent)?;
-        Ok(self.new_object((seq, mtime_ms, ext.len), meta, vec![ext]))
+        Ok(self.new_object((seq, mtime_ms, ext.len), Meta::from(meta.clone()), vec![ext]))
     }
 
     /// What a compose entry changes (sources removed if asked, then the new object, last) and
@@ -749,7 +808,7 @@ impl Shard {
             extents.extend(src.extents.iter().cloned());
         }
         let size = extents.iter().map(|e| e.len).sum();
-        let obj = self.new_object((seq, mtime_ms, size), meta, extents);
+        let obj = self.new_object((seq, mtime_ms, size), Meta::from(meta.clone()), extents);
         let mut changes = Vec::new();
         if remove_sources {
             for (sns, skey, _) in sources {
@@ -800,7 +859,7 @@ impl Shard {
             };
             extents[m.extent_index as usize] = self.resolve_extent(&rec)?;
         }
-        Ok(self.new_object((cur.seq, cur.mtime_ms, cur.size), &cur.meta, extents))
+        Ok(self.new_object((cur.seq, cur.mtime_ms, cur.size), cur.meta.clone(), extents))
     }
 
     /// Apply planned changes to the index and the per-volume live-record accounting.

@@ -13,6 +13,7 @@ mod commit;
 mod compact;
 mod index;
 mod keys;
+mod meta;
 mod read;
 mod recover;
 mod space;
@@ -39,6 +40,7 @@ use commit::{Journal, Op, Req};
 use index::{Extent, Index};
 use space::{DroppedRecord, Epoch, Vols};
 
+pub use meta::{Meta, META_INLINE_BYTES};
 pub use writer::PutWriter;
 
 /// Largest object accepted: its CRC table (4 bytes per block) must fit in one journal entry.
@@ -76,7 +78,7 @@ const JOURNAL_FILE: &str = "journal.log";
 const LOCK_FILE: &str = "LOCK";
 
 /// Immutable snapshot of one stored object version: a handle made from the index by value
-/// (no allocation: `meta` is a slice of the index's metadata arena, the extents are inline or
+/// (no allocation: `meta` is rebuilt inline or a slice of the index's arena, the extents are inline or
 /// shared), holding the records it names readable until it is dropped (ADR 17).
 #[derive(Debug, Clone)]
 pub struct Object {
@@ -85,8 +87,8 @@ pub struct Object {
     pub mtime_ms: u64,
     /// Unique, increasing per shard (in allocation order); identifies this version.
     pub seq: u64,
-    /// Opaque, given at finish/compose.
-    pub meta: Bytes,
+    /// Opaque, given at finish/compose (ADR 21: held compactly by the index).
+    pub meta: Meta,
     extents: Extents,
     /// Keeps the records this object names from being punched while it is held.
     _hold: Rc<Epoch>,

@@ -323,7 +323,11 @@ impl Shard {
                                 o.size
                             )));
                         }
-                        let obj = self.new_object((o.seq, o.mtime_ms, o.size), &o.meta, extents);
+                        let obj = self.new_object(
+                            (o.seq, o.mtime_ms, o.size),
+                            super::Meta::from(o.meta.clone()),
+                            extents,
+                        );
                         objects.push((o.ns, o.key, obj));
                     }
                     self.load_objects(objects);
