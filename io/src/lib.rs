@@ -19,8 +19,8 @@ mod sys;
 pub use error::{Error, Result};
 pub use format::{MAX_KEY_BYTES, MAX_NS_BYTES};
 pub use shard::{
-    yield_now, BackgroundTotals, CompactStats, ListItem, Meta, Object, PutWriter, ScrubStats, Shard,
-    ShardStats, META_INLINE_BYTES,
+    yield_now, BackgroundTotals, CompactStats, ListItem, Meta, Object, PutWriter, ScrubStats,
+    Shard, ShardStats, META_INLINE_BYTES,
 };
 
 /// Default `EngineConfig::align_bytes`.

@@ -1231,3 +1231,83 @@ fn punched(shard: &bale_io::Shard) -> u64 {
     );
     shard.stats().punched_bytes
 }
+
+/// Metadata the index keeps as templates (ADR 21) comes back byte-exact from `get`, `list`,
+/// journal replay and the snapshot, beside metadata kept verbatim; objects of several checksum
+/// blocks keep their CRC table after the packed run.
+#[test]
+fn metadata_templates_round_trip() {
+    fn meta_of(i: usize) -> Vec<u8> {
+        let hex: String = gen(i as u64, 16)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        match i % 4 {
+            // Server-like: tags, a hex digest, a content type.
+            0 => [
+                &b"\x01\x01\x20\x00"[..],
+                hex.as_bytes(),
+                b"\x02\x13\x00binary/octet-stream",
+            ]
+            .concat(),
+            // Multipart-like digest "hex-N", odd run.
+            1 => format!("etag={}-{i}", &hex[..31]).into_bytes(),
+            // User metadata: a long template, kept verbatim.
+            2 => [hex.as_bytes(), &[b'u'; 80][..]].concat(),
+            // No run at all.
+            _ => format!("plain {i}").into_bytes(),
+        }
+    }
+    let sizes = [0usize, 1000, 40_000, 100_000];
+    let dir = tempfile::tempdir().unwrap();
+    let check = |shard: Rc<Shard>, n: usize| async move {
+        for i in 0..n {
+            let key = format!("k{i:03}");
+            let o = shard.get("b", &key).unwrap();
+            assert_eq!(&*o.meta, &meta_of(i)[..], "meta of {key}");
+            assert_eq!(read_all(&shard, &o).await, gen(i as u64, sizes[i % 4]));
+        }
+        let listed = shard.list("b", "", None, None, 1000);
+        assert_eq!(listed.len(), n);
+        for (i, it) in listed.iter().enumerate() {
+            let ListItem::Object { obj, .. } = it else {
+                panic!("object")
+            };
+            assert_eq!(&*obj.meta, &meta_of(i)[..]);
+        }
+    };
+    rt(async {
+        let shard = Shard::open(dir.path(), cfg()).await.unwrap();
+        for i in 0..40 {
+            let key = format!("k{i:03}");
+            let data = gen(i as u64, sizes[i % 4]);
+            let mut w = shard.put("b", &key, data.len() as u64).unwrap();
+            w.write(Bytes::from(data)).await.unwrap();
+            let o = w
+                .finish(Bytes::from(meta_of(i)), Expect::Any)
+                .await
+                .unwrap();
+            assert_eq!(&*o.meta, &meta_of(i)[..]);
+        }
+        // Overwrite and delete some: their templates are released.
+        for i in 0..8 {
+            shard
+                .delete("b", &format!("k{:03}", 32 + i), Expect::Any)
+                .await
+                .unwrap();
+        }
+        check(shard.clone(), 32).await;
+    });
+    rt(async {
+        // Journal replay (no close above).
+        let shard = Shard::open(dir.path(), cfg()).await.unwrap();
+        check(shard.clone(), 32).await;
+        shard.close().await.unwrap();
+    });
+    rt(async {
+        // From the snapshot.
+        let shard = Shard::open(dir.path(), cfg()).await.unwrap();
+        check(shard.clone(), 32).await;
+        shard.close().await.unwrap();
+    });
+}

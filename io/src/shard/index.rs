@@ -785,7 +785,11 @@ impl Shard {
         extent: &ExtentRec,
     ) -> Result<Object> {
         let ext = self.resolve_extent(extent)?;
-        Ok(self.new_object((seq, mtime_ms, ext.len), Meta::from(meta.clone()), vec![ext]))
+        Ok(self.new_object(
+            (seq, mtime_ms, ext.len),
+            Meta::from(meta.clone()),
+            vec![ext],
+        ))
     }
 
     /// What a compose entry changes (sources removed if asked, then the new object, last) and

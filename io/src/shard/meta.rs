@@ -208,7 +208,9 @@ impl Dict {
             .expect("released template is interned");
         t.refs -= 1;
         if t.refs == 0 {
-            let t = self.templates[id as usize].take().expect("interned template");
+            let t = self.templates[id as usize]
+                .take()
+                .expect("interned template");
             self.ids.remove(&t.shape);
             self.free.push(id);
         }
