@@ -98,6 +98,44 @@ impl Extent {
 const SPILL_VOL: u32 = u32::MAX;
 /// `Slot::chunk` of an object with nothing in the arena.
 const NO_CHUNK: u32 = u32::MAX;
+/// `Slot::chunk` of an object whose metadata is a template's run of `RUN_BYTES` packed bytes
+/// kept in `Index::runs` (at `Slot::offset`), with nothing in the arena (ADR 21).
+const RUN_SLAB: u32 = u32::MAX - 1;
+/// Packed run of a slab entry: a 128-bit digest (an MD5 in hex).
+const RUN_BYTES: usize = 16;
+
+/// Fixed-size runs of templated metadata, one entry per object that has nothing else in the
+/// arena (one checksum block): no per-batch chunk, no arena slack. Grows by an eighth; freed
+/// entries are reused (the slab does not shrink).
+#[derive(Default)]
+struct Runs {
+    slab: Vec<[u8; RUN_BYTES]>,
+    free: Vec<u32>,
+}
+
+impl Runs {
+    fn put(&mut self, run: &[u8]) -> u32 {
+        let mut r = [0u8; RUN_BYTES];
+        r.copy_from_slice(run);
+        if let Some(i) = self.free.pop() {
+            self.slab[i as usize] = r;
+            return i;
+        }
+        if self.slab.len() == self.slab.capacity() {
+            self.slab.reserve_exact(self.slab.len() / 8 + 64);
+        }
+        self.slab.push(r);
+        u32::try_from(self.slab.len() - 1).expect("fewer than 2^32 objects per shard")
+    }
+
+    fn get(&self, i: u32) -> &[u8] {
+        &self.slab[i as usize]
+    }
+
+    fn release(&mut self, i: u32) {
+        self.free.push(i);
+    }
+}
 
 /// What the index keeps per object (64 bytes). A single-extent object is described in full;
 /// a spilled one (`vol == SPILL_VOL`) names its extents' entry in the side table instead.
@@ -170,6 +208,9 @@ fn meta_lens(dict: &Dict, s: &Slot) -> (usize, u32) {
 
 /// Bytes of the arena piece of `s`.
 fn arena_bytes(dict: &Dict, s: &Slot) -> u32 {
+    if s.chunk == RUN_SLAB {
+        return 0;
+    }
     meta_lens(dict, s).1 + s.crc_bytes()
 }
 
@@ -226,7 +267,7 @@ impl Arena {
                     });
                     (self.chunks.len() - 1) as u32
                 });
-                assert!(id != NO_CHUNK, "arena chunk ids exhausted");
+                assert!(id < RUN_SLAB, "arena chunk ids exhausted");
                 self.staging_id = Some(id);
                 id
             }
@@ -325,8 +366,10 @@ impl Arena {
 pub(super) struct Index {
     spaces: BTreeMap<String, KeyMap<Slot>>,
     arena: Arena,
-    /// Templates of objects' metadata (ADR 21).
+    /// Templates of objects' metadata, and their runs of objects with nothing in the arena
+    /// (ADR 21).
     dict: Dict,
+    runs: Runs,
     /// Extents of spilled objects; free entries are None.
     spill: Vec<Option<Rc<[Extent]>>>,
     spill_free: Vec<u32>,
@@ -366,6 +409,7 @@ impl Index {
     pub(super) fn handle(&self, s: &Slot, vols: &Vols, hold: &Rc<Epoch>) -> Object {
         let (meta_bytes, arena_meta) = meta_lens(&self.dict, s);
         let meta = match s.template() {
+            Some(id) if s.chunk == RUN_SLAB => self.dict.rebuild(id, self.runs.get(s.offset)),
             Some(id) => self
                 .dict
                 .rebuild(id, self.arena.bytes(s.chunk, s.offset, arena_meta)),
@@ -453,7 +497,12 @@ impl Index {
                     s.crc = if e.crcs.len() == 1 { e.crcs.get(0) } else { 0 };
                     None
                 };
-                (s.chunk, s.offset) = self.arena.put(arena_meta, table);
+                (s.chunk, s.offset) =
+                    if table.is_none() && s.template().is_some() && arena_meta.len() == RUN_BYTES {
+                        (RUN_SLAB, self.runs.put(arena_meta))
+                    } else {
+                        self.arena.put(arena_meta, table)
+                    };
             }
             None => {
                 let extents = match &o.extents {
@@ -477,12 +526,15 @@ impl Index {
         assert_eq!(meta_lens(&self.dict, &s).0, o.meta.len());
         assert_eq!(
             arena_bytes(&self.dict, &s) as usize,
-            arena_meta.len()
-                + if s.spilled() || s.n_crcs() <= 1 {
-                    0
-                } else {
-                    4 * s.n_crcs() as usize
-                }
+            if s.chunk == RUN_SLAB {
+                0
+            } else {
+                arena_meta.len()
+            } + if s.spilled() || s.n_crcs() <= 1 {
+                0
+            } else {
+                4 * s.n_crcs() as usize
+            }
         );
         s
     }
@@ -490,6 +542,9 @@ impl Index {
     /// Give back what `s` holds in the arena and the side table.
     fn release(&mut self, s: &Slot) {
         self.arena.release(s.chunk, arena_bytes(&self.dict, s));
+        if s.chunk == RUN_SLAB {
+            self.runs.release(s.offset);
+        }
         if let Some(id) = s.template() {
             self.dict.release(id);
         }
