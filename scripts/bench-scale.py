@@ -18,7 +18,9 @@ For each object set (`1k`: 1 KiB objects; `mix`: 1-64 KiB) and each count, a fre
                     64 KiB): reads completed by the block device (/proc/diskstats) per request
                     (other processes' reads count too: on a busy machine an upper bound), and
                     bytes the block layer read for bale's own threads (/proc/PID/io read_bytes);
-  PUT rate          the load's own rate (1 KiB set: the issue's "PUT of 1 KiB objects, c=16").
+  PUT rate          the load's own rate (1 KiB set: the issue's "PUT of 1 KiB objects, c=16"),
+                    with the group commit's journal entries per fdatasync and the mean
+                    fdatasync time during the load (from /metrics; bale runs --metrics-public).
 Writes bench/results/scale-<time>-<commit>/RESULTS.md (each row with the issue's target and a
 verdict) and summary.json. --check exits 1 when a bale-bench phase reports an error (CI smoke);
 the targets are reported, not enforced. Needs target/release/{bale,bale-bench} (BENCH_BALE_BIN,
@@ -128,7 +130,8 @@ class Bale:
     def start(self):
         t0 = time.perf_counter()
         self.proc = subprocess.Popen([BALE, "serve", "--listen", f"127.0.0.1:{self.port}", "--data", self.data,
-                                      "--cores", "2", "--cache-mb", "0", "--access-key", AK, "--secret-key", SK],
+                                      "--cores", "2", "--cache-mb", "0", "--access-key", AK, "--secret-key", SK,
+                                      "--metrics-public"],
                                      stdout=self.logf, stderr=subprocess.STDOUT)
         while time.perf_counter() - t0 < 120:
             if self.proc.poll() is not None:
@@ -171,19 +174,46 @@ def cold_reads(b, phase, count, sizes, commands):
     return (disk_reads() - r0) / n, (proc_read_bytes(b.proc.pid) - b0) / n, rep, rc
 
 
+def commit_counters(port):
+    """Group commit counters from /metrics: (journal entries, fdatasyncs, fsync seconds) summed
+    over the shards; None when the scrape fails."""
+    want = {"bale_group_commit_batch_entries_sum": 0.0, "bale_group_commit_batch_entries_count": 0.0,
+            "bale_fsync_duration_seconds_sum": 0.0}
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+    except OSError as e:
+        log("metrics scrape failed:", e)
+        return None
+    for line in text.splitlines():
+        name = line.split("{")[0].split(" ")[0]
+        if name in want:
+            want[name] += float(line.rsplit(" ", 1)[1])
+    return want
+
+
 def measure(set_name, count, work, commands):
     sizes = SETS[set_name]
     b = Bale(work)
     b.start()
     time.sleep(0.5)
     rss0 = rss_bytes(b.proc.pid)
+    c0 = commit_counters(b.port)
     load, meta, rc_load = b.bench("load", count, sizes, ["-c", "16"], commands)
+    c1 = commit_counters(b.port)
     time.sleep(1.0)
     rss1 = rss_bytes(b.proc.pid)
     object_bytes = meta.get("object_bytes", 0)
     out = {"set": set_name, "objects": count, "object_bytes": object_bytes,
            "put_per_s": load.get("req_per_s", 0), "put_p50_us": load.get("p50_us", 0),
            "put_p99_us": load.get("p99_us", 0), "rss_empty_bytes": rss0, "rss_loaded_bytes": rss1}
+    if c0 and c1:
+        entries = c1["bale_group_commit_batch_entries_sum"] - c0["bale_group_commit_batch_entries_sum"]
+        syncs = c1["bale_group_commit_batch_entries_count"] - c0["bale_group_commit_batch_entries_count"]
+        secs = c1["bale_fsync_duration_seconds_sum"] - c0["bale_fsync_duration_seconds_sum"]
+        out["load_entries_per_journal_sync"] = entries / max(syncs, 1)
+        out["load_journal_syncs_per_s"] = syncs / max(count / max(out["put_per_s"], 1), 1e-9)
+        out["load_journal_fsync_mean_ms"] = 1e3 * secs / max(syncs, 1)
     out["rss_per_object"] = (rss1 - rss0) / count
     out["rss_per_object_beyond_key"] = out["rss_per_object"] - KEY_BYTES
     out["disk_allocated_bytes"] = du(b.data)
@@ -236,6 +266,8 @@ ROWS = [
     ("LIST 1,000 keys p50, ms", "list_p50_us", "≤ 5", lambda v: v / 1e3 <= 5, "{:.2f}"),
     ("LIST 1,000 prefixes (delimiter) p50, ms", "list_delimited_p50_us", "≤ 5", lambda v: v / 1e3 <= 5, "{:.2f}"),
     ("PUT rate c=16, objects/s", "put_per_s", "1k: ≥ 20,000", None, "{:,.0f}"),
+    ("load: journal entries per group commit (all shards)", "load_entries_per_journal_sync", "–", None, "{:.1f}"),
+    ("load: journal fdatasync mean, ms", "load_journal_fsync_mean_ms", "–", None, "{:.2f}"),
 ]
 
 
