@@ -119,6 +119,9 @@ impl std::ops::Deref for Extents {
 }
 
 /// One entry of a listing.
+// An `Object` carries its metadata inline (ADR 21); boxing it would allocate once per listed
+// object, where a page is one `Vec` of items.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum ListItem {
     Object { key: String, obj: Object },
