@@ -11,7 +11,6 @@
 //! metadata), stays verbatim in the arena.
 
 use std::collections::HashMap;
-use std::rc::Rc;
 
 use bytes::Bytes;
 
@@ -138,7 +137,6 @@ pub(super) fn pack_hex(digits: &[u8], out: &mut [u8]) -> usize {
 }
 
 /// A template: the bytes before the run, the run's length in digits, the bytes after it.
-#[derive(PartialEq, Eq, Hash)]
 struct Shape {
     /// Prefix then suffix.
     bytes: Box<[u8]>,
@@ -146,8 +144,26 @@ struct Shape {
     run_len: u8,
 }
 
+impl Shape {
+    fn is(&self, meta: &[u8], start: usize, run_len: usize) -> bool {
+        let (pre, post) = self.bytes.split_at(self.prefix_len as usize);
+        self.run_len as usize == run_len
+            && pre == &meta[..start]
+            && post == &meta[start + run_len..]
+    }
+}
+
+/// The dictionary's key of a template: a 64-bit hash of its parts (no allocation to look one
+/// up). Two shapes of the same hash: the second stays verbatim.
+fn shape_hash(pre: &[u8], run_len: usize, post: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (pre, run_len, post).hash(&mut h);
+    h.finish()
+}
+
 struct Template {
-    shape: Rc<Shape>,
+    shape: Shape,
     refs: u32,
 }
 
@@ -157,34 +173,36 @@ struct Template {
 pub(super) struct Dict {
     templates: Vec<Option<Template>>,
     free: Vec<u32>,
-    ids: HashMap<Rc<Shape>, u32>,
+    ids: HashMap<u64, u32>,
 }
 
 impl Dict {
     /// The template id for `meta` split at (`start`, `run_len`), counted once more; None when
     /// the dictionary is full.
     pub(super) fn intern(&mut self, meta: &[u8], start: usize, run_len: usize) -> Option<u32> {
-        let mut bytes = Vec::with_capacity(meta.len() - run_len);
-        bytes.extend_from_slice(&meta[..start]);
-        bytes.extend_from_slice(&meta[start + run_len..]);
-        let shape = Shape {
-            bytes: bytes.into_boxed_slice(),
-            prefix_len: u8::try_from(start).expect("bounded by META_INLINE_BYTES"),
-            run_len: u8::try_from(run_len).expect("bounded by META_INLINE_BYTES"),
-        };
-        if let Some(&id) = self.ids.get(&shape) {
-            self.templates[id as usize]
+        let hash = shape_hash(&meta[..start], run_len, &meta[start + run_len..]);
+        if let Some(&id) = self.ids.get(&hash) {
+            let t = self.templates[id as usize]
                 .as_mut()
-                .expect("interned template")
-                .refs += 1;
+                .expect("interned template");
+            if !t.shape.is(meta, start, run_len) {
+                return None;
+            }
+            t.refs += 1;
             return Some(id);
         }
         if self.ids.len() >= MAX_TEMPLATES {
             return None;
         }
-        let shape = Rc::new(shape);
+        let mut bytes = Vec::with_capacity(meta.len() - run_len);
+        bytes.extend_from_slice(&meta[..start]);
+        bytes.extend_from_slice(&meta[start + run_len..]);
         let t = Template {
-            shape: shape.clone(),
+            shape: Shape {
+                bytes: bytes.into_boxed_slice(),
+                prefix_len: u8::try_from(start).expect("bounded by META_INLINE_BYTES"),
+                run_len: u8::try_from(run_len).expect("bounded by META_INLINE_BYTES"),
+            },
             refs: 1,
         };
         let id = match self.free.pop() {
@@ -197,7 +215,7 @@ impl Dict {
                 (self.templates.len() - 1) as u32
             }
         };
-        self.ids.insert(shape, id);
+        self.ids.insert(hash, id);
         Some(id)
     }
 
@@ -211,7 +229,9 @@ impl Dict {
             let t = self.templates[id as usize]
                 .take()
                 .expect("interned template");
-            self.ids.remove(&t.shape);
+            let (pre, post) = t.shape.bytes.split_at(t.shape.prefix_len as usize);
+            self.ids
+                .remove(&shape_hash(pre, t.shape.run_len as usize, post));
             self.free.push(id);
         }
     }
