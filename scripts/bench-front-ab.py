@@ -35,6 +35,7 @@ def main():
     o.add_argument("--rt", action="store_true", help="recorded only: run the script under chrt -f 10")
     o.add_argument("--work", default=os.path.join(ROOT, "bench/out/front-ab"))
     a = o.parse_args()
+    a.before, a.after = os.path.abspath(a.before), os.path.abspath(a.after)
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = os.path.join(ROOT, "bench/results", f"front-ab-{stamp}-{commit[:9]}")

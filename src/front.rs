@@ -386,7 +386,7 @@ where
                 }
                 Read::Shutdown => break 'conn Stop::Closed,
                 Read::TimedOut => {
-                    tracing::warn!("read header from client timeout");
+                    tracing::debug!("read header from client timeout");
                     break 'conn Stop::Closed;
                 }
             }
