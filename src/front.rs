@@ -325,6 +325,9 @@ where
                         (start, end) = (0, 0);
                     }
                     match write_response(io, &mut out, resp, is_head).await {
+                        // Shutdown asked while this request was served: it was finished, the
+                        // connection closes (hyper's graceful shutdown does the same).
+                        Ok(true) if shutdown.peek().is_some() => break 'conn Stop::Closed,
                         Ok(true) => break,
                         Ok(false) => break 'conn Stop::Closed,
                         Err(e) => {
