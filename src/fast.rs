@@ -33,6 +33,54 @@ pub struct FastPath {
     pub s3: BaleS3,
 }
 
+/// What the fast path reads of a request: hyper's parsed `http::Request`, or the raw head
+/// `crate::front` parsed in place (nothing copied). Header names are looked up without
+/// regard to case; values come in the order they were sent.
+pub(crate) trait Head {
+    /// The method as sent (`GET`, `HEAD` ...).
+    fn method(&self) -> &str;
+    fn path(&self) -> &str;
+    fn query(&self) -> Option<&str>;
+    /// The authority of an absolute-form request target, if any.
+    fn authority(&self) -> Option<&str>;
+    /// Every value of header `name`, in order.
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a;
+    fn contains(&self, name: &str) -> bool {
+        self.values(name).next().is_some()
+    }
+}
+
+impl<B> Head for http::Request<B> {
+    fn method(&self) -> &str {
+        http::Request::method(self).as_str()
+    }
+    fn path(&self) -> &str {
+        self.uri().path()
+    }
+    fn query(&self) -> Option<&str> {
+        self.uri().query()
+    }
+    fn authority(&self) -> Option<&str> {
+        self.uri().authority().map(|a| a.as_str())
+    }
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.headers()
+            .get_all(name)
+            .into_iter()
+            .map(http::HeaderValue::as_bytes)
+    }
+}
+
+/// A header value as `http::HeaderValue::to_str` reads it: visible ASCII (and tab) only.
+pub(crate) fn header_str(v: &[u8]) -> Option<&str> {
+    if v.iter().all(|&c| c == b'\t' || (32..127).contains(&c)) {
+        // SAFETY-free: checked ASCII above, so this cannot fail.
+        std::str::from_utf8(v).ok()
+    } else {
+        None
+    }
+}
+
 /// The decoded path; borrowed (nothing allocated) when nothing is escaped.
 fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
     let b = s.as_bytes();
@@ -64,33 +112,33 @@ fn hex_val(c: u8) -> Option<u8> {
     }
 }
 
-/// Header names the fast path reads on every request, parsed once (a `&str` name is parsed
-/// and hashed on every lookup).
+/// Header names the fast path reads (lower case).
 mod names {
-    use http::header::HeaderName;
-    pub static X_AMZ_DATE: HeaderName = HeaderName::from_static("x-amz-date");
-    pub static X_AMZ_CONTENT_SHA256: HeaderName = HeaderName::from_static("x-amz-content-sha256");
-    pub static X_AMZ_CHECKSUM_MODE: HeaderName = HeaderName::from_static("x-amz-checksum-mode");
-    pub static SSE_C_ALGORITHM: HeaderName =
-        HeaderName::from_static("x-amz-server-side-encryption-customer-algorithm");
-    pub static EXPECTED_BUCKET_OWNER: HeaderName =
-        HeaderName::from_static("x-amz-expected-bucket-owner");
-    pub static REQUEST_PAYER: HeaderName = HeaderName::from_static("x-amz-request-payer");
+    pub const X_AMZ_DATE: &str = "x-amz-date";
+    pub const X_AMZ_CONTENT_SHA256: &str = "x-amz-content-sha256";
+    pub const X_AMZ_CHECKSUM_MODE: &str = "x-amz-checksum-mode";
+    pub const SSE_C_ALGORITHM: &str = "x-amz-server-side-encryption-customer-algorithm";
+    pub const EXPECTED_BUCKET_OWNER: &str = "x-amz-expected-bucket-owner";
+    pub const REQUEST_PAYER: &str = "x-amz-request-payer";
+    pub const AUTHORIZATION: &str = "authorization";
+    pub const DATE: &str = "date";
+    pub const RANGE: &str = "range";
+    pub const IF_MATCH: &str = "if-match";
+    pub const IF_NONE_MATCH: &str = "if-none-match";
+    pub const IF_MODIFIED_SINCE: &str = "if-modified-since";
+    pub const IF_UNMODIFIED_SINCE: &str = "if-unmodified-since";
 }
 
 /// A header that may appear at most once: `Ok(None)` when absent, `Err(())` when repeated
 /// or not visible ASCII (s3s reads such a header as absent or refuses it; either way the
 /// fast path leaves the request to it).
-fn at_most_one(
-    h: &http::HeaderMap,
-    name: impl http::header::AsHeaderName,
-) -> Result<Option<&str>, ()> {
-    let mut it = h.get_all(name).into_iter();
+fn at_most_one<'a, H: Head>(h: &'a H, name: &'a str) -> Result<Option<&'a str>, ()> {
+    let mut it = h.values(name);
     let Some(v) = it.next() else { return Ok(None) };
     if it.next().is_some() {
         return Err(());
     }
-    v.to_str().map(Some).map_err(|_| ())
+    header_str(v).map(Some).ok_or(())
 }
 
 /// Parses a SigV4 `Authorization` value this path can verify: S3's service and terminal.
@@ -103,34 +151,32 @@ fn parse_auth(v: &str) -> Option<sigv4::Authorization<'_>> {
 /// exactly as the Authorization header lists them (lower case, each present; `host` may come
 /// from an absolute-form URI), the query as it came (only `x-id=<Op>` reaches here, already
 /// canonical). `false` when the request cannot be canonicalised that way.
-fn canonical_request<B>(
-    req: &http::Request<B>,
+fn canonical_request<H: Head>(
+    req: &H,
     decoded_path: &str,
     signed_headers: &str,
     payload: &str,
     out: &mut String,
 ) -> bool {
-    let h = req.headers();
-    let mut w = CanonicalRequest::new(out, req.method().as_str());
-    w.uri(decoded_path)
-        .raw_query(req.uri().query().unwrap_or(""));
+    let mut w = CanonicalRequest::new(out, req.method());
+    w.uri(decoded_path).raw_query(req.query().unwrap_or(""));
     for name in signed_headers.split(';') {
         if name.is_empty() || name.bytes().any(|c| c.is_ascii_uppercase()) {
             return false;
         }
         w.header_name(name);
         let mut first = true;
-        for v in h.get_all(name) {
-            let Ok(v) = v.to_str() else { return false };
+        for v in req.values(name) {
+            let Some(v) = header_str(v) else { return false };
             first = false;
             w.header_value(v);
         }
         if first {
             if name == "host" {
                 // HTTP/1.1 puts the host in the header; an absolute-form URI carries it instead.
-                match req.uri().authority() {
+                match req.authority() {
                     Some(a) => {
-                        w.header_value(a.as_str());
+                        w.header_value(a);
                     }
                     None => return false,
                 }
@@ -147,14 +193,9 @@ fn canonical_request<B>(
 /// Verifies the request's SigV4 header signature and that its key may read `bucket` (the
 /// per-core key table of `crate::keys`: an unknown key or one outside its scope goes to s3s,
 /// which answers InvalidAccessKeyId or AccessDenied). Only `x-id` may appear in the query.
-pub(crate) fn verify(
-    fp: &FastPath,
-    req: &http::Request<hyper::body::Incoming>,
-    decoded_path: &str,
-    bucket: &str,
-) -> bool {
-    let h = req.headers();
-    let Ok(Some(auth)) = at_most_one(h, http::header::AUTHORIZATION) else {
+pub(crate) fn verify<H: Head>(fp: &FastPath, req: &H, decoded_path: &str, bucket: &str) -> bool {
+    let h = req;
+    let Ok(Some(auth)) = at_most_one(h, names::AUTHORIZATION) else {
         return false;
     };
     let Some(auth) = parse_auth(auth) else {
@@ -168,10 +209,10 @@ pub(crate) fn verify(
     }
     // The request time: x-amz-date, else Date (RFC 1123), which SigV4 allows.
     let date_buf: AmzDate;
-    let amz_date = match at_most_one(h, &names::X_AMZ_DATE) {
+    let amz_date = match at_most_one(h, names::X_AMZ_DATE) {
         Ok(Some(d)) => d,
         Ok(None) => {
-            let Ok(Some(d)) = at_most_one(h, http::header::DATE) else {
+            let Ok(Some(d)) = at_most_one(h, names::DATE) else {
                 return false;
             };
             let Some(t) = parse_request_date(d) else {
@@ -193,7 +234,7 @@ pub(crate) fn verify(
     if (now - ts).abs() > MAX_SKEW_S {
         return false;
     }
-    let Ok(Some(payload)) = at_most_one(h, &names::X_AMZ_CONTENT_SHA256) else {
+    let Ok(Some(payload)) = at_most_one(h, names::X_AMZ_CONTENT_SHA256) else {
         return false;
     };
     // The canonical request is built in this core's reused buffer (no allocation once it has
@@ -236,34 +277,31 @@ fn check_signature(
 }
 
 /// Headers that change what a GET returns and that the fast path leaves to s3s.
-fn has_unhandled_headers(h: &http::HeaderMap) -> bool {
-    h.contains_key(&names::SSE_C_ALGORITHM)
-        || h.contains_key(&names::EXPECTED_BUCKET_OWNER)
-        || h.contains_key(&names::REQUEST_PAYER)
+fn has_unhandled_headers<H: Head>(h: &H) -> bool {
+    h.contains(names::SSE_C_ALGORITHM)
+        || h.contains(names::EXPECTED_BUCKET_OWNER)
+        || h.contains(names::REQUEST_PAYER)
 }
 
 /// The four conditional headers, read as s3s reads them: at most one each, an empty value is
 /// absent. `Err(())` (repeated, not ASCII, unparseable) leaves the request to s3s, which
 /// answers its own 400. Nothing is allocated when none is present.
-fn conditions(h: &http::HeaderMap, r: &mut ReadReq) -> Result<(), ()> {
-    fn one(h: &http::HeaderMap, name: http::header::HeaderName) -> Result<Option<&str>, ()> {
-        if !h.contains_key(&name) {
-            return Ok(None);
-        }
+fn conditions<H: Head>(h: &H, r: &mut ReadReq) -> Result<(), ()> {
+    fn one<'a, H: Head>(h: &'a H, name: &'a str) -> Result<Option<&'a str>, ()> {
         Ok(at_most_one(h, name)?.filter(|v| !v.is_empty()))
     }
     let etag = |v: &str| ETagCondition::parse_http_header(v.as_bytes()).map_err(|_| ());
     let date = |v: &str| Timestamp::parse(TimestampFormat::HttpDate, v).map_err(|_| ());
-    if let Some(v) = one(h, http::header::IF_MATCH)? {
+    if let Some(v) = one(h, names::IF_MATCH)? {
         r.cond.if_match = Some(etag(v)?);
     }
-    if let Some(v) = one(h, http::header::IF_NONE_MATCH)? {
+    if let Some(v) = one(h, names::IF_NONE_MATCH)? {
         r.cond.if_none_match = Some(etag(v)?);
     }
-    if let Some(v) = one(h, http::header::IF_MODIFIED_SINCE)? {
+    if let Some(v) = one(h, names::IF_MODIFIED_SINCE)? {
         r.cond.if_modified_since = Some(date(v)?);
     }
-    if let Some(v) = one(h, http::header::IF_UNMODIFIED_SINCE)? {
+    if let Some(v) = one(h, names::IF_UNMODIFIED_SINCE)? {
         r.cond.if_unmodified_since = Some(date(v)?);
     }
     Ok(())
@@ -292,54 +330,69 @@ pub async fn try_serve(
     fp: &Arc<FastPath>,
     req: http::Request<hyper::body::Incoming>,
 ) -> Result<http::Response<s3s::Body>, http::Request<hyper::body::Incoming>> {
-    let is_head = match *req.method() {
-        http::Method::GET => false,
-        http::Method::HEAD => true,
-        _ => return Err(req),
+    match try_answer(fp, &req, http::HeaderMap::new()).await {
+        Some(resp) => Ok(resp),
+        None => Err(req),
+    }
+}
+
+/// The range header as `crate::s3::get::range_header` reads it; `None` when repeated.
+fn range_of<H: Head>(h: &H) -> Option<RangeHeader> {
+    let mut it = h.values(names::RANGE);
+    let Some(v) = it.next() else {
+        return Some(RangeHeader::Absent);
+    };
+    if it.next().is_some() {
+        return None;
+    }
+    Some(crate::s3::get::classify_range(v))
+}
+
+/// Tries to answer the request; `None` declines it (nothing was sent or changed: s3s serves
+/// it). `headers` is the (empty) map the answer's headers go into: `crate::front` passes a
+/// reused one, so a warm hit allocates nothing.
+pub(crate) async fn try_answer<H: Head>(
+    fp: &Arc<FastPath>,
+    req: &H,
+    headers: http::HeaderMap,
+) -> Option<http::Response<s3s::Body>> {
+    let is_head = match req.method() {
+        "GET" => false,
+        "HEAD" => true,
+        _ => return None,
     };
     if req
-        .uri()
         .query()
         .is_some_and(|q| !q.starts_with("x-id=") || q.contains('&'))
     {
-        return Err(req);
+        return None;
     }
-    if has_unhandled_headers(req.headers()) {
-        return Err(req);
+    if has_unhandled_headers(req) {
+        return None;
     }
     // One rule for both paths (`crate::s3::get::range_header`): an unusable Range is
     // ignored as S3 does; `bytes=-0` or a start past the end answer 416.
-    let range = match crate::s3::get::range_header(req.headers()) {
-        Some(RangeHeader::Range(r)) => Some(r),
-        Some(RangeHeader::Absent | RangeHeader::Ignored) => None,
-        None => return Err(req),
+    let range = match range_of(req)? {
+        RangeHeader::Range(r) => Some(r),
+        RangeHeader::Absent | RangeHeader::Ignored => None,
     };
     let mut r = ReadReq {
         range,
         want_body: !is_head,
         ..Default::default()
     };
-    if conditions(req.headers(), &mut r).is_err() {
-        return Err(req);
-    }
-    let checksum_mode = match at_most_one(req.headers(), &names::X_AMZ_CHECKSUM_MODE) {
+    conditions(req, &mut r).ok()?;
+    let checksum_mode = match at_most_one(req, names::X_AMZ_CHECKSUM_MODE) {
         Ok(v) => checksum_mode_enabled(v.map(str::as_bytes)),
-        Err(()) => return Err(req),
+        Err(()) => return None,
     };
-    // A clone of the URI (reference counts, no allocation) so the borrowed path does not hold
-    // `req`, which goes back to s3s untouched when this path declines.
-    let uri = req.uri().clone();
-    let Some(decoded) = percent_decode(uri.path()) else {
-        return Err(req);
-    };
-    let Some((bucket, key)) = decoded.strip_prefix('/').and_then(|p| p.split_once('/')) else {
-        return Err(req);
-    };
+    let decoded = percent_decode(req.path())?;
+    let (bucket, key) = decoded.strip_prefix('/').and_then(|p| p.split_once('/'))?;
     if bucket.is_empty() || key.is_empty() || key.len() > crate::s3::limits::MAX_KEY_BYTES {
-        return Err(req);
+        return None;
     }
-    if !verify(fp, &req, &decoded, bucket) {
-        return Err(req);
+    if !verify(fp, req, &decoded, bucket) {
+        return None;
     }
     let mut found = match lookup(&fp.s3, bucket, key, r).await {
         Ok(f) => f,
@@ -350,27 +403,28 @@ pub async fn try_serve(
                 s3s::S3ErrorCode::NoSuchKey | s3s::S3ErrorCode::NoSuchBucket
             ) && crate::gateway::fast_path_miss_declines() =>
         {
-            return Err(req)
+            return None
         }
         Err(e) if answers_itself(&e, bucket) => {
             return match e.to_http_response() {
-                Ok(resp) => Ok(resp),
+                Ok(resp) => Some(resp),
                 Err(e) => {
                     tracing::warn!(error = %e, "fast path could not build an error; s3s answers");
-                    Err(req)
+                    None
                 }
             };
         }
-        Err(_) => return Err(req),
+        Err(_) => return None,
     };
     if crate::gateway::fast_path_declines(bucket, key, found.seq, found.mtime_ms) {
-        return Err(req); // gateway: a stale copy is re-checked upstream first
+        return None; // gateway: a stale copy is re-checked upstream first
     }
     let body = match found.body.take() {
         Some(p) if !is_head => p.into_body(),
         _ => s3s::Body::empty(),
     };
     let mut resp = http::Response::new(body);
+    *resp.headers_mut() = headers;
     if found.served.is_some() {
         *resp.status_mut() = http::StatusCode::PARTIAL_CONTENT;
     }
@@ -381,10 +435,10 @@ pub async fn try_serve(
         false,
         &Overrides::default(),
     ) {
-        Ok(()) => Ok(resp),
+        Ok(()) => Some(resp),
         Err(_) => {
             tracing::warn!("fast path could not build a response; s3s answers instead");
-            Err(req)
+            None
         }
     }
 }
@@ -479,17 +533,20 @@ mod tests {
 
     #[test]
     fn headers_that_must_be_single() {
-        let mut h = http::HeaderMap::new();
+        let mut h = http::Request::new(());
         assert_eq!(at_most_one(&h, "x-amz-date"), Ok(None));
-        h.insert("x-amz-date", "20130524T000000Z".parse().unwrap());
+        h.headers_mut()
+            .insert("x-amz-date", "20130524T000000Z".parse().unwrap());
         assert_eq!(at_most_one(&h, "x-amz-date"), Ok(Some("20130524T000000Z")));
-        h.append("x-amz-date", "20130524T000000Z".parse().unwrap());
+        assert_eq!(at_most_one(&h, "X-Amz-Date"), Ok(Some("20130524T000000Z")));
+        h.headers_mut()
+            .append("x-amz-date", "20130524T000000Z".parse().unwrap());
         assert_eq!(at_most_one(&h, "x-amz-date"), Err(()));
-        h.insert(
+        h.headers_mut().insert(
             http::header::AUTHORIZATION,
             http::HeaderValue::from_bytes(b"\xff").unwrap(),
         );
-        assert_eq!(at_most_one(&h, http::header::AUTHORIZATION), Err(()));
+        assert_eq!(at_most_one(&h, "authorization"), Err(()));
     }
 
     #[test]

@@ -38,10 +38,10 @@ thread_local! {
     static INFLIGHT: Cell<usize> = const { Cell::new(0) };
 }
 
-struct InflightGuard;
+pub(crate) struct InflightGuard;
 impl InflightGuard {
     /// Takes a slot, or None when the core is at its limit.
-    fn try_new(max: usize) -> Option<Self> {
+    pub(crate) fn try_new(max: usize) -> Option<Self> {
         INFLIGHT.with(|n| {
             if n.get() >= max {
                 None
@@ -88,7 +88,7 @@ pub(crate) fn error_xml(
     r
 }
 
-fn internal_error_xml() -> http::Response<s3s::Body> {
+pub(crate) fn internal_error_xml() -> http::Response<s3s::Body> {
     error_xml(
         http::StatusCode::INTERNAL_SERVER_ERROR,
         "InternalError",
@@ -572,7 +572,7 @@ thread_local! {
 }
 
 /// A request id in AWS's shape: 16 upper-case hex digits.
-fn request_id() -> [u8; 16] {
+pub(crate) fn request_id() -> [u8; 16] {
     let v = REQUEST_IDS.with(|c| {
         let (mut base, n) = c.get();
         if base == 0 {
@@ -592,7 +592,7 @@ fn request_id() -> [u8; 16] {
 
 /// Puts the request id in `x-amz-request-id`, and into an S3 error body's `<RequestId>` (s3s
 /// builds its error bodies without one), so both always carry the same id.
-fn stamp_request_id(resp: &mut http::Response<s3s::Body>, id: &[u8; 16]) {
+pub(crate) fn stamp_request_id(resp: &mut http::Response<s3s::Body>, id: &[u8; 16]) {
     static X_AMZ_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-amz-request-id");
     // From the core's header arena: no allocation per response.
     let idv = crate::s3::headers::arena_bytes(id).expect("hex digits are a valid header value");
@@ -776,10 +776,27 @@ pub async fn serve_conn(
     slot: Rc<ConnSlot>,
 ) {
     let _g = SlotGuard::new(table, slot.clone());
-    let Some(io) = prepare(stream, limits, &slot) else {
+    let Some(mut io) = prepare(stream, limits, &slot) else {
         return;
     };
-    serve_http(io, handlers, limits, shutdown, slot).await;
+    // Plain GET/HEAD hits are answered by the front; the first request it does not take hands
+    // the connection to hyper, with the bytes already read replayed (docs/adr/0020).
+    let outcome = {
+        let front = crate::front::serve(&mut io, &handlers, limits, &shutdown, &slot);
+        let mut front = std::pin::pin!(front.fuse());
+        let mut ev = slot.evicted().fuse();
+        futures::select_biased! {
+            o = front => o,
+            _ = ev => return, // dropping the connection closes the socket
+        }
+    };
+    match outcome {
+        crate::front::Outcome::Closed => {}
+        crate::front::Outcome::HandOver(prefix) => {
+            let io = crate::front::Replay::new(prefix, io);
+            serve_http(io, handlers, limits, shutdown, slot).await;
+        }
+    }
 }
 
 /// HTTP/1.1 over a ready byte stream (plain TCP or TLS: monomorphised for each, so the plain

@@ -13,6 +13,7 @@ pub mod conns;
 pub mod console;
 pub mod doctor;
 pub mod fast;
+pub mod front;
 pub mod gateway;
 pub mod http;
 pub mod idle;
