@@ -300,7 +300,8 @@ thread_local! {
 }
 
 /// Seeds the queues of `shard` with the entries the engine holds (those stored before this
-/// start), oldest first, into the main queue, skipping entries the queues already hold
+/// start), oldest first, at the head of the small queue (nothing is known of how often they
+/// were read: they leave first unless a hit marks them), skipping entries the queues already hold
 /// (admitted while this ran: it yields between pages). Runs once per shard, at the shard's
 /// first admission after the start, before anything is evicted, so the bound holds across
 /// restarts.
@@ -340,8 +341,8 @@ async fn seed(shard: &Rc<Shard>, id: usize) {
             bytes += e.size;
             TIER.bytes.fetch_add(e.size, Relaxed);
             TIER.entries.fetch_add(1, Relaxed);
-            tier.main_bytes += e.size;
-            tier.main.push_front(e);
+            tier.small_bytes += e.size;
+            tier.small.push_front(e);
         }
         tier.seeding = false;
         tracing::info!(entries = n, bytes, "gateway: local tier counted what it held before the start");

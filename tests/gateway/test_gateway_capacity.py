@@ -87,7 +87,7 @@ def test_data_dir_bounded_after_3x_capacity_across_a_restart(weed, bucket, relay
     size = 256 * KiB
     objs = put_many(weed, bucket, "fill", 3 * cap // size, size)  # 3x capacity
     keys = list(objs)
-    g = gateway_factory(relay.endpoint, ["--cache-capacity-gb", str(cap / (1 << 30))], cores=1)
+    g = gateway_factory(relay.endpoint, ["--cache-capacity-gb", str(cap / (1 << 30)), "--metrics-public"], cores=1)
     c = g.client()
     half = len(keys) // 2
     read_all(c, bucket, {k: objs[k] for k in keys[:half]})
@@ -122,7 +122,7 @@ def test_hot_set_survives_a_scan_larger_than_capacity(weed, bucket, relay, gatew
     size = 64 * KiB
     hot = put_many(weed, bucket, "hot", 16, size)  # 1 MiB
     cold = put_many(weed, bucket, "cold", 128, size)  # 8 MiB, 2x capacity
-    g = gateway_factory(relay.endpoint, ["--cache-capacity-gb", str(cap / (1 << 30))], cores=1)
+    g = gateway_factory(relay.endpoint, ["--cache-capacity-gb", str(cap / (1 << 30)), "--metrics-public"], cores=1)
     c = g.client()
     for _ in range(3):  # filled, then read again: their access counters say "hot"
         read_all(c, bucket, hot)
@@ -146,7 +146,7 @@ def test_ghost_hit_readmits_to_main(weed, bucket, relay, gateway_factory):
     x = put_many(weed, bucket, "x", 1, size)
     scan1 = put_many(weed, bucket, "scan1", 96, size)  # 6 MiB
     scan2 = put_many(weed, bucket, "scan2", 96, size)
-    g = gateway_factory(relay.endpoint, ["--cache-capacity-gb", str(cap / (1 << 30))], cores=1)
+    g = gateway_factory(relay.endpoint, ["--cache-capacity-gb", str(cap / (1 << 30)), "--metrics-public"], cores=1)
     c = g.client()
     read_all(c, bucket, x)  # read once: small queue, counter 0
     time.sleep(0.3)
@@ -169,7 +169,7 @@ def test_metrics_count_hits_misses_writes_and_upstream_errors(weed, bucket, rela
     size = 10_000
     cw = weed.client()
     cw.put_object(Bucket=bucket, Key="m/a", Body=b"a" * size)
-    g = gateway_factory(relay.endpoint, ["--cache-capacity-gb", "1"], cores=1)
+    g = gateway_factory(relay.endpoint, ["--cache-capacity-gb", "1", "--metrics-public"], cores=1)
     c = g.client()
     m0 = metrics(g)
     assert c.get_object(Bucket=bucket, Key="m/a")["Body"].read() == b"a" * size  # miss
