@@ -476,6 +476,127 @@ pub async fn store_as(
 mod tests {
     use super::*;
 
+    fn entry(key: &str, seq: u64, size: u64) -> Entry {
+        Entry {
+            ns: "b".to_string(),
+            key: key.to_string(),
+            // Far from other tests' entries (the counters are process-wide).
+            seq: seq + 1_000_000 * fnv64(key).rotate_left(7) % 1_000_000_007,
+            mtime_ms: 42,
+            size,
+        }
+    }
+
+    fn keys(v: &[Entry]) -> Vec<&str> {
+        v.iter().map(|e| e.key.as_str()).collect()
+    }
+
+    trait ClonedKeys {
+        fn cloned_keys(self) -> Vec<Entry>;
+    }
+
+    impl<'a, I: Iterator<Item = &'a Entry>> ClonedKeys for I {
+        fn cloned_keys(self) -> Vec<Entry> {
+            self.map(|e| Entry {
+                ns: e.ns.clone(),
+                key: e.key.clone(),
+                seq: e.seq,
+                mtime_ms: e.mtime_ms,
+                size: e.size,
+            })
+            .collect()
+        }
+    }
+
+    fn admit(t: &mut Tier, cap: u64, e: Entry) -> Vec<Entry> {
+        let seq = e.seq;
+        t.push(e);
+        t.evict(cap, seq)
+    }
+
+    #[test]
+    fn without_hits_the_small_queue_is_a_fifo_and_the_newest_stays() {
+        let mut t = Tier::default();
+        let mut out = Vec::new();
+        for i in 0..8 {
+            out.extend(admit(&mut t, 400, entry(&format!("fifo{i}"), i, 100)));
+        }
+        assert_eq!(keys(&out), ["fifo0", "fifo1", "fifo2", "fifo3"]);
+        assert_eq!(t.bytes(), 400);
+        // One entry bigger than the capacity is kept until the next admission.
+        let mut t = Tier::default();
+        assert!(admit(&mut t, 50, entry("fifo-big", 1, 100)).is_empty());
+        assert_eq!(keys(&admit(&mut t, 50, entry("fifo-next", 2, 10))), ["fifo-big"]);
+    }
+
+    #[test]
+    fn a_hit_entry_survives_a_scan_larger_than_capacity() {
+        let mut t = Tier::default();
+        let hot = entry("scan-hot", 1, 100);
+        let (hs, hm) = (hot.seq, hot.mtime_ms);
+        admit(&mut t, 1000, hot);
+        touched(hs, hm);
+        let mut evicted = Vec::new();
+        for i in 0..50 {
+            evicted.extend(admit(&mut t, 1000, entry(&format!("scan{i}"), 10 + i, 100)));
+        }
+        assert!(!keys(&evicted).contains(&"scan-hot"), "{:?}", keys(&evicted));
+        assert_eq!(keys(&t.main.iter().cloned_keys()), ["scan-hot"]);
+        assert!(t.bytes() <= 1000);
+    }
+
+    #[test]
+    fn a_ghost_key_is_readmitted_to_main() {
+        let mut t = Tier::default();
+        admit(&mut t, 500, entry("ghost-x", 1, 100));
+        let mut evicted = Vec::new();
+        for i in 0..10 {
+            evicted.extend(admit(&mut t, 500, entry(&format!("ghost-s{i}"), 10 + i, 100)));
+        }
+        assert!(keys(&evicted).contains(&"ghost-x"));
+        admit(&mut t, 500, entry("ghost-x", 100, 100));
+        assert_eq!(keys(&t.main.iter().cloned_keys()), ["ghost-x"]);
+        for i in 0..10 {
+            let out = admit(&mut t, 500, entry(&format!("ghost-t{i}"), 200 + i, 100));
+            assert!(!keys(&out).contains(&"ghost-x"));
+        }
+    }
+
+    #[test]
+    fn the_ghost_queue_is_bounded() {
+        let mut t = Tier::default();
+        for i in 0..(GHOST_MAX_KEYS as u64 + 100) {
+            t.ghost_add(i);
+        }
+        assert_eq!(t.ghost.len(), GHOST_MAX_KEYS);
+        assert_eq!(t.ghost_set.len(), GHOST_MAX_KEYS);
+        assert!(!t.ghost_take(5));
+        assert!(t.ghost_take(GHOST_MAX_KEYS as u64 + 50));
+    }
+
+    #[test]
+    fn counters_saturate() {
+        let (seq, ms) = (987_654_321, 7);
+        for _ in 0..10 {
+            touched(seq, ms);
+        }
+        assert_eq!(freq_slot(seq, ms).load(Relaxed), FREQ_MAX);
+    }
+
+    /// The hit's added cost (run: cargo test --release -p bale hit_counter_cost -- --ignored
+    /// --nocapture).
+    #[test]
+    #[ignore]
+    fn hit_counter_cost() {
+        let n = 50_000_000u64;
+        let t = std::time::Instant::now();
+        for i in 0..n {
+            touched(std::hint::black_box(i & 0xffff), 1_700_000_000_000);
+        }
+        let ns = t.elapsed().as_nanos() as f64 / n as f64;
+        eprintln!("touched(): {ns:.2} ns per hit");
+    }
+
     #[test]
     fn block_keys_fit_and_differ() {
         let long = "k".repeat(1024);
