@@ -217,7 +217,9 @@ impl Tier {
         self.ghost.push_back((h, self.ghost_gen));
         self.ghost_set.insert(h, self.ghost_gen);
         while self.ghost.len() > GHOST_MAX_KEYS {
-            let Some((old, g)) = self.ghost.pop_front() else { break };
+            let Some((old, g)) = self.ghost.pop_front() else {
+                break;
+            };
             if self.ghost_set.get(&old) == Some(&g) {
                 self.ghost_set.remove(&old);
             }
@@ -259,7 +261,8 @@ impl Tier {
             if small_avail + main_avail == 0 {
                 break;
             }
-            let from_small = small_avail > 0 && (self.small_bytes > small_target || main_avail == 0);
+            let from_small =
+                small_avail > 0 && (self.small_bytes > small_target || main_avail == 0);
             steps_left = steps_left.saturating_sub(1);
             if from_small {
                 let e = self.small.pop_front().expect("small queue not empty");
@@ -335,7 +338,12 @@ async fn seed(shard: &Rc<Shard>, id: usize) {
     TIERS.with(|t| {
         let mut t = t.borrow_mut();
         let tier = t.get_mut(&id).expect("tier made before seeding");
-        let queued: HashSet<u64> = tier.small.iter().chain(tier.main.iter()).map(|e| e.seq).collect();
+        let queued: HashSet<u64> = tier
+            .small
+            .iter()
+            .chain(tier.main.iter())
+            .map(|e| e.seq)
+            .collect();
         let mut bytes = 0;
         for e in found.into_iter().rev().filter(|e| !queued.contains(&e.seq)) {
             bytes += e.size;
@@ -345,7 +353,11 @@ async fn seed(shard: &Rc<Shard>, id: usize) {
             tier.small.push_front(e);
         }
         tier.seeding = false;
-        tracing::info!(entries = n, bytes, "gateway: local tier counted what it held before the start");
+        tracing::info!(
+            entries = n,
+            bytes,
+            "gateway: local tier counted what it held before the start"
+        );
     });
 }
 
@@ -526,7 +538,10 @@ mod tests {
         // One entry bigger than the capacity is kept until the next admission.
         let mut t = Tier::default();
         assert!(admit(&mut t, 50, entry("fifo-big", 1, 100)).is_empty());
-        assert_eq!(keys(&admit(&mut t, 50, entry("fifo-next", 2, 10))), ["fifo-big"]);
+        assert_eq!(
+            keys(&admit(&mut t, 50, entry("fifo-next", 2, 10))),
+            ["fifo-big"]
+        );
     }
 
     #[test]
@@ -540,7 +555,11 @@ mod tests {
         for i in 0..50 {
             evicted.extend(admit(&mut t, 1000, entry(&format!("scan{i}"), 10 + i, 100)));
         }
-        assert!(!keys(&evicted).contains(&"scan-hot"), "{:?}", keys(&evicted));
+        assert!(
+            !keys(&evicted).contains(&"scan-hot"),
+            "{:?}",
+            keys(&evicted)
+        );
         assert_eq!(keys(&t.main.iter().cloned_keys()), ["scan-hot"]);
         assert!(t.bytes() <= 1000);
     }
@@ -551,7 +570,11 @@ mod tests {
         admit(&mut t, 500, entry("ghost-x", 1, 100));
         let mut evicted = Vec::new();
         for i in 0..10 {
-            evicted.extend(admit(&mut t, 500, entry(&format!("ghost-s{i}"), 10 + i, 100)));
+            evicted.extend(admit(
+                &mut t,
+                500,
+                entry(&format!("ghost-s{i}"), 10 + i, 100),
+            ));
         }
         assert!(keys(&evicted).contains(&"ghost-x"));
         admit(&mut t, 500, entry("ghost-x", 100, 100));

@@ -397,7 +397,11 @@ impl Shard {
 
     /// The namespaces that hold at least one object, in order.
     pub fn namespaces(&self) -> Vec<String> {
-        self.index.borrow().spaces_from("").map(|(ns, _)| ns.clone()).collect()
+        self.index
+            .borrow()
+            .spaces_from("")
+            .map(|(ns, _)| ns.clone())
+            .collect()
     }
 
     /// True if the namespace holds any object.
