@@ -148,6 +148,12 @@ impl Gateway {
     /// upstream before it is served. `Never`: one branch.
     #[inline]
     pub fn stale(&self, bucket: &str, key: &str, seq: u64, mtime_ms: u64) -> bool {
+        // Every whole-object hit passes here (fast path and s3s side): count it, and bump the
+        // entry's S3-FIFO access counter (one byte, no lock, no allocation).
+        crate::metrics::gateway_hit();
+        if self.cfg.shard_capacity_bytes > 0 {
+            local::touched(seq, mtime_ms);
+        }
         let Revalidate::TtlMs(ttl) = self.cfg.revalidate else {
             return false;
         };

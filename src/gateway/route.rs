@@ -338,7 +338,18 @@ async fn relay(s: BaleS3, gw: Arc<Gateway>, req: S3Request<Body>) -> S3Result<S3
             let stored = s
                 .shard_of(b, k)
                 .call(move |shard| async move {
-                    local::store(&shard, &bb, &kk, chunks, bytes, &meta, Expect::Any, cap).await
+                    local::store_as(
+                        &shard,
+                        &bb,
+                        &kk,
+                        chunks,
+                        bytes,
+                        &meta,
+                        Expect::Any,
+                        cap,
+                        local::Origin::Write,
+                    )
+                    .await
                 })
                 .await;
             match stored {

@@ -435,6 +435,7 @@ impl Upstream {
     /// Sends one request and waits (within the timeout) for the answer's head.
     pub async fn send(self: &Arc<Self>, req: UpRequest<'_>) -> Result<UpResponse, UpError> {
         let started = Instant::now();
+        let method = req.method.clone();
         self.stats
             .requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -444,6 +445,11 @@ impl Upstream {
             Ok(r) => r,
         };
         let us = started.elapsed().as_micros() as u64;
+        crate::metrics::gateway::upstream_answered(
+            &method,
+            r.as_ref().ok().map(|a| a.status.as_u16()),
+            started.elapsed().as_nanos() as u64,
+        );
         self.stats
             .latency_us
             .fetch_add(us, std::sync::atomic::Ordering::Relaxed);

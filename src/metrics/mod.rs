@@ -6,6 +6,7 @@
 //! and are asked of each shard's core at scrape time (`render`).
 
 pub mod endpoint;
+pub mod gateway;
 pub mod op;
 pub mod render;
 
@@ -103,6 +104,8 @@ pub struct CoreMetrics {
     inflight: AtomicU64,
     connections: AtomicU64,
     connections_refused: AtomicU64,
+    /// Gateway mode: reads answered from a local whole-object entry.
+    gateway_hits: AtomicU64,
 }
 
 impl CoreMetrics {
@@ -117,6 +120,7 @@ impl CoreMetrics {
             inflight: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
+            gateway_hits: AtomicU64::new(0),
         }
     }
 }
@@ -175,6 +179,12 @@ pub fn connection_opened() {
 
 pub fn connection_closed() {
     with_mine(|m| add(&m.connections, u64::MAX)); // wrapping -1
+}
+
+/// Gateway mode: a read answered from a local entry.
+#[inline]
+pub fn gateway_hit() {
+    with_mine(|m| add(&m.gateway_hits, 1));
 }
 
 pub fn connection_refused() {
@@ -280,6 +290,7 @@ pub struct Totals {
     pub inflight: u64,
     pub connections: u64,
     pub connections_refused: u64,
+    pub gateway_hits: u64,
 }
 
 /// Reads every core's counters (each a `Relaxed` load) and adds them up.
@@ -294,6 +305,7 @@ pub fn totals() -> Totals {
         inflight: 0,
         connections: 0,
         connections_refused: 0,
+        gateway_hits: 0,
     };
     let ld = |a: &AtomicU64| a.load(Relaxed);
     for c in cores() {
@@ -315,6 +327,7 @@ pub fn totals() -> Totals {
         t.inflight += ld(&c.inflight);
         t.connections += ld(&c.connections);
         t.connections_refused += ld(&c.connections_refused);
+        t.gateway_hits += ld(&c.gateway_hits);
     }
     t
 }

@@ -128,11 +128,119 @@ pub async fn render(topo: &Arc<Topology>, fmt: Format) -> String {
         fmt,
     };
     server_section(&mut o, topo);
+    if crate::gateway::get().is_some() {
+        gateway_section(&mut o);
+    }
     engine_section(&mut o, &shards);
     if fmt == Format::OpenMetrics {
         o.s.push_str("# EOF\n");
     }
     o.s
+}
+
+/// Gateway mode (docs/gateway.md "Metrics"): hits, fills, the local tier's S3-FIFO queues,
+/// and every request bale sent to the upstream.
+fn gateway_section(o: &mut Out) {
+    use super::gateway::{GATEWAY, UP_OPS, UP_OUTCOMES};
+    use crate::gateway::local::TIER;
+    use std::sync::atomic::Ordering::Relaxed;
+    let ld = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
+    let g = &GATEWAY;
+    o.one(
+        "bale_gateway_hits_total",
+        "counter",
+        "Reads answered from a local whole-object entry (the fast path's hits included).",
+        totals().gateway_hits,
+    );
+    o.one(
+        "bale_gateway_misses_total",
+        "counter",
+        "Local entries filled from upstream reads (a whole object, or one block of a big one).",
+        ld(&g.fills),
+    );
+    o.one(
+        "bale_gateway_fill_bytes_total",
+        "counter",
+        "Bytes of the local entries filled from upstream reads.",
+        ld(&g.fill_bytes),
+    );
+    o.one(
+        "bale_gateway_kept_write_bytes_total",
+        "counter",
+        "Bytes of write-through bodies kept locally after the upstream acknowledged them.",
+        ld(&g.kept_write_bytes),
+    );
+    o.family(
+        "bale_gateway_upstream_requests_total",
+        "counter",
+        "Requests sent to the upstream, by method and outcome (status class, or error: no answer).",
+    );
+    let mut no_answer = 0;
+    for (op, row) in g.upstream_requests.iter().enumerate() {
+        for (oi, a) in row.iter().enumerate() {
+            let n = ld(a);
+            if oi == UP_OUTCOMES.len() - 1 {
+                no_answer += n;
+            }
+            if n > 0 {
+                o.sample(
+                    "bale_gateway_upstream_requests_total",
+                    &format!("op=\"{}\",outcome=\"{}\"", UP_OPS[op], UP_OUTCOMES[oi]),
+                    n,
+                );
+            }
+        }
+    }
+    o.one(
+        "bale_gateway_upstream_errors_total",
+        "counter",
+        "Upstream requests that got no answer (refused, reset, timed out, TLS refused).",
+        no_answer,
+    );
+    o.family(
+        "bale_gateway_upstream_duration_seconds",
+        "histogram",
+        "Time from sending an upstream request to its answer head (or to giving up).",
+    );
+    let counts: Vec<u64> = g.upstream_latency.iter().map(ld).collect();
+    o.histogram(
+        "bale_gateway_upstream_duration_seconds",
+        "",
+        LATENCY_BOUNDS_NS,
+        &counts,
+        ld(&g.upstream_latency_sum_ns),
+        1e9,
+    );
+    o.one(
+        "bale_gateway_evictions_total",
+        "counter",
+        "Local entries evicted by the S3-FIFO queues.",
+        ld(&TIER.evictions),
+    );
+    o.one(
+        "bale_gateway_evicted_bytes_total",
+        "counter",
+        "Bytes of the local entries evicted.",
+        ld(&TIER.evicted_bytes),
+    );
+    o.one(
+        "bale_gateway_ghost_hits_total",
+        "counter",
+        "Fills admitted straight to the main queue (their key was recently evicted).",
+        ld(&TIER.ghost_hits),
+    );
+    o.one(
+        "bale_gateway_local_bytes",
+        "gauge",
+        "Bytes of the local entries the S3-FIFO queues count (after a start: from the shard's first fill on).",
+        ld(&TIER.bytes),
+    );
+    o.one(
+        "bale_gateway_local_entries",
+        "gauge",
+        "Local entries the S3-FIFO queues count.",
+        ld(&TIER.entries),
+    );
 }
 
 fn server_section(o: &mut Out, topo: &Topology) {

@@ -400,6 +400,15 @@ impl Shard {
         self.list_keys(ns, prefix, after, delimiter, limit)
     }
 
+    /// The namespaces that hold at least one object, in order.
+    pub fn namespaces(&self) -> Vec<String> {
+        self.index
+            .borrow()
+            .spaces_from("")
+            .map(|(ns, _)| ns.clone())
+            .collect()
+    }
+
     /// True if the namespace holds any object.
     pub fn has_any(&self, ns: &str) -> bool {
         self.index.borrow().has_any(ns)
