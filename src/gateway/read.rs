@@ -29,6 +29,7 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 
 use super::local::{self, block_key, meta_from_headers};
+use super::stream;
 use super::upstream::{UpError, UpRequest, UpResponse};
 use super::{Gateway, Revalidate};
 use crate::s3::cond::{check_read, ReadConds};
@@ -133,6 +134,11 @@ fn last_modified_ms(h: &http::HeaderMap) -> u64 {
 /// What the owner core decided: serve the local entry, or answer from block entries.
 enum Prep {
     Local,
+    /// A whole-object miss served while it arrives (the fill runs on the owner core).
+    Stream {
+        m: Box<Manifest>,
+        body: StreamingBlob,
+    },
     Blocks {
         m: Box<Manifest>,
         served: Option<(u64, u64)>,
@@ -516,6 +522,35 @@ async fn prepare(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Result<Prep> {
                     body: Some(body),
                 });
             }
+            let announced = resp
+                .header("content-length")
+                .and_then(|v| v.parse::<u64>().ok());
+            if let (Some(len), true) = (announced, a.plain) {
+                // Big: served while it arrives and is stored (super::stream).
+                let m = manifest_of_answer(&resp, len);
+                check_read(&a.cond, &m.meta.view(), m.mtime_ms)?;
+                let meta = m
+                    .meta
+                    .encode()
+                    .map_err(|_| s3_error!(InternalError, "upstream metadata too large"))?;
+                let fill = stream::Fill {
+                    shard: shard.clone(),
+                    bucket: a.bucket.clone(),
+                    key: a.key.clone(),
+                    len_bytes: len,
+                    meta,
+                    capacity_bytes: gw.cfg.shard_capacity_bytes,
+                    client_timeout: gw.up.timeout,
+                };
+                let body = stream::start(fill, lead, resp).map_err(|e| {
+                    tracing::warn!(error = %format!("{e:#}"), "gateway: cannot start a fill");
+                    error::internal("starting a fill")
+                })?;
+                return Ok(Prep::Stream {
+                    m: Box::new(m),
+                    body,
+                });
+            }
             fill_whole(&shard, &gw, b, k, &mut resp).await?;
             drop(lead);
             continue;
@@ -687,6 +722,10 @@ impl S3 for GatewayS3 {
                     headers,
                 ))
             }
+            Prep::Stream { m, body } => {
+                let headers = block_headers(&m, None)?;
+                Ok(crate::s3::get::get_response(Some(body), headers))
+            }
         }
     }
 
@@ -701,6 +740,12 @@ impl S3 for GatewayS3 {
             .await?
         {
             Prep::Local => crate::s3::get::head_object(&self.inner, req).await,
+            Prep::Stream { m, .. } => {
+                // HEAD never fills; answered like block-served objects if it ever comes here.
+                let mut resp = S3Response::new(HeadObjectOutput::default());
+                resp.headers = block_headers(&m, None)?;
+                Ok(resp)
+            }
             Prep::Blocks { m, served, .. } => {
                 let headers = block_headers(&m, served)?;
                 let mut resp = S3Response::new(HeadObjectOutput::default());
