@@ -350,7 +350,13 @@ pub async fn try_serve(
                 s3s::S3ErrorCode::NoSuchKey | s3s::S3ErrorCode::NoSuchBucket
             ) && crate::gateway::fast_path_miss_declines() =>
         {
-            return Err(req)
+            // A ranged read of one local block entry is answered here; the rest goes to s3s.
+            let hit =
+                crate::gateway::read::fast_block_hit(&fp.s3, bucket, key, req.headers(), is_head);
+            return match hit.await {
+                Some(resp) => Ok(resp),
+                None => Err(req),
+            };
         }
         Err(e) if answers_itself(&e, bucket) => {
             return match e.to_http_response() {

@@ -758,3 +758,104 @@ impl S3 for GatewayS3 {
         }
     }
 }
+
+// ---- fast-path hook: ranged hits of block entries ------------------------------------------
+
+/// What the owner core found for a ranged hit of a block entry: the answer's headers and
+/// body (empty for HEAD).
+type BlockHit = Option<(http::HeaderMap, Bytes)>;
+
+/// Fast-path hook (`src/fast.rs`, where a lookup found no local object in gateway mode): a
+/// GET or HEAD with a Range and no conditions, of an object this process reads by blocks
+/// (its manifest is known on the owner core and fresh), that falls within ONE block entry
+/// present locally, is answered here: one manifest lookup, one index lookup, one read, no
+/// s3s. `None`: not such a request; s3s (and `GatewayS3`) answers it as before.
+pub async fn fast_block_hit(
+    s3: &BaleS3,
+    bucket: &str,
+    key: &str,
+    h: &http::HeaderMap,
+    is_head: bool,
+) -> Option<http::Response<s3s::Body>> {
+    use crate::s3::get::{range_header, RangeHeader};
+    let gw = super::get()?;
+    let Some(RangeHeader::Range(range)) = range_header(h) else {
+        return None;
+    };
+    if [
+        http::header::IF_MATCH,
+        http::header::IF_NONE_MATCH,
+        http::header::IF_MODIFIED_SINCE,
+        http::header::IF_UNMODIFIED_SINCE,
+    ]
+    .iter()
+    .any(|n| h.contains_key(n))
+    {
+        return None;
+    }
+    let id = s3.topo.shard_for(bucket, key);
+    let hit = match crate::router::local_shard(id) {
+        Some(shard) => block_hit_local(shard, gw, bucket, key, range, !is_head).await,
+        None => {
+            let (b, k, gw) = (bucket.to_string(), key.to_string(), gw.clone());
+            s3.shard(id)
+                .run(move |shard| async move {
+                    Ok(block_hit_local(shard, &gw, &b, &k, range, !is_head).await)
+                })
+                .await
+                .ok()?
+        }
+    };
+    let (headers, body) = hit?;
+    let mut resp = http::Response::new(if is_head {
+        s3s::Body::empty()
+    } else {
+        s3s::Body::from(body)
+    });
+    *resp.status_mut() = http::StatusCode::PARTIAL_CONTENT;
+    *resp.headers_mut() = headers;
+    Some(resp)
+}
+
+/// On the key's owner core: the block entry holding all of `range`, read.
+async fn block_hit_local(
+    shard: Rc<Shard>,
+    gw: &Gateway,
+    b: &str,
+    k: &str,
+    range: Range,
+    want_body: bool,
+) -> BlockHit {
+    let bs = gw.cfg.block_bytes;
+    let (headers, bk, from, len) = MANIFESTS.with(|x| {
+        let x = x.borrow();
+        let m = x.get(&(b.to_string(), k.to_string()))?;
+        if let Revalidate::TtlMs(ttl) = gw.cfg.revalidate {
+            if crate::s3::now_ms().saturating_sub(m.checked_ms) >= ttl {
+                return None;
+            }
+        }
+        let r = range.check(m.size).ok().filter(|r| r.start < r.end)?;
+        let idx = r.start / bs;
+        if m.size <= bs || idx != (r.end - 1) / bs {
+            return None;
+        }
+        let headers = block_headers(m, Some((r.start, r.end))).ok()?;
+        Some((
+            headers,
+            block_key(k, &m.etag, bs, idx),
+            r.start - idx * bs,
+            r.end - r.start,
+        ))
+    })?;
+    let o = shard.get(b, &bk)?;
+    if from + len > o.size {
+        return None;
+    }
+    let body = if want_body {
+        shard.read(&o, from, len).await.ok()?
+    } else {
+        Bytes::new()
+    };
+    Some((headers, body))
+}
