@@ -350,52 +350,187 @@ async fn ensure_blocks(
             forget_manifest(b, k);
             return Ok(Blocks::Changed);
         }
-        // Split the stream into blocks and store each as it completes.
-        let mut cur = idx;
-        let mut buf = BytesMut::new();
-        let block_len = |i: u64| ((i + 1) * bs).min(m.size) - i * bs;
-        let bmeta = ObjMeta {
-            etag: m.etag.clone(),
-            ..Default::default()
-        };
-        loop {
-            let chunk = resp.next_chunk().await.map_err(|e| unavailable(&e))?;
-            let done = chunk.is_none();
-            if let Some(c) = chunk {
-                buf.extend_from_slice(&c);
-            }
-            while cur <= end && buf.len() as u64 >= block_len(cur) {
-                let piece = buf.split_to(block_len(cur) as usize).freeze();
-                fetched.insert(cur, piece);
-                cur += 1;
-            }
-            if done {
-                break;
-            }
-        }
-        if cur <= end {
-            return Err(s3_error!(ServiceUnavailable, "upstream answer cut short"));
-        }
-        let pieces: Vec<(String, Bytes)> = (idx..=end)
-            .filter_map(|i| Some((block_key(k, &m.etag, bs, i), fetched.get(&i)?.clone())))
-            .collect();
-        let (shard2, ns, cap) = (shard.clone(), b.to_string(), gw.cfg.shard_capacity_bytes);
-        monoio::spawn(async move {
-            let _lead = lead;
-            for (key, piece) in pieces {
-                let n = piece.len() as u64;
-                if let Err(e) =
-                    local::store(&shard2, &ns, &key, vec![piece], n, &bmeta, Expect::Any, cap).await
-                {
-                    tracing::warn!(error = %format!("{e:#}"), "gateway: storing a block failed");
-                    return;
-                }
-            }
-        });
+        take_blocks(
+            shard, gw, b, k, m, idx, end, &mut resp, fetched, lead, false,
+        )
+        .await?;
         tracing::debug!(bucket = %b, blocks = end + 1 - idx, "gateway: filled blocks");
         idx = end + 1;
     }
     Ok(Blocks::Ready)
+}
+
+/// Reads the body of a ranged upstream answer that starts at block `idx` into `fetched`
+/// (split by block: `idx..=end`, the last one cut at the object's end) and stores those blocks
+/// in the background; `lead` (their flight) is held until they are committed, so a concurrent
+/// reader of the same blocks finds them local. A body shorter than the blocks is an error
+/// (nothing is stored).
+#[allow(clippy::too_many_arguments)]
+async fn take_blocks(
+    shard: &Rc<Shard>,
+    gw: &Gateway,
+    b: &str,
+    k: &str,
+    m: &Manifest,
+    idx: u64,
+    end: u64,
+    resp: &mut UpResponse,
+    fetched: &mut HashMap<u64, Bytes>,
+    lead: local::Lead,
+    publish: bool,
+) -> S3Result<()> {
+    let bs = gw.cfg.block_bytes;
+    let mut cur = idx;
+    let mut buf = BytesMut::new();
+    let block_len = |i: u64| ((i + 1) * bs).min(m.size) - i * bs;
+    let bmeta = ObjMeta {
+        etag: m.etag.clone(),
+        ..Default::default()
+    };
+    loop {
+        let chunk = resp.next_chunk().await.map_err(|e| unavailable(&e))?;
+        let done = chunk.is_none();
+        if let Some(c) = chunk {
+            buf.extend_from_slice(&c);
+        }
+        while cur <= end && buf.len() as u64 >= block_len(cur) {
+            let piece = buf.split_to(block_len(cur) as usize).freeze();
+            fetched.insert(cur, piece);
+            cur += 1;
+        }
+        if done {
+            break;
+        }
+    }
+    if cur <= end {
+        return Err(s3_error!(ServiceUnavailable, "upstream answer cut short"));
+    }
+    let pieces: Vec<(String, Bytes)> = (idx..=end)
+        .filter_map(|i| Some((block_key(k, &m.etag, bs, i), fetched.get(&i)?.clone())))
+        .collect();
+    let (shard2, ns, cap) = (shard.clone(), b.to_string(), gw.cfg.shard_capacity_bytes);
+    let manifest = publish.then(|| (k.to_string(), m.clone()));
+    monoio::spawn(async move {
+        let _lead = lead;
+        for (key, piece) in pieces {
+            let n = piece.len() as u64;
+            if let Err(e) =
+                local::store(&shard2, &ns, &key, vec![piece], n, &bmeta, Expect::Any, cap).await
+            {
+                tracing::warn!(error = %format!("{e:#}"), "gateway: storing a block failed");
+                return;
+            }
+        }
+        // Known only once its blocks are local: a reader that finds the manifest finds them
+        // (before, it waits on the object's flight, held until here).
+        if let Some((k, m)) = manifest {
+            MANIFESTS.with(|x| x.borrow_mut().insert((ns, k), m));
+        }
+    });
+    Ok(())
+}
+
+/// `bytes A-B/TOTAL` of a Content-Range.
+fn content_range(v: &str) -> Option<(u64, u64, u64)> {
+    let (ab, total) = v.strip_prefix("bytes ")?.split_once('/')?;
+    let (a, b) = ab.split_once('-')?;
+    Some((a.parse().ok()?, b.parse().ok()?, total.parse().ok()?))
+}
+
+/// A ranged miss of an object this core knows nothing of: instead of a HEAD and then a GET,
+/// one ranged GET of the aligned blocks `first_byte..=last_byte` touch (plus readahead); its
+/// answer gives the manifest (size from Content-Range, ETag, headers) and the blocks, which
+/// are stored in the background. `Ok(None)`: look again (another reader probed meanwhile, or
+/// the object was filled whole).
+async fn probe(
+    shard: &Rc<Shard>,
+    gw: &Arc<Gateway>,
+    b: &str,
+    k: &str,
+    first_byte: u64,
+    last_byte: u64,
+) -> S3Result<Option<(Manifest, HashMap<u64, Bytes>)>> {
+    let bs = gw.cfg.block_bytes;
+    let Ok(lead) = local::flight(format!("{b}\0{k}\0probe")).await else {
+        return Ok(None);
+    };
+    if manifest_of(b, k, gw).is_some() || shard.get(b, k).is_some() {
+        return Ok(None);
+    }
+    let (first, last) = (first_byte / bs, last_byte / bs + gw.cfg.readahead_blocks);
+    let req = UpRequest::new(http::Method::GET, Some(b), Some(k)).header(
+        "range",
+        format!("bytes={}-{}", first * bs, (last + 1) * bs - 1),
+    );
+    let mut resp = gw.up.send(req).await.map_err(|e| unavailable(&e))?;
+    if resp.status == http::StatusCode::OK {
+        // The upstream ignored the range: this is the whole object.
+        fill_whole(shard, gw, b, k, &mut resp).await?;
+        return Ok(None);
+    }
+    if resp.status != http::StatusCode::PARTIAL_CONTENT {
+        return Err(upstream_error(&mut resp).await);
+    }
+    let Some((from, to, size)) = resp.header("content-range").and_then(content_range) else {
+        return Err(s3_error!(
+            ServiceUnavailable,
+            "upstream 206 without a usable Content-Range"
+        ));
+    };
+    if from != first * bs || to < from || to >= size {
+        return Err(s3_error!(
+            ServiceUnavailable,
+            "upstream answered another range"
+        ));
+    }
+    let m = manifest_of_answer(&resp, size);
+    let mut fetched = HashMap::new();
+    if from == 0 && to + 1 == size && size <= bs {
+        // The whole object, which fits one block: kept whole (later reads take the fast path).
+        let body = resp
+            .collect(size as usize)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        if body.len() as u64 != size {
+            return Err(s3_error!(ServiceUnavailable, "upstream answer cut short"));
+        }
+        fetched.insert(0, body.clone());
+        let (shard2, ns, key, meta) = (shard.clone(), b.to_string(), k.to_string(), m.meta.clone());
+        let cap = gw.cfg.shard_capacity_bytes;
+        monoio::spawn(async move {
+            let _lead = lead;
+            let r = local::store(
+                &shard2,
+                &ns,
+                &key,
+                vec![body],
+                size,
+                &meta,
+                Expect::Absent,
+                cap,
+            );
+            if let Err(e) = r.await {
+                tracing::warn!(error = %format!("{e:#}"), "gateway: keeping a fill failed");
+            }
+        });
+        return Ok(Some((m, fetched)));
+    }
+    take_blocks(
+        shard,
+        gw,
+        b,
+        k,
+        &m,
+        first,
+        to / bs,
+        &mut resp,
+        &mut fetched,
+        lead,
+        true,
+    )
+    .await?;
+    tracing::debug!(bucket = %b, blocks = to / bs + 1 - first, "gateway: probed and filled blocks");
+    Ok(Some((m, fetched)))
 }
 
 /// Reads `[s, e)` of the object from its block entries; `None` if one went missing.
@@ -554,6 +689,43 @@ async fn prepare(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Result<Prep> {
             fill_whole(&shard, &gw, b, k, &mut resp).await?;
             drop(lead);
             continue;
+        }
+        // A ranged GET of an unknown object: one ranged GET learns it and fetches its blocks.
+        if let (
+            true,
+            Some(Range::Int {
+                first,
+                last: Some(last),
+            }),
+        ) = (a.want_body, a.range)
+        {
+            if last >= first
+                && last - first < MAX_BLOCK_RANGE_BYTES
+                && manifest_of(b, k, &gw).is_none()
+            {
+                let Some((m, fetched)) = probe(&shard, &gw, b, k, first, last).await? else {
+                    continue;
+                };
+                check_read(&a.cond, &m.meta.view(), m.mtime_ms)?;
+                let Some(r) = a
+                    .range
+                    .and_then(|r| r.check(m.size).ok())
+                    .filter(|r| r.start < r.end)
+                else {
+                    return Err(range_error(m.size));
+                };
+                let bs = gw.cfg.block_bytes;
+                if let Some(body) =
+                    read_blocks(&shard, bs, b, k, &m.etag, r.start, r.end, &fetched).await?
+                {
+                    return Ok(Prep::Blocks {
+                        m: Box::new(m),
+                        served: Some((r.start, r.end)),
+                        body: Some(body),
+                    });
+                }
+                continue;
+            }
         }
         // HEAD, or a ranged GET: what is the object?
         let m = head_manifest(&gw, b, k).await?;

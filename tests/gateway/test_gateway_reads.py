@@ -224,3 +224,34 @@ def test_ranged_hits_of_block_entries(weed, bucket, shaper, gateway_factory):
     with pytest.raises(ClientError) as e:
         c.get_object(Bucket=bucket, Key="rng/6m", Range=f"bytes={len(data)}-")
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 416
+
+
+def test_ranged_miss_of_unknown_small_object_keeps_it_whole(weed, bucket, shaper,
+                                                             gateway_factory):
+    """A ranged miss learns the object from its ranged GET (no HEAD first); an object that
+    fits one block comes whole in that answer and is kept whole: later reads are hits."""
+    data = os.urandom(300_000)
+    put = weed.client().put_object(Bucket=bucket, Key="small/300k", Body=data,
+                                   Metadata={"color": "red"})
+    g = gateway_factory(shaper.endpoint, ["--upstream-block-kb", "1024"])
+    c = g.client()
+    r = c.get_object(Bucket=bucket, Key="small/300k", Range="bytes=100-199")
+    assert r["ResponseMetadata"]["HTTPStatusCode"] == 206
+    assert r["Body"].read() == data[100:200]
+    assert r["ContentRange"] == f"bytes 100-199/{len(data)}"
+    assert r["ETag"] == put["ETag"] and r["Metadata"] == {"color": "red"}
+    time.sleep(0.5)  # the background commit
+    down0, _ = shaper.counts()
+    r = c.get_object(Bucket=bucket, Key="small/300k")
+    assert r["Body"].read() == data and r["ETag"] == put["ETag"]
+    assert r["Metadata"] == {"color": "red"}
+    assert shaper.counts()[0] == down0, "the whole read after the ranged miss went upstream"
+    # An unsatisfiable range of an unknown object: the upstream's 416.
+    from botocore.exceptions import ClientError
+    with pytest.raises(ClientError) as e:
+        g.client().get_object(Bucket=bucket, Key="rng-unknown-416", Range="bytes=0-9")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    weed.client().put_object(Bucket=bucket, Key="tiny", Body=b"abc")
+    with pytest.raises(ClientError) as e:
+        g.client().get_object(Bucket=bucket, Key="tiny", Range="bytes=10-20")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 416
