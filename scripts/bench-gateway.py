@@ -17,6 +17,13 @@ Misses: `gw-miss` restarts the gateway on an empty data directory before each ru
 
   scripts/bench-gateway.py [--repeats 3] [--duration 5]
 
+--milvus instead runs `bale-bench milvus` (segment-load replay: listings, HEADs, footer and
+row-group ranged GETs, whole GETs, then a ranged search phase): the bucket is built once on
+SeaweedFS, then each repeat loads and searches it through SeaweedFS direct, through a gateway
+started empty (cold: every object a miss) and through the same gateway again (warm: hits).
+
+  scripts/bench-gateway.py --milvus [--repeats 3] [--milvus-segments 2] [--milvus-scale 0.25]
+
 Writes bench/results/gateway-<time>-<commit>/ (RESULTS.md, runs.json, logs)."""
 
 import argparse
@@ -144,6 +151,78 @@ def load(endpoint, args):
         raise RuntimeError(f"load failed: {r.stderr[-2000:]}")
 
 
+def milvus(endpoint, phases, a, client_cpu):
+    cmd = [BENCH, "milvus", "--endpoint", endpoint, "--access-key", AK, "--secret-key", SK, "--json",
+           "--bucket", "milvus", "--phases", phases, "--segments", str(a.milvus_segments),
+           "--scale", str(a.milvus_scale), "--search-requests", str(a.milvus_search_requests)]
+    if client_cpu is not None:
+        cmd += ["--pin-cores", client_cpu]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"bale-bench milvus failed: {r.stderr[-2000:]}")
+    return {rep["name"]: rep for rep in json.loads(r.stdout)["reports"]}
+
+
+def main_milvus(a, out, work, commit, stamp, server_cpus, client_cpu):
+    """Milvus segment-load replay: SeaweedFS direct vs a gateway cold (empty) and warm."""
+    procs, runs = [], []
+    try:
+        weed = start_weed(work, None)
+        procs.append(weed)
+        log("building the Milvus bucket on SeaweedFS")
+        milvus(weed.endpoint, "build", a, None)
+        gw_args = ["--upstream", weed.endpoint, "--upstream-access-key", AK, "--upstream-secret-key", SK]
+        for rep in range(a.repeats):
+            gw = start_bale("gw", work, server_cpus, gw_args)  # fresh data dir: cold
+            try:
+                for tname, ep in [("seaweedfs", weed.endpoint), ("gw-cold", gw.endpoint),
+                                  ("gw-warm", gw.endpoint)]:
+                    r = milvus(ep, "load,search", a, client_cpu)
+                    seg = r["load segment"]
+                    search = next(v for k, v in r.items() if k.startswith("search"))
+                    row = {"target": tname, "repeat": rep,
+                           "load_wall_s": seg["extra"]["load_wall_s"],
+                           "load_mb_per_s": seg["extra"]["load_mb_per_s"],
+                           "search_p50_us": search["p50_us"], "search_p99_us": search["p99_us"],
+                           "search_req_per_s": search["req_per_s"],
+                           "errors": sum(v["errors"] for v in r.values())}
+                    runs.append(row)
+                    log(f"milvus {tname:10} load {row['load_wall_s']:.3f} s ({row['load_mb_per_s']:.0f} MB/s)  "
+                        f"search p50 {row['search_p50_us']:.0f} us p99 {row['search_p99_us']:.0f} us  "
+                        f"errors {row['errors']}")
+            finally:
+                gw.stop()
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        for f in os.listdir(work):
+            if f.endswith(".log"):
+                shutil.copy(os.path.join(work, f), out)
+        shutil.rmtree(work, ignore_errors=True)
+    with open(os.path.join(out, "runs.json"), "w") as f:
+        json.dump(runs, f, indent=1)
+    lines = [f"# Gateway, Milvus segment-load replay: `scripts/bench-gateway.py --milvus --repeats {a.repeats} "
+             f"--milvus-segments {a.milvus_segments} --milvus-scale {a.milvus_scale}`", "",
+             f"Commit {commit}, {stamp}. Medians over repeats. gw-cold: a gateway started empty; gw-warm: "
+             "the same gateway right after.", "",
+             "| target | runs | load wall s | load MB/s | search p50 µs | search p99 µs | search req/s | errors | load ÷ seaweedfs |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    med = {}
+    for t in ["seaweedfs", "gw-cold", "gw-warm"]:
+        rs = [r for r in runs if r["target"] == t]
+        med[t] = {k: statistics.median(r[k] for r in rs) for k in
+                  ["load_wall_s", "load_mb_per_s", "search_p50_us", "search_p99_us", "search_req_per_s"]}
+        m = med[t]
+        lines.append(f"| {t} | {len(rs)} | {m['load_wall_s']:.3f} | {m['load_mb_per_s']:.0f} | "
+                     f"{m['search_p50_us']:.0f} | {m['search_p99_us']:.0f} | {m['search_req_per_s']:.0f} | "
+                     f"{sum(r['errors'] for r in rs)} | {m['load_wall_s'] / med['seaweedfs']['load_wall_s']:.2f}× |")
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(out, "RESULTS.md"), "w") as f:
+        f.write(text)
+    print(text)
+    log(f"wrote {out}")
+
+
 def main():
     o = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     o.add_argument("--repeats", type=int, default=3)
@@ -152,6 +231,10 @@ def main():
     o.add_argument("--miss-count", type=int, default=20000, help="4 KiB objects for the miss runs")
     o.add_argument("--miss-requests", type=int, default=300)
     o.add_argument("--miss-block-kb", type=int, default=64)
+    o.add_argument("--milvus", action="store_true", help="run the Milvus segment-load replay instead")
+    o.add_argument("--milvus-segments", type=int, default=2)
+    o.add_argument("--milvus-scale", type=float, default=0.25)
+    o.add_argument("--milvus-search-requests", type=int, default=500)
     a = o.parse_args()
     ncpu = os.cpu_count() or 1
     server_cpus = "0" if ncpu >= 2 else None
@@ -159,9 +242,11 @@ def main():
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip() or "unknown"
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    out = os.path.join(ROOT, "bench", "results", f"gateway-{stamp}-{commit}")
+    out = os.path.join(ROOT, "bench", "results", f"gateway{'-milvus' if a.milvus else ''}-{stamp}-{commit}")
     os.makedirs(out, exist_ok=True)
     work = tempfile.mkdtemp(prefix="bench-gw-")
+    if a.milvus:
+        return main_milvus(a, out, work, commit, stamp, server_cpus, client_cpu)
     procs = []
     runs = []
     try:

@@ -18,6 +18,7 @@
 pub mod local;
 pub mod read;
 pub mod route;
+pub mod stream;
 pub mod upstream;
 pub mod warm;
 

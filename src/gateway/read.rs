@@ -29,6 +29,7 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 
 use super::local::{self, block_key, meta_from_headers};
+use super::stream;
 use super::upstream::{UpError, UpRequest, UpResponse};
 use super::{Gateway, Revalidate};
 use crate::s3::cond::{check_read, ReadConds};
@@ -133,6 +134,11 @@ fn last_modified_ms(h: &http::HeaderMap) -> u64 {
 /// What the owner core decided: serve the local entry, or answer from block entries.
 enum Prep {
     Local,
+    /// A whole-object miss served while it arrives (the fill runs on the owner core).
+    Stream {
+        m: Box<Manifest>,
+        body: StreamingBlob,
+    },
     Blocks {
         m: Box<Manifest>,
         served: Option<(u64, u64)>,
@@ -344,52 +350,187 @@ async fn ensure_blocks(
             forget_manifest(b, k);
             return Ok(Blocks::Changed);
         }
-        // Split the stream into blocks and store each as it completes.
-        let mut cur = idx;
-        let mut buf = BytesMut::new();
-        let block_len = |i: u64| ((i + 1) * bs).min(m.size) - i * bs;
-        let bmeta = ObjMeta {
-            etag: m.etag.clone(),
-            ..Default::default()
-        };
-        loop {
-            let chunk = resp.next_chunk().await.map_err(|e| unavailable(&e))?;
-            let done = chunk.is_none();
-            if let Some(c) = chunk {
-                buf.extend_from_slice(&c);
-            }
-            while cur <= end && buf.len() as u64 >= block_len(cur) {
-                let piece = buf.split_to(block_len(cur) as usize).freeze();
-                fetched.insert(cur, piece);
-                cur += 1;
-            }
-            if done {
-                break;
-            }
-        }
-        if cur <= end {
-            return Err(s3_error!(ServiceUnavailable, "upstream answer cut short"));
-        }
-        let pieces: Vec<(String, Bytes)> = (idx..=end)
-            .filter_map(|i| Some((block_key(k, &m.etag, bs, i), fetched.get(&i)?.clone())))
-            .collect();
-        let (shard2, ns, cap) = (shard.clone(), b.to_string(), gw.cfg.shard_capacity_bytes);
-        monoio::spawn(async move {
-            let _lead = lead;
-            for (key, piece) in pieces {
-                let n = piece.len() as u64;
-                if let Err(e) =
-                    local::store(&shard2, &ns, &key, vec![piece], n, &bmeta, Expect::Any, cap).await
-                {
-                    tracing::warn!(error = %format!("{e:#}"), "gateway: storing a block failed");
-                    return;
-                }
-            }
-        });
+        take_blocks(
+            shard, gw, b, k, m, idx, end, &mut resp, fetched, lead, false,
+        )
+        .await?;
         tracing::debug!(bucket = %b, blocks = end + 1 - idx, "gateway: filled blocks");
         idx = end + 1;
     }
     Ok(Blocks::Ready)
+}
+
+/// Reads the body of a ranged upstream answer that starts at block `idx` into `fetched`
+/// (split by block: `idx..=end`, the last one cut at the object's end) and stores those blocks
+/// in the background; `lead` (their flight) is held until they are committed, so a concurrent
+/// reader of the same blocks finds them local. A body shorter than the blocks is an error
+/// (nothing is stored).
+#[allow(clippy::too_many_arguments)]
+async fn take_blocks(
+    shard: &Rc<Shard>,
+    gw: &Gateway,
+    b: &str,
+    k: &str,
+    m: &Manifest,
+    idx: u64,
+    end: u64,
+    resp: &mut UpResponse,
+    fetched: &mut HashMap<u64, Bytes>,
+    lead: local::Lead,
+    publish: bool,
+) -> S3Result<()> {
+    let bs = gw.cfg.block_bytes;
+    let mut cur = idx;
+    let mut buf = BytesMut::new();
+    let block_len = |i: u64| ((i + 1) * bs).min(m.size) - i * bs;
+    let bmeta = ObjMeta {
+        etag: m.etag.clone(),
+        ..Default::default()
+    };
+    loop {
+        let chunk = resp.next_chunk().await.map_err(|e| unavailable(&e))?;
+        let done = chunk.is_none();
+        if let Some(c) = chunk {
+            buf.extend_from_slice(&c);
+        }
+        while cur <= end && buf.len() as u64 >= block_len(cur) {
+            let piece = buf.split_to(block_len(cur) as usize).freeze();
+            fetched.insert(cur, piece);
+            cur += 1;
+        }
+        if done {
+            break;
+        }
+    }
+    if cur <= end {
+        return Err(s3_error!(ServiceUnavailable, "upstream answer cut short"));
+    }
+    let pieces: Vec<(String, Bytes)> = (idx..=end)
+        .filter_map(|i| Some((block_key(k, &m.etag, bs, i), fetched.get(&i)?.clone())))
+        .collect();
+    let (shard2, ns, cap) = (shard.clone(), b.to_string(), gw.cfg.shard_capacity_bytes);
+    let manifest = publish.then(|| (k.to_string(), m.clone()));
+    monoio::spawn(async move {
+        let _lead = lead;
+        for (key, piece) in pieces {
+            let n = piece.len() as u64;
+            if let Err(e) =
+                local::store(&shard2, &ns, &key, vec![piece], n, &bmeta, Expect::Any, cap).await
+            {
+                tracing::warn!(error = %format!("{e:#}"), "gateway: storing a block failed");
+                return;
+            }
+        }
+        // Known only once its blocks are local: a reader that finds the manifest finds them
+        // (before, it waits on the object's flight, held until here).
+        if let Some((k, m)) = manifest {
+            MANIFESTS.with(|x| x.borrow_mut().insert((ns, k), m));
+        }
+    });
+    Ok(())
+}
+
+/// `bytes A-B/TOTAL` of a Content-Range.
+fn content_range(v: &str) -> Option<(u64, u64, u64)> {
+    let (ab, total) = v.strip_prefix("bytes ")?.split_once('/')?;
+    let (a, b) = ab.split_once('-')?;
+    Some((a.parse().ok()?, b.parse().ok()?, total.parse().ok()?))
+}
+
+/// A ranged miss of an object this core knows nothing of: instead of a HEAD and then a GET,
+/// one ranged GET of the aligned blocks `first_byte..=last_byte` touch (plus readahead); its
+/// answer gives the manifest (size from Content-Range, ETag, headers) and the blocks, which
+/// are stored in the background. `Ok(None)`: look again (another reader probed meanwhile, or
+/// the object was filled whole).
+async fn probe(
+    shard: &Rc<Shard>,
+    gw: &Arc<Gateway>,
+    b: &str,
+    k: &str,
+    first_byte: u64,
+    last_byte: u64,
+) -> S3Result<Option<(Manifest, HashMap<u64, Bytes>)>> {
+    let bs = gw.cfg.block_bytes;
+    let Ok(lead) = local::flight(format!("{b}\0{k}\0probe")).await else {
+        return Ok(None);
+    };
+    if manifest_of(b, k, gw).is_some() || shard.get(b, k).is_some() {
+        return Ok(None);
+    }
+    let (first, last) = (first_byte / bs, last_byte / bs + gw.cfg.readahead_blocks);
+    let req = UpRequest::new(http::Method::GET, Some(b), Some(k)).header(
+        "range",
+        format!("bytes={}-{}", first * bs, (last + 1) * bs - 1),
+    );
+    let mut resp = gw.up.send(req).await.map_err(|e| unavailable(&e))?;
+    if resp.status == http::StatusCode::OK {
+        // The upstream ignored the range: this is the whole object.
+        fill_whole(shard, gw, b, k, &mut resp).await?;
+        return Ok(None);
+    }
+    if resp.status != http::StatusCode::PARTIAL_CONTENT {
+        return Err(upstream_error(&mut resp).await);
+    }
+    let Some((from, to, size)) = resp.header("content-range").and_then(content_range) else {
+        return Err(s3_error!(
+            ServiceUnavailable,
+            "upstream 206 without a usable Content-Range"
+        ));
+    };
+    if from != first * bs || to < from || to >= size {
+        return Err(s3_error!(
+            ServiceUnavailable,
+            "upstream answered another range"
+        ));
+    }
+    let m = manifest_of_answer(&resp, size);
+    let mut fetched = HashMap::new();
+    if from == 0 && to + 1 == size && size <= bs {
+        // The whole object, which fits one block: kept whole (later reads take the fast path).
+        let body = resp
+            .collect(size as usize)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        if body.len() as u64 != size {
+            return Err(s3_error!(ServiceUnavailable, "upstream answer cut short"));
+        }
+        fetched.insert(0, body.clone());
+        let (shard2, ns, key, meta) = (shard.clone(), b.to_string(), k.to_string(), m.meta.clone());
+        let cap = gw.cfg.shard_capacity_bytes;
+        monoio::spawn(async move {
+            let _lead = lead;
+            let r = local::store(
+                &shard2,
+                &ns,
+                &key,
+                vec![body],
+                size,
+                &meta,
+                Expect::Absent,
+                cap,
+            );
+            if let Err(e) = r.await {
+                tracing::warn!(error = %format!("{e:#}"), "gateway: keeping a fill failed");
+            }
+        });
+        return Ok(Some((m, fetched)));
+    }
+    take_blocks(
+        shard,
+        gw,
+        b,
+        k,
+        &m,
+        first,
+        to / bs,
+        &mut resp,
+        &mut fetched,
+        lead,
+        true,
+    )
+    .await?;
+    tracing::debug!(bucket = %b, blocks = to / bs + 1 - first, "gateway: probed and filled blocks");
+    Ok(Some((m, fetched)))
 }
 
 /// Reads `[s, e)` of the object from its block entries; `None` if one went missing.
@@ -516,9 +657,75 @@ async fn prepare(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Result<Prep> {
                     body: Some(body),
                 });
             }
+            let announced = resp
+                .header("content-length")
+                .and_then(|v| v.parse::<u64>().ok());
+            if let (Some(len), true) = (announced, a.plain) {
+                // Big: served while it arrives and is stored (super::stream).
+                let m = manifest_of_answer(&resp, len);
+                check_read(&a.cond, &m.meta.view(), m.mtime_ms)?;
+                let meta = m
+                    .meta
+                    .encode()
+                    .map_err(|_| s3_error!(InternalError, "upstream metadata too large"))?;
+                let fill = stream::Fill {
+                    shard: shard.clone(),
+                    bucket: a.bucket.clone(),
+                    key: a.key.clone(),
+                    len_bytes: len,
+                    meta,
+                    capacity_bytes: gw.cfg.shard_capacity_bytes,
+                    client_timeout: gw.up.timeout,
+                };
+                let body = stream::start(fill, lead, resp).map_err(|e| {
+                    tracing::warn!(error = %format!("{e:#}"), "gateway: cannot start a fill");
+                    error::internal("starting a fill")
+                })?;
+                return Ok(Prep::Stream {
+                    m: Box::new(m),
+                    body,
+                });
+            }
             fill_whole(&shard, &gw, b, k, &mut resp).await?;
             drop(lead);
             continue;
+        }
+        // A ranged GET of an unknown object: one ranged GET learns it and fetches its blocks.
+        if let (
+            true,
+            Some(Range::Int {
+                first,
+                last: Some(last),
+            }),
+        ) = (a.want_body, a.range)
+        {
+            if last >= first
+                && last - first < MAX_BLOCK_RANGE_BYTES
+                && manifest_of(b, k, &gw).is_none()
+            {
+                let Some((m, fetched)) = probe(&shard, &gw, b, k, first, last).await? else {
+                    continue;
+                };
+                check_read(&a.cond, &m.meta.view(), m.mtime_ms)?;
+                let Some(r) = a
+                    .range
+                    .and_then(|r| r.check(m.size).ok())
+                    .filter(|r| r.start < r.end)
+                else {
+                    return Err(range_error(m.size));
+                };
+                let bs = gw.cfg.block_bytes;
+                if let Some(body) =
+                    read_blocks(&shard, bs, b, k, &m.etag, r.start, r.end, &fetched).await?
+                {
+                    return Ok(Prep::Blocks {
+                        m: Box::new(m),
+                        served: Some((r.start, r.end)),
+                        body: Some(body),
+                    });
+                }
+                continue;
+            }
         }
         // HEAD, or a ranged GET: what is the object?
         let m = head_manifest(&gw, b, k).await?;
@@ -687,6 +894,10 @@ impl S3 for GatewayS3 {
                     headers,
                 ))
             }
+            Prep::Stream { m, body } => {
+                let headers = block_headers(&m, None)?;
+                Ok(crate::s3::get::get_response(Some(body), headers))
+            }
         }
     }
 
@@ -701,6 +912,12 @@ impl S3 for GatewayS3 {
             .await?
         {
             Prep::Local => crate::s3::get::head_object(&self.inner, req).await,
+            Prep::Stream { m, .. } => {
+                // HEAD never fills; answered like block-served objects if it ever comes here.
+                let mut resp = S3Response::new(HeadObjectOutput::default());
+                resp.headers = block_headers(&m, None)?;
+                Ok(resp)
+            }
             Prep::Blocks { m, served, .. } => {
                 let headers = block_headers(&m, served)?;
                 let mut resp = S3Response::new(HeadObjectOutput::default());
@@ -712,4 +929,90 @@ impl S3 for GatewayS3 {
             }
         }
     }
+}
+
+// ---- fast-path hook: ranged hits of block entries ------------------------------------------
+
+/// What the owner core found for a ranged hit of a block entry: the answer's headers and
+/// body (empty for HEAD).
+type BlockHit = Option<(http::HeaderMap, Bytes)>;
+
+/// Fast-path hook (`src/fast.rs`, where a lookup found no local object in gateway mode): a
+/// GET or HEAD with a Range and no conditions, of an object this process reads by blocks
+/// (its manifest is known on the owner core and fresh), that falls within ONE block entry
+/// present locally, is answered here: one manifest lookup, one index lookup, one read, no
+/// s3s. `None`: not such a request; s3s (and `GatewayS3`) answers it as before.
+pub async fn fast_block_hit(
+    s3: &BaleS3,
+    bucket: &str,
+    key: &str,
+    range: Range,
+    is_head: bool,
+) -> Option<http::Response<s3s::Body>> {
+    let gw = super::get()?;
+    let id = s3.topo.shard_for(bucket, key);
+    let hit = match crate::router::local_shard(id) {
+        Some(shard) => block_hit_local(shard, gw, bucket, key, range, !is_head).await,
+        None => {
+            let (b, k, gw) = (bucket.to_string(), key.to_string(), gw.clone());
+            s3.shard(id)
+                .run(move |shard| async move {
+                    Ok(block_hit_local(shard, &gw, &b, &k, range, !is_head).await)
+                })
+                .await
+                .ok()?
+        }
+    };
+    let (headers, body) = hit?;
+    let mut resp = http::Response::new(if is_head {
+        s3s::Body::empty()
+    } else {
+        s3s::Body::from(body)
+    });
+    *resp.status_mut() = http::StatusCode::PARTIAL_CONTENT;
+    *resp.headers_mut() = headers;
+    Some(resp)
+}
+
+/// On the key's owner core: the block entry holding all of `range`, read.
+async fn block_hit_local(
+    shard: Rc<Shard>,
+    gw: &Gateway,
+    b: &str,
+    k: &str,
+    range: Range,
+    want_body: bool,
+) -> BlockHit {
+    let bs = gw.cfg.block_bytes;
+    let (headers, bk, from, len) = MANIFESTS.with(|x| {
+        let x = x.borrow();
+        let m = x.get(&(b.to_string(), k.to_string()))?;
+        if let Revalidate::TtlMs(ttl) = gw.cfg.revalidate {
+            if crate::s3::now_ms().saturating_sub(m.checked_ms) >= ttl {
+                return None;
+            }
+        }
+        let r = range.check(m.size).ok().filter(|r| r.start < r.end)?;
+        let idx = r.start / bs;
+        if m.size <= bs || idx != (r.end - 1) / bs {
+            return None;
+        }
+        let headers = block_headers(m, Some((r.start, r.end))).ok()?;
+        Some((
+            headers,
+            block_key(k, &m.etag, bs, idx),
+            r.start - idx * bs,
+            r.end - r.start,
+        ))
+    })?;
+    let o = shard.get(b, &bk)?;
+    if from + len > o.size {
+        return None;
+    }
+    let body = if want_body {
+        shard.read(&o, from, len).await.ok()?
+    } else {
+        Bytes::new()
+    };
+    Some((headers, body))
 }
