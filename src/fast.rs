@@ -383,7 +383,7 @@ pub(crate) async fn try_answer<H: Head>(
     };
     conditions(req, &mut r).ok()?;
     // Kept for the gateway's ranged block hits (a miss of the whole key).
-    let gw_range = r.range.clone();
+    let gw_range = r.range;
     let conditional = r.cond.if_match.is_some()
         || r.cond.if_none_match.is_some()
         || r.cond.if_modified_since.is_some()
@@ -412,8 +412,7 @@ pub(crate) async fn try_answer<H: Head>(
             // A ranged read of one local block entry is answered here; the rest goes to s3s.
             return match (gw_range, conditional) {
                 (Some(range), false) => {
-                    crate::gateway::read::fast_block_hit(&fp.s3, bucket, key, range, is_head)
-                        .await
+                    crate::gateway::read::fast_block_hit(&fp.s3, bucket, key, range, is_head).await
                 }
                 _ => None,
             };
