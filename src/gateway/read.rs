@@ -558,6 +558,7 @@ async fn read_blocks(
             let Some(o) = shard.get(b, &block_key(k, etag, bs, idx)) else {
                 return Ok(None);
             };
+            block_touched(&o);
             let be = bs0 + o.size;
             let (from, to) = (s.max(bs0) - bs0, e.min(be) - bs0);
             shard
@@ -937,6 +938,14 @@ impl S3 for GatewayS3 {
 /// body (empty for HEAD).
 type BlockHit = Option<(http::HeaderMap, Bytes)>;
 
+/// A block entry is being read: bump its S3-FIFO access counter as a whole-object hit does
+/// (`Gateway::stale`), so the blocks of a big object read by ranges are not evicted as cold.
+fn block_touched(o: &bale_io::Object) {
+    if super::get().is_some_and(|gw| gw.cfg.shard_capacity_bytes > 0) {
+        local::touched(o.seq, o.mtime_ms);
+    }
+}
+
 /// Fast-path hook (`src/fast.rs`, where a lookup found no local object in gateway mode): a
 /// GET or HEAD with a Range and no conditions, of an object this process reads by blocks
 /// (its manifest is known on the owner core and fresh), that falls within ONE block entry
@@ -1009,6 +1018,8 @@ async fn block_hit_local(
     if from + len > o.size {
         return None;
     }
+    crate::metrics::gateway_hit();
+    block_touched(&o);
     let body = if want_body {
         shard.read(&o, from, len).await.ok()?
     } else {

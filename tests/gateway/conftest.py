@@ -70,11 +70,14 @@ class Weed:
         data = os.path.join(self.dir, "data")
         os.makedirs(data, exist_ok=True)
         self.log = open(os.path.join(self.dir, "weed.log"), "ab")
+        # -volume.max: SeaweedFS grows 7 volumes per collection (one per test bucket); with 0
+        # it derives the limit from free disk / volume size, and a long session of buckets on
+        # a fuller disk runs out (PutObject then answers InternalError). Volumes are sparse.
         self.proc = subprocess.Popen(
             [weed_bin(), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
              f"-master.port={ports[0]}", f"-volume.port={ports[1]}", f"-filer.port={ports[2]}",
              "-filer", "-s3", f"-s3.port={self.port}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-             f"-s3.config={cfg}", "-volume.max=0", "-master.volumeSizeLimitMB=256"],
+             f"-s3.config={cfg}", "-volume.max=1000", "-master.volumeSizeLimitMB=256"],
             stdout=self.log, stderr=subprocess.STDOUT)
         c = client(self.endpoint, WEED_AK, WEED_SK)
         deadline = time.time() + 60
