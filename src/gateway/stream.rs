@@ -18,18 +18,14 @@
 //!   concurrent reader of the key waits and then hits the committed entry (or, after a
 //!   failure, fetches itself).
 
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bale_io::{Expect, PutWriter, Shard};
 use bytes::Bytes;
 use futures::channel::mpsc;
-use futures::{SinkExt, Stream};
+use futures::SinkExt;
 use s3s::dto::StreamingBlob;
-use s3s::stream::{ByteStream, RemainingLength};
-use s3s::StdError;
 
 use super::local::{self, Lead};
 use super::upstream::UpResponse;
@@ -44,45 +40,6 @@ const STREAM_CHANNEL_CHUNKS: usize = 3;
 pub const STREAM_WINDOW_BYTES: usize = (STREAM_CHANNEL_CHUNKS + 1) * STREAM_CHUNK_BYTES;
 
 type Item = Result<Bytes, std::io::Error>;
-
-/// The client's side: a body of exactly `remaining_bytes` (an error item cuts it).
-struct FillBody {
-    rx: mpsc::Receiver<Item>,
-    remaining_bytes: usize,
-}
-
-impl Stream for FillBody {
-    type Item = Result<Bytes, StdError>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match Pin::new(&mut self.rx).poll_next(cx) {
-            Poll::Ready(Some(Ok(b))) => {
-                self.remaining_bytes = self.remaining_bytes.saturating_sub(b.len());
-                Poll::Ready(Some(Ok(b)))
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-            Poll::Ready(None) if self.remaining_bytes > 0 => {
-                // The fill task ended without every byte: never end the body cleanly.
-                self.remaining_bytes = 0;
-                Poll::Ready(Some(Err(Box::new(std::io::Error::other(
-                    "gateway fill ended early",
-                )))))
-            }
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.remaining_bytes, Some(self.remaining_bytes))
-    }
-}
-
-impl ByteStream for FillBody {
-    fn remaining_length(&self) -> RemainingLength {
-        RemainingLength::new_exact(self.remaining_bytes)
-    }
-}
 
 /// What the fill stores: where, how long, with which metadata.
 pub struct Fill {
@@ -112,10 +69,7 @@ pub fn start(fill: Fill, lead: Lead, resp: UpResponse) -> anyhow::Result<Streami
         request_id,
         run(fill, lead, resp, w, tx),
     ));
-    Ok(StreamingBlob::new(FillBody {
-        rx,
-        remaining_bytes: len,
-    }))
+    Ok(crate::s3::body::channel_blob(rx, len))
 }
 
 /// Hands `c` to the client in pieces of at most STREAM_CHUNK_BYTES; false when the client is
@@ -139,7 +93,7 @@ async fn to_client(tx: &mut mpsc::Sender<Item>, c: &Bytes, timeout: Duration) ->
 /// Cuts the client's body (an error item; dropping the sender afterwards).
 fn cut(client: &mut Option<mpsc::Sender<Item>>, why: &str) {
     if let Some(mut tx) = client.take() {
-        // Room or not, the receiver sees the end without all bytes and errors (FillBody).
+        // Room or not, the receiver sees the end without all bytes and errors (`crate::s3::body::channel_blob`).
         let _ = tx.try_send(Err(std::io::Error::other(why.to_string())));
     }
 }

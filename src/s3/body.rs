@@ -19,7 +19,7 @@ use super::limits::READ_WINDOW_BYTES;
 /// Chunks in flight between the reader task and the connection (each up to READ_WINDOW_BYTES).
 const CHANNEL_CHUNKS: usize = 1;
 
-pub struct ChannelBody {
+struct ChannelBody {
     rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
     remaining_bytes: usize,
 }
@@ -34,6 +34,14 @@ impl Stream for ChannelBody {
                 Poll::Ready(Some(Ok(b)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(None) if self.remaining_bytes > 0 => {
+                // The producer ended without every byte: never end the body cleanly (the
+                // connection is cut, so a short body never looks like a complete answer).
+                self.remaining_bytes = 0;
+                Poll::Ready(Some(Err(Box::new(std::io::Error::other(
+                    "response body ended early",
+                )))))
+            }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
@@ -48,6 +56,18 @@ impl ByteStream for ChannelBody {
     fn remaining_length(&self) -> RemainingLength {
         RemainingLength::new_exact(self.remaining_bytes)
     }
+}
+
+/// A body of exactly `len_bytes` fed through `rx` by a producer task (an error item, or the
+/// channel closing early, cuts it).
+pub fn channel_blob(
+    rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    len_bytes: usize,
+) -> StreamingBlob {
+    StreamingBlob::new(ChannelBody {
+        rx,
+        remaining_bytes: len_bytes,
+    })
 }
 
 pub fn whole(b: Bytes) -> StreamingBlob {
@@ -74,8 +94,5 @@ pub fn stream(shard: Rc<Shard>, obj: Object, start: u64, end: u64) -> StreamingB
             off += n;
         }
     }));
-    StreamingBlob::new(ChannelBody {
-        rx,
-        remaining_bytes: len,
-    })
+    channel_blob(rx, len)
 }
