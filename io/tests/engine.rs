@@ -1315,3 +1315,47 @@ fn metadata_templates_round_trip() {
         shard.close().await.unwrap();
     });
 }
+
+/// A process killed after its first volume was created but before its first journal commit
+/// (a PUT streaming its body) leaves a volume and an empty journal. The directory started with
+/// an empty snapshot, so the next open is not mistaken for one whose snapshot was lost after a
+/// checkpoint emptied the journal (which must refuse): it opens, empty.
+#[test]
+fn killed_before_the_first_commit_reopens_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(!dir.path().join("index.snap").exists());
+    rt(async {
+        let shard = Shard::open(dir.path(), cfg()).await.unwrap();
+        assert!(dir.path().join("index.snap").exists(), "no first snapshot");
+        let body = gen(7, 1 << 20);
+        let mut w = shard.put("b", "never-committed", 2 << 20).unwrap();
+        w.write(Bytes::from(body)).await.unwrap();
+        // Dropped unfinished, then the shard without a checkpoint: nothing reaches the
+        // journal, as when the process is killed here.
+        drop(w);
+        drop(shard);
+    });
+    assert!(
+        !volume_files(dir.path()).is_empty(),
+        "the PUT created no volume"
+    );
+    let journal_bytes = std::fs::metadata(dir.path().join("journal.log"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert_eq!(journal_bytes, 0, "something was committed");
+    rt(async {
+        let shard = Shard::open(dir.path(), cfg()).await.unwrap();
+        assert_eq!(shard.stats().objects, 0);
+        assert!(shard.get("b", "never-committed").is_none());
+    });
+    // A snapshot lost after that (the journal still empty, volumes present) is still refused.
+    std::fs::remove_file(dir.path().join("index.snap")).unwrap();
+    std::fs::write(dir.path().join("vol-00000099.dat"), vec![0u8; 4096]).unwrap();
+    rt(async {
+        match Shard::open(dir.path(), cfg()).await {
+            Err(Error::Corrupt { context }) => assert!(context.contains("refusing to start")),
+            Err(e) => panic!("unexpected error: {e}"),
+            Ok(_) => panic!("opened volumes with neither snapshot nor journal"),
+        }
+    });
+}

@@ -28,6 +28,7 @@ pub(super) async fn open(dir: &Path, cfg: EngineConfig) -> Result<Rc<Shard>> {
         .map_err(|e| Error::io(format!("create dir {}", dir.display()), e))?;
     let lock = lock_dir(dir)?;
     remove_unfinished_snapshot(dir);
+    start_fresh_directory(dir)?;
     let vols = scan_volumes(dir)?;
     let jpath = dir.join(JOURNAL_FILE);
     let (jfile, jimage) = open_journal(&jpath)?;
@@ -160,6 +161,45 @@ fn remove_unfinished_snapshot(dir: &Path) {
             tracing::warn!(path = %tmp.display(), error = %e, "removing an unfinished snapshot failed");
         }
     }
+}
+
+/// A new shard directory (no journal, no snapshot, no volume) gets an empty snapshot before
+/// anything else, made durable. Without it, a process killed between creating its first
+/// volume and its first journal commit would leave volumes, an empty journal and no
+/// snapshot: the same files as a directory whose snapshot was lost after a checkpoint
+/// emptied the journal, which `load_snapshot` must refuse. With it, a missing snapshot
+/// always means a lost one.
+fn start_fresh_directory(dir: &Path) -> Result<()> {
+    let mut fresh = true;
+    let rd =
+        std::fs::read_dir(dir).map_err(|e| Error::io(format!("read dir {}", dir.display()), e))?;
+    for ent in rd {
+        let ent = ent.map_err(|e| Error::io(format!("read dir {}", dir.display()), e))?;
+        let name = ent.file_name();
+        let name = name.to_string_lossy();
+        if name == JOURNAL_FILE || name == SNAP_FILE || name.starts_with("vol-") {
+            fresh = false;
+            break;
+        }
+    }
+    if !fresh {
+        return Ok(());
+    }
+    let mut img = Vec::with_capacity(format::SNAPSHOT_EMPTY_BYTES as usize);
+    format::encode_snapshot_header(&mut img, 1, 0, 0);
+    let crc = crc32c::crc32c(&img);
+    img.extend_from_slice(&crc.to_le_bytes());
+    debug_assert_eq!(img.len() as u64, format::SNAPSHOT_EMPTY_BYTES);
+    let (tmp, fin) = (dir.join(SNAP_TMP_FILE), dir.join(SNAP_FILE));
+    let write = || -> std::io::Result<()> {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&img)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &fin)
+    };
+    write().map_err(|e| Error::io(format!("write the first snapshot {}", fin.display()), e))?;
+    fsync_dir(dir)
 }
 
 /// Every `vol-*.dat` of the directory, opened, sealed, with no records known yet.
