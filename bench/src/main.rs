@@ -446,6 +446,7 @@ fn cmd_load(a: LoadArgs) -> i32 {
         .rate
         .map(|r| Duration::from_secs_f64(a.concurrency.max(1) as f64 / r.max(1e-3)));
     let mut hist = Hist::new();
+    let mut el = Duration::ZERO;
     std::thread::scope(|s| {
         let progress = s.spawn(|| {
             let mut last = Instant::now();
@@ -516,10 +517,12 @@ fn cmd_load(a: LoadArgs) -> i32 {
         for hd in handles {
             hist.merge(&hd.join().unwrap());
         }
+        // The clock stops when the last PUT is answered, not when the progress thread's
+        // 100 ms sleep ends (that sleep dominated the rate of short runs).
+        el = t0.elapsed();
         finished.store(true, Ordering::Relaxed);
         progress.join().unwrap();
     });
-    let el = t0.elapsed();
     let sizes_s: Vec<String> = sizes.iter().map(|&s| fmt_size(s)).collect();
     let mut r = hist.report(&format!("put {}", sizes_s.join(",")), el);
     r.errors = errors.count();
