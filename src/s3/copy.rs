@@ -6,7 +6,8 @@ use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
 use super::cond::ReadConds;
 use super::cond::{resolve_cond, write_cond};
-use super::error::{self, no_such_bucket};
+use super::dto::copy_source_conds;
+use super::error;
 use super::get::{lookup, ReadReq};
 use super::ingest::{check_user_meta, hex};
 use super::limits::{MAX_PUT_BYTES, READ_WINDOW_BYTES};
@@ -123,10 +124,7 @@ pub async fn copy_object(
 ) -> S3Result<S3Response<CopyObjectOutput>> {
     let i = req.input;
     check_key(&i.key)?;
-    let _writing = s
-        .buckets
-        .write_guard(&i.bucket)
-        .ok_or_else(|| no_such_bucket(&i.bucket))?;
+    let _writing = s.writing(&i.bucket)?;
     let replace = match i.metadata_directive.as_ref().map(|d| d.as_str()) {
         None | Some("COPY") => false,
         Some("REPLACE") => true,
@@ -137,17 +135,7 @@ pub async fn copy_object(
             ))
         }
     };
-    let src = resolve_source(
-        s,
-        &i.copy_source,
-        SourceConds {
-            if_match: i.copy_source_if_match,
-            if_none_match: i.copy_source_if_none_match,
-            if_modified_since: i.copy_source_if_modified_since,
-            if_unmodified_since: i.copy_source_if_unmodified_since,
-        },
-    )
-    .await?;
+    let src = resolve_source(s, &i.copy_source, copy_source_conds!(i)).await?;
     if src.bucket == i.bucket && src.key == i.key && !replace {
         return Err(s3_error!(
             InvalidRequest,

@@ -7,6 +7,7 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 use super::cond::{check_read, ReadConds};
+use super::dto::{read_req, response_overrides};
 use super::error::{self, no_such_key};
 use super::headers::{checksum_mode_enabled, object_headers, Obj, Overrides};
 use super::limits::SINGLE_READ_BYTES;
@@ -265,33 +266,9 @@ pub async fn get_object(
     req: S3Request<GetObjectInput>,
 ) -> S3Result<S3Response<GetObjectOutput>> {
     let i = req.input;
-    check_overrides([
-        i.response_content_type.as_ref(),
-        i.response_content_encoding.as_ref(),
-        i.response_content_language.as_ref(),
-        i.response_content_disposition.as_ref(),
-        i.response_cache_control.as_ref(),
-    ])?;
-    let r = ReadReq {
-        cond: ReadConds {
-            if_match: i.if_match,
-            if_none_match: i.if_none_match,
-            if_modified_since: i.if_modified_since,
-            if_unmodified_since: i.if_unmodified_since,
-        },
-        range: i.range,
-        part_number: i.part_number,
-        want_body: true,
-    };
+    let o = response_overrides!(i);
+    let r = read_req!(i, want_body: true);
     let mut f = lookup(s, &i.bucket, &i.key, r).await?;
-    let o = Overrides {
-        content_type: i.response_content_type.as_deref(),
-        content_encoding: i.response_content_encoding.as_deref(),
-        content_language: i.response_content_language.as_deref(),
-        content_disposition: i.response_content_disposition.as_deref(),
-        cache_control: i.response_cache_control.as_deref(),
-        expires: i.response_expires.as_ref(),
-    };
     let headers = headers_of(&f, i.checksum_mode.as_ref(), i.part_number.is_some(), &o)?;
     // Only what s3s needs besides the headers: the body, and Content-Range (s3s answers 206
     // when it is set). Every header comes from `headers::object_headers`.
@@ -322,33 +299,9 @@ pub async fn head_object(
     req: S3Request<HeadObjectInput>,
 ) -> S3Result<S3Response<HeadObjectOutput>> {
     let i = req.input;
-    check_overrides([
-        i.response_content_type.as_ref(),
-        i.response_content_encoding.as_ref(),
-        i.response_content_language.as_ref(),
-        i.response_content_disposition.as_ref(),
-        i.response_cache_control.as_ref(),
-    ])?;
-    let r = ReadReq {
-        cond: ReadConds {
-            if_match: i.if_match,
-            if_none_match: i.if_none_match,
-            if_modified_since: i.if_modified_since,
-            if_unmodified_since: i.if_unmodified_since,
-        },
-        range: i.range,
-        part_number: i.part_number,
-        want_body: false,
-    };
+    let o = response_overrides!(i);
+    let r = read_req!(i, want_body: false);
     let f = lookup(s, &i.bucket, &i.key, r).await?;
-    let o = Overrides {
-        content_type: i.response_content_type.as_deref(),
-        content_encoding: i.response_content_encoding.as_deref(),
-        content_language: i.response_content_language.as_deref(),
-        content_disposition: i.response_content_disposition.as_deref(),
-        cache_control: i.response_cache_control.as_deref(),
-        expires: i.response_expires.as_ref(),
-    };
     let headers = headers_of(&f, i.checksum_mode.as_ref(), i.part_number.is_some(), &o)?;
     // s3s 0.14.1 ignores this status for HeadObject; `crate::http` sets the 206 from the
     // Content-Range header instead.
@@ -375,7 +328,7 @@ fn headers_of(
 }
 
 /// `response-*` overrides become response headers: refuse values a header cannot carry.
-fn check_overrides(vals: [Option<&String>; 5]) -> S3Result<()> {
+pub(crate) fn check_overrides(vals: [Option<&String>; 5]) -> S3Result<()> {
     for v in vals.into_iter().flatten() {
         if http::HeaderValue::from_str(v).is_err() {
             return Err(s3_error!(

@@ -6,6 +6,7 @@ pub mod bucket;
 pub mod cond;
 pub mod copy;
 pub mod delete;
+mod dto;
 pub mod error;
 pub mod get;
 pub mod headers;
@@ -97,6 +98,13 @@ impl OnShard<'_> {
 }
 
 impl BaleS3 {
+    /// Holds `bucket` open for a write (a DeleteBucket waits it out), or NoSuchBucket.
+    pub fn writing(&self, bucket: &str) -> S3Result<crate::buckets::WriteGuard> {
+        self.buckets
+            .write_guard(bucket)
+            .ok_or_else(|| error::no_such_bucket(bucket))
+    }
+
     /// The shard that owns `key` in `bucket`. Computed at once, so the closure handed to
     /// `run` may move the strings this borrowed.
     pub fn shard_of(&self, bucket: &str, key: &str) -> OnShard<'_> {

@@ -18,8 +18,9 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result};
 
 use super::cond::{resolve_cond, write_cond};
-use super::copy::{copy_range, resolve_source, SourceConds};
-use super::error::{self, no_such_bucket};
+use super::copy::{copy_range, resolve_source};
+use super::dto::{checksum_values, copy_source_conds};
+use super::error;
 use super::ingest::{body_checks, check_user_meta, hex, ingest};
 use super::limits::{MAX_PART_NUMBER, MIN_PART_BYTES};
 use super::meta::ObjMeta;
@@ -90,10 +91,7 @@ pub async fn create(
 ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
     let i = req.input;
     check_key(&i.key)?;
-    let _writing = s
-        .buckets
-        .write_guard(&i.bucket)
-        .ok_or_else(|| no_such_bucket(&i.bucket))?;
+    let _writing = s.writing(&i.bucket)?;
     let mut meta = ObjMeta::from_request(
         &req.headers,
         i.content_type.as_ref(),
@@ -140,10 +138,7 @@ pub async fn upload_part(
     let i = req.input;
     check_part_number(i.part_number)?;
     check_upload_id(&i.upload_id)?;
-    let _writing = s
-        .buckets
-        .write_guard(&i.bucket)
-        .ok_or_else(|| no_such_bucket(&i.bucket))?;
+    let _writing = s.writing(&i.bucket)?;
     if req.extensions.get::<super::UnknownLength>().is_some() {
         // Only PutObject spools a body of unknown length; a part needs its length.
         return Err(s3_error!(
@@ -155,13 +150,7 @@ pub async fn upload_part(
         &req.headers,
         i.content_length,
         i.content_md5.as_deref(),
-        [
-            i.checksum_crc32.as_ref(),
-            i.checksum_crc32c.as_ref(),
-            i.checksum_crc64nvme.as_ref(),
-            i.checksum_sha1.as_ref(),
-            i.checksum_sha256.as_ref(),
-        ],
+        checksum_values!(i),
         i.checksum_algorithm.as_ref().map(|a| a.as_str()),
         req.trailing_headers,
         false,
@@ -240,21 +229,8 @@ pub async fn upload_part_copy(
     let i = req.input;
     check_part_number(i.part_number)?;
     check_upload_id(&i.upload_id)?;
-    let _writing = s
-        .buckets
-        .write_guard(&i.bucket)
-        .ok_or_else(|| no_such_bucket(&i.bucket))?;
-    let src = resolve_source(
-        s,
-        &i.copy_source,
-        SourceConds {
-            if_match: i.copy_source_if_match,
-            if_none_match: i.copy_source_if_none_match,
-            if_modified_since: i.copy_source_if_modified_since,
-            if_unmodified_since: i.copy_source_if_unmodified_since,
-        },
-    )
-    .await?;
+    let _writing = s.writing(&i.bucket)?;
+    let src = resolve_source(s, &i.copy_source, copy_source_conds!(i)).await?;
     let (start, end) = match &i.copy_source_range {
         Some(r) => parse_copy_range(r, src.size)?,
         None => (0, src.size),
@@ -410,10 +386,7 @@ pub async fn complete(
 ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
     let i = req.input;
     check_upload_id(&i.upload_id)?;
-    let _writing = s
-        .buckets
-        .write_guard(&i.bucket)
-        .ok_or_else(|| no_such_bucket(&i.bucket))?;
+    let _writing = s.writing(&i.bucket)?;
     let parts = i.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
     if parts.is_empty() {
         return Err(s3_error!(

@@ -12,7 +12,8 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result};
 
 use super::cond::{resolve_cond, write_cond, WriteCond};
-use super::error::{self, no_such_bucket};
+use super::dto::checksum_values;
+use super::error;
 use super::ingest::{body_checks, check_user_meta, hex, ingest, BodyChecks, Hashing, Ingested};
 use super::meta::ObjMeta;
 use super::{check_key, BaleS3};
@@ -122,22 +123,13 @@ pub async fn put_object(
 ) -> S3Result<S3Response<PutObjectOutput>> {
     let i = req.input;
     check_key(&i.key)?;
-    let _writing = s
-        .buckets
-        .write_guard(&i.bucket)
-        .ok_or_else(|| no_such_bucket(&i.bucket))?;
+    let _writing = s.writing(&i.bucket)?;
     let unknown_length = req.extensions.get::<super::UnknownLength>().is_some();
     let checks = body_checks(
         &req.headers,
         i.content_length,
         i.content_md5.as_deref(),
-        [
-            i.checksum_crc32.as_ref(),
-            i.checksum_crc32c.as_ref(),
-            i.checksum_crc64nvme.as_ref(),
-            i.checksum_sha1.as_ref(),
-            i.checksum_sha256.as_ref(),
-        ],
+        checksum_values!(i),
         i.checksum_algorithm.as_ref().map(|a| a.as_str()),
         req.trailing_headers,
         unknown_length,
