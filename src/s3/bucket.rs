@@ -3,6 +3,7 @@
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
+use super::dto::private_acl_only;
 use super::error::{self, no_such_bucket};
 use super::{now_ms, owner, timestamp_ms, BaleS3};
 use crate::buckets::{valid_bucket_name, CreateOutcome, DeleteBlocked};
@@ -204,7 +205,7 @@ fn owner_only_grants() -> Grants {
     }]
 }
 
-fn acl_not_implemented() -> s3s::S3Error {
+pub(crate) fn acl_not_implemented() -> s3s::S3Error {
     s3_error!(
         NotImplemented,
         "Only the canned ACL 'private' (the owner has FULL_CONTROL) is supported"
@@ -213,7 +214,7 @@ fn acl_not_implemented() -> s3s::S3Error {
 
 /// A PutObjectAcl / PutBucketAcl that sets nothing but "the owner has FULL_CONTROL": the
 /// canned ACL `private`, nothing at all, or a policy granting exactly that.
-fn is_private_acl(
+pub(crate) fn is_private_acl(
     canned: Option<&str>,
     grant_headers: [Option<&String>; 5],
     policy: Option<&AccessControlPolicy>,
@@ -267,19 +268,7 @@ pub async fn put_object_acl(
 ) -> S3Result<S3Response<PutObjectAclOutput>> {
     let i = req.input;
     object_exists(s, &i.bucket, &i.key).await?;
-    if !is_private_acl(
-        i.acl.as_ref().map(|a| a.as_str()),
-        [
-            i.grant_full_control.as_ref(),
-            i.grant_read.as_ref(),
-            i.grant_read_acp.as_ref(),
-            i.grant_write.as_ref(),
-            i.grant_write_acp.as_ref(),
-        ],
-        i.access_control_policy.as_ref(),
-    ) {
-        return Err(acl_not_implemented());
-    }
+    private_acl_only!(i);
     Ok(S3Response::new(PutObjectAclOutput::default()))
 }
 
@@ -300,19 +289,7 @@ pub async fn put_bucket_acl(
 ) -> S3Result<S3Response<PutBucketAclOutput>> {
     let i = req.input;
     s.bucket_exists(&i.bucket)?;
-    if !is_private_acl(
-        i.acl.as_ref().map(|a| a.as_str()),
-        [
-            i.grant_full_control.as_ref(),
-            i.grant_read.as_ref(),
-            i.grant_read_acp.as_ref(),
-            i.grant_write.as_ref(),
-            i.grant_write_acp.as_ref(),
-        ],
-        i.access_control_policy.as_ref(),
-    ) {
-        return Err(acl_not_implemented());
-    }
+    private_acl_only!(i);
     Ok(S3Response::new(PutBucketAclOutput::default()))
 }
 

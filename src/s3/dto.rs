@@ -67,4 +67,26 @@ macro_rules! response_overrides {
     }};
 }
 
-pub(crate) use {checksum_values, copy_source_conds, read_req, response_overrides};
+/// A PutObjectAcl's or PutBucketAcl's body and headers: only the private canned ACL (or the
+/// owner-only grant it equals) is taken; anything else returns NotImplemented.
+macro_rules! private_acl_only {
+    ($i:expr) => {
+        if !$crate::s3::bucket::is_private_acl(
+            $i.acl.as_ref().map(|a| a.as_str()),
+            [
+                $i.grant_full_control.as_ref(),
+                $i.grant_read.as_ref(),
+                $i.grant_read_acp.as_ref(),
+                $i.grant_write.as_ref(),
+                $i.grant_write_acp.as_ref(),
+            ],
+            $i.access_control_policy.as_ref(),
+        ) {
+            return Err($crate::s3::bucket::acl_not_implemented());
+        }
+    };
+}
+
+pub(crate) use {
+    checksum_values, copy_source_conds, private_acl_only, read_req, response_overrides,
+};

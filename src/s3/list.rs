@@ -44,6 +44,14 @@ pub async fn list_ns(
     delimiter: Option<&str>,
     limit: usize,
 ) -> S3Result<Page> {
+    if limit == 0 {
+        // max-keys=0: an empty, untruncated page, without asking any shard.
+        return Ok(Page {
+            entries: Vec::new(),
+            truncated: false,
+            next_after: None,
+        });
+    }
     let delimiter = delimiter.filter(|d| !d.is_empty()).map(str::to_string);
     // A marker that is itself a collapsed prefix (V1 NextMarker) skips that whole subtree.
     let skip_subtree;
@@ -210,23 +218,15 @@ pub async fn list_objects_v2(
         (Some(t), Some(sa)) => Some(t.max(sa)),
         (t, sa) => t.or(sa),
     };
-    let page = if limit == 0 {
-        Page {
-            entries: Vec::new(),
-            truncated: false,
-            next_after: None,
-        }
-    } else {
-        list_ns(
-            s,
-            &i.bucket,
-            &prefix,
-            after.as_deref(),
-            i.delimiter.as_deref(),
-            limit,
-        )
-        .await?
-    };
+    let page = list_ns(
+        s,
+        &i.bucket,
+        &prefix,
+        after.as_deref(),
+        i.delimiter.as_deref(),
+        limit,
+    )
+    .await?;
     let key_count = page.entries.len() as i32;
     let (mut objs, prefixes) = split(page.entries, url);
     if i.fetch_owner == Some(true) {
@@ -263,23 +263,15 @@ pub async fn list_objects_v1(
     let limit = max_keys(i.max_keys)?;
     let prefix = i.prefix.clone().unwrap_or_default();
     let after = i.marker.clone().filter(|m| !m.is_empty());
-    let page = if limit == 0 {
-        Page {
-            entries: Vec::new(),
-            truncated: false,
-            next_after: None,
-        }
-    } else {
-        list_ns(
-            s,
-            &i.bucket,
-            &prefix,
-            after.as_deref(),
-            i.delimiter.as_deref(),
-            limit,
-        )
-        .await?
-    };
+    let page = list_ns(
+        s,
+        &i.bucket,
+        &prefix,
+        after.as_deref(),
+        i.delimiter.as_deref(),
+        limit,
+    )
+    .await?;
     // V1's NextMarker is the last key or prefix returned (only sent with a delimiter, as S3).
     let delimiter = i.delimiter.clone().filter(|d| !d.is_empty());
     let next_marker = if page.truncated && delimiter.is_some() {
