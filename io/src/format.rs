@@ -802,7 +802,8 @@ impl SnapshotEncoder {
         w.varint(seq);
         let (pre, suf) = meta_shared(&self.meta, meta);
         let mid = &meta[pre..meta.len() - suf];
-        let packed = !mid.is_empty() && mid.len() % 2 == 0 && mid.iter().all(|c| is_hex_digit(*c));
+        let packed =
+            !mid.is_empty() && mid.len().is_multiple_of(2) && mid.iter().all(|c| is_hex_digit(*c));
         w.varint(pre as u64);
         w.varint(suf as u64);
         w.varint((mid.len() as u64) << 1 | u64::from(packed));
@@ -857,7 +858,7 @@ fn meta_shared(prev: &[u8], meta: &[u8]) -> (usize, usize) {
         .min(most - pre)
         .min(SNAPSHOT_META_SHARED_MAX_BYTES - pre);
     let mid = &meta[pre..meta.len() - suf];
-    if mid.len() % 2 == 1 && mid.iter().all(|c| is_hex_digit(*c)) {
+    if !mid.len().is_multiple_of(2) && mid.iter().all(|c| is_hex_digit(*c)) {
         if pre > 0 && is_hex_digit(meta[pre - 1]) {
             return (pre - 1, suf);
         }
@@ -998,7 +999,7 @@ fn decode_snapshot_object_v3(d: &mut Dec<'_>, prev: Option<&SnapObject>) -> Opti
     let (mid_len, packed) = (usize::try_from(mid >> 1).ok()?, mid & 1 == 1);
     if pre.checked_add(suf)? > prev_meta.len().min(SNAPSHOT_META_SHARED_MAX_BYTES)
         || mid_len > u32::MAX as usize
-        || (packed && (mid_len == 0 || mid_len % 2 == 1))
+        || (packed && (mid_len == 0 || !mid_len.is_multiple_of(2)))
     {
         return None;
     }
