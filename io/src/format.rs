@@ -22,9 +22,12 @@ pub const JOURNAL_VERSION: u8 = 2;
 pub const JOURNAL_VERSION_ALIGNED: u8 = 1;
 /// Snapshot magic: bytes "BALS".
 pub const SNAPSHOT_MAGIC: u32 = u32::from_le_bytes(*b"BALS");
-/// Snapshot format version written. Version 2: extents may name packed (unaligned) records;
-/// the layout is that of version 1, which is still read.
-pub const SNAPSHOT_VERSION: u32 = 2;
+/// Snapshot format version written. Version 3: objects front-coded against the previous one
+/// (namespace once per run, key's shared prefix, metadata's shared ends and hex-packed middle)
+/// with variable-length integers (ADR 23). Versions 2 and 1 are still read.
+pub const SNAPSHOT_VERSION: u32 = 3;
+/// The snapshot version of format 2 (packed records; fixed-width layout of version 1).
+pub const SNAPSHOT_VERSION_PACKED: u32 = 2;
 /// The snapshot version of data directories written before packed records (still read).
 pub const SNAPSHOT_VERSION_ALIGNED: u32 = 1;
 /// Packed records start at multiples of this many bytes, and their spans are multiples of it.
@@ -261,6 +264,14 @@ impl Enc<'_> {
         self.u32(b.len() as u32);
         self.0.extend_from_slice(b);
     }
+    /// LEB128: seven bits a byte, low first, the high bit set on all but the last.
+    pub fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.0.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        self.0.push(v as u8);
+    }
     pub fn extent(&mut self, e: &ExtentRec) {
         self.u32(e.volume_id);
         self.u64(e.record_offset);
@@ -302,6 +313,25 @@ impl<'a> Dec<'a> {
     }
     pub fn u64(&mut self) -> Option<u64> {
         Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    /// A LEB128 `u64` in its shortest form (a longer one, or one past 64 bits, fails).
+    pub fn varint(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let b = self.u8()?;
+            let bits = u64::from(b & 0x7f);
+            if i == 9 && b > 1 {
+                return None;
+            }
+            v |= bits << (7 * i);
+            if b & 0x80 == 0 {
+                if i > 0 && b == 0 {
+                    return None;
+                }
+                return Some(v);
+            }
+        }
+        None
     }
     pub fn str16(&mut self) -> Option<String> {
         let n = self.u16()? as usize;
@@ -634,8 +664,9 @@ pub fn encode_snapshot_header(out: &mut Vec<u8>, next_seq: u64, applied_lsn: u64
 /// n_objects) and the trailing CRC.
 pub const SNAPSHOT_EMPTY_BYTES: u64 = 4 + 4 + 8 + 8 + 8 + 4;
 
-/// Bytes `encode_snapshot_object` writes for one object whose extents hold `crc_counts` CRCs.
-pub fn snapshot_object_bytes(
+/// Bytes of the fixed-width (version 1 and 2) encoding of one object whose extents hold
+/// `crc_counts` CRCs.
+pub fn snapshot_object_bytes_v2(
     ns_len: usize,
     key_len: usize,
     meta_len: usize,
@@ -647,9 +678,38 @@ pub fn snapshot_object_bytes(
     (MIN_SNAPSHOT_OBJECT_BYTES + ns_len + key_len + meta_len) as u64 + extents
 }
 
-/// One snapshot object record.
+/// Most bytes a version-3 object takes beyond its fixed-width encoding: flags (1), key varints
+/// (3 + 3 instead of a u16), size, mtime and seq varints (3 × 10 instead of 3 × 8), metadata
+/// varints (2 + 2 + 5 instead of a u32), the extent count (5 instead of 4).
+const SNAPSHOT_V3_OBJECT_SLACK_BYTES: u64 = 1 + 4 + 6 + 5 + 1;
+/// Most bytes a version-3 extent takes beyond its fixed-width encoding: volume (5), record
+/// offset, header, length, tail (4 × 10) and block size (5) varints instead of 44 bytes, no
+/// CRC count.
+const SNAPSHOT_V3_EXTENT_SLACK_BYTES: u64 = 5 + 40 + 5 - 44;
+
+/// Most bytes `SnapshotEncoder::object` writes for one object whose extents hold `crc_counts`
+/// CRCs, whatever the object before it (front coding only ever saves): what the index accounts
+/// for the snapshot (disk headroom), an upper bound of the file's size.
+pub fn snapshot_object_bytes(
+    ns_len: usize,
+    key_len: usize,
+    meta_len: usize,
+    crc_counts: impl Iterator<Item = usize>,
+) -> u64 {
+    let mut extents = 0u64;
+    let v2 = snapshot_object_bytes_v2(
+        ns_len,
+        key_len,
+        meta_len,
+        crc_counts.inspect(|_| extents += 1),
+    );
+    v2 + SNAPSHOT_V3_OBJECT_SLACK_BYTES + extents * SNAPSHOT_V3_EXTENT_SLACK_BYTES
+}
+
+/// One snapshot object record of the fixed-width layout (versions 1 and 2: read, and written
+/// by tests and tools that make old images).
 #[allow(clippy::too_many_arguments)]
-pub fn encode_snapshot_object(
+pub fn encode_snapshot_object_v2(
     out: &mut Vec<u8>,
     ns: &str,
     key: &str,
@@ -672,7 +732,145 @@ pub fn encode_snapshot_object(
     }
 }
 
+/// Object flag of version 3: a namespace (str16) follows; otherwise the object is in the
+/// previous object's namespace.
+const SNAP_NEW_NS: u8 = 1;
+/// Most bytes of a version-3 object's metadata taken from the previous object's (shared start
+/// plus shared end): bounds what a small input can make the decoder build.
+pub const SNAPSHOT_META_SHARED_MAX_BYTES: usize = 255;
+
+/// Smallest version-3 object: flags, key shared and suffix lengths, size, mtime_ms, seq,
+/// metadata shared start, shared end and middle, extent count (one byte each).
+pub const MIN_SNAPSHOT_V3_OBJECT_BYTES: usize = 10;
+/// Smallest version-3 extent (no CRCs): volume, record offset, header, length, tail, block
+/// size (one byte each).
+pub const MIN_SNAPSHOT_V3_EXTENT_BYTES: usize = 6;
+
+fn is_hex_digit(c: u8) -> bool {
+    c.is_ascii_digit() || (b'a'..=b'f').contains(&c)
+}
+
+fn hex_value(c: u8) -> u8 {
+    if c.is_ascii_digit() {
+        c - b'0'
+    } else {
+        c - b'a' + 10
+    }
+}
+
+/// Writes version-3 snapshot objects, each front-coded against the one before it (see
+/// io/FORMAT.md, "Snapshot"). One encoder per snapshot, objects in order.
+#[derive(Default)]
+pub struct SnapshotEncoder {
+    ns: Option<String>,
+    key: Vec<u8>,
+    meta: Vec<u8>,
+}
+
+impl SnapshotEncoder {
+    /// One object, after the previous one.
+    #[allow(clippy::too_many_arguments)]
+    pub fn object(
+        &mut self,
+        out: &mut Vec<u8>,
+        ns: &str,
+        key: &str,
+        size: u64,
+        mtime_ms: u64,
+        seq: u64,
+        meta: &[u8],
+        extents: &[ExtentRec],
+    ) {
+        let mut w = Enc(out);
+        let key = key.as_bytes();
+        let shared = if self.ns.as_deref() == Some(ns) {
+            w.u8(0);
+            common_prefix(&self.key, key)
+        } else {
+            w.u8(SNAP_NEW_NS);
+            w.str16(ns);
+            self.ns = Some(ns.to_string());
+            0
+        };
+        w.varint(shared as u64);
+        w.varint((key.len() - shared) as u64);
+        w.0.extend_from_slice(&key[shared..]);
+        self.key.clear();
+        self.key.extend_from_slice(key);
+        w.varint(size);
+        w.varint(mtime_ms);
+        w.varint(seq);
+        let (pre, suf) = meta_shared(&self.meta, meta);
+        let mid = &meta[pre..meta.len() - suf];
+        let packed =
+            !mid.is_empty() && mid.len().is_multiple_of(2) && mid.iter().all(|c| is_hex_digit(*c));
+        w.varint(pre as u64);
+        w.varint(suf as u64);
+        w.varint((mid.len() as u64) << 1 | u64::from(packed));
+        if packed {
+            for pair in mid.chunks_exact(2) {
+                w.u8(hex_value(pair[0]) << 4 | hex_value(pair[1]));
+            }
+        } else {
+            w.0.extend_from_slice(mid);
+        }
+        self.meta.clear();
+        self.meta.extend_from_slice(meta);
+        w.varint(extents.len() as u64);
+        for e in extents {
+            // The index's extents hold their data inside their record's span
+            // (`Shard::resolve_extent`).
+            let head = e.data_offset.checked_sub(e.record_offset);
+            let tail = head.and_then(|h| e.span_bytes.checked_sub(h)?.checked_sub(e.len));
+            let (Some(head), Some(tail)) = (head, tail) else {
+                panic!("snapshot of an extent whose data is outside its record: {e:?}");
+            };
+            w.varint(u64::from(e.volume_id));
+            w.varint(e.record_offset);
+            w.varint(head);
+            w.varint(e.len);
+            w.varint(tail);
+            w.varint(u64::from(e.block_bytes));
+            for c in e.crcs.iter() {
+                w.u32(*c);
+            }
+        }
+    }
+}
+
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// (shared start, shared end) of `meta` with the previous object's `prev`: as long as they
+/// go, at most `SNAPSHOT_META_SHARED_MAX_BYTES` together, never overlapping; one hex digit
+/// shorter when that makes an odd middle of hex digits even (packed: a digest that differs
+/// from the previous one, whatever digits they happen to share).
+fn meta_shared(prev: &[u8], meta: &[u8]) -> (usize, usize) {
+    let most = prev.len().min(meta.len());
+    let pre = common_prefix(prev, meta).min(SNAPSHOT_META_SHARED_MAX_BYTES);
+    let mut suf = prev
+        .iter()
+        .rev()
+        .zip(meta.iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count()
+        .min(most - pre)
+        .min(SNAPSHOT_META_SHARED_MAX_BYTES - pre);
+    let mid = &meta[pre..meta.len() - suf];
+    if !mid.len().is_multiple_of(2) && mid.iter().all(|c| is_hex_digit(*c)) {
+        if pre > 0 && is_hex_digit(meta[pre - 1]) {
+            return (pre - 1, suf);
+        }
+        if suf > 0 && is_hex_digit(meta[meta.len() - suf]) {
+            suf -= 1;
+        }
+    }
+    (pre, suf)
+}
+
 /// A decoded snapshot object.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapObject {
     pub ns: String,
     pub key: String,
@@ -685,6 +883,8 @@ pub struct SnapObject {
 
 /// Decoded snapshot.
 pub struct Snapshot {
+    /// The version it was written in.
+    pub version: u32,
     pub next_seq: u64,
     pub applied_lsn: u64,
     pub objects: Vec<SnapObject>,
@@ -705,56 +905,184 @@ pub fn decode_snapshot(b: &[u8]) -> Result<Snapshot> {
     if d.u32() != Some(SNAPSHOT_MAGIC) {
         return Err(bad("bad magic"));
     }
-    let version = d.u32();
-    if version != Some(SNAPSHOT_VERSION) && version != Some(SNAPSHOT_VERSION_ALIGNED) {
-        return Err(bad("unknown version"));
-    }
+    let version = d.u32().ok_or_else(|| bad("header"))?;
+    let min_object_bytes = match version {
+        SNAPSHOT_VERSION => MIN_SNAPSHOT_V3_OBJECT_BYTES,
+        SNAPSHOT_VERSION_PACKED | SNAPSHOT_VERSION_ALIGNED => MIN_SNAPSHOT_OBJECT_BYTES,
+        _ => return Err(bad("unknown version")),
+    };
     let next_seq = d.u64().ok_or_else(|| bad("header"))?;
     let applied_lsn = d.u64().ok_or_else(|| bad("header"))?;
     let n = d.u64().ok_or_else(|| bad("header"))?;
-    // Every object takes at least MIN_SNAPSHOT_OBJECT_BYTES: a count the body cannot hold is
-    // refused before anything is reserved (finding F1: a forged count reserved 2 GiB).
-    if n > (d.remaining_bytes() / MIN_SNAPSHOT_OBJECT_BYTES) as u64 {
+    // Every object takes at least its version's smallest encoding: a count the body cannot
+    // hold is refused before anything is reserved (finding F1: a forged count reserved 2 GiB).
+    if n > (d.remaining_bytes() / min_object_bytes) as u64 {
         return Err(bad(&format!(
             "object count {n} exceeds what {} remaining bytes can hold",
             d.remaining_bytes()
         )));
     }
-    let mut objects = Vec::with_capacity(d.bounded_capacity(n, MIN_SNAPSHOT_OBJECT_BYTES));
+    let mut objects = Vec::with_capacity(d.bounded_capacity(n, min_object_bytes));
+    let mut prev: Option<SnapObject> = None;
     for i in 0..n {
-        let o = (|| {
-            let ns = d.str16()?;
-            let key = d.str16()?;
-            let size = d.u64()?;
-            let mtime_ms = d.u64()?;
-            let seq = d.u64()?;
-            let meta = d.bytes32()?;
-            let ne = d.u32()? as usize;
-            let mut extents = Vec::with_capacity(d.bounded_capacity(ne as u64, MIN_EXTENT_BYTES));
-            for _ in 0..ne {
-                extents.push(d.extent()?);
-            }
-            Some(SnapObject {
-                ns,
-                key,
-                size,
-                mtime_ms,
-                seq,
-                meta,
-                extents,
-            })
-        })()
+        let o = if version == SNAPSHOT_VERSION {
+            decode_snapshot_object_v3(&mut d, prev.as_ref())
+        } else {
+            decode_snapshot_object_v2(&mut d)
+        }
         .ok_or_else(|| bad(&format!("object {i} undecodable")))?;
-        objects.push(o);
+        if let Some(p) = prev.replace(o) {
+            objects.push(p);
+        }
     }
+    objects.extend(prev);
     if !d.done() {
         return Err(bad("trailing bytes"));
     }
     Ok(Snapshot {
+        version,
         next_seq,
         applied_lsn,
         objects,
     })
+}
+
+fn decode_snapshot_object_v2(d: &mut Dec<'_>) -> Option<SnapObject> {
+    let ns = d.str16()?;
+    let key = d.str16()?;
+    let size = d.u64()?;
+    let mtime_ms = d.u64()?;
+    let seq = d.u64()?;
+    let meta = d.bytes32()?;
+    let ne = d.u32()? as usize;
+    let mut extents = Vec::with_capacity(d.bounded_capacity(ne as u64, MIN_EXTENT_BYTES));
+    for _ in 0..ne {
+        extents.push(d.extent()?);
+    }
+    Some(SnapObject {
+        ns,
+        key,
+        size,
+        mtime_ms,
+        seq,
+        meta,
+        extents,
+    })
+}
+
+fn decode_snapshot_object_v3(d: &mut Dec<'_>, prev: Option<&SnapObject>) -> Option<SnapObject> {
+    let ns = match (d.u8()?, prev) {
+        (SNAP_NEW_NS, _) => d.str16()?,
+        (0, Some(p)) => p.ns.clone(),
+        _ => return None,
+    };
+    let prev_key = match prev {
+        Some(p) if p.ns == ns => p.key.as_bytes(),
+        _ => &[],
+    };
+    let shared = usize::try_from(d.varint()?).ok()?;
+    let suffix_len = usize::try_from(d.varint()?).ok()?;
+    if shared > prev_key.len() || shared.checked_add(suffix_len)? > u16::MAX as usize {
+        return None;
+    }
+    let mut key = Vec::with_capacity(shared + suffix_len.min(d.remaining_bytes()));
+    key.extend_from_slice(&prev_key[..shared]);
+    key.extend_from_slice(d.take(suffix_len)?);
+    let key = String::from_utf8(key).ok()?;
+    let size = d.varint()?;
+    let mtime_ms = d.varint()?;
+    let seq = d.varint()?;
+    let prev_meta: &[u8] = prev.map_or(&[], |p| &p.meta);
+    let pre = usize::try_from(d.varint()?).ok()?;
+    let suf = usize::try_from(d.varint()?).ok()?;
+    let mid = d.varint()?;
+    let (mid_len, packed) = (usize::try_from(mid >> 1).ok()?, mid & 1 == 1);
+    if pre.checked_add(suf)? > prev_meta.len().min(SNAPSHOT_META_SHARED_MAX_BYTES)
+        || mid_len > u32::MAX as usize
+        || (packed && (mid_len == 0 || !mid_len.is_multiple_of(2)))
+    {
+        return None;
+    }
+    let raw = d.take(if packed { mid_len / 2 } else { mid_len })?;
+    let mut meta = Vec::with_capacity(pre + mid_len + suf);
+    meta.extend_from_slice(&prev_meta[..pre]);
+    if packed {
+        for b in raw {
+            meta.push(HEX_DIGITS[(b >> 4) as usize]);
+            meta.push(HEX_DIGITS[(b & 15) as usize]);
+        }
+    } else {
+        meta.extend_from_slice(raw);
+    }
+    meta.extend_from_slice(&prev_meta[prev_meta.len() - suf..]);
+    let ne = d.varint()?;
+    let mut extents = Vec::with_capacity(d.bounded_capacity(ne, MIN_SNAPSHOT_V3_EXTENT_BYTES));
+    for _ in 0..ne {
+        let volume_id = u32::try_from(d.varint()?).ok()?;
+        let record_offset = d.varint()?;
+        let head = d.varint()?;
+        let len = d.varint()?;
+        let tail = d.varint()?;
+        let block_bytes = u32::try_from(d.varint()?).ok()?;
+        let data_offset = record_offset.checked_add(head)?;
+        let span_bytes = head.checked_add(len)?.checked_add(tail)?;
+        record_offset.checked_add(span_bytes)?;
+        if block_bytes == 0 {
+            return None;
+        }
+        let n = usize::try_from(block_count(len, block_bytes)).ok()?;
+        let raw = d.take(n.checked_mul(4)?)?;
+        let crcs: Rc<[u32]> = raw
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        extents.push(ExtentRec {
+            volume_id,
+            record_offset,
+            data_offset,
+            len,
+            span_bytes,
+            block_bytes,
+            crcs,
+        });
+    }
+    Some(SnapObject {
+        ns,
+        key,
+        size,
+        mtime_ms,
+        seq,
+        meta: Bytes::from(meta),
+        extents,
+    })
+}
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// The whole image of `s` in `version`'s layout (3, or the fixed-width 2 and 1), its CRC
+/// included: tests, fuzzing and tools that make or check images.
+pub fn encode_snapshot(s: &Snapshot, version: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_snapshot_header(&mut out, s.next_seq, s.applied_lsn, s.objects.len() as u64);
+    out[4..8].copy_from_slice(&version.to_le_bytes());
+    let mut enc = SnapshotEncoder::default();
+    for o in &s.objects {
+        let args = (
+            &o.ns, &o.key, o.size, o.mtime_ms, o.seq, &o.meta, &o.extents,
+        );
+        if version == SNAPSHOT_VERSION {
+            enc.object(
+                &mut out, args.0, args.1, args.2, args.3, args.4, args.5, args.6,
+            );
+        } else {
+            encode_snapshot_object_v2(
+                &mut out, args.0, args.1, args.2, args.3, args.4, args.5, args.6,
+            );
+        }
+    }
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
 }
 
 #[cfg(test)]

@@ -17,6 +17,16 @@ pub mod stats;
 mod sys;
 
 pub use error::{Error, Result};
+
+/// Index snapshot images in every version the engine reads, for tests and tools that make or
+/// check them (io/FORMAT.md, "Snapshot"); not part of the engine API.
+#[doc(hidden)]
+pub mod snapshot_image {
+    pub use crate::format::{
+        decode_snapshot, encode_snapshot, SnapObject, Snapshot, SNAPSHOT_VERSION,
+        SNAPSHOT_VERSION_ALIGNED, SNAPSHOT_VERSION_PACKED,
+    };
+}
 pub use format::{MAX_KEY_BYTES, MAX_NS_BYTES};
 pub use shard::{
     yield_now, BackgroundTotals, CompactStats, ListItem, Meta, Object, PutWriter, ScrubStats,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
-use bale_io::{EngineConfig, Expect, Object, Shard};
+use bale_io::{snapshot_image, EngineConfig, Expect, Object, Shard};
 use bytes::Bytes;
 
 mod common;
@@ -308,15 +308,66 @@ fn downgrade_to_format_1(dir: &Path) {
     }
     assert!(n > 0, "the journal holds entries after the snapshot");
     std::fs::write(&jpath, &j).unwrap();
+    rewrite_snapshot(dir, snapshot_image::SNAPSHOT_VERSION_ALIGNED);
+}
+
+/// Rewrite the directory's snapshot in `version`'s layout (same objects).
+fn rewrite_snapshot(dir: &Path, version: u32) {
     let spath = dir.join("index.snap");
-    let mut s = std::fs::read(&spath).unwrap();
-    assert_eq!(&s[0..4], b"BALS");
-    assert_eq!(u32::from_le_bytes(s[4..8].try_into().unwrap()), 2);
-    s[4..8].copy_from_slice(&1u32.to_le_bytes());
-    let body = s.len() - 4;
-    let crc = crc32c::crc32c(&s[..body]);
-    s[body..].copy_from_slice(&crc.to_le_bytes());
-    std::fs::write(&spath, &s).unwrap();
+    let s = snapshot_image::decode_snapshot(&std::fs::read(&spath).unwrap()).unwrap();
+    assert_eq!(s.version, snapshot_image::SNAPSHOT_VERSION);
+    let img = snapshot_image::encode_snapshot(&s, version);
+    assert_eq!(
+        snapshot_image::decode_snapshot(&img).unwrap().objects,
+        s.objects
+    );
+    std::fs::write(&spath, &img).unwrap();
+}
+
+/// A directory whose snapshot is of version 2 (format 2 before front-coded snapshots) opens,
+/// keeps its objects, and writes version 3 at its next checkpoint.
+#[test]
+fn version_2_snapshot_opens_and_is_rewritten_as_version_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let objs = small_objects(120, 21);
+    let late = small_objects(30, 22);
+    rt(async {
+        let shard = Shard::open(dir.path(), cfg()).await.unwrap();
+        put_all(&shard, &objs).await;
+        put(&shard, "big", &gen(23, 300_000)).await;
+        shard.delete("b", &objs[0].0, Expect::Any).await.unwrap();
+        shard.checkpoint().await.unwrap();
+        put_all(&shard, &late).await;
+        drop(shard); // the journal keeps `late`
+    });
+    let v3_bytes = std::fs::metadata(dir.path().join("index.snap"))
+        .unwrap()
+        .len();
+    rewrite_snapshot(dir.path(), snapshot_image::SNAPSHOT_VERSION_PACKED);
+    let v2_bytes = std::fs::metadata(dir.path().join("index.snap"))
+        .unwrap()
+        .len();
+    assert!(
+        v3_bytes * 2 < v2_bytes,
+        "version 3 {v3_bytes} B, version 2 {v2_bytes} B"
+    );
+    let live: Vec<_> = objs[1..].iter().chain(&late).cloned().collect();
+    rt(async {
+        let shard = Shard::open(dir.path(), cfg()).await.unwrap();
+        check_all(&shard, &live).await;
+        assert!(shard.get("b", &objs[0].0).is_none());
+        assert_eq!(shard.get("b", "big").unwrap().size, 300_000);
+        shard.close().await.unwrap();
+    });
+    let s = std::fs::read(dir.path().join("index.snap")).unwrap();
+    let s = snapshot_image::decode_snapshot(&s).unwrap();
+    assert_eq!(s.version, snapshot_image::SNAPSHOT_VERSION);
+    assert_eq!(s.objects.len(), live.len() + 1);
+    rt(async {
+        let shard = Shard::open(dir.path(), cfg()).await.unwrap();
+        check_all(&shard, &live).await;
+        shard.close().await.unwrap();
+    });
 }
 
 #[test]
@@ -356,9 +407,12 @@ fn format_1_directory_opens_reads_and_takes_packed_writes() {
         check_all(&shard, &new).await;
         shard.close().await.unwrap();
     });
-    // The snapshot and journal are now of version 2; packed records are there.
+    // The snapshot (version 3) and journal (version 2) are new; packed records are there.
     let s = std::fs::read(dir.path().join("index.snap")).unwrap();
-    assert_eq!(u32::from_le_bytes(s[4..8].try_into().unwrap()), 2);
+    assert_eq!(
+        u32::from_le_bytes(s[4..8].try_into().unwrap()),
+        snapshot_image::SNAPSHOT_VERSION
+    );
     assert!(record_offsets(dir.path()).iter().any(|o| o % ALIGN != 0));
     rt(async {
         let shard = Shard::open(dir.path(), cfg()).await.unwrap();

@@ -9,6 +9,10 @@ use std::ops::Bound;
 
 /// Most keys per block: an insert moves at most this many values and their key bytes.
 const BLOCK_MAX_KEYS: usize = 128;
+/// Most key bytes per block, so that a key's end offset is a `u16` (a block splits when it
+/// would pass this as well).
+const BLOCK_MAX_KEY_BYTES: usize = u16::MAX as usize;
+const _: () = assert!(2 * crate::format::MAX_KEY_BYTES < BLOCK_MAX_KEY_BYTES);
 /// A block that falls below this after a removal is merged with a neighbour when they fit.
 const BLOCK_MIN_KEYS: usize = BLOCK_MAX_KEYS / 4;
 
@@ -25,7 +29,7 @@ struct Block<V> {
     /// The keys' bytes, in key order, back to back.
     keys: Vec<u8>,
     /// End offset in `keys` of each key.
-    ends: Vec<u32>,
+    ends: Vec<u16>,
     vals: Vec<V>,
 }
 
@@ -77,9 +81,9 @@ impl<V> Block<V> {
         self.keys.copy_within(s..old_len, s + k.len());
         self.keys[s..s + k.len()].copy_from_slice(k);
         reserve_some(&mut self.ends, 1, 4);
-        self.ends.insert(i, (s + k.len()) as u32);
+        self.ends.insert(i, (s + k.len()) as u16);
         for e in &mut self.ends[i + 1..] {
-            *e += k.len() as u32;
+            *e += k.len() as u16;
         }
         reserve_some(&mut self.vals, 1, 4);
         self.vals.insert(i, v);
@@ -93,7 +97,7 @@ impl<V> Block<V> {
         self.keys.truncate(self.keys.len() - n);
         self.ends.remove(i);
         for x in &mut self.ends[i..] {
-            *x -= n as u32;
+            *x -= n as u16;
         }
         let v = self.vals.remove(i);
         if self.vals.capacity() > 2 * self.vals.len() + 8 {
@@ -117,7 +121,7 @@ impl<V> Block<V> {
             .ends
             .split_off(at)
             .into_iter()
-            .map(|e| e - s as u32)
+            .map(|e| e - s as u16)
             .collect();
         let vals = self.vals.split_off(at);
         self.shrink();
@@ -126,7 +130,7 @@ impl<V> Block<V> {
 
     /// Append all of `other` (whose keys all sort after ours).
     fn append(&mut self, other: Block<V>) {
-        let base = self.keys.len() as u32;
+        let base = self.keys.len() as u16;
         self.keys.extend_from_slice(&other.keys);
         self.ends.extend(other.ends.iter().map(|e| e + base));
         self.vals.extend(other.vals);
@@ -190,8 +194,11 @@ impl<V> KeyMap<V> {
             Ok(i) => return Some(std::mem::replace(&mut self.blocks[bi].vals[i], v)),
             Err(i) => i,
         };
-        let n = self.blocks[bi].len();
-        if n >= BLOCK_MAX_KEYS {
+        loop {
+            let (n, key_bytes) = (self.blocks[bi].len(), self.blocks[bi].keys.len());
+            if n < BLOCK_MAX_KEYS && key_bytes + k.len() <= BLOCK_MAX_KEY_BYTES {
+                break;
+            }
             if bi + 1 == self.blocks.len() && i == n {
                 // Appending past the last key (loading a snapshot, keys written in order):
                 // leave the full block full and start a new one.
@@ -200,6 +207,8 @@ impl<V> KeyMap<V> {
                 bi += 1;
                 i = 0;
             } else {
+                // A block over the byte bound holds at least two keys (keys are short).
+                assert!(n >= 2, "a key of {} bytes does not fit a block", k.len());
                 let half = n / 2;
                 let right = self.blocks[bi].split_off(half);
                 self.blocks.insert(bi + 1, Box::new(right));
@@ -238,18 +247,16 @@ impl<V> KeyMap<V> {
                 (None, None) => None,
             };
             if let Some(l) = pair {
-                if self.blocks[l].len() + self.blocks[l + 1].len() <= BLOCK_MAX_KEYS {
+                let (a, b) = (&self.blocks[l], &self.blocks[l + 1]);
+                if a.len() + b.len() <= BLOCK_MAX_KEYS
+                    && a.keys.len() + b.keys.len() <= BLOCK_MAX_KEY_BYTES
+                {
                     let r = self.blocks.remove(l + 1);
                     self.blocks[l].append(*r);
                 }
             }
         }
         Some(v)
-    }
-
-    /// Every value, in key order, mutable.
-    pub(super) fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
-        self.blocks.iter_mut().flat_map(|b| b.vals.iter_mut())
     }
 
     /// Entries from `start` on, in key order.
@@ -282,7 +289,7 @@ impl<V> KeyMap<V> {
                 .map(|b| {
                     std::mem::size_of::<Block<V>>()
                         + b.keys.capacity()
-                        + b.ends.capacity() * 4
+                        + b.ends.capacity() * 2
                         + b.vals.capacity() * std::mem::size_of::<V>()
                 })
                 .sum::<usize>()
@@ -419,6 +426,33 @@ mod tests {
             assert!(m.is_empty());
             m.check();
         }
+    }
+
+    #[test]
+    fn long_keys_split_blocks_by_bytes() {
+        let mut m = KeyMap::default();
+        let key = |i: u64| {
+            format!(
+                "{:04}{}",
+                (i * 7919) % 1000,
+                "x".repeat(1000 + (i % 80) as usize)
+            )
+        };
+        for i in 0..1000u64 {
+            assert!(m.insert(&key(i), i).is_none());
+        }
+        m.check();
+        assert!(m.blocks.iter().all(|b| b.keys.len() <= BLOCK_MAX_KEY_BYTES));
+        assert!(m.blocks.iter().any(|b| b.len() < BLOCK_MAX_KEYS / 2));
+        for i in 0..1000u64 {
+            assert_eq!(m.get(&key(i)), Some(&i));
+        }
+        for i in (0..1000u64).filter(|i| i % 3 != 0) {
+            assert_eq!(m.remove(&key(i)), Some(i));
+        }
+        m.check();
+        assert!(m.blocks.iter().all(|b| b.keys.len() <= BLOCK_MAX_KEY_BYTES));
+        assert_eq!(m.range(Bound::Unbounded).count(), 334);
     }
 
     #[test]

@@ -9,13 +9,19 @@
 //! - `compact`: compaction, scrubbing and the chunked index walk they and checkpoints share.
 //! - `writer`: `PutWriter`, streaming one object into its reserved span.
 
+mod apply;
+mod arena;
 mod commit;
 mod compact;
+mod extent;
 mod index;
 mod keys;
+mod list;
 mod meta;
+mod plan;
 mod read;
 mod recover;
+mod slot;
 mod space;
 mod writer;
 
