@@ -93,7 +93,7 @@ pub async fn serve(
     let mut out = pool::take_buf(1024);
     let mut sd = shutdown.clone();
     let mut timer = Timer(None);
-    let mut iov = None;
+    let mut iov: send::Iov = None;
     let outcome = 'conn: loop {
         // A head is awaited from now: hyper's header read timeout starts here too.
         let deadline = Instant::now() + limits.header_timeout;
@@ -120,8 +120,7 @@ pub async fn serve(
                         &mut out,
                         resp,
                         is_head,
-                        &mut timer,
-                        &mut iov,
+                        (&mut timer, &mut iov),
                         limits.idle_timeout,
                         conn,
                     )

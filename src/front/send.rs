@@ -20,14 +20,17 @@ use super::wire::{date_now, encode_head, BodyLen};
 use super::{Timer, COPY_BODY_MAX_BYTES};
 use crate::conns::ConnSlot;
 
-/// Writes the response; `Ok(false)` when the connection must close after it.
+/// A connection's iovec pair for gathered writes (see [`Link::iov`]).
+pub(super) type Iov = Option<Box<[libc::iovec; 2]>>;
+
+/// Writes the response; `Ok(false)` when the connection must close after it. The connection's
+/// reusable timer and iovec pair come as one argument.
 pub(super) async fn response(
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
     mut resp: http::Response<s3s::Body>,
     is_head: bool,
-    timer: &mut Timer,
-    iov: &mut Option<Box<[libc::iovec; 2]>>,
+    (timer, iov): (&mut Timer, &mut Iov),
     idle: Duration,
     conn: &ConnSlot,
 ) -> io::Result<bool> {
@@ -90,7 +93,7 @@ struct Link<'a> {
     conn: &'a ConnSlot,
     /// The gathered write's iovec pair (the ring reads it while the write is in flight, so
     /// it lives on the heap: allocated once per connection, on its first gathered write).
-    iov: &'a mut Option<Box<[libc::iovec; 2]>>,
+    iov: &'a mut Iov,
 }
 
 /// A head and a body written together: two iovecs, nothing copied.
