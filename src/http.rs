@@ -128,30 +128,77 @@ async fn handle(
     max_inflight: usize,
     req: http::Request<Incoming>,
 ) -> Result<http::Response<s3s::Body>, Infallible> {
-    crate::spin::request_started();
-    conn.request_started();
-    let id = request_id();
-    let timer = crate::metrics::RequestTimer::start(crate::metrics::op_of(&req));
+    let scope = RequestScope::start(&conn, crate::metrics::op_of(&req));
     let logged = crate::logging::log_requests().then(|| request_line(&req));
     let mut resp =
-        crate::logging::with_request_id(Some(id), handle_inner(h, max_inflight, req)).await;
-    stamp_request_id(&mut resp, &id);
-    let op = timer.op();
-    let ns = timer.finish(&resp);
-    if let Some((method, path)) = logged {
-        tracing::info!(
-            request_id = %String::from_utf8_lossy(&id),
-            %method,
-            %path,
-            op = %crate::metrics::OP_NAMES[op as usize],
-            status = resp.status().as_u16(),
-            duration_us = ns / 1000,
-            "request"
-        );
-    }
-    conn.request_ended();
-    crate::spin::request_ended();
+        crate::logging::with_request_id(Some(scope.id()), handle_inner(h, max_inflight, req)).await;
+    scope.answered(
+        &mut resp,
+        logged.as_ref().map(|(m, p)| (m.as_str(), p.as_str())),
+    );
     Ok(resp)
+}
+
+/// One request's bookkeeping, the same on both fronts (hyper's [`handle`] and the raw front
+/// in `crate::front`): started, it counts as activity for the core's poller and the
+/// connection table, takes a request id and starts the metrics timer; [`Self::answered`]
+/// stamps the id on the answer, counts it and logs it (`--log-requests`). However the scope
+/// ends (answered, declined, or dropped with its connection), the request has ended for the
+/// poller and the table; a request not answered is not counted (its timer drops uncounted).
+pub(crate) struct RequestScope<'c> {
+    conn: &'c ConnSlot,
+    id: [u8; 16],
+    /// Taken when the answer is counted.
+    timer: Option<crate::metrics::RequestTimer>,
+}
+
+impl<'c> RequestScope<'c> {
+    pub(crate) fn start(conn: &'c ConnSlot, op: crate::metrics::Op) -> Self {
+        crate::spin::request_started();
+        conn.request_started();
+        Self {
+            conn,
+            id: request_id(),
+            timer: Some(crate::metrics::RequestTimer::start(op)),
+        }
+    }
+
+    pub(crate) fn id(&self) -> [u8; 16] {
+        self.id
+    }
+
+    /// Stamps, counts and (with `--log-requests`) logs the answer; `logged` is the request's
+    /// method and path, given only when requests are logged. The request ends here.
+    pub(crate) fn answered(
+        mut self,
+        resp: &mut http::Response<s3s::Body>,
+        logged: Option<(&str, &str)>,
+    ) {
+        stamp_request_id(resp, &self.id);
+        let Some(timer) = self.timer.take() else {
+            return;
+        };
+        let op = timer.op();
+        let ns = timer.finish(resp);
+        if let Some((method, path)) = logged {
+            tracing::info!(
+                request_id = %String::from_utf8_lossy(&self.id),
+                %method,
+                %path,
+                op = %crate::metrics::OP_NAMES[op as usize],
+                status = resp.status().as_u16(),
+                duration_us = ns / 1000,
+                "request"
+            );
+        }
+    }
+}
+
+impl Drop for RequestScope<'_> {
+    fn drop(&mut self) {
+        self.conn.request_ended();
+        crate::spin::request_ended();
+    }
 }
 
 /// What `--log-requests` prints of a request (only built when it is on).
@@ -776,13 +823,15 @@ pub async fn serve_conn(
     slot: Rc<ConnSlot>,
 ) {
     let _g = SlotGuard::new(table, slot.clone());
-    let Some(mut io) = prepare(stream, limits, &slot) else {
-        return;
-    };
-    // Plain GET/HEAD hits are answered by the front; the first request it does not take hands
-    // the connection to hyper, with the bytes already read replayed (docs/adr/0020).
+    let mut stream = stream;
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "set_nodelay failed");
+    }
+    // Plain GET/HEAD hits are answered by the front, on the ring's own reads and writes; the
+    // first request it does not take hands the connection to hyper (poll I/O), with the bytes
+    // already read replayed (docs/adr/0020, 0024).
     let outcome = {
-        let front = crate::front::serve(&mut io, &handlers, limits, &shutdown, &slot);
+        let front = crate::front::serve(&mut stream, &handlers, limits, &shutdown, &slot);
         let mut front = std::pin::pin!(front.fuse());
         let mut ev = slot.evicted().fuse();
         futures::select_biased! {
@@ -793,6 +842,9 @@ pub async fn serve_conn(
     match outcome {
         crate::front::Outcome::Closed => {}
         crate::front::Outcome::HandOver(prefix) => {
+            let Some(io) = prepare(stream, limits, &slot) else {
+                return;
+            };
             let io = crate::front::Replay::new(prefix, io);
             serve_http(io, handlers, limits, shutdown, slot).await;
         }

@@ -89,10 +89,25 @@ pub fn run_core(setup: CoreSetup) {
     if let Some(cpu) = setup.cpu {
         pin_to(cpu);
     }
+    // COOP_TASKRUN (Linux 5.19+): a completion that needs the core's task context (a socket
+    // receive, an O_DIRECT read finished in the disk's interrupt) waits for the core's next
+    // `io_uring_enter` instead of interrupting it with an IPI; the core enters the kernel on
+    // every turn of its loop anyway (docs/adr/0024). An older kernel refuses the flag: the
+    // ring is then made without it.
+    let mut coop = io_uring::IoUring::builder();
+    coop.setup_coop_taskrun();
     let rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
         .with_entries(RING_ENTRIES)
+        .uring_builder(coop)
         .enable_timer()
-        .build();
+        .build()
+        .or_else(|e| {
+            tracing::debug!(error = %e, "io_uring without COOP_TASKRUN (older kernel)");
+            monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                .with_entries(RING_ENTRIES)
+                .enable_timer()
+                .build()
+        });
     let mut rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
