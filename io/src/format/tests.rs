@@ -98,6 +98,7 @@ fn journal_payload_with_huge_counts_fails_without_a_large_allocation() {
         w.u8(JOURNAL_VERSION);
         w.u8(kind);
         w.u64(7);
+        w.u8(0); // flags (version 3)
         w.u64(9);
         if kind == KIND_COMPOSE {
             w.u64(0);

@@ -14,6 +14,7 @@ mod compact;
 mod index;
 mod keys;
 mod meta;
+mod pack;
 mod read;
 mod recover;
 mod space;
