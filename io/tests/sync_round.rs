@@ -109,7 +109,7 @@ fn a_last_batch_whose_records_never_reached_the_disk_is_dropped_and_acknowledged
         let syncs = shard.stats().journal_syncs;
         // One batch: new PUTs, a DELETE and an overwrite of acknowledged objects.
         let mut handles = Vec::new();
-        for (k, d) in late.iter().cloned() {
+        for (k, d) in late.clone() {
             let s = shard.clone();
             handles.push(monoio::spawn(async move {
                 put(&s, &k, &d).await;
