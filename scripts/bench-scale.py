@@ -21,7 +21,8 @@ For each object set (`1k`: 1 KiB objects; `mix`: 1-64 KiB) and each count, a fre
   PUT rate          the load's own rate (1 KiB set: the issue's "PUT of 1 KiB objects, c=16"),
                     with the group commit's journal entries per fdatasync and the mean
                     fdatasync time during the load (from /metrics; bale runs --metrics-public).
-Writes bench/results/scale-<time>-<commit>/RESULTS.md (each row with the issue's target and a
+--load-only stops after the footprint at rest (A/B runs of the PUT rate; BENCH_COMMIT names the
+build in the results when the binaries are not HEAD's). Writes bench/results/scale-<time>-<commit>/RESULTS.md (each row with the issue's target and a
 verdict) and summary.json. --check exits 1 when a bale-bench phase reports an error (CI smoke);
 the targets are reported, not enforced. Needs target/release/{bale,bale-bench} (BENCH_BALE_BIN,
 BENCH_BIN override) and root for dropping the page cache.
@@ -192,7 +193,7 @@ def commit_counters(port):
     return want
 
 
-def measure(set_name, count, work, commands):
+def measure(set_name, count, work, commands, load_only=False):
     sizes = SETS[set_name]
     b = Bale(work)
     b.start()
@@ -220,7 +221,7 @@ def measure(set_name, count, work, commands):
     out["disk_apparent_bytes"] = du(b.data, apparent=True)
     out["footprint"] = out["disk_allocated_bytes"] / max(object_bytes, 1)
     rcs = [rc_load]
-    for name, extra in (("list", []), ("list_delimited", ["--delimiter"])):
+    for name, extra in () if load_only else (("list", []), ("list_delimited", ["--delimiter"])):
         rep, _, rc = b.bench("list", count, sizes, ["-c", "1", "--requests", "200", *extra], commands)
         out[f"{name}_p50_us"], out[f"{name}_p99_us"] = rep.get("p50_us", 0), rep.get("p99_us", 0)
         rcs.append(rc)
@@ -233,6 +234,10 @@ def measure(set_name, count, work, commands):
     vols, meta_bytes = du_split(b.data)
     out["volume_footprint_at_rest"] = vols / max(object_bytes, 1)
     out["metadata_bytes_at_rest"] = meta_bytes
+    if load_only:
+        out["bench_exit_codes"] = rcs
+        log(json.dumps(out))
+        return out
     out["sigterm_restart_s"] = b.start()
     b.stop(signal.SIGKILL)
     out["kill9_restart_s"] = b.start()
@@ -320,10 +325,12 @@ def main():
     o.add_argument("--counts", default="100000,1000000")
     o.add_argument("--sets", default="1k,mix")
     o.add_argument("--check", action="store_true", help="exit 1 if a bale-bench phase reported errors")
+    o.add_argument("--load-only", action="store_true",
+                   help="only the load (PUT rate, commit counters) and the footprint at rest: for A/B runs")
     o.add_argument("--out", help="results directory (default bench/results/scale-<time>-<commit>)")
     a = o.parse_args()
-    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short=9", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+    commit = os.environ.get("BENCH_COMMIT") or subprocess.run(
+        ["git", "-C", ROOT, "rev-parse", "--short=9", "HEAD"], capture_output=True, text=True).stdout.strip()
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out_dir = a.out or os.path.join(ROOT, "bench/results", f"scale-{stamp}-{commit}")
     results, commands = [], []
@@ -332,7 +339,7 @@ def main():
             work = tempfile.mkdtemp(prefix=f"bale-scale-{set_name}-")
             try:
                 log(f"{set_name} x {count:,}")
-                results.append(measure(set_name, count, work, commands))
+                results.append(measure(set_name, count, work, commands, a.load_only))
             finally:
                 shutil.rmtree(work, ignore_errors=True)
     write(out_dir, results, a, commit, stamp, commands)

@@ -14,10 +14,13 @@ pub const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"BALR");
 pub const RECORD_VERSION: u16 = 1;
 /// Fixed record header size in bytes (including its CRC).
 pub const RECORD_HEADER_BYTES: u64 = 36;
-/// Journal format version written (first byte of every entry payload). Version 2: extents may
-/// name records at unaligned (8-byte granular) offsets, and each relocate move carries the
-/// record's new span. Version 1 entries (aligned records) are still read.
-pub const JOURNAL_VERSION: u8 = 2;
+/// Journal format version written (first byte of every entry payload). Version 3: a flags byte
+/// after the lsn (`ENTRY_BATCH_START`, `ENTRY_RECORD_SYNCED_WITH_JOURNAL`; ADR 22). Version 2:
+/// extents may name records at unaligned (8-byte granular) offsets, and each relocate move
+/// carries the record's new span. Versions 2 and 1 (aligned records) are still read.
+pub const JOURNAL_VERSION: u8 = 3;
+/// The journal version of format 2 (packed records, no flags byte; still read).
+pub const JOURNAL_VERSION_PACKED: u8 = 2;
 /// The journal version of data directories written before packed records (still read).
 pub const JOURNAL_VERSION_ALIGNED: u8 = 1;
 /// Snapshot magic: bytes "BALS".
@@ -394,9 +397,26 @@ pub const MIN_COMPOSE_SOURCE_BYTES: usize = 2 + 2 + 8;
 /// (version 1; version 2 adds span_bytes u64).
 pub const MOVE_BYTES: usize = 4 + 4 + 8 + 8;
 
-/// Append one framed journal entry: [len u32][crc32c u32][payload], payload =
-/// [version u8][kind u8][lsn u64][kind-specific fields].
+/// Entry flag (journal version 3): the first entry of a commit batch (one journal write).
+pub const ENTRY_BATCH_START: u8 = 1;
+/// Entry flag (journal version 3): a Put whose record's volume was fdatasynced at the same time
+/// as the journal write that holds this entry, not before it. Only entries of the journal's
+/// last batch can name a record that did not reach the disk; recovery verifies those (ADR 22).
+pub const ENTRY_RECORD_SYNCED_WITH_JOURNAL: u8 = 2;
+/// Every flag bit this code knows; an entry with another bit set does not decode.
+pub const ENTRY_FLAGS_KNOWN: u8 = ENTRY_BATCH_START | ENTRY_RECORD_SYNCED_WITH_JOURNAL;
+
+/// Append one framed journal entry without flags (see `encode_journal_entry_flagged`).
+#[allow(dead_code)] // the fuzz crate's and the tests' encoder
 pub fn encode_journal_entry(out: &mut Vec<u8>, lsn: u64, e: &Entry) {
+    encode_journal_entry_flagged(out, lsn, 0, e)
+}
+
+/// Append one framed journal entry: [len u32][crc32c u32][payload], payload =
+/// [version u8][kind u8][lsn u64][flags u8][kind-specific fields]. The lsn and flags are
+/// written after the kind byte in every kind, so they are written by each arm.
+pub fn encode_journal_entry_flagged(out: &mut Vec<u8>, lsn: u64, flags: u8, e: &Entry) {
+    assert_eq!(flags & !ENTRY_FLAGS_KNOWN, 0, "unknown journal entry flags");
     let frame_start = out.len();
     out.extend_from_slice(&[0u8; 8]);
     let payload_start = out.len();
@@ -413,6 +433,7 @@ pub fn encode_journal_entry(out: &mut Vec<u8>, lsn: u64, e: &Entry) {
         } => {
             w.u8(KIND_PUT);
             w.u64(lsn);
+            w.u8(flags);
             w.u64(*seq);
             w.u64(*mtime_ms);
             w.str16(ns);
@@ -423,6 +444,7 @@ pub fn encode_journal_entry(out: &mut Vec<u8>, lsn: u64, e: &Entry) {
         Entry::Delete { seq, ns, key } => {
             w.u8(KIND_DELETE);
             w.u64(lsn);
+            w.u8(flags);
             w.u64(*seq);
             w.str16(ns);
             w.str16(key);
@@ -438,6 +460,7 @@ pub fn encode_journal_entry(out: &mut Vec<u8>, lsn: u64, e: &Entry) {
         } => {
             w.u8(KIND_COMPOSE);
             w.u64(lsn);
+            w.u8(flags);
             w.u64(*seq);
             w.u64(*mtime_ms);
             w.str16(ns);
@@ -459,6 +482,7 @@ pub fn encode_journal_entry(out: &mut Vec<u8>, lsn: u64, e: &Entry) {
         } => {
             w.u8(KIND_RELOCATE);
             w.u64(lsn);
+            w.u8(flags);
             w.u64(*seq);
             w.str16(ns);
             w.str16(key);
@@ -482,15 +506,32 @@ pub fn encode_journal_entry(out: &mut Vec<u8>, lsn: u64, e: &Entry) {
     out[frame_start + 4..frame_start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// Decode one entry payload (after the frame's length and CRC were checked).
+/// Decode one entry payload (after the frame's length and CRC were checked); flags dropped.
 pub fn decode_journal_payload(p: &[u8]) -> Option<(u64, Entry)> {
+    decode_journal_payload_flagged(p).map(|(lsn, _, e)| (lsn, e))
+}
+
+/// Decode one entry payload: (lsn, flags, entry). Entries of versions 1 and 2 have no flags
+/// byte and decode with flags 0 (their records were durable before the journal named them).
+pub fn decode_journal_payload_flagged(p: &[u8]) -> Option<(u64, u8, Entry)> {
     let mut d = Dec::new(p);
     let version = d.u8()?;
-    if version != JOURNAL_VERSION && version != JOURNAL_VERSION_ALIGNED {
+    if !matches!(
+        version,
+        JOURNAL_VERSION | JOURNAL_VERSION_PACKED | JOURNAL_VERSION_ALIGNED
+    ) {
         return None;
     }
     let kind = d.u8()?;
     let lsn = d.u64()?;
+    let flags = if version == JOURNAL_VERSION {
+        d.u8()?
+    } else {
+        0
+    };
+    if flags & !ENTRY_FLAGS_KNOWN != 0 {
+        return None;
+    }
     let e = match kind {
         KIND_PUT => Entry::Put {
             seq: d.u64()?,
@@ -564,12 +605,14 @@ pub fn decode_journal_payload(p: &[u8]) -> Option<(u64, Entry)> {
     if !d.done() {
         return None;
     }
-    Some((lsn, e))
+    Some((lsn, flags, e))
 }
 
 /// Result of scanning a journal image: the entries and the length of the valid prefix.
 pub struct JournalScan {
     pub entries: Vec<(u64, Entry)>,
+    /// For each entry (same order): its frame's byte offset in the journal and its flags.
+    pub frames: Vec<(u64, u8)>,
     pub valid_bytes: u64,
     /// Why the scan stopped before the end, if it did.
     pub tail_error: Option<String>,
@@ -579,6 +622,7 @@ pub struct JournalScan {
 pub fn scan_journal(b: &[u8]) -> JournalScan {
     let mut pos = 0usize;
     let mut entries = Vec::new();
+    let mut frames = Vec::new();
     let mut tail_error = None;
     while pos < b.len() {
         if b.len() - pos < 8 {
@@ -596,8 +640,11 @@ pub fn scan_journal(b: &[u8]) -> JournalScan {
             tail_error = Some(format!("frame crc mismatch at {pos}"));
             break;
         }
-        match decode_journal_payload(payload) {
-            Some(e) => entries.push(e),
+        match decode_journal_payload_flagged(payload) {
+            Some((lsn, flags, e)) => {
+                entries.push((lsn, e));
+                frames.push((pos as u64, flags));
+            }
             None => {
                 tail_error = Some(format!("undecodable entry at {pos}"));
                 break;
@@ -607,6 +654,7 @@ pub fn scan_journal(b: &[u8]) -> JournalScan {
     }
     JournalScan {
         entries,
+        frames,
         valid_bytes: pos as u64,
         tail_error,
     }

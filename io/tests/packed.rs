@@ -288,26 +288,26 @@ fn punching_a_packed_record_spares_its_neighbours() {
 /// snapshot of version 1 (same layout).
 fn downgrade_to_format_1(dir: &Path) {
     let jpath = dir.join("journal.log");
-    let mut j = std::fs::read(&jpath).unwrap();
+    let j = std::fs::read(&jpath).unwrap();
+    let mut out = Vec::new();
     let mut pos = 0usize;
     let mut n = 0;
     while pos < j.len() {
         let len = u32::from_le_bytes(j[pos..pos + 4].try_into().unwrap()) as usize;
-        let payload = pos + 8..pos + 8 + len;
-        assert_eq!(j[payload.start], 2, "journal entry version");
-        assert_ne!(
-            j[payload.start + 1],
-            4,
-            "no relocate entries in a format-1 image"
-        );
-        j[payload.start] = 1;
-        let crc = crc32c::crc32c(&j[payload.clone()]);
-        j[pos + 4..pos + 8].copy_from_slice(&crc.to_le_bytes());
-        pos = payload.end;
+        let mut payload = j[pos + 8..pos + 8 + len].to_vec();
+        assert_eq!(payload[0], 3, "journal entry version");
+        assert_ne!(payload[1], 4, "no relocate entries in a format-1 image");
+        // Version 3's flags byte (after kind and lsn) did not exist in version 1.
+        payload.remove(10);
+        payload[0] = 1;
+        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+        out.extend_from_slice(&payload);
+        pos += 8 + len;
         n += 1;
     }
     assert!(n > 0, "the journal holds entries after the snapshot");
-    std::fs::write(&jpath, &j).unwrap();
+    std::fs::write(&jpath, &out).unwrap();
     rewrite_snapshot(dir, snapshot_image::SNAPSHOT_VERSION_ALIGNED);
 }
 
@@ -445,8 +445,14 @@ fn volume_cut_inside_a_packed_unit_keeps_the_records_before_the_cut() {
     rt(async {
         let shard = Shard::open(dir.path(), cfg()).await.unwrap();
         put_all(&shard, &objs).await;
+        // One more batch, without packed records: the cut records' batch is not the journal's
+        // last, so recovery does not verify it (a last batch with a missing record is dropped
+        // whole: io/tests/sync_round.rs).
+        let (k0, _) = &objs[0];
+        assert!(shard.delete("b", k0, Expect::Any).await.unwrap().is_some());
         drop(shard); // a crash: no close
     });
+    let objs = objs[1..].to_vec();
     // Power loss shape: the file ends inside the unit that holds the last record.
     let vol = volumes(dir.path()).pop().unwrap();
     let last = *record_offsets(dir.path()).iter().max().unwrap();

@@ -1,7 +1,9 @@
-//! The committer: one task per shard owns the journal. It takes every pending request, checks
-//! preconditions in order, syncs the volumes written once, appends all winners' entries in one
-//! write, fdatasyncs the journal once, applies, and answers each request on a channel typed for
-//! its operation. Checkpoints (index snapshot, journal trim) run here too, between batches.
+//! The committer: one task per shard owns the journal. It takes every pending request, has the
+//! packer write the small PUTs' records, checks preconditions in order, syncs the streamed
+//! records' volumes, appends all winners' entries in one write, then fdatasyncs the journal and
+//! the packed records' volumes at the same time (one sync round, ADR 22), applies, and answers
+//! each request on a channel typed for its operation. Checkpoints (index snapshot, journal
+//! trim) run here too, between batches.
 
 use std::collections::BTreeMap;
 use std::rc::{Rc, Weak};
@@ -13,29 +15,20 @@ use futures::StreamExt;
 
 use super::compact::IndexCursor;
 use super::index::{Change, Overlay};
-use super::space::{release_writer, VolFile, WriterSlot};
+use super::pack::{PackSlot, PackedPut};
+pub(super) use super::pack::{PACKED_RECORD_MAX_BYTES, PACK_WRITE_MAX_BYTES};
+use super::space::VolFile;
 use super::{now_ms, Object, Shard, CHUNK_BYTES, JOURNAL_FILE, SNAP_FILE, SNAP_TMP_FILE};
-use crate::buf::{round_up_u64, AlignedBuf};
 use crate::error::{Error, Result};
 use crate::format::{
-    encode_journal_entry, encode_snapshot_header, packed_span_bytes, Entry, ExtentRec, Move,
-    SnapshotEncoder, MAX_KEY_BYTES, MAX_NS_BYTES, PACK_GRANULE_BYTES, RECORD_HEADER_BYTES,
+    encode_journal_entry_flagged, encode_snapshot_header, Entry, ExtentRec, Move, SnapshotEncoder,
+    ENTRY_BATCH_START, ENTRY_RECORD_SYNCED_WITH_JOURNAL,
 };
 use crate::{sys, Expect};
 
-/// Most commit requests taken into one group-commit batch.
+/// Most commit requests taken into one group-commit batch. Also bounds the entries of one
+/// journal batch, so the records recovery verifies in the journal's last batch (ADR 22).
 pub(super) const MAX_BATCH_REQUESTS: usize = 4096;
-/// Packed records are written in aligned writes of at most this many bytes (a batch's records
-/// beyond it go in further writes). Also bounds one write of compaction's packed copies.
-pub(super) const PACK_WRITE_MAX_BYTES: u64 = 4 << 20;
-/// Largest packed record: an object of `MAX_PACK_BYTES` with the longest names and the largest
-/// CRC table (512-byte checksum blocks, the smallest alignment allows).
-pub(super) const PACKED_RECORD_MAX_BYTES: u64 = crate::MAX_PACK_BYTES
-    + RECORD_HEADER_BYTES
-    + (MAX_NS_BYTES + MAX_KEY_BYTES) as u64
-    + 8
-    + 4 * (crate::MAX_PACK_BYTES / 512);
-const _: () = assert!(PACKED_RECORD_MAX_BYTES + PACK_GRANULE_BYTES <= PACK_WRITE_MAX_BYTES);
 /// Checkpoint automatically once the journal grows past this.
 /// (1M small entries are ~130 MB and replay in ~3.5 s on the build machine.)
 const AUTO_CHECKPOINT_JOURNAL_BYTES: u64 = 64 << 20;
@@ -62,36 +55,29 @@ pub(super) enum Req {
     Op(Op),
     /// `Shard::checkpoint`: runs after the batch it arrived in.
     Checkpoint(Reply<()>),
-    /// The packer is done with the packed PUTs it took: these are the ones written and durable
-    /// (as `Op::Put`s), to commit; the others were answered with their error.
-    Placed(Vec<Op>),
 }
 
-/// A writer slot on the volume of a packed write, released when the last record of the write
-/// is committed or refused (compaction must not take the volume before its accounting knows
-/// the records).
-pub(super) struct PackSlot {
-    shard: Rc<Shard>,
-    volume_id: u32,
+/// When the volume holding an operation's record is made durable, relative to the journal
+/// write that names it.
+pub(super) enum VolSync {
+    /// Nothing to sync (the record is durable already, or there is no record).
+    None,
+    /// fdatasync before the journal write (streamed records, compaction's copies): the entry
+    /// never names bytes that are not durable.
+    Before(Rc<VolFile>),
+    /// fdatasync at the same time as the journal's (packed records, ADR 22): the entry is
+    /// flagged `ENTRY_RECORD_SYNCED_WITH_JOURNAL`, and recovery verifies the record if the
+    /// entry is in the journal's last batch.
+    WithJournal(Rc<VolFile>),
 }
-
-impl Drop for PackSlot {
-    fn drop(&mut self) {
-        release_writer(&self.shard.vols, self.volume_id);
-    }
-}
-
-/// A packed PUT waiting for the packer: (put, record bytes, expect, reply).
-type PackedPut = (PutReq, Vec<u8>, Expect, Reply<Object>);
 
 /// An index change, with its precondition and the channel of its answer.
 pub(super) enum Op {
     /// `PutWriter::finish`: the record is written; answers the new object.
     Put {
         put: PutReq,
-        /// The volume to fdatasync before the journal names the record; None when the packer
-        /// already made it durable.
-        sync: Option<Rc<VolFile>>,
+        /// When the record's volume is made durable.
+        sync: VolSync,
         /// A packed record's writer slot (shared by its packed write's records), held until
         /// the batch is applied.
         slot: Option<Rc<PackSlot>>,
@@ -99,8 +85,8 @@ pub(super) enum Op {
         reply: Reply<Object>,
     },
     /// `PutWriter::finish` of a packed record (`record`: header, names, data, trailer): the
-    /// packer (`place_packed`) writes it with the other packed records waiting in one aligned
-    /// write and makes it durable, then it comes back as an `Op::Put`. `put.extent`'s volume,
+    /// packer (`place_packed`) writes it with the batch's other packed records in one aligned
+    /// write, and it becomes an `Op::Put` synced with the journal. `put.extent`'s volume,
     /// offsets and span are filled in by the placement (`data_offset` holds the offset of the
     /// data in the record until then).
     PutPacked {
@@ -218,8 +204,8 @@ impl Waiter {
 struct Planned {
     /// None when nothing changes (DELETE of an absent key).
     entry: Option<Entry>,
-    /// The volume its record was written to (synced before the journal).
-    sync: Option<Rc<VolFile>>,
+    /// The volume its record was written to, and when it is synced.
+    sync: VolSync,
     /// A packed record's writer slot, held until the batch is applied.
     slot: Option<Rc<PackSlot>>,
     changes: Vec<Change>,
@@ -230,7 +216,10 @@ struct Planned {
 struct Batch {
     winners: Vec<(Waiter, Vec<Change>)>,
     checkpoints: Vec<Reply<()>>,
-    sync_vols: BTreeMap<u32, Rc<VolFile>>,
+    /// Volumes to fdatasync before the journal write.
+    sync_before: BTreeMap<u32, Rc<VolFile>>,
+    /// Volumes to fdatasync at the same time as the journal.
+    sync_with: BTreeMap<u32, Rc<VolFile>>,
     /// Writer slots of the packed records' volumes, released once the batch is applied.
     slots: Vec<Rc<PackSlot>>,
     /// The winners' journal entries, encoded.
@@ -253,12 +242,10 @@ fn check_expect(expect: Expect, cur: &Option<Object>) -> Result<()> {
 }
 
 /// The single committer task of a shard: takes every pending request and commits them as one
-/// batch. Packed PUTs go through the packer first (`place_packed`, one at a time): it writes the
-/// records waiting and makes them durable while the committer journals the previous ones, so
-/// the two fdatasyncs of a small PUT (volume, journal) overlap those of its neighbours.
+/// batch, one sync round each (ADR 22). The next batch's journal write starts only once the
+/// previous batch's fdatasyncs completed, so only the journal's last batch can name packed
+/// records that did not reach the disk.
 pub(super) async fn committer(weak: Weak<Shard>, mut rx: mpsc::UnboundedReceiver<Req>) {
-    let mut waiting: Vec<PackedPut> = Vec::new();
-    let mut packing = false;
     while let Some(first) = rx.next().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH_REQUESTS {
@@ -268,32 +255,7 @@ pub(super) async fn committer(weak: Weak<Shard>, mut rx: mpsc::UnboundedReceiver
             }
         }
         let Some(shard) = weak.upgrade() else { break };
-        let mut rest = Vec::with_capacity(batch.len());
-        for req in batch {
-            match req {
-                Req::Op(Op::PutPacked {
-                    put,
-                    record,
-                    expect,
-                    reply,
-                }) => waiting.push((put, record, expect, reply)),
-                Req::Placed(ops) => {
-                    assert!(packing, "placed records without a packer running");
-                    packing = false;
-                    rest.extend(ops.into_iter().map(Req::Op));
-                }
-                other => rest.push(other),
-            }
-        }
-        if !packing && !waiting.is_empty() {
-            packing = true;
-            let take = waiting.len().min(MAX_BATCH_REQUESTS);
-            let puts: Vec<PackedPut> = waiting.drain(..take).collect();
-            monoio::spawn(shard.clone().place_packed(puts));
-        }
-        if !rest.is_empty() {
-            shard.commit_batch(rest).await;
-        }
+        shard.commit_batch(batch).await;
     }
 }
 
@@ -316,16 +278,20 @@ impl Shard {
         Ok(rx)
     }
 
-    async fn commit_batch(&self, batch: Vec<Req>) {
+    async fn commit_batch(self: &Rc<Self>, batch: Vec<Req>) {
         // Drops since the last batch (e.g. the object a DELETE returned to its caller).
         self.reclaim_dropped_records();
+        let batch = self.place_batch(batch).await;
         let mut b = self.plan_batch(batch);
         // The packed records' writer slots are held until the batch is applied: until then the
         // volume's accounting does not know them, and compaction must not take the volume.
         let slots = std::mem::take(&mut b.slots);
         if b.n_entries > 0 {
             self.meters.batch_entries.record(b.n_entries);
-            if let Err(e) = self.make_durable(b.sync_vols, b.jbuf, b.next_lsn).await {
+            let synced = self
+                .make_durable(b.sync_before, b.sync_with, b.jbuf, b.next_lsn)
+                .await;
+            if let Err(e) = synced {
                 for (w, _) in std::mem::take(&mut b.winners) {
                     w.fail(e.duplicate());
                 }
@@ -342,153 +308,58 @@ impl Shard {
         self.checkpoint_after_batch(b.checkpoints).await;
     }
 
-    /// The packer: write the packed records taken from the committer back to back into the
-    /// active volume, in aligned writes of at most `PACK_WRITE_MAX_BYTES`, each starting on a
-    /// fresh aligned boundary (a block holding acknowledged records is never written again);
-    /// make them durable (the volume's directory entry first, if new, then fdatasync); hand
-    /// them back to the committer as `Op::Put`s naming their places, which journals them. A
-    /// write or sync that fails answers its records' PUTs with the error.
-    async fn place_packed(self: Rc<Self>, puts: Vec<PackedPut>) {
+    /// Have the packer write the batch's packed PUTs (`Op::PutPacked`); each becomes an
+    /// `Op::Put` in its place in the batch (arrival order is kept), or is answered with its
+    /// error. Refused at once when the shard is closed or the journal broken.
+    async fn place_batch(self: &Rc<Self>, batch: Vec<Req>) -> Vec<Req> {
+        if !batch
+            .iter()
+            .any(|r| matches!(r, Req::Op(Op::PutPacked { .. })))
+        {
+            return batch;
+        }
         let refused = self.closed.get()
             || self
                 .journal
                 .borrow()
                 .as_ref()
                 .is_some_and(|j| j.broken.is_some());
-        let mut placed = Vec::with_capacity(puts.len());
-        if refused {
-            for (_, _, _, reply) in puts {
-                refuse(reply, Error::Closed);
+        let mut puts: Vec<PackedPut> = Vec::new();
+        let mut order: Vec<Option<Req>> = Vec::with_capacity(batch.len());
+        for req in batch {
+            match req {
+                Req::Op(Op::PutPacked {
+                    put,
+                    record,
+                    expect,
+                    reply,
+                }) => {
+                    if refused {
+                        refuse(reply, Error::Closed);
+                    } else {
+                        puts.push((put, record, expect, reply));
+                        order.push(None);
+                    }
+                }
+                other => order.push(Some(other)),
             }
+        }
+        let mut placed = if puts.is_empty() {
+            Vec::new()
         } else {
-            let mut groups: Vec<Vec<PackedPut>> = vec![Vec::new()];
-            let mut group_bytes = 0u64;
-            for p in puts {
-                let span = packed_span_bytes(p.1.len() as u64);
-                if group_bytes + span > PACK_WRITE_MAX_BYTES {
-                    groups.push(Vec::new());
-                    group_bytes = 0;
-                }
-                group_bytes += span;
-                groups.last_mut().expect("a group").push(p);
-            }
-            for group in groups {
-                self.place_group(group, &mut placed).await;
-            }
+            self.place_packed(puts).await
         }
-        // Always answered, even with nothing placed: the committer starts the next packing then.
-        let _ = self.tx.unbounded_send(Req::Placed(placed));
-    }
-
-    /// One packed write of the packer, made durable; its records become `Op::Put`s in `placed`.
-    async fn place_group(self: &Rc<Self>, group: Vec<PackedPut>, placed: &mut Vec<Op>) {
-        let records: Vec<&[u8]> = group.iter().map(|g| g.1.as_slice()).collect();
-        let written = match self.write_packed(&records).await {
-            Ok((vol, offsets, slot)) => {
-                // The slot passes to the records: released when the last one is committed.
-                let volume_id = slot.volume_id;
-                std::mem::forget(slot);
-                let slot = Rc::new(PackSlot {
-                    shard: self.clone(),
-                    volume_id,
-                });
-                match self.make_volume_durable(&vol).await {
-                    Ok(()) => Ok((vol, offsets, slot)),
-                    Err(e) => Err(e),
-                }
-            }
-            Err(e) => Err(e),
-        };
-        match written {
-            Ok((vol, offsets, slot)) => {
-                for ((mut put, record, expect, reply), off) in group.into_iter().zip(offsets) {
-                    put.extent.volume_id = vol.id;
-                    put.extent.record_offset = off;
-                    put.extent.data_offset += off;
-                    put.extent.span_bytes = packed_span_bytes(record.len() as u64);
-                    placed.push(Op::Put {
-                        put,
-                        sync: None,
-                        slot: Some(slot.clone()),
-                        expect,
-                        reply,
-                    });
-                }
-            }
-            Err(e) => {
-                tracing::warn!(dir = %self.dir.display(), records = group.len(), error = %e, "packed write failed");
-                for (_, _, _, reply) in group {
-                    refuse(reply, e.duplicate());
-                }
-            }
-        }
-    }
-
-    /// Make a volume's written bytes durable: its directory entry first if it is new (as
-    /// recovery expects of every volume a journal entry names), then fdatasync.
-    async fn make_volume_durable(&self, vol: &VolFile) -> Result<()> {
-        if !vol.dir_synced.get() {
-            self.sync_dir().await?;
-            vol.dir_synced.set(true);
-        }
-        vol.file
-            .sync_data()
-            .await
-            .map_err(|e| Error::io(format!("fdatasync {}", vol.path.display()), e))
-    }
-
-    /// Write `records` back to back (each at a multiple of `PACK_GRANULE_BYTES`, zeros between
-    /// them and after the last up to the alignment) in one O_DIRECT write at a freshly reserved
-    /// aligned span of the active volume. Returns the volume, each record's offset, and the
-    /// writer slot, which keeps compaction off the volume until the caller committed.
-    pub(super) async fn write_packed(
-        &self,
-        records: &[&[u8]],
-    ) -> Result<(Rc<VolFile>, Vec<u64>, WriterSlot<'_>)> {
-        assert!(!records.is_empty());
-        let align = self.cfg.align_bytes as u64;
-        let mut rel = Vec::with_capacity(records.len());
-        let mut total = 0u64;
-        for r in records {
-            assert!(!r.is_empty() && r.len() as u64 <= PACKED_RECORD_MAX_BYTES);
-            rel.push(total);
-            total += packed_span_bytes(r.len() as u64);
-        }
-        let span_bytes = round_up_u64(total, align);
-        assert!(span_bytes <= PACK_WRITE_MAX_BYTES + align);
-        let (vol, off, prealloc) = self.reserve(span_bytes)?;
-        let slot = WriterSlot {
-            vols: &self.vols,
-            volume_id: vol.id,
-        };
-        assert_eq!(off % align, 0, "packed write not aligned");
-        let mut buf = AlignedBuf::new(span_bytes as usize, align as usize);
-        for (r, at) in records.iter().zip(&rel) {
-            buf.zero_fill_to(*at as usize);
-            buf.extend_from_slice(r);
-        }
-        buf.zero_fill_to(span_bytes as usize);
-        assert_eq!(buf.len() as u64, span_bytes);
-        let written = async {
-            if let Some(p) = prealloc {
-                p.wait(off + span_bytes).await?;
-            }
-            let (res, _) = vol.file.write_all_at(buf, off).await;
-            res.map_err(|e| {
-                Error::io(
-                    format!("write {} at {off} len {span_bytes}", vol.path.display()),
-                    e,
-                )
+        .into_iter();
+        order
+            .into_iter()
+            .filter_map(|r| match r {
+                Some(r) => Some(r),
+                None => placed
+                    .next()
+                    .expect("one placement per packed PUT")
+                    .map(Req::Op),
             })
-        }
-        .await;
-        if let Err(e) = written {
-            // Nothing names the span: give it back (nothing of it is in flight any more).
-            self.reclaim_abandoned_span(&vol, off, span_bytes, false);
-            return Err(e);
-        }
-        let offsets = rel.into_iter().map(|r| off + r).collect();
-        Ok((vol, offsets, slot))
+            .collect()
     }
 
     /// Check every request in order against the index and the batch so far; encode the
@@ -502,7 +373,8 @@ impl Shard {
         let mut b = Batch {
             winners: Vec::new(),
             checkpoints: Vec::new(),
-            sync_vols: BTreeMap::new(),
+            sync_before: BTreeMap::new(),
+            sync_with: BTreeMap::new(),
             slots: Vec::new(),
             jbuf: Vec::new(),
             next_lsn,
@@ -516,9 +388,6 @@ impl Shard {
                     continue;
                 }
                 Req::Op(op) => op,
-                Req::Placed(_) => {
-                    panic!("placed records reach planning as their ops (committer)")
-                }
             };
             if let Some(why) = &broken {
                 tracing::error!(dir = %self.dir.display(), why = %why, "refusing commit: journal broken");
@@ -533,12 +402,25 @@ impl Shard {
                 continue;
             };
             if let Some(e) = &p.entry {
-                encode_journal_entry(&mut b.jbuf, b.next_lsn, e);
+                let mut flags = 0;
+                if b.n_entries == 0 {
+                    flags |= ENTRY_BATCH_START;
+                }
+                if matches!(p.sync, VolSync::WithJournal(_)) {
+                    flags |= ENTRY_RECORD_SYNCED_WITH_JOURNAL;
+                }
+                encode_journal_entry_flagged(&mut b.jbuf, b.next_lsn, flags, e);
                 b.next_lsn += 1;
                 b.n_entries += 1;
             }
-            if let Some(v) = p.sync {
-                b.sync_vols.insert(v.id, v);
+            match p.sync {
+                VolSync::None => {}
+                VolSync::Before(v) => {
+                    b.sync_before.insert(v.id, v);
+                }
+                VolSync::WithJournal(v) => {
+                    b.sync_with.insert(v.id, v);
+                }
             }
             if let Some(slot) = p.slot {
                 b.slots.push(slot);
@@ -581,7 +463,7 @@ impl Shard {
             } => match self.plan_delete_op(overlay, ns, key, expect) {
                 Ok((entry, changes, cur)) => Some(Planned {
                     entry,
-                    sync: None,
+                    sync: VolSync::None,
                     slot: None,
                     changes,
                     waiter: Waiter::Removed(reply, cur),
@@ -601,7 +483,7 @@ impl Shard {
                 match self.plan_compose_op(overlay, op, expect) {
                     Ok((entry, changes, obj)) => Some(Planned {
                         entry: Some(entry),
-                        sync: None,
+                        sync: VolSync::None,
                         slot: None,
                         changes,
                         waiter: Waiter::Object(reply, obj),
@@ -619,7 +501,7 @@ impl Shard {
             } => match self.plan_relocate_op(overlay, seq, ns, key, moves) {
                 Ok((entry, changes)) => Some(Planned {
                     entry: Some(entry),
-                    sync: Some(vol),
+                    sync: VolSync::Before(vol),
                     slot: None,
                     changes,
                     waiter: Waiter::Moved(reply),
@@ -725,22 +607,30 @@ impl Shard {
         ))
     }
 
-    /// Sync the volumes written, append the batch's entries, fdatasync the journal.
+    /// Make a batch durable in one sync round: the directory entry of a new volume and the
+    /// `sync_before` volumes (streamed records, compaction's copies) first, then the journal
+    /// append, then the journal's fdatasync and the `sync_with` volumes' (packed records) at the
+    /// same time. Succeeds only when all of them did; on any failure after the append, the
+    /// append is cut off again (the batch's entries must not stay behind its records).
     async fn make_durable(
         &self,
-        sync_vols: BTreeMap<u32, Rc<VolFile>>,
+        sync_before: BTreeMap<u32, Rc<VolFile>>,
+        mut sync_with: BTreeMap<u32, Rc<VolFile>>,
         jbuf: Vec<u8>,
         next_lsn: u64,
     ) -> Result<()> {
+        // A volume synced before the journal needs no second sync with it.
+        sync_with.retain(|id, _| !sync_before.contains_key(id));
         // A volume created since the last directory fsync is named by this batch: its
         // directory entry is made durable first (as recovery expects of every named volume).
-        if sync_vols.values().any(|v| !v.dir_synced.get()) {
+        let named = || sync_before.values().chain(sync_with.values());
+        if named().any(|v| !v.dir_synced.get()) {
             self.sync_dir().await?;
-            for v in sync_vols.values() {
+            for v in named() {
                 v.dir_synced.set(true);
             }
         }
-        for v in sync_vols.values() {
+        for v in sync_before.values() {
             v.file
                 .sync_data()
                 .await
@@ -752,19 +642,32 @@ impl Shard {
             (j.file.clone(), j.len_bytes)
         };
         let n = jbuf.len() as u64;
+        let jpath = self.dir.join(JOURNAL_FILE);
         let (res, _) = file.write_all_at(jbuf, at).await;
         let res = match res {
             Ok(()) => {
                 self.journal_syncs.set(self.journal_syncs.get() + 1);
                 let started = std::time::Instant::now();
-                let r = file.sync_data().await;
-                let ns = started.elapsed().as_nanos() as u64;
-                self.meters.journal_fsync_ns.record(ns);
-                r
+                let journal_sync = async {
+                    let r = file.sync_data().await;
+                    let ns = started.elapsed().as_nanos() as u64;
+                    self.meters.journal_fsync_ns.record(ns);
+                    r.map_err(|e| Error::io(format!("fdatasync {}", jpath.display()), e))
+                };
+                let vol_syncs = futures::future::join_all(sync_with.values().map(|v| async {
+                    v.file
+                        .sync_data()
+                        .await
+                        .map_err(|e| Error::io(format!("fdatasync {}", v.path.display()), e))
+                }));
+                let (jr, vrs) = futures::join!(journal_sync, vol_syncs);
+                vrs.into_iter().fold(jr, |acc, r| acc.and(r))
             }
-            Err(e) => Err(e),
+            Err(e) => Err(Error::io(
+                format!("append {n} bytes to {} at {at}", jpath.display()),
+                e,
+            )),
         };
-        let jpath = self.dir.join(JOURNAL_FILE);
         match res {
             Ok(()) => {
                 let mut jref = self.journal.borrow_mut();
@@ -795,10 +698,7 @@ impl Shard {
                         jpath.display()
                     ));
                 }
-                Err(Error::io(
-                    format!("append {n} bytes to {} at {at}", jpath.display()),
-                    e,
-                ))
+                Err(e)
             }
         }
     }

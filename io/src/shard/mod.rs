@@ -18,6 +18,7 @@ mod index;
 mod keys;
 mod list;
 mod meta;
+mod pack;
 mod plan;
 mod read;
 mod recover;

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use futures::channel::mpsc;
 
-use super::commit::{committer, Journal, Req};
+use super::commit::{committer, Journal, Req, PACKED_RECORD_MAX_BYTES};
 use super::index::{Index, Overlay};
 use super::space::{Epoch, VolFile, VolState, Vols};
 use super::{fsync_dir, Shard, JOURNAL_FILE, LOCK_FILE, SNAP_FILE, SNAP_TMP_FILE};
@@ -37,7 +37,7 @@ pub(super) async fn open(dir: &Path, cfg: EngineConfig) -> Result<Rc<Shard>> {
 
     // The journal is scanned before the snapshot is trusted or discarded: whether a bad or
     // missing snapshot can be survived depends on the journal still holding every entry.
-    let scan = format::scan_journal(&jimage);
+    let mut scan = format::scan_journal(&jimage);
     check_journal_tail(&scan, &jimage, &jpath)?;
     let has_volumes = std::fs::read_dir(dir)
         .map(|rd| {
@@ -51,6 +51,7 @@ pub(super) async fn open(dir: &Path, cfg: EngineConfig) -> Result<Rc<Shard>> {
         None => !has_volumes,
     };
     let (applied_lsn, snapshot_bad) = shard.load_snapshot(journal_is_complete)?;
+    shard.drop_unwritten_last_batch(&mut scan);
     let (next_lsn, replayed) = shard.replay_journal(scan.entries, applied_lsn);
     if let Some(why) = &scan.tail_error {
         tracing::warn!(dir = %dir.display(), valid_bytes = scan.valid_bytes, file_bytes = jimage.len(), why = %why, "truncating torn journal tail");
@@ -401,6 +402,72 @@ impl Shard {
         }
     }
 
+    /// The journal's last batch (from its last entry flagged `ENTRY_BATCH_START`) is the only
+    /// one whose packed records may not have reached the disk: their volume was fdatasynced at
+    /// the same time as the journal, and the committer starts the next batch's journal write
+    /// only after both syncs completed (ADR 22). Verify the record of every entry of that
+    /// batch flagged `ENTRY_RECORD_SYNCED_WITH_JOURNAL` (header, names, seq, length, block
+    /// CRCs against the entry, trailer CRC); if one fails, none of the batch was acknowledged:
+    /// cut the journal at the batch's first entry, as a torn tail. Journals of versions 1 and 2
+    /// have no flags: their records were durable before their entries were written.
+    fn drop_unwritten_last_batch(&self, scan: &mut JournalScan) {
+        let Some(start) = scan
+            .frames
+            .iter()
+            .rposition(|(_, flags)| flags & format::ENTRY_BATCH_START != 0)
+        else {
+            return;
+        };
+        let mut files: BTreeMap<u32, Option<std::fs::File>> = BTreeMap::new();
+        let mut failed = None;
+        for i in start..scan.entries.len() {
+            if scan.frames[i].1 & format::ENTRY_RECORD_SYNCED_WITH_JOURNAL == 0 {
+                continue;
+            }
+            let (lsn, entry) = &scan.entries[i];
+            let Entry::Put {
+                seq,
+                ns,
+                key,
+                extent,
+                ..
+            } = entry
+            else {
+                failed = Some(format!(
+                    "lsn {lsn}: record-synced flag on an entry that is not a Put"
+                ));
+                break;
+            };
+            let file = files.entry(extent.volume_id).or_insert_with(|| {
+                let v = self.vols.borrow();
+                let path = v.map.get(&extent.volume_id)?.file.path.clone();
+                std::fs::File::open(&path).ok()
+            });
+            let checked = match file {
+                Some(f) => verify_packed_record(f, ns, key, *seq, extent),
+                None => Err(format!("volume {} is missing", extent.volume_id)),
+            };
+            if let Err(why) = checked {
+                failed = Some(format!("lsn {lsn} ({ns}/{key}): {why}"));
+                break;
+            }
+        }
+        let Some(why) = failed else { return };
+        let (at, _) = scan.frames[start];
+        tracing::warn!(
+            dir = %self.dir.display(),
+            first_lsn = scan.entries[start].0,
+            entries = scan.entries.len() - start,
+            journal_bytes_kept = at,
+            why = %why,
+            "the journal's last batch names records that did not reach the disk (never acknowledged): dropping the batch"
+        );
+        scan.entries.truncate(start);
+        scan.frames.truncate(start);
+        scan.valid_bytes = at;
+        scan.tail_error = Some(format!("last batch dropped: {why}"));
+    }
+
     /// Apply the journal entries past `applied_lsn`; returns (next LSN, entries applied).
     fn replay_journal(&self, entries: Vec<(u64, Entry)>, applied_lsn: u64) -> (u64, u64) {
         let mut next_lsn = applied_lsn + 1;
@@ -488,4 +555,58 @@ impl Shard {
         }
         Ok(dead.len())
     }
+}
+
+/// Check the packed record an entry names against the entry: read its span (buffered, at open)
+/// and compare header (magic, version, CRC), names, seq, length, the CRC of every data block
+/// and the trailer. Err says what does not match.
+fn verify_packed_record(
+    file: &std::fs::File,
+    ns: &str,
+    key: &str,
+    seq: u64,
+    e: &format::ExtentRec,
+) -> std::result::Result<(), String> {
+    use std::os::unix::fs::FileExt;
+    let raw = format::record_raw_bytes(ns.len(), key.len(), e.len, e.block_bytes);
+    if e.span_bytes != format::packed_span_bytes(raw) || e.span_bytes > PACKED_RECORD_MAX_BYTES + 8
+    {
+        return Err(format!(
+            "span of {} bytes for a record of {raw}",
+            e.span_bytes
+        ));
+    }
+    let mut buf = vec![0u8; raw as usize];
+    file.read_exact_at(&mut buf, e.record_offset)
+        .map_err(|err| format!("read {raw} bytes at {}: {err}", e.record_offset))?;
+    let h = format::decode_record_header(&buf)?;
+    let names = format::RECORD_HEADER_BYTES as usize;
+    let data_at = names + ns.len() + key.len();
+    if h.ns_len as usize != ns.len()
+        || h.key_len as usize != key.len()
+        || h.data_len != e.len
+        || h.seq != seq
+        || h.block_bytes != e.block_bytes
+        || &buf[names..names + ns.len()] != ns.as_bytes()
+        || &buf[names + ns.len()..data_at] != key.as_bytes()
+        || e.data_offset != e.record_offset + data_at as u64
+    {
+        return Err("record header does not match the entry".into());
+    }
+    let data = &buf[data_at..data_at + e.len as usize];
+    let bb = e.block_bytes.max(1) as usize;
+    if data.chunks(bb).count() != e.crcs.len()
+        || data
+            .chunks(bb)
+            .zip(e.crcs.iter())
+            .any(|(block, crc)| crc32c::crc32c(block) != *crc)
+    {
+        return Err("data does not match the entry's block CRCs".into());
+    }
+    let trailer = &buf[data_at + e.len as usize..];
+    let (table, crc) = trailer.split_at(trailer.len() - 4);
+    if crc32c::crc32c(table).to_le_bytes() != crc[..] {
+        return Err("record trailer CRC mismatch".into());
+    }
+    Ok(())
 }

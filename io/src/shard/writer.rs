@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use super::commit::{Op, PutReq, Reply, Req, PACKED_RECORD_MAX_BYTES};
+use super::commit::{Op, PutReq, Reply, Req, VolSync, PACKED_RECORD_MAX_BYTES};
 use super::space::{release_writer, Prealloc, VolFile};
 use super::{check_meta, now_ms, Object, Shard, MAX_CRC_TABLE_BYTES, MAX_OBJECT_BYTES};
 use crate::buf::{round_up, AlignedBuf};
@@ -308,7 +308,7 @@ impl PutWriter {
                 Box::new(move |reply| {
                     Req::Op(Op::Put {
                         put,
-                        sync: Some(vol),
+                        sync: VolSync::Before(vol),
                         slot: None,
                         expect,
                         reply,
