@@ -1,7 +1,7 @@
 """Gateway read path (issue 15, part 2): big misses are served while they arrive and stored at
 the same time; an upstream that fails mid-body cuts the client and leaves no local entry.
 
-The upstream is a real SeaweedFS behind a relay (conftest's `Relay`, extended here) that can
+The upstream is a real SeaweedFS behind conftest's `Relay`, which can
 throttle what the upstream sends and cut a connection after a number of response bytes."""
 
 import concurrent.futures
@@ -17,54 +17,9 @@ from conftest import Relay, weed_bin  # noqa: F401  (skips the module when there
 MiB = 1 << 20
 
 
-class ShapingRelay(Relay):
-    """A `Relay` whose upstream -> gateway direction can be throttled (`rate_bytes_per_s`)
-    and cut (`cut_after_bytes`: a connection opened while it is set forwards that many
-    response bytes, then both sides are shut)."""
-
-    def __init__(self, target_port):
-        super().__init__(target_port)
-        self.rate_bytes_per_s = None
-        self.cut_after_bytes = None
-        self.cuts = 0
-
-    def _pipe(self, src, dst, down):
-        if not down:
-            return super()._pipe(src, dst, down)
-        budget = self.cut_after_bytes
-        try:
-            while True:
-                d = src.recv(1 << 16)
-                if not d:
-                    break
-                if budget is not None:
-                    if len(d) >= budget:
-                        d = d[:budget]
-                        dst.sendall(d)
-                        with self.lock:
-                            self.down_bytes += len(d)
-                            self.cuts += 1
-                        break
-                    budget -= len(d)
-                with self.lock:
-                    self.down_bytes += len(d)
-                rate = self.rate_bytes_per_s
-                if rate:
-                    time.sleep(len(d) / rate)
-                dst.sendall(d)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(2)
-                except OSError:
-                    pass
-
-
 @pytest.fixture
 def shaper(weed):
-    r = ShapingRelay(weed.port).start()
+    r = Relay(weed.port).start()
     yield r
     r.down()
 
