@@ -21,6 +21,7 @@ use super::manifest::{self, Manifest};
 use super::read::{prepare, Ask, Prep};
 use super::Gateway;
 use crate::s3::cond::ReadConds;
+use crate::s3::get::{lookup, ReadReq};
 use crate::s3::headers::{object_headers, Obj, Overrides};
 use crate::s3::BaleS3;
 
@@ -30,9 +31,8 @@ thread_local! {
 }
 
 /// Answers a GET/HEAD whose object is not local (gateway mode only; `None` when gateway mode
-/// is off, or for the rare outcomes left to s3s: a key s3s refuses, an entry just filled
-/// that the ordinary handlers then serve). `headers` is the front's reused map the answer's
-/// headers go into.
+/// is off, or for a key s3s refuses, which s3s then answers). `headers` is the front's
+/// reused map the answer's headers go into.
 pub async fn fast_miss(
     s3: &BaleS3,
     bucket: &str,
@@ -58,6 +58,12 @@ pub async fn fast_miss(
         headers.clear();
     }
     crate::s3::check_key(key).ok()?;
+    let again = ReadReq {
+        cond: cond.clone(),
+        range,
+        part_number: None,
+        want_body: !is_head,
+    };
     let a = Ask {
         bucket: bucket.to_string(),
         key: key.to_string(),
@@ -72,7 +78,9 @@ pub async fn fast_miss(
         .run(move |shard| prepare(shard, gw2, a))
         .await;
     let (m, served, body) = match prep {
-        Ok(Prep::Local) => return None,
+        // Local now (a concurrent fill of the key committed, or this one had to commit
+        // first): served from the entry, as the fast path serves a hit.
+        Ok(Prep::Local) => return local_hit(s3, bucket, key, again, headers).await,
         Ok(Prep::Blocks { m, served, body }) => (
             m,
             served,
@@ -92,6 +100,39 @@ pub async fn fast_miss(
         headers,
         if is_head { s3s::Body::empty() } else { body },
     ))
+}
+
+/// The local entry of `bucket/key`, read and answered as the fast path answers a hit.
+async fn local_hit(
+    s3: &BaleS3,
+    bucket: &str,
+    key: &str,
+    r: ReadReq,
+    mut headers: http::HeaderMap,
+) -> Option<http::Response<s3s::Body>> {
+    let want_body = r.want_body;
+    let mut found = match lookup(s3, bucket, key, r).await {
+        Ok(f) => f,
+        Err(e) => return e.to_http_response().ok(),
+    };
+    object_headers(
+        &mut headers,
+        &found.view(),
+        false,
+        false,
+        &Overrides::default(),
+    )
+    .ok()?;
+    let body = match found.body.take() {
+        Some(p) if want_body => p.into_body(),
+        _ => s3s::Body::empty(),
+    };
+    let status = if found.served.is_some() {
+        http::StatusCode::PARTIAL_CONTENT
+    } else {
+        http::StatusCode::OK
+    };
+    Some(answer(status, headers, body))
 }
 
 fn answer(

@@ -210,3 +210,50 @@ def test_ranged_miss_of_unknown_small_object_keeps_it_whole(weed, bucket, shaper
     with pytest.raises(ClientError) as e:
         g.client().get_object(Bucket=bucket, Key="tiny", Range="bytes=10-20")
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 416
+
+
+def test_misses_answered_on_the_front(weed, bucket, shaper, gateway_factory):
+    """Misses are answered by the fast path's hook (no s3s): conditions, HEAD, errors and the
+    answer's headers are S3's, and the same kept-alive connection then serves hits and further
+    misses (a one-core gateway, one client connection)."""
+    from botocore.exceptions import ClientError
+
+    def err(fn, **kw):
+        try:
+            fn(**kw)
+        except ClientError as e:
+            r = e.response
+            return r["ResponseMetadata"]["HTTPStatusCode"], r["Error"]["Code"]
+        raise AssertionError("no error")
+
+    wc = weed.client()
+    objs = {f"front/{i}": os.urandom(4096 + i) for i in range(6)}
+    etags = {k: wc.put_object(Bucket=bucket, Key=k, Body=v, ContentType="a/b")["ETag"]
+             for k, v in objs.items()}
+    g = gateway_factory(shaper.endpoint, cores=1)
+    c = g.client()
+    # HEAD miss: the upstream's headers, no fill.
+    h = c.head_object(Bucket=bucket, Key="front/0")
+    assert h["ContentLength"] == 4096 and h["ETag"] == etags["front/0"] and h["ContentType"] == "a/b"
+    # Conditional misses decided on the upstream's ETag: 304, 412; then a plain miss fills.
+    assert err(c.get_object, Bucket=bucket, Key="front/1", IfNoneMatch=etags["front/1"])[0] == 304
+    assert err(c.get_object, Bucket=bucket, Key="front/2", IfMatch='"0123"') == (412, "PreconditionFailed")
+    r = c.get_object(Bucket=bucket, Key="front/2", IfMatch=etags["front/2"])
+    assert r["Body"].read() == objs["front/2"] and r["ContentType"] == "a/b"
+    # A missing key: the upstream's 404 NoSuchKey; a miss of an existing one right after it.
+    assert err(c.get_object, Bucket=bucket, Key="front/none") == (404, "NoSuchKey")
+    for k in ["front/3", "front/4"]:
+        r = c.get_object(Bucket=bucket, Key=k)
+        assert r["Body"].read() == objs[k] and r["ETag"] == etags[k]
+        assert r["ContentLength"] == len(objs[k])
+    # Ranged miss of a small object: 206 with its Content-Range, then hits from the local copy.
+    r = c.get_object(Bucket=bucket, Key="front/5", Range="bytes=10-19")
+    assert r["ResponseMetadata"]["HTTPStatusCode"] == 206 and r["Body"].read() == objs["front/5"][10:20]
+    assert r["ContentRange"] == f"bytes 10-19/{len(objs['front/5'])}"
+    time.sleep(0.3)  # the background commits
+    down0, _ = shaper.counts()
+    for k, v in objs.items():
+        if k in ("front/0", "front/1"):
+            continue  # HEAD and 304 do not fill
+        assert c.get_object(Bucket=bucket, Key=k)["Body"].read() == v
+    assert shaper.counts()[0] == down0, "a hit went upstream"
