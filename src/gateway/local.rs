@@ -508,7 +508,7 @@ mod tests {
             ns: "b".to_string(),
             key: key.to_string(),
             // Far from other tests' entries (the counters are process-wide).
-            seq: seq + 1_000_000 * fnv64(key).rotate_left(7) % 1_000_000_007,
+            seq: seq + 1_000_000u64.wrapping_mul(fnv64(key).rotate_left(7)) % 1_000_000_007,
             mtime_ms: 42,
             size,
         }
