@@ -15,7 +15,13 @@ Misses: `gw-miss` restarts the gateway on an empty data directory before each ru
 (bale-bench picks keys at random: a few repeats are hits). Ranged misses use
 --miss-block-kb blocks (4 KiB ranges over 64 MiB: 1024 blocks at the default 64 KiB).
 
-  scripts/bench-gateway.py [--repeats 3] [--duration 5]
+  scripts/bench-gateway.py [--repeats 3] [--duration 5] [--bins before=bench/out/bale-before,after=target/release/bale]
+
+--bins runs the gateway rows (and plain bale) for each named binary, alternately within each
+repeat (A/B on one machine state). `seaweedfs (miss keys)` reads the miss runs' keys directly
+(the same request distribution: the upstream's own latency for those requests), and each miss
+row also shows the mean upstream request time the gateway itself measured (its /metrics), so a
+miss splits into "upstream" and "bale".
 
 --milvus instead runs `bale-bench milvus` (segment-load replay: listings, HEADs, footer and
 row-group ranged GETs, whole GETs, then a ranged search phase): the bucket is built once on
@@ -121,12 +127,12 @@ def start_weed(work, cpus):
         time.sleep(0.5)
 
 
-def start_bale(name, work, cpus, extra=(), fresh=True):
+def start_bale(name, work, cpus, extra=(), fresh=True, bin_path=None):
     data = os.path.join(work, f"{name}-data")
     if fresh:
         shutil.rmtree(data, ignore_errors=True)
     port = free_port()
-    p = Proc(name, [BALE, "serve", "--listen", f"127.0.0.1:{port}", "--data", data, "--cores", "1",
+    p = Proc(name, [bin_path or BALE, "serve", "--listen", f"127.0.0.1:{port}", "--data", data, "--cores", "1",
                     "--access-key", AK, "--secret-key", SK, *extra], work, cpus)
     p.endpoint = f"http://127.0.0.1:{port}"
     wait_http(p.endpoint + "/health")
@@ -163,6 +169,40 @@ def milvus(endpoint, phases, a, client_cpu):
     return {rep["name"]: rep for rep in json.loads(r.stdout)["reports"]}
 
 
+def finish(out, work, procs, runs, lines):
+    """Stops what ran, keeps its logs, writes runs.json and RESULTS.md (also printed)."""
+    for p in reversed(procs):
+        p.stop()
+    for f in os.listdir(work):
+        if f.endswith(".log"):
+            shutil.copy(os.path.join(work, f), out)
+    shutil.rmtree(work, ignore_errors=True)
+    with open(os.path.join(out, "runs.json"), "w") as f:
+        json.dump(runs, f, indent=1)
+    if lines is None:
+        return
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(out, "RESULTS.md"), "w") as f:
+        f.write(text)
+    print(text)
+    log(f"wrote {out}")
+
+
+def medians(rows, fields):
+    return {k: statistics.median(r[k] for r in rows) for k in fields}
+
+
+def upstream_seconds(endpoint):
+    """(sum s, count) of the gateway's upstream request durations (its /metrics)."""
+    text = urllib.request.urlopen(endpoint + "/metrics", timeout=5).read().decode()
+    vals = {}
+    for line in text.splitlines():
+        for k in ("sum", "count"):
+            if line.startswith(f"bale_gateway_upstream_duration_seconds_{k} "):
+                vals[k] = float(line.split()[1])
+    return vals.get("sum", 0.0), vals.get("count", 0.0)
+
+
 def main_milvus(a, out, work, commit, stamp, server_cpus, client_cpu):
     """Milvus segment-load replay: SeaweedFS direct vs a gateway cold (empty) and warm."""
     procs, runs = [], []
@@ -192,15 +232,9 @@ def main_milvus(a, out, work, commit, stamp, server_cpus, client_cpu):
                         f"errors {row['errors']}")
             finally:
                 gw.stop()
-    finally:
-        for p in reversed(procs):
-            p.stop()
-        for f in os.listdir(work):
-            if f.endswith(".log"):
-                shutil.copy(os.path.join(work, f), out)
-        shutil.rmtree(work, ignore_errors=True)
-    with open(os.path.join(out, "runs.json"), "w") as f:
-        json.dump(runs, f, indent=1)
+    except BaseException:
+        finish(out, work, procs, runs, None)
+        raise
     lines = [f"# Gateway, Milvus segment-load replay: `scripts/bench-gateway.py --milvus --repeats {a.repeats} "
              f"--milvus-segments {a.milvus_segments} --milvus-scale {a.milvus_scale}`", "",
              f"Commit {commit}, {stamp}. Medians over repeats. gw-cold: a gateway started empty; gw-warm: "
@@ -210,17 +244,11 @@ def main_milvus(a, out, work, commit, stamp, server_cpus, client_cpu):
     med = {}
     for t in ["seaweedfs", "gw-cold", "gw-warm"]:
         rs = [r for r in runs if r["target"] == t]
-        med[t] = {k: statistics.median(r[k] for r in rs) for k in
-                  ["load_wall_s", "load_mb_per_s", "search_p50_us", "search_p99_us", "search_req_per_s"]}
-        m = med[t]
+        med[t] = m = medians(rs, ["load_wall_s", "load_mb_per_s", "search_p50_us", "search_p99_us", "search_req_per_s"])
         lines.append(f"| {t} | {len(rs)} | {m['load_wall_s']:.3f} | {m['load_mb_per_s']:.0f} | "
                      f"{m['search_p50_us']:.0f} | {m['search_p99_us']:.0f} | {m['search_req_per_s']:.0f} | "
                      f"{sum(r['errors'] for r in rs)} | {m['load_wall_s'] / med['seaweedfs']['load_wall_s']:.2f}× |")
-    text = "\n".join(lines) + "\n"
-    with open(os.path.join(out, "RESULTS.md"), "w") as f:
-        f.write(text)
-    print(text)
-    log(f"wrote {out}")
+    finish(out, work, procs, runs, lines)
 
 
 def main():
@@ -231,6 +259,8 @@ def main():
     o.add_argument("--miss-count", type=int, default=20000, help="4 KiB objects for the miss runs")
     o.add_argument("--miss-requests", type=int, default=300)
     o.add_argument("--miss-block-kb", type=int, default=64)
+    o.add_argument("--bins", default=None,
+                   help="label=path,... of bale binaries run alternately (default: the build's bale)")
     o.add_argument("--milvus", action="store_true", help="run the Milvus segment-load replay instead")
     o.add_argument("--milvus-segments", type=int, default=2)
     o.add_argument("--milvus-scale", type=float, default=0.25)
@@ -247,92 +277,100 @@ def main():
     work = tempfile.mkdtemp(prefix="bench-gw-")
     if a.milvus:
         return main_milvus(a, out, work, commit, stamp, server_cpus, client_cpu)
-    procs = []
-    runs = []
+    bins = [tuple(x.split("=", 1)) for x in a.bins.split(",")] if a.bins else [("", BALE)]
+    at = lambda t, label: f"{t}@{label}" if label else t  # noqa: E731
+    procs, runs = [], []
+
+    def record(sname, tname, rep, r, **extra):
+        runs.append({"scenario": sname, "target": tname, "repeat": rep, **r, **extra})
+        up = f"  upstream (in gw) mean {extra['upstream_mean_us']:8.1f} us" if "upstream_mean_us" in extra else ""
+        log(f"{sname:24} {tname:22} p50 {r['p50_us']:8.1f} us  p99 {r['p99_us']:8.1f} us  "
+            f"{r['req_per_s']:8.0f} req/s  errors {r['errors']}{up}")
+
     try:
         weed = start_weed(work, None)
         procs.append(weed)
-        plain = start_bale("bale", work, server_cpus)
-        procs.append(plain)
+        gw_args = ["--upstream", weed.endpoint, "--upstream-access-key", AK, "--upstream-secret-key", SK,
+                   "--metrics-public"]
+        plain, hit = {}, {}
+        for label, path in bins:
+            plain[label] = start_bale(at("bale", label), work, server_cpus, bin_path=path)
+            procs.append(plain[label])
         log("loading objects")
-        for ep in (plain.endpoint, weed.endpoint):
+        for ep in [p.endpoint for p in plain.values()] + [weed.endpoint]:
             load(ep, ["-n", str(a.count), "--size", "4k", "--prefix", "s4k/"])
             load(ep, ["-n", "1", "--size", "64m", "--prefix", "big/"])
         load(weed.endpoint, ["-n", str(a.miss_count), "--size", "4k", "--prefix", "m4k/"])
-        gw_args = ["--upstream", weed.endpoint, "--upstream-access-key", AK, "--upstream-secret-key", SK]
-        hit = start_bale("gw-hit", work, server_cpus, gw_args)
-        procs.append(hit)
-        # Fill the hit gateway: every 4 KiB object, and the big object's blocks.
-        log("filling the hit gateway")
-        bench(hit.endpoint, ["-n", str(a.count), "--size", "4k", "--prefix", "s4k/", "-c", "4",
-                             "--requests", str(a.count * 8)], None)
-        bench(hit.endpoint, ["-n", "1", "--size", "64m", "--prefix", "big/", "--range", "4k",
-                             "--range-align", "4096", "-c", "4", "--requests", "3000"], None)
+        for label, path in bins:
+            hit[label] = start_bale(at("gw-hit", label), work, server_cpus, gw_args, bin_path=path)
+            procs.append(hit[label])
+            # Fill the hit gateway: every 4 KiB object, and the big object's blocks.
+            log(f"filling the hit gateway {label}")
+            bench(hit[label].endpoint, ["-n", str(a.count), "--size", "4k", "--prefix", "s4k/", "-c", "4",
+                                        "--requests", str(a.count * 8)], None)
+            bench(hit[label].endpoint, ["-n", "1", "--size", "64m", "--prefix", "big/", "--range", "4k",
+                                        "--range-align", "4096", "-c", "4", "--requests", "3000"], None)
         scen = {
             "GET 4 KiB": ["-n", str(a.count), "--size", "4k", "--prefix", "s4k/"],
             "ranged 4 KiB in 64 MiB": ["-n", "1", "--size", "64m", "--prefix", "big/", "--range", "4k",
                                        "--range-align", "4096"],
         }
-        targets = [("bale", plain), ("gw-hit", hit), ("seaweedfs", weed)]
         for rep in range(a.repeats):
             for sname, sargs in scen.items():
-                for tname, p in targets:
+                targets = [(at(t, label), d[label]) for label, _ in bins for t, d in (("bale", plain), ("gw-hit", hit))]
+                for tname, p in targets + [("seaweedfs", weed)]:
                     r = bench(p.endpoint, [*sargs, "-c", "1", "-d", a.duration, "--warmup", "1s"], client_cpu)
-                    runs.append({"scenario": sname, "target": tname, "repeat": rep, **r})
-                    log(f"{sname:24} {tname:10} p50 {r['p50_us']:8.1f} us  p99 {r['p99_us']:8.1f} us  "
-                        f"{r['req_per_s']:8.0f} req/s  errors {r['errors']}")
-                # Misses: a fresh gateway each run.
+                    record(sname, tname, rep, r)
+                # Misses: a fresh gateway each run; the same requests straight to SeaweedFS.
                 extra = ["--upstream-block-kb", str(a.miss_block_kb)] if "ranged" in sname else []
-                miss = start_bale("gw-miss", work, server_cpus, gw_args + extra)
                 margs = (["-n", str(a.miss_count), "--size", "4k", "--prefix", "m4k/"] if "ranged" not in sname
                          else sargs)
-                try:
-                    r = bench(miss.endpoint, [*margs, "-c", "1", "--requests", str(a.miss_requests)], client_cpu)
-                finally:
-                    miss.stop()
-                runs.append({"scenario": sname, "target": "gw-miss", "repeat": rep, **r})
-                log(f"{sname:24} {'gw-miss':10} p50 {r['p50_us']:8.1f} us  p99 {r['p99_us']:8.1f} us  "
-                    f"{r['req_per_s']:8.0f} req/s  errors {r['errors']}")
-    finally:
-        for p in reversed(procs):
-            p.stop()
-        for f in os.listdir(work):
-            if f.endswith(".log"):
-                shutil.copy(os.path.join(work, f), out)
-        shutil.rmtree(work, ignore_errors=True)
-
-    with open(os.path.join(out, "runs.json"), "w") as f:
-        json.dump(runs, f, indent=1)
-    lines = [f"# Gateway tier (issue 15): `scripts/bench-gateway.py --repeats {a.repeats} --duration {a.duration}`",
+                for label, path in bins:
+                    miss = start_bale("gw-miss", work, server_cpus, gw_args + extra, bin_path=path)
+                    try:
+                        r = bench(miss.endpoint, [*margs, "-c", "1", "--requests", str(a.miss_requests)], client_cpu)
+                        up_s, up_n = upstream_seconds(miss.endpoint)
+                    finally:
+                        miss.stop()
+                    record(sname, at("gw-miss", label), rep, r, upstream_mean_us=up_s / max(up_n, 1) * 1e6)
+                if "ranged" not in sname:
+                    r = bench(weed.endpoint, [*margs, "-c", "1", "--requests", str(a.miss_requests)], client_cpu)
+                    record(sname, "seaweedfs (miss keys)", rep, r)
+    except BaseException:
+        finish(out, work, procs, runs, None)
+        raise
+    names = ", ".join(f"{label} = {path}" for label, path in bins if label)
+    lines = [f"# Gateway tier (issue 15): `scripts/bench-gateway.py --repeats {a.repeats} --duration {a.duration}"
+             f"{' --bins ' + a.bins if a.bins else ''}`",
              "", f"Commit {commit}, {stamp}, {ncpu} CPUs (servers on CPU {server_cpus}, client on CPU {client_cpu}; "
              "SeaweedFS unpinned). c=1, medians of the runs' p50 / p99 / req/s, latencies in µs. "
              f"Misses: fresh gateway per run, {a.miss_requests} requests over {a.miss_count} keys "
-             f"(ranged: {a.miss_block_kb} KiB blocks).", "",
-             "| scenario | target | runs | p50 µs | p99 µs | req/s | errors | p50 ÷ bale | p50 − seaweedfs |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    med = {}
-    for sname in ["GET 4 KiB", "ranged 4 KiB in 64 MiB"]:
-        for t in ["bale", "gw-hit", "gw-miss", "seaweedfs"]:
-            rs = [r for r in runs if r["scenario"] == sname and r["target"] == t]
-            if not rs:
-                continue
-            med[(sname, t)] = (statistics.median(r["p50_us"] for r in rs),
-                               statistics.median(r["p99_us"] for r in rs),
-                               statistics.median(r["req_per_s"] for r in rs),
-                               sum(r["errors"] for r in rs), len(rs))
-        for t in ["bale", "gw-hit", "gw-miss", "seaweedfs"]:
-            if (sname, t) not in med:
-                continue
-            p50, p99, rps, errs, n = med[(sname, t)]
-            ratio = p50 / med[(sname, "bale")][0] if (sname, "bale") in med else float("nan")
-            over = p50 - med[(sname, "seaweedfs")][0] if (sname, "seaweedfs") in med else float("nan")
-            lines.append(f"| {sname} | {t} | {n} | {p50:.1f} | {p99:.1f} | {rps:.0f} | {errs} | {ratio:.2f}× | "
-                         f"{over:+.1f} |")
-    text = "\n".join(lines) + "\n"
-    with open(os.path.join(out, "RESULTS.md"), "w") as f:
-        f.write(text)
-    print(text)
-    log(f"wrote {out}")
+             f"(ranged: {a.miss_block_kb} KiB blocks); `upstream (in gw)`: the mean upstream request time "
+             f"the gateway measured during the miss run.{' Binaries: ' + names + '.' if names else ''}", "",
+             "| scenario | target | runs | p50 µs | p99 µs | req/s | errors | p50 ÷ bale | p50 − seaweedfs | upstream (in gw) µs |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for sname in scen:
+        rows = {}
+        for r in runs:
+            if r["scenario"] == sname:
+                rows.setdefault(r["target"], []).append(r)
+        base = statistics.median(r["p50_us"] for r in rows["seaweedfs"])
+        for tname, rs in rows.items():
+            m = medians(rs, ["p50_us", "p99_us", "req_per_s"])
+            label = tname.split("@")[1] if "@" in tname else ""
+            plain_rows = rows.get(at("bale", label))
+            ratio = m["p50_us"] / statistics.median(r["p50_us"] for r in plain_rows) if plain_rows else float("nan")
+            miss_base = rows.get("seaweedfs (miss keys)") if tname.startswith("gw-miss") else None
+            over = m["p50_us"] - (statistics.median(r["p50_us"] for r in miss_base) if miss_base else base)
+            up = (f"{statistics.median(r['upstream_mean_us'] for r in rs):.0f}"
+                  if "upstream_mean_us" in rs[0] else "")
+            lines.append(f"| {sname} | {tname} | {len(rs)} | {m['p50_us']:.1f} | {m['p99_us']:.1f} | "
+                         f"{m['req_per_s']:.0f} | {sum(r['errors'] for r in rs)} | "
+                         f"{'' if tname.startswith(('gw-miss', 'seaweedfs')) else f'{ratio:.2f}×'} | "
+                         f"{'' if tname.startswith(('bale', 'gw-hit', 'seaweedfs')) else f'{over:+.1f}'} | {up} |")
+    lines += ["", "`p50 − seaweedfs`: of a GET 4 KiB miss, against `seaweedfs (miss keys)` (the same requests "
+              "sent straight to SeaweedFS); of a ranged miss, against `seaweedfs` (the same 4 KiB ranges)."]
+    finish(out, work, procs, runs, lines)
 
 
 if __name__ == "__main__":

@@ -382,12 +382,12 @@ pub(crate) async fn try_answer<H: Head>(
         ..Default::default()
     };
     conditions(req, &mut r).ok()?;
-    // Kept for the gateway's ranged block hits (a miss of the whole key).
+    // Kept for the gateway, which answers what the lookup does not find.
     let gw_range = r.range;
-    let conditional = r.cond.if_match.is_some()
-        || r.cond.if_none_match.is_some()
-        || r.cond.if_modified_since.is_some()
-        || r.cond.if_unmodified_since.is_some();
+    let gw_cond = match crate::gateway::get() {
+        Some(_) => r.cond.clone(),
+        None => Default::default(),
+    };
     let checksum_mode = match at_most_one(req, names::X_AMZ_CHECKSUM_MODE) {
         Ok(v) => checksum_mode_enabled(v.map(str::as_bytes)),
         Err(()) => return None,
@@ -409,13 +409,11 @@ pub(crate) async fn try_answer<H: Head>(
                 s3s::S3ErrorCode::NoSuchKey | s3s::S3ErrorCode::NoSuchBucket
             ) && crate::gateway::fast_path_miss_declines() =>
         {
-            // A ranged read of one local block entry is answered here; the rest goes to s3s.
-            return match (gw_range, conditional) {
-                (Some(range), false) => {
-                    crate::gateway::read::fast_block_hit(&fp.s3, bucket, key, range, is_head).await
-                }
-                _ => None,
-            };
+            // A block entry's ranged hit, or a miss filled from the upstream (gateway::hook).
+            return crate::gateway::hook::fast_miss(
+                &fp.s3, bucket, key, gw_range, gw_cond, is_head, headers,
+            )
+            .await;
         }
         Err(e) if answers_itself(&e, bucket) => {
             return match e.to_http_response() {

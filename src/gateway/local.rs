@@ -49,11 +49,16 @@ pub fn meta_from_headers(h: &http::HeaderMap, etag: &str) -> ObjMeta {
 
 // ---- keys -----------------------------------------------------------------------------------
 
-/// FNV-1a, 64 bits (block keys name the ETag by its hash to stay within the key limit).
-fn fnv64(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
-        h ^= b as u64;
+/// FNV-1a, 64 bits (block keys name the ETag by its hash to stay within the key limit; the
+/// per-core manifests are keyed by the hash of bucket and key).
+pub fn fnv64(s: &str) -> u64 {
+    fnv64_more(0xcbf2_9ce4_8422_2325, s.as_bytes())
+}
+
+/// FNV-1a continued over `bytes` from state `h`.
+pub fn fnv64_more(mut h: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        h ^= *b as u64;
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
@@ -62,11 +67,21 @@ fn fnv64(s: &str) -> u64 {
 /// Hidden key of block `idx` of `key` at upstream ETag `etag` (a NUL never occurs in an S3
 /// key, and LIST comes from the upstream, so nobody sees these).
 pub fn block_key(key: &str, etag: &str, block_bytes: u64, idx: u64) -> String {
-    format!(
-        "{key}\u{0}gw{:016x}.{}.{idx}",
-        fnv64(etag),
+    let mut out = String::new();
+    block_key_into(&mut out, key, fnv64(etag), block_bytes, idx);
+    out
+}
+
+/// [`block_key`] written into `out` (cleared first; no allocation once `out` has the room),
+/// for an ETag given by its hash.
+pub fn block_key_into(out: &mut String, key: &str, etag_hash: u64, block_bytes: u64, idx: u64) {
+    use std::fmt::Write;
+    out.clear();
+    let _ = write!(
+        out,
+        "{key}\u{0}gw{etag_hash:016x}.{}.{idx}",
         block_bytes >> 10
-    )
+    );
 }
 
 // ---- single flight --------------------------------------------------------------------------
@@ -493,7 +508,7 @@ mod tests {
             ns: "b".to_string(),
             key: key.to_string(),
             // Far from other tests' entries (the counters are process-wide).
-            seq: seq + 1_000_000 * fnv64(key).rotate_left(7) % 1_000_000_007,
+            seq: seq + 1_000_000u64.wrapping_mul(fnv64(key).rotate_left(7)) % 1_000_000_007,
             mtime_ms: 42,
             size,
         }

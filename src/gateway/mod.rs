@@ -5,6 +5,10 @@
 //! - `upstream`: the signed S3 client bale uses to talk to the upstream.
 //! - `read`: GetObject / HeadObject: a hit is the ordinary local read (fast path included); a
 //!   miss fills from the upstream (whole objects, or aligned blocks of big ones for ranges).
+//! - `blocks`: big objects read by ranges, fetched and kept as aligned block entries.
+//! - `manifest`: what each core knows of the objects it reads by blocks (ETag, size, headers).
+//! - `hook`: the fast path's entry for GET/HEADs whose object is not local (block hits and
+//!   misses answered on the front, without s3s).
 //! - `route`: every other request (writes, LIST, buckets, multipart) goes upstream through an
 //!   s3s custom route, after s3s checked the client's signature; writes invalidate the local
 //!   copy first and keep the bytes after the upstream acknowledged them.
@@ -15,7 +19,10 @@
 //! The engine learns nothing of this: entries are ordinary engine objects (block entries under
 //! hidden keys that LIST never shows, since LIST comes from the upstream).
 
+pub mod blocks;
+pub mod hook;
 pub mod local;
+pub mod manifest;
 pub mod read;
 pub mod route;
 pub mod stream;

@@ -9,29 +9,32 @@
 //! - a whole-object miss streams the object from the upstream into a local entry (committed
 //!   only when every byte arrived, `Expect::Absent` against a concurrent write-through), then
 //!   serves it locally.
-//! - a ranged miss learns the object's size and ETag (a HEAD, remembered per core as the
-//!   object's manifest); an object of at most one block is filled whole, a bigger one by the
-//!   aligned blocks the range touches (plus `--upstream-readahead-blocks`), each fetched with
-//!   `If-Match: <etag>` and kept under a hidden key named by the ETag, so bytes of two
-//!   versions are never served together.
+//! - a small whole-object miss is answered from the upstream's bytes while the local entry is
+//!   committed in the background; a big one is served while it arrives (`super::stream`).
+//! - a ranged miss of a big object is served from block entries (`super::blocks`), learning
+//!   the object's size and ETag (its manifest, `super::manifest`) from the first answer.
+//!
+//! The fast path hands this code its misses directly (`super::hook`): `prepare` decides for
+//! both it and the s3s handlers below.
 //!
 //! Fills of the same object (or the same run of blocks) on a core are fetched once; the key's
 //! owner core does every fill of that key, so that is once per process.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use bale_io::{Expect, Shard};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 
-use super::local::{self, block_key, meta_from_headers};
+use super::blocks::{ensure_blocks, probe, range_error, read_blocks, Blocks};
+use super::local::{self, meta_from_headers};
+use super::manifest::{self, Manifest};
 use super::stream;
 use super::upstream::{UpError, UpRequest, UpResponse};
-use super::{Gateway, Revalidate};
+use super::Gateway;
 use crate::s3::cond::{check_read, ReadConds};
 use crate::s3::headers::{object_headers, Obj, Overrides};
 use crate::s3::meta::ObjMeta;
@@ -39,9 +42,9 @@ use crate::s3::{error, BaleS3};
 
 /// Largest range answered from block entries at once, bytes; longer ranges fill the whole
 /// object first.
-const MAX_BLOCK_RANGE_BYTES: u64 = 64 << 20;
+pub(super) const MAX_BLOCK_RANGE_BYTES: u64 = 64 << 20;
 /// Largest upstream error body read, bytes.
-const MAX_ERROR_BODY: usize = 64 << 10;
+pub(super) const MAX_ERROR_BODY: usize = 64 << 10;
 
 /// The S3 handlers of gateway mode: GET and HEAD of objects (everything else is the custom
 /// route, `super::route`).
@@ -50,34 +53,6 @@ pub struct GatewayS3 {
     pub inner: BaleS3,
     pub gw: Arc<Gateway>,
 }
-
-/// What the upstream says about an object (per core, for objects read by blocks).
-#[derive(Clone)]
-struct Manifest {
-    etag: String,
-    size: u64,
-    mtime_ms: u64,
-    meta: ObjMeta,
-    checked_ms: u64,
-}
-
-thread_local! {
-    static MANIFESTS: RefCell<HashMap<(String, String), Manifest>> = RefCell::new(HashMap::new());
-}
-
-fn manifest_of(b: &str, k: &str, gw: &Gateway) -> Option<Manifest> {
-    let m = MANIFESTS.with(|m| m.borrow().get(&(b.to_string(), k.to_string())).cloned())?;
-    match gw.cfg.revalidate {
-        Revalidate::TtlMs(ttl) if crate::s3::now_ms().saturating_sub(m.checked_ms) >= ttl => None,
-        _ => Some(m),
-    }
-}
-
-/// Drops what this core remembers of `b/k` (a write through this gateway, a changed ETag).
-pub fn forget_manifest(b: &str, k: &str) {
-    MANIFESTS.with(|m| m.borrow_mut().remove(&(b.to_string(), k.to_string())));
-}
-
 /// 503 ServiceUnavailable for an upstream that did not answer.
 pub fn unavailable(e: &UpError) -> S3Error {
     let mut err = S3Error::with_message(
@@ -119,7 +94,7 @@ pub async fn upstream_error(resp: &mut UpResponse) -> S3Error {
 }
 
 /// Answer status 2xx.
-fn ok(resp: &UpResponse) -> bool {
+pub(super) fn ok(resp: &UpResponse) -> bool {
     resp.status.is_success()
 }
 
@@ -132,7 +107,7 @@ fn last_modified_ms(h: &http::HeaderMap) -> u64 {
 }
 
 /// What the owner core decided: serve the local entry, or answer from block entries.
-enum Prep {
+pub(super) enum Prep {
     Local,
     /// A whole-object miss served while it arrives (the fill runs on the owner core).
     Stream {
@@ -146,34 +121,33 @@ enum Prep {
     },
 }
 
-struct Ask {
-    bucket: String,
-    key: String,
-    range: Option<Range>,
-    cond: ReadConds,
-    want_body: bool,
+pub(super) struct Ask {
+    pub(super) bucket: String,
+    pub(super) key: String,
+    pub(super) range: Option<Range>,
+    pub(super) cond: ReadConds,
+    pub(super) want_body: bool,
     /// No partNumber and no response-* overrides: a miss may be answered from the upstream's
     /// bytes in memory (the local handlers answer the others once the fill is committed).
-    plain: bool,
+    pub(super) plain: bool,
 }
 
 /// Whole-object misses up to this size are answered from memory while they are committed.
 const IN_MEMORY_MISS_BYTES: u64 = 1 << 20;
 
-fn manifest_of_answer(resp: &UpResponse, size: u64) -> Manifest {
+pub(super) fn manifest_of_answer(resp: &UpResponse, size: u64) -> Manifest {
     let etag = resp.etag().unwrap_or_default();
-    Manifest {
-        meta: meta_from_headers(&resp.headers, &etag),
-        etag,
+    Manifest::new(
+        etag.clone(),
         size,
-        mtime_ms: last_modified_ms(&resp.headers),
-        checked_ms: crate::s3::now_ms(),
-    }
+        last_modified_ms(&resp.headers),
+        meta_from_headers(&resp.headers, &etag),
+    )
 }
 
 /// Streams a 200 answer into a local entry of `key`; `Ok(false)` when another writer got
 /// there first.
-async fn fill_whole(
+pub(super) async fn fill_whole(
     shard: &Rc<Shard>,
     gw: &Gateway,
     b: &str,
@@ -253,7 +227,7 @@ async fn revalidate(
 }
 
 async fn head_manifest(gw: &Arc<Gateway>, b: &str, k: &str) -> S3Result<Manifest> {
-    if let Some(m) = manifest_of(b, k, gw) {
+    if let Some(m) = manifest::of(b, k, gw) {
         return Ok(m);
     }
     let mut resp = gw
@@ -269,324 +243,17 @@ async fn head_manifest(gw: &Arc<Gateway>, b: &str, k: &str) -> S3Result<Manifest
         .header("content-length")
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| s3_error!(ServiceUnavailable, "upstream HEAD without a length"))?;
-    let m = Manifest {
-        meta: meta_from_headers(&resp.headers, &etag),
-        etag,
+    let m = Manifest::new(
+        etag.clone(),
         size,
-        mtime_ms: last_modified_ms(&resp.headers),
-        checked_ms: crate::s3::now_ms(),
-    };
-    MANIFESTS.with(|x| {
-        x.borrow_mut()
-            .insert((b.to_string(), k.to_string()), m.clone())
-    });
+        last_modified_ms(&resp.headers),
+        meta_from_headers(&resp.headers, &etag),
+    );
+    manifest::remember(b, k, m.clone());
     Ok(m)
 }
-
-/// Outcome of making sure blocks are local.
-enum Blocks {
-    Ready,
-    /// The object changed upstream (If-Match failed): start over.
-    Changed,
-}
-
-/// Fetches the missing blocks among `first..=last` (plus readahead) into `fetched`; they are
-/// stored locally in the background (the flight is held until they are committed, so a
-/// concurrent reader of the same blocks finds them local), and the read is answered from
-/// memory without waiting for the durable commit.
-#[allow(clippy::too_many_arguments)]
-async fn ensure_blocks(
-    shard: &Rc<Shard>,
-    gw: &Arc<Gateway>,
-    b: &str,
-    k: &str,
-    m: &Manifest,
-    first: u64,
-    last: u64,
-    fetched: &mut HashMap<u64, Bytes>,
-) -> S3Result<Blocks> {
-    let bs = gw.cfg.block_bytes;
-    let nblocks = m.size.div_ceil(bs);
-    let mut idx = first;
-    while idx <= last {
-        let bk = block_key(k, &m.etag, bs, idx);
-        if fetched.contains_key(&idx) || shard.get(b, &bk).is_some() {
-            idx += 1;
-            continue;
-        }
-        let Ok(lead) = local::flight(format!("{b}\0{bk}")).await else {
-            continue; // someone fetched it meanwhile: look again
-        };
-        if shard.get(b, &bk).is_some() {
-            idx += 1;
-            continue;
-        }
-        // The run of missing blocks from idx, through the readahead.
-        let mut end = idx;
-        let limit = (last + gw.cfg.readahead_blocks).min(nblocks - 1);
-        while end < limit && shard.get(b, &block_key(k, &m.etag, bs, end + 1)).is_none() {
-            end += 1;
-        }
-        let (start_b, end_b) = (idx * bs, ((end + 1) * bs).min(m.size));
-        let req = UpRequest::new(http::Method::GET, Some(b), Some(k))
-            .header("range", format!("bytes={}-{}", start_b, end_b - 1))
-            .header("if-match", format!("\"{}\"", m.etag));
-        let mut resp = gw.up.send(req).await.map_err(|e| unavailable(&e))?;
-        if resp.status == http::StatusCode::PRECONDITION_FAILED
-            || resp.status == http::StatusCode::NOT_FOUND
-        {
-            let _ = resp.collect(MAX_ERROR_BODY).await;
-            forget_manifest(b, k);
-            return Ok(Blocks::Changed);
-        }
-        if resp.status != http::StatusCode::PARTIAL_CONTENT {
-            if resp.status == http::StatusCode::OK {
-                forget_manifest(b, k);
-                return Ok(Blocks::Changed);
-            }
-            return Err(upstream_error(&mut resp).await);
-        }
-        if resp.etag().is_some_and(|e| e != m.etag) {
-            forget_manifest(b, k);
-            return Ok(Blocks::Changed);
-        }
-        take_blocks(
-            shard, gw, b, k, m, idx, end, &mut resp, fetched, lead, false,
-        )
-        .await?;
-        tracing::debug!(bucket = %b, blocks = end + 1 - idx, "gateway: filled blocks");
-        idx = end + 1;
-    }
-    Ok(Blocks::Ready)
-}
-
-/// Reads the body of a ranged upstream answer that starts at block `idx` into `fetched`
-/// (split by block: `idx..=end`, the last one cut at the object's end) and stores those blocks
-/// in the background; `lead` (their flight) is held until they are committed, so a concurrent
-/// reader of the same blocks finds them local. A body shorter than the blocks is an error
-/// (nothing is stored).
-#[allow(clippy::too_many_arguments)]
-async fn take_blocks(
-    shard: &Rc<Shard>,
-    gw: &Gateway,
-    b: &str,
-    k: &str,
-    m: &Manifest,
-    idx: u64,
-    end: u64,
-    resp: &mut UpResponse,
-    fetched: &mut HashMap<u64, Bytes>,
-    lead: local::Lead,
-    publish: bool,
-) -> S3Result<()> {
-    let bs = gw.cfg.block_bytes;
-    let mut cur = idx;
-    let mut buf = BytesMut::new();
-    let block_len = |i: u64| ((i + 1) * bs).min(m.size) - i * bs;
-    let bmeta = ObjMeta {
-        etag: m.etag.clone(),
-        ..Default::default()
-    };
-    loop {
-        let chunk = resp.next_chunk().await.map_err(|e| unavailable(&e))?;
-        let done = chunk.is_none();
-        if let Some(c) = chunk {
-            buf.extend_from_slice(&c);
-        }
-        while cur <= end && buf.len() as u64 >= block_len(cur) {
-            let piece = buf.split_to(block_len(cur) as usize).freeze();
-            fetched.insert(cur, piece);
-            cur += 1;
-        }
-        if done {
-            break;
-        }
-    }
-    if cur <= end {
-        return Err(s3_error!(ServiceUnavailable, "upstream answer cut short"));
-    }
-    let pieces: Vec<(String, Bytes)> = (idx..=end)
-        .filter_map(|i| Some((block_key(k, &m.etag, bs, i), fetched.get(&i)?.clone())))
-        .collect();
-    let (shard2, ns, cap) = (shard.clone(), b.to_string(), gw.cfg.shard_capacity_bytes);
-    let manifest = publish.then(|| (k.to_string(), m.clone()));
-    monoio::spawn(async move {
-        let _lead = lead;
-        for (key, piece) in pieces {
-            let n = piece.len() as u64;
-            if let Err(e) =
-                local::store(&shard2, &ns, &key, vec![piece], n, &bmeta, Expect::Any, cap).await
-            {
-                tracing::warn!(error = %format!("{e:#}"), "gateway: storing a block failed");
-                return;
-            }
-        }
-        // Known only once its blocks are local: a reader that finds the manifest finds them
-        // (before, it waits on the object's flight, held until here).
-        if let Some((k, m)) = manifest {
-            MANIFESTS.with(|x| x.borrow_mut().insert((ns, k), m));
-        }
-    });
-    Ok(())
-}
-
-/// `bytes A-B/TOTAL` of a Content-Range.
-fn content_range(v: &str) -> Option<(u64, u64, u64)> {
-    let (ab, total) = v.strip_prefix("bytes ")?.split_once('/')?;
-    let (a, b) = ab.split_once('-')?;
-    Some((a.parse().ok()?, b.parse().ok()?, total.parse().ok()?))
-}
-
-/// A ranged miss of an object this core knows nothing of: instead of a HEAD and then a GET,
-/// one ranged GET of the aligned blocks `first_byte..=last_byte` touch (plus readahead); its
-/// answer gives the manifest (size from Content-Range, ETag, headers) and the blocks, which
-/// are stored in the background. `Ok(None)`: look again (another reader probed meanwhile, or
-/// the object was filled whole).
-async fn probe(
-    shard: &Rc<Shard>,
-    gw: &Arc<Gateway>,
-    b: &str,
-    k: &str,
-    first_byte: u64,
-    last_byte: u64,
-) -> S3Result<Option<(Manifest, HashMap<u64, Bytes>)>> {
-    let bs = gw.cfg.block_bytes;
-    let Ok(lead) = local::flight(format!("{b}\0{k}\0probe")).await else {
-        return Ok(None);
-    };
-    if manifest_of(b, k, gw).is_some() || shard.get(b, k).is_some() {
-        return Ok(None);
-    }
-    let (first, last) = (first_byte / bs, last_byte / bs + gw.cfg.readahead_blocks);
-    let req = UpRequest::new(http::Method::GET, Some(b), Some(k)).header(
-        "range",
-        format!("bytes={}-{}", first * bs, (last + 1) * bs - 1),
-    );
-    let mut resp = gw.up.send(req).await.map_err(|e| unavailable(&e))?;
-    if resp.status == http::StatusCode::OK {
-        // The upstream ignored the range: this is the whole object.
-        fill_whole(shard, gw, b, k, &mut resp).await?;
-        return Ok(None);
-    }
-    if resp.status != http::StatusCode::PARTIAL_CONTENT {
-        return Err(upstream_error(&mut resp).await);
-    }
-    let Some((from, to, size)) = resp.header("content-range").and_then(content_range) else {
-        return Err(s3_error!(
-            ServiceUnavailable,
-            "upstream 206 without a usable Content-Range"
-        ));
-    };
-    if from != first * bs || to < from || to >= size {
-        return Err(s3_error!(
-            ServiceUnavailable,
-            "upstream answered another range"
-        ));
-    }
-    let m = manifest_of_answer(&resp, size);
-    let mut fetched = HashMap::new();
-    if from == 0 && to + 1 == size && size <= bs {
-        // The whole object, which fits one block: kept whole (later reads take the fast path).
-        let body = resp
-            .collect(size as usize)
-            .await
-            .map_err(|e| unavailable(&e))?;
-        if body.len() as u64 != size {
-            return Err(s3_error!(ServiceUnavailable, "upstream answer cut short"));
-        }
-        fetched.insert(0, body.clone());
-        let (shard2, ns, key, meta) = (shard.clone(), b.to_string(), k.to_string(), m.meta.clone());
-        let cap = gw.cfg.shard_capacity_bytes;
-        monoio::spawn(async move {
-            let _lead = lead;
-            let r = local::store(
-                &shard2,
-                &ns,
-                &key,
-                vec![body],
-                size,
-                &meta,
-                Expect::Absent,
-                cap,
-            );
-            if let Err(e) = r.await {
-                tracing::warn!(error = %format!("{e:#}"), "gateway: keeping a fill failed");
-            }
-        });
-        return Ok(Some((m, fetched)));
-    }
-    take_blocks(
-        shard,
-        gw,
-        b,
-        k,
-        &m,
-        first,
-        to / bs,
-        &mut resp,
-        &mut fetched,
-        lead,
-        true,
-    )
-    .await?;
-    tracing::debug!(bucket = %b, blocks = to / bs + 1 - first, "gateway: probed and filled blocks");
-    Ok(Some((m, fetched)))
-}
-
-/// Reads `[s, e)` of the object from its block entries; `None` if one went missing.
-#[allow(clippy::too_many_arguments)]
-async fn read_blocks(
-    shard: &Rc<Shard>,
-    bs: u64,
-    b: &str,
-    k: &str,
-    etag: &str,
-    s: u64,
-    e: u64,
-    fetched: &HashMap<u64, Bytes>,
-) -> S3Result<Option<Bytes>> {
-    let mut out: Option<Bytes> = None;
-    let mut joined = BytesMut::new();
-    let (first, last) = (s / bs, (e - 1) / bs);
-    for idx in first..=last {
-        let bs0 = idx * bs;
-        let piece = if let Some(mem) = fetched.get(&idx) {
-            let be = bs0 + mem.len() as u64;
-            let (from, to) = (s.max(bs0) - bs0, e.min(be) - bs0);
-            mem.slice(from as usize..to as usize)
-        } else {
-            let Some(o) = shard.get(b, &block_key(k, etag, bs, idx)) else {
-                return Ok(None);
-            };
-            block_touched(&o);
-            let be = bs0 + o.size;
-            let (from, to) = (s.max(bs0) - bs0, e.min(be) - bs0);
-            shard
-                .read(&o, from, to - from)
-                .await
-                .map_err(error::engine)?
-        };
-        if first == last {
-            out = Some(piece);
-        } else {
-            joined.extend_from_slice(&piece);
-        }
-    }
-    Ok(Some(out.unwrap_or_else(|| joined.freeze())))
-}
-
-fn range_error(size: u64) -> S3Error {
-    let mut e = s3_error!(InvalidRange, "The requested range is not satisfiable");
-    let mut h = http::HeaderMap::new();
-    if let Ok(v) = http::HeaderValue::from_str(&format!("bytes */{size}")) {
-        h.insert(http::header::CONTENT_RANGE, v);
-    }
-    e.set_headers(h);
-    e
-}
-
 /// Runs on the key's owner core.
-async fn prepare(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Result<Prep> {
+pub(super) async fn prepare(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Result<Prep> {
     let (b, k) = (a.bucket.as_str(), a.key.as_str());
     for _attempt in 0..4 {
         if let Some(obj) = shard.get(b, k) {
@@ -702,7 +369,7 @@ async fn prepare(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Result<Prep> {
         {
             if last >= first
                 && last - first < MAX_BLOCK_RANGE_BYTES
-                && manifest_of(b, k, &gw).is_none()
+                && manifest::of(b, k, &gw).is_none()
             {
                 let Some((m, fetched)) = probe(&shard, &gw, b, k, first, last).await? else {
                     continue;
@@ -742,7 +409,7 @@ async fn prepare(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Result<Prep> {
             let mut resp = gw.up.send(req).await.map_err(|e| unavailable(&e))?;
             if resp.status == http::StatusCode::PRECONDITION_FAILED {
                 let _ = resp.collect(MAX_ERROR_BODY).await;
-                forget_manifest(b, k);
+                manifest::forget(b, k);
                 continue;
             }
             if !ok(&resp) {
@@ -778,7 +445,7 @@ async fn prepare(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Result<Prep> {
                 .header("if-match", format!("\"{}\"", m.etag));
             let mut resp = gw.up.send(req).await.map_err(|e| unavailable(&e))?;
             if !ok(&resp) {
-                forget_manifest(b, k);
+                manifest::forget(b, k);
                 return Err(upstream_error(&mut resp).await);
             }
             fill_whole(&shard, &gw, b, k, &mut resp).await?;
@@ -831,7 +498,7 @@ impl GatewayS3 {
     }
 }
 
-fn block_headers(m: &Manifest, served: Option<(u64, u64)>) -> S3Result<http::HeaderMap> {
+pub(super) fn block_headers(m: &Manifest, served: Option<(u64, u64)>) -> S3Result<http::HeaderMap> {
     let mut h = http::HeaderMap::new();
     object_headers(
         &mut h,
@@ -930,100 +597,4 @@ impl S3 for GatewayS3 {
             }
         }
     }
-}
-
-// ---- fast-path hook: ranged hits of block entries ------------------------------------------
-
-/// What the owner core found for a ranged hit of a block entry: the answer's headers and
-/// body (empty for HEAD).
-type BlockHit = Option<(http::HeaderMap, Bytes)>;
-
-/// A block entry is being read: bump its S3-FIFO access counter as a whole-object hit does
-/// (`Gateway::stale`), so the blocks of a big object read by ranges are not evicted as cold.
-fn block_touched(o: &bale_io::Object) {
-    if super::get().is_some_and(|gw| gw.cfg.shard_capacity_bytes > 0) {
-        local::touched(o.seq, o.mtime_ms);
-    }
-}
-
-/// Fast-path hook (`src/fast.rs`, where a lookup found no local object in gateway mode): a
-/// GET or HEAD with a Range and no conditions, of an object this process reads by blocks
-/// (its manifest is known on the owner core and fresh), that falls within ONE block entry
-/// present locally, is answered here: one manifest lookup, one index lookup, one read, no
-/// s3s. `None`: not such a request; s3s (and `GatewayS3`) answers it as before.
-pub async fn fast_block_hit(
-    s3: &BaleS3,
-    bucket: &str,
-    key: &str,
-    range: Range,
-    is_head: bool,
-) -> Option<http::Response<s3s::Body>> {
-    let gw = super::get()?;
-    let id = s3.topo.shard_for(bucket, key);
-    let hit = match crate::router::local_shard(id) {
-        Some(shard) => block_hit_local(shard, gw, bucket, key, range, !is_head).await,
-        None => {
-            let (b, k, gw) = (bucket.to_string(), key.to_string(), gw.clone());
-            s3.shard(id)
-                .run(move |shard| async move {
-                    Ok(block_hit_local(shard, &gw, &b, &k, range, !is_head).await)
-                })
-                .await
-                .ok()?
-        }
-    };
-    let (headers, body) = hit?;
-    let mut resp = http::Response::new(if is_head {
-        s3s::Body::empty()
-    } else {
-        s3s::Body::from(body)
-    });
-    *resp.status_mut() = http::StatusCode::PARTIAL_CONTENT;
-    *resp.headers_mut() = headers;
-    Some(resp)
-}
-
-/// On the key's owner core: the block entry holding all of `range`, read.
-async fn block_hit_local(
-    shard: Rc<Shard>,
-    gw: &Gateway,
-    b: &str,
-    k: &str,
-    range: Range,
-    want_body: bool,
-) -> BlockHit {
-    let bs = gw.cfg.block_bytes;
-    let (headers, bk, from, len) = MANIFESTS.with(|x| {
-        let x = x.borrow();
-        let m = x.get(&(b.to_string(), k.to_string()))?;
-        if let Revalidate::TtlMs(ttl) = gw.cfg.revalidate {
-            if crate::s3::now_ms().saturating_sub(m.checked_ms) >= ttl {
-                return None;
-            }
-        }
-        let r = range.check(m.size).ok().filter(|r| r.start < r.end)?;
-        let idx = r.start / bs;
-        if m.size <= bs || idx != (r.end - 1) / bs {
-            return None;
-        }
-        let headers = block_headers(m, Some((r.start, r.end))).ok()?;
-        Some((
-            headers,
-            block_key(k, &m.etag, bs, idx),
-            r.start - idx * bs,
-            r.end - r.start,
-        ))
-    })?;
-    let o = shard.get(b, &bk)?;
-    if from + len > o.size {
-        return None;
-    }
-    crate::metrics::gateway_hit();
-    block_touched(&o);
-    let body = if want_body {
-        shard.read(&o, from, len).await.ok()?
-    } else {
-        Bytes::new()
-    };
-    Some((headers, body))
 }

@@ -24,7 +24,8 @@ use s3s::{s3_error, Body, S3Request, S3Response, S3Result};
 use send_wrapper::SendWrapper;
 
 use super::local;
-use super::read::{forget_manifest, unavailable};
+use super::manifest;
+use super::read::unavailable;
 use super::upstream::{Tee, UpBody, UpRequest};
 use super::Gateway;
 use crate::s3::BaleS3;
@@ -202,7 +203,7 @@ pub async fn invalidate(s: &BaleS3, gw: &Arc<Gateway>, b: &str, k: &str) -> S3Re
     let (bb, kk) = (b.to_string(), k.to_string());
     s.shard_of(b, k)
         .run(move |shard| async move {
-            forget_manifest(&bb, &kk);
+            manifest::forget(&bb, &kk);
             if shard.get(&bb, &kk).is_some() {
                 match shard.delete(&bb, &kk, Expect::Any).await {
                     Ok(_) | Err(bale_io::Error::NotFound) => {}

@@ -113,14 +113,26 @@ class Weed:
 
 class Relay:
     """TCP relay to the upstream that counts bytes (upstream -> gateway, and requests) and can
-    refuse connections (`down()`) or swallow them without answering (`blackhole()`)."""
+    refuse connections (`down()`), swallow them without answering (`blackhole()`), throttle
+    the upstream -> gateway direction (`rate_bytes_per_s`), cut it (`cut_after_bytes`: a
+    connection opened while it is set forwards that many response bytes, then both sides are
+    shut), and speak TLS to the gateway (`tls=(cert, key)`: TLS in, plain TCP out)."""
 
-    def __init__(self, target_port):
+    def __init__(self, target_port, tls=None):
         self.target = ("127.0.0.1", target_port)
         self.port = None
         self.mode = "forward"
         self.down_bytes = 0
         self.up_bytes = 0
+        self.rate_bytes_per_s = None
+        self.cut_after_bytes = None
+        self.cuts = 0
+        self.handshake_failures = 0
+        self.tls = None
+        if tls:
+            import ssl
+            self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.tls.load_cert_chain(*tls)
         self.lock = threading.Lock()
         self.sock = None
         self.conns = []
@@ -128,7 +140,7 @@ class Relay:
 
     @property
     def endpoint(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self):
         self.sock = socket.socket()
@@ -150,29 +162,56 @@ class Relay:
                 with self.lock:
                     self.conns.append(c)  # never answered
                 continue
+            threading.Thread(target=self._connect, args=(c,), daemon=True).start()
+
+    def _connect(self, c):
+        if self.tls:
+            import ssl
             try:
-                u = socket.create_connection(self.target)
-            except OSError:
+                c.settimeout(10)
+                c = self.tls.wrap_socket(c, server_side=True)
+                c.settimeout(None)
+            except (OSError, ssl.SSLError):
+                with self.lock:
+                    self.handshake_failures += 1
                 c.close()
-                continue
-            for s in (c, u):
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self.lock:
-                self.conns += [c, u]
-            threading.Thread(target=self._pipe, args=(c, u, False), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(u, c, True), daemon=True).start()
+                return
+        try:
+            u = socket.create_connection(self.target)
+        except OSError:
+            c.close()
+            return
+        for s in (c, u):
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self.lock:
+            self.conns += [c, u]
+        threading.Thread(target=self._pipe, args=(c, u, False), daemon=True).start()
+        self._pipe(u, c, True)
 
     def _pipe(self, src, dst, down):
+        budget = self.cut_after_bytes if down else None
         try:
             while True:
                 d = src.recv(1 << 16)
                 if not d:
                     break
+                if budget is not None:
+                    if len(d) >= budget:
+                        d = d[:budget]
+                        dst.sendall(d)
+                        with self.lock:
+                            self.down_bytes += len(d)
+                            self.cuts += 1
+                        break
+                    budget -= len(d)
                 with self.lock:
                     if down:
                         self.down_bytes += len(d)
                     else:
                         self.up_bytes += len(d)
+                rate = self.rate_bytes_per_s if down else None
+                if rate:
+                    time.sleep(len(d) / rate)
                 dst.sendall(d)
         except OSError:
             pass

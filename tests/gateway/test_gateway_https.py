@@ -5,91 +5,17 @@ another CA refuses the upstream: 503 ServiceUnavailable and a log line naming th
 
 import os
 import shutil
-import socket
-import ssl
 import sys
 import tempfile
-import threading
 import time
 
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import WEED_AK, WEED_SK, client, weed_bin  # noqa: F401  (skips without weed)
+from conftest import WEED_AK, WEED_SK, Relay, client, weed_bin  # noqa: F401  (skips without weed)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tls"))
 from tlsutil import Pki  # noqa: E402
-
-
-class TlsRelay:
-    """TLS in, plain TCP out to the upstream."""
-
-    def __init__(self, target_port, cert, key):
-        self.target = ("127.0.0.1", target_port)
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(cert, key)
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.sock.listen(64)
-        self.handshake_failures = 0
-        self.conns = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def endpoint(self):
-        return f"https://127.0.0.1:{self.port}"
-
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
-
-    def _serve(self, c):
-        try:
-            c.settimeout(10)
-            t = self.ctx.wrap_socket(c, server_side=True)
-            t.settimeout(None)
-        except (OSError, ssl.SSLError):
-            self.handshake_failures += 1
-            c.close()
-            return
-        try:
-            u = socket.create_connection(self.target)
-        except OSError:
-            t.close()
-            return
-        self.conns += [t, u]
-        threading.Thread(target=self._pipe, args=(u, t), daemon=True).start()
-        self._pipe(t, u)
-
-    @staticmethod
-    def _pipe(src, dst):
-        try:
-            while True:
-                d = src.recv(1 << 16)
-                if not d:
-                    break
-                dst.sendall(d)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def stop(self):
-        self.sock.close()
-        for c in self.conns:
-            try:
-                c.close()
-            except OSError:
-                pass
 
 
 @pytest.fixture
@@ -109,9 +35,9 @@ def pki():
 @pytest.fixture
 def tls_relay(weed, pki):
     p, cert, key, _ = pki
-    r = TlsRelay(weed.port, cert, key)
+    r = Relay(weed.port, tls=(cert, key)).start()
     yield r
-    r.stop()
+    r.down()
 
 
 def test_https_upstream_reads_and_writes(weed, bucket, pki, tls_relay, gateway_factory):

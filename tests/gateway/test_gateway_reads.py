@@ -1,7 +1,7 @@
 """Gateway read path (issue 15, part 2): big misses are served while they arrive and stored at
 the same time; an upstream that fails mid-body cuts the client and leaves no local entry.
 
-The upstream is a real SeaweedFS behind a relay (conftest's `Relay`, extended here) that can
+The upstream is a real SeaweedFS behind conftest's `Relay`, which can
 throttle what the upstream sends and cut a connection after a number of response bytes."""
 
 import concurrent.futures
@@ -17,54 +17,9 @@ from conftest import Relay, weed_bin  # noqa: F401  (skips the module when there
 MiB = 1 << 20
 
 
-class ShapingRelay(Relay):
-    """A `Relay` whose upstream -> gateway direction can be throttled (`rate_bytes_per_s`)
-    and cut (`cut_after_bytes`: a connection opened while it is set forwards that many
-    response bytes, then both sides are shut)."""
-
-    def __init__(self, target_port):
-        super().__init__(target_port)
-        self.rate_bytes_per_s = None
-        self.cut_after_bytes = None
-        self.cuts = 0
-
-    def _pipe(self, src, dst, down):
-        if not down:
-            return super()._pipe(src, dst, down)
-        budget = self.cut_after_bytes
-        try:
-            while True:
-                d = src.recv(1 << 16)
-                if not d:
-                    break
-                if budget is not None:
-                    if len(d) >= budget:
-                        d = d[:budget]
-                        dst.sendall(d)
-                        with self.lock:
-                            self.down_bytes += len(d)
-                            self.cuts += 1
-                        break
-                    budget -= len(d)
-                with self.lock:
-                    self.down_bytes += len(d)
-                rate = self.rate_bytes_per_s
-                if rate:
-                    time.sleep(len(d) / rate)
-                dst.sendall(d)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(2)
-                except OSError:
-                    pass
-
-
 @pytest.fixture
 def shaper(weed):
-    r = ShapingRelay(weed.port).start()
+    r = Relay(weed.port).start()
     yield r
     r.down()
 
@@ -255,3 +210,50 @@ def test_ranged_miss_of_unknown_small_object_keeps_it_whole(weed, bucket, shaper
     with pytest.raises(ClientError) as e:
         g.client().get_object(Bucket=bucket, Key="tiny", Range="bytes=10-20")
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 416
+
+
+def test_misses_answered_on_the_front(weed, bucket, shaper, gateway_factory):
+    """Misses are answered by the fast path's hook (no s3s): conditions, HEAD, errors and the
+    answer's headers are S3's, and the same kept-alive connection then serves hits and further
+    misses (a one-core gateway, one client connection)."""
+    from botocore.exceptions import ClientError
+
+    def err(fn, **kw):
+        try:
+            fn(**kw)
+        except ClientError as e:
+            r = e.response
+            return r["ResponseMetadata"]["HTTPStatusCode"], r["Error"]["Code"]
+        raise AssertionError("no error")
+
+    wc = weed.client()
+    objs = {f"front/{i}": os.urandom(4096 + i) for i in range(6)}
+    etags = {k: wc.put_object(Bucket=bucket, Key=k, Body=v, ContentType="a/b")["ETag"]
+             for k, v in objs.items()}
+    g = gateway_factory(shaper.endpoint, cores=1)
+    c = g.client()
+    # HEAD miss: the upstream's headers, no fill.
+    h = c.head_object(Bucket=bucket, Key="front/0")
+    assert h["ContentLength"] == 4096 and h["ETag"] == etags["front/0"] and h["ContentType"] == "a/b"
+    # Conditional misses decided on the upstream's ETag: 304, 412; then a plain miss fills.
+    assert err(c.get_object, Bucket=bucket, Key="front/1", IfNoneMatch=etags["front/1"])[0] == 304
+    assert err(c.get_object, Bucket=bucket, Key="front/2", IfMatch='"0123"') == (412, "PreconditionFailed")
+    r = c.get_object(Bucket=bucket, Key="front/2", IfMatch=etags["front/2"])
+    assert r["Body"].read() == objs["front/2"] and r["ContentType"] == "a/b"
+    # A missing key: the upstream's 404 NoSuchKey; a miss of an existing one right after it.
+    assert err(c.get_object, Bucket=bucket, Key="front/none") == (404, "NoSuchKey")
+    for k in ["front/3", "front/4"]:
+        r = c.get_object(Bucket=bucket, Key=k)
+        assert r["Body"].read() == objs[k] and r["ETag"] == etags[k]
+        assert r["ContentLength"] == len(objs[k])
+    # Ranged miss of a small object: 206 with its Content-Range, then hits from the local copy.
+    r = c.get_object(Bucket=bucket, Key="front/5", Range="bytes=10-19")
+    assert r["ResponseMetadata"]["HTTPStatusCode"] == 206 and r["Body"].read() == objs["front/5"][10:20]
+    assert r["ContentRange"] == f"bytes 10-19/{len(objs['front/5'])}"
+    time.sleep(0.3)  # the background commits
+    down0, _ = shaper.counts()
+    for k, v in objs.items():
+        if k in ("front/0", "front/1"):
+            continue  # HEAD and 304 do not fill
+        assert c.get_object(Bucket=bucket, Key=k)["Body"].read() == v
+    assert shaper.counts()[0] == down0, "a hit went upstream"

@@ -1,0 +1,333 @@
+//! Big objects read by ranges: aligned blocks of `--upstream-block-kb` fetched from the
+//! upstream (the ones a range touches, plus `--upstream-readahead-blocks`) and kept as local
+//! entries under hidden keys named by the object's ETag (`local::block_key`), so bytes of two
+//! versions are never served together. A ranged miss of an object this core does not know
+//! costs one ranged GET (`probe`: its answer gives the manifest and the blocks); later misses
+//! fetch the missing blocks with `If-Match`. Every fill is answered from the fetched bytes and
+//! committed in the background, its single-flight held until the commit.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bale_io::{Expect, Shard};
+use bytes::{Bytes, BytesMut};
+use s3s::{s3_error, S3Error, S3Result};
+
+use super::local::{self, block_key};
+use super::manifest::{self, Manifest};
+use super::read::{fill_whole, manifest_of_answer, unavailable, upstream_error, MAX_ERROR_BODY};
+use super::upstream::{UpRequest, UpResponse};
+use super::Gateway;
+use crate::s3::error;
+use crate::s3::meta::ObjMeta;
+
+/// Outcome of making sure blocks are local.
+pub(super) enum Blocks {
+    Ready,
+    /// The object changed upstream (If-Match failed): start over.
+    Changed,
+}
+
+/// Fetches the missing blocks among `first..=last` (plus readahead) into `fetched`; they are
+/// stored locally in the background (the flight is held until they are committed, so a
+/// concurrent reader of the same blocks finds them local), and the read is answered from
+/// memory without waiting for the durable commit.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn ensure_blocks(
+    shard: &Rc<Shard>,
+    gw: &Arc<Gateway>,
+    b: &str,
+    k: &str,
+    m: &Manifest,
+    first: u64,
+    last: u64,
+    fetched: &mut HashMap<u64, Bytes>,
+) -> S3Result<Blocks> {
+    let bs = gw.cfg.block_bytes;
+    let nblocks = m.size.div_ceil(bs);
+    let mut idx = first;
+    while idx <= last {
+        let bk = block_key(k, &m.etag, bs, idx);
+        if fetched.contains_key(&idx) || shard.get(b, &bk).is_some() {
+            idx += 1;
+            continue;
+        }
+        let Ok(lead) = local::flight(format!("{b}\0{bk}")).await else {
+            continue; // someone fetched it meanwhile: look again
+        };
+        if shard.get(b, &bk).is_some() {
+            idx += 1;
+            continue;
+        }
+        // The run of missing blocks from idx, through the readahead.
+        let mut end = idx;
+        let limit = (last + gw.cfg.readahead_blocks).min(nblocks - 1);
+        while end < limit && shard.get(b, &block_key(k, &m.etag, bs, end + 1)).is_none() {
+            end += 1;
+        }
+        let (start_b, end_b) = (idx * bs, ((end + 1) * bs).min(m.size));
+        let req = UpRequest::new(http::Method::GET, Some(b), Some(k))
+            .header("range", format!("bytes={}-{}", start_b, end_b - 1))
+            .header("if-match", format!("\"{}\"", m.etag));
+        let mut resp = gw.up.send(req).await.map_err(|e| unavailable(&e))?;
+        if resp.status == http::StatusCode::PRECONDITION_FAILED
+            || resp.status == http::StatusCode::NOT_FOUND
+        {
+            let _ = resp.collect(MAX_ERROR_BODY).await;
+            manifest::forget(b, k);
+            return Ok(Blocks::Changed);
+        }
+        if resp.status != http::StatusCode::PARTIAL_CONTENT {
+            if resp.status == http::StatusCode::OK {
+                manifest::forget(b, k);
+                return Ok(Blocks::Changed);
+            }
+            return Err(upstream_error(&mut resp).await);
+        }
+        if resp.etag().is_some_and(|e| e != m.etag) {
+            manifest::forget(b, k);
+            return Ok(Blocks::Changed);
+        }
+        take_blocks(
+            shard, gw, b, k, m, idx, end, &mut resp, fetched, lead, false,
+        )
+        .await?;
+        tracing::debug!(bucket = %b, blocks = end + 1 - idx, "gateway: filled blocks");
+        idx = end + 1;
+    }
+    Ok(Blocks::Ready)
+}
+
+/// Reads the body of a ranged upstream answer that starts at block `idx` into `fetched`
+/// (split by block: `idx..=end`, the last one cut at the object's end) and stores those blocks
+/// in the background; `lead` (their flight) is held until they are committed, so a concurrent
+/// reader of the same blocks finds them local. A body shorter than the blocks is an error
+/// (nothing is stored).
+#[allow(clippy::too_many_arguments)]
+async fn take_blocks(
+    shard: &Rc<Shard>,
+    gw: &Gateway,
+    b: &str,
+    k: &str,
+    m: &Manifest,
+    idx: u64,
+    end: u64,
+    resp: &mut UpResponse,
+    fetched: &mut HashMap<u64, Bytes>,
+    lead: local::Lead,
+    publish: bool,
+) -> S3Result<()> {
+    let bs = gw.cfg.block_bytes;
+    let mut cur = idx;
+    let mut buf = BytesMut::new();
+    let block_len = |i: u64| ((i + 1) * bs).min(m.size) - i * bs;
+    let bmeta = ObjMeta {
+        etag: m.etag.clone(),
+        ..Default::default()
+    };
+    loop {
+        let chunk = resp.next_chunk().await.map_err(|e| unavailable(&e))?;
+        let done = chunk.is_none();
+        if let Some(c) = chunk {
+            buf.extend_from_slice(&c);
+        }
+        while cur <= end && buf.len() as u64 >= block_len(cur) {
+            let piece = buf.split_to(block_len(cur) as usize).freeze();
+            fetched.insert(cur, piece);
+            cur += 1;
+        }
+        if done {
+            break;
+        }
+    }
+    if cur <= end {
+        return Err(s3_error!(ServiceUnavailable, "upstream answer cut short"));
+    }
+    let pieces: Vec<(String, Bytes)> = (idx..=end)
+        .filter_map(|i| Some((block_key(k, &m.etag, bs, i), fetched.get(&i)?.clone())))
+        .collect();
+    let (shard2, ns, cap) = (shard.clone(), b.to_string(), gw.cfg.shard_capacity_bytes);
+    let manifest = publish.then(|| (k.to_string(), m.clone()));
+    monoio::spawn(async move {
+        let _lead = lead;
+        for (key, piece) in pieces {
+            let n = piece.len() as u64;
+            if let Err(e) =
+                local::store(&shard2, &ns, &key, vec![piece], n, &bmeta, Expect::Any, cap).await
+            {
+                tracing::warn!(error = %format!("{e:#}"), "gateway: storing a block failed");
+                return;
+            }
+        }
+        // Known only once its blocks are local: a reader that finds the manifest finds them
+        // (before, it waits on the object's flight, held until here).
+        if let Some((k, m)) = manifest {
+            manifest::remember(&ns, &k, m);
+        }
+    });
+    Ok(())
+}
+
+/// `bytes A-B/TOTAL` of a Content-Range.
+fn content_range(v: &str) -> Option<(u64, u64, u64)> {
+    let (ab, total) = v.strip_prefix("bytes ")?.split_once('/')?;
+    let (a, b) = ab.split_once('-')?;
+    Some((a.parse().ok()?, b.parse().ok()?, total.parse().ok()?))
+}
+
+/// A ranged miss of an object this core knows nothing of: instead of a HEAD and then a GET,
+/// one ranged GET of the aligned blocks `first_byte..=last_byte` touch (plus readahead); its
+/// answer gives the manifest (size from Content-Range, ETag, headers) and the blocks, which
+/// are stored in the background. `Ok(None)`: look again (another reader probed meanwhile, or
+/// the object was filled whole).
+pub(super) async fn probe(
+    shard: &Rc<Shard>,
+    gw: &Arc<Gateway>,
+    b: &str,
+    k: &str,
+    first_byte: u64,
+    last_byte: u64,
+) -> S3Result<Option<(Manifest, HashMap<u64, Bytes>)>> {
+    let bs = gw.cfg.block_bytes;
+    let Ok(lead) = local::flight(format!("{b}\0{k}\0probe")).await else {
+        return Ok(None);
+    };
+    if manifest::of(b, k, gw).is_some() || shard.get(b, k).is_some() {
+        return Ok(None);
+    }
+    let (first, last) = (first_byte / bs, last_byte / bs + gw.cfg.readahead_blocks);
+    let req = UpRequest::new(http::Method::GET, Some(b), Some(k)).header(
+        "range",
+        format!("bytes={}-{}", first * bs, (last + 1) * bs - 1),
+    );
+    let mut resp = gw.up.send(req).await.map_err(|e| unavailable(&e))?;
+    if resp.status == http::StatusCode::OK {
+        // The upstream ignored the range: this is the whole object.
+        fill_whole(shard, gw, b, k, &mut resp).await?;
+        return Ok(None);
+    }
+    if resp.status != http::StatusCode::PARTIAL_CONTENT {
+        return Err(upstream_error(&mut resp).await);
+    }
+    let Some((from, to, size)) = resp.header("content-range").and_then(content_range) else {
+        return Err(s3_error!(
+            ServiceUnavailable,
+            "upstream 206 without a usable Content-Range"
+        ));
+    };
+    if from != first * bs || to < from || to >= size {
+        return Err(s3_error!(
+            ServiceUnavailable,
+            "upstream answered another range"
+        ));
+    }
+    let m = manifest_of_answer(&resp, size);
+    let mut fetched = HashMap::new();
+    if from == 0 && to + 1 == size && size <= bs {
+        // The whole object, which fits one block: kept whole (later reads take the fast path).
+        let body = resp
+            .collect(size as usize)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        if body.len() as u64 != size {
+            return Err(s3_error!(ServiceUnavailable, "upstream answer cut short"));
+        }
+        fetched.insert(0, body.clone());
+        let (shard2, ns, key, meta) = (shard.clone(), b.to_string(), k.to_string(), m.meta.clone());
+        let cap = gw.cfg.shard_capacity_bytes;
+        monoio::spawn(async move {
+            let _lead = lead;
+            let r = local::store(
+                &shard2,
+                &ns,
+                &key,
+                vec![body],
+                size,
+                &meta,
+                Expect::Absent,
+                cap,
+            );
+            if let Err(e) = r.await {
+                tracing::warn!(error = %format!("{e:#}"), "gateway: keeping a fill failed");
+            }
+        });
+        return Ok(Some((m, fetched)));
+    }
+    take_blocks(
+        shard,
+        gw,
+        b,
+        k,
+        &m,
+        first,
+        to / bs,
+        &mut resp,
+        &mut fetched,
+        lead,
+        true,
+    )
+    .await?;
+    tracing::debug!(bucket = %b, blocks = to / bs + 1 - first, "gateway: probed and filled blocks");
+    Ok(Some((m, fetched)))
+}
+
+/// Reads `[s, e)` of the object from its block entries; `None` if one went missing.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn read_blocks(
+    shard: &Rc<Shard>,
+    bs: u64,
+    b: &str,
+    k: &str,
+    etag: &str,
+    s: u64,
+    e: u64,
+    fetched: &HashMap<u64, Bytes>,
+) -> S3Result<Option<Bytes>> {
+    let mut out: Option<Bytes> = None;
+    let mut joined = BytesMut::new();
+    let (first, last) = (s / bs, (e - 1) / bs);
+    for idx in first..=last {
+        let bs0 = idx * bs;
+        let piece = if let Some(mem) = fetched.get(&idx) {
+            let be = bs0 + mem.len() as u64;
+            let (from, to) = (s.max(bs0) - bs0, e.min(be) - bs0);
+            mem.slice(from as usize..to as usize)
+        } else {
+            let Some(o) = shard.get(b, &block_key(k, etag, bs, idx)) else {
+                return Ok(None);
+            };
+            block_touched(&o);
+            let be = bs0 + o.size;
+            let (from, to) = (s.max(bs0) - bs0, e.min(be) - bs0);
+            shard
+                .read(&o, from, to - from)
+                .await
+                .map_err(error::engine)?
+        };
+        if first == last {
+            out = Some(piece);
+        } else {
+            joined.extend_from_slice(&piece);
+        }
+    }
+    Ok(Some(out.unwrap_or_else(|| joined.freeze())))
+}
+
+pub(super) fn range_error(size: u64) -> S3Error {
+    let mut e = s3_error!(InvalidRange, "The requested range is not satisfiable");
+    let mut h = http::HeaderMap::new();
+    if let Ok(v) = http::HeaderValue::from_str(&format!("bytes */{size}")) {
+        h.insert(http::header::CONTENT_RANGE, v);
+    }
+    e.set_headers(h);
+    e
+}
+
+/// A block entry is being read: bump its S3-FIFO access counter as a whole-object hit does
+/// (`Gateway::stale`), so the blocks of a big object read by ranges are not evicted as cold.
+pub(super) fn block_touched(o: &bale_io::Object) {
+    if super::get().is_some_and(|gw| gw.cfg.shard_capacity_bytes > 0) {
+        local::touched(o.seq, o.mtime_ms);
+    }
+}
