@@ -7,46 +7,14 @@
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
-use bale_io::{Expect, Object, Shard};
-use bytes::Bytes;
+use bale_io::{Expect, Shard};
 
 mod common;
+use common::small::{check_all, put, put_all, volumes};
 use common::{cfg, gen, rt};
 
 const ALIGN: u64 = 4096;
-
-async fn put(shard: &Rc<Shard>, key: &str, data: &[u8]) -> Object {
-    let mut w = shard.put("b", key, data.len() as u64).unwrap();
-    w.write(Bytes::copy_from_slice(data)).await.unwrap();
-    w.finish(Bytes::from_static(b"m"), Expect::Any)
-        .await
-        .unwrap()
-}
-
-/// PUT every (key, data) concurrently: the finishes queue together, so they share a batch.
-async fn put_all(shard: &Rc<Shard>, objs: &[(String, Vec<u8>)]) {
-    let handles: Vec<_> = objs
-        .iter()
-        .cloned()
-        .map(|(k, d)| {
-            let s = shard.clone();
-            monoio::spawn(async move { put(&s, &k, &d).await })
-        })
-        .collect();
-    for h in handles {
-        h.await;
-    }
-}
-
-async fn check_all(shard: &Shard, objs: &[(String, Vec<u8>)]) {
-    for (k, d) in objs {
-        let o = shard.get("b", k).unwrap_or_else(|| panic!("{k} missing"));
-        let got = shard.read(&o, 0, o.size).await.unwrap();
-        assert!(got[..] == d[..], "{k} differs");
-    }
-}
 
 fn objects(prefix: &str, n: usize, seed: u64) -> Vec<(String, Vec<u8>)> {
     (0..n)
@@ -55,16 +23,6 @@ fn objects(prefix: &str, n: usize, seed: u64) -> Vec<(String, Vec<u8>)> {
             (format!("{prefix}-{i:05}"), gen(seed * 1000 + i as u64, len))
         })
         .collect()
-}
-
-fn volumes(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "dat"))
-        .collect();
-    v.sort();
-    v
 }
 
 /// (volume, offset) of every record magic ("BALR") in the volumes.

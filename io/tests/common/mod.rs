@@ -1,5 +1,7 @@
 //! Helpers shared by the engine's integration tests: a runtime, deterministic bytes, a config.
 
+pub mod small;
+
 use std::future::Future;
 
 use bale_io::EngineConfig;
