@@ -261,6 +261,20 @@ http {{
             return False
 
 
+def start_one_core_servers(servers, names, work, cpus, commands, bale_extra=()):
+    """Start bale (`--cores 1`, 256 MiB cache, `bale_extra` flags) and/or SeaweedFS, each on its
+    own directory under `work`, pinned to `cpus`, appending each to `servers` as it starts (so
+    the caller stops those started even when a later one fails); their command lines (secret
+    masked) go to `commands`."""
+    for name in names:
+        w = os.path.join(work, name)
+        os.makedirs(w)
+        s = Bale(name, w, cpus, 1, 256, list(bale_extra)) if name == "bale" else Weed(name, w, cpus)
+        s.start()
+        commands.append(s.cmdline.replace(SK, "$SECRET"))
+        servers.append(s)
+
+
 class Runner:
     def __init__(self, a, out):
         self.a = a

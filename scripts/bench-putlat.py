@@ -96,15 +96,9 @@ def main():
     work = tempfile.mkdtemp(prefix="bale-putlat-")
     servers, commands, res = [], [], {}
     try:
-        for name in a.servers.split():
-            w = os.path.join(work, name)
-            os.makedirs(w)
-            s = (peers.Bale(name, w, a.server_cpus, 1, 256, ["--metrics-public"]) if name == "bale"
-                 else peers.Weed(name, w, a.server_cpus))
-            s.start()
-            commands.append(s.cmdline.replace(peers.SK, "$SECRET"))
-            servers.append(s)
-            res[name] = {f"{sz} c={c}": [] for sz, c, _ in ROWS}
+        peers.start_one_core_servers(servers, a.servers.split(), work, a.server_cpus, commands, bale_extra=["--metrics-public"])
+        for s in servers:
+            res[s.name] = {f"{sz} c={c}": [] for sz, c, _ in ROWS}
         for r in range(a.repeats):
             order = servers if r % 2 == 0 else servers[::-1]
             for sz, c, share in ROWS:

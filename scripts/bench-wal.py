@@ -82,15 +82,9 @@ def main():
     servers, commands = [], []
     res = {}
     try:
-        for name in a.servers.split():
-            w = os.path.join(work, name)
-            os.makedirs(w)
-            s = (peers.Bale(name, w, a.server_cpus, 1, 256, []) if name == "bale"
-                 else peers.Weed(name, w, a.server_cpus))
-            s.start()
-            commands.append(s.cmdline.replace(peers.SK, "$SECRET"))
-            servers.append(s)
-            res[name] = {shape: [] for shape in SHAPES}
+        peers.start_one_core_servers(servers, a.servers.split(), work, a.server_cpus, commands)
+        for s in servers:
+            res[s.name] = {shape: [] for shape in SHAPES}
         for r in range(a.repeats):
             order = servers if r % 2 == 0 else servers[::-1]
             for shape in SHAPES:
