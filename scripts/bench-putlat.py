@@ -88,11 +88,12 @@ def main():
     o.add_argument("--count", type=int, default=2000, help="objects per 4 KiB / 64 KiB run (2 MiB: a tenth)")
     o.add_argument("--server-cpus", default="0")
     o.add_argument("--client-cpus", default="1")
+    o.add_argument("--out", default=None, help="results directory (default bench/results/putlat-<time>-<commit>)")
     a = o.parse_args()
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short=9", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    out = os.path.join(ROOT, "bench/results", f"putlat-{stamp}-{commit}")
+    out = a.out or os.path.join(ROOT, "bench/results", f"putlat-{stamp}-{commit}")
     work = tempfile.mkdtemp(prefix="bale-putlat-")
     servers, commands, res = [], [], {}
     try:

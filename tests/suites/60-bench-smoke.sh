@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bale-bench smoke (issue 4): start a real bale on a free loopback port, run a tiny `load`,
-# `get` (whole, ranged, open loop), `milvus` replay and a `wal` run against it, and require exit 0 and zero
+# `get` (whole, ranged, open loop), `milvus` replay and a `wal` run against it, `bench-putlat.py`, and require exit 0 and zero
 # errors in every JSON report. Seconds, not minutes. BALE_BIN / BALE_BENCH_BIN override binaries.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -77,6 +77,22 @@ if python3 scripts/bench-scale.py --counts 100000 --sets 1k --check --out "$work
     echo "PASS scale"; grep -E '^\| (index memory|disk footprint|restart|LIST)' "$work/scale-1k/RESULTS.md" || true
 else
     echo "FAIL scale"; tail -30 "$work/scale.err"; fails=$((fails + 1))
+fi
+
+# issue 18's small durable PUT rows at CI size (bale alone): every row answered without an
+# error, and the group-commit batch read from /metrics.
+if python3 scripts/bench-putlat.py --servers bale --repeats 1 --count 40 --out "$work/putlat" \
+        >/dev/null 2>"$work/putlat.err" \
+   && python3 - "$work/putlat/summary.json" <<'PY'
+import json, sys
+rows = json.load(open(sys.argv[1]))["rows"]
+bad = [r for r, v in rows.items() if v["bale"]["errors"] or not v["bale"]["p50_us"] or not v["bale"]["entries_per_commit"]]
+assert len(rows) == 7 and not bad, bad
+PY
+then
+    echo "PASS putlat"
+else
+    echo "FAIL putlat"; tail -30 "$work/putlat.err"; fails=$((fails + 1))
 fi
 
 # a wrong secret must be reported as errors with a non-zero exit
