@@ -146,8 +146,12 @@ fn answer(
     resp
 }
 
-/// The headers of an answer from a manifest, as the s3s side writes them.
-fn headers_of(h: &mut http::HeaderMap, m: &Manifest, served: Option<(u64, u64)>) -> Option<()> {
+/// The headers of an answer from a manifest (the hook's and the s3s side's alike).
+pub(super) fn headers_of(
+    h: &mut http::HeaderMap,
+    m: &Manifest,
+    served: Option<(u64, u64)>,
+) -> Option<()> {
     object_headers(
         h,
         &Obj {

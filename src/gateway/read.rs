@@ -36,7 +36,6 @@ use super::stream;
 use super::upstream::{UpError, UpRequest, UpResponse};
 use super::Gateway;
 use crate::s3::cond::{check_read, ReadConds};
-use crate::s3::headers::{object_headers, Obj, Overrides};
 use crate::s3::meta::ObjMeta;
 use crate::s3::{error, BaleS3};
 
@@ -500,19 +499,8 @@ impl GatewayS3 {
 
 pub(super) fn block_headers(m: &Manifest, served: Option<(u64, u64)>) -> S3Result<http::HeaderMap> {
     let mut h = http::HeaderMap::new();
-    object_headers(
-        &mut h,
-        &Obj {
-            meta: m.meta.view(),
-            size: m.size,
-            mtime_ms: m.mtime_ms,
-            served,
-        },
-        false,
-        false,
-        &Overrides::default(),
-    )
-    .map_err(|_| error::internal("building headers"))?;
+    super::hook::headers_of(&mut h, m, served)
+        .ok_or_else(|| error::internal("building headers"))?;
     Ok(h)
 }
 
