@@ -397,9 +397,11 @@ def test_percent_plus_is_not_an_escape(pair):
 
 def _date_signed(b, method, path, body=b"", when=None):
     """SigV4 with `Date` (RFC 1123) and no x-amz-date, as SigV4 allows."""
-    t = time.time() if when is None else when
+    # One whole second for both: formatdate rounds a float's microseconds (x.9999996 becomes
+    # the next second) where gmtime(int(t)) truncates, which would sign another time.
+    t = int(time.time() if when is None else when)
     date = email.utils.formatdate(t, usegmt=True)
-    amz = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(int(t)))
+    amz = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(t))
     s = sigv4.Signer(b.access_key, b.secret_key, b.region)
     hostport = b.endpoint.rsplit("//", 1)[1]
     ph = sigv4.sha256_hex(body)
