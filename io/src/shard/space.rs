@@ -121,16 +121,28 @@ impl Drop for Epoch {
 }
 
 /// The records of one volume that index objects reference, with how many extents reference
-/// each: offsets kept sorted (appends at the active volume's end are the common case), the
-/// counts beside them; a record whose count falls to zero stays as a tombstone until they are
-/// many. 12 bytes per record instead of a hash map entry and a shared `RecordLife` per record.
+/// each (ADR 25): offsets kept sorted (appends at the active volume's end are the common case)
+/// as their low 32 bits, grouped by their high 32 bits in `pages` (one page for a volume under
+/// 4 GiB); each count a `u8` beside them, counts of `COUNT_SPILLED` and more in `spilled`
+/// (copies that share a record many times). A record whose count falls to zero stays as a
+/// tombstone until they are many. 5 bytes per record (was 12: a `u64` and a `u32`).
 #[derive(Default)]
 pub(super) struct RecTable {
-    offs: Vec<u64>,
-    refs: Vec<u32>,
+    /// Low 32 bits of each record offset, sorted by the whole offset.
+    lows: Vec<u32>,
+    /// Reference count of each, `COUNT_SPILLED` when it is in `spilled`.
+    refs: Vec<u8>,
+    /// (high 32 bits, index in `lows` of the first offset with them), sorted; pages are never
+    /// empty except transiently.
+    pages: Vec<(u32, u32)>,
+    /// Counts of `COUNT_SPILLED` or more, by record offset.
+    spilled: BTreeMap<u64, u32>,
     /// Entries with a count of zero.
     tombstones: usize,
 }
+
+/// A `refs` entry that says the count is in `RecTable::spilled`.
+const COUNT_SPILLED: u8 = u8::MAX;
 
 impl RecTable {
     /// The table of `recs` ((record offset, span) per reference, sorted by offset) and the
@@ -138,49 +150,124 @@ impl RecTable {
     pub(super) fn from_sorted(recs: &[(u64, u64)]) -> (RecTable, u64) {
         let mut t = RecTable::default();
         let mut live_bytes = 0u64;
+        let mut last: Option<u64> = None;
+        let mut count = 0u32;
         for &(off, span) in recs {
-            if t.offs.last() == Some(&off) {
-                *t.refs.last_mut().expect("a count per offset") += 1;
-            } else {
-                assert!(t.offs.last().is_none_or(|l| *l < off), "records not sorted");
-                t.offs.push(off);
-                t.refs.push(1);
-                live_bytes += span;
+            if last == Some(off) {
+                count += 1;
+                continue;
             }
+            assert!(last.is_none_or(|l| l < off), "records not sorted");
+            if let Some(l) = last {
+                t.push_sorted(l, count);
+            }
+            last = Some(off);
+            count = 1;
+            live_bytes += span;
         }
-        t.offs.shrink_to_fit();
+        if let Some(l) = last {
+            t.push_sorted(l, count);
+        }
+        t.lows.shrink_to_fit();
         t.refs.shrink_to_fit();
+        t.pages.shrink_to_fit();
         (t, live_bytes)
+    }
+
+    /// Append `off` (above every offset in the table) with `count` references.
+    fn push_sorted(&mut self, off: u64, count: u32) {
+        let (hi, lo) = split(off);
+        if self.pages.last().is_none_or(|p| p.0 != hi) {
+            self.pages.push((hi, self.lows.len() as u32));
+        }
+        self.lows.push(lo);
+        self.refs.push(0);
+        let i = self.lows.len() - 1;
+        self.set_count(i, off, count);
     }
 
     /// Records with at least one reference.
     pub(super) fn live(&self) -> usize {
-        self.offs.len() - self.tombstones
+        self.lows.len() - self.tombstones
     }
 
     pub(super) fn is_empty(&self) -> bool {
         self.live() == 0
     }
 
+    /// Entries of the page of `hi`: (its position in `pages`, the range in `lows`), or where
+    /// the page would go.
+    fn page(&self, hi: u32) -> std::result::Result<(usize, std::ops::Range<usize>), usize> {
+        let p = self.pages.binary_search_by_key(&hi, |p| p.0)?;
+        let start = self.pages[p].1 as usize;
+        let end = self.pages.get(p + 1).map_or(self.lows.len(), |n| n.1 as usize);
+        Ok((p, start..end))
+    }
+
+    /// Position of `off` (Ok) or where it would go (Err: (page position or where a new page
+    /// goes, whether that page exists, index in `lows`)).
+    fn find(&self, off: u64) -> std::result::Result<usize, (usize, bool, usize)> {
+        let (hi, lo) = split(off);
+        match self.page(hi) {
+            Ok((p, r)) => match self.lows[r.clone()].binary_search(&lo) {
+                Ok(i) => Ok(r.start + i),
+                Err(i) => Err((p, true, r.start + i)),
+            },
+            Err(p) => {
+                let at = self.pages.get(p).map_or(self.lows.len(), |n| n.1 as usize);
+                Err((p, false, at))
+            }
+        }
+    }
+
+    fn count(&self, i: usize, off: u64) -> u32 {
+        match self.refs[i] {
+            COUNT_SPILLED => self.spilled[&off],
+            c => u32::from(c),
+        }
+    }
+
+    fn set_count(&mut self, i: usize, off: u64, count: u32) {
+        if count >= u32::from(COUNT_SPILLED) {
+            self.refs[i] = COUNT_SPILLED;
+            self.spilled.insert(off, count);
+        } else {
+            if self.refs[i] == COUNT_SPILLED {
+                self.spilled.remove(&off);
+            }
+            self.refs[i] = count as u8;
+        }
+    }
+
     /// One more reference to the record at `off`; true when that made it live.
     pub(super) fn add(&mut self, off: u64) -> bool {
-        match self.offs.binary_search(&off) {
+        match self.find(off) {
             Ok(i) => {
-                self.refs[i] += 1;
-                if self.refs[i] == 1 {
+                let c = self.count(i, off) + 1;
+                self.set_count(i, off, c);
+                if c == 1 {
                     self.tombstones -= 1;
                 }
-                self.refs[i] == 1
+                c == 1
             }
-            Err(i) => {
+            Err((p, page_exists, i)) => {
                 // Grow by an eighth, not by doubling (one table entry per record).
-                if self.offs.len() == self.offs.capacity() {
-                    let extra = (self.offs.len() / 8).max(64);
-                    self.offs.reserve_exact(extra);
+                if self.lows.len() == self.lows.capacity() {
+                    let extra = (self.lows.len() / 8).max(64);
+                    self.lows.reserve_exact(extra);
                     self.refs.reserve_exact(extra);
                 }
-                self.offs.insert(i, off);
+                self.lows.insert(i, split(off).1);
                 self.refs.insert(i, 1);
+                let later = if page_exists {
+                    p + 1
+                } else {
+                    self.pages.insert(p, (split(off).0, i as u32));
+                    p + 1
+                };
+                for q in &mut self.pages[later..] {
+                    q.1 += 1;
+                }
                 true
             }
         }
@@ -189,47 +276,57 @@ impl RecTable {
     /// One reference less to the record at `off`; true when that killed it.
     pub(super) fn drop_ref(&mut self, off: u64) -> bool {
         let i = self
-            .offs
-            .binary_search(&off)
+            .find(off)
             .expect("a referenced record is in its volume's table");
-        assert!(
-            self.refs[i] > 0,
-            "record at {off} referenced less than never"
-        );
-        self.refs[i] -= 1;
-        if self.refs[i] > 0 {
+        let c = self.count(i, off);
+        assert!(c > 0, "record at {off} referenced less than never");
+        self.set_count(i, off, c - 1);
+        if c > 1 {
             return false;
         }
         self.tombstones += 1;
-        if self.tombstones > 1024 && self.tombstones > self.offs.len() / 2 {
+        if self.tombstones > 1024 && self.tombstones > self.lows.len() / 2 {
             self.sweep();
         }
         true
     }
 
-    /// Forget the tombstones.
+    /// Forget the tombstones (spilled counts are never zero: they stay).
     fn sweep(&mut self) {
         let mut j = 0;
-        for k in 0..self.offs.len() {
-            if self.refs[k] > 0 {
-                self.offs[j] = self.offs[k];
-                self.refs[j] = self.refs[k];
-                j += 1;
+        let mut pages = Vec::with_capacity(self.pages.len());
+        for p in 0..self.pages.len() {
+            let start = self.pages[p].1 as usize;
+            let end = self.pages.get(p + 1).map_or(self.lows.len(), |n| n.1 as usize);
+            let first = j;
+            for k in start..end {
+                if self.refs[k] > 0 {
+                    self.lows[j] = self.lows[k];
+                    self.refs[j] = self.refs[k];
+                    j += 1;
+                }
+            }
+            if j > first {
+                pages.push((self.pages[p].0, first as u32));
             }
         }
-        self.offs.truncate(j);
+        self.pages = pages;
+        self.lows.truncate(j);
         self.refs.truncate(j);
-        self.offs.shrink_to_fit();
+        self.lows.shrink_to_fit();
         self.refs.shrink_to_fit();
         self.tombstones = 0;
     }
 
     /// True if some extent of the index references the record at `off`.
     pub(super) fn is_live(&self, off: u64) -> bool {
-        self.offs
-            .binary_search(&off)
-            .is_ok_and(|i| self.refs[i] > 0)
+        self.find(off).is_ok_and(|i| self.refs[i] > 0)
     }
+}
+
+/// (high, low) 32 bits of a record offset.
+fn split(off: u64) -> (u32, u32) {
+    ((off >> 32) as u32, off as u32)
 }
 
 pub(super) struct VolState {
@@ -622,7 +719,59 @@ mod tests {
             assert!(t.drop_ref(1000 + off));
         }
         assert!(t.is_empty());
-        assert!(t.offs.len() < 5000);
+        assert!(t.lows.len() < 5000);
+    }
+
+    #[test]
+    fn rec_table_pages_and_spilled_counts() {
+        // Offsets on both sides of 4 GiB boundaries land in their own pages, in order.
+        let g = 1u64 << 32;
+        let (mut t, live_bytes) = RecTable::from_sorted(&[(8, 1), (g + 8, 1), (3 * g, 1)]);
+        assert_eq!((t.live(), live_bytes, t.pages.len()), (3, 3, 3));
+        assert!(t.add(2 * g + 16), "a new page between two");
+        assert!(t.add(g - 8), "the end of the first page");
+        assert!(t.add(5 * g), "a new last page");
+        assert_eq!(t.pages.len(), 5);
+        for off in [8, g - 8, g + 8, 2 * g + 16, 3 * g, 5 * g] {
+            assert!(t.is_live(off), "{off}");
+        }
+        for off in [0, g, 2 * g, 4 * g, 16] {
+            assert!(!t.is_live(off), "{off}");
+        }
+        // A record shared more often than a u8 counts: the count spills and comes back.
+        let n = 1000u32;
+        for _ in 1..n {
+            assert!(!t.add(g + 8));
+        }
+        assert_eq!(t.spilled.get(&(g + 8)), Some(&n));
+        for _ in 1..n {
+            assert!(!t.drop_ref(g + 8));
+        }
+        assert!(t.spilled.is_empty(), "a count below the spill mark is back in its u8");
+        assert!(t.drop_ref(g + 8), "the last reference");
+        assert!(!t.is_live(g + 8) && t.is_live(8) && t.is_live(2 * g + 16));
+        // from_sorted spills too.
+        let many: Vec<(u64, u64)> = std::iter::repeat_n((g + 64, 10), 300).collect();
+        let (mut t2, live_bytes) = RecTable::from_sorted(&many);
+        assert_eq!((t2.live(), live_bytes, t2.spilled.get(&(g + 64))), (1, 10, Some(&300)));
+        for i in 0..300 {
+            assert_eq!(t2.drop_ref(g + 64), i == 299);
+        }
+        assert!(t2.is_empty() && t2.spilled.is_empty());
+        // A sweep keeps pages in step with the entries.
+        for i in 0..3000u64 {
+            assert!(t.add(4 * g + 8 * i));
+        }
+        for i in 0..3000u64 {
+            assert!(t.drop_ref(4 * g + 8 * i));
+        }
+        assert!(t.lows.len() < 3000);
+        for off in [8, g - 8, 2 * g + 16, 3 * g, 5 * g] {
+            assert!(t.is_live(off), "{off} after the sweep");
+        }
+        assert!(t.add(4 * g + 8), "a swept page comes back");
+        assert!(t.is_live(4 * g + 8) && t.is_live(5 * g));
+        assert_eq!(t.live(), 6);
     }
 
     #[test]
