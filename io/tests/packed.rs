@@ -128,9 +128,12 @@ fn compaction_packs_records_written_one_per_unit() {
         // A big (streamed, aligned) object among them: copied verbatim.
         let big = gen(99, 300_000);
         put(&shard, "big", &big).await;
-        // One at a time (c=1): every batch holds one record, alone in its aligned unit.
+        // One at a time (c=1), each followed by a streamed reservation given back unused (a
+        // PUT whose body never came): every batch's record is alone in its aligned unit, as
+        // a packed write does not continue a unit something was reserved after (ADR 25).
         for (k, d) in &objs {
             put(&shard, k, d).await;
+            drop(shard.put("b", "abandoned", 200_000).unwrap());
         }
         // Seal the volume holding the last of them.
         put(&shard, "roll", &gen(98, 1 << 20)).await;
@@ -429,6 +432,80 @@ fn volume_cut_inside_a_packed_unit_keeps_the_records_before_the_cut() {
         check_all(&shard, &intact).await;
         put_all(&shard, &small_objects(10, 22)).await;
         check_all(&shard, &small_objects(10, 22)).await;
+        shard.close().await.unwrap();
+    });
+}
+
+#[test]
+fn one_put_at_a_time_continues_the_last_packed_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    // About 1 KiB each: several per unit, some across unit boundaries.
+    let objs: Vec<(String, Vec<u8>)> = (0..300)
+        .map(|i| {
+            (
+                format!("t{i:04}"),
+                gen(5000 + i, 900 + (i as usize * 37) % 300),
+            )
+        })
+        .collect();
+    let record_bytes: u64 = objs
+        .iter()
+        .map(|(k, d)| (36 + 1 + k.len() + d.len() + 8 + 4).div_ceil(8) as u64 * 8)
+        .sum();
+    rt(async {
+        let shard = Shard::open(dir.path(), cfg()).await.unwrap();
+        // c=1: one record per batch, each continuing the unit the previous one left partly
+        // filled (ADR 25): the volume holds the records and less than one unit besides.
+        for (i, (k, d)) in objs.iter().enumerate() {
+            put(&shard, k, d).await;
+            // Every record written so far reads back while later ones rewrite its unit.
+            if i % 50 == 49 {
+                check_all(&shard, &objs[..=i]).await;
+            }
+        }
+        let st = shard.stats();
+        assert!(
+            st.disk_bytes < record_bytes + ALIGN,
+            "{} bytes on disk for {record_bytes} bytes of records",
+            st.disk_bytes
+        );
+        assert!(st.garbage_bytes < ALIGN, "garbage {}", st.garbage_bytes);
+        // A streamed object after them starts a fresh aligned span; small ones after it
+        // start a new unit after it (the old unit is not continued behind it).
+        put(&shard, "big", &gen(1, 100_000)).await;
+        let after: Vec<(String, Vec<u8>)> = (0..20)
+            .map(|i| (format!("u{i:04}"), gen(6000 + i, 1000)))
+            .collect();
+        for (k, d) in &after {
+            put(&shard, k, d).await;
+        }
+        check_all(&shard, &objs).await;
+        check_all(&shard, &after).await;
+        assert_eq!(shard.scrub(0).await.unwrap().corrupt_objects, 0);
+        drop(shard); // a crash: no close, replay from the journal
+    });
+    // Records are back to back: each starts where the previous one's span ends.
+    let offs = record_offsets(dir.path());
+    assert_eq!(offs.len(), objs.len() + 21);
+    let mut spans = objs
+        .iter()
+        .map(|(k, d)| (36 + 1 + k.len() + d.len() + 8 + 4).div_ceil(8) as u64 * 8);
+    let mut at = 0;
+    for o in &offs[..objs.len()] {
+        assert_eq!(*o, at);
+        at += spans.next().unwrap();
+    }
+    rt(async {
+        let shard = Shard::open(dir.path(), cfg()).await.unwrap();
+        check_all(&shard, &objs).await;
+        let more = small_objects(30, 31);
+        put_all(&shard, &more).await;
+        check_all(&shard, &more).await;
+        shard.close().await.unwrap();
+        drop(shard);
+        let shard = Shard::open(dir.path(), cfg()).await.unwrap();
+        check_all(&shard, &objs).await;
+        check_all(&shard, &more).await;
         shard.close().await.unwrap();
     });
 }

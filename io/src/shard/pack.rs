@@ -7,7 +7,7 @@
 use std::rc::Rc;
 
 use super::commit::{Op, PutReq, Reply, VolSync};
-use super::space::{release_writer, VolFile, WriterSlot};
+use super::space::{release_writer, PackTail, VolFile, WriterSlot};
 use super::{Object, Shard};
 use crate::buf::{round_up_u64, AlignedBuf};
 use crate::error::{Error, Result};
@@ -110,9 +110,12 @@ impl Shard {
     }
 
     /// Write `records` back to back (each at a multiple of `PACK_GRANULE_BYTES`, zeros between
-    /// them and after the last up to the alignment) in one O_DIRECT write at a freshly reserved
-    /// aligned span of the active volume. Returns the volume, each record's offset, and the
-    /// writer slot, which keeps compaction off the volume until the caller committed.
+    /// them and after the last up to the alignment) in one O_DIRECT write into the active
+    /// volume: continuing the partly filled last unit of the previous packed write when
+    /// nothing was reserved after it (that unit is written again with its bytes so far
+    /// unchanged, then these records; ADR 25), else at a freshly reserved aligned span.
+    /// Returns the volume, each record's offset, and the writer slot, which keeps compaction
+    /// off the volume until the caller committed.
     pub(super) async fn write_packed(
         &self,
         records: &[&[u8]],
@@ -126,39 +129,66 @@ impl Shard {
             rel.push(total);
             total += packed_span_bytes(r.len() as u64);
         }
-        let span_bytes = round_up_u64(total, align);
-        assert!(span_bytes <= PACK_WRITE_MAX_BYTES + align);
-        let (vol, off, prealloc) = self.reserve(span_bytes)?;
+        let span = self.reserve_packed(total)?;
+        let (vol, off) = (span.vol.clone(), span.offset);
         let slot = WriterSlot {
             vols: &self.vols,
             volume_id: vol.id,
         };
         assert_eq!(off % align, 0, "packed write not aligned");
+        let fill = span.tail.len() as u64;
+        assert!(fill < align && fill.is_multiple_of(PACK_GRANULE_BYTES));
+        let used_bytes = fill + total;
+        let span_bytes = round_up_u64(used_bytes, align);
+        assert!(span_bytes <= PACK_WRITE_MAX_BYTES + 2 * align);
         let mut buf = AlignedBuf::new(span_bytes as usize, align as usize);
+        buf.extend_from_slice(&span.tail);
         for (r, at) in records.iter().zip(&rel) {
-            buf.zero_fill_to(*at as usize);
+            buf.zero_fill_to((fill + at) as usize);
             buf.extend_from_slice(r);
         }
         buf.zero_fill_to(span_bytes as usize);
         assert_eq!(buf.len() as u64, span_bytes);
         let written = async {
-            if let Some(p) = prealloc {
+            if let Some(p) = span.prealloc {
                 p.wait(off + span_bytes).await?;
             }
-            let (res, _) = vol.file.write_all_at(buf, off).await;
+            let (res, buf) = vol.file.write_all_at(buf, off).await;
             res.map_err(|e| {
                 Error::io(
                     format!("write {} at {off} len {span_bytes}", vol.path.display()),
                     e,
                 )
-            })
+            })?;
+            Ok::<_, Error>(buf)
         }
         .await;
-        if let Err(e) = written {
-            // Nothing names the span: give it back (nothing of it is in flight any more).
-            self.reclaim_abandoned_span(&vol, off, span_bytes, false);
-            return Err(e);
+        let buf = match written {
+            Ok(buf) => buf,
+            Err(e) => {
+                // Nothing names the reserved span: give it back (nothing of it is in flight any
+                // more). A continued unit is not continued again (its old records' bytes are
+                // unchanged either way).
+                if span.reserved_bytes > 0 {
+                    let at = off + span_bytes - span.reserved_bytes;
+                    self.reclaim_abandoned_span(&vol, at, span.reserved_bytes, false);
+                }
+                return Err(e);
+            }
+        };
+        let last_fill = used_bytes % align;
+        if last_fill != 0 {
+            let unit_offset = off + span_bytes - align;
+            let from = (span_bytes - align) as usize;
+            self.set_pack_tail(
+                &vol,
+                PackTail {
+                    unit_offset,
+                    bytes: buf.as_ref()[from..from + last_fill as usize].to_vec(),
+                },
+            );
         }
+        let off = off + fill;
         let offsets = rel.into_iter().map(|r| off + r).collect();
         Ok((vol, offsets, slot))
     }

@@ -200,7 +200,10 @@ impl RecTable {
     fn page(&self, hi: u32) -> std::result::Result<(usize, std::ops::Range<usize>), usize> {
         let p = self.pages.binary_search_by_key(&hi, |p| p.0)?;
         let start = self.pages[p].1 as usize;
-        let end = self.pages.get(p + 1).map_or(self.lows.len(), |n| n.1 as usize);
+        let end = self
+            .pages
+            .get(p + 1)
+            .map_or(self.lows.len(), |n| n.1 as usize);
         Ok((p, start..end))
     }
 
@@ -297,7 +300,10 @@ impl RecTable {
         let mut pages = Vec::with_capacity(self.pages.len());
         for p in 0..self.pages.len() {
             let start = self.pages[p].1 as usize;
-            let end = self.pages.get(p + 1).map_or(self.lows.len(), |n| n.1 as usize);
+            let end = self
+                .pages
+                .get(p + 1)
+                .map_or(self.lows.len(), |n| n.1 as usize);
             let first = j;
             for k in start..end {
                 if self.refs[k] > 0 {
@@ -346,6 +352,31 @@ pub(super) struct VolState {
     pub(super) sealed: bool,
     /// Preallocations queued on the shard's worker and not known to be done, oldest first.
     preallocs: Vec<Prealloc>,
+    /// The partly filled last unit of the active volume's latest packed write, which the next
+    /// packed write continues (ADR 25); None while a packed write continuing it is in flight.
+    pub(super) pack_tail: Option<PackTail>,
+}
+
+/// The last `align_bytes` unit of a packed write that its records did not fill: where it
+/// starts and a copy of its bytes up to the end of the last record (a multiple of 8, less than
+/// a unit). The next packed write rewrites the unit with these bytes unchanged, then its own
+/// records (ADR 25: an acknowledged record is never torn by it).
+pub(super) struct PackTail {
+    pub(super) unit_offset: u64,
+    pub(super) bytes: Vec<u8>,
+}
+
+/// Where a packed write goes (`Shard::reserve_packed`).
+pub(super) struct PackedSpan {
+    pub(super) vol: Rc<VolFile>,
+    /// The aligned offset the write starts at.
+    pub(super) offset: u64,
+    /// The bytes of the partly filled unit at `offset` the write continues (empty: a fresh
+    /// span).
+    pub(super) tail: Vec<u8>,
+    /// Bytes reserved for the write beyond that unit (the whole write for a fresh span).
+    pub(super) reserved_bytes: u64,
+    pub(super) prealloc: Option<Prealloc>,
 }
 
 /// A preallocation of `[from, want)` of a volume queued on the shard's worker (offload.rs).
@@ -387,6 +418,7 @@ impl VolState {
             named_end: 0,
             sealed,
             preallocs: Vec::new(),
+            pack_tail: None,
         }
     }
 
@@ -395,6 +427,7 @@ impl VolState {
     /// future is the truncation's end (close waits for it; a roll does not).
     fn seal(&mut self, offload: &Offload) -> impl std::future::Future<Output = ()> {
         self.sealed = true;
+        self.pack_tail = None;
         self.preallocs.clear();
         let end_bytes = self.end_bytes;
         self.allocated_bytes = end_bytes;
@@ -465,6 +498,15 @@ impl Shard {
         }
         let id = vols.active.expect("active volume");
         let v = vols.map.get_mut(&id).expect("active volume registered");
+        // A fresh span after the last packed write's unit: that unit is not continued.
+        v.pack_tail = None;
+        let (off, wait) = self.extend(v, span_bytes)?;
+        Ok((v.file.clone(), off, wait))
+    }
+
+    /// Append `span_bytes` to the reserved region of the active volume `v` (preallocating) and
+    /// take a writer slot: the span's offset and the preallocation to wait for.
+    fn extend(&self, v: &mut VolState, span_bytes: u64) -> Result<(u64, Option<Prealloc>)> {
         let need = v.end_bytes + span_bytes;
         if need > v.allocated_bytes {
             self.preallocate(v, need)?;
@@ -480,7 +522,69 @@ impl Shard {
         v.end_bytes += span_bytes;
         v.writers += 1;
         assert_eq!(off % self.cfg.align_bytes as u64, 0);
-        Ok((v.file.clone(), off, wait))
+        Ok((off, wait))
+    }
+
+    /// Reserve room for a packed write of `record_bytes` (its records' spans back to back; ADR
+    /// 25): when the active volume's latest packed write left its last unit partly filled and
+    /// nothing was reserved after that unit since, the write continues in that unit (taken
+    /// from the volume until the write is done: `set_pack_tail`) and only the units beyond it
+    /// are reserved; else a fresh aligned span, as `reserve`. Takes a writer slot.
+    pub(super) fn reserve_packed(&self, record_bytes: u64) -> Result<PackedSpan> {
+        let align = self.cfg.align_bytes as u64;
+        {
+            self.reclaim_dropped_records();
+            let mut vols = self.vols.borrow_mut();
+            if let Some(id) = vols.active {
+                let target = self.cfg.volume_target_bytes;
+                let v = vols.map.get_mut(&id).expect("active volume registered");
+                let fits = |t: &PackTail| {
+                    let extra = round_up_u64(t.bytes.len() as u64 + record_bytes, align) - align;
+                    (!v.sealed
+                        && v.end_bytes == t.unit_offset + align
+                        && (extra == 0 || v.end_bytes + extra <= target))
+                        .then_some(extra)
+                };
+                if let Some(extra) = v.pack_tail.as_ref().and_then(fits) {
+                    let t = v.pack_tail.take().expect("a tail");
+                    let (at, prealloc) = self.extend(v, extra)?;
+                    assert_eq!(at, t.unit_offset + align);
+                    return Ok(PackedSpan {
+                        vol: v.file.clone(),
+                        offset: t.unit_offset,
+                        tail: t.bytes,
+                        reserved_bytes: extra,
+                        prealloc,
+                    });
+                }
+            }
+        }
+        let span_bytes = round_up_u64(record_bytes, align);
+        let (vol, offset, prealloc) = self.reserve(span_bytes)?;
+        Ok(PackedSpan {
+            vol,
+            offset,
+            tail: Vec::new(),
+            reserved_bytes: span_bytes,
+            prealloc,
+        })
+    }
+
+    /// After a packed write to `vol` ending at `end` succeeded: `tail` (its last unit's offset
+    /// and bytes up to its last record) is what the next packed write continues, if `vol` is
+    /// still the active volume and nothing was reserved after that unit.
+    pub(super) fn set_pack_tail(&self, vol: &Rc<VolFile>, tail: PackTail) {
+        let align = self.cfg.align_bytes as u64;
+        let mut vols = self.vols.borrow_mut();
+        if vols.active != Some(vol.id) {
+            return;
+        }
+        let Some(v) = vols.map.get_mut(&vol.id) else {
+            return;
+        };
+        if Rc::ptr_eq(&v.file, vol) && !v.sealed && v.end_bytes == tail.unit_offset + align {
+            v.pack_tail = Some(tail);
+        }
     }
 
     /// Seal the active volume (if any) and make a new, empty one active.
@@ -747,13 +851,19 @@ mod tests {
         for _ in 1..n {
             assert!(!t.drop_ref(g + 8));
         }
-        assert!(t.spilled.is_empty(), "a count below the spill mark is back in its u8");
+        assert!(
+            t.spilled.is_empty(),
+            "a count below the spill mark is back in its u8"
+        );
         assert!(t.drop_ref(g + 8), "the last reference");
         assert!(!t.is_live(g + 8) && t.is_live(8) && t.is_live(2 * g + 16));
         // from_sorted spills too.
         let many: Vec<(u64, u64)> = std::iter::repeat_n((g + 64, 10), 300).collect();
         let (mut t2, live_bytes) = RecTable::from_sorted(&many);
-        assert_eq!((t2.live(), live_bytes, t2.spilled.get(&(g + 64))), (1, 10, Some(&300)));
+        assert_eq!(
+            (t2.live(), live_bytes, t2.spilled.get(&(g + 64))),
+            (1, 10, Some(&300))
+        );
         for i in 0..300 {
             assert_eq!(t2.drop_ref(g + 64), i == 299);
         }
