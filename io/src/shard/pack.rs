@@ -9,7 +9,7 @@ use std::rc::Rc;
 use super::commit::{Op, PutReq, Reply, VolSync};
 use super::space::{release_writer, PackTail, VolFile, WriterSlot};
 use super::{Object, Shard};
-use crate::buf::{round_up_u64, AlignedBuf};
+use crate::buf::round_up_u64;
 use crate::error::{Error, Result};
 use crate::format::{
     packed_span_bytes, MAX_KEY_BYTES, MAX_NS_BYTES, PACK_GRANULE_BYTES, RECORD_HEADER_BYTES,
@@ -136,13 +136,14 @@ impl Shard {
             volume_id: vol.id,
         };
         assert_eq!(off % align, 0, "packed write not aligned");
-        let fill = span.tail.len() as u64;
+        let mut tail_bytes = span.tail;
+        let fill = tail_bytes.len() as u64;
         assert!(fill < align && fill.is_multiple_of(PACK_GRANULE_BYTES));
         let used_bytes = fill + total;
         let span_bytes = round_up_u64(used_bytes, align);
         assert!(span_bytes <= PACK_WRITE_MAX_BYTES + 2 * align);
-        let mut buf = AlignedBuf::new(span_bytes as usize, align as usize);
-        buf.extend_from_slice(&span.tail);
+        let mut buf = self.take_pack_buf(&vol, span_bytes as usize);
+        buf.extend_from_slice(&tail_bytes);
         for (r, at) in records.iter().zip(&rel) {
             buf.zero_fill_to((fill + at) as usize);
             buf.extend_from_slice(r);
@@ -180,14 +181,19 @@ impl Shard {
         if last_fill != 0 {
             let unit_offset = off + span_bytes - align;
             let from = (span_bytes - align) as usize;
+            // The previous tail's bytes (one unit's room, kept from write to write).
+            tail_bytes.clear();
+            tail_bytes.reserve_exact(align as usize);
+            tail_bytes.extend_from_slice(&buf.as_ref()[from..from + last_fill as usize]);
             self.set_pack_tail(
                 &vol,
                 PackTail {
                     unit_offset,
-                    bytes: buf.as_ref()[from..from + last_fill as usize].to_vec(),
+                    bytes: tail_bytes,
                 },
             );
         }
+        self.keep_pack_buf(&vol, buf);
         let off = off + fill;
         let offsets = rel.into_iter().map(|r| off + r).collect();
         Ok((vol, offsets, slot))

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
 
 use super::{Shard, PUNCH_WAIT_NEAR_FULL};
-use crate::buf::{round_down_u64, round_up_u64};
+use crate::buf::{round_down_u64, round_up_u64, AlignedBuf};
 use crate::error::{Error, Result};
 use crate::offload::{self, Offload};
 use crate::sys;
@@ -355,7 +355,16 @@ pub(super) struct VolState {
     /// The partly filled last unit of the active volume's latest packed write, which the next
     /// packed write continues (ADR 25); None while a packed write continuing it is in flight.
     pub(super) pack_tail: Option<PackTail>,
+    /// The staging buffer of the active volume's packed writes, kept between them (ADR 25:
+    /// one aligned allocation per packed write left ~4 KiB free fragments between the index's
+    /// long-lived allocations); None while a packed write uses it.
+    pack_buf: Option<AlignedBuf>,
 }
+
+/// A packed write's staging buffer is at least this big (most batches fit it) and is kept for
+/// the next packed write when it is at most `PACK_BUF_KEEP_BYTES`.
+const PACK_BUF_MIN_BYTES: usize = 64 << 10;
+const PACK_BUF_KEEP_BYTES: usize = 256 << 10;
 
 /// The last `align_bytes` unit of a packed write that its records did not fill: where it
 /// starts and a copy of its bytes up to the end of the last record (a multiple of 8, less than
@@ -419,6 +428,7 @@ impl VolState {
             sealed,
             preallocs: Vec::new(),
             pack_tail: None,
+            pack_buf: None,
         }
     }
 
@@ -428,6 +438,7 @@ impl VolState {
     fn seal(&mut self, offload: &Offload) -> impl std::future::Future<Output = ()> {
         self.sealed = true;
         self.pack_tail = None;
+        self.pack_buf = None;
         self.preallocs.clear();
         let end_bytes = self.end_bytes;
         self.allocated_bytes = end_bytes;
@@ -568,6 +579,45 @@ impl Shard {
             reserved_bytes: span_bytes,
             prealloc,
         })
+    }
+
+    /// An empty aligned buffer of at least `span_bytes` for a packed write into `vol`: the
+    /// volume's kept one when it is big enough, else a new one (at least `PACK_BUF_MIN_BYTES`).
+    pub(super) fn take_pack_buf(&self, vol: &Rc<VolFile>, span_bytes: usize) -> AlignedBuf {
+        let kept = {
+            let mut vols = self.vols.borrow_mut();
+            vols.map
+                .get_mut(&vol.id)
+                .filter(|v| Rc::ptr_eq(&v.file, vol))
+                .and_then(|v| v.pack_buf.take())
+        };
+        match kept {
+            Some(mut b) if b.capacity() >= span_bytes => {
+                b.clear();
+                b
+            }
+            _ => AlignedBuf::new(
+                span_bytes.max(PACK_BUF_MIN_BYTES),
+                self.cfg.align_bytes as usize,
+            ),
+        }
+    }
+
+    /// Keep `buf` (a packed write's, done) for the next packed write into `vol`, if `vol` is
+    /// still the active volume and `buf` is at most `PACK_BUF_KEEP_BYTES`.
+    pub(super) fn keep_pack_buf(&self, vol: &Rc<VolFile>, buf: AlignedBuf) {
+        if buf.capacity() > PACK_BUF_KEEP_BYTES {
+            return;
+        }
+        let mut vols = self.vols.borrow_mut();
+        if vols.active != Some(vol.id) {
+            return;
+        }
+        if let Some(v) = vols.map.get_mut(&vol.id) {
+            if Rc::ptr_eq(&v.file, vol) && !v.sealed && v.pack_buf.is_none() {
+                v.pack_buf = Some(buf);
+            }
+        }
     }
 
     /// After a packed write to `vol` ending at `end` succeeded: `tail` (its last unit's offset
