@@ -49,13 +49,16 @@ impl AlignedBuf {
     /// A buffer for one O_DIRECT read of up to `cap_bytes`, aligned to `align_bytes`, `len` = 0,
     /// taken from the calling thread's pool of read buffers when one of its size class is
     /// there (no allocation, no zeroing: a pooled buffer holds an earlier read's bytes, which
-    /// the caller's read overwrites before it sets `len`). Capacity may exceed `cap_bytes`
-    /// (rounded up to the pool's size class): read exactly what is wanted through
-    /// `monoio::buf::IoBufMut::slice_mut(0..n)`. Sizes or alignments the pool does not hold
-    /// are allocated as by [`AlignedBuf::new`]. Every dropped buffer of a pool size class goes
+    /// the caller's read overwrites before it sets `len`). Only sizes that are whole 4 KiB
+    /// classes are pooled, so a pooled buffer is exactly `cap_bytes` (a cache that counts the
+    /// bytes it holds counts what is allocated); other sizes or alignments are allocated as by
+    /// [`AlignedBuf::new`], whose capacity may exceed `cap_bytes`: read exactly what is wanted
+    /// through `monoio::buf::IoBufMut::slice_mut(0..n)`. Every dropped buffer of a pool size class goes
     /// back to the pool of the thread that drops it, up to [`READ_POOL_CLASS_BYTES`] per class.
     pub fn for_read(cap_bytes: usize, align_bytes: usize) -> AlignedBuf {
-        let Some(class) = pool_class(cap_bytes, align_bytes) else {
+        let class = pool_class(cap_bytes, align_bytes)
+            .filter(|_| cap_bytes % READ_POOL_ALIGN_BYTES == 0 && cap_bytes > 0);
+        let Some(class) = class else {
             return AlignedBuf::new(cap_bytes, align_bytes);
         };
         let pooled = READ_POOL
@@ -245,7 +248,10 @@ thread_local! {
 #[cfg(test)]
 fn read_pool_buffers() -> usize {
     READ_POOL
-        .try_with(|p| p.try_borrow().map_or(0, |p| p.free.iter().map(Vec::len).sum()))
+        .try_with(|p| {
+            p.try_borrow()
+                .map_or(0, |p| p.free.iter().map(Vec::len).sum())
+        })
         .unwrap_or(0)
 }
 
@@ -301,8 +307,8 @@ mod tests {
     #[test]
     fn read_buffers_come_back_to_the_pool() {
         let before = read_pool_buffers();
-        let mut b = AlignedBuf::for_read(5000, 512);
-        assert_eq!(b.capacity(), 8192, "rounded up to its 4 KiB class");
+        let mut b = AlignedBuf::for_read(8192, 512);
+        assert_eq!(b.capacity(), 8192);
         assert_eq!(b.read_ptr() as usize % READ_POOL_ALIGN_BYTES, 0);
         b.extend_from_slice(&[7u8; 100]);
         let ptr = b.read_ptr();
@@ -333,8 +339,16 @@ mod tests {
         assert_eq!(pool_class(READ_POOL_MAX_BYTES + 1, 4096), None);
         assert_eq!(pool_class(4096, 8192), None);
         assert_eq!(pool_class(1, 512), Some(0));
-        assert_eq!(pool_class(READ_POOL_MAX_BYTES, 4096), Some(READ_POOL_CLASSES - 1));
+        assert_eq!(
+            pool_class(READ_POOL_MAX_BYTES, 4096),
+            Some(READ_POOL_CLASSES - 1)
+        );
         let before = read_pool_buffers();
+        // Not a whole 4 KiB class: allocated at its own size, freed when dropped.
+        let b = AlignedBuf::for_read(5000, 512);
+        assert_eq!(b.capacity(), 5120);
+        drop(b);
+        assert_eq!(read_pool_buffers(), before);
         let b = AlignedBuf::for_read(READ_POOL_MAX_BYTES + 4096, 4096);
         assert_eq!(b.capacity(), READ_POOL_MAX_BYTES + 4096);
         drop(b);
