@@ -57,7 +57,7 @@ impl AlignedBuf {
     /// back to the pool of the thread that drops it, up to [`READ_POOL_CLASS_BYTES`] per class.
     pub fn for_read(cap_bytes: usize, align_bytes: usize) -> AlignedBuf {
         let class = pool_class(cap_bytes, align_bytes)
-            .filter(|_| cap_bytes % READ_POOL_ALIGN_BYTES == 0 && cap_bytes > 0);
+            .filter(|_| cap_bytes.is_multiple_of(READ_POOL_ALIGN_BYTES) && cap_bytes > 0);
         let Some(class) = class else {
             return AlignedBuf::new(cap_bytes, align_bytes);
         };
