@@ -94,8 +94,12 @@ pub fn run_core(setup: CoreSetup) {
     // `io_uring_enter` instead of interrupting it with an IPI; the core enters the kernel on
     // every turn of its loop anyway (docs/adr/0024). An older kernel refuses the flag: the
     // ring is then made without it.
+    // `BALE_RING_COOP_TASKRUN=0` makes the ring without it (for A/B measurements,
+    // docs/adr/0026).
     let mut coop = io_uring::IoUring::builder();
-    coop.setup_coop_taskrun();
+    if coop_taskrun_wanted() {
+        coop.setup_coop_taskrun();
+    }
     let rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
         .with_entries(RING_ENTRIES)
         .uring_builder(coop)
@@ -119,6 +123,19 @@ pub fn run_core(setup: CoreSetup) {
         }
     };
     rt.block_on(core_main(setup));
+}
+
+/// Whether the rings are made with `IORING_SETUP_COOP_TASKRUN`: yes unless the environment
+/// variable `BALE_RING_COOP_TASKRUN` is `0`, `off` or `false` (read once per core at start).
+pub fn coop_taskrun_wanted() -> bool {
+    coop_taskrun_from(std::env::var("BALE_RING_COOP_TASKRUN").ok().as_deref())
+}
+
+fn coop_taskrun_from(v: Option<&str>) -> bool {
+    !matches!(
+        v.map(str::trim).map(str::to_ascii_lowercase).as_deref(),
+        Some("0" | "off" | "false" | "no")
+    )
 }
 
 /// The core's background tasks: the spinner (adaptive `--poll-us` or fixed `--spin-us`),
@@ -395,4 +412,20 @@ async fn core_main(setup: CoreSetup) {
     }
     router::clear_local();
     tracing::info!(core, "core stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::coop_taskrun_from;
+
+    #[test]
+    fn coop_taskrun_is_on_unless_turned_off() {
+        assert!(coop_taskrun_from(None));
+        assert!(coop_taskrun_from(Some("1")));
+        assert!(coop_taskrun_from(Some("on")));
+        assert!(coop_taskrun_from(Some("")));
+        for off in ["0", "off", "OFF", "false", "no", " 0 "] {
+            assert!(!coop_taskrun_from(Some(off)), "{off:?}");
+        }
+    }
 }

@@ -5,6 +5,7 @@
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
+use monoio::buf::IoBufMut;
 
 use super::index::Extent;
 use super::{Object, Shard};
@@ -36,6 +37,26 @@ impl BlockRun {
         let s = self.skip + (b - self.first) * self.block_bytes;
         let e = s + self.block_bytes.min(self.ext_len - b * self.block_bytes);
         s as usize..e as usize
+    }
+}
+
+/// The pieces of a read, one per extent touched: a list only when there are several.
+enum SmallParts {
+    None,
+    One(Bytes),
+    Many(Vec<Bytes>),
+}
+
+impl SmallParts {
+    fn push(&mut self, b: Bytes) {
+        *self = match std::mem::replace(self, SmallParts::None) {
+            SmallParts::None => SmallParts::One(b),
+            SmallParts::One(a) => SmallParts::Many(vec![a, b]),
+            SmallParts::Many(mut v) => {
+                v.push(b);
+                SmallParts::Many(v)
+            }
+        };
     }
 }
 
@@ -80,7 +101,8 @@ impl Shard {
     }
 
     async fn read_range(&self, obj: &Object, offset: u64, end: u64, blocks: bool) -> Result<Bytes> {
-        let mut parts: Vec<Bytes> = Vec::new();
+        // The common case, a read inside one extent, allocates no list of parts.
+        let mut parts: SmallParts = SmallParts::None;
         let mut ext_start = 0u64;
         for (i, ext) in obj.extents.iter().enumerate() {
             let ext_end = ext_start + ext.len;
@@ -96,9 +118,11 @@ impl Shard {
             }
             ext_start = ext_end;
         }
-        if parts.len() == 1 {
-            return Ok(parts.pop().unwrap());
-        }
+        let parts = match parts {
+            SmallParts::None => Vec::new(),
+            SmallParts::One(b) => return Ok(b),
+            SmallParts::Many(v) => v,
+        };
         let mut out = BytesMut::with_capacity((end - offset) as usize);
         for p in parts {
             out.extend_from_slice(&p);
@@ -145,9 +169,12 @@ impl Shard {
         );
         assert!(a_lo >= round_down_u64(ext.record_offset, align));
         let span = (a_hi - a_lo) as usize;
-        let buf = AlignedBuf::new(span, align as usize);
+        // A pooled buffer (no allocation or zeroing per read; its capacity may exceed the
+        // span, so exactly the span is read through a slice of it).
+        let buf = AlignedBuf::for_read(span, align as usize).slice_mut(0..span);
         let started = std::time::Instant::now();
-        let (res, mut buf) = ext.vol.file.read_exact_at(buf, a_lo).await;
+        let (res, buf) = ext.vol.file.read_exact_at(buf, a_lo).await;
+        let mut buf = buf.into_inner();
         let m = &self.meters;
         m.device_read_ns.record(started.elapsed().as_nanos() as u64);
         m.device_read_bytes
