@@ -31,6 +31,8 @@ use super::h1;
 
 /// Largest answer head accepted from the upstream, bytes.
 const MAX_HEAD_BYTES: usize = h1::MAX_HEAD_BYTES;
+/// Largest object body accepted from the upstream without a Content-Length, bytes.
+pub const MAX_UNSIZED_BODY_BYTES: usize = 64 << 20;
 /// Idle connections kept per core.
 const POOL_PER_CORE: usize = 32;
 
@@ -197,6 +199,8 @@ pub struct UpResponse {
 enum RespBody {
     /// Read to its end (or cut: the connection is gone).
     Done,
+    /// Read into memory already (an object's body sent without a length).
+    Buffered(Option<Bytes>),
     /// https: hyper's body and the connection's sender (pooled again at the end).
     Hyper {
         body: Incoming,
@@ -231,6 +235,13 @@ impl UpResponse {
         loop {
             match &mut self.body {
                 RespBody::Done => return Ok(None),
+                RespBody::Buffered(b) => match b.take() {
+                    Some(d) if !d.is_empty() => return Ok(Some(d)),
+                    _ => {
+                        self.body = RespBody::Done;
+                        return Ok(None);
+                    }
+                },
                 RespBody::Hyper { body, .. } => {
                     let f = match monoio::time::timeout(t, body.frame()).await {
                         Err(_) => {
@@ -299,6 +310,17 @@ impl UpResponse {
                 self.up.give_back_lean(conn);
             }
         }
+    }
+
+    /// An object's body the upstream sent without a Content-Length (chunked, or to the end
+    /// of the connection) is read into memory, at most [`MAX_UNSIZED_BODY_BYTES`], and its
+    /// length set as the answer's `content-length`: the fill paths need one up front.
+    async fn buffer_unsized(&mut self) -> Result<(), UpError> {
+        let body = self.collect(MAX_UNSIZED_BODY_BYTES).await?;
+        self.headers
+            .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(body.len()));
+        self.body = RespBody::Buffered(Some(body));
+        Ok(())
     }
 
     /// The whole body (answers that are small: XML, errors), at most `limit` bytes.
@@ -533,10 +555,20 @@ impl Upstream {
             .requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let r = monoio::time::timeout(self.timeout, self.send_inner(req)).await;
-        let r = match r {
+        let mut r = match r {
             Err(_) => Err(UpError::Timeout(self.timeout)),
             Ok(r) => r,
         };
+        if let Ok(resp) = r.as_mut() {
+            if method == http::Method::GET
+                && resp.status.is_success()
+                && !resp.headers.contains_key(http::header::CONTENT_LENGTH)
+            {
+                if let Err(e) = resp.buffer_unsized().await {
+                    r = Err(e);
+                }
+            }
+        }
         let us = started.elapsed().as_micros() as u64;
         crate::metrics::gateway::upstream_answered(
             &method,
