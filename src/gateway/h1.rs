@@ -343,7 +343,11 @@ impl Conn {
                     return Err(bad("bad chunk size"));
                 }
                 let n = u64::from_str_radix(hex, 16).map_err(|_| bad("bad chunk size"))?;
-                *c = if n == 0 { Chunk::Trailers } else { Chunk::Data(n) };
+                *c = if n == 0 {
+                    Chunk::Trailers
+                } else {
+                    Chunk::Data(n)
+                };
                 if *c == Chunk::Trailers {
                     // Trailer lines up to the empty one.
                     while !self.line().await?.is_empty() {}
@@ -488,7 +492,11 @@ mod tests {
         let h = parse(b"HTTP/1.1 200 OK\r\n\r\n", false).unwrap();
         assert_eq!(h.framing, Framing::UntilClose);
         assert!(!h.keep_alive);
-        let h = parse(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", false).unwrap();
+        let h = parse(
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+            false,
+        )
+        .unwrap();
         assert_eq!(h.framing, Framing::Done);
         let h = parse(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false).unwrap();
         assert!(!h.keep_alive);

@@ -176,7 +176,9 @@ pub async fn recall(shard: &Rc<Shard>, gw: &Gateway, b: &str, k: &str) -> Option
     }
     let meta = ObjMeta::load(&o.meta, b, k).ok()?;
     let body = shard.read(&o, 0, PERSISTED_BYTES).await.ok()?;
-    let word = |i: usize| -> Option<u64> { Some(u64::from_le_bytes(body.get(i..i + 8)?.try_into().ok()?)) };
+    let word = |i: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(body.get(i..i + 8)?.try_into().ok()?))
+    };
     let (size, mtime_ms) = (word(0)?, word(8)?);
     let mut m = Manifest::new(meta.etag.clone(), size, mtime_ms, meta);
     m.checked_ms = o.mtime_ms;

@@ -317,8 +317,10 @@ impl UpResponse {
     /// length set as the answer's `content-length`: the fill paths need one up front.
     async fn buffer_unsized(&mut self) -> Result<(), UpError> {
         let body = self.collect(MAX_UNSIZED_BODY_BYTES).await?;
-        self.headers
-            .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(body.len()));
+        self.headers.insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(body.len()),
+        );
         self.body = RespBody::Buffered(Some(body));
         Ok(())
     }
@@ -766,7 +768,9 @@ impl Upstream {
                     Some(s) => Self::send_stream(&mut conn, s, length).await,
                     None => Ok(()),
                 },
-                Err(e) => Err(UpError::Unreachable(anyhow!(e).context("writing the request"))),
+                Err(e) => Err(UpError::Unreachable(
+                    anyhow!(e).context("writing the request"),
+                )),
             };
             let r = match r {
                 Ok(()) => conn.read_head(is_head).await.map_err(|e| {
@@ -809,7 +813,11 @@ impl Upstream {
     }
 
     /// Writes a streamed request body, exactly `length` bytes.
-    async fn send_stream(conn: &mut h1::Conn, mut body: UpBody, length: u64) -> Result<(), UpError> {
+    async fn send_stream(
+        conn: &mut h1::Conn,
+        mut body: UpBody,
+        length: u64,
+    ) -> Result<(), UpError> {
         let mut sent_bytes = 0u64;
         while let Some(f) = body.frame().await {
             let f = f.map_err(|e| UpError::Unreachable(anyhow!(e).context("the client's body")))?;
