@@ -192,18 +192,20 @@ def test_upstream_not_listening_is_503_fast(gateway_factory):
     port = free_port()  # nothing listens there
     g = gateway_factory(f"http://127.0.0.1:{port}")  # conftest: --upstream-timeout-ms 1500
     c = g.client()
+    with pytest.raises(ClientError):  # botocore loads its models on the first call
+        c.get_object(Bucket="nobucket", Key="k0")
     t0 = time.monotonic()
     with pytest.raises(ClientError) as e:
         c.get_object(Bucket="nobucket", Key="k")
     took = time.monotonic() - t0
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
     assert e.value.response["Error"]["Code"] == "ServiceUnavailable"
-    assert took < 0.5, f"refused connection answered after {took:.2f}s (timeout 1.5 s)"
+    assert took < 0.75, f"refused connection answered after {took:.2f}s (timeout 1.5 s)"
     t0 = time.monotonic()
     with pytest.raises(ClientError) as e:
         c.put_object(Bucket="nobucket", Key="k", Body=b"x")
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
-    assert time.monotonic() - t0 < 0.5
+    assert time.monotonic() - t0 < 0.75
 
 
 def test_manifest_persisted_across_a_restart(weed, bucket, relay, gateway_factory):
