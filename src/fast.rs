@@ -400,6 +400,19 @@ pub(crate) async fn try_answer<H: Head>(
     if !verify(fp, req, &decoded, bucket) {
         return None;
     }
+    // Gateway mode: a ranged read inside a local block entry, before the lookup (whose
+    // miss would build an `S3Error`: 2 allocations).
+    let mut headers = headers;
+    if let Some(range) = gw_range.filter(|_| crate::gateway::get().is_some()) {
+        match crate::gateway::hook::block_first(
+            &fp.s3, bucket, key, range, &gw_cond, is_head, headers,
+        )
+        .await
+        {
+            Ok(resp) => return Some(resp),
+            Err(h) => headers = h,
+        }
+    }
     let mut found = match lookup(&fp.s3, bucket, key, r).await {
         Ok(f) => f,
         // Gateway mode: a miss is filled from the upstream by the s3s-side handlers.

@@ -183,6 +183,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )?),
         None => None,
     };
+    let s3_seed = gateway.as_ref().map(|_| s3.clone());
     let svc = {
         let mut b = match &gateway {
             Some(gw) => {
@@ -283,6 +284,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     tracing::info!(listen = %args.listen, cores, shards = places.len(), "bale is serving");
+    if let (Some(gw), Some(s3)) = (&gateway, s3_seed) {
+        bale::gateway::local::seed_at_start(s3, places.len(), gw.cfg.shard_capacity_bytes);
+    }
     tracing::info!("{}", layout::redundancy_line(dirs));
     print_banner(
         &args,

@@ -75,18 +75,18 @@ pub(super) async fn ensure_blocks(
             || resp.status == http::StatusCode::NOT_FOUND
         {
             let _ = resp.collect(MAX_ERROR_BODY).await;
-            manifest::forget(b, k);
+            manifest::forget_all(shard, b, k).await;
             return Ok(Blocks::Changed);
         }
         if resp.status != http::StatusCode::PARTIAL_CONTENT {
             if resp.status == http::StatusCode::OK {
-                manifest::forget(b, k);
+                manifest::forget_all(shard, b, k).await;
                 return Ok(Blocks::Changed);
             }
             return Err(upstream_error(&mut resp).await);
         }
         if resp.etag().is_some_and(|e| e != m.etag) {
-            manifest::forget(b, k);
+            manifest::forget_all(shard, b, k).await;
             return Ok(Blocks::Changed);
         }
         take_blocks(
@@ -148,7 +148,9 @@ async fn take_blocks(
         .filter_map(|i| Some((block_key(k, &m.etag, bs, i), fetched.get(&i)?.clone())))
         .collect();
     let (shard2, ns, cap) = (shard.clone(), b.to_string(), gw.cfg.shard_capacity_bytes);
-    let manifest = publish.then(|| (k.to_string(), m.clone()));
+    // Stored with the first blocks of an object (a probe's), or once later if not yet.
+    let persist = publish || manifest::needs_persist(b, k);
+    let manifest = persist.then(|| (k.to_string(), m.clone()));
     monoio::spawn(async move {
         let _lead = lead;
         for (key, piece) in pieces {
@@ -162,8 +164,15 @@ async fn take_blocks(
         }
         // Known only once its blocks are local: a reader that finds the manifest finds them
         // (before, it waits on the object's flight, held until here).
+        // Stored before it is remembered: a restart that finds the manifest finds them too.
         if let Some((k, m)) = manifest {
-            manifest::remember(&ns, &k, m);
+            let h = m.etag_hash;
+            let stored = manifest::persist(&shard2, &ns, &k, &m, cap).await;
+            if publish {
+                manifest::remember_as(&ns, &k, m, stored);
+            } else if stored {
+                manifest::mark_persisted(&ns, &k, h);
+            }
         }
     });
     Ok(())

@@ -30,6 +30,44 @@ thread_local! {
     static BLOCK_KEY: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
+/// Asked by the fast path before its lookup in gateway mode, for a ranged read without
+/// conditions: the read answered from a block entry this core owns (no allocation: the
+/// lookup's miss would have built an `S3Error` first), or `Err(headers)` (cleared) to go on
+/// with the lookup. A block entry serves only while its manifest is fresh, and its bytes are
+/// the object's under the manifest's ETag, so answering it before a whole local copy of the
+/// same object (which holds the same bytes) changes nothing a client can see.
+pub async fn block_first(
+    s3: &BaleS3,
+    bucket: &str,
+    key: &str,
+    range: Range,
+    cond: &ReadConds,
+    is_head: bool,
+    mut headers: http::HeaderMap,
+) -> Result<http::Response<s3s::Body>, http::HeaderMap> {
+    let conditional = cond.if_match.is_some()
+        || cond.if_none_match.is_some()
+        || cond.if_modified_since.is_some()
+        || cond.if_unmodified_since.is_some();
+    let (Some(gw), false) = (super::get(), conditional) else {
+        return Err(headers);
+    };
+    let Some(shard) = crate::router::local_shard(s3.topo.shard_for(bucket, key)) else {
+        return Err(headers);
+    };
+    match block_hit_local(shard, gw, bucket, key, range, !is_head, &mut headers).await {
+        Some(body) => Ok(answer(
+            http::StatusCode::PARTIAL_CONTENT,
+            headers,
+            body.map_or_else(s3s::Body::empty, s3s::Body::from),
+        )),
+        None => {
+            headers.clear();
+            Err(headers)
+        }
+    }
+}
+
 /// Answers a GET/HEAD whose object is not local (gateway mode only; `None` when gateway mode
 /// is off, or for a key s3s refuses, which s3s then answers). `headers` is the front's
 /// reused map the answer's headers go into.

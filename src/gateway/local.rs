@@ -376,6 +376,61 @@ async fn seed(shard: &Rc<Shard>, id: usize) {
     });
 }
 
+/// Seeds every shard's queues right after a start (from a thread of its own, one shard after
+/// the other on its owner core), so that `bale_gateway_local_bytes` counts what the tier
+/// holds before the first fill. A shard whose first fill came first was seeded by it.
+pub fn seed_at_start(s3: crate::s3::BaleS3, shards: usize, cap: u64) {
+    if cap == 0 {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("bale-gw-seed".into())
+        .spawn(move || {
+            for id in 0..shards {
+                let r = futures::executor::block_on(s3.shard(id).run(move |shard| async move {
+                    seed_now(&shard, cap).await;
+                    Ok(())
+                }));
+                if let Err(e) = r {
+                    tracing::warn!(shard = id, error = %e, "gateway: seeding the local tier failed");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "gateway: cannot start seeding the local tier");
+    }
+}
+
+/// On the shard's owner core: seeds its queues unless an admission did, then evicts past
+/// `cap` (the admissions queued while it ran did not).
+async fn seed_now(shard: &Rc<Shard>, cap: u64) {
+    let id = Rc::as_ptr(shard) as usize;
+    let first = TIERS.with(|t| {
+        let mut t = t.borrow_mut();
+        if t.contains_key(&id) {
+            return false;
+        }
+        t.entry(id).or_default().seeding = true;
+        true
+    });
+    if !first {
+        return;
+    }
+    seed(shard, id).await;
+    let victims = TIERS.with(|t| {
+        let mut t = t.borrow_mut();
+        t.get_mut(&id)
+            .map(|tier| tier.evict(cap, u64::MAX))
+            .unwrap_or_default()
+    });
+    for e in victims {
+        match shard.delete(&e.ns, &e.key, Expect::Seq(e.seq)).await {
+            Ok(_) | Err(bale_io::Error::PreconditionFailed) => {}
+            Err(err) => tracing::warn!(error = %err, bucket = %e.ns, "gateway: eviction failed"),
+        }
+    }
+}
+
 /// Records a stored entry (committed as `seq`) and evicts past `cap` bytes of this shard
 /// (deleted: their records become garbage that hole punching and compaction reclaim).
 pub async fn admitted(shard: &Rc<Shard>, ns: &str, key: &str, seq: u64, size: u64, cap: u64) {

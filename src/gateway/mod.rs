@@ -3,6 +3,7 @@
 //! truth.
 //!
 //! - `upstream`: the signed S3 client bale uses to talk to the upstream.
+//! - `h1`: its lean HTTP/1.1 connection for plain-http upstreams (io_uring, no hyper task).
 //! - `read`: GetObject / HeadObject: a hit is the ordinary local read (fast path included); a
 //!   miss fills from the upstream (whole objects, or aligned blocks of big ones for ranges).
 //! - `blocks`: big objects read by ranges, fetched and kept as aligned block entries.
@@ -20,6 +21,7 @@
 //! hidden keys that LIST never shows, since LIST comes from the upstream).
 
 pub mod blocks;
+pub mod h1;
 pub mod hook;
 pub mod local;
 pub mod manifest;

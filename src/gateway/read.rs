@@ -254,6 +254,10 @@ async fn head_manifest(gw: &Arc<Gateway>, b: &str, k: &str) -> S3Result<Manifest
 /// Runs on the key's owner core.
 pub(super) async fn prepare(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Result<Prep> {
     let (b, k) = (a.bucket.as_str(), a.key.as_str());
+    // After a restart: a manifest stored with its blocks is known again without the upstream.
+    if a.range.is_some() && shard.get(b, k).is_none() {
+        manifest::recall(&shard, &gw, b, k).await;
+    }
     for _attempt in 0..4 {
         if let Some(obj) = shard.get(b, k) {
             if !gw.stale(b, k, obj.seq, obj.mtime_ms) || revalidate(&shard, &gw, b, k, &obj).await?
@@ -408,7 +412,7 @@ pub(super) async fn prepare(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Res
             let mut resp = gw.up.send(req).await.map_err(|e| unavailable(&e))?;
             if resp.status == http::StatusCode::PRECONDITION_FAILED {
                 let _ = resp.collect(MAX_ERROR_BODY).await;
-                manifest::forget(b, k);
+                manifest::forget_all(&shard, b, k).await;
                 continue;
             }
             if !ok(&resp) {
@@ -444,7 +448,7 @@ pub(super) async fn prepare(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Res
                 .header("if-match", format!("\"{}\"", m.etag));
             let mut resp = gw.up.send(req).await.map_err(|e| unavailable(&e))?;
             if !ok(&resp) {
-                manifest::forget(b, k);
+                manifest::forget_all(&shard, b, k).await;
                 return Err(upstream_error(&mut resp).await);
             }
             fill_whole(&shard, &gw, b, k, &mut resp).await?;

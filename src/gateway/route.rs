@@ -203,7 +203,7 @@ pub async fn invalidate(s: &BaleS3, gw: &Arc<Gateway>, b: &str, k: &str) -> S3Re
     let (bb, kk) = (b.to_string(), k.to_string());
     s.shard_of(b, k)
         .run(move |shard| async move {
-            manifest::forget(&bb, &kk);
+            manifest::forget_all(&shard, &bb, &kk).await;
             if shard.get(&bb, &kk).is_some() {
                 match shard.delete(&bb, &kk, Expect::Any).await {
                     Ok(_) | Err(bale_io::Error::NotFound) => {}

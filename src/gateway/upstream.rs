@@ -1,6 +1,8 @@
-//! The gateway's S3 client: bale's own SigV4-signed requests to the upstream, over hyper's
-//! HTTP/1.1 client on the core's monoio runtime (plain TCP, or rustls for https), with a small
-//! pool of kept-alive connections per core and one timeout for every wait.
+//! The gateway's S3 client: bale's own SigV4-signed requests to the upstream, with a small
+//! pool of kept-alive connections per core and one timeout for every wait. A plain-http
+//! upstream is spoken to by the lean HTTP/1.1 client of `h1` (io_uring reads and writes by
+//! the request's own task); an https one by hyper's HTTP/1.1 client over rustls (its
+//! connection task and monoio's readiness adapter: the TLS stream needs them).
 //!
 //! Payloads are sent `UNSIGNED-PAYLOAD` when they stream (the client's body as it arrives) and
 //! with their SHA-256 when they are in memory. Answers come back as they are: a status the
@@ -25,8 +27,12 @@ use monoio::io::IntoPollIo;
 use monoio_compat::hyper::MonoioIo;
 use sigv4::signer::Signer;
 
+use super::h1;
+
 /// Largest answer head accepted from the upstream, bytes.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
+const MAX_HEAD_BYTES: usize = h1::MAX_HEAD_BYTES;
+/// Largest object body accepted from the upstream without a Content-Length, bytes.
+pub const MAX_UNSIZED_BODY_BYTES: usize = 64 << 20;
 /// Idle connections kept per core.
 const POOL_PER_CORE: usize = 32;
 
@@ -185,9 +191,27 @@ impl<'a> UpRequest<'a> {
 pub struct UpResponse {
     pub status: http::StatusCode,
     pub headers: http::HeaderMap,
-    body: Option<Incoming>,
-    sender: Option<SendRequest<UpBody>>,
+    body: RespBody,
     up: Arc<Upstream>,
+}
+
+/// Where the rest of an answer's body comes from.
+enum RespBody {
+    /// Read to its end (or cut: the connection is gone).
+    Done,
+    /// Read into memory already (an object's body sent without a length).
+    Buffered(Option<Bytes>),
+    /// https: hyper's body and the connection's sender (pooled again at the end).
+    Hyper {
+        body: Incoming,
+        sender: SendRequest<UpBody>,
+    },
+    /// http: the lean client's connection, pooled again at the end when it may be.
+    Lean {
+        conn: h1::Conn,
+        framing: h1::Framing,
+        keep_alive: bool,
+    },
 }
 
 impl UpResponse {
@@ -209,30 +233,96 @@ impl UpResponse {
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, UpError> {
         let t = self.up.timeout;
         loop {
-            let Some(body) = self.body.as_mut() else {
-                return Ok(None);
-            };
-            let f = match monoio::time::timeout(t, body.frame()).await {
-                Err(_) => return Err(UpError::Timeout(t)),
-                Ok(None) => {
-                    self.body = None;
-                    if let Some(s) = self.sender.take() {
-                        self.up.give_back(s);
+            match &mut self.body {
+                RespBody::Done => return Ok(None),
+                RespBody::Buffered(b) => match b.take() {
+                    Some(d) if !d.is_empty() => return Ok(Some(d)),
+                    _ => {
+                        self.body = RespBody::Done;
+                        return Ok(None);
                     }
-                    return Ok(None);
+                },
+                RespBody::Hyper { body, .. } => {
+                    let f = match monoio::time::timeout(t, body.frame()).await {
+                        Err(_) => {
+                            self.body = RespBody::Done;
+                            return Err(UpError::Timeout(t));
+                        }
+                        Ok(None) => {
+                            if let RespBody::Hyper { sender, .. } =
+                                std::mem::replace(&mut self.body, RespBody::Done)
+                            {
+                                self.up.give_back(sender);
+                            }
+                            return Ok(None);
+                        }
+                        Ok(Some(Err(e))) => {
+                            self.body = RespBody::Done;
+                            return Err(UpError::Unreachable(
+                                anyhow!(e).context("reading the body"),
+                            ));
+                        }
+                        Ok(Some(Ok(f))) => f,
+                    };
+                    if let Ok(d) = f.into_data() {
+                        if !d.is_empty() {
+                            return Ok(Some(d));
+                        }
+                    }
                 }
-                Ok(Some(Err(e))) => {
-                    self.body = None;
-                    return Err(UpError::Unreachable(anyhow!(e).context("reading the body")));
-                }
-                Ok(Some(Ok(f))) => f,
-            };
-            if let Ok(d) = f.into_data() {
-                if !d.is_empty() {
-                    return Ok(Some(d));
+                RespBody::Lean { conn, framing, .. } => {
+                    let c = match monoio::time::timeout(t, conn.next_body(framing)).await {
+                        Err(_) => {
+                            self.body = RespBody::Done;
+                            return Err(UpError::Timeout(t));
+                        }
+                        Ok(Err(e)) => {
+                            self.body = RespBody::Done;
+                            return Err(UpError::Unreachable(
+                                anyhow!(e).context("reading the body"),
+                            ));
+                        }
+                        Ok(Ok(c)) => c,
+                    };
+                    if *framing == h1::Framing::Done {
+                        // At its end: the connection goes back before the caller sees the
+                        // last bytes, ready for the next request.
+                        self.finish_lean();
+                    }
+                    match c {
+                        None => return Ok(None),
+                        Some(d) if d.is_empty() => {}
+                        Some(d) => return Ok(Some(d)),
+                    }
                 }
             }
         }
+    }
+
+    /// The lean connection of an answer read to its end goes back to the pool (when the
+    /// upstream keeps it open and nothing is left unread on it).
+    fn finish_lean(&mut self) {
+        if let RespBody::Lean {
+            conn, keep_alive, ..
+        } = std::mem::replace(&mut self.body, RespBody::Done)
+        {
+            if keep_alive && conn.reusable() {
+                self.up.give_back_lean(conn);
+            }
+        }
+    }
+
+    /// An object's body the upstream sent without a Content-Length (chunked, or to the end
+    /// of the connection) is read into memory, at most [`MAX_UNSIZED_BODY_BYTES`], and its
+    /// length set as the answer's `content-length`: the fill paths need one up front.
+    async fn buffer_unsized(&mut self) -> Result<(), UpError> {
+        let body = self.collect(MAX_UNSIZED_BODY_BYTES).await?;
+        self.headers.insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(body.len()),
+        );
+        self.body = RespBody::Buffered(Some(body));
+        Ok(())
     }
 
     /// The whole body (answers that are small: XML, errors), at most `limit` bytes.
@@ -269,8 +359,10 @@ pub struct Stats {
 }
 
 thread_local! {
-    /// Idle connections of this core.
+    /// Idle connections of this core (https).
     static POOL: RefCell<HashMap<usize, Vec<SendRequest<UpBody>>>> = RefCell::new(HashMap::new());
+    /// Idle lean connections of this core (http).
+    static LEAN_POOL: RefCell<HashMap<usize, Vec<h1::Conn>>> = RefCell::new(HashMap::new());
 }
 
 fn tls_config(ca: Option<&std::path::Path>) -> anyhow::Result<rustls::ClientConfig> {
@@ -339,6 +431,31 @@ impl Upstream {
                 v.push(s);
             }
         });
+    }
+
+    fn give_back_lean(&self, c: h1::Conn) {
+        LEAN_POOL.with(|p| {
+            let mut p = p.borrow_mut();
+            let v = p.entry(self.id()).or_default();
+            if v.len() < POOL_PER_CORE {
+                v.push(c);
+            }
+        });
+    }
+
+    /// The most recently used idle lean connection; `check`: only one the upstream did not
+    /// close meanwhile (one non-blocking peek each).
+    fn pooled_lean(&self, check: bool) -> Option<h1::Conn> {
+        LEAN_POOL.with(|p| {
+            let mut p = p.borrow_mut();
+            let v = p.get_mut(&self.id())?;
+            while let Some(c) = v.pop() {
+                if !check || !c.closed_while_idle() {
+                    return Some(c);
+                }
+            }
+            None
+        })
     }
 
     fn pooled(&self) -> Option<SendRequest<UpBody>> {
@@ -440,10 +557,20 @@ impl Upstream {
             .requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let r = monoio::time::timeout(self.timeout, self.send_inner(req)).await;
-        let r = match r {
+        let mut r = match r {
             Err(_) => Err(UpError::Timeout(self.timeout)),
             Ok(r) => r,
         };
+        if let Ok(resp) = r.as_mut() {
+            if method == http::Method::GET
+                && resp.status.is_success()
+                && !resp.headers.contains_key(http::header::CONTENT_LENGTH)
+            {
+                if let Err(e) = resp.buffer_unsized().await {
+                    r = Err(e);
+                }
+            }
+        }
         let us = started.elapsed().as_micros() as u64;
         crate::metrics::gateway::upstream_answered(
             &method,
@@ -515,6 +642,32 @@ impl Upstream {
                 unix,
                 &extra,
             );
+        let sends_body = !matches!(req.body, UpBody::Full(None))
+            || matches!(req.method, http::Method::PUT | http::Method::POST);
+        if self.tls.is_none() {
+            let mut head = Vec::with_capacity(256 + path.len() + query.len() + 64 * merged.len());
+            head.extend_from_slice(req.method.as_str().as_bytes());
+            head.push(b' ');
+            head.extend_from_slice(path.as_bytes());
+            if !query.is_empty() {
+                head.push(b'?');
+                head.extend_from_slice(query.as_bytes());
+            }
+            head.extend_from_slice(b" HTTP/1.1\r\n");
+            let bad = |e: std::io::Error| UpError::Unreachable(anyhow!(e).context("request head"));
+            h1::push_header(&mut head, "host", &host).map_err(bad)?;
+            for (k, v) in merged.iter().map(|(k, v)| (k.as_str(), v.as_str())) {
+                h1::push_header(&mut head, k, v).map_err(bad)?;
+            }
+            for (k, v) in &signed {
+                h1::push_header(&mut head, k, v).map_err(bad)?;
+            }
+            if sends_body {
+                h1::push_header(&mut head, "content-length", &length.to_string()).map_err(bad)?;
+            }
+            head.extend_from_slice(b"\r\n");
+            return self.send_lean(&req.method, head, req.body, length).await;
+        }
         let uri = if query.is_empty() {
             path
         } else {
@@ -530,8 +683,6 @@ impl Upstream {
         for (k, v) in signed {
             b = b.header(k, v);
         }
-        let sends_body = !matches!(req.body, UpBody::Full(None))
-            || matches!(req.method, http::Method::PUT | http::Method::POST);
         if sends_body {
             b = b.header(http::header::CONTENT_LENGTH, length);
         }
@@ -569,17 +720,131 @@ impl Upstream {
         let mut out = UpResponse {
             status: parts.status,
             headers: parts.headers,
-            body: Some(body),
-            sender: Some(sender),
+            body: RespBody::Hyper { body, sender },
             up: self.clone(),
         };
-        if out.body.as_ref().is_some_and(|b| b.is_end_stream()) {
-            out.body = None;
-            if let Some(s) = out.sender.take() {
-                self.give_back(s);
+        if let RespBody::Hyper { body, .. } = &out.body {
+            if body.is_end_stream() {
+                if let RespBody::Hyper { sender, .. } =
+                    std::mem::replace(&mut out.body, RespBody::Done)
+                {
+                    self.give_back(sender);
+                }
             }
         }
         Ok(out)
+    }
+
+    /// Sends a request on a lean connection (plain http) and reads the answer's head.
+    ///
+    /// A pooled connection the upstream closed while idle: a GET/HEAD whose request got no
+    /// byte back is sent once more on a new connection; any other request takes a pooled
+    /// connection only after a non-blocking check that it is still open (a write is never
+    /// sent twice, a streamed body cannot be).
+    async fn send_lean(
+        self: &Arc<Self>,
+        method: &http::Method,
+        head: Vec<u8>,
+        body: UpBody,
+        length: u64,
+    ) -> Result<UpResponse, UpError> {
+        let is_head = *method == http::Method::HEAD;
+        let retry_ok = matches!(*method, http::Method::GET | http::Method::HEAD)
+            && matches!(body, UpBody::Full(_));
+        let (full, mut stream) = match body {
+            UpBody::Full(b) => (b, None),
+            s @ UpBody::Stream { .. } => (None, Some(s)),
+        };
+        let (mut conn, mut pooled) = match self.pooled_lean(!retry_ok) {
+            Some(c) => (c, true),
+            None => (self.connect_lean().await?, false),
+        };
+        let mut head = head;
+        loop {
+            let (r, h) = conn.send_head(head, full.clone()).await;
+            head = h;
+            let r = match r {
+                Ok(()) => match stream.take() {
+                    Some(s) => Self::send_stream(&mut conn, s, length).await,
+                    None => Ok(()),
+                },
+                Err(e) => Err(UpError::Unreachable(
+                    anyhow!(e).context("writing the request"),
+                )),
+            };
+            let r = match r {
+                Ok(()) => conn.read_head(is_head).await.map_err(|e| {
+                    UpError::Unreachable(anyhow!(e).context("reading the answer head"))
+                }),
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(h) => {
+                    let mut out = UpResponse {
+                        status: h.status,
+                        headers: h.headers,
+                        body: RespBody::Lean {
+                            conn,
+                            framing: h.framing,
+                            keep_alive: h.keep_alive,
+                        },
+                        up: self.clone(),
+                    };
+                    if matches!(
+                        out.body,
+                        RespBody::Lean {
+                            framing: h1::Framing::Done,
+                            ..
+                        }
+                    ) {
+                        out.finish_lean();
+                    }
+                    return Ok(out);
+                }
+                Err(e) if pooled && retry_ok && conn.received_bytes == 0 => {
+                    tracing::debug!(error = %e, requests = conn.requests,
+                        "gateway: pooled upstream connection was closed; sending again");
+                    conn = self.connect_lean().await?;
+                    pooled = false;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Writes a streamed request body, exactly `length` bytes.
+    async fn send_stream(
+        conn: &mut h1::Conn,
+        mut body: UpBody,
+        length: u64,
+    ) -> Result<(), UpError> {
+        let mut sent_bytes = 0u64;
+        while let Some(f) = body.frame().await {
+            let f = f.map_err(|e| UpError::Unreachable(anyhow!(e).context("the client's body")))?;
+            let Ok(d) = f.into_data() else { continue };
+            sent_bytes += d.len() as u64;
+            if sent_bytes > length {
+                return Err(UpError::Unreachable(anyhow!(
+                    "the body is longer than its Content-Length {length}"
+                )));
+            }
+            conn.send_body(d).await.map_err(|e| {
+                UpError::Unreachable(anyhow!(e).context("writing the request body"))
+            })?;
+        }
+        if sent_bytes != length {
+            return Err(UpError::Unreachable(anyhow!(
+                "the body ended after {sent_bytes} of its {length} bytes"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn connect_lean(&self) -> Result<h1::Conn, UpError> {
+        h1::Conn::connect(self.endpoint.addr)
+            .await
+            .with_context(|| format!("connect {}", self.endpoint.addr))
+            .map_err(UpError::Unreachable)
     }
 }
 
