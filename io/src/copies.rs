@@ -242,7 +242,7 @@ mod tests {
         assert_eq!(generation(&a).unwrap(), 1);
         assert_eq!(generation(&b).unwrap(), 1);
         assert!(holds_copy(&b));
-        raise_generation(&[a.clone()]).unwrap();
+        raise_generation(std::slice::from_ref(&a)).unwrap();
         assert_eq!(generation(&a).unwrap(), 2);
         fs::write(a.join(GENERATION_FILE), b"x").unwrap();
         assert!(generation(&a).is_err());
