@@ -70,10 +70,17 @@ def sha(b):
     return hashlib.sha256(b).hexdigest()
 
 
+RUNNING = []
+
+
 def start(dirs, extra=()):
+    for old in RUNNING:
+        old.stop()
+    RUNNING.clear()
     b = baleproc.Bale(data_dirs=dirs, cores=1,
-                      extra_args=["--cache-mb", "0", "--scrub-interval-s", "0",
+                      extra_args=["--cache-mb", "0", "--scrub-interval-s", "0", "--metrics-public",
                                   "--compact-interval-s", "0", *extra])
+    RUNNING.append(b)
     b.start(timeout_s=120)
     return b
 
@@ -307,6 +314,8 @@ def main():
         if args.only != "scenarios":
             kill_loop(root, args.kills)
     finally:
+        for b in RUNNING:
+            b.stop()
         shutil.rmtree(root, ignore_errors=True)
     if FAILURES:
         print(f"mirror check: {len(FAILURES)} failure(s)")
