@@ -132,7 +132,9 @@ pub fn collect(args: &DoctorArgs) -> Vec<Finding> {
         });
         let line = crate::layout::redundancy_line(r, dirs, failed);
         let f = match r {
-            crate::layout::Redundancy::None if dirs == 1 => Finding::new(Status::Info, "redundancy", line),
+            crate::layout::Redundancy::None if dirs == 1 => {
+                Finding::new(Status::Info, "redundancy", line)
+            }
             crate::layout::Redundancy::None => Finding::new(Status::Warn, "redundancy", line).fix(
                 "this set was made without redundancy and keeps it: back up the data directories, \
                  or move the data to a new set made with --redundancy mirror",

@@ -58,7 +58,11 @@ impl Redundancy {
             "none" => Ok(Redundancy::None),
             "mirror" => Ok(Redundancy::Mirror),
             t => {
-                let bad = || format!("redundancy {t:?} is not one of none, mirror, ec:K+M (for example ec:4+2)");
+                let bad = || {
+                    format!(
+                        "redundancy {t:?} is not one of none, mirror, ec:K+M (for example ec:4+2)"
+                    )
+                };
                 let km = t.strip_prefix("ec:").ok_or_else(bad)?;
                 let (k, m) = km.split_once('+').ok_or_else(bad)?;
                 let k: u32 = k.parse().map_err(|_| bad())?;
@@ -235,7 +239,10 @@ fn probe(dir: &Path, i: usize, dir_count: u32) -> Probe {
     // SAFETY: c is a valid NUL-terminated path.
     if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
         let e = std::io::Error::last_os_error();
-        return Probe::Bad(format!("data directory {} is not writable: {e}", dir.display()));
+        return Probe::Bad(format!(
+            "data directory {} is not writable: {e}",
+            dir.display()
+        ));
     }
     let path = dir.join(LAYOUT_FILE);
     if !path.exists() {
@@ -249,7 +256,12 @@ fn probe(dir: &Path, i: usize, dir_count: u32) -> Probe {
         .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
     {
         Ok(l) => l,
-        Err(e) => return Probe::Bad(format!("{} is not a valid layout file: {e}", path.display())),
+        Err(e) => {
+            return Probe::Bad(format!(
+                "{} is not a valid layout file: {e}",
+                path.display()
+            ))
+        }
     };
     if l.version != LAYOUT_VERSION {
         return Probe::Bad(format!(
@@ -304,8 +316,7 @@ pub fn prepare(
     let stored = layouts.iter().flatten().find_map(|l| l.redundancy.clone());
     let redundancy = if initialised {
         let r = match &stored {
-            Some(s) => Redundancy::parse(s)
-                .map_err(|e| anyhow::anyhow!("{LAYOUT_FILE}: {e}"))?,
+            Some(s) => Redundancy::parse(s).map_err(|e| anyhow::anyhow!("{LAYOUT_FILE}: {e}"))?,
             None => Redundancy::None,
         };
         if let Some(f) = flag.filter(|f| *f != r) {
@@ -333,7 +344,10 @@ pub fn prepare(
     }
     ids.sort_by(|a, b| b.1.cmp(&a.1));
     if !mirrored || (ids.len() > 1 && ids[0].1 == ids[1].1) {
-        check_set_id(dirs, &layouts.iter().map(|l| l.cloned()).collect::<Vec<_>>())?;
+        check_set_id(
+            dirs,
+            &layouts.iter().map(|l| l.cloned()).collect::<Vec<_>>(),
+        )?;
     }
     let set_id = ids
         .first()
@@ -444,8 +458,9 @@ pub fn prepare(
                 }
                 let d = dirs[p].join(&name);
                 if bale_io::copies::holds_copy(&d) {
-                    let g = bale_io::copies::generation(&d)
-                        .with_context(|| format!("cannot read the generation of {}", d.display()))?;
+                    let g = bale_io::copies::generation(&d).with_context(|| {
+                        format!("cannot read the generation of {}", d.display())
+                    })?;
                     held.push((p, g));
                 }
             }
@@ -457,8 +472,10 @@ pub fn prepare(
                 .collect();
             // No copy anywhere is a new shard only when every position is here: with one
             // failed or replaced, its copies may have been there.
-            let unknown =
-                top.is_none() && positions.iter().any(|&p| failed[p].is_some() || replacement[p]);
+            let unknown = top.is_none()
+                && positions
+                    .iter()
+                    .any(|&p| failed[p].is_some() || replacement[p]);
             let mut copies = Vec::new();
             for &p in positions.iter().filter(|_| !unknown) {
                 if failed[p].is_some() {
@@ -530,7 +547,12 @@ fn rebuild(jobs: &[(PathBuf, PathBuf)], rate_bytes_per_s: u64) -> anyhow::Result
         total += bale_io::copies::copy_bytes(src)
             .with_context(|| format!("cannot size {}", src.display()))?;
     }
-    tracing::info!(copies = jobs.len(), total_bytes = total, rate_bytes_per_s, "rebuilding shard copies");
+    tracing::info!(
+        copies = jobs.len(),
+        total_bytes = total,
+        rate_bytes_per_s,
+        "rebuilding shard copies"
+    );
     let mut r = bale_io::copies::Rebuild::new(total, rate_bytes_per_s);
     for (src, dst) in jobs {
         r.copy(src, dst)
@@ -544,7 +566,11 @@ fn rebuild(jobs: &[(PathBuf, PathBuf)], rate_bytes_per_s: u64) -> anyhow::Result
 /// writing anything (for `bale doctor`).
 pub fn inspect(dirs: &[PathBuf]) -> (Option<Redundancy>, usize) {
     let n = dirs.len() as u32;
-    let probes: Vec<Probe> = dirs.iter().enumerate().map(|(i, d)| probe(d, i, n)).collect();
+    let probes: Vec<Probe> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| probe(d, i, n))
+        .collect();
     let stored = probes.iter().find_map(|p| match p {
         Probe::Ours(l) => Some(
             l.redundancy
@@ -635,7 +661,9 @@ mod tests {
         assert_eq!(la.set_id.as_ref().unwrap().len(), 32);
         assert_ne!(la.set_id, lc.set_id);
         // d is position 2 of 2 like b, but of the other set.
-        let e = prepare(&[a.clone(), d.clone()], 1, Some(Redundancy::None), 0).unwrap_err().to_string();
+        let e = prepare(&[a.clone(), d.clone()], 1, Some(Redundancy::None), 0)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("belongs to another bale set"), "{e}");
         // The right set still opens, unchanged.
         prepare(&[a.clone(), b.clone()], 1, Some(Redundancy::None), 0).unwrap();
@@ -692,7 +720,10 @@ mod tests {
         let p = prepare(&dirs, 1, None, 0).unwrap();
         assert_eq!(p.redundancy, Redundancy::Mirror);
         assert_eq!(read(&a).redundancy.as_deref(), Some("mirror"));
-        assert_eq!(p.places[1].copies, vec![b.join("shard-0001"), a.join("shard-0001")]);
+        assert_eq!(
+            p.places[1].copies,
+            vec![b.join("shard-0001"), a.join("shard-0001")]
+        );
         assert!(p.places.iter().all(|s| s.copies_wanted == 2));
         // Shard copies with contents (as an opened shard leaves them).
         for d in [&a, &b] {
@@ -703,7 +734,10 @@ mod tests {
         }
         // Changing the redundancy is refused.
         let e = prepare(&dirs, 1, Some(Redundancy::None), 0).unwrap_err();
-        assert!(e.to_string().contains("initialised with redundancy mirror"), "{e}");
+        assert!(
+            e.to_string().contains("initialised with redundancy mirror"),
+            "{e}"
+        );
         // A missing directory is failed, not recreated; every shard keeps one copy.
         fs::rename(&b, t.path().join("b.away")).unwrap();
         let p = prepare(&dirs, 1, None, 0).unwrap();
@@ -717,7 +751,10 @@ mod tests {
         assert!(p.failed.is_empty());
         assert_eq!(read(&b).dir_index, 1);
         assert_eq!(read(&b).set_id, read(&a).set_id);
-        assert_eq!(fs::read(b.join("shard-0001/index.snap")).unwrap(), b"shard-0001");
+        assert_eq!(
+            fs::read(b.join("shard-0001/index.snap")).unwrap(),
+            b"shard-0001"
+        );
         let g = bale_io::copies::generation(&b.join("shard-0000")).unwrap();
         assert_eq!(g, 1);
         // The old directory back: stale (lower generation), rebuilt from the current copy.
@@ -725,7 +762,10 @@ mod tests {
         fs::rename(t.path().join("b.away"), &b).unwrap();
         fs::write(b.join("shard-0000/index.snap"), b"old").unwrap();
         prepare(&dirs, 1, None, 0).unwrap();
-        assert_eq!(fs::read(b.join("shard-0000/index.snap")).unwrap(), b"shard-0000");
+        assert_eq!(
+            fs::read(b.join("shard-0000/index.snap")).unwrap(),
+            b"shard-0000"
+        );
         // Both copies of a shard gone: refused.
         fs::rename(b.join("shard-0000"), t.path().join("s0")).unwrap();
         fs::rename(a.join("shard-0000"), t.path().join("s1")).unwrap();

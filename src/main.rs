@@ -160,8 +160,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.redundancy,
         args.rebuild_rate_mb.saturating_mul(1 << 20),
     )?;
-    let redundancy_line =
-        layout::redundancy_line(prepared.redundancy, dirs, prepared.failed.len());
+    let redundancy_line = layout::redundancy_line(prepared.redundancy, dirs, prepared.failed.len());
     tracing::info!("{redundancy_line}");
     let places = prepared.places;
     let buckets = Arc::new(buckets::Buckets::open(&prepared.live_dirs)?);

@@ -179,7 +179,8 @@ impl Rebuild {
     /// Sleeps while ahead of the rate bound; logs progress every few seconds.
     fn pace_and_report(&mut self) {
         if self.rate_bytes_per_s > 0 {
-            let due = Duration::from_secs_f64(self.done_bytes as f64 / self.rate_bytes_per_s as f64);
+            let due =
+                Duration::from_secs_f64(self.done_bytes as f64 / self.rate_bytes_per_s as f64);
             let spent = self.started.elapsed();
             if due > spent {
                 std::thread::sleep(due - spent);
@@ -236,7 +237,10 @@ mod tests {
         r.copy(&a, &b).unwrap();
         assert_eq!(r.done_bytes(), total);
         assert_eq!(fs::read(b.join("index.snap")).unwrap(), b"snap");
-        assert_eq!(fs::read(b.join("vol-00000001.dat")).unwrap(), vec![7u8; 3 << 20]);
+        assert_eq!(
+            fs::read(b.join("vol-00000001.dat")).unwrap(),
+            vec![7u8; 3 << 20]
+        );
         assert!(!b.join("LOCK").exists());
         assert!(!b.with_extension(REBUILD_SUFFIX).exists());
         assert_eq!(generation(&a).unwrap(), 1);

@@ -653,7 +653,8 @@ impl Shard {
                     self.meters.journal_fsync_ns.record(ns);
                     r
                 };
-                let vol_syncs = futures::future::join_all(sync_with.values().map(|v| v.sync_data()));
+                let vol_syncs =
+                    futures::future::join_all(sync_with.values().map(|v| v.sync_data()));
                 let (jr, vrs) = futures::join!(journal_sync, vol_syncs);
                 vrs.into_iter().fold(jr, |acc, r| acc.and(r))
             }
@@ -848,9 +849,11 @@ impl Shard {
             (j.file.clone(), j.mirrors.clone())
         };
         let jpath = self.dir.join(JOURNAL_FILE);
-        for (f, p) in std::iter::once((&*jfile, &jpath)).chain(mirrors.iter().map(|m| (&m.file, &m.path))) {
-            let fd = crate::offload::dup(f)
-                .map_err(|e| Error::io(format!("dup {}", p.display()), e))?;
+        for (f, p) in
+            std::iter::once((&*jfile, &jpath)).chain(mirrors.iter().map(|m| (&m.file, &m.path)))
+        {
+            let fd =
+                crate::offload::dup(f).map_err(|e| Error::io(format!("dup {}", p.display()), e))?;
             self.offload
                 .call(move || sys::ftruncate(&fd, 0))
                 .await

@@ -571,13 +571,14 @@ impl Shard {
                 .await
                 .map_err(|e| Error::io(format!("fsync dir {}", self.dir.display()), e))
         };
-        let others = futures::future::join_all(self.mirror_dir_files.iter().zip(&self.mirror_dirs).map(
-            |(f, d)| async move {
-                f.sync_all()
-                    .await
-                    .map_err(|e| Error::io(format!("fsync dir {}", d.display()), e))
-            },
-        ));
+        let others =
+            futures::future::join_all(self.mirror_dir_files.iter().zip(&self.mirror_dirs).map(
+                |(f, d)| async move {
+                    f.sync_all()
+                        .await
+                        .map_err(|e| Error::io(format!("fsync dir {}", d.display()), e))
+                },
+            ));
         let (h, o) = futures::join!(home, others);
         o.into_iter().fold(h, |acc, r| acc.and(r))
     }

@@ -90,7 +90,9 @@ pub(super) async fn open(
     let (next_lsn, replayed) = shard.replay_journal(scan.entries, applied_lsn);
     if let Some(why) = &scan.tail_error {
         tracing::warn!(dir = %dir.display(), valid_bytes = scan.valid_bytes, file_bytes = jimage.len(), why = %why, "truncating torn journal tail");
-        for (f, p) in std::iter::once((&jfile, &jpath)).chain(jmirrors.iter().map(|m| (&m.file, &m.path))) {
+        for (f, p) in
+            std::iter::once((&jfile, &jpath)).chain(jmirrors.iter().map(|m| (&m.file, &m.path)))
+        {
             sys::ftruncate(f, scan.valid_bytes)
                 .map_err(|e| Error::io(format!("truncate {}", p.display()), e))?;
             f.sync_all()
@@ -335,7 +337,8 @@ fn scan_volumes(dir: &Path, mirrors: &[PathBuf]) -> Result<Vols> {
         vols.next_id = vols.next_id.max(id + 1);
     }
     for d in mirrors {
-        let rd = std::fs::read_dir(d).map_err(|e| Error::io(format!("read dir {}", d.display()), e))?;
+        let rd =
+            std::fs::read_dir(d).map_err(|e| Error::io(format!("read dir {}", d.display()), e))?;
         for ent in rd.flatten() {
             let name = ent.file_name();
             let Some(id) = name
@@ -349,7 +352,8 @@ fn scan_volumes(dir: &Path, mirrors: &[PathBuf]) -> Result<Vols> {
             if !vols.map.contains_key(&id) {
                 let p = ent.path();
                 tracing::warn!(path = %p.display(), "removing a mirror volume the primary copy does not have (named by nothing)");
-                std::fs::remove_file(&p).map_err(|e| Error::io(format!("remove {}", p.display()), e))?;
+                std::fs::remove_file(&p)
+                    .map_err(|e| Error::io(format!("remove {}", p.display()), e))?;
             }
         }
     }
