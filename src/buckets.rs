@@ -329,7 +329,7 @@ mod tests {
     #[test]
     fn delete_waits_for_writers_and_blocks_new_ones() {
         let t = tempfile::tempdir().unwrap();
-        let b = Arc::new(Buckets::open(t.path()).unwrap());
+        let b = Arc::new(Buckets::open(&[t.path().to_path_buf()]).unwrap());
         b.create("abc", 1).unwrap();
         assert!(b.write_guard("nope").is_none());
         let w = b.write_guard("abc").expect("bucket exists");
@@ -351,7 +351,7 @@ mod tests {
     #[test]
     fn persists() {
         let t = tempfile::tempdir().unwrap();
-        let b = Buckets::open(t.path()).unwrap();
+        let b = Buckets::open(&[t.path().to_path_buf()]).unwrap();
         assert!(matches!(
             b.create("abc", 1).unwrap(),
             CreateOutcome::Created
@@ -360,9 +360,11 @@ mod tests {
             b.create("abc", 2).unwrap(),
             CreateOutcome::AlreadyExists
         ));
-        let b2 = Buckets::open(t.path()).unwrap();
+        let b2 = Buckets::open(&[t.path().to_path_buf()]).unwrap();
         assert!(b2.exists("abc"));
         assert!(b2.remove("abc").unwrap());
-        assert!(!Buckets::open(t.path()).unwrap().exists("abc"));
+        assert!(!Buckets::open(&[t.path().to_path_buf()])
+            .unwrap()
+            .exists("abc"));
     }
 }

@@ -342,7 +342,7 @@ pub fn prepare(
             }
         }
     }
-    ids.sort_by(|a, b| b.1.cmp(&a.1));
+    ids.sort_by_key(|x| std::cmp::Reverse(x.1));
     if !mirrored || (ids.len() > 1 && ids[0].1 == ids[1].1) {
         check_set_id(
             dirs,
