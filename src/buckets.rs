@@ -24,6 +24,8 @@ pub struct BucketInfo {
 
 pub struct Buckets {
     path: PathBuf,
+    /// The registry's copies in the other live data directories, written with it.
+    copies: Vec<PathBuf>,
     map: RwLock<BTreeMap<String, BucketInfo>>,
     /// Serialises writers so the file always matches the map.
     write_lock: std::sync::Mutex<()>,
@@ -94,8 +96,26 @@ pub enum CreateOutcome {
 }
 
 impl Buckets {
-    pub fn open(first_dir: &std::path::Path) -> anyhow::Result<Self> {
-        let path = first_dir.join(BUCKETS_FILE);
+    /// Opens the registry of the first of `dirs` (the live data directories) and keeps it
+    /// in every one of them (with redundancy, losing a directory loses no bucket).
+    pub fn open(dirs: &[PathBuf]) -> anyhow::Result<Self> {
+        if dirs.is_empty() {
+            anyhow::bail!("no live data directory for the bucket registry");
+        }
+        // The newest copy is read (one written while another directory was away wins).
+        let mtime = |d: &PathBuf| {
+            fs::metadata(d.join(BUCKETS_FILE))
+                .and_then(|m| m.modified())
+                .ok()
+        };
+        let newest = (0..dirs.len())
+            .max_by_key(|&i| (mtime(&dirs[i]), std::cmp::Reverse(i)))
+            .unwrap_or(0);
+        let path = dirs[newest].join(BUCKETS_FILE);
+        let copies: Vec<PathBuf> = (0..dirs.len())
+            .filter(|&i| i != newest)
+            .map(|i| dirs[i].join(BUCKETS_FILE))
+            .collect();
         let map = if path.exists() {
             let text = fs::read_to_string(&path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
@@ -103,12 +123,21 @@ impl Buckets {
         } else {
             BTreeMap::new()
         };
-        Ok(Self {
+        let b = Self {
             path,
+            copies,
             map: RwLock::new(map),
             write_lock: std::sync::Mutex::new(()),
             gates: Mutex::new(HashMap::new()),
-        })
+        };
+        // A copy that differs (a replaced or stale directory) gets the first one's registry.
+        let want = serde_json::to_string(&*b.map.read().expect("bucket map poisoned"))?;
+        for c in &b.copies {
+            if fs::read_to_string(c).ok().as_deref() != Some(want.as_str()) {
+                write_atomic(c, want.as_bytes())?;
+            }
+        }
+        Ok(b)
     }
 
     /// Starts an object write into `name`; None if the bucket does not exist or is being
@@ -205,20 +234,28 @@ impl Buckets {
     }
 
     fn persist(&self, map: &BTreeMap<String, BucketInfo>) -> anyhow::Result<()> {
-        let tmp = self.path.with_extension("json.tmp");
-        let mut f =
-            fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        f.write_all(serde_json::to_string(map)?.as_bytes())
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        f.sync_all()
-            .with_context(|| format!("cannot sync {}", tmp.display()))?;
-        fs::rename(&tmp, &self.path)
-            .with_context(|| format!("cannot rename into {}", self.path.display()))?;
-        if let Some(parent) = self.path.parent() {
-            fs::File::open(parent)?.sync_all()?;
+        let text = serde_json::to_string(map)?;
+        for p in std::iter::once(&self.path).chain(&self.copies) {
+            write_atomic(p, text.as_bytes())?;
         }
         Ok(())
     }
+}
+
+/// Replaces `path` with `bytes` atomically and durably (write, fsync, rename, fsync dir).
+fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let mut f =
+        fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.sync_all()
+        .with_context(|| format!("cannot sync {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("cannot rename into {}", path.display()))?;
+    if let Some(parent) = path.parent() {
+        fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Runs `f` on its own thread and waits for it without blocking the calling core.
@@ -292,7 +329,7 @@ mod tests {
     #[test]
     fn delete_waits_for_writers_and_blocks_new_ones() {
         let t = tempfile::tempdir().unwrap();
-        let b = Arc::new(Buckets::open(t.path()).unwrap());
+        let b = Arc::new(Buckets::open(&[t.path().to_path_buf()]).unwrap());
         b.create("abc", 1).unwrap();
         assert!(b.write_guard("nope").is_none());
         let w = b.write_guard("abc").expect("bucket exists");
@@ -314,7 +351,7 @@ mod tests {
     #[test]
     fn persists() {
         let t = tempfile::tempdir().unwrap();
-        let b = Buckets::open(t.path()).unwrap();
+        let b = Buckets::open(&[t.path().to_path_buf()]).unwrap();
         assert!(matches!(
             b.create("abc", 1).unwrap(),
             CreateOutcome::Created
@@ -323,9 +360,11 @@ mod tests {
             b.create("abc", 2).unwrap(),
             CreateOutcome::AlreadyExists
         ));
-        let b2 = Buckets::open(t.path()).unwrap();
+        let b2 = Buckets::open(&[t.path().to_path_buf()]).unwrap();
         assert!(b2.exists("abc"));
         assert!(b2.remove("abc").unwrap());
-        assert!(!Buckets::open(t.path()).unwrap().exists("abc"));
+        assert!(!Buckets::open(&[t.path().to_path_buf()])
+            .unwrap()
+            .exists("abc"));
     }
 }

@@ -33,9 +33,20 @@ pub enum Command {
     /// Configuration tools (`bale config check`).
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Data disk tools (`bale disk replace`).
+    #[command(subcommand)]
+    Disk(DiskCommand),
     /// Prefetch objects into a running gateway (`bale warm s3://bucket/prefix`): lists the
     /// prefix through it and reads every object once, with progress. See docs/gateway.md.
     Warm(crate::gateway::warm::WarmArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DiskCommand {
+    /// Rebuild the shard copies of a replaced (empty) or stale data directory from the
+    /// surviving copies, then exit: give every --data directory of the set in its order, the
+    /// new empty one in the lost one's place (the same work `bale serve` does at start).
+    Replace(ServeArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -64,6 +75,18 @@ pub struct ServeArgs {
     /// Number of cores (one pinned thread each). Default: all available cores.
     #[arg(long, env = "BALE_CORES")]
     pub cores: Option<usize>,
+
+    /// What protects objects against losing a data directory: `none`, `mirror` (every shard
+    /// on two directories) or `ec:K+M` (validated, not built yet). Default from the directory
+    /// count (1: none, 2-3: mirror, 4+: erasure coding, which falls back to mirror until it is
+    /// built). Fixed when the set is initialised (ADR 19).
+    #[arg(long, env = "BALE_REDUNDANCY", value_parser = crate::layout::Redundancy::parse)]
+    pub redundancy: Option<crate::layout::Redundancy>,
+
+    /// Rebuild rate of a lost or stale shard copy at start (an empty directory in a failed
+    /// position, or `bale disk replace`), MiB/s (0 = unbounded).
+    #[arg(long, env = "BALE_REBUILD_RATE_MB", default_value_t = 200)]
+    pub rebuild_rate_mb: u64,
 
     /// Access key. Also read from MINIO_ROOT_USER so MinIO compose files work unchanged.
     #[arg(long, env = "BALE_ACCESS_KEY")]
@@ -289,6 +312,9 @@ impl ServeArgs {
                 "--disk-reserve-mb {} is out of range: give 0..={MAX_DISK_RESERVE_MB}",
                 self.disk_reserve_mb
             ));
+        }
+        if let Some(r) = self.redundancy {
+            r.validate(self.data.len())?;
         }
         if let Some(0) = self.shards_per_dir {
             return Err("--shards-per-dir must be at least 1".into());

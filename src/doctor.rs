@@ -124,18 +124,28 @@ pub fn collect(args: &DoctorArgs) -> Vec<Finding> {
     }
     if !args.data.is_empty() {
         let dirs = args.data.len();
-        let status = if dirs == 1 {
-            Status::Info
-        } else {
-            Status::Warn
-        };
-        let f = Finding::new(status, "redundancy", crate::layout::redundancy_line(dirs));
-        out.push(if dirs == 1 {
-            f
-        } else {
-            f.fix("back up the data directories, or run bale as a gateway over a replicated S3 store, \
-                   until mirroring is built (ADR 19)")
+        let (stored, failed) = crate::layout::inspect(&args.data);
+        // A set not initialised yet gets the default for its directory count.
+        let r = stored.unwrap_or_else(|| match crate::layout::Redundancy::default_for(dirs) {
+            crate::layout::Redundancy::Ec { .. } => crate::layout::Redundancy::Mirror,
+            d => d,
         });
+        let line = crate::layout::redundancy_line(r, dirs, failed);
+        let f = match r {
+            crate::layout::Redundancy::None if dirs == 1 => {
+                Finding::new(Status::Info, "redundancy", line)
+            }
+            crate::layout::Redundancy::None => Finding::new(Status::Warn, "redundancy", line).fix(
+                "this set was made without redundancy and keeps it: back up the data directories, \
+                 or move the data to a new set made with --redundancy mirror",
+            ),
+            _ if failed > 0 => Finding::new(Status::Warn, "redundancy", line).fix(
+                "put an empty directory in each failed position and restart bale (or run \
+                 `bale disk replace`): the lost copies are rebuilt from the surviving ones",
+            ),
+            _ => Finding::new(Status::Pass, "redundancy", line),
+        };
+        out.push(f);
     }
     host::tuning_checks(&mut out);
     out

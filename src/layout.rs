@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 pub const LAYOUT_FILE: &str = "bale-layout.json";
 pub const LAYOUT_VERSION: u32 = 1;
 
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DirLayout {
     pub version: u32,
     pub dir_index: u32,
@@ -25,6 +25,10 @@ pub struct DirLayout {
     /// directories): a directory of another bale at the same position is refused, not used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set_id: Option<String>,
+    /// The set's redundancy (`none`, `mirror`, `ec:K+M`), written at initialisation; a set
+    /// from before the field is `none` (it gets the field at its next start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redundancy: Option<String>,
 }
 
 /// A fresh set id: 128 random bits, hex.
@@ -36,123 +40,555 @@ fn new_set_id() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// What protects objects against the loss of a data directory, in one line for the start log
-/// and `bale doctor`. Mirroring and erasure coding are designed (ADR 19) but not built.
-pub fn redundancy_line(dirs: usize) -> String {
-    if dirs == 1 {
-        "redundancy: none (one data directory): losing its disk loses every object".to_string()
-    } else {
-        format!(
-            "redundancy: none ({dirs} data directories, each holding its own shards): losing \
-             one disk loses the objects of its shards; mirroring and erasure coding are not \
-             built yet (ADR 19)"
-        )
+/// What protects objects against the loss of data directories (ADR 19).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redundancy {
+    /// One copy of every shard, in its home directory.
+    None,
+    /// Two copies of every shard: its home directory and the next one of the set.
+    Mirror,
+    /// Sealed volumes erasure-coded into stripes of k data + m parity (not built yet).
+    Ec { k: u32, m: u32 },
+}
+
+impl Redundancy {
+    /// Parses `none`, `mirror` or `ec:K+M` (the flag's and the layout file's spelling).
+    pub fn parse(s: &str) -> Result<Redundancy, String> {
+        match s.trim() {
+            "none" => Ok(Redundancy::None),
+            "mirror" => Ok(Redundancy::Mirror),
+            t => {
+                let bad = || {
+                    format!(
+                        "redundancy {t:?} is not one of none, mirror, ec:K+M (for example ec:4+2)"
+                    )
+                };
+                let km = t.strip_prefix("ec:").ok_or_else(bad)?;
+                let (k, m) = km.split_once('+').ok_or_else(bad)?;
+                let k: u32 = k.parse().map_err(|_| bad())?;
+                let m: u32 = m.parse().map_err(|_| bad())?;
+                if k == 0 || m == 0 || k + m > 256 {
+                    return Err(format!(
+                        "redundancy ec:{k}+{m}: k and m must be at least 1 and k+m at most 256"
+                    ));
+                }
+                Ok(Redundancy::Ec { k, m })
+            }
+        }
+    }
+
+    /// The redundancy ADR 19 gives `dirs` directories: 1 none, 2-3 mirror, then erasure
+    /// coding 4: 2+2, 5: 3+2, 6-7: 4+2, 8-11: 6+2, 12-13: 8+4, 14+: 10+4.
+    pub fn default_for(dirs: usize) -> Redundancy {
+        let (k, m) = match dirs {
+            0 | 1 => return Redundancy::None,
+            2 | 3 => return Redundancy::Mirror,
+            4 => (2, 2),
+            5 => (3, 2),
+            6 | 7 => (4, 2),
+            8..=11 => (6, 2),
+            12 | 13 => (8, 4),
+            _ => (10, 4),
+        };
+        Redundancy::Ec { k, m }
+    }
+
+    /// Checks that `dirs` directories can hold this redundancy.
+    pub fn validate(self, dirs: usize) -> Result<(), String> {
+        match self {
+            Redundancy::None => Ok(()),
+            Redundancy::Mirror if dirs < 2 => Err(format!(
+                "--redundancy mirror needs at least 2 data directories (got {dirs}): each shard is \
+                 kept on two"
+            )),
+            Redundancy::Mirror => Ok(()),
+            Redundancy::Ec { k, m } if (k + m) as usize > dirs => Err(format!(
+                "--redundancy ec:{k}+{m} needs k+m = {} data directories, got {dirs}",
+                k + m
+            )),
+            Redundancy::Ec { .. } => Ok(()),
+        }
+    }
+
+    /// Copies of each shard's open volumes, journal and snapshot (1 + m).
+    pub fn copies(self) -> usize {
+        match self {
+            Redundancy::None => 1,
+            Redundancy::Mirror => 2,
+            Redundancy::Ec { m, .. } => 1 + m as usize,
+        }
     }
 }
 
-/// One shard: its global id and its directory.
+impl std::fmt::Display for Redundancy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Redundancy::None => f.write_str("none"),
+            Redundancy::Mirror => f.write_str("mirror"),
+            Redundancy::Ec { k, m } => write!(f, "ec:{k}+{m}"),
+        }
+    }
+}
+
+/// The redundancy to initialise a new set of `dirs` directories with: the flag's, or the
+/// default for the count; erasure coding (not built yet) is refused when asked for and falls
+/// back to mirroring, with a WARN, when it is only the default.
+pub fn choose(flag: Option<Redundancy>, dirs: usize) -> anyhow::Result<Redundancy> {
+    match flag {
+        Some(r) => {
+            r.validate(dirs).map_err(anyhow::Error::msg)?;
+            if let Redundancy::Ec { .. } = r {
+                anyhow::bail!(
+                    "--redundancy {r} is not built yet (ADR 19: erasure coding of sealed volumes \
+                     is the next step); use --redundancy mirror"
+                );
+            }
+            Ok(r)
+        }
+        None => {
+            let d = Redundancy::default_for(dirs);
+            if let Redundancy::Ec { .. } = d {
+                tracing::warn!(
+                    dirs,
+                    "{dirs} data directories would default to redundancy {d}, which is not built \
+                     yet: using mirror (two copies of every shard)"
+                );
+                return Ok(Redundancy::Mirror);
+            }
+            Ok(d)
+        }
+    }
+}
+
+/// What protects objects, in one line for the start log and `bale doctor`.
+pub fn redundancy_line(r: Redundancy, dirs: usize, failed: usize) -> String {
+    match r {
+        Redundancy::None if dirs == 1 => {
+            "redundancy: none (one data directory): losing its disk loses every object".to_string()
+        }
+        Redundancy::None => format!(
+            "redundancy: none ({dirs} data directories, each holding its own shards): losing \
+             one disk loses the objects of its shards (this set was made without redundancy)"
+        ),
+        Redundancy::Mirror if failed == 0 => format!(
+            "redundancy: mirror ({dirs} data directories, every shard on two of them): any one \
+             disk can be lost"
+        ),
+        Redundancy::Mirror => format!(
+            "redundancy: mirror ({dirs} data directories), DEGRADED: {failed} directory(ies) \
+             failed; shards with a lost copy serve reads and refuse writes until it is rebuilt \
+             (an empty directory in its place is rebuilt at start)"
+        ),
+        Redundancy::Ec { k, m } => format!("redundancy: ec:{k}+{m} (not built yet)"),
+    }
+}
+
+/// One shard: its global id, its primary copy (the directory it is opened and read from) and
+/// all its live copies (primary first), and how many copies a write needs.
 #[derive(Debug, Clone)]
 pub struct ShardPlace {
     pub shard_id: usize,
     pub dir: PathBuf,
+    pub copies: Vec<PathBuf>,
+    pub copies_wanted: usize,
 }
 
-/// Open or initialise every data directory; returns all shards in id order.
-pub fn prepare(dirs: &[PathBuf], default_shards_per_dir: u32) -> anyhow::Result<Vec<ShardPlace>> {
+/// The set as it opens: its redundancy, its shards, the directories that failed (and why)
+/// and those that are live.
+#[derive(Debug)]
+pub struct Prepared {
+    pub redundancy: Redundancy,
+    pub places: Vec<ShardPlace>,
+    pub failed: Vec<(PathBuf, String)>,
+    pub live_dirs: Vec<PathBuf>,
+}
+
+/// The state of one position of the set, found without writing anything.
+#[derive(Debug)]
+enum Probe {
+    /// A directory of this set at this position (set id checked later).
+    Ours(DirLayout),
+    /// Missing, or present without a layout file: new (a new set) or, when empty, a
+    /// replacement (an existing set). `has_files`: it holds something (never used as a
+    /// replacement: it could be another program's directory).
+    Empty { exists: bool, has_files: bool },
+    /// Unusable here; why.
+    Bad(String),
+}
+
+fn probe(dir: &Path, i: usize, dir_count: u32) -> Probe {
+    let entries = match fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Probe::Empty {
+                exists: false,
+                has_files: false,
+            }
+        }
+        Err(e) => return Probe::Bad(format!("cannot read {}: {e}", dir.display())),
+        // A freshly made ext4 file system's root holds lost+found: still empty.
+        Ok(rd) => rd
+            .flatten()
+            .filter(|e| e.file_name() != "lost+found")
+            .count(),
+    };
+    let c = match std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) {
+        Ok(c) => c,
+        Err(_) => return Probe::Bad("it has a NUL in its name".into()),
+    };
+    // Checked without writing: a full disk must still start (reads and deletes work).
+    // SAFETY: c is a valid NUL-terminated path.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Probe::Bad(format!(
+            "data directory {} is not writable: {e}",
+            dir.display()
+        ));
+    }
+    let path = dir.join(LAYOUT_FILE);
+    if !path.exists() {
+        return Probe::Empty {
+            exists: true,
+            has_files: entries > 0,
+        };
+    }
+    let l: DirLayout = match fs::read_to_string(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+    {
+        Ok(l) => l,
+        Err(e) => {
+            return Probe::Bad(format!(
+                "{} is not a valid layout file: {e}",
+                path.display()
+            ))
+        }
+    };
+    if l.version != LAYOUT_VERSION {
+        return Probe::Bad(format!(
+            "{} has layout version {}, this bale reads {}",
+            path.display(),
+            l.version,
+            LAYOUT_VERSION
+        ));
+    }
+    if l.dir_index != i as u32 || l.dir_count != dir_count {
+        return Probe::Bad(format!(
+            "{} was initialised as data directory {} of {}, but is given as {} of {}: pass the --data directories in their original order",
+            dir.display(),
+            l.dir_index + 1,
+            l.dir_count,
+            i + 1,
+            dir_count
+        ));
+    }
+    Probe::Ours(l)
+}
+
+/// Open or initialise every data directory; returns all shards in id order. `flag` is the
+/// `--redundancy` asked for (None: the set's own, or the default for a new set). Without
+/// redundancy any bad directory refuses the start; with it, a missing, unreadable or wrong
+/// directory is marked failed as long as every shard keeps a copy, and an empty directory in
+/// a failed position (or a stale copy) is rebuilt at `rebuild_rate_bytes_per_s` before the
+/// shards open.
+pub fn prepare(
+    dirs: &[PathBuf],
+    default_shards_per_dir: u32,
+    flag: Option<Redundancy>,
+    rebuild_rate_bytes_per_s: u64,
+) -> anyhow::Result<Prepared> {
     use anyhow::{bail, Context};
     let dir_count = dirs.len() as u32;
+    let probes: Vec<Probe> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| probe(d, i, dir_count))
+        .collect();
+    let layouts: Vec<Option<&DirLayout>> = probes
+        .iter()
+        .map(|p| match p {
+            Probe::Ours(l) => Some(l),
+            _ => None,
+        })
+        .collect();
+    let initialised = layouts.iter().any(Option::is_some);
+    // The set's redundancy: what its directories say (none for a set from before the field),
+    // or, for a new set, the flag's or the default.
+    let stored = layouts.iter().flatten().find_map(|l| l.redundancy.clone());
+    let redundancy = if initialised {
+        let r = match &stored {
+            Some(s) => Redundancy::parse(s).map_err(|e| anyhow::anyhow!("{LAYOUT_FILE}: {e}"))?,
+            None => Redundancy::None,
+        };
+        if let Some(f) = flag.filter(|f| *f != r) {
+            bail!(
+                "this set of data directories was initialised with redundancy {r}; --redundancy {f} \
+                 would change it, which bale does not do (every object would have to be \
+                 rewritten): drop the flag or give --redundancy {r}"
+            );
+        }
+        r
+    } else {
+        choose(flag, dirs.len())?
+    };
+    let mirrored = redundancy != Redundancy::None;
+    // Which set the directories belong to: the id most of them carry (a tie between two ids
+    // is refused: which one is wrong cannot be told).
+    let mut ids: Vec<(&str, usize)> = Vec::new();
+    for l in layouts.iter().flatten() {
+        if let Some(id) = l.set_id.as_deref() {
+            match ids.iter_mut().find(|(x, _)| *x == id) {
+                Some((_, n)) => *n += 1,
+                None => ids.push((id, 1)),
+            }
+        }
+    }
+    ids.sort_by_key(|x| std::cmp::Reverse(x.1));
+    if !mirrored || (ids.len() > 1 && ids[0].1 == ids[1].1) {
+        check_set_id(
+            dirs,
+            &layouts.iter().map(|l| l.cloned()).collect::<Vec<_>>(),
+        )?;
+    }
+    let set_id = ids
+        .first()
+        .map_or_else(new_set_id, |(id, _)| id.to_string());
     let mut shards_per_dir: Option<u32> = None;
-    let mut layouts = Vec::with_capacity(dirs.len());
+    for l in layouts.iter().flatten() {
+        if l.set_id.as_deref().is_some_and(|id| id != set_id) {
+            continue;
+        }
+        match shards_per_dir {
+            None => shards_per_dir = Some(l.shards_per_dir),
+            Some(s) if s != l.shards_per_dir => {
+                bail!("data directories disagree on shards per directory")
+            }
+            _ => {}
+        }
+    }
+    let spd = shards_per_dir.unwrap_or(default_shards_per_dir.max(1));
+    // Each position: live, failed (why), or to be rebuilt (an empty replacement).
+    let mut failed: Vec<Option<String>> = vec![None; dirs.len()];
+    let mut replacement = vec![false; dirs.len()];
+    for (i, (dir, p)) in dirs.iter().zip(&probes).enumerate() {
+        match p {
+            Probe::Ours(l) if l.set_id.as_deref().is_some_and(|id| id != set_id) => {
+                failed[i] = Some(format!(
+                    "{} belongs to another bale set (set id {}, not {set_id}): a wrong disk is never used",
+                    dir.display(),
+                    l.set_id.as_deref().unwrap_or("")
+                ))
+            }
+            Probe::Ours(_) => {}
+            Probe::Empty { exists, has_files } if initialised => {
+                if !mirrored {
+                    bail!(
+                        "data directory {} is new but the others are initialised: a set of directories cannot grow",
+                        dir.display()
+                    );
+                }
+                if *has_files {
+                    failed[i] = Some(format!(
+                        "{} has files but no {LAYOUT_FILE}: not this set's directory, and not empty, so never used as a replacement",
+                        dir.display()
+                    ));
+                } else if *exists {
+                    replacement[i] = true;
+                } else {
+                    failed[i] = Some(format!("{} is missing", dir.display()));
+                }
+            }
+            Probe::Empty { .. } => {}
+            Probe::Bad(why) => failed[i] = Some(why.clone()),
+        }
+        if !mirrored {
+            if let Some(why) = &failed[i] {
+                bail!("{why}");
+            }
+        }
+    }
+    // New directories (a new set, or replacements) get their layout file.
     for (i, dir) in dirs.iter().enumerate() {
+        if failed[i].is_some() || matches!(probes[i], Probe::Ours(_)) {
+            continue;
+        }
         fs::create_dir_all(dir)
             .with_context(|| format!("cannot create data directory {}", dir.display()))?;
-        // Checked without writing: a full disk must still start (reads and deletes work).
-        let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
-            .with_context(|| format!("data directory {} has a NUL in its name", dir.display()))?;
-        // SAFETY: c is a valid NUL-terminated path.
-        if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
-            let e = std::io::Error::last_os_error();
-            anyhow::bail!("data directory {} is not writable: {e}", dir.display());
-        }
-        let path = dir.join(LAYOUT_FILE);
-        let layout = if path.exists() {
-            let text = fs::read_to_string(&path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            let l: DirLayout = serde_json::from_str(&text)
-                .with_context(|| format!("{} is not a valid layout file", path.display()))?;
-            if l.version != LAYOUT_VERSION {
-                bail!(
-                    "{} has layout version {}, this bale reads {}",
-                    path.display(),
-                    l.version,
-                    LAYOUT_VERSION
-                );
-            }
-            if l.dir_index != i as u32 || l.dir_count != dir_count {
-                bail!(
-                    "{} was initialised as data directory {} of {}, but is given as {} of {}: pass the --data directories in their original order",
-                    dir.display(),
-                    l.dir_index + 1,
-                    l.dir_count,
-                    i + 1,
-                    dir_count
-                );
-            }
-            Some(l)
-        } else {
-            None
-        };
-        if let Some(l) = &layout {
-            match shards_per_dir {
-                None => shards_per_dir = Some(l.shards_per_dir),
-                Some(s) if s != l.shards_per_dir => {
-                    bail!("data directories disagree on shards per directory")
-                }
-                _ => {}
-            }
-        }
-        layouts.push(layout);
+        write_layout(
+            dir,
+            &DirLayout {
+                version: LAYOUT_VERSION,
+                dir_index: i as u32,
+                dir_count,
+                shards_per_dir: spd,
+                set_id: Some(set_id.clone()),
+                redundancy: Some(redundancy.to_string()),
+            },
+        )?;
     }
-    let set_id = check_set_id(dirs, &layouts)?;
-    let spd = shards_per_dir.unwrap_or(default_shards_per_dir.max(1));
-    for (i, (dir, layout)) in dirs.iter().zip(&layouts).enumerate() {
-        if layout.is_none() {
-            if layouts.iter().any(|l| l.is_some()) {
-                anyhow::bail!(
-                    "data directory {} is new but the others are initialised: a set of directories cannot grow",
-                    dir.display()
-                );
+    // A set initialised before set ids (or the redundancy field) existed gets them now.
+    for (i, (dir, p)) in dirs.iter().zip(&probes).enumerate() {
+        if let Probe::Ours(l) = p {
+            if failed[i].is_none() && (l.set_id.is_none() || l.redundancy.is_none()) {
+                let mut l = l.clone();
+                l.set_id = Some(set_id.clone());
+                l.redundancy = Some(redundancy.to_string());
+                write_layout(dir, &l)?;
             }
-            write_layout(
-                dir,
-                &DirLayout {
-                    version: LAYOUT_VERSION,
-                    dir_index: i as u32,
-                    dir_count,
-                    shards_per_dir: spd,
-                    set_id: Some(set_id.clone()),
-                },
-            )?;
         }
     }
-    // A set initialised before set ids existed gets one now (every directory is present).
-    for (dir, layout) in dirs.iter().zip(layouts) {
-        if let Some(mut l) = layout.filter(|l| l.set_id.is_none()) {
-            l.set_id = Some(set_id.clone());
-            write_layout(dir, &l)?;
+    for (i, why) in failed.iter().enumerate() {
+        if let Some(why) = why {
+            tracing::error!(position = i + 1, dir = %dirs[i].display(), why = %why, "data directory failed: serving without it (degraded)");
         }
     }
+    let copies_wanted = redundancy.copies().min(dirs.len());
+    let n = dirs.len();
     let mut places = Vec::new();
-    for (i, dir) in dirs.iter().enumerate() {
+    let mut rebuilds: Vec<(PathBuf, PathBuf)> = Vec::new();
+    for home in 0..n {
         for j in 0..spd {
-            let shard_id = i * spd as usize + j as usize;
+            let shard_id = home * spd as usize + j as usize;
+            let name = format!("shard-{shard_id:04}");
+            let positions: Vec<usize> = (0..copies_wanted).map(|c| (home + c) % n).collect();
+            // Copies that hold a shard, with their generation; the highest is current.
+            let mut held: Vec<(usize, u64)> = Vec::new();
+            for &p in &positions {
+                if failed[p].is_some() || replacement[p] {
+                    continue;
+                }
+                let d = dirs[p].join(&name);
+                if bale_io::copies::holds_copy(&d) {
+                    let g = bale_io::copies::generation(&d).with_context(|| {
+                        format!("cannot read the generation of {}", d.display())
+                    })?;
+                    held.push((p, g));
+                }
+            }
+            let top = held.iter().map(|(_, g)| *g).max();
+            let current: Vec<usize> = held
+                .iter()
+                .filter(|(_, g)| Some(*g) == top)
+                .map(|(p, _)| *p)
+                .collect();
+            // No copy anywhere is a new shard only when every position is here: with one
+            // failed or replaced, its copies may have been there.
+            let unknown = top.is_none()
+                && positions
+                    .iter()
+                    .any(|&p| failed[p].is_some() || replacement[p]);
+            let mut copies = Vec::new();
+            for &p in positions.iter().filter(|_| !unknown) {
+                if failed[p].is_some() {
+                    continue;
+                }
+                let d = dirs[p].join(&name);
+                if top.is_none() || current.contains(&p) {
+                    copies.push(d);
+                    continue;
+                }
+                // A copy in a live directory that is missing or older than the current ones
+                // (it was away, or failed, while they moved on): never trusted, rebuilt.
+                if !replacement[p] {
+                    tracing::warn!(copy = %d.display(), "shard copy is missing or stale (lower generation than the other copy): rebuilding it");
+                }
+                let src = dirs[current[0]].join(&name);
+                rebuilds.push((src, d.clone()));
+                copies.push(d);
+            }
+            if copies.is_empty() {
+                bail!(
+                    "shard {shard_id} has no good copy left (its directories: {}): refusing to start \
+                     rather than serve without its objects",
+                    positions
+                        .iter()
+                        .map(|&p| format!(
+                            "{} ({})",
+                            dirs[p].display(),
+                            failed[p].as_deref().unwrap_or("ok")
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
             places.push(ShardPlace {
                 shard_id,
-                dir: dir.join(format!("shard-{shard_id:04}")),
+                dir: copies[0].clone(),
+                copies,
+                copies_wanted,
             });
         }
     }
-    Ok(places)
+    if !rebuilds.is_empty() {
+        rebuild(&rebuilds, rebuild_rate_bytes_per_s)?;
+    }
+    Ok(Prepared {
+        redundancy,
+        places,
+        failed: failed
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| w.clone().map(|w| (dirs[i].clone(), w)))
+            .collect(),
+        live_dirs: dirs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| failed[*i].is_none())
+            .map(|(_, d)| d.clone())
+            .collect(),
+    })
+}
+
+/// Rebuilds each `(source, destination)` shard copy, at most `rate_bytes_per_s` overall,
+/// logging progress (percent, bytes, ETA).
+fn rebuild(jobs: &[(PathBuf, PathBuf)], rate_bytes_per_s: u64) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let mut total = 0;
+    for (src, _) in jobs {
+        total += bale_io::copies::copy_bytes(src)
+            .with_context(|| format!("cannot size {}", src.display()))?;
+    }
+    tracing::info!(
+        copies = jobs.len(),
+        total_bytes = total,
+        rate_bytes_per_s,
+        "rebuilding shard copies"
+    );
+    let mut r = bale_io::copies::Rebuild::new(total, rate_bytes_per_s);
+    for (src, dst) in jobs {
+        r.copy(src, dst)
+            .with_context(|| format!("rebuilding {} from {}", dst.display(), src.display()))?;
+    }
+    r.report("rebuild done");
+    Ok(())
+}
+
+/// The stored redundancy of a set and how many of its directories look failed, read without
+/// writing anything (for `bale doctor`).
+pub fn inspect(dirs: &[PathBuf]) -> (Option<Redundancy>, usize) {
+    let n = dirs.len() as u32;
+    let probes: Vec<Probe> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| probe(d, i, n))
+        .collect();
+    let stored = probes.iter().find_map(|p| match p {
+        Probe::Ours(l) => Some(
+            l.redundancy
+                .as_deref()
+                .and_then(|r| Redundancy::parse(r).ok())
+                .unwrap_or(Redundancy::None),
+        ),
+        _ => None,
+    });
+    let failed = if stored.is_some() {
+        probes
+            .iter()
+            .filter(|p| !matches!(p, Probe::Ours(_)))
+            .count()
+    } else {
+        0
+    };
+    (stored, failed)
 }
 
 /// The set id every initialised directory agrees on (a new one for a new or pre-id set);
@@ -199,14 +635,14 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let a = t.path().join("a");
         let b = t.path().join("b");
-        let p = prepare(&[a.clone(), b.clone()], 2).unwrap();
-        assert_eq!(p.len(), 4);
-        assert_eq!(p[3].dir, b.join("shard-0003"));
+        let p = prepare(&[a.clone(), b.clone()], 2, Some(Redundancy::None), 0).unwrap();
+        assert_eq!(p.places.len(), 4);
+        assert_eq!(p.places[3].dir, b.join("shard-0003"));
         // A different default later does not change an initialised layout.
-        let p2 = prepare(&[a.clone(), b.clone()], 8).unwrap();
-        assert_eq!(p2.len(), 4);
+        let p2 = prepare(&[a.clone(), b.clone()], 8, Some(Redundancy::None), 0).unwrap();
+        assert_eq!(p2.places.len(), 4);
         // Swapped order is refused.
-        assert!(prepare(&[b.clone(), a.clone()], 2).is_err());
+        assert!(prepare(&[b.clone(), a.clone()], 2, Some(Redundancy::None), 0).is_err());
     }
 
     fn read(dir: &Path) -> DirLayout {
@@ -218,17 +654,19 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let (a, b) = (t.path().join("a"), t.path().join("b"));
         let (c, d) = (t.path().join("c"), t.path().join("d"));
-        prepare(&[a.clone(), b.clone()], 1).unwrap();
-        prepare(&[c.clone(), d.clone()], 1).unwrap();
+        prepare(&[a.clone(), b.clone()], 1, Some(Redundancy::None), 0).unwrap();
+        prepare(&[c.clone(), d.clone()], 1, Some(Redundancy::None), 0).unwrap();
         let (la, lb, lc) = (read(&a), read(&b), read(&c));
         assert_eq!(la.set_id, lb.set_id);
         assert_eq!(la.set_id.as_ref().unwrap().len(), 32);
         assert_ne!(la.set_id, lc.set_id);
         // d is position 2 of 2 like b, but of the other set.
-        let e = prepare(&[a.clone(), d.clone()], 1).unwrap_err().to_string();
+        let e = prepare(&[a.clone(), d.clone()], 1, Some(Redundancy::None), 0)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("belongs to another bale set"), "{e}");
         // The right set still opens, unchanged.
-        prepare(&[a.clone(), b.clone()], 1).unwrap();
+        prepare(&[a.clone(), b.clone()], 1, Some(Redundancy::None), 0).unwrap();
         assert_eq!(read(&a), la);
     }
 
@@ -236,7 +674,7 @@ mod tests {
     fn a_set_from_before_set_ids_gets_one() {
         let t = tempfile::tempdir().unwrap();
         let (a, b) = (t.path().join("a"), t.path().join("b"));
-        prepare(&[a.clone(), b.clone()], 1).unwrap();
+        prepare(&[a.clone(), b.clone()], 1, Some(Redundancy::None), 0).unwrap();
         for d in [&a, &b] {
             let mut l = read(d);
             l.set_id = None;
@@ -245,8 +683,105 @@ mod tests {
                 .unwrap()
                 .contains("set_id"));
         }
-        prepare(&[a.clone(), b.clone()], 1).unwrap();
+        prepare(&[a.clone(), b.clone()], 1, Some(Redundancy::None), 0).unwrap();
         assert!(read(&a).set_id.is_some());
         assert_eq!(read(&a).set_id, read(&b).set_id);
+    }
+
+    #[test]
+    fn redundancy_is_parsed_defaulted_and_validated() {
+        assert_eq!(Redundancy::parse("mirror").unwrap(), Redundancy::Mirror);
+        assert_eq!(
+            Redundancy::parse("ec:4+2").unwrap(),
+            Redundancy::Ec { k: 4, m: 2 }
+        );
+        for bad in ["", "raid5", "ec:4", "ec:0+2", "ec:4+x", "ec:200+100"] {
+            assert!(Redundancy::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Redundancy::default_for(1), Redundancy::None);
+        assert_eq!(Redundancy::default_for(3), Redundancy::Mirror);
+        assert_eq!(Redundancy::default_for(6), Redundancy::Ec { k: 4, m: 2 });
+        assert_eq!(Redundancy::default_for(14), Redundancy::Ec { k: 10, m: 4 });
+        assert!(Redundancy::Mirror.validate(1).is_err());
+        assert!(Redundancy::Ec { k: 4, m: 2 }.validate(5).is_err());
+        assert!(Redundancy::Ec { k: 4, m: 2 }.validate(6).is_ok());
+        assert_eq!(Redundancy::Ec { k: 4, m: 2 }.to_string(), "ec:4+2");
+        // Erasure coding is refused when asked for, and falls back to mirror as a default.
+        let e = choose(Some(Redundancy::Ec { k: 2, m: 2 }), 4).unwrap_err();
+        assert!(e.to_string().contains("not built yet"), "{e}");
+        assert_eq!(choose(None, 4).unwrap(), Redundancy::Mirror);
+    }
+
+    #[test]
+    fn mirror_places_copies_marks_failed_dirs_and_rebuilds() {
+        let t = tempfile::tempdir().unwrap();
+        let (a, b) = (t.path().join("a"), t.path().join("b"));
+        let dirs = [a.clone(), b.clone()];
+        let p = prepare(&dirs, 1, None, 0).unwrap();
+        assert_eq!(p.redundancy, Redundancy::Mirror);
+        assert_eq!(read(&a).redundancy.as_deref(), Some("mirror"));
+        assert_eq!(
+            p.places[1].copies,
+            vec![b.join("shard-0001"), a.join("shard-0001")]
+        );
+        assert!(p.places.iter().all(|s| s.copies_wanted == 2));
+        // Shard copies with contents (as an opened shard leaves them).
+        for d in [&a, &b] {
+            for s in ["shard-0000", "shard-0001"] {
+                fs::create_dir_all(d.join(s)).unwrap();
+                fs::write(d.join(s).join("index.snap"), s).unwrap();
+            }
+        }
+        // Changing the redundancy is refused.
+        let e = prepare(&dirs, 1, Some(Redundancy::None), 0).unwrap_err();
+        assert!(
+            e.to_string().contains("initialised with redundancy mirror"),
+            "{e}"
+        );
+        // A missing directory is failed, not recreated; every shard keeps one copy.
+        fs::rename(&b, t.path().join("b.away")).unwrap();
+        let p = prepare(&dirs, 1, None, 0).unwrap();
+        assert_eq!(p.failed.len(), 1);
+        assert!(!b.exists());
+        assert_eq!(p.places[1].copies, vec![a.join("shard-0001")]);
+        assert_eq!(p.live_dirs, vec![a.clone()]);
+        // An empty directory in its place is rebuilt from the survivor, generations raised.
+        fs::create_dir_all(&b).unwrap();
+        let p = prepare(&dirs, 1, None, 0).unwrap();
+        assert!(p.failed.is_empty());
+        assert_eq!(read(&b).dir_index, 1);
+        assert_eq!(read(&b).set_id, read(&a).set_id);
+        assert_eq!(
+            fs::read(b.join("shard-0001/index.snap")).unwrap(),
+            b"shard-0001"
+        );
+        let g = bale_io::copies::generation(&b.join("shard-0000")).unwrap();
+        assert_eq!(g, 1);
+        // The old directory back: stale (lower generation), rebuilt from the current copy.
+        fs::remove_dir_all(&b).unwrap();
+        fs::rename(t.path().join("b.away"), &b).unwrap();
+        fs::write(b.join("shard-0000/index.snap"), b"old").unwrap();
+        prepare(&dirs, 1, None, 0).unwrap();
+        assert_eq!(
+            fs::read(b.join("shard-0000/index.snap")).unwrap(),
+            b"shard-0000"
+        );
+        // Both copies of a shard gone: refused.
+        fs::rename(b.join("shard-0000"), t.path().join("s0")).unwrap();
+        fs::rename(a.join("shard-0000"), t.path().join("s1")).unwrap();
+        fs::write(a.join("keep"), b"").unwrap();
+        fs::rename(&a, t.path().join("a.away")).unwrap();
+        let e = prepare(&dirs, 1, None, 0).unwrap_err();
+        assert!(e.to_string().contains("no good copy left"), "{e}");
+        fs::rename(t.path().join("a.away"), &a).unwrap();
+        fs::rename(t.path().join("s1"), a.join("shard-0000")).unwrap();
+        // A directory of another set in a position, with two directories: which one is wrong
+        // cannot be told, so the start is refused; never used or overwritten.
+        let c = t.path().join("c");
+        prepare(&[t.path().join("x"), c.clone()], 1, None, 0).unwrap();
+        fs::remove_dir_all(&b).unwrap();
+        fs::rename(&c, &b).unwrap();
+        let e = prepare(&dirs, 1, None, 0).unwrap_err();
+        assert!(e.to_string().contains("another bale set"), "{e}");
     }
 }

@@ -9,7 +9,7 @@ use anyhow::Context;
 use futures::channel::{mpsc, oneshot};
 
 use bale::cfgfile::{self, ParseError};
-use bale::config::{Command, ConfigCommand, ServeArgs};
+use bale::config::{Command, ConfigCommand, DiskCommand, ServeArgs};
 
 /// A `count-allocs` build counts heap allocations (see `bale::allocs`).
 #[cfg(feature = "count-allocs")]
@@ -41,11 +41,42 @@ fn main() {
             cfgfile::check(args, &parsed).map_err(anyhow::Error::msg)
         }
         Command::Warm(args) => bale::gateway::warm::run(args.clone()),
+        Command::Disk(DiskCommand::Replace(args)) => disk_replace(args),
     };
     if let Err(e) = result {
         eprintln!("bale: error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// `bale disk replace`: the start's directory checks and rebuilds, then exit.
+fn disk_replace(args: &ServeArgs) -> anyhow::Result<()> {
+    args.validate().map_err(anyhow::Error::msg)?;
+    let dirs = args.data.len();
+    let spd = args.shards_per_dir.unwrap_or(1);
+    let p = layout::prepare(
+        &args.data,
+        spd,
+        args.redundancy,
+        args.rebuild_rate_mb.saturating_mul(1 << 20),
+    )?;
+    tracing::info!(
+        "{}",
+        layout::redundancy_line(p.redundancy, dirs, p.failed.len())
+    );
+    if !p.failed.is_empty() {
+        anyhow::bail!(
+            "{} data directory(ies) still failed (nothing rebuilt there): {}",
+            p.failed.len(),
+            p.failed
+                .iter()
+                .map(|(d, why)| format!("{}: {why}", d.display()))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    tracing::info!("every shard copy is present and current");
+    Ok(())
 }
 
 /// What `bale serve` prints for the person who started it: endpoint, data, keys.
@@ -123,8 +154,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let shards_per_dir = args
         .shards_per_dir
         .unwrap_or_else(|| cores.div_ceil(dirs) as u32);
-    let places = layout::prepare(&args.data, shards_per_dir)?;
-    let buckets = Arc::new(buckets::Buckets::open(&args.data[0])?);
+    let prepared = layout::prepare(
+        &args.data,
+        shards_per_dir,
+        args.redundancy,
+        args.rebuild_rate_mb.saturating_mul(1 << 20),
+    )?;
+    let redundancy_line = layout::redundancy_line(prepared.redundancy, dirs, prepared.failed.len());
+    tracing::info!("{redundancy_line}");
+    let places = prepared.places;
+    let buckets = Arc::new(buckets::Buckets::open(&prepared.live_dirs)?);
     runtime::probe_listen(args.listen)?;
     if let Some(t) = args.tls_listen {
         runtime::probe_listen(t)?;
@@ -287,7 +326,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let (Some(gw), Some(s3)) = (&gateway, s3_seed) {
         bale::gateway::local::seed_at_start(s3, places.len(), gw.cfg.shard_capacity_bytes);
     }
-    tracing::info!("{}", layout::redundancy_line(dirs));
+    tracing::info!("{redundancy_line}");
     print_banner(
         &args,
         cores,

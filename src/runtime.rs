@@ -305,7 +305,7 @@ async fn core_main(setup: CoreSetup) {
     // Open this core's shards.
     let mut shards: Vec<Option<Rc<Shard>>> = vec![None; topo.shard_count];
     for p in &places {
-        match Shard::open(&p.dir, engine.clone()).await {
+        match Shard::open_copies(&p.copies, p.copies_wanted, engine.clone()).await {
             Ok(s) => {
                 let st = s.stats();
                 tracing::info!(core, shard = p.shard_id, dir = %p.dir.display(), objects = st.objects, "shard open");

@@ -33,6 +33,11 @@ pub enum Error {
     /// Bad argument (e.g. key too long for the format).
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// The shard has fewer live copies than its redundancy asks for (a copy is missing, stale
+    /// or failed): writes are refused until the copy is rebuilt, because an acknowledged write
+    /// must be protected (ADR 19). Reads keep working from the surviving copy.
+    #[error("not protected: {0}")]
+    Unprotected(String),
 }
 
 impl Error {
@@ -68,6 +73,7 @@ impl Error {
             Error::NotFound => Error::NotFound,
             Error::Closed => Error::Closed,
             Error::Invalid(s) => Error::Invalid(s.clone()),
+            Error::Unprotected(s) => Error::Unprotected(s.clone()),
         }
     }
 

@@ -7,6 +7,7 @@
 
 mod buf;
 mod cache;
+pub mod copies;
 pub mod ec;
 mod error;
 mod format;

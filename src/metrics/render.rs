@@ -432,6 +432,12 @@ const ALL_SHARDS: &[Family] = &[
         "Object cache bound (all shards).",
         |s| Some(s.cache_capacity_bytes),
     ),
+    (
+        "bale_copy_failures_total",
+        "counter",
+        "Shard copies marked failed while serving (a read of one copy failed, another served it; ADR 19).",
+        |s| Some(s.copy_failures),
+    ),
 ];
 
 /// Engine families with a `shard` label.
@@ -460,6 +466,18 @@ const PER_SHARD: &[Family] = &[
     ("bale_shard_volumes", "gauge", "Volume files.", |s| {
         Some(u64::from(s.volumes))
     }),
+    (
+        "bale_shard_copies_live",
+        "gauge",
+        "Live copies of the shard (fewer than bale_shard_copies_wanted: writes refused).",
+        |s| Some(u64::from(s.copies_live)),
+    ),
+    (
+        "bale_shard_copies_wanted",
+        "gauge",
+        "Copies a write must reach (1 + m of the redundancy).",
+        |s| Some(u64::from(s.copies_wanted)),
+    ),
     (
         "bale_shard_journal_bytes",
         "gauge",

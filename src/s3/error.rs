@@ -23,6 +23,9 @@ pub enum Failure {
     NotFound,
     /// The shard is shutting down: 503 ServiceUnavailable.
     ShuttingDown,
+    /// The shard lost a copy and cannot protect a write (engine `Unprotected`, ADR 19): 503
+    /// ServiceUnavailable, saying so.
+    Unprotected,
     /// An argument beyond the engine's limits that the S3 layer did not refuse first: 400
     /// InvalidArgument.
     Invalid,
@@ -46,6 +49,10 @@ impl Failure {
             E::SizeMismatch { expected, got } => Failure::SizeMismatch { expected, got },
             E::NotFound => Failure::NotFound,
             E::Closed => Failure::ShuttingDown,
+            E::Unprotected(why) => {
+                tracing::warn!(%why, "write refused: a copy of the shard is lost");
+                Failure::Unprotected
+            }
             E::Invalid(msg) => {
                 tracing::warn!(error = %msg, "engine refused an argument");
                 Failure::Invalid
@@ -67,7 +74,7 @@ impl Failure {
             Failure::Precondition => S3ErrorCode::PreconditionFailed,
             Failure::SizeMismatch { .. } => S3ErrorCode::IncompleteBody,
             Failure::NotFound => S3ErrorCode::NoSuchKey,
-            Failure::ShuttingDown => S3ErrorCode::ServiceUnavailable,
+            Failure::ShuttingDown | Failure::Unprotected => S3ErrorCode::ServiceUnavailable,
             Failure::Invalid => S3ErrorCode::InvalidArgument,
             Failure::Internal => S3ErrorCode::InternalError,
         }
@@ -80,7 +87,7 @@ impl Failure {
             Failure::Precondition => S::PRECONDITION_FAILED,
             Failure::SizeMismatch { .. } | Failure::Invalid => S::BAD_REQUEST,
             Failure::NotFound => S::NOT_FOUND,
-            Failure::ShuttingDown => S::SERVICE_UNAVAILABLE,
+            Failure::ShuttingDown | Failure::Unprotected => S::SERVICE_UNAVAILABLE,
             Failure::Internal => S::INTERNAL_SERVER_ERROR,
         }
     }
@@ -95,6 +102,9 @@ impl Failure {
             .into(),
             Failure::NotFound => "The specified key does not exist.".into(),
             Failure::ShuttingDown => "Server is shutting down".into(),
+            Failure::Unprotected => "A data disk holding this object's shard is lost or being \
+                                     rebuilt: writes are refused until it is replaced (reads work)"
+                .into(),
             Failure::Invalid => "A value in the request is beyond this server's limits".into(),
             Failure::Internal => INTERNAL_MESSAGE.into(),
         }

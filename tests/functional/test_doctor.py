@@ -79,7 +79,19 @@ def test_good_data_dir_passes_direct_io(tmp_path):
     assert st == "INFO" and detail.startswith("redundancy: none (one data directory)"), detail
 
 
-def test_several_data_dirs_warn_that_nothing_is_redundant(tmp_path):
+def test_two_new_data_dirs_default_to_mirror(tmp_path):
+    r = doctor("--data", str(tmp_path / "a"), "--data", str(tmp_path / "b"))
+    _, rows = parse(r.stdout)
+    st, _, detail, _ = row(rows, "redundancy")
+    assert st == "PASS" and detail.startswith("redundancy: mirror (2 data directories"), detail
+
+
+def test_a_set_made_without_redundancy_warns(tmp_path):
+    import json
+    for i, d in enumerate(("a", "b")):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "bale-layout.json").write_text(json.dumps(
+            {"version": 1, "dir_index": i, "dir_count": 2, "shards_per_dir": 1}))
     r = doctor("--data", str(tmp_path / "a"), "--data", str(tmp_path / "b"))
     _, rows = parse(r.stdout)
     st, _, detail, fix = row(rows, "redundancy")

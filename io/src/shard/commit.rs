@@ -17,7 +17,7 @@ use super::compact::IndexCursor;
 use super::index::{Change, Overlay};
 use super::pack::{PackSlot, PackedPut};
 pub(super) use super::pack::{PACKED_RECORD_MAX_BYTES, PACK_WRITE_MAX_BYTES};
-use super::space::VolFile;
+use super::space::{sync_data_copies, write_all_copies, MirrorFile, VolFile};
 use super::{now_ms, Object, Shard, CHUNK_BYTES, JOURNAL_FILE, SNAP_FILE, SNAP_TMP_FILE};
 use crate::error::{Error, Result};
 use crate::format::{
@@ -40,6 +40,8 @@ const _: () = assert!(MIN_AUTO_CHECKPOINT_JOURNAL_BYTES <= AUTO_CHECKPOINT_JOURN
 /// The journal file and where its next entry goes.
 pub(super) struct Journal {
     pub(super) file: Rc<monoio::fs::File>,
+    /// The journal of each mirror copy (ADR 19): the same bytes at the same offsets.
+    pub(super) mirrors: Rc<Vec<MirrorFile>>,
     pub(super) len_bytes: u64,
     pub(super) next_lsn: u64,
     /// Set when a journal write or sync failed: the tail is unknown, refuse further commits.
@@ -630,36 +632,29 @@ impl Shard {
                 v.dir_synced.set(true);
             }
         }
-        for v in sync_before.values() {
-            v.file
-                .sync_data()
-                .await
-                .map_err(|e| Error::io(format!("fdatasync {}", v.path.display()), e))?;
-        }
-        let (file, at) = {
+        // Every copy of every volume at once (mirror, ADR 19: still one round).
+        let before = futures::future::join_all(sync_before.values().map(|v| v.sync_data())).await;
+        before.into_iter().collect::<Result<Vec<()>>>()?;
+        let (file, mirrors, at) = {
             let j = self.journal.borrow();
             let j = j.as_ref().expect("journal open");
-            (j.file.clone(), j.len_bytes)
+            (j.file.clone(), j.mirrors.clone(), j.len_bytes)
         };
         let n = jbuf.len() as u64;
         let jpath = self.dir.join(JOURNAL_FILE);
-        let (res, _) = file.write_all_at(jbuf, at).await;
+        let (res, _) = write_all_copies(&file, &mirrors, jbuf, at).await;
         let res = match res {
             Ok(()) => {
                 self.journal_syncs.set(self.journal_syncs.get() + 1);
                 let started = std::time::Instant::now();
                 let journal_sync = async {
-                    let r = file.sync_data().await;
+                    let r = sync_data_copies(&file, &jpath, &mirrors).await;
                     let ns = started.elapsed().as_nanos() as u64;
                     self.meters.journal_fsync_ns.record(ns);
-                    r.map_err(|e| Error::io(format!("fdatasync {}", jpath.display()), e))
+                    r
                 };
-                let vol_syncs = futures::future::join_all(sync_with.values().map(|v| async {
-                    v.file
-                        .sync_data()
-                        .await
-                        .map_err(|e| Error::io(format!("fdatasync {}", v.path.display()), e))
-                }));
+                let vol_syncs =
+                    futures::future::join_all(sync_with.values().map(|v| v.sync_data()));
                 let (jr, vrs) = futures::join!(journal_sync, vol_syncs);
                 vrs.into_iter().fold(jr, |acc, r| acc.and(r))
             }
@@ -680,10 +675,18 @@ impl Shard {
                 // Cut the partial append away so later entries are not hidden behind garbage at
                 // replay (on the worker: ftruncate has no io_uring operation); if even that
                 // fails, refuse all further commits.
-                let undone = match crate::offload::dup(&*file) {
-                    Ok(fd) => {
+                let fds: std::io::Result<Vec<_>> = std::iter::once(&*file)
+                    .chain(mirrors.iter().map(|m| &m.file))
+                    .map(crate::offload::dup)
+                    .collect();
+                let undone = match fds {
+                    Ok(fds) => {
                         self.offload
-                            .call(move || sys::ftruncate(&fd, at).and_then(|()| sys::fsync(&fd)))
+                            .call(move || {
+                                fds.iter().try_for_each(|fd| {
+                                    sys::ftruncate(fd, at).and_then(|()| sys::fsync(fd))
+                                })
+                            })
                             .await
                     }
                     Err(de) => Err(de),
@@ -738,28 +741,44 @@ impl Shard {
     /// Write `index.snap` (tmp file, fsync, rename, fsync dir), then trim the journal. Runs in
     /// the committer, so the index does not change meanwhile.
     async fn do_checkpoint(&self) -> Result<()> {
+        // A shard missing a copy changes nothing on the copies it has (the journal already
+        // holds every entry): a copy that comes back stays consistent with them.
+        if self.check_protected().is_err() {
+            return Ok(());
+        }
         let started = Instant::now();
-        let tmp = self.dir.join(SNAP_TMP_FILE);
-        let fin = self.dir.join(SNAP_FILE);
-        // Open (O_TRUNC), fsync, rename and the directory fsync all go through io_uring: the
-        // core never waits in the kernel for them (ADR 10).
-        let file = monoio::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .await
-            .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
-        let (n_objects, snapshot_bytes) = self.write_snapshot(&file, &tmp).await?;
-        file.sync_all()
-            .await
-            .map_err(|e| Error::io(format!("fsync {}", tmp.display()), e))?;
-        file.close()
-            .await
-            .map_err(|e| Error::io(format!("close {}", tmp.display()), e))?;
-        monoio::fs::rename(&tmp, &fin)
-            .await
-            .map_err(|e| Error::io(format!("rename {} -> {}", tmp.display(), fin.display()), e))?;
+        // Every copy's snapshot is written, synced and renamed into place before any copy's
+        // journal is trimmed (recovery's journal reconciliation relies on that order).
+        let dirs: Vec<&std::path::Path> = std::iter::once(self.dir.as_path())
+            .chain(self.mirror_dirs.iter().map(|d| d.as_path()))
+            .collect();
+        let mut files = Vec::with_capacity(dirs.len());
+        for d in &dirs {
+            let tmp = d.join(SNAP_TMP_FILE);
+            // Open (O_TRUNC), fsync, rename and the directory fsync all go through io_uring:
+            // the core never waits in the kernel for them (ADR 10).
+            let file = monoio::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)
+                .await
+                .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
+            files.push((file, tmp));
+        }
+        let (n_objects, snapshot_bytes) = self.write_snapshot(&files).await?;
+        for ((file, tmp), d) in files.into_iter().zip(&dirs) {
+            file.sync_all()
+                .await
+                .map_err(|e| Error::io(format!("fsync {}", tmp.display()), e))?;
+            file.close()
+                .await
+                .map_err(|e| Error::io(format!("close {}", tmp.display()), e))?;
+            let fin = d.join(SNAP_FILE);
+            monoio::fs::rename(&tmp, &fin).await.map_err(|e| {
+                Error::io(format!("rename {} -> {}", tmp.display(), fin.display()), e)
+            })?;
+        }
         self.sync_dir().await?;
         // The snapshot now covers every journal entry: trim the journal.
         self.trim_journal().await?;
@@ -770,8 +789,7 @@ impl Shard {
     /// Write the snapshot of the whole index to `file` in chunks; returns (objects, bytes).
     async fn write_snapshot(
         &self,
-        file: &monoio::fs::File,
-        tmp: &std::path::Path,
+        files: &[(monoio::fs::File, std::path::PathBuf)],
     ) -> Result<(u64, u64)> {
         let applied_lsn = self
             .journal
@@ -800,10 +818,12 @@ impl Shard {
                 buf.extend_from_slice(&crc.to_le_bytes());
             }
             let n = buf.len() as u64;
-            let (res, b) = file.write_all_at(buf, pos).await;
-            res.map_err(|e| Error::io(format!("write {} at {pos}", tmp.display()), e))?;
+            for (file, tmp) in files {
+                let (res, b) = file.write_all_at(buf, pos).await;
+                res.map_err(|e| Error::io(format!("write {} at {pos}", tmp.display()), e))?;
+                buf = b;
+            }
             pos += n;
-            buf = b;
             buf.clear();
             if done {
                 break;
@@ -823,24 +843,25 @@ impl Shard {
 
     /// Empty the journal (every entry is in a durable snapshot).
     async fn trim_journal(&self) -> Result<()> {
-        let jfile = self
-            .journal
-            .borrow()
-            .as_ref()
-            .expect("journal open")
-            .file
-            .clone();
+        let (jfile, mirrors) = {
+            let j = self.journal.borrow();
+            let j = j.as_ref().expect("journal open");
+            (j.file.clone(), j.mirrors.clone())
+        };
         let jpath = self.dir.join(JOURNAL_FILE);
-        let fd = crate::offload::dup(&*jfile)
-            .map_err(|e| Error::io(format!("dup {}", jpath.display()), e))?;
-        self.offload
-            .call(move || sys::ftruncate(&fd, 0))
-            .await
-            .map_err(|e| Error::io(format!("truncate {}", jpath.display()), e))?;
-        jfile
-            .sync_all()
-            .await
-            .map_err(|e| Error::io(format!("fsync {}", jpath.display()), e))?;
+        for (f, p) in
+            std::iter::once((&*jfile, &jpath)).chain(mirrors.iter().map(|m| (&m.file, &m.path)))
+        {
+            let fd =
+                crate::offload::dup(f).map_err(|e| Error::io(format!("dup {}", p.display()), e))?;
+            self.offload
+                .call(move || sys::ftruncate(&fd, 0))
+                .await
+                .map_err(|e| Error::io(format!("truncate {}", p.display()), e))?;
+            f.sync_all()
+                .await
+                .map_err(|e| Error::io(format!("fsync {}", p.display()), e))?;
+        }
         self.journal
             .borrow_mut()
             .as_mut()

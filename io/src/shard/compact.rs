@@ -412,9 +412,11 @@ impl Shard {
                 .map
                 .remove(&vid)
                 .expect("victim registered");
-            monoio::fs::remove_file(&v.file.path)
-                .await
-                .map_err(|e| Error::io(format!("remove {}", v.file.path.display()), e))?;
+            for p in std::iter::once(&v.file.path).chain(v.file.mirrors.iter().map(|m| &m.path)) {
+                monoio::fs::remove_file(p)
+                    .await
+                    .map_err(|e| Error::io(format!("remove {}", p.display()), e))?;
+            }
             stats.volumes_compacted += 1;
             stats.bytes_reclaimed += v.end_bytes;
             tracing::info!(path = %v.file.path.display(), reclaimed_bytes = v.end_bytes, "volume compacted");
@@ -455,7 +457,7 @@ impl Shard {
                 }
             }
             let to = dst_off + done;
-            let (res, b) = dst.file.write_all_at(b, to).await;
+            let (res, b) = dst.write_all_at(b, to).await;
             res.map_err(|e| Error::io(format!("write {} at {to} len {n}", dst.path.display()), e))?;
             buf = b;
             done += n as u64;

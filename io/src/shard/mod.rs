@@ -175,6 +175,12 @@ pub struct ShardStats {
     pub reserve_bytes: u64,
     /// Background work since open.
     pub background: BackgroundTotals,
+    /// Copies a write needs (1 + m) and copies live now (ADR 19); fewer live than wanted means
+    /// writes are refused.
+    pub copies_wanted: u32,
+    pub copies_live: u32,
+    /// Copies marked failed while serving, since open.
+    pub copy_failures: u64,
 }
 
 /// Compaction and scrub totals since open (counted as the work proceeds: progress).
@@ -269,6 +275,21 @@ pub struct Shard {
     offload: crate::offload::Offload,
     /// The shard directory, open for its fsyncs through io_uring while serving (ADR 10).
     dir_file: monoio::fs::File,
+    /// The shard's other copies' directories (mirror, ADR 19; empty without redundancy), open
+    /// like `dir_file`. Every file of `dir` has its copy in each, written and synced with it.
+    mirror_dirs: Vec<PathBuf>,
+    mirror_dir_files: Vec<monoio::fs::File>,
+    /// Copies a write must reach before it is acknowledged (1 + m); fewer live copies refuse
+    /// writes with `Error::Unprotected`.
+    copies_wanted: usize,
+    /// Per copy (0: `dir`, then `mirror_dirs`): failed while serving (I/O error or CRC
+    /// failure on a read that another copy then served).
+    copy_failed: Vec<Cell<bool>>,
+    /// The copy reads go to (the first that has not failed).
+    read_copy: Cell<usize>,
+    /// Copies marked failed since open.
+    copy_failures: Cell<u64>,
+    _mirror_locks: Vec<std::fs::File>,
     reserve_refusals: Cell<u64>,
     meters: Meters,
     _lock: std::fs::File,
@@ -324,7 +345,88 @@ impl Shard {
     /// journal (truncating a torn tail), drop volumes nothing references. Must run inside a
     /// monoio runtime with the io_uring driver.
     pub async fn open(dir: &Path, cfg: EngineConfig) -> Result<Rc<Shard>> {
-        recover::open(dir, cfg).await
+        recover::open(dir, &[], 1, cfg).await
+    }
+
+    /// Open a shard kept in several copies (mirror, ADR 19): `copies[0]` is the primary
+    /// (recovered and read from), the others get every write and sync too. `copies_wanted`
+    /// (1 + m) is how many copies a write must reach: with fewer given (a copy is missing or
+    /// being rebuilt), the shard serves reads and refuses writes with `Error::Unprotected`.
+    /// The copies must be consistent up to an unacknowledged tail (the caller trusts only
+    /// copies of the highest generation, `crate::copies`).
+    pub async fn open_copies(
+        copies: &[PathBuf],
+        copies_wanted: usize,
+        cfg: EngineConfig,
+    ) -> Result<Rc<Shard>> {
+        let Some((primary, mirrors)) = copies.split_first() else {
+            return Err(Error::Invalid("a shard needs at least one copy".into()));
+        };
+        recover::open(primary, mirrors, copies_wanted.max(1), cfg).await
+    }
+
+    /// Refuses a write while the shard has fewer live copies than it needs (no allocation
+    /// when it has them).
+    fn check_protected(&self) -> Result<()> {
+        let live = self.copies_live();
+        if live < self.copies_wanted {
+            return Err(Error::Unprotected(format!(
+                "shard {} has {live} of its {} copies live: writes are refused until the lost \
+                 copy is rebuilt",
+                self.dir.display(),
+                self.copies_wanted
+            )));
+        }
+        Ok(())
+    }
+
+    fn copies_live(&self) -> usize {
+        self.copy_failed.iter().filter(|c| !c.get()).count()
+    }
+
+    /// The directory of copy `copy` (0: the primary).
+    fn copy_dir(&self, copy: usize) -> &Path {
+        match copy {
+            0 => &self.dir,
+            c => &self.mirror_dirs[c - 1],
+        }
+    }
+
+    /// The next copy after `after` a read can retry from, skipping failed ones and `first`.
+    fn next_read_copy(&self, after: usize, first: usize) -> Option<usize> {
+        (after + 1..self.copy_failed.len()).find(|&c| c != first && !self.copy_failed[c].get())
+    }
+
+    /// Marks `copy` failed (a read of it failed and another copy served the same bytes):
+    /// counted, logged once, reads move to the next live copy, writes are refused from now
+    /// on, and the surviving copies' generation is raised (on the worker thread) so the failed
+    /// copy is never trusted again at a later start, only rebuilt (`crate::copies`).
+    fn mark_copy_failed(&self, copy: usize, why: &Error) {
+        if self.copy_failed[copy].replace(true) {
+            return;
+        }
+        self.copy_failures.set(self.copy_failures.get() + 1);
+        if let Some(next) = (0..self.copy_failed.len()).find(|&c| !self.copy_failed[c].get()) {
+            self.read_copy.set(next);
+        }
+        tracing::error!(
+            failed_copy = %self.copy_dir(copy).display(),
+            reads_from = %self.copy_dir(self.read_copy.get()).display(),
+            error = %why,
+            "a copy of the shard failed a read: marked failed; reads use the other copy, writes are refused until it is rebuilt"
+        );
+        let survivors: Vec<PathBuf> = (0..self.copy_failed.len())
+            .filter(|&c| !self.copy_failed[c].get())
+            .map(|c| self.copy_dir(c).to_path_buf())
+            .collect();
+        let job = self
+            .offload
+            .call(move || crate::copies::raise_generation(&survivors));
+        monoio::spawn(async move {
+            if let Err(e) = job.await {
+                tracing::error!(error = %e, "raising the generation of the surviving copies failed");
+            }
+        });
     }
 
     /// Look up an object (in memory, no I/O, no allocation).
@@ -342,11 +444,13 @@ impl Shard {
 
     /// Start a PUT of exactly `size_bytes`: reserves the record's whole span in the active volume.
     pub fn put(self: &Rc<Self>, ns: &str, key: &str, size_bytes: u64) -> Result<PutWriter> {
+        self.check_protected()?;
         PutWriter::start(self, ns, key, size_bytes)
     }
 
     /// Delete; durable before return. Returns the removed version (None if absent).
     pub async fn delete(&self, ns: &str, key: &str, expect: Expect) -> Result<Option<Object>> {
+        self.check_protected()?;
         self.submit(|reply| {
             Req::Op(Op::Delete {
                 ns: ns.to_string(),
@@ -372,6 +476,7 @@ impl Shard {
             return Err(Error::Invalid("namespace or key too long".into()));
         }
         check_meta(&meta)?;
+        self.check_protected()?;
         let entry_bytes: usize = sources.iter().map(|(a, b)| a.len() + b.len() + 12).sum();
         if sources.len() > MAX_COMPOSE_SOURCES || entry_bytes > MAX_JOURNAL_ENTRY_BYTES as usize / 2
         {
@@ -460,10 +565,22 @@ impl Shard {
     /// Makes the entries of the shard directory durable through io_uring (the core does not
     /// wait in the kernel).
     async fn sync_dir(&self) -> Result<()> {
-        self.dir_file
-            .sync_all()
-            .await
-            .map_err(|e| Error::io(format!("fsync dir {}", self.dir.display()), e))
+        let home = async {
+            self.dir_file
+                .sync_all()
+                .await
+                .map_err(|e| Error::io(format!("fsync dir {}", self.dir.display()), e))
+        };
+        let others =
+            futures::future::join_all(self.mirror_dir_files.iter().zip(&self.mirror_dirs).map(
+                |(f, d)| async move {
+                    f.sync_all()
+                        .await
+                        .map_err(|e| Error::io(format!("fsync dir {}", d.display()), e))
+                },
+            ));
+        let (h, o) = futures::join!(home, others);
+        o.into_iter().fold(h, |acc, r| acc.and(r))
     }
 
     /// Waits (blocking this thread) until the hole punches queued so far are done, at most
@@ -508,6 +625,9 @@ impl Shard {
             free_bytes: crate::sys::free_bytes(&self.dir_file).ok(),
             reserve_bytes: self.cfg.reserve_bytes,
             background: self.meters.background.borrow().clone(),
+            copies_wanted: self.copies_wanted as u32,
+            copies_live: self.copies_live() as u32,
+            copy_failures: self.copy_failures.get(),
         }
     }
 
@@ -518,6 +638,11 @@ impl Shard {
     /// working: extents hold the volume file open.
     pub async fn compact(&self, min_garbage_ratio: f64) -> Result<CompactStats> {
         let mut stats = CompactStats::default();
+        // A shard missing a copy changes nothing on the copies it has (a copy that comes back
+        // stays consistent with them); compaction waits for the rebuild.
+        if self.check_protected().is_err() {
+            return Ok(stats);
+        }
         if self.compacting.replace(true) {
             return Ok(stats);
         }

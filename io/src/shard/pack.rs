@@ -154,7 +154,7 @@ impl Shard {
             if let Some(p) = span.prealloc {
                 p.wait(off + span_bytes).await?;
             }
-            let (res, buf) = vol.file.write_all_at(buf, off).await;
+            let (res, buf) = vol.write_all_at(buf, off).await;
             res.map_err(|e| {
                 Error::io(
                     format!("write {} at {off} len {span_bytes}", vol.path.display()),

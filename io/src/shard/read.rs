@@ -169,23 +169,6 @@ impl Shard {
         );
         assert!(a_lo >= round_down_u64(ext.record_offset, align));
         let span = (a_hi - a_lo) as usize;
-        // A pooled buffer (no allocation or zeroing per read; its capacity may exceed the
-        // span, so exactly the span is read through a slice of it).
-        let buf = AlignedBuf::for_read(span, align as usize).slice_mut(0..span);
-        let started = std::time::Instant::now();
-        let (res, buf) = ext.vol.file.read_exact_at(buf, a_lo).await;
-        let mut buf = buf.into_inner();
-        let m = &self.meters;
-        m.device_read_ns.record(started.elapsed().as_nanos() as u64);
-        m.device_read_bytes
-            .set(m.device_read_bytes.get() + span as u64);
-        res.map_err(|e| {
-            Error::io(
-                format!("read {} at {a_lo} len {span}", ext.vol.path.display()),
-                e,
-            )
-        })?;
-        buf.set_len(span);
         let run = BlockRun {
             first: b0,
             end: b1,
@@ -193,7 +176,47 @@ impl Shard {
             block_bytes: bb,
             ext_len: ext.len,
         };
-        self.verify_blocks(ext, buf.as_ref(), &run, a_lo)?;
+        // One read of one copy (the shard's read copy); an I/O error or CRC failure there is
+        // retried on the next live copy, and the first copy is marked failed if that one
+        // serves (mirror, ADR 19).
+        let first = self.read_copy.get();
+        let mut copy = first;
+        let mut first_err = None;
+        let buf = loop {
+            let (file, path) = ext.vol.copy_file(copy).expect("read copy exists");
+            // A pooled buffer (no allocation or zeroing per read; its capacity may exceed the
+            // span, so exactly the span is read through a slice of it).
+            let buf = AlignedBuf::for_read(span, align as usize).slice_mut(0..span);
+            let started = std::time::Instant::now();
+            let (res, buf) = file.read_exact_at(buf, a_lo).await;
+            let mut buf = buf.into_inner();
+            let m = &self.meters;
+            m.device_read_ns.record(started.elapsed().as_nanos() as u64);
+            m.device_read_bytes
+                .set(m.device_read_bytes.get() + span as u64);
+            let checked = res
+                .map_err(|e| Error::io(format!("read {} at {a_lo} len {span}", path.display()), e))
+                .and_then(|()| {
+                    buf.set_len(span);
+                    self.verify_blocks(ext, buf.as_ref(), &run, a_lo)
+                });
+            match checked {
+                Ok(()) => {
+                    if let Some(e) = first_err {
+                        self.mark_copy_failed(first, &e);
+                    }
+                    break buf;
+                }
+                Err(e) => {
+                    let Some(next) = self.next_read_copy(copy, first) else {
+                        return Err(first_err.unwrap_or(e));
+                    };
+                    tracing::warn!(path = %path.display(), error = %e, "read failed on one copy; retrying another");
+                    first_err.get_or_insert(e);
+                    copy = next;
+                }
+            }
+        };
         let bytes = buf.into_bytes();
         if let Some((seq, ei)) = cached {
             self.cache_blocks(&bytes, &run, seq, ei);

@@ -4,7 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -12,7 +12,7 @@ use futures::channel::mpsc;
 
 use super::commit::{committer, Journal, Req, PACKED_RECORD_MAX_BYTES};
 use super::index::{Index, Overlay};
-use super::space::{Epoch, VolFile, VolState, Vols};
+use super::space::{vol_path, Epoch, MirrorFile, VolFile, VolState, Vols};
 use super::{fsync_dir, Shard, JOURNAL_FILE, LOCK_FILE, SNAP_FILE, SNAP_TMP_FILE};
 use crate::buf::round_up_u64;
 use crate::cache::Cache;
@@ -20,20 +20,55 @@ use crate::error::{Error, Result};
 use crate::format::{self, Entry, JournalScan};
 use crate::{sys, EngineConfig};
 
-/// `Shard::open`.
-pub(super) async fn open(dir: &Path, cfg: EngineConfig) -> Result<Rc<Shard>> {
+/// `Shard::open` and `Shard::open_copies`: `dir` is the primary copy (recovered from), each of
+/// `mirrors` a copy that gets the same writes (mirror, ADR 19).
+pub(super) async fn open(
+    dir: &Path,
+    mirrors: &[PathBuf],
+    copies_wanted: usize,
+    cfg: EngineConfig,
+) -> Result<Rc<Shard>> {
     check_config(&cfg)?;
     let started = Instant::now();
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Error::io(format!("create dir {}", dir.display()), e))?;
-    let lock = lock_dir(dir)?;
-    remove_unfinished_snapshot(dir);
-    start_fresh_directory(dir)?;
-    let vols = scan_volumes(dir)?;
+    let mut locks = Vec::with_capacity(mirrors.len());
+    for d in std::iter::once(dir).chain(mirrors.iter().map(PathBuf::as_path)) {
+        std::fs::create_dir_all(d)
+            .map_err(|e| Error::io(format!("create dir {}", d.display()), e))?;
+        locks.push(lock_dir(d)?);
+        remove_unfinished_snapshot(d);
+        start_fresh_directory(d)?;
+    }
+    let lock = locks.remove(0);
+    reconcile_journals(dir, mirrors)?;
+    let vols = scan_volumes(dir, mirrors)?;
     let jpath = dir.join(JOURNAL_FILE);
     let (jfile, jimage) = open_journal(&jpath)?;
+    let jmirrors = mirrors
+        .iter()
+        .map(|d| {
+            let path = d.join(JOURNAL_FILE);
+            let (file, _) = open_journal(&path)?;
+            Ok(MirrorFile { path, file })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let (tx, rx) = mpsc::unbounded();
     let shard = new_shard(dir, cfg, vols, tx, lock)?;
+    let shard = {
+        let mut s = Rc::try_unwrap(shard).unwrap_or_else(|_| unreachable!("new shard is unshared"));
+        s.mirror_dir_files = mirrors
+            .iter()
+            .map(|d| {
+                std::fs::File::open(d)
+                    .and_then(monoio::fs::File::from_std)
+                    .map_err(|e| Error::io(format!("open dir {}", d.display()), e))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        s.mirror_dirs = mirrors.to_vec();
+        s.copies_wanted = copies_wanted;
+        s.copy_failed = (0..=mirrors.len()).map(|_| Cell::new(false)).collect();
+        s._mirror_locks = locks;
+        Rc::new(s)
+    };
 
     // The journal is scanned before the snapshot is trusted or discarded: whether a bad or
     // missing snapshot can be survived depends on the journal still holding every entry.
@@ -55,16 +90,21 @@ pub(super) async fn open(dir: &Path, cfg: EngineConfig) -> Result<Rc<Shard>> {
     let (next_lsn, replayed) = shard.replay_journal(scan.entries, applied_lsn);
     if let Some(why) = &scan.tail_error {
         tracing::warn!(dir = %dir.display(), valid_bytes = scan.valid_bytes, file_bytes = jimage.len(), why = %why, "truncating torn journal tail");
-        sys::ftruncate(&jfile, scan.valid_bytes)
-            .map_err(|e| Error::io(format!("truncate {}", jpath.display()), e))?;
-        jfile
-            .sync_all()
-            .await
-            .map_err(|e| Error::io(format!("fsync {}", jpath.display()), e))?;
+        for (f, p) in
+            std::iter::once((&jfile, &jpath)).chain(jmirrors.iter().map(|m| (&m.file, &m.path)))
+        {
+            sys::ftruncate(f, scan.valid_bytes)
+                .map_err(|e| Error::io(format!("truncate {}", p.display()), e))?;
+            f.sync_all()
+                .await
+                .map_err(|e| Error::io(format!("fsync {}", p.display()), e))?;
+        }
     }
     let jfile = Rc::new(jfile);
+    let jmirrors = Rc::new(jmirrors);
     *shard.journal.borrow_mut() = Some(Journal {
         file: jfile.clone(),
+        mirrors: jmirrors.clone(),
         len_bytes: scan.valid_bytes,
         next_lsn,
         broken: None,
@@ -78,12 +118,12 @@ pub(super) async fn open(dir: &Path, cfg: EngineConfig) -> Result<Rc<Shard>> {
     };
     // Make the directory entries of a new journal and of removed volumes durable.
     fsync_dir(dir)?;
+    for d in mirrors {
+        fsync_dir(d)?;
+    }
     // Records killed by replayed entries may be punched only once those entries are durable:
     // the previous process may have died between its journal write and its fdatasync.
-    jfile
-        .sync_data()
-        .await
-        .map_err(|e| Error::io(format!("fdatasync {}", jpath.display()), e))?;
+    super::space::sync_data_copies(&jfile, &jpath, &jmirrors).await?;
     // Nothing is reclaimed at an open that lost its snapshot (see `give_back_unnamed_space`):
     // the drops are only forgotten.
     shard.punch_enabled.set(!snapshot_bad);
@@ -92,6 +132,7 @@ pub(super) async fn open(dir: &Path, cfg: EngineConfig) -> Result<Rc<Shard>> {
 
     tracing::info!(
         dir = %dir.display(),
+        mirrors = mirrors.len(),
         objects = shard.n_objects.get(),
         replayed,
         volumes = shard.vols.borrow().map.len(),
@@ -101,6 +142,47 @@ pub(super) async fn open(dir: &Path, cfg: EngineConfig) -> Result<Rc<Shard>> {
     );
     monoio::spawn(committer(Rc::downgrade(&shard), rx));
     Ok(shard)
+}
+
+/// Makes the journals of all copies equal before recovery: every copy gets the same bytes at
+/// the same offsets, and an entry is acknowledged only once every copy synced it, so where
+/// they differ (a crash during an append, or between the copies' trims at a checkpoint, which
+/// come after every copy's snapshot was renamed into place) nothing past their common prefix
+/// was acknowledged: each copy is cut to that prefix.
+fn reconcile_journals(dir: &Path, mirrors: &[PathBuf]) -> Result<()> {
+    if mirrors.is_empty() {
+        return Ok(());
+    }
+    let read = |d: &Path| -> Result<Vec<u8>> {
+        let p = d.join(JOURNAL_FILE);
+        match std::fs::read(&p) {
+            Ok(b) => Ok(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(Error::io(format!("read {}", p.display()), e)),
+        }
+    };
+    let home = read(dir)?;
+    let mut images = vec![(dir.to_path_buf(), home)];
+    for d in mirrors {
+        images.push((d.clone(), read(d)?));
+    }
+    let first = &images[0].1;
+    let common = images[1..].iter().fold(first.len(), |n, (_, img)| {
+        n.min(img.len())
+            .min(first.iter().zip(img).take_while(|(a, b)| a == b).count())
+    });
+    for (d, img) in &images {
+        if img.len() as u64 > common as u64 {
+            let p = d.join(JOURNAL_FILE);
+            tracing::warn!(path = %p.display(), file_bytes = img.len(), kept_bytes = common, "the copies' journals differ past this point (never acknowledged): cutting it");
+            let f = sys::open_or_create(&p)
+                .map_err(|e| Error::io(format!("open {}", p.display()), e))?;
+            sys::ftruncate(&f, common as u64)
+                .and_then(|()| sys::fsync(&f))
+                .map_err(|e| Error::io(format!("truncate {}", p.display()), e))?;
+        }
+    }
+    Ok(())
 }
 
 fn check_config(cfg: &EngineConfig) -> Result<()> {
@@ -203,8 +285,10 @@ fn start_fresh_directory(dir: &Path) -> Result<()> {
     fsync_dir(dir)
 }
 
-/// Every `vol-*.dat` of the directory, opened, sealed, with no records known yet.
-fn scan_volumes(dir: &Path) -> Result<Vols> {
+/// Every `vol-*.dat` of the directory, opened (with its copy in each mirror directory, created
+/// empty if missing), sealed, with no records known yet. A mirror's volume the primary does
+/// not have is named by nothing (the primary's journal equals the mirror's): it is removed.
+fn scan_volumes(dir: &Path, mirrors: &[PathBuf]) -> Result<Vols> {
     let mut vols = Vols {
         map: BTreeMap::new(),
         active: None,
@@ -232,6 +316,10 @@ fn scan_volumes(dir: &Path) -> Result<Vols> {
             .len();
         let file = monoio::fs::File::from_std(f)
             .map_err(|e| Error::io(format!("register {}", path.display()), e))?;
+        let mirror_files = mirrors
+            .iter()
+            .map(|d| MirrorFile::open_volume(vol_path(d, id)))
+            .collect::<Result<Vec<_>>>()?;
         vols.map.insert(
             id,
             VolState::new(
@@ -240,12 +328,34 @@ fn scan_volumes(dir: &Path) -> Result<Vols> {
                     path,
                     file,
                     dir_synced: Cell::new(true),
+                    mirrors: mirror_files,
                 },
                 size_bytes,
                 true,
             ),
         );
         vols.next_id = vols.next_id.max(id + 1);
+    }
+    for d in mirrors {
+        let rd =
+            std::fs::read_dir(d).map_err(|e| Error::io(format!("read dir {}", d.display()), e))?;
+        for ent in rd.flatten() {
+            let name = ent.file_name();
+            let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("vol-"))
+                .and_then(|s| s.strip_suffix(".dat"))
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if !vols.map.contains_key(&id) {
+                let p = ent.path();
+                tracing::warn!(path = %p.display(), "removing a mirror volume the primary copy does not have (named by nothing)");
+                std::fs::remove_file(&p)
+                    .map_err(|e| Error::io(format!("remove {}", p.display()), e))?;
+            }
+        }
     }
     Ok(vols)
 }
@@ -309,6 +419,13 @@ fn new_shard(
         puncher,
         offload,
         dir_file,
+        mirror_dirs: Vec::new(),
+        mirror_dir_files: Vec::new(),
+        copies_wanted: 1,
+        copy_failed: vec![Cell::new(false)],
+        read_copy: Cell::new(0),
+        copy_failures: Cell::new(0),
+        _mirror_locks: Vec::new(),
         reserve_refusals: Cell::new(0),
         meters: super::Meters::new(),
         _lock: lock,
@@ -418,7 +535,8 @@ impl Shard {
         else {
             return;
         };
-        let mut files: BTreeMap<u32, Option<std::fs::File>> = BTreeMap::new();
+        // Every copy's record is checked: the batch was acknowledged only if all reached disk.
+        let mut files: BTreeMap<u32, Vec<Option<std::fs::File>>> = BTreeMap::new();
         let mut failed = None;
         for i in start..scan.entries.len() {
             if scan.frames[i].1 & format::ENTRY_RECORD_SYNCED_WITH_JOURNAL == 0 {
@@ -438,15 +556,20 @@ impl Shard {
                 ));
                 break;
             };
-            let file = files.entry(extent.volume_id).or_insert_with(|| {
+            let copies = files.entry(extent.volume_id).or_insert_with(|| {
                 let v = self.vols.borrow();
-                let path = v.map.get(&extent.volume_id)?.file.path.clone();
-                std::fs::File::open(&path).ok()
+                let Some(vs) = v.map.get(&extent.volume_id) else {
+                    return vec![None];
+                };
+                std::iter::once(&vs.file.path)
+                    .chain(vs.file.mirrors.iter().map(|m| &m.path))
+                    .map(|p| std::fs::File::open(p).ok())
+                    .collect()
             });
-            let checked = match file {
+            let checked = copies.iter().try_for_each(|file| match file {
                 Some(f) => verify_packed_record(f, ns, key, *seq, extent),
                 None => Err(format!("volume {} is missing", extent.volume_id)),
-            };
+            });
             if let Err(why) = checked {
                 failed = Some(format!("lsn {lsn} ({ns}/{key}): {why}"));
                 break;
@@ -524,8 +647,10 @@ impl Shard {
                 .map
                 .remove(id)
                 .expect("dead volume registered");
-            std::fs::remove_file(&v.file.path)
-                .map_err(|e| Error::io(format!("remove {}", v.file.path.display()), e))?;
+            for p in std::iter::once(&v.file.path).chain(v.file.mirrors.iter().map(|m| &m.path)) {
+                std::fs::remove_file(p)
+                    .map_err(|e| Error::io(format!("remove {}", p.display()), e))?;
+            }
         }
         for v in self.vols.borrow_mut().map.values_mut() {
             // Every record the index references was resolved (snapshot or journal), so it
@@ -542,6 +667,11 @@ impl Shard {
             );
             if keep != v.end_bytes {
                 // No record at or past `keep` is named.
+                for m in &v.file.mirrors {
+                    if let Err(e) = sys::ftruncate(&m.file, keep) {
+                        tracing::warn!(path = %m.path.display(), error = %e, keep_bytes = keep, "setting the mirror volume's length failed");
+                    }
+                }
                 match sys::ftruncate(&v.file.file, keep) {
                     Ok(()) => {
                         v.end_bytes = keep;

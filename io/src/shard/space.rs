@@ -31,6 +31,98 @@ pub(crate) struct VolFile {
     /// The directory entry naming this file is durable. A volume created while serving is not
     /// until the committer's directory fsync, which comes before any journal entry names it.
     pub(super) dir_synced: Cell<bool>,
+    /// The same volume in the shard's other copies (mirror, ADR 19): every write and sync goes
+    /// to each of them too; reads use `file` unless the shard's primary copy failed.
+    pub(super) mirrors: Vec<MirrorFile>,
+}
+
+/// One more copy of a shard file, in another data directory (mirror, ADR 19).
+pub(crate) struct MirrorFile {
+    pub(super) path: PathBuf,
+    pub(super) file: monoio::fs::File,
+}
+
+impl MirrorFile {
+    /// Opens the copy of a volume at `path` (O_DIRECT), creating it empty if it is missing (a
+    /// volume the primary created just before a crash).
+    pub(super) fn open_volume(path: PathBuf) -> Result<MirrorFile> {
+        let f = match sys::open_direct(&path, false) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => sys::open_direct(&path, true),
+            r => r,
+        }
+        .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+        let file = monoio::fs::File::from_std(f)
+            .map_err(|e| Error::io(format!("register {}", path.display()), e))?;
+        Ok(MirrorFile { path, file })
+    }
+}
+
+/// Writes `buf` at `pos` to `file` and then to each mirror, one after the other (the buffer
+/// is owned by the kernel during each write); the first error ends it.
+pub(super) async fn write_all_copies<T: monoio::buf::IoBuf>(
+    file: &monoio::fs::File,
+    mirrors: &[MirrorFile],
+    buf: T,
+    pos: u64,
+) -> (std::io::Result<()>, T) {
+    let (res, mut buf) = file.write_all_at(buf, pos).await;
+    if res.is_err() {
+        return (res, buf);
+    }
+    for m in mirrors {
+        let (res, b) = m.file.write_all_at(buf, pos).await;
+        buf = b;
+        if let Err(e) = res {
+            tracing::error!(path = %m.path.display(), error = %e, "write to a mirror copy failed");
+            return (Err(e), buf);
+        }
+    }
+    (Ok(()), buf)
+}
+
+/// fdatasyncs `file` and every mirror at the same time (one sync round, ADR 22).
+pub(super) async fn sync_data_copies(
+    file: &monoio::fs::File,
+    path: &Path,
+    mirrors: &[MirrorFile],
+) -> Result<()> {
+    let home = async {
+        file.sync_data()
+            .await
+            .map_err(|e| Error::io(format!("fdatasync {}", path.display()), e))
+    };
+    let others = futures::future::join_all(mirrors.iter().map(|m| async move {
+        m.file
+            .sync_data()
+            .await
+            .map_err(|e| Error::io(format!("fdatasync {}", m.path.display()), e))
+    }));
+    let (h, o) = futures::join!(home, others);
+    o.into_iter().fold(h, |acc, r| acc.and(r))
+}
+
+impl VolFile {
+    /// Writes `buf` at `pos` to every copy of the volume.
+    pub(super) async fn write_all_at<T: monoio::buf::IoBuf>(
+        &self,
+        buf: T,
+        pos: u64,
+    ) -> (std::io::Result<()>, T) {
+        write_all_copies(&self.file, &self.mirrors, buf, pos).await
+    }
+
+    /// fdatasyncs every copy of the volume at the same time.
+    pub(super) async fn sync_data(&self) -> Result<()> {
+        sync_data_copies(&self.file, &self.path, &self.mirrors).await
+    }
+
+    /// The file reads of copy `copy` use (0: the primary, then the mirrors), if it exists.
+    pub(super) fn copy_file(&self, copy: usize) -> Option<(&monoio::fs::File, &Path)> {
+        match copy {
+            0 => Some((&self.file, &self.path)),
+            c => self.mirrors.get(c - 1).map(|m| (&m.file, m.path.as_path())),
+        }
+    }
 }
 
 impl std::fmt::Debug for VolFile {
@@ -443,8 +535,13 @@ impl VolState {
         let end_bytes = self.end_bytes;
         self.allocated_bytes = end_bytes;
         let path = self.file.path.clone();
-        let fd = offload::dup(&self.file.file);
-        let done = fd.map(|fd| offload.call(move || sys::ftruncate(&fd, end_bytes)));
+        let fds: std::io::Result<Vec<_>> = std::iter::once(&self.file.file)
+            .chain(self.file.mirrors.iter().map(|m| &m.file))
+            .map(offload::dup)
+            .collect();
+        let done = fds.map(|fds| {
+            offload.call(move || fds.iter().try_for_each(|fd| sys::ftruncate(fd, end_bytes)))
+        });
         async move {
             let r = match done {
                 Ok(f) => f.await,
@@ -658,11 +755,24 @@ impl Shard {
         let file = monoio::fs::File::from_std(f)
             .map_err(|e| Error::io(format!("register {}", path.display()), e))?;
         tracing::debug!(path = %path.display(), "new active volume");
+        let mirrors = self
+            .mirror_dirs
+            .iter()
+            .map(|d| {
+                let mpath = vol_path(d, id);
+                let f = sys::open_direct(&mpath, true)
+                    .map_err(|e| Error::io(format!("create {}", mpath.display()), e))?;
+                let file = monoio::fs::File::from_std(f)
+                    .map_err(|e| Error::io(format!("register {}", mpath.display()), e))?;
+                Ok(MirrorFile { path: mpath, file })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let vf = VolFile {
             id,
             path,
             file,
             dir_synced: Cell::new(false),
+            mirrors,
         };
         vols.map.insert(id, VolState::new(vf, 0, false));
         vols.active = Some(id);
@@ -832,6 +942,9 @@ impl Shard {
         let hi = round_down_u64(record_offset + span_bytes, PUNCH_GRANULE_BYTES);
         if hi > lo {
             self.puncher.punch(&v.file.file, &v.file.path, lo, hi - lo);
+            for m in &v.file.mirrors {
+                self.puncher.punch(&m.file, &m.path, lo, hi - lo);
+            }
         }
     }
 }

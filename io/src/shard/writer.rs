@@ -359,7 +359,7 @@ impl SpanWrite {
         let pos = self.record_offset + self.written_bytes;
         self.written_bytes += n;
         if last {
-            let (res, mut b) = self.vol.file.write_all_at(full, pos).await;
+            let (res, mut b) = self.vol.write_all_at(full, pos).await;
             b.clear();
             self.buf = Some(b);
             res.map_err(|e| {
@@ -370,7 +370,7 @@ impl SpanWrite {
             })?;
         } else {
             let vol = self.vol.clone();
-            let handle = monoio::spawn(async move { vol.file.write_all_at(full, pos).await });
+            let handle = monoio::spawn(async move { vol.write_all_at(full, pos).await });
             self.inflight = Some(InFlightWrite {
                 handle,
                 pos,
