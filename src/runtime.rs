@@ -276,16 +276,17 @@ impl Acceptor {
 }
 
 /// Runs a connection's task; a panic in it is logged and contained (the core keeps serving).
+///
+/// Built from combinators, not an `async` block: an `async move` block holding `fut` keeps
+/// both its captured `fut` and the `CatchUnwind` it awaits in its state, so every connection's
+/// task was twice the connection future's size (43 KiB per connection, measured with 3,000
+/// partial heads; the future itself is ~22 KiB, most of it the fast path's answer).
 fn spawn_guarded<F: std::future::Future<Output = ()> + 'static>(fut: F) {
-    monoio::spawn(async move {
-        if std::panic::AssertUnwindSafe(fut)
-            .catch_unwind()
-            .await
-            .is_err()
-        {
+    monoio::spawn(std::panic::AssertUnwindSafe(fut).catch_unwind().map(|r| {
+        if r.is_err() {
             tracing::error!("panic in a connection task; connection dropped, core keeps serving");
         }
-    });
+    }));
 }
 
 async fn core_main(setup: CoreSetup) {
