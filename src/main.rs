@@ -161,7 +161,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.rebuild_rate_mb.saturating_mul(1 << 20),
     )?;
     let redundancy_line = layout::redundancy_line(prepared.redundancy, dirs, prepared.failed.len());
-    tracing::info!("{redundancy_line}");
+    // A degraded set is said at WARN (at start and again next to the banner).
+    let degraded = !prepared.failed.is_empty();
+    let log_redundancy = |line: &str| {
+        if degraded {
+            tracing::warn!("{line}");
+        } else {
+            tracing::info!("{line}");
+        }
+    };
+    log_redundancy(&redundancy_line);
     let places = prepared.places;
     let buckets = Arc::new(buckets::Buckets::open(&prepared.live_dirs)?);
     runtime::probe_listen(args.listen)?;
@@ -326,7 +335,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let (Some(gw), Some(s3)) = (&gateway, s3_seed) {
         bale::gateway::local::seed_at_start(s3, places.len(), gw.cfg.shard_capacity_bytes);
     }
-    tracing::info!("{redundancy_line}");
+    log_redundancy(&redundancy_line);
     print_banner(
         &args,
         cores,
