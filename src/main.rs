@@ -161,7 +161,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.rebuild_rate_mb.saturating_mul(1 << 20),
     )?;
     let redundancy_line = layout::redundancy_line(prepared.redundancy, dirs, prepared.failed.len());
-    // A degraded set is said at WARN (at start and again next to the banner).
+    // Said once bale serves, next to the banner (a start that fails prints one line: its
+    // error); a degraded set at WARN.
     let degraded = !prepared.failed.is_empty();
     let log_redundancy = |line: &str| {
         if degraded {
@@ -170,7 +171,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tracing::info!("{line}");
         }
     };
-    log_redundancy(&redundancy_line);
     let places = prepared.places;
     let buckets = Arc::new(buckets::Buckets::open(&prepared.live_dirs)?);
     runtime::probe_listen(args.listen)?;
