@@ -311,25 +311,7 @@ pub fn prepare(
         })
         .collect();
     let initialised = layouts.iter().any(Option::is_some);
-    // The set's redundancy: what its directories say (none for a set from before the field),
-    // or, for a new set, the flag's or the default.
-    let stored = layouts.iter().flatten().find_map(|l| l.redundancy.clone());
-    let redundancy = if initialised {
-        let r = match &stored {
-            Some(s) => Redundancy::parse(s).map_err(|e| anyhow::anyhow!("{LAYOUT_FILE}: {e}"))?,
-            None => Redundancy::None,
-        };
-        if let Some(f) = flag.filter(|f| *f != r) {
-            bail!(
-                "this set of data directories was initialised with redundancy {r}; --redundancy {f} \
-                 would change it, which bale does not do (every object would have to be \
-                 rewritten): drop the flag or give --redundancy {r}"
-            );
-        }
-        r
-    } else {
-        choose(flag, dirs.len())?
-    };
+    let redundancy = set_redundancy(&layouts, flag, dirs.len())?;
     let mirrored = redundancy != Redundancy::None;
     // Which set the directories belong to: the id most of them carry (a tie between two ids
     // is refused: which one is wrong cannot be told).
@@ -366,46 +348,7 @@ pub fn prepare(
         }
     }
     let spd = shards_per_dir.unwrap_or(default_shards_per_dir.max(1));
-    // Each position: live, failed (why), or to be rebuilt (an empty replacement).
-    let mut failed: Vec<Option<String>> = vec![None; dirs.len()];
-    let mut replacement = vec![false; dirs.len()];
-    for (i, (dir, p)) in dirs.iter().zip(&probes).enumerate() {
-        match p {
-            Probe::Ours(l) if l.set_id.as_deref().is_some_and(|id| id != set_id) => {
-                failed[i] = Some(format!(
-                    "{} belongs to another bale set (set id {}, not {set_id}): a wrong disk is never used",
-                    dir.display(),
-                    l.set_id.as_deref().unwrap_or("")
-                ))
-            }
-            Probe::Ours(_) => {}
-            Probe::Empty { exists, has_files } if initialised => {
-                if !mirrored {
-                    bail!(
-                        "data directory {} is new but the others are initialised: a set of directories cannot grow",
-                        dir.display()
-                    );
-                }
-                if *has_files {
-                    failed[i] = Some(format!(
-                        "{} has files but no {LAYOUT_FILE}: not this set's directory, and not empty, so never used as a replacement",
-                        dir.display()
-                    ));
-                } else if *exists {
-                    replacement[i] = true;
-                } else {
-                    failed[i] = Some(format!("{} is missing", dir.display()));
-                }
-            }
-            Probe::Empty { .. } => {}
-            Probe::Bad(why) => failed[i] = Some(why.clone()),
-        }
-        if !mirrored {
-            if let Some(why) = &failed[i] {
-                bail!("{why}");
-            }
-        }
-    }
+    let (failed, replacement) = position_states(dirs, &probes, &set_id, initialised, mirrored)?;
     // New directories (a new set, or replacements) get their layout file.
     for (i, dir) in dirs.iter().enumerate() {
         if failed[i].is_some() || matches!(probes[i], Probe::Ours(_)) {
@@ -442,6 +385,118 @@ pub fn prepare(
         }
     }
     let copies_wanted = redundancy.copies().min(dirs.len());
+    let (places, rebuilds) = place_shards(dirs, &failed, &replacement, spd, copies_wanted)?;
+    if !rebuilds.is_empty() {
+        rebuild(&rebuilds, rebuild_rate_bytes_per_s)?;
+    }
+    Ok(Prepared {
+        redundancy,
+        places,
+        failed: failed
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| w.clone().map(|w| (dirs[i].clone(), w)))
+            .collect(),
+        live_dirs: dirs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| failed[*i].is_none())
+            .map(|(_, d)| d.clone())
+            .collect(),
+    })
+}
+
+/// Each position's state: live, failed (why), or to be rebuilt (an empty replacement). Without
+/// redundancy any failed position refuses the start.
+fn position_states(
+    dirs: &[PathBuf],
+    probes: &[Probe],
+    set_id: &str,
+    initialised: bool,
+    mirrored: bool,
+) -> anyhow::Result<(Vec<Option<String>>, Vec<bool>)> {
+    use anyhow::bail;
+    let mut failed: Vec<Option<String>> = vec![None; dirs.len()];
+    let mut replacement = vec![false; dirs.len()];
+    for (i, (dir, p)) in dirs.iter().zip(probes).enumerate() {
+        match p {
+            Probe::Ours(l) if l.set_id.as_deref().is_some_and(|id| id != set_id) => {
+                failed[i] = Some(format!(
+                    "{} belongs to another bale set (set id {}, not {set_id}): a wrong disk is never used",
+                    dir.display(),
+                    l.set_id.as_deref().unwrap_or("")
+                ))
+            }
+            Probe::Ours(_) => {}
+            Probe::Empty { exists, has_files } if initialised => {
+                if !mirrored {
+                    bail!(
+                        "data directory {} is new but the others are initialised: a set of directories cannot grow",
+                        dir.display()
+                    );
+                }
+                if *has_files {
+                    failed[i] = Some(format!(
+                        "{} has files but no {LAYOUT_FILE}: not this set's directory, and not empty, so never used as a replacement",
+                        dir.display()
+                    ));
+                } else if *exists {
+                    replacement[i] = true;
+                } else {
+                    failed[i] = Some(format!("{} is missing", dir.display()));
+                }
+            }
+            Probe::Empty { .. } => {}
+            Probe::Bad(why) => failed[i] = Some(why.clone()),
+        }
+        if !mirrored {
+            if let Some(why) = &failed[i] {
+                bail!("{why}");
+            }
+        }
+    }
+    Ok((failed, replacement))
+}
+
+/// The set's redundancy: what its directories say (none for a set from before the field), or,
+/// for a new set, the flag's or the default. A flag that would change a set's is refused.
+fn set_redundancy(
+    layouts: &[Option<&DirLayout>],
+    flag: Option<Redundancy>,
+    dirs: usize,
+) -> anyhow::Result<Redundancy> {
+    let initialised = layouts.iter().any(Option::is_some);
+    let stored = layouts.iter().flatten().find_map(|l| l.redundancy.clone());
+    if initialised {
+        let r = match &stored {
+            Some(s) => Redundancy::parse(s).map_err(|e| anyhow::anyhow!("{LAYOUT_FILE}: {e}"))?,
+            None => Redundancy::None,
+        };
+        if let Some(f) = flag.filter(|f| *f != r) {
+            anyhow::bail!(
+                "this set of data directories was initialised with redundancy {r}; --redundancy {f} \
+                 would change it, which bale does not do (every object would have to be \
+                 rewritten): drop the flag or give --redundancy {r}"
+            );
+        }
+        Ok(r)
+    } else {
+        choose(flag, dirs)
+    }
+}
+
+/// Each shard's copies (home position first, then the next `copies_wanted - 1` positions):
+/// the live ones of the highest generation; a live copy that is missing or stale is listed too
+/// and returned as a `(source, destination)` rebuild.
+#[allow(clippy::type_complexity)]
+fn place_shards(
+    dirs: &[PathBuf],
+    failed: &[Option<String>],
+    replacement: &[bool],
+    spd: u32,
+    copies_wanted: usize,
+) -> anyhow::Result<(Vec<ShardPlace>, Vec<(PathBuf, PathBuf)>)> {
+    use anyhow::{bail, Context};
     let n = dirs.len();
     let mut places = Vec::new();
     let mut rebuilds: Vec<(PathBuf, PathBuf)> = Vec::new();
@@ -518,24 +573,7 @@ pub fn prepare(
             });
         }
     }
-    if !rebuilds.is_empty() {
-        rebuild(&rebuilds, rebuild_rate_bytes_per_s)?;
-    }
-    Ok(Prepared {
-        redundancy,
-        places,
-        failed: failed
-            .iter()
-            .enumerate()
-            .filter_map(|(i, w)| w.clone().map(|w| (dirs[i].clone(), w)))
-            .collect(),
-        live_dirs: dirs
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| failed[*i].is_none())
-            .map(|(_, d)| d.clone())
-            .collect(),
-    })
+    Ok((places, rebuilds))
 }
 
 /// Rebuilds each `(source, destination)` shard copy, at most `rate_bytes_per_s` overall,
