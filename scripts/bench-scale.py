@@ -21,6 +21,11 @@ For each object set (`1k`: 1 KiB objects; `mix`: 1-64 KiB) and each count, a fre
   PUT rate          the load's own rate (1 KiB set: the issue's "PUT of 1 KiB objects, c=16"),
                     with the group commit's journal entries per fdatasync and the mean
                     fdatasync time during the load (from /metrics; bale runs --metrics-public).
+Order: load, SIGTERM (exit time, footprint at rest), start (restart after SIGTERM), LIST pages,
+kill -9, start (restart after kill -9), cold HEADs and GETs. --keep DIR keeps each data
+directory (DIR/<set>-<count>) and its load's numbers (loaded.json): a later run with the same
+DIR skips the load (the 10-million load takes half an hour) and measures the rest again;
+--fifo runs those timing phases (not the load) under SCHED_FIFO, for a shared, loaded machine.
 --load-only stops after the footprint at rest (A/B runs of the PUT rate; BENCH_COMMIT names the
 build in the results when the binaries are not HEAD's). Writes bench/results/scale-<time>-<commit>/RESULTS.md (each row with the issue's target and a
 verdict) and summary.json. --check exits 1 when a bale-bench phase reports an error (CI smoke);
@@ -121,6 +126,13 @@ def du_split(path):
     return vols, other
 
 
+# `--fifo`: the timing phases (restart, LIST, cold reads) run bale and the client under
+# SCHED_FIFO (`chrt -f 10`), so a loaded shared machine delays them less; the load does not
+# (it would starve the machine for minutes).
+FIFO = []
+USE_FIFO = False
+
+
 class Bale:
     def __init__(self, work):
         self.data = os.path.join(work, "data")
@@ -130,7 +142,7 @@ class Bale:
 
     def start(self):
         t0 = time.perf_counter()
-        self.proc = subprocess.Popen([BALE, "serve", "--listen", f"127.0.0.1:{self.port}", "--data", self.data,
+        self.proc = subprocess.Popen([*FIFO, BALE, "serve", "--listen", f"127.0.0.1:{self.port}", "--data", self.data,
                                       "--cores", "2", "--cache-mb", "0", "--access-key", AK, "--secret-key", SK,
                                       "--metrics-public"],
                                      stdout=self.logf, stderr=subprocess.STDOUT)
@@ -152,7 +164,7 @@ class Bale:
         return time.perf_counter() - t0
 
     def bench(self, phase, count, sizes, extra, commands):
-        cmd = [BENCH, "scale", "--endpoint", f"http://127.0.0.1:{self.port}", "--access-key", AK,
+        cmd = [*FIFO, BENCH, "scale", "--endpoint", f"http://127.0.0.1:{self.port}", "--access-key", AK,
                "--secret-key", SK, "--bucket", "scale", "--phase", phase, "-n", str(count), "--size", sizes,
                "--json", *extra]
         commands.append(" ".join(cmd).replace(SK, "$SECRET"))
@@ -193,7 +205,9 @@ def commit_counters(port):
     return want
 
 
-def measure(set_name, count, work, commands, load_only=False):
+def load(set_name, count, work, commands):
+    """Fresh bale, load `count` objects, stop it with SIGTERM: the load's rate and commit
+    counters, index memory, and the footprint while running and at rest."""
     sizes = SETS[set_name]
     b = Bale(work)
     b.start()
@@ -220,11 +234,6 @@ def measure(set_name, count, work, commands, load_only=False):
     out["disk_allocated_bytes"] = du(b.data)
     out["disk_apparent_bytes"] = du(b.data, apparent=True)
     out["footprint"] = out["disk_allocated_bytes"] / max(object_bytes, 1)
-    rcs = [rc_load]
-    for name, extra in () if load_only else (("list", []), ("list_delimited", ["--delimiter"])):
-        rep, _, rc = b.bench("list", count, sizes, ["-c", "1", "--requests", "200", *extra], commands)
-        out[f"{name}_p50_us"], out[f"{name}_p99_us"] = rep.get("p50_us", 0), rep.get("p99_us", 0)
-        rcs.append(rc)
     out["sigterm_exit_s"] = b.stop(signal.SIGTERM)
     # After a clean stop the active volumes are sealed (their preallocated tails, up to 64 MiB
     # per shard, given back) and the index is checkpointed (journal trimmed): what the objects
@@ -234,11 +243,22 @@ def measure(set_name, count, work, commands, load_only=False):
     vols, meta_bytes = du_split(b.data)
     out["volume_footprint_at_rest"] = vols / max(object_bytes, 1)
     out["metadata_bytes_at_rest"] = meta_bytes
-    if load_only:
-        out["bench_exit_codes"] = rcs
-        log(json.dumps(out))
-        return out
+    out["bench_exit_codes"] = [rc_load]
+    return out
+
+
+def timings(out, work, commands):
+    """On the loaded data directory (bale stopped by SIGTERM): restart, LIST pages, restart
+    after kill -9, device reads of cold HEADs and GETs."""
+    sizes, count = SETS[out["set"]], out["objects"]
+    FIFO[:] = ["chrt", "-f", "10"] if USE_FIFO else []
+    b = Bale(work)
     out["sigterm_restart_s"] = b.start()
+    rcs = out["bench_exit_codes"]
+    for name, extra in (("list", []), ("list_delimited", ["--delimiter"])):
+        rep, _, rc = b.bench("list", count, sizes, ["-c", "1", "--requests", "200", *extra], commands)
+        out[f"{name}_p50_us"], out[f"{name}_p99_us"] = rep.get("p50_us", 0), rep.get("p99_us", 0)
+        rcs.append(rc)
     b.stop(signal.SIGKILL)
     out["kill9_restart_s"] = b.start()
     for phase in ("head", "get"):
@@ -248,7 +268,27 @@ def measure(set_name, count, work, commands, load_only=False):
         out[f"cold_{phase}_p50_us"] = rep.get("p50_us", 0)
         rcs.append(rc)
     b.stop()
-    out["bench_exit_codes"] = rcs
+    FIFO.clear()
+    return out
+
+
+def measure(set_name, count, work, commands, load_only=False):
+    """`load`, then (unless `load_only`) `timings`. With a kept work directory that already
+    holds this set's load (`loaded.json`), the load is not repeated: its numbers are reused
+    and only the timings are measured again."""
+    saved = os.path.join(work, "loaded.json")
+    if os.path.exists(saved):
+        with open(saved) as f:
+            out = json.load(f)
+        if (out["set"], out["objects"]) != (set_name, count):
+            raise SystemExit(f"{saved} holds {out['set']} x {out['objects']}, not {set_name} x {count}")
+        log(f"reusing the load in {work}")
+    else:
+        out = load(set_name, count, work, commands)
+        with open(saved, "w") as f:
+            json.dump(out, f)
+    if not load_only:
+        out = timings(out, work, commands)
     log(json.dumps(out))
     return out
 
@@ -290,7 +330,8 @@ def write(out_dir, results, args, commit, stamp, commands):
     os.makedirs(out_dir, exist_ok=True)
     cols = [f"{r['set']} × {r['objects']:,}" for r in results]
     lines = ["# Scale (issue 13)", "",
-             f"Commit {commit}, started {stamp}: `scripts/bench-scale.py --counts {args.counts} --sets {args.sets}`; "
+             f"Commit {commit}, started {stamp}: `scripts/bench-scale.py --counts {args.counts} --sets {args.sets}"
+             + (" --fifo" if args.fifo else "") + (f" --keep {args.keep}" if args.keep else "") + "`; "
              "bale `--cores 2 --cache-mb 0`; keys like Milvus's "
              f"({KEY_BYTES} bytes: `files/insert_log/<collection>/<partition>/<segment>/<field>/<log id>`). "
              "Device reads count the whole block device (an upper bound on a shared machine). "
@@ -328,7 +369,14 @@ def main():
     o.add_argument("--load-only", action="store_true",
                    help="only the load (PUT rate, commit counters) and the footprint at rest: for A/B runs")
     o.add_argument("--out", help="results directory (default bench/results/scale-<time>-<commit>)")
+    o.add_argument("--keep", metavar="DIR",
+                   help="keep each set's data in DIR/<set>-<count> (one set and count per DIR entry); "
+                        "a later run with the same DIR reuses the load and measures the timings again")
+    o.add_argument("--fifo", action="store_true",
+                   help="run bale and the client under SCHED_FIFO (chrt -f 10) for the timing phases")
     a = o.parse_args()
+    global USE_FIFO
+    USE_FIFO = a.fifo
     commit = os.environ.get("BENCH_COMMIT") or subprocess.run(
         ["git", "-C", ROOT, "rev-parse", "--short=9", "HEAD"], capture_output=True, text=True).stdout.strip()
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -336,12 +384,18 @@ def main():
     results, commands = [], []
     for set_name in a.sets.split(","):
         for count in (int(c) for c in a.counts.split(",")):
-            work = tempfile.mkdtemp(prefix=f"bale-scale-{set_name}-")
+            if a.keep:
+                work = os.path.join(a.keep, f"{set_name}-{count}")
+                os.makedirs(work, exist_ok=True)
+            else:
+                work = tempfile.mkdtemp(prefix=f"bale-scale-{set_name}-")
             try:
                 log(f"{set_name} x {count:,}")
-                results.append(measure(set_name, count, work, commands, a.load_only))
+                out = measure(set_name, count, work, commands, a.load_only)
+                results.append(out)
             finally:
-                shutil.rmtree(work, ignore_errors=True)
+                if not a.keep:
+                    shutil.rmtree(work, ignore_errors=True)
     write(out_dir, results, a, commit, stamp, commands)
     print(out_dir)
     if a.check and any(rc != 0 for r in results for rc in r["bench_exit_codes"]):

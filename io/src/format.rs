@@ -938,8 +938,42 @@ pub struct Snapshot {
     pub objects: Vec<SnapObject>,
 }
 
+/// What a snapshot's header says, besides its objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotHead {
+    /// The version it was written in.
+    pub version: u32,
+    pub next_seq: u64,
+    pub applied_lsn: u64,
+    /// How many objects it holds.
+    pub objects: u64,
+}
+
 /// Decode a whole snapshot image; the last 4 bytes are the CRC32C of everything before them.
+/// Tests, fuzzing and tools; opening a shard streams the objects (`decode_snapshot_each`).
 pub fn decode_snapshot(b: &[u8]) -> Result<Snapshot> {
+    let mut objects = Vec::new();
+    let head = decode_snapshot_each(b, |o| {
+        objects.push(o.clone());
+        Ok(())
+    })?;
+    Ok(Snapshot {
+        version: head.version,
+        next_seq: head.next_seq,
+        applied_lsn: head.applied_lsn,
+        objects,
+    })
+}
+
+/// Decode a snapshot image object by object: the CRC and header are checked first, then
+/// `each` sees every object in key order (borrowed: nothing of the whole snapshot is held at
+/// once, so opening a shard of millions of objects needs no second copy of its index).
+/// An error from `each` stops the decode and is returned; so is a malformed object, after
+/// `each` has seen the objects before it.
+pub fn decode_snapshot_each(
+    b: &[u8],
+    mut each: impl FnMut(&SnapObject) -> Result<()>,
+) -> Result<SnapshotHead> {
     let bad = |what: &str| Error::corrupt(format!("index.snap: {what}"));
     if b.len() < 36 {
         return Err(bad("too short"));
@@ -970,7 +1004,8 @@ pub fn decode_snapshot(b: &[u8]) -> Result<Snapshot> {
             d.remaining_bytes()
         )));
     }
-    let mut objects = Vec::with_capacity(d.bounded_capacity(n, min_object_bytes));
+    // Version 3 codes each object against the one before it, so the previous one is kept
+    // until the next is decoded.
     let mut prev: Option<SnapObject> = None;
     for i in 0..n {
         let o = if version == SNAPSHOT_VERSION {
@@ -980,18 +1015,20 @@ pub fn decode_snapshot(b: &[u8]) -> Result<Snapshot> {
         }
         .ok_or_else(|| bad(&format!("object {i} undecodable")))?;
         if let Some(p) = prev.replace(o) {
-            objects.push(p);
+            each(&p)?;
         }
     }
-    objects.extend(prev);
+    if let Some(p) = prev {
+        each(&p)?;
+    }
     if !d.done() {
         return Err(bad("trailing bytes"));
     }
-    Ok(Snapshot {
+    Ok(SnapshotHead {
         version,
         next_seq,
         applied_lsn,
-        objects,
+        objects: n,
     })
 }
 

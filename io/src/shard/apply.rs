@@ -55,28 +55,41 @@ impl Shard {
         }
     }
 
-    /// Load the objects of a snapshot into an empty index: like `apply_changes` of their PUTs,
-    /// but the records' reference counts are built in one sort per volume (the snapshot is in
-    /// key order, not record order).
-    pub(super) fn load_objects(&self, objects: Vec<(String, String, Object)>) {
+    /// Start loading a snapshot's objects into the empty index, one at a time
+    /// (`load_object`, in key order), then `finish_load`: like `apply_changes` of their PUTs,
+    /// but the records' reference counts are built in one sort per volume at the end (the
+    /// snapshot is in key order, not record order).
+    pub(super) fn start_load(&self) -> Load {
+        assert_eq!(
+            self.index.borrow().len(),
+            0,
+            "snapshot loaded into an empty index"
+        );
+        Load {
+            refs: BTreeMap::new(),
+            snapshot_bytes: self.snapshot_bytes.get(),
+        }
+    }
+
+    pub(super) fn load_object(&self, load: &mut Load, ns: &str, key: &str, o: &Object) {
+        for e in o.extents.iter() {
+            load.refs
+                .entry(e.vol.id)
+                .or_default()
+                .push((e.record_offset, e.span_bytes));
+        }
+        let mut idx = self.index.borrow_mut();
+        let s = idx.store(o);
+        load.snapshot_bytes += idx.snapshot_bytes_of(ns, key, &s);
+        let old = idx.insert(ns, key, s);
+        assert!(old.is_none(), "snapshot names {ns}/{key} twice");
+    }
+
+    pub(super) fn finish_load(&self, load: Load) {
         let mut idx = self.index.borrow_mut();
         let mut vols = self.vols.borrow_mut();
-        assert_eq!(idx.len(), 0, "snapshot loaded into an empty index");
-        let mut refs: BTreeMap<u32, Vec<(u64, u64)>> = BTreeMap::new();
-        let mut snapshot_bytes = self.snapshot_bytes.get();
-        for (ns, key, o) in objects {
-            for e in o.extents.iter() {
-                refs.entry(e.vol.id)
-                    .or_default()
-                    .push((e.record_offset, e.span_bytes));
-            }
-            let s = idx.store(&o);
-            snapshot_bytes += idx.snapshot_bytes_of(&ns, &key, &s);
-            let old = idx.insert(&ns, &key, s);
-            assert!(old.is_none(), "snapshot names {ns}/{key} twice");
-        }
         idx.end_batch();
-        for (vol, mut recs) in refs {
+        for (vol, mut recs) in load.refs {
             recs.sort_unstable();
             let v = vols.map.get_mut(&vol).expect("extent volume registered");
             let (table, live_bytes) = RecTable::from_sorted(&recs);
@@ -84,8 +97,15 @@ impl Shard {
             v.live_bytes = live_bytes;
         }
         self.n_objects.set(idx.len());
-        self.snapshot_bytes.set(snapshot_bytes);
+        self.snapshot_bytes.set(load.snapshot_bytes);
     }
+}
+
+/// A snapshot being loaded (`Shard::start_load`): the records each volume's objects name, and
+/// the snapshot size so far.
+pub(super) struct Load {
+    refs: BTreeMap<u32, Vec<(u64, u64)>>,
+    snapshot_bytes: u64,
 }
 
 /// Count one more reference to the record (a record's first makes it live).

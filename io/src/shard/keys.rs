@@ -216,10 +216,18 @@ impl<V> KeyMap<V> {
             self.len += 1;
             return None;
         }
-        let mut bi = self.block_of(k);
-        let mut i = match self.blocks[bi].search(k) {
-            Ok(i) => return Some(std::mem::replace(&mut self.blocks[bi].vals[i], v)),
-            Err(i) => i,
+        // Keys past the last one (a snapshot loading, keys written in order) go to the end
+        // of the last block without a search.
+        let last = self.blocks.len() - 1;
+        let n_last = self.blocks[last].len();
+        let (mut bi, mut i) = if n_last > 0 && self.blocks[last].key(n_last - 1) < k {
+            (last, n_last)
+        } else {
+            let bi = self.block_of(k);
+            match self.blocks[bi].search(k) {
+                Ok(i) => return Some(std::mem::replace(&mut self.blocks[bi].vals[i], v)),
+                Err(i) => (bi, i),
+            }
         };
         loop {
             let (n, key_bytes) = (self.blocks[bi].len(), self.blocks[bi].keys.len());

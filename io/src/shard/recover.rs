@@ -13,7 +13,7 @@ use futures::channel::mpsc;
 use super::commit::{committer, Journal, Req, PACKED_RECORD_MAX_BYTES};
 use super::index::{Index, Overlay};
 use super::space::{vol_path, Epoch, MirrorFile, VolFile, VolState, Vols};
-use super::{fsync_dir, Shard, JOURNAL_FILE, LOCK_FILE, SNAP_FILE, SNAP_TMP_FILE};
+use super::{fsync_dir, Object, Shard, JOURNAL_FILE, LOCK_FILE, SNAP_FILE, SNAP_TMP_FILE};
 use crate::buf::round_up_u64;
 use crate::cache::Cache;
 use crate::error::{Error, Result};
@@ -462,34 +462,10 @@ impl Shard {
     fn load_snapshot(&self, journal_is_complete: bool) -> Result<(u64, bool)> {
         let spath = self.dir.join(SNAP_FILE);
         match std::fs::read(&spath) {
-            Ok(img) => match format::decode_snapshot(&img) {
-                Ok(snap) => {
-                    self.next_seq.set(snap.next_seq.max(1));
-                    let mut objects = Vec::with_capacity(snap.objects.len());
-                    for o in snap.objects {
-                        let extents = o
-                            .extents
-                            .iter()
-                            .map(|e| self.resolve_extent(e))
-                            .collect::<Result<Vec<_>>>()?;
-                        if o.size != extents.iter().map(|e| e.len).sum::<u64>() {
-                            return Err(Error::corrupt(format!(
-                                "{}: object {}/{} of {} bytes has extents of another size",
-                                spath.display(),
-                                o.ns,
-                                o.key,
-                                o.size
-                            )));
-                        }
-                        let obj = self.new_object(
-                            (o.seq, o.mtime_ms, o.size),
-                            super::Meta::from(o.meta.clone()),
-                            extents,
-                        );
-                        objects.push((o.ns, o.key, obj));
-                    }
-                    self.load_objects(objects);
-                    Ok((snap.applied_lsn, false))
+            Ok(img) => match self.load_snapshot_image(&img, &spath)? {
+                Ok(head) => {
+                    self.next_seq.set(head.next_seq.max(1));
+                    Ok((head.applied_lsn, false))
                 }
                 Err(e) if !journal_is_complete => Err(Error::corrupt(format!(
                     "index snapshot {} is corrupt ({e}) and the journal no longer holds every entry: refusing to \
@@ -517,6 +493,66 @@ impl Shard {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((0, false)),
             Err(e) => Err(Error::io(format!("read {}", spath.display()), e)),
         }
+    }
+
+    /// Stream the objects of a snapshot image into the empty index. The outer error is fatal
+    /// (an object names a missing volume or extents of another size: the index and the volumes
+    /// disagree); the inner one says the image is corrupt, and the index is left empty again.
+    fn load_snapshot_image(
+        &self,
+        img: &[u8],
+        spath: &Path,
+    ) -> Result<std::result::Result<format::SnapshotHead, Error>> {
+        let mut load = self.start_load();
+        let mut fatal = None;
+        let decoded = format::decode_snapshot_each(img, |o| {
+            let object = self.snapshot_object(o, spath);
+            match object {
+                Ok(obj) => {
+                    self.load_object(&mut load, &o.ns, &o.key, &obj);
+                    Ok(())
+                }
+                Err(e) => {
+                    fatal = Some(e);
+                    Err(Error::Invalid("stopped at a fatal error".into()))
+                }
+            }
+        });
+        if let Some(e) = fatal {
+            return Err(e);
+        }
+        Ok(match decoded {
+            Ok(head) => {
+                self.finish_load(load);
+                Ok(head)
+            }
+            Err(e) => {
+                *self.index.borrow_mut() = Index::default();
+                Err(e)
+            }
+        })
+    }
+
+    /// The index's object for a snapshot object: its extents resolved against the volumes.
+    fn snapshot_object(&self, o: &format::SnapObject, spath: &Path) -> Result<Object> {
+        let mut extents = Vec::with_capacity(o.extents.len());
+        for e in &o.extents {
+            extents.push(self.resolve_extent(e)?);
+        }
+        if o.size != extents.iter().map(|e| e.len).sum::<u64>() {
+            return Err(Error::corrupt(format!(
+                "{}: object {}/{} of {} bytes has extents of another size",
+                spath.display(),
+                o.ns,
+                o.key,
+                o.size
+            )));
+        }
+        Ok(self.new_object(
+            (o.seq, o.mtime_ms, o.size),
+            super::Meta::from(o.meta.clone()),
+            extents,
+        ))
     }
 
     /// The journal's last batch (from its last entry flagged `ENTRY_BATCH_START`) is the only
