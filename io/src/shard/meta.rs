@@ -92,12 +92,27 @@ impl std::fmt::Debug for Meta {
     }
 }
 
-fn hex_digit(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
+/// Value of each byte as a lower-case hex digit, `NOT_HEX` for the others: one load per byte
+/// in `split` and `pack_hex`, which every stored object (PUT, snapshot load) runs over its
+/// metadata.
+const HEX_VALUE: [u8; 256] = {
+    let mut t = [NOT_HEX; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = match c as u8 {
+            b'0'..=b'9' => c as u8 - b'0',
+            b'a'..=b'f' => c as u8 - b'a' + 10,
+            _ => NOT_HEX,
+        };
+        c += 1;
     }
+    t
+};
+const NOT_HEX: u8 = 0xff;
+
+fn hex_digit(c: u8) -> Option<u8> {
+    let v = HEX_VALUE[c as usize];
+    (v != NOT_HEX).then_some(v)
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
