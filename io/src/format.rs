@@ -91,9 +91,12 @@ pub fn record_raw_bytes_named(
 pub fn record_raw_bytes_of_extent(head_bytes: u64, data_len: u64, block_bytes: u32) -> Option<u64> {
     match head_bytes {
         RECORD_HEADER_BYTES => head_bytes.checked_add(data_len),
-        h if h >= RECORD_HEADER_BYTES_NAMED && block_bytes > 0 => h
-            .checked_add(data_len)?
-            .checked_add(trailer_bytes(data_len, block_bytes)),
+        h if h >= RECORD_HEADER_BYTES_NAMED && block_bytes > 0 => {
+            let trailer = block_count(data_len, block_bytes)
+                .checked_mul(4)?
+                .checked_add(8)?;
+            h.checked_add(data_len)?.checked_add(trailer)
+        }
         _ => None,
     }
 }

@@ -550,6 +550,8 @@ fn record_bytes_follow_from_the_head_length() {
     }
     assert_eq!(record_raw_bytes_of_extent(40, 10, 0), None);
     assert_eq!(record_raw_bytes_of_extent(32, u64::MAX, 16384), None);
+    // A forged version-1 head: a CRC table larger than 64 bits can count (io/fuzz finding).
+    assert_eq!(record_raw_bytes_of_extent(40, u64::MAX / 2, 1), None);
     assert_eq!(record_span_bytes(record_raw_bytes(4064), 4096), 4096);
     assert_eq!(record_span_bytes(record_raw_bytes(4065), 4096), 8192);
 }
