@@ -10,10 +10,19 @@ use crate::error::{Error, Result};
 
 /// Record header magic: bytes "BALR".
 pub const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"BALR");
-/// Record format version.
-pub const RECORD_VERSION: u16 = 1;
-/// Fixed record header size in bytes (including its CRC).
-pub const RECORD_HEADER_BYTES: u64 = 36;
+/// Record format version written: a 32-byte header (data length, seq, a CRC32C of the
+/// namespace and key instead of the names, header CRC), then the data, no trailer (ADR 27).
+pub const RECORD_VERSION: u16 = 3;
+/// The record version of formats 1 and 2 (header, names, data, CRC trailer): still read.
+pub const RECORD_VERSION_NAMED: u16 = 1;
+/// Record header size in bytes (version 3, including its CRC); the data follows it.
+pub const RECORD_HEADER_BYTES: u64 = 32;
+/// Fixed header size of a version-1 record (the names and the data follow it).
+pub const RECORD_HEADER_BYTES_NAMED: u64 = 36;
+const _: () = assert!(
+    RECORD_HEADER_BYTES < RECORD_HEADER_BYTES_NAMED,
+    "a record's head length tells its version"
+);
 /// Journal format version written (first byte of every entry payload). Version 3: a flags byte
 /// after the lsn (`ENTRY_BATCH_START`, `ENTRY_RECORD_SYNCED_WITH_JOURNAL`; ADR 22). Version 2:
 /// extents may name records at unaligned (8-byte granular) offsets, and each relocate move
@@ -52,18 +61,44 @@ pub fn block_count(data_len: u64, block_bytes: u32) -> u64 {
     data_len.div_ceil(block_bytes as u64)
 }
 
-/// Trailer size: n_blocks u32, CRC table, trailer CRC u32.
+/// Trailer size of a version-1 record: n_blocks u32, CRC table, trailer CRC u32.
 pub fn trailer_bytes(data_len: u64, block_bytes: u32) -> u64 {
     4 + 4 * block_count(data_len, block_bytes) + 4
 }
 
-/// Exact bytes of a record: header, names, data and trailer, without padding.
-pub fn record_raw_bytes(ns_len: usize, key_len: usize, data_len: u64, block_bytes: u32) -> u64 {
-    RECORD_HEADER_BYTES
+/// Exact bytes of a record of the version written: header and data, without padding.
+pub fn record_raw_bytes(data_len: u64) -> u64 {
+    RECORD_HEADER_BYTES + data_len
+}
+
+/// Exact bytes of a version-1 record: header, names, data and trailer, without padding.
+pub fn record_raw_bytes_named(
+    ns_len: usize,
+    key_len: usize,
+    data_len: u64,
+    block_bytes: u32,
+) -> u64 {
+    RECORD_HEADER_BYTES_NAMED
         + ns_len as u64
         + key_len as u64
         + data_len
         + trailer_bytes(data_len, block_bytes)
+}
+
+/// Exact bytes of the record an extent names, from its head length (`data_offset -
+/// record_offset`): 32 is a version-3 record (no trailer), anything longer (at least 36) a
+/// version-1 record, whose CRC trailer follows the data. None: not a head any version has.
+pub fn record_raw_bytes_of_extent(head_bytes: u64, data_len: u64, block_bytes: u32) -> Option<u64> {
+    match head_bytes {
+        RECORD_HEADER_BYTES => head_bytes.checked_add(data_len),
+        h if h >= RECORD_HEADER_BYTES_NAMED && block_bytes > 0 => {
+            let trailer = block_count(data_len, block_bytes)
+                .checked_mul(4)?
+                .checked_add(8)?;
+            h.checked_add(data_len)?.checked_add(trailer)
+        }
+        _ => None,
+    }
 }
 
 /// Span of a packed record: its exact bytes rounded up to [`PACK_GRANULE_BYTES`].
@@ -71,22 +106,37 @@ pub fn packed_span_bytes(raw_bytes: u64) -> u64 {
     round_up_u64(raw_bytes, PACK_GRANULE_BYTES)
 }
 
-/// Total aligned span of a record.
-pub fn record_span_bytes(
-    ns_len: usize,
-    key_len: usize,
-    data_len: u64,
-    block_bytes: u32,
-    align_bytes: u32,
-) -> u64 {
-    round_up_u64(
-        record_raw_bytes(ns_len, key_len, data_len, block_bytes),
-        align_bytes as u64,
-    )
+/// Total aligned span of a streamed record of `raw_bytes`.
+pub fn record_span_bytes(raw_bytes: u64, align_bytes: u32) -> u64 {
+    round_up_u64(raw_bytes, align_bytes as u64)
 }
 
-/// Encode a record header followed by ns and key bytes.
-pub fn encode_record_head(
+/// What a version-3 record keeps of its names: CRC32C of `ns_len u16 ‖ ns ‖ key` (enough to
+/// tell a record from another one read by mistake; the index holds the names).
+pub fn record_key_check(ns: &str, key: &str) -> u32 {
+    let c = crc32c::crc32c(&(ns.len() as u16).to_le_bytes());
+    let c = crc32c::crc32c_append(c, ns.as_bytes());
+    crc32c::crc32c_append(c, key.as_bytes())
+}
+
+/// Encode a record header of the version written ([`RECORD_VERSION`]); the data follows it.
+pub fn encode_record_head(out: &mut Vec<u8>, ns: &str, key: &str, data_len: u64, seq: u64) {
+    assert!(ns.len() <= MAX_NS_BYTES && key.len() <= MAX_KEY_BYTES);
+    let start = out.len();
+    out.extend_from_slice(&RECORD_MAGIC.to_le_bytes());
+    out.extend_from_slice(&RECORD_VERSION.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes()); // flags
+    out.extend_from_slice(&data_len.to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&record_key_check(ns, key).to_le_bytes());
+    let crc = crc32c::crc32c(&out[start..]);
+    out.extend_from_slice(&crc.to_le_bytes());
+    assert_eq!((out.len() - start) as u64, RECORD_HEADER_BYTES);
+}
+
+/// Encode a version-1 record header followed by ns and key bytes (formats 1 and 2; written
+/// only when `EngineConfig::record_version` asks for it, to make old directories in tests).
+pub fn encode_record_head_named(
     out: &mut Vec<u8>,
     ns: &str,
     key: &str,
@@ -97,7 +147,7 @@ pub fn encode_record_head(
     assert!(ns.len() <= MAX_NS_BYTES && key.len() <= MAX_KEY_BYTES);
     let start = out.len();
     out.extend_from_slice(&RECORD_MAGIC.to_le_bytes());
-    out.extend_from_slice(&RECORD_VERSION.to_le_bytes());
+    out.extend_from_slice(&RECORD_VERSION_NAMED.to_le_bytes());
     out.extend_from_slice(&0u16.to_le_bytes()); // flags
     out.extend_from_slice(&(ns.len() as u16).to_le_bytes());
     out.extend_from_slice(&(key.len() as u16).to_le_bytes());
@@ -106,25 +156,69 @@ pub fn encode_record_head(
     out.extend_from_slice(&seq.to_le_bytes());
     let crc = crc32c::crc32c(&out[start..]);
     out.extend_from_slice(&crc.to_le_bytes());
-    assert_eq!((out.len() - start) as u64, RECORD_HEADER_BYTES);
+    assert_eq!((out.len() - start) as u64, RECORD_HEADER_BYTES_NAMED);
     out.extend_from_slice(ns.as_bytes());
     out.extend_from_slice(key.as_bytes());
 }
 
-/// Parsed fixed record header.
+/// How a record names what it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordHeader {
-    pub flags: u16,
-    pub ns_len: u16,
-    pub key_len: u16,
-    pub block_bytes: u32,
-    pub data_len: u64,
-    pub seq: u64,
+pub enum RecordNames {
+    /// Version 3: [`record_key_check`] of its namespace and key.
+    KeyCheck(u32),
+    /// Version 1: the names follow the header; the data's checksum block size.
+    Inline {
+        ns_len: u16,
+        key_len: u16,
+        block_bytes: u32,
+    },
 }
 
-/// Decode and check a record header (magic, version, CRC).
+/// Parsed fixed record header (either version).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordHeader {
+    pub version: u16,
+    pub flags: u16,
+    pub data_len: u64,
+    pub seq: u64,
+    pub names: RecordNames,
+}
+
+impl RecordHeader {
+    /// Bytes from the record's start to its first data byte.
+    pub fn head_bytes(&self) -> u64 {
+        match self.names {
+            RecordNames::KeyCheck(_) => RECORD_HEADER_BYTES,
+            RecordNames::Inline {
+                ns_len, key_len, ..
+            } => RECORD_HEADER_BYTES_NAMED + u64::from(ns_len) + u64::from(key_len),
+        }
+    }
+
+    /// Whether `record` (its bytes from the start, at least through the names) was written
+    /// for `ns`/`key`.
+    pub fn names_match(&self, record: &[u8], ns: &str, key: &str) -> bool {
+        match self.names {
+            RecordNames::KeyCheck(c) => c == record_key_check(ns, key),
+            RecordNames::Inline {
+                ns_len, key_len, ..
+            } => {
+                let at = RECORD_HEADER_BYTES_NAMED as usize;
+                let (ns_len, key_len) = (ns_len as usize, key_len as usize);
+                ns_len == ns.len()
+                    && key_len == key.len()
+                    && record.get(at..at + ns_len) == Some(ns.as_bytes())
+                    && record.get(at + ns_len..at + ns_len + key_len) == Some(key.as_bytes())
+            }
+        }
+    }
+}
+
+/// Decode and check a record header of version 3 or 1 (magic, version, CRC). Needs at least
+/// [`RECORD_HEADER_BYTES_NAMED`] bytes for a version-1 header, [`RECORD_HEADER_BYTES`] for
+/// version 3.
 pub fn decode_record_header(b: &[u8]) -> std::result::Result<RecordHeader, String> {
-    if b.len() < RECORD_HEADER_BYTES as usize {
+    if b.len() < 6 {
         return Err("short record header".into());
     }
     let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
@@ -133,24 +227,42 @@ pub fn decode_record_header(b: &[u8]) -> std::result::Result<RecordHeader, Strin
     if u32_at(0) != RECORD_MAGIC {
         return Err(format!("bad record magic {:#x}", u32_at(0)));
     }
-    if u16_at(4) != RECORD_VERSION {
-        return Err(format!("unknown record version {}", u16_at(4)));
+    let version = u16_at(4);
+    let head = match version {
+        RECORD_VERSION => RECORD_HEADER_BYTES as usize,
+        RECORD_VERSION_NAMED => RECORD_HEADER_BYTES_NAMED as usize,
+        v => return Err(format!("unknown record version {v}")),
+    };
+    if b.len() < head {
+        return Err("short record header".into());
     }
-    let crc = crc32c::crc32c(&b[..32]);
-    if crc != u32_at(32) {
+    if crc32c::crc32c(&b[..head - 4]) != u32_at(head - 4) {
         return Err("record header crc mismatch".into());
     }
-    Ok(RecordHeader {
-        flags: u16_at(6),
-        ns_len: u16_at(8),
-        key_len: u16_at(10),
-        block_bytes: u32_at(12),
-        data_len: u64_at(16),
-        seq: u64_at(24),
+    Ok(if version == RECORD_VERSION {
+        RecordHeader {
+            version,
+            flags: u16_at(6),
+            data_len: u64_at(8),
+            seq: u64_at(16),
+            names: RecordNames::KeyCheck(u32_at(24)),
+        }
+    } else {
+        RecordHeader {
+            version,
+            flags: u16_at(6),
+            data_len: u64_at(16),
+            seq: u64_at(24),
+            names: RecordNames::Inline {
+                ns_len: u16_at(8),
+                key_len: u16_at(10),
+                block_bytes: u32_at(12),
+            },
+        }
     })
 }
 
-/// Encode the record trailer: n_blocks, CRC table, trailer CRC.
+/// Encode a version-1 record's trailer: n_blocks, CRC table, trailer CRC.
 pub fn encode_record_trailer(out: &mut Vec<u8>, crcs: &[u32]) {
     let start = out.len();
     out.extend_from_slice(&(crcs.len() as u32).to_le_bytes());

@@ -64,6 +64,11 @@ pub struct EngineConfig {
     /// granular, in one aligned write. 0 places every record at an aligned offset (format 1's
     /// placement). At most [`MAX_PACK_BYTES`]. Default 64 KiB.
     pub pack_max_bytes: u64,
+    /// Record format written (io/FORMAT.md, "Volume record"): 3 (default), or 1, the record of
+    /// formats 1 and 2 (names and CRC trailer in the record), which upgrade tests use to make a
+    /// directory as older code wrote it. Both are always read.
+    #[doc(hidden)]
+    pub record_version: u16,
 }
 
 /// Largest `EngineConfig::pack_max_bytes`: bounds the memory a packed PUT holds.
@@ -80,6 +85,7 @@ impl Default for EngineConfig {
             cache_max_object_bytes: 1 << 20,
             reserve_bytes: 64 << 20,
             pack_max_bytes: 64 << 10,
+            record_version: format::RECORD_VERSION,
         }
     }
 }

@@ -145,9 +145,9 @@ fn damage_before_the_last_batch_drops_no_entry() {
         put_all(&shard, &last).await;
         drop(shard);
         // The first batches' records are damaged (acknowledged data, not a torn tail): 8 bytes
-        // from the 3rd byte of data on ("b" and "first-0000i" end at byte 48), inside every
-        // record of them with at least 10 bytes of data (data_len is the u64 at byte 16; a
-        // shorter record's next neighbour may be the last batch's first record, ADR 25).
+        // from the 3rd byte of data on (record version 3: the data starts at byte 32), inside
+        // every record of them with at least 10 bytes of data (data_len is the u64 at byte 8;
+        // a shorter record's next neighbour may be the last batch's first record, ADR 25).
         for (path, off) in mid.iter().filter(|r| !before.contains(r)) {
             let f = std::fs::OpenOptions::new()
                 .read(true)
@@ -155,9 +155,9 @@ fn damage_before_the_last_batch_drops_no_entry() {
                 .open(path)
                 .unwrap();
             let mut len = [0u8; 8];
-            f.read_exact_at(&mut len, off + 16).unwrap();
+            f.read_exact_at(&mut len, off + 8).unwrap();
             if u64::from_le_bytes(len) >= 10 {
-                f.write_all_at(&[0xff; 8], off + 50).unwrap();
+                f.write_all_at(&[0xff; 8], off + 34).unwrap();
             }
         }
     });

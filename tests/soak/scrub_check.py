@@ -22,12 +22,14 @@ b.stop()
 vol=sorted(glob.glob(d+"/shard-*/vol-*.dat"))[0]
 buf=bytearray(open(vol,'rb').read())
 flipped=[]
-for off in range(0,len(buf),4096):
-    if buf[off:off+4]==b'BALR':
-        ns_len,key_len=struct.unpack_from('<HH',buf,off+8)
-        key=bytes(buf[off+36+ns_len:off+36+ns_len+key_len]).decode()
+# Records (io/FORMAT.md): packed at 8-byte offsets; record version 3 has no names (a 32-byte
+# header, then the data), so a record is matched to its object by its data.
+by_head={body[:64]:k for k,body in objs.items()}
+for off in range(0,len(buf)-36,8):
+    if buf[off:off+4]==b'BALR' and struct.unpack_from('<H',buf,off+4)[0]==3:
+        key=by_head.get(bytes(buf[off+32:off+96]))
         if key in ("o03","o07","o15"):
-            p=off+36+ns_len+key_len+500; buf[p]^=0x5A; flipped.append((key,p))
+            p=off+32+500; buf[p]^=0x5A; flipped.append((key,p))
 open(vol,'wb').write(buf)
 print("flipped", flipped)
 b.start()

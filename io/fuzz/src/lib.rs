@@ -52,27 +52,55 @@ fn err_kind(s: &str) -> u64 {
     s.bytes().take_while(|b| !b.is_ascii_digit()).fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64))
 }
 
-/// Fixed record header (36 bytes: magic, version, flags, lengths, block size, data length, seq, CRC).
+/// Fixed record header of either version (version 3: 32 bytes, magic, version, flags, data
+/// length, seq, key check, CRC; version 1: 36 bytes, magic, version, flags, name lengths,
+/// block size, data length, seq, CRC).
 pub fn record_header(data: &[u8]) -> u64 {
     let Some((flags, mut img)) = split(data) else { return 0 };
-    if flags & FIX_CRC != 0 && img.len() >= 36 {
-        let crc = crc32c::crc32c(&img[..32]);
-        img[32..36].copy_from_slice(&crc.to_le_bytes());
+    if flags & FIX_CRC != 0 && img.len() >= 6 {
+        let head = match u16::from_le_bytes([img[4], img[5]]) {
+            RECORD_VERSION => RECORD_HEADER_BYTES as usize,
+            _ => RECORD_HEADER_BYTES_NAMED as usize,
+        };
+        if img.len() >= head {
+            let crc = crc32c::crc32c(&img[..head - 4]);
+            img[head - 4..head].copy_from_slice(&crc.to_le_bytes());
+        }
     }
     match decode_record_header(&img) {
         Ok(h) => {
-            if h.flags == 0 && (h.ns_len as usize) <= MAX_NS_BYTES && (h.key_len as usize) <= MAX_KEY_BYTES {
-                let mut out = Vec::new();
-                let ns = "n".repeat(h.ns_len as usize);
-                let key = "k".repeat(h.key_len as usize);
-                encode_record_head(&mut out, &ns, &key, h.data_len, h.seq, h.block_bytes);
-                assert_eq!(&out[..36], &img[..36], "record header does not re-encode to its bytes");
+            let head = h.head_bytes();
+            match h.names {
+                RecordNames::KeyCheck(check) => {
+                    assert_eq!(head, RECORD_HEADER_BYTES);
+                    // Re-encode with names whose check is not known: compare all but the check
+                    // and the CRC, then the check's field position.
+                    let mut out = Vec::new();
+                    encode_record_head(&mut out, "", "", h.data_len, h.seq);
+                    if h.flags == 0 {
+                        assert_eq!(&out[..24], &img[..24], "record header does not re-encode to its bytes");
+                    }
+                    assert_eq!(u32::from_le_bytes(img[24..28].try_into().unwrap()), check);
+                    // A record's exact bytes follow from its head length without overflow.
+                    let _ = record_raw_bytes_of_extent(head, h.data_len, 4096);
+                    class(&[1, 3, (h.flags != 0) as u64])
+                }
+                RecordNames::Inline { ns_len, key_len, block_bytes } => {
+                    if h.flags == 0 && (ns_len as usize) <= MAX_NS_BYTES && (key_len as usize) <= MAX_KEY_BYTES {
+                        let mut out = Vec::new();
+                        let ns = "n".repeat(ns_len as usize);
+                        let key = "k".repeat(key_len as usize);
+                        encode_record_head_named(&mut out, &ns, &key, h.data_len, h.seq, block_bytes);
+                        assert_eq!(&out[..36], &img[..36], "record header does not re-encode to its bytes");
+                    }
+                    // what the engine derives from a header must not overflow either
+                    if block_bytes != 0 {
+                        let _ = block_count(h.data_len, block_bytes);
+                        let _ = record_raw_bytes_of_extent(head, h.data_len, block_bytes);
+                    }
+                    class(&[1, 1, (h.flags != 0) as u64, (ns_len > 1024) as u64, (key_len > 1024) as u64, (block_bytes == 0) as u64])
+                }
             }
-            // what the engine derives from a header must not overflow either
-            if h.block_bytes != 0 {
-                let _ = block_count(h.data_len, h.block_bytes);
-            }
-            class(&[1, (h.flags != 0) as u64, (h.ns_len > 1024) as u64, (h.key_len > 1024) as u64, (h.block_bytes == 0) as u64])
         }
         Err(e) => class(&[2, err_kind(&e)]),
     }

@@ -15,7 +15,10 @@ use super::space::{VolFile, WriterSlot};
 use super::{yield_now, CompactStats, Object, ScrubStats, Shard, CHUNK_BYTES};
 use crate::buf::{round_down_u64, round_up_u64, AlignedBuf};
 use crate::error::{Error, Result};
-use crate::format::{self, decode_record_header, packed_span_bytes, Move};
+use crate::format::{
+    self, decode_record_header, encode_record_head, packed_span_bytes, Move, RecordNames,
+    RECORD_HEADER_BYTES,
+};
 
 /// Compaction waits for its relocation commits after this many (one group commit for all).
 const COMPACT_COMMIT_GROUP: usize = 256;
@@ -254,11 +257,14 @@ impl Shard {
 
     /// The exact bytes of `src`'s record when compaction packs it: a small object (at most
     /// `pack_max_bytes`) or a record that is already packed (not aligned). None: copy verbatim.
+    /// The record's version comes from its head length (io/FORMAT.md, "Volume record").
     fn packable_bytes(&self, src: &Extent) -> Option<u64> {
         let align = self.cfg.align_bytes as u64;
-        let raw = (src.data_offset - src.record_offset)
-            + src.len
-            + format::trailer_bytes(src.len, src.block_bytes);
+        let raw = format::record_raw_bytes_of_extent(
+            src.data_offset - src.record_offset,
+            src.len,
+            src.block_bytes,
+        )?;
         assert!(raw <= src.span_bytes, "record bytes beyond its span");
         let packed =
             !src.record_offset.is_multiple_of(align) || !src.span_bytes.is_multiple_of(align);
@@ -272,8 +278,10 @@ impl Shard {
             .then_some(raw)
     }
 
-    /// Read one record's exact `raw_bytes` (one aligned read of the units holding it) and check
-    /// its header.
+    /// Read one record's exact `raw_bytes` (one aligned read of the units holding it), check
+    /// its header against the extent, and return it in the version written: a version-3
+    /// record as it is, a version-1 record rewritten as version 3 (same seq and data; its
+    /// names become their key check, its trailer is dropped: the index holds the CRCs).
     async fn read_record(&self, src: &Extent, raw_bytes: u64) -> Result<Vec<u8>> {
         let align = self.cfg.align_bytes as u64;
         let a_lo = round_down_u64(src.record_offset, align);
@@ -293,14 +301,36 @@ impl Shard {
         b.set_len(n);
         let skip = (src.record_offset - a_lo) as usize;
         let rec = &b.as_ref()[skip..skip + raw_bytes as usize];
-        if let Err(why) = decode_record_header(rec) {
-            return Err(Error::corrupt(format!(
+        let corrupt = |why: &str| {
+            Error::corrupt(format!(
                 "{}: record at {}: {why}",
                 src.vol.path.display(),
                 src.record_offset
-            )));
+            ))
+        };
+        let h = decode_record_header(rec).map_err(|why| corrupt(&why))?;
+        let head = src.data_offset - src.record_offset;
+        if h.head_bytes() != head || h.data_len != src.len {
+            return Err(corrupt("header does not match the index's extent"));
         }
-        Ok(rec.to_vec())
+        let data = &rec[head as usize..(head + src.len) as usize];
+        match h.names {
+            RecordNames::KeyCheck(_) => Ok(rec.to_vec()),
+            RecordNames::Inline {
+                ns_len, key_len, ..
+            } => {
+                let at = format::RECORD_HEADER_BYTES_NAMED as usize;
+                let names = &rec[at..at + ns_len as usize + key_len as usize];
+                let (ns, key) = names.split_at(ns_len as usize);
+                let (Ok(ns), Ok(key)) = (std::str::from_utf8(ns), std::str::from_utf8(key)) else {
+                    return Err(corrupt("names are not UTF-8"));
+                };
+                let mut out = Vec::with_capacity(format::record_raw_bytes(src.len) as usize);
+                encode_record_head(&mut out, ns, key, src.len, h.seq);
+                out.extend_from_slice(data);
+                Ok(out)
+            }
+        }
     }
 
     /// Write the records gathered in `pack` in one packed write and queue their relocations.
@@ -318,11 +348,12 @@ impl Shard {
         let records: Vec<&[u8]> = group.records.iter().map(|r| r.0.as_slice()).collect();
         let (dst, offsets, slot) = self.write_packed(&records).await?;
         slots.push(slot);
-        for ((record, rec_off, refs), dst_off) in group.records.into_iter().zip(offsets) {
+        for ((record, _, refs), dst_off) in group.records.into_iter().zip(offsets) {
             let span_bytes = packed_span_bytes(record.len() as u64);
             stats.records_moved += 1;
             stats.bytes_moved += span_bytes;
-            self.queue_relocations(refs, rec_off, &dst, dst_off, span_bytes, pending)?;
+            let copy = (dst_off, RECORD_HEADER_BYTES, span_bytes);
+            self.queue_relocations(refs, &dst, copy, pending)?;
         }
         Ok(())
     }
@@ -349,25 +380,26 @@ impl Shard {
         self.copy_record(src, &dst, dst_off).await?;
         stats.records_moved += 1;
         stats.bytes_moved += span;
-        self.queue_relocations(refs, rec_off, &dst, dst_off, span, pending)
+        let head = src.data_offset - rec_off;
+        self.queue_relocations(refs, &dst, (dst_off, head, span), pending)
     }
 
-    /// Queue the relocation of every object referencing the record at `rec_off` to its copy.
+    /// Queue the relocation of every object referencing a record to its copy in `dst`:
+    /// `(offset, head bytes, span bytes)` of the copy (a packed copy is of version 3, whose
+    /// head may be shorter than the original's).
     fn queue_relocations(
         &self,
         refs: Vec<RecordRef>,
-        rec_off: u64,
         dst: &Rc<VolFile>,
-        dst_off: u64,
-        span_bytes: u64,
+        (dst_off, head_bytes, span_bytes): (u64, u64, u64),
         pending: &mut Vec<oneshot::Receiver<Result<()>>>,
     ) -> Result<()> {
-        for (ns, key, seq, idx, e) in refs {
+        for (ns, key, seq, idx, _) in refs {
             let moves = vec![Move {
                 extent_index: idx,
                 volume_id: dst.id,
                 record_offset: dst_off,
-                data_offset: dst_off + (e.data_offset - rec_off),
+                data_offset: dst_off + head_bytes,
                 span_bytes,
             }];
             let vol = dst.clone();

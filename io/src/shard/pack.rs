@@ -13,19 +13,22 @@ use crate::buf::round_up_u64;
 use crate::error::{Error, Result};
 use crate::format::{
     packed_span_bytes, MAX_KEY_BYTES, MAX_NS_BYTES, PACK_GRANULE_BYTES, RECORD_HEADER_BYTES,
+    RECORD_HEADER_BYTES_NAMED,
 };
 use crate::Expect;
 
 /// Packed records are written in aligned writes of at most this many bytes (a batch's records
 /// beyond it go in further writes). Also bounds one write of compaction's packed copies.
 pub(super) const PACK_WRITE_MAX_BYTES: u64 = 4 << 20;
-/// Largest packed record: an object of `MAX_PACK_BYTES` with the longest names and the largest
-/// CRC table (512-byte checksum blocks, the smallest alignment allows).
+/// Largest packed record: a version-1 record (still read and compacted) of an object of
+/// `MAX_PACK_BYTES` with the longest names and the largest CRC table (512-byte checksum
+/// blocks, the smallest alignment allows). A version-3 record is smaller.
 pub(super) const PACKED_RECORD_MAX_BYTES: u64 = crate::MAX_PACK_BYTES
-    + RECORD_HEADER_BYTES
+    + RECORD_HEADER_BYTES_NAMED
     + (MAX_NS_BYTES + MAX_KEY_BYTES) as u64
     + 8
     + 4 * (crate::MAX_PACK_BYTES / 512);
+const _: () = assert!(crate::MAX_PACK_BYTES + RECORD_HEADER_BYTES <= PACKED_RECORD_MAX_BYTES);
 const _: () = assert!(PACKED_RECORD_MAX_BYTES + PACK_GRANULE_BYTES <= PACK_WRITE_MAX_BYTES);
 
 /// A writer slot on the volume of a packed write, released when the last record of the write

@@ -205,6 +205,16 @@ fn check_config(cfg: &EngineConfig) -> Result<()> {
             crate::MAX_PACK_BYTES
         )));
     }
+    if cfg.record_version != format::RECORD_VERSION
+        && cfg.record_version != format::RECORD_VERSION_NAMED
+    {
+        return Err(Error::Invalid(format!(
+            "record_version {} is not one this code writes ({} or {})",
+            cfg.record_version,
+            format::RECORD_VERSION,
+            format::RECORD_VERSION_NAMED
+        )));
+    }
     if cfg.write_buffer_bytes < 2 * cfg.align_bytes as usize {
         return Err(Error::Invalid(
             "write_buffer_bytes must be >= 2 * align_bytes".into(),
@@ -724,8 +734,9 @@ impl Shard {
 }
 
 /// Check the packed record an entry names against the entry: read its span (buffered, at open)
-/// and compare header (magic, version, CRC), names, seq, length, the CRC of every data block
-/// and the trailer. Err says what does not match.
+/// and compare header (magic, version, CRC), names (version 3: their CRC32C; version 1: the
+/// bytes), seq, length, the CRC of every data block, and (version 1) the trailer. Err says
+/// what does not match.
 fn verify_packed_record(
     file: &std::fs::File,
     ns: &str,
@@ -734,7 +745,12 @@ fn verify_packed_record(
     e: &format::ExtentRec,
 ) -> std::result::Result<(), String> {
     use std::os::unix::fs::FileExt;
-    let raw = format::record_raw_bytes(ns.len(), key.len(), e.len, e.block_bytes);
+    let head = e
+        .data_offset
+        .checked_sub(e.record_offset)
+        .ok_or("data before its record")?;
+    let raw = format::record_raw_bytes_of_extent(head, e.len, e.block_bytes)
+        .ok_or_else(|| format!("no record version has a head of {head} bytes"))?;
     if e.span_bytes != format::packed_span_bytes(raw) || e.span_bytes > PACKED_RECORD_MAX_BYTES + 8
     {
         return Err(format!(
@@ -746,19 +762,19 @@ fn verify_packed_record(
     file.read_exact_at(&mut buf, e.record_offset)
         .map_err(|err| format!("read {raw} bytes at {}: {err}", e.record_offset))?;
     let h = format::decode_record_header(&buf)?;
-    let names = format::RECORD_HEADER_BYTES as usize;
-    let data_at = names + ns.len() + key.len();
-    if h.ns_len as usize != ns.len()
-        || h.key_len as usize != key.len()
-        || h.data_len != e.len
+    let block_bytes_match = match h.names {
+        format::RecordNames::KeyCheck(_) => true,
+        format::RecordNames::Inline { block_bytes, .. } => block_bytes == e.block_bytes,
+    };
+    if h.data_len != e.len
         || h.seq != seq
-        || h.block_bytes != e.block_bytes
-        || &buf[names..names + ns.len()] != ns.as_bytes()
-        || &buf[names + ns.len()..data_at] != key.as_bytes()
-        || e.data_offset != e.record_offset + data_at as u64
+        || h.head_bytes() != head
+        || !block_bytes_match
+        || !h.names_match(&buf, ns, key)
     {
         return Err("record header does not match the entry".into());
     }
+    let data_at = head as usize;
     let data = &buf[data_at..data_at + e.len as usize];
     let bb = e.block_bytes.max(1) as usize;
     if data.chunks(bb).count() != e.crcs.len()
@@ -769,10 +785,12 @@ fn verify_packed_record(
     {
         return Err("data does not match the entry's block CRCs".into());
     }
-    let trailer = &buf[data_at + e.len as usize..];
-    let (table, crc) = trailer.split_at(trailer.len() - 4);
-    if crc32c::crc32c(table).to_le_bytes() != crc[..] {
-        return Err("record trailer CRC mismatch".into());
+    if h.version == format::RECORD_VERSION_NAMED {
+        let trailer = &buf[data_at + e.len as usize..];
+        let (table, crc) = trailer.split_at(trailer.len() - 4);
+        if crc32c::crc32c(table).to_le_bytes() != crc[..] {
+            return Err("record trailer CRC mismatch".into());
+        }
     }
     Ok(())
 }

@@ -12,8 +12,8 @@ use super::{check_meta, now_ms, Object, Shard, MAX_CRC_TABLE_BYTES, MAX_OBJECT_B
 use crate::buf::{round_up, AlignedBuf};
 use crate::error::{Error, Result};
 use crate::format::{
-    self, encode_record_head, encode_record_trailer, ExtentRec, MAX_KEY_BYTES, MAX_NS_BYTES,
-    RECORD_HEADER_BYTES,
+    self, encode_record_head, encode_record_head_named, encode_record_trailer, ExtentRec,
+    MAX_KEY_BYTES, MAX_NS_BYTES, RECORD_HEADER_BYTES, RECORD_VERSION_NAMED,
 };
 use crate::Expect;
 
@@ -29,6 +29,12 @@ pub struct PutWriter {
     key: String,
     seq: u64,
     size_bytes: u64,
+    /// Bytes of the record before its data (header; version 1: and names).
+    head_bytes: u64,
+    /// The record's exact bytes (header, data; version 1: names and trailer).
+    raw_bytes: u64,
+    /// Version 1 (`EngineConfig::record_version`): names in the record and a CRC trailer.
+    named: bool,
     sink: Sink,
     received_bytes: u64,
     crcs: Vec<u32>,
@@ -44,7 +50,7 @@ pub struct PutWriter {
 enum Sink {
     /// Streamed into a span reserved at `put()`.
     Span(SpanWrite),
-    /// Built in memory (header, names, data; the trailer at `finish`), placed by the committer.
+    /// Built in memory (header and data), placed by the committer.
     Packed(Vec<u8>),
 }
 
@@ -128,19 +134,33 @@ impl PutWriter {
         let align = shard.cfg.align_bytes;
         check_put(ns, key, size_bytes, bb)?;
         let packed = size_bytes <= shard.cfg.pack_max_bytes;
+        let named = shard.cfg.record_version == RECORD_VERSION_NAMED;
+        let raw = if named {
+            format::record_raw_bytes_named(ns.len(), key.len(), size_bytes, bb)
+        } else {
+            format::record_raw_bytes(size_bytes)
+        };
         let reserved = if packed {
             None
         } else {
-            let span_bytes = format::record_span_bytes(ns.len(), key.len(), size_bytes, bb, align);
+            let span_bytes = format::record_span_bytes(raw, align);
             Some((span_bytes, shard.reserve(span_bytes)?))
         };
         let seq = shard.next_seq.get();
         shard.next_seq.set(seq + 1);
-        let mut head = Vec::with_capacity(RECORD_HEADER_BYTES as usize + ns.len() + key.len());
-        encode_record_head(&mut head, ns, key, size_bytes, seq, bb);
+        let mut head;
+        if named {
+            head = Vec::with_capacity(
+                format::RECORD_HEADER_BYTES_NAMED as usize + ns.len() + key.len(),
+            );
+            encode_record_head_named(&mut head, ns, key, size_bytes, seq, bb);
+        } else {
+            head = Vec::with_capacity(RECORD_HEADER_BYTES as usize);
+            encode_record_head(&mut head, ns, key, size_bytes, seq);
+        }
+        let head_bytes = head.len() as u64;
         let sink = match reserved {
             None => {
-                let raw = format::record_raw_bytes(ns.len(), key.len(), size_bytes, bb);
                 assert!(
                     raw <= PACKED_RECORD_MAX_BYTES,
                     "packed record of {raw} bytes"
@@ -175,6 +195,9 @@ impl PutWriter {
             key: key.to_string(),
             seq,
             size_bytes,
+            head_bytes,
+            raw_bytes: raw,
+            named,
             sink,
             received_bytes: 0,
             crcs: Vec::with_capacity(format::block_count(size_bytes, bb).min(1 << 20) as usize),
@@ -229,7 +252,8 @@ impl PutWriter {
         }
     }
 
-    /// The record's trailer (CRC table), once all data is in.
+    /// The record's trailer (version 1: the CRC table; version 3 has none), once all data is
+    /// in.
     fn trailer(&mut self) -> Vec<u8> {
         if self.block_fill_bytes > 0 {
             self.crcs.push(self.block_crc);
@@ -239,6 +263,9 @@ impl PutWriter {
             self.crcs.len() as u64,
             format::block_count(self.size_bytes, self.shard.cfg.block_bytes)
         );
+        if !self.named {
+            return Vec::new();
+        }
         let mut trailer = Vec::with_capacity(8 + 4 * self.crcs.len());
         encode_record_trailer(&mut trailer, &self.crcs);
         trailer
@@ -258,7 +285,7 @@ impl PutWriter {
             });
         }
         let trailer = self.trailer();
-        let head_bytes = RECORD_HEADER_BYTES + self.ns.len() as u64 + self.key.len() as u64;
+        let head_bytes = self.head_bytes;
         let mut put = PutReq {
             seq: self.seq,
             mtime_ms: now_ms(),
@@ -279,13 +306,7 @@ impl PutWriter {
         let make: MakeReq = match &mut self.sink {
             Sink::Packed(rec) => {
                 rec.extend_from_slice(&trailer);
-                let raw = format::record_raw_bytes(
-                    put.ns.len(),
-                    put.key.len(),
-                    self.size_bytes,
-                    self.shard.cfg.block_bytes,
-                );
-                assert_eq!(rec.len() as u64, raw, "packed record length");
+                assert_eq!(rec.len() as u64, self.raw_bytes, "packed record length");
                 let record = std::mem::take(rec);
                 Box::new(move |reply| {
                     Req::Op(Op::PutPacked {
@@ -297,7 +318,9 @@ impl PutWriter {
                 })
             }
             Sink::Span(s) => {
-                s.push(&self.shard, &trailer).await?;
+                if !trailer.is_empty() {
+                    s.push(&self.shard, &trailer).await?;
+                }
                 s.finish(&self.shard).await?;
                 put.extent.volume_id = s.vol.id;
                 put.extent.record_offset = s.record_offset;

@@ -86,7 +86,11 @@ mod gen {
         let mut out = vec![flags(rng)];
         let ns = rng.string(20);
         let key = rng.string(100);
-        encode_record_head(&mut out, &ns, &key, rng.interesting_u64() % (1 << 40), rng.next(), 4096);
+        if rng.chance(2) {
+            encode_record_head(&mut out, &ns, &key, rng.interesting_u64(), rng.next());
+        } else {
+            encode_record_head_named(&mut out, &ns, &key, rng.interesting_u64() % (1 << 40), rng.next(), 4096);
+        }
         out
     }
 
