@@ -27,6 +27,7 @@ pub mod local;
 pub mod manifest;
 pub mod read;
 pub mod route;
+pub mod stages;
 pub mod stream;
 pub mod upstream;
 pub mod warm;
