@@ -420,3 +420,54 @@ pub(super) fn block_touched(o: &bale_io::Object) {
         local::touched(o.seq, o.mtime_ms);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(bs: u64, size: u64, cur: u64, end: u64) -> Run {
+        Run {
+            bs,
+            size,
+            cur,
+            end,
+            buf: BytesMut::new(),
+            pieces: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_run_splits_chunks_at_block_edges() {
+        // Blocks of 10 bytes, an object of 35: blocks 1..=3, the last one 5 bytes.
+        let data: Vec<u8> = (0..35u8).collect();
+        let mut r = run(10, 35, 1, 3);
+        r.take(&data[10..13]);
+        assert!(r.pieces.is_empty() && r.buf.len() == 3);
+        r.take(&data[13..27]); // block 1 ends inside this chunk
+        assert_eq!(r.pieces.len(), 1);
+        assert_eq!(&r.pieces[0].1[..], &data[10..20]);
+        assert_eq!((r.cur, r.buf.len()), (2, 7));
+        r.take(&data[27..35]);
+        r.take(b"past the run's end: dropped");
+        assert_eq!(r.cur, 4);
+        let got: Vec<(u64, Vec<u8>)> = r.pieces.iter().map(|(i, b)| (*i, b.to_vec())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, data[10..20].to_vec()),
+                (2, data[20..30].to_vec()),
+                (3, data[30..35].to_vec()),
+            ]
+        );
+        assert!(r.buf.is_empty());
+    }
+
+    #[test]
+    fn a_run_cut_short_keeps_only_whole_blocks() {
+        let mut r = run(4, 100, 0, 2);
+        r.take(&[1, 2, 3, 4, 5, 6]);
+        assert_eq!(r.pieces.len(), 1);
+        assert_eq!(r.cur, 1);
+        assert_eq!(&r.buf[..], &[5, 6]); // block 1 in part: never stored
+    }
+}
