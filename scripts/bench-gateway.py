@@ -192,6 +192,34 @@ def medians(rows, fields):
     return {k: statistics.median(r[k] for r in rows) for k in fields}
 
 
+def miss_stages(endpoint):
+    """{stage: {"p50": µs, "p90": µs, "mean": µs, "count": n}} of the gateway's
+    bale_gateway_miss_stage_seconds summary (src/gateway/stages.rs); {} from a binary without it."""
+    text = urllib.request.urlopen(endpoint + "/metrics", timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if not line.startswith("bale_gateway_miss_stage_seconds"):
+            continue
+        name, val = line.rsplit(" ", 1)
+        stage = name.split('stage="', 1)[1].split('"', 1)[0]
+        d = out.setdefault(stage, {})
+        if 'quantile="0.5"' in name:
+            d["p50"] = float(val) * 1e6
+        elif 'quantile="0.9"' in name:
+            d["p90"] = float(val) * 1e6
+        elif name.startswith("bale_gateway_miss_stage_seconds_sum"):
+            d["sum"] = float(val) * 1e6
+        elif name.startswith("bale_gateway_miss_stage_seconds_count"):
+            d["count"] = float(val)
+    for d in out.values():
+        d["mean"] = d.get("sum", 0.0) / d["count"] if d.get("count") else 0.0
+    return {k: v for k, v in out.items() if v.get("count")}
+
+
+STAGE_ORDER = ["hook", "hop", "prepare", "flight", "sign", "conn", "write", "upstream", "body",
+               "range_bytes", "fill"]
+
+
 def upstream_seconds(endpoint):
     """(sum s, count) of the gateway's upstream request durations (its /metrics)."""
     text = urllib.request.urlopen(endpoint + "/metrics", timeout=5).read().decode()
@@ -259,6 +287,8 @@ def main():
     o.add_argument("--miss-count", type=int, default=20000, help="4 KiB objects for the miss runs")
     o.add_argument("--miss-requests", type=int, default=300)
     o.add_argument("--miss-block-kb", type=int, default=64)
+    o.add_argument("--misses-only", action="store_true",
+                   help="only the miss rows and SeaweedFS direct (no plain bale, no hit gateway)")
     o.add_argument("--bins", default=None,
                    help="label=path,... of bale binaries run alternately (default: the build's bale)")
     o.add_argument("--milvus", action="store_true", help="run the Milvus segment-load replay instead")
@@ -293,7 +323,7 @@ def main():
         gw_args = ["--upstream", weed.endpoint, "--upstream-access-key", AK, "--upstream-secret-key", SK,
                    "--metrics-public"]
         plain, hit = {}, {}
-        for label, path in bins:
+        for label, path in ([] if a.misses_only else bins):
             plain[label] = start_bale(at("bale", label), work, server_cpus, bin_path=path)
             procs.append(plain[label])
         log("loading objects")
@@ -301,7 +331,7 @@ def main():
             load(ep, ["-n", str(a.count), "--size", "4k", "--prefix", "s4k/"])
             load(ep, ["-n", "1", "--size", "64m", "--prefix", "big/"])
         load(weed.endpoint, ["-n", str(a.miss_count), "--size", "4k", "--prefix", "m4k/"])
-        for label, path in bins:
+        for label, path in ([] if a.misses_only else bins):
             hit[label] = start_bale(at("gw-hit", label), work, server_cpus, gw_args, bin_path=path)
             procs.append(hit[label])
             # Fill the hit gateway: every 4 KiB object, and the big object's blocks.
@@ -317,7 +347,8 @@ def main():
         }
         for rep in range(a.repeats):
             for sname, sargs in scen.items():
-                targets = [(at(t, label), d[label]) for label, _ in bins for t, d in (("bale", plain), ("gw-hit", hit))]
+                targets = [(at(t, label), d[label]) for label, _ in bins for t, d in (("bale", plain), ("gw-hit", hit))
+                           if label in d]
                 for tname, p in targets + [("seaweedfs", weed)]:
                     r = bench(p.endpoint, [*sargs, "-c", "1", "-d", a.duration, "--warmup", "1s"], client_cpu)
                     record(sname, tname, rep, r)
@@ -330,12 +361,22 @@ def main():
                     try:
                         r = bench(miss.endpoint, [*margs, "-c", "1", "--requests", str(a.miss_requests)], client_cpu)
                         up_s, up_n = upstream_seconds(miss.endpoint)
+                        stages = miss_stages(miss.endpoint)
                     finally:
                         miss.stop()
-                    record(sname, at("gw-miss", label), rep, r, upstream_mean_us=up_s / max(up_n, 1) * 1e6)
+                    record(sname, at("gw-miss", label), rep, r, upstream_mean_us=up_s / max(up_n, 1) * 1e6,
+                           stages=stages)
                 if "ranged" not in sname:
                     r = bench(weed.endpoint, [*margs, "-c", "1", "--requests", str(a.miss_requests)], client_cpu)
                     record(sname, "seaweedfs (miss keys)", rep, r)
+                else:
+                    # The gateway's own upstream requests, sent by the client: the aligned
+                    # blocks of --miss-block-kb that the misses fetch.
+                    bk = a.miss_block_kb
+                    r = bench(weed.endpoint, ["-n", "1", "--size", "64m", "--prefix", "big/", "--range", f"{bk}k",
+                                              "--range-align", str(bk * 1024), "-c", "1",
+                                              "--requests", str(a.miss_requests)], client_cpu)
+                    record(sname, f"seaweedfs ({bk} KiB blocks)", rep, r)
     except BaseException:
         finish(out, work, procs, runs, None)
         raise
@@ -369,7 +410,29 @@ def main():
                          f"{'' if tname.startswith(('gw-miss', 'seaweedfs')) else f'{ratio:.2f}×'} | "
                          f"{'' if tname.startswith(('bale', 'gw-hit', 'seaweedfs')) else f'{over:+.1f}'} | {up} |")
     lines += ["", "`p50 − seaweedfs`: of a GET 4 KiB miss, against `seaweedfs (miss keys)` (the same requests "
-              "sent straight to SeaweedFS); of a ranged miss, against `seaweedfs` (the same 4 KiB ranges)."]
+              "sent straight to SeaweedFS); of a ranged miss, against `seaweedfs` (the same 4 KiB ranges). "
+              "`seaweedfs (N KiB blocks)`: the aligned block ranges a ranged miss fetches, sent by the client."]
+    # Where a miss's time goes, as the gateway measured it (src/gateway/stages.rs).
+    staged = [r for r in runs if r.get("stages")]
+    if staged:
+        lines += ["", "## Miss stages (the gateway's own `bale_gateway_miss_stage_seconds`; medians over repeats)",
+                  "", "| scenario | target | stage | count per run | p50 µs | p90 µs | mean µs |", "|---|---|---|---|---|---|---|"]
+        for sname in scen:
+            for tname in sorted({r["target"] for r in staged if r["scenario"] == sname}):
+                rs = [r for r in staged if r["scenario"] == sname and r["target"] == tname]
+                for st in STAGE_ORDER:
+                    vals = [r["stages"][st] for r in rs if st in r["stages"]]
+                    if not vals:
+                        continue
+                    med = lambda f: statistics.median(v.get(f, 0.0) for v in vals)  # noqa: E731
+                    lines.append(f"| {sname} | {tname} | {st} | {med('count'):.0f} | {med('p50'):.0f} | "
+                                 f"{med('p90'):.0f} | {med('mean'):.0f} |")
+        lines += ["", "`hook`: the fast path's hook from its entry to the answer built (a miss in bale but the "
+                  "front's parse, signature check and answer write); `hop`: to the owner core; `prepare`: the "
+                  "owner core's decision, upstream request included; `sign` / `conn` / `write` / `upstream`: "
+                  "the upstream request (SigV4 and head, pooled connection, write, then until the answer head "
+                  "was parsed); `body`: a small miss's body after its head; `range_bytes`: a ranged miss, head "
+                  "to the requested bytes; `fill`: the local store in the background, after the answer."]
     finish(out, work, procs, runs, lines)
 
 

@@ -261,6 +261,11 @@ pub struct ServeArgs {
     #[arg(long, env = "BALE_UPSTREAM_READAHEAD_BLOCKS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=64))]
     pub upstream_readahead_blocks: u64,
 
+    /// Gateway mode: keep LIST pages for this many ms (0: off). Writes through this gateway
+    /// drop their bucket's pages; others' writes are seen after at most this long.
+    #[arg(long, env = "BALE_LIST_CACHE_MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub list_cache_ms: u64,
+
     /// When a local copy is trusted: `never` (never re-checked: immutable keys) or `ttl:MS`
     /// (a copy older than MS is checked with a conditional request before it is served).
     #[arg(long, env = "BALE_REVALIDATE", default_value = "never")]

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bale_io::{Expect, Shard};
 use bytes::{Bytes, BytesMut};
@@ -17,6 +18,7 @@ use s3s::{s3_error, S3Error, S3Result};
 use super::local::{self, block_key};
 use super::manifest::{self, Manifest};
 use super::read::{fill_whole, manifest_of_answer, unavailable, upstream_error, MAX_ERROR_BODY};
+use super::stages::{self, Stage};
 use super::upstream::{UpRequest, UpResponse};
 use super::Gateway;
 use crate::s3::error;
@@ -42,6 +44,7 @@ pub(super) async fn ensure_blocks(
     m: &Manifest,
     first: u64,
     last: u64,
+    until_byte: u64,
     fetched: &mut HashMap<u64, Bytes>,
 ) -> S3Result<Blocks> {
     let bs = gw.cfg.block_bytes;
@@ -90,7 +93,7 @@ pub(super) async fn ensure_blocks(
             return Ok(Blocks::Changed);
         }
         take_blocks(
-            shard, gw, b, k, m, idx, end, &mut resp, fetched, lead, false,
+            shard, gw, b, k, m, idx, end, resp, fetched, lead, false, until_byte,
         )
         .await?;
         tracing::debug!(bucket = %b, blocks = end + 1 - idx, "gateway: filled blocks");
@@ -99,11 +102,16 @@ pub(super) async fn ensure_blocks(
     Ok(Blocks::Ready)
 }
 
-/// Reads the body of a ranged upstream answer that starts at block `idx` into `fetched`
-/// (split by block: `idx..=end`, the last one cut at the object's end) and stores those blocks
-/// in the background; `lead` (their flight) is held until they are committed, so a concurrent
-/// reader of the same blocks finds them local. A body shorter than the blocks is an error
-/// (nothing is stored).
+/// Reads the body of a ranged upstream answer that starts at block `idx` (blocks
+/// `idx..=end`, the last one cut at the object's end) into `fetched` until the bytes before
+/// `until_byte` (the end of the range a reader asked for, exclusive) have arrived, then
+/// returns: the reader is answered at once (`fetched` then holds the blocks that arrived
+/// whole, and a copy of the one that arrived in part, up to what arrived). The rest of the
+/// body is read and every block stored in the background; `lead` (their flight) is held until
+/// they are committed, so a concurrent reader of the same blocks waits and then finds them
+/// local. A body that ends before `until_byte` is an error; one cut after it only loses the
+/// fill (nothing is stored: a block is committed only whole, and the reader got complete bytes
+/// of the version named by the ETag).
 #[allow(clippy::too_many_arguments)]
 async fn take_blocks(
     shard: &Rc<Shard>,
@@ -113,50 +121,85 @@ async fn take_blocks(
     m: &Manifest,
     idx: u64,
     end: u64,
-    resp: &mut UpResponse,
+    mut resp: UpResponse,
     fetched: &mut HashMap<u64, Bytes>,
     lead: local::Lead,
     publish: bool,
+    until_byte: u64,
 ) -> S3Result<()> {
     let bs = gw.cfg.block_bytes;
-    let mut cur = idx;
-    let mut buf = BytesMut::new();
-    let block_len = |i: u64| ((i + 1) * bs).min(m.size) - i * bs;
+    let mut run = Run {
+        bs,
+        size: m.size,
+        cur: idx,
+        end,
+        buf: BytesMut::new(),
+        pieces: Vec::with_capacity((end + 1 - idx) as usize),
+    };
+    let head_at = Instant::now();
+    let mut received_to = idx * bs;
+    let mut body_done = false;
+    while received_to < until_byte && run.cur <= end {
+        match resp.next_chunk().await.map_err(|e| unavailable(&e))? {
+            Some(c) => {
+                received_to += c.len() as u64;
+                run.take(&c);
+            }
+            None => {
+                body_done = true;
+                break;
+            }
+        }
+    }
+    for (i, piece) in &run.pieces {
+        fetched.insert(*i, piece.clone());
+    }
+    if run.cur <= end {
+        if received_to < until_byte {
+            return Err(s3_error!(ServiceUnavailable, "upstream answer cut short"));
+        }
+        // The block the range ends in arrived in part: what arrived serves the reader.
+        fetched.insert(run.cur, Bytes::copy_from_slice(&run.buf));
+    }
+    stages::since(Stage::RangeBytes, head_at);
+    let (shard2, ns, key, cap) = (
+        shard.clone(),
+        b.to_string(),
+        k.to_string(),
+        gw.cfg.shard_capacity_bytes,
+    );
     let bmeta = ObjMeta {
         etag: m.etag.clone(),
         ..Default::default()
     };
-    loop {
-        let chunk = resp.next_chunk().await.map_err(|e| unavailable(&e))?;
-        let done = chunk.is_none();
-        if let Some(c) = chunk {
-            buf.extend_from_slice(&c);
-        }
-        while cur <= end && buf.len() as u64 >= block_len(cur) {
-            let piece = buf.split_to(block_len(cur) as usize).freeze();
-            fetched.insert(cur, piece);
-            cur += 1;
-        }
-        if done {
-            break;
-        }
-    }
-    if cur <= end {
-        return Err(s3_error!(ServiceUnavailable, "upstream answer cut short"));
-    }
-    let pieces: Vec<(String, Bytes)> = (idx..=end)
-        .filter_map(|i| Some((block_key(k, &m.etag, bs, i), fetched.get(&i)?.clone())))
-        .collect();
-    let (shard2, ns, cap) = (shard.clone(), b.to_string(), gw.cfg.shard_capacity_bytes);
     // Stored with the first blocks of an object (a probe's), or once later if not yet.
     let persist = publish || manifest::needs_persist(b, k);
-    let manifest = persist.then(|| (k.to_string(), m.clone()));
+    let manifest = persist.then(|| m.clone());
+    let timer = stages::FillTimer::start();
     monoio::spawn(async move {
         let _lead = lead;
-        for (key, piece) in pieces {
+        let _timer = timer;
+        // The rest of the body, after the reader was answered.
+        while !body_done && run.cur <= run.end {
+            match resp.next_chunk().await {
+                Ok(Some(c)) => run.take(&c),
+                Ok(None) => body_done = true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "gateway: the rest of a block fill failed; nothing stored");
+                    return;
+                }
+            }
+        }
+        if run.cur <= run.end {
+            tracing::warn!("gateway: a block fill was cut short; nothing stored");
+            return;
+        }
+        drop(resp); // the connection goes back to the pool at its answer's end
+        for (i, piece) in run.pieces {
             let n = piece.len() as u64;
+            let bk = block_key(&key, &bmeta.etag, run.bs, i);
             if let Err(e) =
-                local::store(&shard2, &ns, &key, vec![piece], n, &bmeta, Expect::Any, cap).await
+                local::store(&shard2, &ns, &bk, vec![piece], n, &bmeta, Expect::Any, cap).await
             {
                 tracing::warn!(error = %format!("{e:#}"), "gateway: storing a block failed");
                 return;
@@ -165,17 +208,51 @@ async fn take_blocks(
         // Known only once its blocks are local: a reader that finds the manifest finds them
         // (before, it waits on the object's flight, held until here).
         // Stored before it is remembered: a restart that finds the manifest finds them too.
-        if let Some((k, m)) = manifest {
+        if let Some(m) = manifest {
             let h = m.etag_hash;
-            let stored = manifest::persist(&shard2, &ns, &k, &m, cap).await;
+            let stored = manifest::persist(&shard2, &ns, &key, &m, cap).await;
             if publish {
-                manifest::remember_as(&ns, &k, m, stored);
+                manifest::remember_as(&ns, &key, m, stored);
             } else if stored {
-                manifest::mark_persisted(&ns, &k, h);
+                manifest::mark_persisted(&ns, &key, h);
             }
         }
     });
     Ok(())
+}
+
+/// A run of blocks arriving in one upstream answer, split as it arrives.
+struct Run {
+    bs: u64,
+    size: u64,
+    /// The next block to complete, and the run's last block.
+    cur: u64,
+    end: u64,
+    /// Bytes of block `cur` so far.
+    buf: BytesMut,
+    /// Blocks arrived whole.
+    pieces: Vec<(u64, Bytes)>,
+}
+
+impl Run {
+    fn block_len(&self, i: u64) -> u64 {
+        ((i + 1) * self.bs).min(self.size) - i * self.bs
+    }
+
+    /// Takes a body chunk; bytes past the run's last block are dropped.
+    fn take(&mut self, mut c: &[u8]) {
+        while self.cur <= self.end && !c.is_empty() {
+            let want = (self.block_len(self.cur) - self.buf.len() as u64) as usize;
+            let n = want.min(c.len());
+            self.buf.extend_from_slice(&c[..n]);
+            c = &c[n..];
+            if n == want {
+                let piece = std::mem::take(&mut self.buf).freeze();
+                self.pieces.push((self.cur, piece));
+                self.cur += 1;
+            }
+        }
+    }
 }
 
 /// `bytes A-B/TOTAL` of a Content-Range.
@@ -245,8 +322,10 @@ pub(super) async fn probe(
         fetched.insert(0, body.clone());
         let (shard2, ns, key, meta) = (shard.clone(), b.to_string(), k.to_string(), m.meta.clone());
         let cap = gw.cfg.shard_capacity_bytes;
+        let timer = stages::FillTimer::start();
         monoio::spawn(async move {
             let _lead = lead;
+            let _timer = timer;
             let r = local::store(
                 &shard2,
                 &ns,
@@ -271,10 +350,11 @@ pub(super) async fn probe(
         &m,
         first,
         to / bs,
-        &mut resp,
+        resp,
         &mut fetched,
         lead,
         true,
+        last_byte + 1,
     )
     .await?;
     tracing::debug!(bucket = %b, blocks = to / bs + 1 - first, "gateway: probed and filled blocks");
@@ -338,5 +418,56 @@ pub(super) fn range_error(size: u64) -> S3Error {
 pub(super) fn block_touched(o: &bale_io::Object) {
     if super::get().is_some_and(|gw| gw.cfg.shard_capacity_bytes > 0) {
         local::touched(o.seq, o.mtime_ms);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(bs: u64, size: u64, cur: u64, end: u64) -> Run {
+        Run {
+            bs,
+            size,
+            cur,
+            end,
+            buf: BytesMut::new(),
+            pieces: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_run_splits_chunks_at_block_edges() {
+        // Blocks of 10 bytes, an object of 35: blocks 1..=3, the last one 5 bytes.
+        let data: Vec<u8> = (0..35u8).collect();
+        let mut r = run(10, 35, 1, 3);
+        r.take(&data[10..13]);
+        assert!(r.pieces.is_empty() && r.buf.len() == 3);
+        r.take(&data[13..27]); // block 1 ends inside this chunk
+        assert_eq!(r.pieces.len(), 1);
+        assert_eq!(&r.pieces[0].1[..], &data[10..20]);
+        assert_eq!((r.cur, r.buf.len()), (2, 7));
+        r.take(&data[27..35]);
+        r.take(b"past the run's end: dropped");
+        assert_eq!(r.cur, 4);
+        let got: Vec<(u64, Vec<u8>)> = r.pieces.iter().map(|(i, b)| (*i, b.to_vec())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, data[10..20].to_vec()),
+                (2, data[20..30].to_vec()),
+                (3, data[30..35].to_vec()),
+            ]
+        );
+        assert!(r.buf.is_empty());
+    }
+
+    #[test]
+    fn a_run_cut_short_keeps_only_whole_blocks() {
+        let mut r = run(4, 100, 0, 2);
+        r.take(&[1, 2, 3, 4, 5, 6]);
+        assert_eq!(r.pieces.len(), 1);
+        assert_eq!(r.cur, 1);
+        assert_eq!(&r.buf[..], &[5, 6]); // block 1 in part: never stored
     }
 }

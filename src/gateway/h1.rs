@@ -163,6 +163,39 @@ impl Conn {
         (r.map(|_| ()), b)
     }
 
+    /// Writes a request head (and inline body) that the socket's send buffer takes at once
+    /// with one non-blocking `send` (an idle kept-alive connection's buffer is empty): no
+    /// io_uring round trip, whose completion waits for the core's next loop turn (part 5:
+    /// 21 µs p50 per miss with the previous fill on the core). Whatever the kernel did not
+    /// take goes through io_uring as before. The connection is idle here: no io_uring
+    /// operation of ours is in flight on the socket.
+    async fn write_now(&mut self, b: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        // SAFETY: a valid fd owned by `self.stream`; `b` is a live buffer of `b.len()` bytes.
+        let n = unsafe {
+            libc::send(
+                self.stream.as_raw_fd(),
+                b.as_ptr().cast(),
+                b.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        match usize::try_from(n) {
+            Ok(n) if n == b.len() => (Ok(()), b),
+            Ok(n) => {
+                let (r, rest) = self.write(b.slice(n..)).await;
+                (r, rest.into_inner())
+            }
+            Err(_) => {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted {
+                    self.write(b).await
+                } else {
+                    (Err(e), b)
+                }
+            }
+        }
+    }
+
     /// Writes a request: `head` (ending in the empty line), then `body` if any; gives the
     /// head back (as it was: a request sent again reuses it). A body up to
     /// [`INLINE_BODY_BYTES`] goes out in the head's write.
@@ -177,7 +210,7 @@ impl Conn {
         match body {
             Some(b) if b.len() <= INLINE_BODY_BYTES => {
                 head.extend_from_slice(&b);
-                let (r, mut head) = self.write(head).await;
+                let (r, mut head) = self.write_now(head).await;
                 head.truncate(head_len);
                 (r, head)
             }
@@ -188,7 +221,7 @@ impl Conn {
                 }
                 (self.write(b).await.0, head)
             }
-            None => self.write(head).await,
+            None => self.write_now(head).await,
         }
     }
 

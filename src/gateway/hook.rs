@@ -10,6 +10,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::Instant;
 
 use bale_io::Shard;
 use bytes::Bytes;
@@ -19,6 +20,7 @@ use super::blocks::block_touched;
 use super::local;
 use super::manifest::{self, Manifest};
 use super::read::{prepare, Ask, Prep};
+use super::stages::{self, Stage};
 use super::Gateway;
 use crate::s3::cond::ReadConds;
 use crate::s3::get::{lookup, ReadReq};
@@ -81,6 +83,7 @@ pub async fn fast_miss(
     mut headers: http::HeaderMap,
 ) -> Option<http::Response<s3s::Body>> {
     let gw = super::get()?;
+    let entered = Instant::now();
     let conditional = cond.if_match.is_some()
         || cond.if_none_match.is_some()
         || cond.if_modified_since.is_some()
@@ -109,6 +112,7 @@ pub async fn fast_miss(
         cond,
         want_body: !is_head,
         plain: true,
+        asked_at: Instant::now(),
     };
     let gw2 = gw.clone();
     let prep = s3
@@ -133,6 +137,7 @@ pub async fn fast_miss(
     } else {
         http::StatusCode::OK
     };
+    stages::since(Stage::Hook, entered);
     Some(answer(
         status,
         headers,

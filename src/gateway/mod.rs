@@ -23,10 +23,12 @@
 pub mod blocks;
 pub mod h1;
 pub mod hook;
+pub mod listcache;
 pub mod local;
 pub mod manifest;
 pub mod read;
 pub mod route;
+pub mod stages;
 pub mod stream;
 pub mod upstream;
 pub mod warm;
@@ -72,6 +74,8 @@ pub struct GatewayConfig {
     pub block_bytes: u64,
     pub readahead_blocks: u64,
     pub revalidate: Revalidate,
+    /// How long a LIST page is answered from memory (`--list-cache-ms`; zero: not kept).
+    pub list_cache: Duration,
     /// Bound of the local tier, bytes, over all shards (0: none).
     pub capacity_bytes: u64,
     /// The same bound per shard (each shard evicts its own oldest entries).
@@ -99,6 +103,7 @@ impl GatewayConfig {
             block_bytes: a.upstream_block_kb << 10,
             readahead_blocks: a.upstream_readahead_blocks,
             revalidate: Revalidate::parse(&a.revalidate)?,
+            list_cache: Duration::from_millis(a.list_cache_ms),
             capacity_bytes: (a.cache_capacity_gb * (1u64 << 30) as f64) as u64,
             shard_capacity_bytes: 0,
         })

@@ -23,6 +23,7 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bale_io::{Expect, Shard};
 use bytes::Bytes;
@@ -32,6 +33,7 @@ use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 use super::blocks::{ensure_blocks, probe, range_error, read_blocks, Blocks};
 use super::local::{self, meta_from_headers};
 use super::manifest::{self, Manifest};
+use super::stages::{self, Stage};
 use super::stream;
 use super::upstream::{UpError, UpRequest, UpResponse};
 use super::Gateway;
@@ -129,6 +131,8 @@ pub(super) struct Ask {
     /// No partNumber and no response-* overrides: a miss may be answered from the upstream's
     /// bytes in memory (the local handlers answer the others once the fill is committed).
     pub(super) plain: bool,
+    /// When the asker handed this to the owner core (`stages::Stage::Hop`).
+    pub(super) asked_at: Instant,
 }
 
 /// Whole-object misses up to this size are answered from memory while they are committed.
@@ -253,6 +257,13 @@ async fn head_manifest(gw: &Arc<Gateway>, b: &str, k: &str) -> S3Result<Manifest
 }
 /// Runs on the key's owner core.
 pub(super) async fn prepare(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Result<Prep> {
+    let started = stages::since(Stage::Hop, a.asked_at);
+    let r = prepare_on_owner(shard, gw, a).await;
+    stages::since(Stage::Prepare, started);
+    r
+}
+
+async fn prepare_on_owner(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Result<Prep> {
     let (b, k) = (a.bucket.as_str(), a.key.as_str());
     // After a restart: a manifest stored with its blocks is known again without the upstream.
     if a.range.is_some() && shard.get(b, k).is_none() {
@@ -268,9 +279,11 @@ pub(super) async fn prepare(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Res
         }
         if a.range.is_none() && a.want_body {
             // A whole-object miss: fetch it whole, once.
+            let waited = Instant::now();
             let Ok(lead) = local::flight(format!("{b}\0{k}")).await else {
                 continue;
             };
+            stages::since(Stage::Flight, waited);
             if shard.get(b, k).is_some() {
                 continue;
             }
@@ -291,10 +304,12 @@ pub(super) async fn prepare(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Res
                 // (the flight is held until then, so a second reader finds it local).
                 let m = manifest_of_answer(&resp, len);
                 check_read(&a.cond, &m.meta.view(), m.mtime_ms)?;
+                let reading = Instant::now();
                 let body = resp
                     .collect(len as usize)
                     .await
                     .map_err(|e| unavailable(&e))?;
+                stages::since(Stage::Body, reading);
                 if body.len() as u64 != len {
                     return Err(s3_error!(ServiceUnavailable, "upstream answer cut short"));
                 }
@@ -305,8 +320,10 @@ pub(super) async fn prepare(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Res
                     m.meta.clone(),
                 );
                 let (chunk, cap) = (body.clone(), gw.cfg.shard_capacity_bytes);
+                let timer = stages::FillTimer::start();
                 monoio::spawn(async move {
                     let _lead = lead;
+                    let _timer = timer;
                     if let Err(e) = local::store(
                         &shard2,
                         &ns,
@@ -456,7 +473,7 @@ pub(super) async fn prepare(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Res
         }
         let bs = gw.cfg.block_bytes;
         let mut fetched = HashMap::new();
-        match ensure_blocks(&shard, &gw, b, k, &m, s / bs, (e - 1) / bs, &mut fetched).await? {
+        match ensure_blocks(&shard, &gw, b, k, &m, s / bs, (e - 1) / bs, e, &mut fetched).await? {
             Blocks::Changed => continue,
             Blocks::Ready => {}
         }
@@ -492,6 +509,7 @@ impl GatewayS3 {
             cond,
             want_body,
             plain,
+            asked_at: Instant::now(),
         };
         let gw = self.gw.clone();
         self.inner

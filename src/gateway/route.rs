@@ -23,6 +23,7 @@ use s3s::route::S3Route;
 use s3s::{s3_error, Body, S3Request, S3Response, S3Result};
 use send_wrapper::SendWrapper;
 
+use super::listcache;
 use super::local;
 use super::manifest;
 use super::read::unavailable;
@@ -265,6 +266,30 @@ async fn relay(s: BaleS3, gw: Arc<Gateway>, req: S3Request<Body>) -> S3Result<S3
         .and_then(|v| v.parse().ok())
         .filter(|_| req.extensions.get::<crate::s3::UnknownLength>().is_none());
 
+    // The LIST page cache (`--list-cache-ms`, off by default; `super::listcache`).
+    let ttl = gw.cfg.list_cache;
+    let list = match (&m, b, k) {
+        (&Method::GET, Some(_), None) if !ttl.is_zero() => listcache::list_key(&query),
+        _ => None,
+    };
+    if let (Some(b), Some(lk)) = (b, &list) {
+        if let Some(p) = listcache::get(b, lk, ttl) {
+            let mut out = S3Response::new(Body::from(p.body));
+            out.status = Some(p.status);
+            out.headers = p.headers;
+            return Ok(out);
+        }
+    }
+    let list_generation = b.filter(|_| list.is_some()).and_then(listcache::generation);
+    // A write to a bucket drops its kept pages now, and none is kept until it ends.
+    let _list_write = match (b, &m) {
+        (Some(b), m) if !ttl.is_zero() && m != Method::GET && m != Method::HEAD => {
+            listcache::write_started(b);
+            Some(listcache::WriteGuard(b.to_string()))
+        }
+        _ => None,
+    };
+
     // What this write changes locally, removed before the upstream sees it.
     let mut keep_put = false;
     let mut body = req.input;
@@ -365,6 +390,14 @@ async fn relay(s: BaleS3, gw: Arc<Gateway>, req: S3Request<Body>) -> S3Result<S3
                 }
             }
         }
+    }
+    if let (Some(b), Some(lk), Some(g)) = (b, list, list_generation) {
+        let page = listcache::Page {
+            status,
+            headers: headers.clone(),
+            body: answer.clone(),
+        };
+        listcache::put(b, lk, g, page, ttl);
     }
     let mut out = S3Response::new(Body::from(answer));
     out.status = Some(status);

@@ -28,6 +28,7 @@ use monoio_compat::hyper::MonoioIo;
 use sigv4::signer::Signer;
 
 use super::h1;
+use super::stages::{self, Stage};
 
 /// Largest answer head accepted from the upstream, bytes.
 const MAX_HEAD_BYTES: usize = h1::MAX_HEAD_BYTES;
@@ -599,6 +600,8 @@ impl Upstream {
     }
 
     async fn send_inner(self: &Arc<Self>, req: UpRequest<'_>) -> Result<UpResponse, UpError> {
+        let started = Instant::now();
+        stages::sending();
         let (path, host) = self.target(req.bucket, req.key);
         let mut query = String::new();
         sigv4::push_canonical_query(&mut query, &req.query);
@@ -666,7 +669,10 @@ impl Upstream {
                 h1::push_header(&mut head, "content-length", &length.to_string()).map_err(bad)?;
             }
             head.extend_from_slice(b"\r\n");
-            return self.send_lean(&req.method, head, req.body, length).await;
+            let signed_at = stages::since(Stage::Sign, started);
+            return self
+                .send_lean(&req.method, head, req.body, length, signed_at)
+                .await;
         }
         let uri = if query.is_empty() {
             path
@@ -747,6 +753,7 @@ impl Upstream {
         head: Vec<u8>,
         body: UpBody,
         length: u64,
+        signed_at: Instant,
     ) -> Result<UpResponse, UpError> {
         let is_head = *method == http::Method::HEAD;
         let retry_ok = matches!(*method, http::Method::GET | http::Method::HEAD)
@@ -759,10 +766,12 @@ impl Upstream {
             Some(c) => (c, true),
             None => (self.connect_lean().await?, false),
         };
+        let mut at = stages::since(Stage::Conn, signed_at);
         let mut head = head;
         loop {
             let (r, h) = conn.send_head(head, full.clone()).await;
             head = h;
+            at = stages::since(Stage::Write, at);
             let r = match r {
                 Ok(()) => match stream.take() {
                     Some(s) => Self::send_stream(&mut conn, s, length).await,
@@ -780,6 +789,7 @@ impl Upstream {
             };
             match r {
                 Ok(h) => {
+                    stages::since(Stage::Upstream, at);
                     let mut out = UpResponse {
                         status: h.status,
                         headers: h.headers,

@@ -241,6 +241,31 @@ fn gateway_section(o: &mut Out) {
         "Local entries the S3-FIFO queues count.",
         ld(&TIER.entries),
     );
+    // Where misses' time goes (docs/gateway.md "Metrics", src/gateway/stages.rs).
+    use crate::gateway::stages;
+    o.family(
+        "bale_gateway_miss_stage_seconds",
+        "summary",
+        "Stages of gateway misses and upstream requests (1 µs resolution).",
+    );
+    for s in stages::summaries() {
+        let l = format!("stage=\"{}\"", s.stage);
+        for (q, v) in s.quantiles {
+            o.sample(
+                "bale_gateway_miss_stage_seconds",
+                &format!("{l},quantile=\"{q}\""),
+                float(v),
+            );
+        }
+        o.sample("bale_gateway_miss_stage_seconds_sum", &l, float(s.sum_s));
+        o.sample("bale_gateway_miss_stage_seconds_count", &l, s.count);
+    }
+    o.one(
+        "bale_gateway_upstream_sent_during_fill_total",
+        "counter",
+        "Upstream requests sent while a fill was being stored locally.",
+        ld(&stages::SENT_DURING_FILL),
+    );
 }
 
 fn server_section(o: &mut Out, topo: &Topology) {
