@@ -14,16 +14,9 @@ import urllib.request
 
 import pytest
 
-from conftest import Relay, weed_bin  # noqa: F401  (skips the module when there is no weed)
+from conftest import weed_bin  # noqa: F401  (skips the module when there is no weed)
 
 MiB = 1 << 20
-
-
-@pytest.fixture
-def shaper(weed):
-    r = Relay(weed.port).start()
-    yield r
-    r.down()
 
 
 def upstream_gets(g):
@@ -42,21 +35,21 @@ def ranged(c, bucket, key, rng):
     return r
 
 
-def wait_down_bytes(shaper, at_least, timeout_s=20):
+def wait_down_bytes(relay, at_least, timeout_s=20):
     deadline = time.time() + timeout_s
-    while shaper.counts()[0] < at_least:
-        assert time.time() < deadline, f"only {shaper.counts()[0]} of {at_least} bytes came"
+    while relay.counts()[0] < at_least:
+        assert time.time() < deadline, f"only {relay.counts()[0]} of {at_least} bytes came"
         time.sleep(0.05)
 
 
-def test_ranged_miss_answered_before_its_block_arrives(weed, bucket, shaper, gateway_factory):
+def test_ranged_miss_answered_before_its_block_arrives(weed, bucket, relay, gateway_factory):
     """4 KiB of an 8 MiB block sent at 4 MiB/s: answered long before the 2 s the block takes;
     the block is stored meanwhile, and the next read inside it is a hit."""
     data = os.urandom(24 * MiB)
     weed.client().put_object(Bucket=bucket, Key="stream/24m", Body=data)
-    g = gateway_factory(shaper.endpoint, ["--upstream-block-kb", "8192", "--metrics-public"], cores=1)
+    g = gateway_factory(relay.endpoint, ["--upstream-block-kb", "8192", "--metrics-public"], cores=1)
     c = g.client()
-    shaper.rate_bytes_per_s = 4 * MiB
+    relay.rate_bytes_per_s = 4 * MiB
     off = 8 * MiB + 4096
     t0 = time.monotonic()
     r = ranged(c, bucket, "stream/24m", f"bytes={off}-{off + 4095}")
@@ -66,8 +59,8 @@ def test_ranged_miss_answered_before_its_block_arrives(weed, bucket, shaper, gat
     assert r["ContentRange"] == f"bytes {off}-{off + 4095}/{len(data)}"
     assert took < 1.0, f"the answer waited for the block: {took:.2f} s"
     # The rest of the block keeps coming and is stored; then the block serves locally.
-    wait_down_bytes(shaper, 8 * MiB)
-    shaper.rate_bytes_per_s = None
+    wait_down_bytes(relay, 8 * MiB)
+    relay.rate_bytes_per_s = None
     gets = upstream_gets(g)
     deadline = time.time() + 10
     while True:  # the background commit
@@ -78,19 +71,19 @@ def test_ranged_miss_answered_before_its_block_arrives(weed, bucket, shaper, gat
             break
         gets = upstream_gets(g)
         time.sleep(0.2)
-    down0 = shaper.counts()[0]
+    down0 = relay.counts()[0]
     r = ranged(c, bucket, "stream/24m", f"bytes={off + 100}-{off + 199}")
     assert r["Body"].read() == data[off + 100:off + 200]
-    assert upstream_gets(g) == gets and shaper.counts()[0] == down0, "a read inside the stored block went upstream"
+    assert upstream_gets(g) == gets and relay.counts()[0] == down0, "a read inside the stored block went upstream"
 
 
-def test_ranged_miss_bytes_exact(weed, bucket, shaper, gateway_factory):
+def test_ranged_miss_bytes_exact(weed, bucket, relay, gateway_factory):
     """First and last byte, ranges across one and two block edges, suffix and open ranges, each
     a miss or partly a miss: bytes and Content-Range exact."""
     size = 5 * MiB + 77
     data = os.urandom(size)
     weed.client().put_object(Bucket=bucket, Key="exact/5m", Body=data)
-    g = gateway_factory(shaper.endpoint, ["--upstream-block-kb", "1024"], cores=1)
+    g = gateway_factory(relay.endpoint, ["--upstream-block-kb", "1024"], cores=1)
     c = g.client()
     cases = [
         ("bytes=0-0", 0, 1),
@@ -109,7 +102,7 @@ def test_ranged_miss_bytes_exact(weed, bucket, shaper, gateway_factory):
         assert r["ContentRange"] == f"bytes {s}-{e - 1}/{size}", rng
         assert r["ContentLength"] == e - s, rng
     # A second gateway, everything a miss of an unknown object, across two edges at once.
-    g2 = gateway_factory(shaper.endpoint, ["--upstream-block-kb", "1024"], cores=1)
+    g2 = gateway_factory(relay.endpoint, ["--upstream-block-kb", "1024"], cores=1)
     c2 = g2.client()
     r = ranged(c2, bucket, "exact/5m", f"bytes={MiB - 1}-{3 * MiB}")
     assert r["Body"].read() == data[MiB - 1:3 * MiB + 1]
@@ -117,16 +110,16 @@ def test_ranged_miss_bytes_exact(weed, bucket, shaper, gateway_factory):
     assert r["Body"].read() == data[-1:]
 
 
-def test_concurrent_same_block_misses_fetched_once(weed, bucket, shaper, gateway_factory):
+def test_concurrent_same_block_misses_fetched_once(weed, bucket, relay, gateway_factory):
     """Six readers of six ranges inside one block, at once, while the block comes slowly: one
     upstream GET for it, every answer exact; the same for an object not known yet."""
     data = os.urandom(16 * MiB)
     weed.client().put_object(Bucket=bucket, Key="conc/16m", Body=data)
-    g = gateway_factory(shaper.endpoint, ["--upstream-block-kb", "4096", "--metrics-public"], cores=2)
+    g = gateway_factory(relay.endpoint, ["--upstream-block-kb", "4096", "--metrics-public"], cores=2)
     c = g.client()
     for attempt, block in (("unknown object", 2), ("known object", 3)):
-        shaper.rate_bytes_per_s = 8 * MiB  # a 4 MiB block takes 0.5 s
-        gets0, down0 = upstream_gets(g), shaper.counts()[0]
+        relay.rate_bytes_per_s = 8 * MiB  # a 4 MiB block takes 0.5 s
+        gets0, down0 = upstream_gets(g), relay.counts()[0]
         start = threading.Barrier(6)
 
         def read(i, block=block):
@@ -139,29 +132,34 @@ def test_concurrent_same_block_misses_fetched_once(weed, bucket, shaper, gateway
             outs = list(ex.map(read, range(6)))
         for got, o in outs:
             assert got == data[o:o + 4096], attempt
-        shaper.rate_bytes_per_s = None
+        relay.rate_bytes_per_s = None
         assert upstream_gets(g) - gets0 == 1, f"{attempt}: {upstream_gets(g) - gets0} upstream GETs"
-        assert shaper.counts()[0] - down0 < 5 * MiB, attempt
-        wait_down_bytes(shaper, down0 + 4 * MiB)
+        assert relay.counts()[0] - down0 < 5 * MiB, attempt
+        wait_down_bytes(relay, down0 + 4 * MiB)
         time.sleep(0.3)  # the background commit
     assert c.get_object(Bucket=bucket, Key="conc/16m", Range="bytes=0-9")["Body"].read() == data[:10]
 
 
-def test_block_fill_cut_after_the_range_stores_nothing(weed, bucket, shaper, gateway_factory):
+def test_block_fill_cut_after_the_range_stores_nothing(weed, bucket, relay, gateway_factory):
     """The upstream goes away after the requested bytes but before the block's end: the reader
     got exact bytes, no torn block is stored, and the next read fetches the block again."""
     data = os.urandom(12 * MiB)
     weed.client().put_object(Bucket=bucket, Key="cut/12m", Body=data)
-    g = gateway_factory(shaper.endpoint, ["--upstream-block-kb", "4096", "--metrics-public"], cores=1)
+    g = gateway_factory(relay.endpoint, ["--upstream-block-kb", "4096", "--metrics-public"], cores=1)
     c = g.client()
-    shaper.cut_after_bytes = 1 * MiB  # the head and ~1 MiB of block 1, then both sides shut
+    relay.cut_after_bytes = 1 * MiB  # the head and ~1 MiB of block 1, then both sides shut
     off = 4 * MiB + 1000
     r = ranged(c, bucket, "cut/12m", f"bytes={off}-{off + 4095}")
     assert r["Body"].read() == data[off:off + 4096]
-    assert shaper.cuts == 1
-    shaper.cut_after_bytes = None
+    # The reader is answered once its range arrived; the relay cuts the rest of the block
+    # after that, on its own thread.
+    deadline = time.time() + 5
+    while relay.cuts == 0 and time.time() < deadline:
+        time.sleep(0.02)
+    assert relay.cuts == 1
+    relay.cut_after_bytes = None
     time.sleep(0.3)  # the fill notices the cut and gives up
-    gets0, down0 = upstream_gets(g), shaper.counts()[0]
+    gets0, down0 = upstream_gets(g), relay.counts()[0]
     o = 8 * MiB - 4096  # the end of block 1: it was never stored, so it is fetched again
     deadline = time.time() + 10
     while True:
@@ -174,8 +172,8 @@ def test_block_fill_cut_after_the_range_stores_nothing(weed, bucket, shaper, gat
             time.sleep(0.1)
     assert r["Body"].read() == data[o:o + 4096]
     assert upstream_gets(g) - gets0 >= 1, "a torn block was served locally"
-    assert shaper.counts()[0] - down0 >= 4 * MiB - 4096
-    wait_down_bytes(shaper, down0 + 4 * MiB)
+    assert relay.counts()[0] - down0 >= 4 * MiB - 4096
+    wait_down_bytes(relay, down0 + 4 * MiB)
     time.sleep(0.3)
     gets1 = upstream_gets(g)
     r = ranged(c, bucket, "cut/12m", f"bytes={off}-{off + 4095}")

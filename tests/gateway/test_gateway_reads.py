@@ -12,28 +12,21 @@ import time
 
 import pytest
 
-from conftest import Relay, weed_bin  # noqa: F401  (skips the module when there is no weed)
+from conftest import weed_bin  # noqa: F401  (skips the module when there is no weed)
 
 MiB = 1 << 20
-
-
-@pytest.fixture
-def shaper(weed):
-    r = Relay(weed.port).start()
-    yield r
-    r.down()
 
 
 def sha(b):
     return hashlib.sha256(b).hexdigest()
 
 
-def test_big_miss_served_while_it_arrives(weed, bucket, shaper, gateway_factory):
+def test_big_miss_served_while_it_arrives(weed, bucket, relay, gateway_factory):
     data = os.urandom(64 * MiB)
     weed.client().put_object(Bucket=bucket, Key="big/64m", Body=data)
-    g = gateway_factory(shaper.endpoint)
+    g = gateway_factory(relay.endpoint)
     c = g.client()
-    shaper.rate_bytes_per_s = 24 * MiB  # the full transfer takes >= 2.6 s
+    relay.rate_bytes_per_s = 24 * MiB  # the full transfer takes >= 2.6 s
     t0 = time.monotonic()
     r = c.get_object(Bucket=bucket, Key="big/64m")
     assert r["ResponseMetadata"]["HTTPStatusCode"] == 200
@@ -47,15 +40,15 @@ def test_big_miss_served_while_it_arrives(weed, bucket, shaper, gateway_factory)
     assert total >= 2.0, f"the throttle did not hold: {total:.2f}s"
     # Before streaming, the first byte came after the whole transfer and the commit.
     assert ttfb < total / 4, f"first byte after {ttfb:.3f}s of {total:.3f}s"
-    shaper.rate_bytes_per_s = None
+    relay.rate_bytes_per_s = None
     # It was stored while served: the next read is a hit (no new upstream bytes).
-    down0, _ = shaper.counts()
+    down0, _ = relay.counts()
     assert 64 * MiB <= down0 < 66 * MiB, down0
     again = c.get_object(Bucket=bucket, Key="big/64m")["Body"].read()
     assert sha(again) == sha(data)
     r = c.get_object(Bucket=bucket, Key="big/64m", Range="bytes=1000-1999")
     assert r["Body"].read() == data[1000:2000]
-    assert shaper.counts()[0] == down0, "the second read went upstream"
+    assert relay.counts()[0] == down0, "the second read went upstream"
 
 
 def read_all_or_error(c, bucket, key):
@@ -75,23 +68,23 @@ def read_all_or_error(c, bucket, key):
     return n, got, None
 
 
-def test_upstream_cut_mid_body_aborts_client_and_stores_nothing(weed, bucket, shaper,
+def test_upstream_cut_mid_body_aborts_client_and_stores_nothing(weed, bucket, relay,
                                                                 gateway_factory):
     data = os.urandom(8 * MiB + 123)
     weed.client().put_object(Bucket=bucket, Key="cut/8m", Body=data)
-    g = gateway_factory(shaper.endpoint)
+    g = gateway_factory(relay.endpoint)
     c = g.client()
-    shaper.cut_after_bytes = 3 * MiB  # head + ~3 MiB of body, then the upstream is gone
+    relay.cut_after_bytes = 3 * MiB  # head + ~3 MiB of body, then the upstream is gone
     n, got, e = read_all_or_error(c, bucket, "cut/8m")
-    assert shaper.cuts == 1
+    assert relay.cuts == 1
     assert n == len(data)
     # Never a complete-looking short 200: an error, or fewer bytes than announced.
     assert e is not None or len(got) < n, "the cut body looked complete"
     assert len(got) < n
     assert got == data[:len(got)], "the bytes before the cut are the object's"
-    shaper.cut_after_bytes = None
+    relay.cut_after_bytes = None
     # No torn local entry: the next GET fetches again and is whole.
-    down0, _ = shaper.counts()
+    down0, _ = relay.counts()
     deadline = time.time() + 10
     while True:
         try:
@@ -102,38 +95,38 @@ def test_upstream_cut_mid_body_aborts_client_and_stores_nothing(weed, bucket, sh
                 raise
             time.sleep(0.1)
     assert sha(body) == sha(data)
-    assert shaper.counts()[0] - down0 >= len(data), "the next GET did not refetch"
+    assert relay.counts()[0] - down0 >= len(data), "the next GET did not refetch"
     assert c.head_object(Bucket=bucket, Key="cut/8m")["ContentLength"] == len(data)
 
 
-def test_client_gone_mid_miss_fill_completes(weed, bucket, shaper, gateway_factory):
+def test_client_gone_mid_miss_fill_completes(weed, bucket, relay, gateway_factory):
     data = os.urandom(16 * MiB)
     weed.client().put_object(Bucket=bucket, Key="gone/16m", Body=data)
-    g = gateway_factory(shaper.endpoint)
+    g = gateway_factory(relay.endpoint)
     c = g.client()
-    shaper.rate_bytes_per_s = 32 * MiB
+    relay.rate_bytes_per_s = 32 * MiB
     r = c.get_object(Bucket=bucket, Key="gone/16m")
     assert r["Body"].read(1 << 16) == data[:1 << 16]
     r["Body"].close()  # the client leaves
-    shaper.rate_bytes_per_s = None
+    relay.rate_bytes_per_s = None
     # The fill goes on and commits: a later read is a hit.
     deadline = time.time() + 20
     while True:
-        down0, _ = shaper.counts()
+        down0, _ = relay.counts()
         if down0 >= len(data):
             break
         assert time.time() < deadline, f"fill stopped at {down0} bytes"
         time.sleep(0.1)
     body = c.get_object(Bucket=bucket, Key="gone/16m")["Body"].read()
     assert sha(body) == sha(data)
-    assert shaper.counts()[0] < len(data) + 2 * MiB, "the object was fetched twice"
+    assert relay.counts()[0] < len(data) + 2 * MiB, "the object was fetched twice"
 
 
-def test_concurrent_misses_fetch_once(weed, bucket, shaper, gateway_factory):
+def test_concurrent_misses_fetch_once(weed, bucket, relay, gateway_factory):
     data = os.urandom(12 * MiB + 5)
     weed.client().put_object(Bucket=bucket, Key="conc/12m", Body=data)
-    g = gateway_factory(shaper.endpoint)
-    shaper.rate_bytes_per_s = 24 * MiB
+    g = gateway_factory(relay.endpoint)
+    relay.rate_bytes_per_s = 24 * MiB
     start = threading.Barrier(4)
 
     def read(_):
@@ -144,25 +137,25 @@ def test_concurrent_misses_fetch_once(weed, bucket, shaper, gateway_factory):
     with concurrent.futures.ThreadPoolExecutor(4) as ex:
         shas = list(ex.map(read, range(4)))
     assert shas == [sha(data)] * 4
-    down, _ = shaper.counts()
+    down, _ = relay.counts()
     assert down < len(data) + 2 * MiB, f"{down} bytes fetched for 4 concurrent misses"
 
 
-def test_ranged_hits_of_block_entries(weed, bucket, shaper, gateway_factory):
+def test_ranged_hits_of_block_entries(weed, bucket, relay, gateway_factory):
     """Ranged reads of a big object are kept as block entries; a ranged hit inside one block
     is answered locally (the fast path's block hook), byte-exact with S3's headers."""
     data = os.urandom(6 * MiB + 99)
     put = weed.client().put_object(Bucket=bucket, Key="rng/6m", Body=data, ContentType="x/y")
-    g = gateway_factory(shaper.endpoint, ["--upstream-block-kb", "1024"])
+    g = gateway_factory(relay.endpoint, ["--upstream-block-kb", "1024"])
     c = g.client()
     r = c.get_object(Bucket=bucket, Key="rng/6m", Range="bytes=1048576-1052671")  # block 1: a miss
     assert r["Body"].read() == data[1048576:1052672]
     # Answered once the range's bytes came; the rest of the block still comes and is stored.
     deadline = time.time() + 10
-    while shaper.counts()[0] < MiB and time.time() < deadline:
+    while relay.counts()[0] < MiB and time.time() < deadline:
         time.sleep(0.05)
     time.sleep(0.3)
-    down0, _ = shaper.counts()
+    down0, _ = relay.counts()
     for rng, (s, e) in [("bytes=1048576-1052671", (1048576, 1052672)),
                         ("bytes=1050000-1050000", (1050000, 1050001)),
                         ("bytes=1048576-2097151", (1048576, 2097152))]:
@@ -178,7 +171,7 @@ def test_ranged_hits_of_block_entries(weed, bucket, shaper, gateway_factory):
     r = c.get_object(Bucket=bucket, Key="rng/6m", Range="bytes=1048576-1048579",
                      IfMatch=put["ETag"])
     assert r["Body"].read() == data[1048576:1048580]
-    assert shaper.counts()[0] == down0, "a ranged hit went upstream"
+    assert relay.counts()[0] == down0, "a ranged hit went upstream"
     # A range past the end is 416 with the object's size.
     from botocore.exceptions import ClientError
     with pytest.raises(ClientError) as e:
@@ -186,14 +179,14 @@ def test_ranged_hits_of_block_entries(weed, bucket, shaper, gateway_factory):
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 416
 
 
-def test_ranged_miss_of_unknown_small_object_keeps_it_whole(weed, bucket, shaper,
+def test_ranged_miss_of_unknown_small_object_keeps_it_whole(weed, bucket, relay,
                                                              gateway_factory):
     """A ranged miss learns the object from its ranged GET (no HEAD first); an object that
     fits one block comes whole in that answer and is kept whole: later reads are hits."""
     data = os.urandom(300_000)
     put = weed.client().put_object(Bucket=bucket, Key="small/300k", Body=data,
                                    Metadata={"color": "red"})
-    g = gateway_factory(shaper.endpoint, ["--upstream-block-kb", "1024"])
+    g = gateway_factory(relay.endpoint, ["--upstream-block-kb", "1024"])
     c = g.client()
     r = c.get_object(Bucket=bucket, Key="small/300k", Range="bytes=100-199")
     assert r["ResponseMetadata"]["HTTPStatusCode"] == 206
@@ -201,11 +194,11 @@ def test_ranged_miss_of_unknown_small_object_keeps_it_whole(weed, bucket, shaper
     assert r["ContentRange"] == f"bytes 100-199/{len(data)}"
     assert r["ETag"] == put["ETag"] and r["Metadata"] == {"color": "red"}
     time.sleep(0.5)  # the background commit
-    down0, _ = shaper.counts()
+    down0, _ = relay.counts()
     r = c.get_object(Bucket=bucket, Key="small/300k")
     assert r["Body"].read() == data and r["ETag"] == put["ETag"]
     assert r["Metadata"] == {"color": "red"}
-    assert shaper.counts()[0] == down0, "the whole read after the ranged miss went upstream"
+    assert relay.counts()[0] == down0, "the whole read after the ranged miss went upstream"
     # An unsatisfiable range of an unknown object: the upstream's 416.
     from botocore.exceptions import ClientError
     with pytest.raises(ClientError) as e:
@@ -217,7 +210,7 @@ def test_ranged_miss_of_unknown_small_object_keeps_it_whole(weed, bucket, shaper
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 416
 
 
-def test_misses_answered_on_the_front(weed, bucket, shaper, gateway_factory):
+def test_misses_answered_on_the_front(weed, bucket, relay, gateway_factory):
     """Misses are answered by the fast path's hook (no s3s): conditions, HEAD, errors and the
     answer's headers are S3's, and the same kept-alive connection then serves hits and further
     misses (a one-core gateway, one client connection)."""
@@ -235,7 +228,7 @@ def test_misses_answered_on_the_front(weed, bucket, shaper, gateway_factory):
     objs = {f"front/{i}": os.urandom(4096 + i) for i in range(6)}
     etags = {k: wc.put_object(Bucket=bucket, Key=k, Body=v, ContentType="a/b")["ETag"]
              for k, v in objs.items()}
-    g = gateway_factory(shaper.endpoint, cores=1)
+    g = gateway_factory(relay.endpoint, cores=1)
     c = g.client()
     # HEAD miss: the upstream's headers, no fill.
     h = c.head_object(Bucket=bucket, Key="front/0")
@@ -256,9 +249,9 @@ def test_misses_answered_on_the_front(weed, bucket, shaper, gateway_factory):
     assert r["ResponseMetadata"]["HTTPStatusCode"] == 206 and r["Body"].read() == objs["front/5"][10:20]
     assert r["ContentRange"] == f"bytes 10-19/{len(objs['front/5'])}"
     time.sleep(0.3)  # the background commits
-    down0, _ = shaper.counts()
+    down0, _ = relay.counts()
     for k, v in objs.items():
         if k in ("front/0", "front/1"):
             continue  # HEAD and 304 do not fill
         assert c.get_object(Bucket=bucket, Key=k)["Body"].read() == v
-    assert shaper.counts()[0] == down0, "a hit went upstream"
+    assert relay.counts()[0] == down0, "a hit went upstream"
