@@ -79,10 +79,10 @@ pub struct ServeArgs {
     pub cores: Option<usize>,
 
     /// What protects objects against losing a data directory: `none`, `mirror` (every shard
-    /// on two directories) or `ec:K+M` (k+m <= directories; every shard on m+1 directories, any
-    /// m disks can be lost). Default from the directory count (1: none, 2-3: mirror, 4+:
-    /// erasure coding, which falls back to mirror until sealed volumes are striped). Fixed
-    /// when the set is initialised (ADR 19).
+    /// on two directories) or `ec:K+M` (k+m <= directories; open state on m+1 directories,
+    /// sealed volumes in stripes of k data + m parity; any m disks can be lost). Default from
+    /// the directory count (1: none, 2-3: mirror, 4+: mirror too until stripes are compacted).
+    /// Fixed when the set is initialised (ADR 19).
     #[arg(long, env = "BALE_REDUNDANCY", value_parser = crate::layout::Redundancy::parse)]
     pub redundancy: Option<crate::layout::Redundancy>,
 

@@ -131,9 +131,10 @@ impl std::fmt::Display for Redundancy {
 }
 
 /// The redundancy to initialise a new set of `dirs` directories with: the flag's, or the
-/// default for the count. An explicit `ec:K+M` keeps every shard's journal, snapshot and
-/// volumes on m+1 directories (ADR 19 step 3); a default that would be erasure coding falls
-/// back to mirroring, with a WARN, until sealed volumes are striped (steps 4-5).
+/// default for the count. An explicit `ec:K+M` is built (m+1 copies of each shard's open
+/// state, sealed volumes in stripes); a default that would be erasure coding still falls back
+/// to mirroring, with a WARN, because space of deleted objects in striped volumes is not
+/// reclaimed yet (ADR 19: stripe compaction is not built).
 pub fn choose(flag: Option<Redundancy>, dirs: usize) -> anyhow::Result<Redundancy> {
     match flag {
         Some(r) => {
@@ -145,9 +146,10 @@ pub fn choose(flag: Option<Redundancy>, dirs: usize) -> anyhow::Result<Redundanc
             if let Redundancy::Ec { .. } = d {
                 tracing::warn!(
                     dirs,
-                    "{dirs} data directories would default to redundancy {d}, whose striping of \
-                     sealed volumes is not built yet: using mirror (two copies of every shard); \
-                     give --redundancy {d} for m+1 copies of every shard"
+                    "{dirs} data directories would default to redundancy {d}, whose compaction of \
+                     stripes is not built yet (deleted objects' space in striped volumes is not \
+                     reclaimed): using mirror (two copies of every shard); give --redundancy {d} \
+                     to choose erasure coding"
                 );
                 return Ok(Redundancy::Mirror);
             }
@@ -176,8 +178,9 @@ pub fn redundancy_line(r: Redundancy, dirs: usize, failed: usize) -> String {
              (an empty directory in its place is rebuilt at start)"
         ),
         Redundancy::Ec { k, m } if failed == 0 => format!(
-            "redundancy: ec:{k}+{m} ({dirs} data directories, every shard's journal, snapshot \
-             and volumes on {} of them): any {m} disks can be lost",
+            "redundancy: ec:{k}+{m} ({dirs} data directories: every shard's journal, snapshot \
+             and open volumes on {} of them, sealed volumes in stripes of {k} + {m} parity): any \
+             {m} disks can be lost",
             m + 1
         ),
         Redundancy::Ec { k, m } => format!(
@@ -401,6 +404,15 @@ pub fn prepare(
     let (mut places, rebuilds) = place_shards(dirs, &failed, &replacement, spd, copies_wanted)?;
     if !rebuilds.is_empty() {
         rebuild(&rebuilds, rebuild_rate_bytes_per_s)?;
+        // With more than two copies, the ones that were not rebuilt are as current as the
+        // rebuilt pair: every copy of the shard gets the same, raised generation.
+        for p in &places {
+            if rebuilds.iter().any(|(_, d)| p.copies.contains(d)) {
+                bale_io::copies::raise_generation(&p.copies).with_context(|| {
+                    format!("raising the generation of shard {}'s copies", p.shard_id)
+                })?;
+            }
+        }
     }
     if let Redundancy::Ec { k, m } = redundancy {
         let n = dirs.len();

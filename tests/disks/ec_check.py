@@ -35,7 +35,7 @@ KiB = mc.KiB
 MiB = mc.MiB
 check = mc.check
 # Small volumes so that several stripes form.
-EC = ["--redundancy", "ec:4+2", "--volume-target-mb", "2"]
+EC = ["--redundancy", "ec:4+2"]
 
 
 def put_objects(s3, n, prefix):
@@ -108,8 +108,8 @@ def count_files(dirs, prefix):
     return n
 
 
-def start(dirs, extra=()):
-    return mc.start(dirs, [*EC, *extra])
+def start(dirs, extra=(), volume_target_mb=2):
+    return mc.start(dirs, [*EC, "--volume-target-mb", str(volume_target_mb), *extra])
 
 
 def away(dirs, idx):
@@ -192,10 +192,31 @@ def scenarios(root, n_objects):
     srv = start(dirs)
     mc.verify(mc.client(srv), want, "all dirs back", ranged=False)
     srv.stop()
+
+    # 4. An emptied dir is rebuilt at start (its shard copies and its stripe files), then two
+    #    OTHER dirs removed: everything is still served (partly from the rebuilt files).
+    os.rename(dirs[3], dirs[3] + ".old")
+    os.mkdir(dirs[3])
+    srv = start(dirs, ["--rebuild-rate-mb", "0"])
+    check(mc.log_has(srv, r"stripe file rebuilt"), "stripe files rebuilt into the emptied dir")
+    check(mc.log_has(srv, r"stripe rebuild progress"), "stripe rebuild progress logged")
+    check(count_files(dirs, "parity-") == 2 * stripes, "parity files back after the rebuild")
+    more = put_objects(mc.client(srv), 10, "second")
+    srv.stop()
+    shutil.rmtree(dirs[3] + ".old")
+    for gone in ([4, 5], [1, 2]):
+        away(dirs, gone)
+        srv = start(dirs)
+        mc.verify(mc.client(srv), {**want, **more}, f"rebuilt d3, d{gone[0]}+d{gone[1]} removed",
+                  ranged=True)
+        srv.stop()
+        back(dirs, gone)
     return want
 
 
 def kill_loop(root, kills):
+    """SIGKILL under PUT load with 1 MiB volumes: stripes are encoded all the time, so kill
+    points fall during writes and during encoding."""
     dirs = [os.path.join(root, f"k{i}") for i in range(6)]
     acked = {}
     errors = []
@@ -206,7 +227,7 @@ def kill_loop(root, kills):
     srv.stop()
     n = 0
     for k in range(kills):
-        srv = start(dirs)
+        srv = start(dirs, volume_target_mb=1)
         stop = threading.Event()
 
         def writer(t):
@@ -248,6 +269,7 @@ def kill_loop(root, kills):
             back(dirs, gone)
     srv = start(dirs)
     mc.verify(mc.client(srv), dict(acked), f"after {kills} kill points, all dirs", ranged=False)
+    check(stripe_metric(srv) > 0, "kill loop: stripes were encoded")
     srv.stop()
     check(not errors, f"kill loop: {len(errors)} PUTs answered with an error: {errors[:5]}")
     print(f"kill loop: {kills} kill points, {len(acked)} acknowledged objects", flush=True)

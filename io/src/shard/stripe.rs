@@ -423,6 +423,25 @@ pub(crate) fn encode(
             .ok_or_else(|| Error::Unprotected(format!("stripe position {i} has no directory")))
     };
     let k = layout.k;
+    // Every copy of every member must hold the same bytes: a copy that differs (damaged while
+    // nobody read it) would go into the parity, or become the member, unnoticed. Which copy
+    // is right is the scrubber's and the rebuild's question; the stripe waits.
+    for (j, (id, _)) in manifest.members.iter().enumerate() {
+        let copies: Vec<PathBuf> = layout.dirs[..=layout.m]
+            .iter()
+            .flatten()
+            .map(|d| super::space::vol_path(d, *id))
+            .collect();
+        if let Some(why) = copies_differ(&copies)? {
+            return Err(Error::Corrupt {
+                context: format!(
+                    "stripe {}: the copies of member {j} (volume {id}) differ ({why}): not \
+                     encoded",
+                    manifest.stripe_id
+                ),
+            });
+        }
+    }
     let mut data = Vec::with_capacity(k);
     for (j, src) in sources.iter().enumerate() {
         let d = dir(j)?;
@@ -464,6 +483,59 @@ pub(crate) fn encode(
         parity_bytes: r.written_bytes,
         elapsed: r.elapsed,
     })
+}
+
+/// Whether the files `paths` differ (length or bytes); None when they are identical.
+fn copies_differ(paths: &[PathBuf]) -> Result<Option<String>> {
+    let mut files = Vec::with_capacity(paths.len());
+    let mut len = None;
+    for p in paths {
+        let f = fs::File::open(p).map_err(|e| io(format!("open {}", p.display()), e))?;
+        let l = f
+            .metadata()
+            .map_err(|e| io(format!("stat {}", p.display()), e))?
+            .len();
+        if *len.get_or_insert(l) != l {
+            return Ok(Some(format!("{} is {l} bytes long, not {}", p.display(), len.unwrap_or(0))));
+        }
+        files.push(std::io::BufReader::with_capacity(ec::STRIPE_CHUNK_BYTES, f));
+    }
+    let Some((first, rest)) = files.split_first_mut() else {
+        return Ok(None);
+    };
+    let mut a = vec![0u8; ec::STRIPE_CHUNK_BYTES];
+    let mut b = vec![0u8; ec::STRIPE_CHUNK_BYTES];
+    let mut offset = 0u64;
+    loop {
+        let n = read_full(first, &mut a).map_err(|e| io(format!("read {}", paths[0].display()), e))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        for (i, f) in rest.iter_mut().enumerate() {
+            let got =
+                read_full(f, &mut b[..n]).map_err(|e| io(format!("read {}", paths[i + 1].display()), e))?;
+            if got != n || a[..n] != b[..n] {
+                return Ok(Some(format!(
+                    "{} and {} differ in the {n} bytes at {offset}",
+                    paths[0].display(),
+                    paths[i + 1].display()
+                )));
+            }
+        }
+        offset += n as u64;
+    }
+}
+
+/// Reads until `buf` is full or the end of the file; the bytes read.
+fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match r.read(&mut buf[done..])? {
+            0 => break,
+            n => done += n,
+        }
+    }
+    Ok(done)
 }
 
 /// Removes the copies of `manifest`'s members that are not the member itself (the copy
@@ -558,6 +630,8 @@ pub(crate) struct Stripes {
     pub(crate) next_id: Cell<u32>,
     /// An `encode_stripes` pass is running.
     pub(crate) encoding: Cell<bool>,
+    /// An encoding failed (copies that differ, an I/O error): no more until the next open.
+    pub(crate) blocked: Cell<bool>,
     pub(crate) degraded_reads: Cell<u64>,
     pub(crate) encoded_bytes: Cell<u64>,
 }
@@ -580,6 +654,7 @@ impl Stripes {
             all: Default::default(),
             next_id: Cell::new(1),
             encoding: Cell::new(false),
+            blocked: Cell::new(false),
             degraded_reads: Cell::new(0),
             encoded_bytes: Cell::new(0),
         })
@@ -659,6 +734,7 @@ impl Shard {
         if self.closed.get()
             || self.check_protected().is_err()
             || st.layout.dirs.iter().any(Option::is_none)
+            || st.blocked.get()
             || st.encoding.replace(true)
         {
             return Ok(0);
@@ -756,6 +832,8 @@ impl Shard {
                 Ok(r) => r,
                 Err(e) => {
                     self.unmark_striped(&ids);
+                    st.blocked.set(true);
+                    tracing::error!(dir = %self.dir.display(), error = %e, "stripe encoding failed: the volumes stay mirrored; no more encoding of this shard until the next start");
                     return Err(Error::io(
                         format!("encode stripe {} of {}", manifest.stripe_id, self.dir.display()),
                         e,
@@ -973,6 +1051,25 @@ mod tests {
         assert!(manifest_path(l.dirs[0].as_ref().unwrap(), 7).exists());
         reconcile(&l, &ms).unwrap();
         assert_eq!(fs::read(&lost).unwrap(), vols[1]);
+    }
+
+    #[test]
+    fn copies_that_differ_are_not_encoded() {
+        let t = tempfile::tempdir().unwrap();
+        let l = layout(t.path());
+        volumes(&l);
+        let p = super::super::space::vol_path(l.dirs[2].as_ref().unwrap(), 4);
+        let mut b = fs::read(&p).unwrap();
+        b[100] ^= 1;
+        fs::write(&p, b).unwrap();
+        let src = l.dirs[0].as_ref().unwrap();
+        let sources: Vec<PathBuf> = (3..=6)
+            .map(|id| super::super::space::vol_path(src, id))
+            .collect();
+        let e = encode(&l, &manifest(), &sources).unwrap_err().to_string();
+        assert!(e.contains("differ"), "{e}");
+        assert!(!manifest_path(src, 7).exists());
+        assert!(!parity_path(l.dirs[4].as_ref().unwrap(), 7, 0).exists());
     }
 
     #[test]
