@@ -404,12 +404,12 @@ pub fn prepare(
     let (mut places, rebuilds) = place_shards(dirs, &failed, &replacement, spd, copies_wanted)?;
     if !rebuilds.is_empty() {
         rebuild(&rebuilds, rebuild_rate_bytes_per_s)?;
-        // With more than two copies, the ones that were not rebuilt are as current as the
-        // rebuilt pair: every copy of the shard gets the same, raised generation.
+        // With more than two copies, the ones that were neither source nor destination are
+        // as current as the rebuilt pair (whose generation the rebuild raised): they get it too.
         for p in &places {
             if rebuilds.iter().any(|(_, d)| p.copies.contains(d)) {
-                bale_io::copies::raise_generation(&p.copies).with_context(|| {
-                    format!("raising the generation of shard {}'s copies", p.shard_id)
+                level_generations(&p.copies).with_context(|| {
+                    format!("levelling the generation of shard {}'s copies", p.shard_id)
                 })?;
             }
         }
@@ -618,6 +618,20 @@ fn place_shards(
         }
     }
     Ok((places, rebuilds))
+}
+
+/// Sets every copy in `copies` (all current) to the highest generation among them.
+fn level_generations(copies: &[PathBuf]) -> std::io::Result<()> {
+    let mut top = 0;
+    for c in copies {
+        top = top.max(bale_io::copies::generation(c)?);
+    }
+    for c in copies {
+        if bale_io::copies::generation(c)? != top {
+            bale_io::copies::set_generation(c, top)?;
+        }
+    }
+    Ok(())
 }
 
 /// Rebuilds each `(source, destination)` shard copy, at most `rate_bytes_per_s` overall,
