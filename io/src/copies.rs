@@ -151,8 +151,8 @@ impl Rebuild {
                 let ent = ent?;
                 let name = ent.file_name();
                 let n = name.to_string_lossy();
-                let stripe_file = (n.starts_with("vol-") || n.starts_with("parity-"))
-                    && n.ends_with(".dat");
+                let stripe_file =
+                    (n.starts_with("vol-") || n.starts_with("parity-")) && n.ends_with(".dat");
                 if stripe_file && !tmp.join(&name).exists() {
                     fs::rename(ent.path(), tmp.join(&name))?;
                 }

@@ -247,7 +247,13 @@ impl Shard {
     }
 
     /// Check the CRC32C of every block of `run` in `data` (read from file offset `a_lo`).
-    pub(super) fn verify_blocks(&self, ext: &Extent, data: &[u8], run: &BlockRun, a_lo: u64) -> Result<()> {
+    pub(super) fn verify_blocks(
+        &self,
+        ext: &Extent,
+        data: &[u8],
+        run: &BlockRun,
+        a_lo: u64,
+    ) -> Result<()> {
         for b in run.first..run.end {
             let r = run.range(b);
             let got = crc32c::crc32c(&data[r.clone()]);

@@ -213,8 +213,12 @@ pub(crate) fn load_manifests(layout: &StripeLayout) -> Result<BTreeMap<u32, Mani
                 Ok(m) if m.stripe_id == id => {
                     found.entry(id).or_insert(m);
                 }
-                Ok(_) => tracing::warn!(path = %p.display(), "stripe manifest names another stripe: ignored"),
-                Err(why) => tracing::warn!(path = %p.display(), %why, "unreadable stripe manifest: ignored (another copy may hold it)"),
+                Ok(_) => {
+                    tracing::warn!(path = %p.display(), "stripe manifest names another stripe: ignored")
+                }
+                Err(why) => {
+                    tracing::warn!(path = %p.display(), %why, "unreadable stripe manifest: ignored (another copy may hold it)")
+                }
             }
         }
     }
@@ -341,7 +345,9 @@ fn rebuild_missing(layout: &StripeLayout, manifests: &BTreeMap<u32, Manifest>) -
             })
             .collect();
         let refs: Vec<Option<&Path>> = paths.iter().map(|p| p.as_deref()).collect();
-        let dir = layout.dirs[m.position(want)].as_ref().expect("live position");
+        let dir = layout.dirs[m.position(want)]
+            .as_ref()
+            .expect("live position");
         let out = m.file_path(dir, want);
         let tmp = tmp_of(&out);
         // A member is as long as it was when encoded (reads past its end see the manifest's
@@ -496,7 +502,11 @@ fn copies_differ(paths: &[PathBuf]) -> Result<Option<String>> {
             .map_err(|e| io(format!("stat {}", p.display()), e))?
             .len();
         if *len.get_or_insert(l) != l {
-            return Ok(Some(format!("{} is {l} bytes long, not {}", p.display(), len.unwrap_or(0))));
+            return Ok(Some(format!(
+                "{} is {l} bytes long, not {}",
+                p.display(),
+                len.unwrap_or(0)
+            )));
         }
         files.push(std::io::BufReader::with_capacity(ec::STRIPE_CHUNK_BYTES, f));
     }
@@ -507,13 +517,14 @@ fn copies_differ(paths: &[PathBuf]) -> Result<Option<String>> {
     let mut b = vec![0u8; ec::STRIPE_CHUNK_BYTES];
     let mut offset = 0u64;
     loop {
-        let n = read_full(first, &mut a).map_err(|e| io(format!("read {}", paths[0].display()), e))?;
+        let n =
+            read_full(first, &mut a).map_err(|e| io(format!("read {}", paths[0].display()), e))?;
         if n == 0 {
             return Ok(None);
         }
         for (i, f) in rest.iter_mut().enumerate() {
-            let got =
-                read_full(f, &mut b[..n]).map_err(|e| io(format!("read {}", paths[i + 1].display()), e))?;
+            let got = read_full(f, &mut b[..n])
+                .map_err(|e| io(format!("read {}", paths[i + 1].display()), e))?;
             if got != n || a[..n] != b[..n] {
                 return Ok(Some(format!(
                     "{} and {} differ in the {n} bytes at {offset}",
@@ -686,9 +697,12 @@ impl Stripes {
 /// a placeholder never read (reads of a lost member decode).
 pub(crate) fn member_volume(files: &Rc<StripeFiles>, j: usize) -> Result<VolFile> {
     let id = files.manifest.members[j].0;
-    let path = files.paths[j]
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("<lost member of stripe {}>", files.manifest.stripe_id)));
+    let path = files.paths[j].clone().unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "<lost member of stripe {}>",
+            files.manifest.stripe_id
+        ))
+    });
     let std_file = if files.failed[j].get() {
         None
     } else {
@@ -789,7 +803,13 @@ impl Shard {
                 let ready = vols
                     .map
                     .iter()
-                    .filter(|(id, v)| v.sealed && !v.striped && Some(**id) != vols.active && v.writers == 0 && v.end_bytes > 0)
+                    .filter(|(id, v)| {
+                        v.sealed
+                            && !v.striped
+                            && Some(**id) != vols.active
+                            && v.writers == 0
+                            && v.end_bytes > 0
+                    })
                     .count();
                 if ready < k {
                     return Ok(made);
@@ -835,7 +855,11 @@ impl Shard {
                     st.blocked.set(true);
                     tracing::error!(dir = %self.dir.display(), error = %e, "stripe encoding failed: the volumes stay mirrored; no more encoding of this shard until the next start");
                     return Err(Error::io(
-                        format!("encode stripe {} of {}", manifest.stripe_id, self.dir.display()),
+                        format!(
+                            "encode stripe {} of {}",
+                            manifest.stripe_id,
+                            self.dir.display()
+                        ),
                         e,
                     ));
                 }
@@ -1087,7 +1111,11 @@ mod tests {
         for d in l.dirs[..=2].iter().flatten() {
             fs::remove_file(manifest_path(d, 7)).unwrap();
         }
-        fs::write(tmp_of(&parity_path(l.dirs[5].as_ref().unwrap(), 7, 1)), b"x").unwrap();
+        fs::write(
+            tmp_of(&parity_path(l.dirs[5].as_ref().unwrap(), 7, 1)),
+            b"x",
+        )
+        .unwrap();
         let ms = load_manifests(&l).unwrap();
         assert!(ms.is_empty());
         reconcile(&l, &ms).unwrap();
