@@ -9,6 +9,8 @@ pub const DEFAULT_ACCESS_KEY: &str = "baleadmin";
 pub const DEFAULT_SECRET_KEY: &str = "baleadmin-secret";
 /// Largest --disk-reserve-mb accepted (1 TiB per shard; anything larger is a typo).
 pub const MAX_DISK_RESERVE_MB: u64 = 1 << 20;
+/// Largest `--volume-target-mb` (64 GiB volumes).
+pub const MAX_VOLUME_TARGET_MB: u64 = 1 << 16;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -77,9 +79,10 @@ pub struct ServeArgs {
     pub cores: Option<usize>,
 
     /// What protects objects against losing a data directory: `none`, `mirror` (every shard
-    /// on two directories) or `ec:K+M` (validated, not built yet). Default from the directory
-    /// count (1: none, 2-3: mirror, 4+: erasure coding, which falls back to mirror until it is
-    /// built). Fixed when the set is initialised (ADR 19).
+    /// on two directories) or `ec:K+M` (k+m <= directories; open state on m+1 directories,
+    /// sealed volumes in stripes of k data + m parity; any m disks can be lost). Default from
+    /// the directory count (1: none, 2-3: mirror, 4+: mirror too until stripes are compacted).
+    /// Fixed when the set is initialised (ADR 19).
     #[arg(long, env = "BALE_REDUNDANCY", value_parser = crate::layout::Redundancy::parse)]
     pub redundancy: Option<crate::layout::Redundancy>,
 
@@ -158,6 +161,11 @@ pub struct ServeArgs {
     /// Compaction: reclaim sealed volumes whose garbage ratio exceeds this (0..1).
     #[arg(long, env = "BALE_COMPACT_RATIO", default_value_t = 0.5)]
     pub compact_ratio: f64,
+
+    /// A volume seals once it passes this size, MiB (with erasure coding, every k sealed
+    /// volumes of a shard become a stripe). Small values are for tests. 1..=65536.
+    #[arg(long, env = "BALE_VOLUME_TARGET_MB", default_value_t = 1024)]
+    pub volume_target_mb: u64,
 
     /// Seconds between background compaction passes (0 = off).
     #[arg(long, env = "BALE_COMPACT_INTERVAL_S", default_value_t = 60)]
@@ -316,6 +324,12 @@ impl ServeArgs {
             return Err(format!(
                 "--disk-reserve-mb {} is out of range: give 0..={MAX_DISK_RESERVE_MB}",
                 self.disk_reserve_mb
+            ));
+        }
+        if !(1..=MAX_VOLUME_TARGET_MB).contains(&self.volume_target_mb) {
+            return Err(format!(
+                "--volume-target-mb {} is out of range: give 1..={MAX_VOLUME_TARGET_MB}",
+                self.volume_target_mb
             ));
         }
         if let Some(r) = self.redundancy {

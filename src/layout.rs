@@ -131,18 +131,14 @@ impl std::fmt::Display for Redundancy {
 }
 
 /// The redundancy to initialise a new set of `dirs` directories with: the flag's, or the
-/// default for the count; erasure coding (not built yet) is refused when asked for and falls
-/// back to mirroring, with a WARN, when it is only the default.
+/// default for the count. An explicit `ec:K+M` is built (m+1 copies of each shard's open
+/// state, sealed volumes in stripes); a default that would be erasure coding still falls back
+/// to mirroring, with a WARN, because space of deleted objects in striped volumes is not
+/// reclaimed yet (ADR 19: stripe compaction is not built).
 pub fn choose(flag: Option<Redundancy>, dirs: usize) -> anyhow::Result<Redundancy> {
     match flag {
         Some(r) => {
             r.validate(dirs).map_err(anyhow::Error::msg)?;
-            if let Redundancy::Ec { .. } = r {
-                anyhow::bail!(
-                    "--redundancy {r} is not built yet (ADR 19: erasure coding of sealed volumes \
-                     is the next step); use --redundancy mirror"
-                );
-            }
             Ok(r)
         }
         None => {
@@ -150,8 +146,10 @@ pub fn choose(flag: Option<Redundancy>, dirs: usize) -> anyhow::Result<Redundanc
             if let Redundancy::Ec { .. } = d {
                 tracing::warn!(
                     dirs,
-                    "{dirs} data directories would default to redundancy {d}, which is not built \
-                     yet: using mirror (two copies of every shard)"
+                    "{dirs} data directories would default to redundancy {d}, whose compaction of \
+                     stripes is not built yet (deleted objects' space in striped volumes is not \
+                     reclaimed): using mirror (two copies of every shard); give --redundancy {d} \
+                     to choose erasure coding"
                 );
                 return Ok(Redundancy::Mirror);
             }
@@ -179,7 +177,22 @@ pub fn redundancy_line(r: Redundancy, dirs: usize, failed: usize) -> String {
              failed; shards with a lost copy serve reads and refuse writes until it is rebuilt \
              (an empty directory in its place is rebuilt at start)"
         ),
-        Redundancy::Ec { k, m } => format!("redundancy: ec:{k}+{m} (not built yet)"),
+        Redundancy::Ec { k, m } if failed == 0 => format!(
+            "redundancy: ec:{k}+{m} ({dirs} data directories: every shard's journal, snapshot \
+             and open volumes on {} of them, sealed volumes in stripes of {k} + {m} parity): any \
+             {m} disks can be lost",
+            m + 1
+        ),
+        Redundancy::Ec { k, m } => format!(
+            "redundancy: ec:{k}+{m} ({dirs} data directories), DEGRADED: {failed} \
+             directory(ies) failed{}; shards with a lost copy serve reads and refuse writes \
+             until it is rebuilt (an empty directory in its place is rebuilt at start)",
+            if failed as u32 > m {
+                " (more than m: shards with no copy left refuse the start)"
+            } else {
+                ""
+            }
+        ),
     }
 }
 
@@ -191,6 +204,9 @@ pub struct ShardPlace {
     pub dir: PathBuf,
     pub copies: Vec<PathBuf>,
     pub copies_wanted: usize,
+    /// With erasure coding (ADR 19): where the shard's stripes go (its directory at each of
+    /// the k+m positions from its home; None where failed).
+    pub stripes: Option<bale_io::StripeLayout>,
 }
 
 /// The set as it opens: its redundancy, its shards, the directories that failed (and why)
@@ -385,9 +401,36 @@ pub fn prepare(
         }
     }
     let copies_wanted = redundancy.copies().min(dirs.len());
-    let (places, rebuilds) = place_shards(dirs, &failed, &replacement, spd, copies_wanted)?;
+    let (mut places, rebuilds) = place_shards(dirs, &failed, &replacement, spd, copies_wanted)?;
     if !rebuilds.is_empty() {
         rebuild(&rebuilds, rebuild_rate_bytes_per_s)?;
+        // With more than two copies, the ones that were neither source nor destination are
+        // as current as the rebuilt pair (whose generation the rebuild raised): they get it too.
+        for p in &places {
+            if rebuilds.iter().any(|(_, d)| p.copies.contains(d)) {
+                level_generations(&p.copies).with_context(|| {
+                    format!("levelling the generation of shard {}'s copies", p.shard_id)
+                })?;
+            }
+        }
+    }
+    if let Redundancy::Ec { k, m } = redundancy {
+        let n = dirs.len();
+        for p in &mut places {
+            let home = p.shard_id / spd as usize;
+            let name = format!("shard-{:04}", p.shard_id);
+            p.stripes = Some(bale_io::StripeLayout {
+                k: k as usize,
+                m: m as usize,
+                dirs: (0..(k + m) as usize)
+                    .map(|q| {
+                        let pos = (home + q) % n;
+                        failed[pos].is_none().then(|| dirs[pos].join(&name))
+                    })
+                    .collect(),
+                rebuild_rate_bytes_per_s,
+            });
+        }
     }
     Ok(Prepared {
         redundancy,
@@ -570,10 +613,25 @@ fn place_shards(
                 dir: copies[0].clone(),
                 copies,
                 copies_wanted,
+                stripes: None,
             });
         }
     }
     Ok((places, rebuilds))
+}
+
+/// Sets every copy in `copies` (all current) to the highest generation among them.
+fn level_generations(copies: &[PathBuf]) -> std::io::Result<()> {
+    let mut top = 0;
+    for c in copies {
+        top = top.max(bale_io::copies::generation(c)?);
+    }
+    for c in copies {
+        if bale_io::copies::generation(c)? != top {
+            bale_io::copies::set_generation(c, top)?;
+        }
+    }
+    Ok(())
 }
 
 /// Rebuilds each `(source, destination)` shard copy, at most `rate_bytes_per_s` overall,
@@ -744,9 +802,12 @@ mod tests {
         assert!(Redundancy::Ec { k: 4, m: 2 }.validate(5).is_err());
         assert!(Redundancy::Ec { k: 4, m: 2 }.validate(6).is_ok());
         assert_eq!(Redundancy::Ec { k: 4, m: 2 }.to_string(), "ec:4+2");
-        // Erasure coding is refused when asked for, and falls back to mirror as a default.
-        let e = choose(Some(Redundancy::Ec { k: 2, m: 2 }), 4).unwrap_err();
-        assert!(e.to_string().contains("not built yet"), "{e}");
+        // Erasure coding is taken when asked for, and falls back to mirror as a default.
+        assert_eq!(
+            choose(Some(Redundancy::Ec { k: 2, m: 2 }), 4).unwrap(),
+            Redundancy::Ec { k: 2, m: 2 }
+        );
+        assert!(choose(Some(Redundancy::Ec { k: 4, m: 2 }), 5).is_err());
         assert_eq!(choose(None, 4).unwrap(), Redundancy::Mirror);
     }
 
@@ -821,5 +882,43 @@ mod tests {
         fs::rename(&c, &b).unwrap();
         let e = prepare(&dirs, 1, None, 0).unwrap_err();
         assert!(e.to_string().contains("another bale set"), "{e}");
+    }
+
+    #[test]
+    fn ec_keeps_m_plus_one_copies_and_survives_m_lost_dirs() {
+        let t = tempfile::tempdir().unwrap();
+        let dirs: Vec<PathBuf> = (0..6).map(|i| t.path().join(format!("d{i}"))).collect();
+        let ec = Redundancy::Ec { k: 4, m: 2 };
+        let p = prepare(&dirs, 1, Some(ec), 0).unwrap();
+        assert_eq!(p.redundancy, ec);
+        assert_eq!(read(&dirs[0]).redundancy.as_deref(), Some("ec:4+2"));
+        assert!(p.places.iter().all(|s| s.copies_wanted == 3));
+        assert_eq!(
+            p.places[5].copies,
+            vec![
+                dirs[5].join("shard-0005"),
+                dirs[0].join("shard-0005"),
+                dirs[1].join("shard-0005")
+            ]
+        );
+        for s in &p.places {
+            for c in &s.copies {
+                fs::create_dir_all(c).unwrap();
+                fs::write(c.join("index.snap"), b"x").unwrap();
+            }
+        }
+        // The stored choice is kept without the flag.
+        assert_eq!(prepare(&dirs, 1, None, 0).unwrap().redundancy, ec);
+        // Two directories gone: every shard keeps a copy.
+        fs::rename(&dirs[1], t.path().join("away1")).unwrap();
+        fs::rename(&dirs[2], t.path().join("away2")).unwrap();
+        let p = prepare(&dirs, 1, None, 0).unwrap();
+        assert_eq!(p.failed.len(), 2);
+        assert_eq!(p.places[0].copies, vec![dirs[0].join("shard-0000")]);
+        assert!(redundancy_line(ec, 6, 2).contains("DEGRADED"));
+        // A third: shard 0 (dirs 0, 1, 2) has no copy left, the start is refused.
+        fs::rename(&dirs[0], t.path().join("away0")).unwrap();
+        let e = prepare(&dirs, 1, None, 0).unwrap_err();
+        assert!(e.to_string().contains("no good copy left"), "{e}");
     }
 }

@@ -259,6 +259,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let engine = bale_io::EngineConfig {
         cache_bytes: args.cache_mb << 20,
         reserve_bytes: args.disk_reserve_mb << 20,
+        volume_target_bytes: args.volume_target_mb << 20,
         ..Default::default()
     };
 

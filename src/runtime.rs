@@ -19,6 +19,9 @@ use crate::http::{serve_conn, ConnLimits};
 use crate::layout::ShardPlace;
 use crate::router::{self, Inbox, Topology};
 
+/// How often a core looks for k sealed volumes of a shard to encode into a stripe (ADR 19).
+const STRIPE_CHECK_EVERY: Duration = Duration::from_secs(1);
+
 /// io_uring submission queue entries per core.
 pub const RING_ENTRIES: u32 = 1024;
 
@@ -139,8 +142,9 @@ fn coop_taskrun_from(v: Option<&str>) -> bool {
 }
 
 /// The core's background tasks: the spinner (adaptive `--poll-us` or fixed `--spin-us`),
-/// compaction and scrub passes over its shards at their intervals.
-fn spawn_background(core: usize, args: &ServeArgs) {
+/// compaction and scrub passes over its shards at their intervals, and (`striped`) the
+/// stripe encoding of sealed volumes.
+fn spawn_background(core: usize, args: &ServeArgs, striped: bool) {
     let poll = crate::spin::Mode::from_flags(args.spin_us, args.poll_us);
     if poll != crate::spin::Mode::Off {
         monoio::spawn(crate::spin::run(poll));
@@ -164,6 +168,21 @@ fn spawn_background(core: usize, args: &ServeArgs) {
                         }
                         Ok(_) => {}
                         Err(e) => tracing::warn!(core, error = %e, "compaction failed"),
+                    }
+                }
+            }
+        });
+    }
+
+    // Erasure coding (ADR 19): sealed volumes become stripes once k of a shard are ready
+    // (a no-op pass without erasure coding or with fewer ready).
+    if striped {
+        monoio::spawn(async move {
+            loop {
+                monoio::time::sleep(STRIPE_CHECK_EVERY).await;
+                for s in router::local_shards() {
+                    if let Err(e) = s.encode_stripes().await {
+                        tracing::warn!(core, error = %e, "stripe encoding failed (retried later)");
                     }
                 }
             }
@@ -306,7 +325,13 @@ async fn core_main(setup: CoreSetup) {
     // Open this core's shards.
     let mut shards: Vec<Option<Rc<Shard>>> = vec![None; topo.shard_count];
     for p in &places {
-        match Shard::open_copies(&p.copies, p.copies_wanted, engine.clone()).await {
+        let opened = match &p.stripes {
+            Some(st) => {
+                Shard::open_striped(&p.copies, p.copies_wanted, st.clone(), engine.clone()).await
+            }
+            None => Shard::open_copies(&p.copies, p.copies_wanted, engine.clone()).await,
+        };
+        match opened {
             Ok(s) => {
                 let st = s.stats();
                 tracing::info!(core, shard = p.shard_id, dir = %p.dir.display(), objects = st.objects, "shard open");
@@ -359,7 +384,7 @@ async fn core_main(setup: CoreSetup) {
     };
     let _ = ready.send(Ok(()));
 
-    spawn_background(core, &args);
+    spawn_background(core, &args, places.iter().any(|p| p.stripes.is_some()));
     let limits = ConnLimits {
         header_timeout: Duration::from_secs(args.header_timeout_s),
         idle_timeout: Duration::from_secs(args.idle_timeout_s),

@@ -142,6 +142,22 @@ impl Rebuild {
             }
             self.copy_file(&from, &tmp.join(&name))?;
         }
+        // Stripe files (erasure coding, ADR 19) are not copies: a member volume or a parity
+        // file that only this directory holds is kept (they never change once written, so a
+        // stale directory's are still right); the engine's open removes what no stripe
+        // manifest places here.
+        if dst.is_dir() {
+            for ent in fs::read_dir(dst)? {
+                let ent = ent?;
+                let name = ent.file_name();
+                let n = name.to_string_lossy();
+                let stripe_file =
+                    (n.starts_with("vol-") || n.starts_with("parity-")) && n.ends_with(".dat");
+                if stripe_file && !tmp.join(&name).exists() {
+                    fs::rename(ent.path(), tmp.join(&name))?;
+                }
+            }
+        }
         crate::sys::fsync_dir(&tmp)?;
         if dst.exists() {
             let old = dst.with_extension("stale");

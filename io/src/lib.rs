@@ -31,7 +31,7 @@ pub mod snapshot_image {
 pub use format::{MAX_KEY_BYTES, MAX_NS_BYTES};
 pub use shard::{
     yield_now, BackgroundTotals, CompactStats, ListItem, Meta, Object, PutWriter, ScrubStats,
-    Shard, ShardStats, META_INLINE_BYTES,
+    Shard, ShardStats, StripeLayout, META_INLINE_BYTES,
 };
 
 /// Default `EngineConfig::align_bytes`.

@@ -463,6 +463,30 @@ const ALL_SHARDS: &[Family] = &[
         "Shard copies marked failed while serving (a read of one copy failed, another served it; ADR 19).",
         |s| Some(s.copy_failures),
     ),
+    (
+        "bale_stripes",
+        "gauge",
+        "Stripes of erasure-coded sealed volumes (all shards; ADR 19).",
+        |s| Some(u64::from(s.stripes)),
+    ),
+    (
+        "bale_stripe_files_lost",
+        "gauge",
+        "Stripe files (members or parity) missing or failed (all shards; ADR 19).",
+        |s| Some(u64::from(s.stripe_files_lost)),
+    ),
+    (
+        "bale_degraded_reads_total",
+        "counter",
+        "Reads decoded from a stripe's other files because the member was lost (ADR 19).",
+        |s| Some(s.degraded_reads),
+    ),
+    (
+        "bale_stripe_encoded_bytes_total",
+        "counter",
+        "Bytes of sealed volumes encoded into stripes since start (ADR 19).",
+        |s| Some(s.stripe_encoded_bytes),
+    ),
 ];
 
 /// Engine families with a `shard` label.

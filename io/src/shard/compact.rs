@@ -161,6 +161,7 @@ impl Shard {
             .iter()
             .filter(|(id, v)| {
                 v.sealed
+                    && !v.striped
                     && vols.active != Some(**id)
                     && v.writers == 0
                     && v.end_bytes > 0

@@ -24,6 +24,7 @@ mod read;
 mod recover;
 mod slot;
 mod space;
+mod stripe;
 mod writer;
 
 use std::cell::{Cell, RefCell};
@@ -48,6 +49,7 @@ use index::{Extent, Index};
 use space::{DroppedRecord, Epoch, Vols};
 
 pub use meta::{Meta, META_INLINE_BYTES};
+pub use stripe::StripeLayout;
 pub use writer::PutWriter;
 
 /// Largest object accepted: its CRC table (4 bytes per block) must fit in one journal entry.
@@ -181,6 +183,12 @@ pub struct ShardStats {
     pub copies_live: u32,
     /// Copies marked failed while serving, since open.
     pub copy_failures: u64,
+    /// Stripes of sealed volumes (ADR 19), stripe files lost or failed, reads decoded from a
+    /// stripe's other files since open, and bytes of volumes encoded since open.
+    pub stripes: u32,
+    pub stripe_files_lost: u32,
+    pub degraded_reads: u64,
+    pub stripe_encoded_bytes: u64,
 }
 
 /// Compaction and scrub totals since open (counted as the work proceeds: progress).
@@ -290,6 +298,8 @@ pub struct Shard {
     /// Copies marked failed since open.
     copy_failures: Cell<u64>,
     _mirror_locks: Vec<std::fs::File>,
+    /// Erasure coding of sealed volumes (ADR 19); None without it.
+    stripes: Option<stripe::Stripes>,
     reserve_refusals: Cell<u64>,
     meters: Meters,
     _lock: std::fs::File,
@@ -345,7 +355,7 @@ impl Shard {
     /// journal (truncating a torn tail), drop volumes nothing references. Must run inside a
     /// monoio runtime with the io_uring driver.
     pub async fn open(dir: &Path, cfg: EngineConfig) -> Result<Rc<Shard>> {
-        recover::open(dir, &[], 1, cfg).await
+        recover::open(dir, &[], 1, None, cfg).await
     }
 
     /// Open a shard kept in several copies (mirror, ADR 19): `copies[0]` is the primary
@@ -362,7 +372,24 @@ impl Shard {
         let Some((primary, mirrors)) = copies.split_first() else {
             return Err(Error::Invalid("a shard needs at least one copy".into()));
         };
-        recover::open(primary, mirrors, copies_wanted.max(1), cfg).await
+        recover::open(primary, mirrors, copies_wanted.max(1), None, cfg).await
+    }
+
+    /// `open_copies` for an erasure-coded set (ADR 19): the copies hold the journal, snapshot
+    /// and open volumes; sealed volumes are encoded into stripes over `stripes.dirs`
+    /// (`encode_stripes`), read from their member with one device read, decoded from `k`
+    /// others when the member is lost. Lost stripe files in live directories are rebuilt
+    /// here, before the shard serves.
+    pub async fn open_striped(
+        copies: &[PathBuf],
+        copies_wanted: usize,
+        stripes: StripeLayout,
+        cfg: EngineConfig,
+    ) -> Result<Rc<Shard>> {
+        let Some((primary, mirrors)) = copies.split_first() else {
+            return Err(Error::Invalid("a shard needs at least one copy".into()));
+        };
+        recover::open(primary, mirrors, copies_wanted.max(1), Some(stripes), cfg).await
     }
 
     /// Refuses a write while the shard has fewer live copies than it needs (no allocation
@@ -628,6 +655,10 @@ impl Shard {
             copies_wanted: self.copies_wanted as u32,
             copies_live: self.copies_live() as u32,
             copy_failures: self.copy_failures.get(),
+            stripes: self.stripes.as_ref().map_or(0, |s| s.count()),
+            stripe_files_lost: self.stripes.as_ref().map_or(0, |s| s.files_lost()),
+            degraded_reads: self.stripes.as_ref().map_or(0, |s| s.degraded_reads.get()),
+            stripe_encoded_bytes: self.stripes.as_ref().map_or(0, |s| s.encoded_bytes.get()),
         }
     }
 

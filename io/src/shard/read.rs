@@ -21,7 +21,7 @@ const _: () = assert!(CACHED_SPAN_MAX_BLOCKS >= 1);
 
 /// Checksum blocks `first..end` of one extent, read into a buffer where block `first` starts at
 /// byte `skip`.
-struct BlockRun {
+pub(super) struct BlockRun {
     first: u64,
     end: u64,
     skip: u64,
@@ -176,6 +176,11 @@ impl Shard {
             block_bytes: bb,
             ext_len: ext.len,
         };
+        // A striped volume: one read of its member, or a decode from the stripe (ADR 19).
+        if let Some((files, j)) = &ext.vol.stripe {
+            let bytes = self.read_member(ext, files, *j, a_lo, span, &run).await?;
+            return Ok(self.finish_read(bytes, &run, cached, ext, lo, hi, a_lo));
+        }
         // One read of one copy (the shard's read copy); an I/O error or CRC failure there is
         // retried on the next live copy, and the first copy is marked failed if that one
         // serves (mirror, ADR 19).
@@ -217,17 +222,38 @@ impl Shard {
                 }
             }
         };
-        let bytes = buf.into_bytes();
+        Ok(self.finish_read(buf.into_bytes(), &run, cached, ext, lo, hi, a_lo))
+    }
+
+    /// Caches the verified blocks of a read and cuts `[lo, hi)` of the extent out of it.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn finish_read(
+        &self,
+        bytes: Bytes,
+        run: &BlockRun,
+        cached: Option<(u64, usize)>,
+        ext: &Extent,
+        lo: u64,
+        hi: u64,
+        a_lo: u64,
+    ) -> Bytes {
         if let Some((seq, ei)) = cached {
-            self.cache_blocks(&bytes, &run, seq, ei);
+            self.cache_blocks(&bytes, run, seq, ei);
         }
         let s = (ext.data_offset + lo - a_lo) as usize;
         let e = (ext.data_offset + hi - a_lo) as usize;
-        Ok(Bytes::slice(&bytes, s..e))
+        Bytes::slice(&bytes, s..e)
     }
 
     /// Check the CRC32C of every block of `run` in `data` (read from file offset `a_lo`).
-    fn verify_blocks(&self, ext: &Extent, data: &[u8], run: &BlockRun, a_lo: u64) -> Result<()> {
+    pub(super) fn verify_blocks(
+        &self,
+        ext: &Extent,
+        data: &[u8],
+        run: &BlockRun,
+        a_lo: u64,
+    ) -> Result<()> {
         for b in run.first..run.end {
             let r = run.range(b);
             let got = crc32c::crc32c(&data[r.clone()]);

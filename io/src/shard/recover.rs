@@ -26,6 +26,7 @@ pub(super) async fn open(
     dir: &Path,
     mirrors: &[PathBuf],
     copies_wanted: usize,
+    stripes: Option<super::stripe::StripeLayout>,
     cfg: EngineConfig,
 ) -> Result<Rc<Shard>> {
     check_config(&cfg)?;
@@ -40,7 +41,35 @@ pub(super) async fn open(
     }
     let lock = locks.remove(0);
     reconcile_journals(dir, mirrors)?;
-    let vols = scan_volumes(dir, mirrors)?;
+    // Stripes first (ADR 19): their files are made to agree with the manifests (and lost ones
+    // rebuilt) before the copies' volumes are scanned, which leave striped volumes alone.
+    let stripes = stripes.map(super::stripe::Stripes::new).transpose()?;
+    let manifests = match &stripes {
+        Some(st) => {
+            let ms = super::stripe::load_manifests(&st.layout)?;
+            super::stripe::reconcile(&st.layout, &ms)?;
+            ms
+        }
+        None => BTreeMap::new(),
+    };
+    let striped: std::collections::BTreeSet<u32> = manifests
+        .values()
+        .flat_map(|m| m.members.iter().map(|(id, _)| *id))
+        .collect();
+    let mut vols = scan_volumes(dir, mirrors, &striped)?;
+    if let Some(st) = &stripes {
+        for m in manifests.into_values() {
+            let files = st.add(m);
+            for j in 0..files.manifest.members.len() {
+                let vf = super::stripe::member_volume(&files, j)?;
+                let id = vf.id;
+                let mut vs = VolState::new(vf, files.manifest.members[j].1, true);
+                vs.striped = true;
+                vols.map.insert(id, vs);
+                vols.next_id = vols.next_id.max(id.saturating_add(1));
+            }
+        }
+    }
     let jpath = dir.join(JOURNAL_FILE);
     let (jfile, jimage) = open_journal(&jpath)?;
     let jmirrors = mirrors
@@ -67,6 +96,7 @@ pub(super) async fn open(
         s.copies_wanted = copies_wanted;
         s.copy_failed = (0..=mirrors.len()).map(|_| Cell::new(false)).collect();
         s._mirror_locks = locks;
+        s.stripes = stripes;
         Rc::new(s)
     };
 
@@ -298,7 +328,11 @@ fn start_fresh_directory(dir: &Path) -> Result<()> {
 /// Every `vol-*.dat` of the directory, opened (with its copy in each mirror directory, created
 /// empty if missing), sealed, with no records known yet. A mirror's volume the primary does
 /// not have is named by nothing (the primary's journal equals the mirror's): it is removed.
-fn scan_volumes(dir: &Path, mirrors: &[PathBuf]) -> Result<Vols> {
+fn scan_volumes(
+    dir: &Path,
+    mirrors: &[PathBuf],
+    striped: &std::collections::BTreeSet<u32>,
+) -> Result<Vols> {
     let mut vols = Vols {
         map: BTreeMap::new(),
         active: None,
@@ -317,6 +351,10 @@ fn scan_volumes(dir: &Path, mirrors: &[PathBuf]) -> Result<Vols> {
         else {
             continue;
         };
+        // A stripe's member: opened from its stripe's position, not as a copy.
+        if striped.contains(&id) {
+            continue;
+        }
         let path = ent.path();
         let f = sys::open_direct(&path, false)
             .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
@@ -339,6 +377,7 @@ fn scan_volumes(dir: &Path, mirrors: &[PathBuf]) -> Result<Vols> {
                     file,
                     dir_synced: Cell::new(true),
                     mirrors: mirror_files,
+                    stripe: None,
                 },
                 size_bytes,
                 true,
@@ -359,7 +398,7 @@ fn scan_volumes(dir: &Path, mirrors: &[PathBuf]) -> Result<Vols> {
             else {
                 continue;
             };
-            if !vols.map.contains_key(&id) {
+            if !vols.map.contains_key(&id) && !striped.contains(&id) {
                 let p = ent.path();
                 tracing::warn!(path = %p.display(), "removing a mirror volume the primary copy does not have (named by nothing)");
                 std::fs::remove_file(&p)
@@ -436,6 +475,7 @@ fn new_shard(
         read_copy: Cell::new(0),
         copy_failures: Cell::new(0),
         _mirror_locks: Vec::new(),
+        stripes: None,
         reserve_refusals: Cell::new(0),
         meters: super::Meters::new(),
         _lock: lock,
@@ -683,7 +723,7 @@ impl Shard {
             .borrow()
             .map
             .iter()
-            .filter(|(_, v)| v.records.is_empty() && v.named_end == 0)
+            .filter(|(_, v)| v.records.is_empty() && v.named_end == 0 && !v.striped)
             .map(|(id, _)| *id)
             .collect();
         for id in &dead {
@@ -699,6 +739,10 @@ impl Shard {
             }
         }
         for v in self.vols.borrow_mut().map.values_mut() {
+            // A stripe's member keeps its bytes (its parity covers them).
+            if v.striped {
+                continue;
+            }
             // Every record the index references was resolved (snapshot or journal), so it
             // ends at or before `named_end`. Packed records end anywhere; their last aligned
             // unit was written whole (zero padded) and readers read whole aligned units, so the

@@ -34,6 +34,9 @@ pub(crate) struct VolFile {
     /// The same volume in the shard's other copies (mirror, ADR 19): every write and sync goes
     /// to each of them too; reads use `file` unless the shard's primary copy failed.
     pub(super) mirrors: Vec<MirrorFile>,
+    /// A striped volume (ADR 19): its stripe and its member index. `file` is the member (no
+    /// mirrors); when the member is lost, reads decode the span from the stripe's others.
+    pub(super) stripe: Option<(Rc<super::stripe::StripeFiles>, usize)>,
 }
 
 /// One more copy of a shard file, in another data directory (mirror, ADR 19).
@@ -442,6 +445,9 @@ pub(super) struct VolState {
     /// not): recovery may resolve those records again, so the file never shrinks below this.
     pub(super) named_end: u64,
     pub(super) sealed: bool,
+    /// Part of a stripe, or being encoded into one (ADR 19): its bytes must not change (no
+    /// hole punching, no truncation, no removal by compaction or at open).
+    pub(super) striped: bool,
     /// Preallocations queued on the shard's worker and not known to be done, oldest first.
     preallocs: Vec<Prealloc>,
     /// The partly filled last unit of the active volume's latest packed write, which the next
@@ -518,6 +524,7 @@ impl VolState {
             writers: 0,
             named_end: 0,
             sealed,
+            striped: false,
             preallocs: Vec::new(),
             pack_tail: None,
             pack_buf: None,
@@ -773,6 +780,7 @@ impl Shard {
             file,
             dir_synced: Cell::new(false),
             mirrors,
+            stripe: None,
         };
         vols.map.insert(id, VolState::new(vf, 0, false));
         vols.active = Some(id);
@@ -938,6 +946,11 @@ impl Shard {
 
     /// Queue a punch of the whole filesystem blocks of `[record_offset, +span_bytes)` of `v`.
     fn punch_span(&self, v: &VolState, record_offset: u64, span_bytes: u64) {
+        // A stripe's parity covers its members' bytes as they are: a hole would make the
+        // other members' degraded reads of that span decode wrong bytes.
+        if v.striped {
+            return;
+        }
         let lo = round_up_u64(record_offset, PUNCH_GRANULE_BYTES);
         let hi = round_down_u64(record_offset + span_bytes, PUNCH_GRANULE_BYTES);
         if hi > lo {

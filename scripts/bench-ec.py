@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""Erasure-coded disks (issue 14, ADR 19): bale on six data directories with `--redundancy
+none`, `mirror` and `ec:4+2`, side by side in one run, alternating per repeat.
+
+    scripts/bench-ec.py [--repeats 3] [--count 3000]
+
+Each server: `--cores 1 --cache-mb 0 --volume-target-mb 4` (small volumes, so that the 4 KiB
+objects loaded first end up in sealed volumes, which the ec server encodes into stripes). Load:
+--count 4 KiB objects, then 2 MiB objects to seal the volumes behind them; wait until the ec
+server reports a stripe per shard (bale_stripes). Rows: healthy GET 4 KiB c=1 and c=16 (every
+GET reads the device: a striped member on the ec server), then degraded GET 4 KiB c=1/c=16 (the
+ec server restarted with its first directory renamed away: a sixth of the reads decode from 4
+other stripe files). Also: bytes on disk / object bytes per mode, and the encode MB/s the ec
+server logged. Writes bench/results/ec-disks-<time>-<commit>/ (table.md, summary.json,
+commands.txt).
+"""
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+spec = importlib.util.spec_from_file_location("bench_peers", os.path.join(ROOT, "scripts/bench-peers.py"))
+peers = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(peers)
+spec = importlib.util.spec_from_file_location("bench_mirror", os.path.join(ROOT, "scripts/bench-mirror.py"))
+mirror = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mirror)
+
+MODES = ("none", "mirror", "ec:4+2")
+
+
+def dirs_of(s):
+    return [s.data] + [os.path.join(s.work, f"data{i}") for i in range(1, 6)]
+
+
+def disk_bytes(s):
+    n = 0
+    for d in dirs_of(s):
+        if os.path.isdir(d):
+            out = subprocess.run(["du", "-s", "--apparent-size", "--block-size=1", d], capture_output=True,
+                                 text=True).stdout
+            n += int(out.split()[0])
+    return n
+
+
+def metric(s, name):
+    with urllib.request.urlopen(s.endpoint() + "/metrics", timeout=5) as r:
+        m = re.search(rf"^{name} (\d+)", r.read().decode(), re.M)
+    return int(m.group(1)) if m else 0
+
+
+def main():
+    o = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    o.add_argument("--repeats", type=int, default=3)
+    o.add_argument("--count", type=int, default=3000)
+    o.add_argument("--big", type=int, default=60, help="2 MiB objects loaded after the 4 KiB ones")
+    o.add_argument("--get-seconds", default="4s")
+    o.add_argument("--server-cpus", default="0")
+    o.add_argument("--client-cpus", default="1")
+    a = o.parse_args()
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short=9", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = os.path.join(ROOT, "bench/results", f"ec-disks-{stamp}-{commit}")
+    work = tempfile.mkdtemp(prefix="bale-ec-bench-")
+    servers, commands, res = [], [], {}
+    summary = {"commit": commit, "stamp": stamp}
+    try:
+        for mode in MODES:
+            w = os.path.join(work, mode.replace(":", "-").replace("+", "-"))
+            os.makedirs(w)
+            extra = []
+            for i in range(1, 6):
+                extra += ["--data", os.path.join(w, f"data{i}")]
+            s = peers.Bale(mode, w, a.server_cpus, 1, 0,
+                           [*extra, "--redundancy", mode, "--metrics-public", "--volume-target-mb", "4",
+                            "--scrub-interval-s", "0", "--compact-interval-s", "0"])
+            s.start()
+            commands.append(s.cmdline.replace(peers.SK, "$SECRET"))
+            servers.append(s)
+            res[mode] = {}
+        object_bytes = a.count * 4096 + a.big * (2 << 20)
+        for s in servers:
+            mirror.bench(s, "load", ["-n", str(a.count), "--size", "4k", "-c", "16", "--prefix", "g/"],
+                         a.client_cpus, commands)
+            mirror.bench(s, "load", ["-n", str(a.big), "--size", "2m", "-c", "4", "--prefix", "big/"],
+                         a.client_cpus, commands)
+        ec = servers[2]
+        deadline = time.time() + 120
+        while time.time() < deadline and metric(ec, "bale_stripes") < 6:
+            time.sleep(1)
+        time.sleep(2)
+        summary["stripes"] = metric(ec, "bale_stripes")
+        peers.log(f"ec stripes: {summary['stripes']}")
+        for r in range(a.repeats):
+            order = servers if r % 2 == 0 else servers[::-1]
+            for c in (1, 16):
+                for s in order:
+                    rep = mirror.bench(s, "get", ["-n", str(a.count), "--size", "4k", "-c", str(c), "--prefix",
+                                                  "g/", "-d", a.get_seconds], a.client_cpus, commands)
+                    res[s.name].setdefault(f"get 4k c={c}", []).append(rep)
+        for s in servers:
+            s.stop()
+        summary["overhead"] = {s.name: disk_bytes(s) / object_bytes for s in servers}
+        log = open(os.path.join(ec.work, f"{ec.name}.log"), errors="replace").read()
+        rates = [float(x) for x in re.findall(r'encode_mb_per_s="?([\d.]+)', log)]
+        summary["encode_mb_per_s"] = {"median": statistics.median(rates) if rates else None,
+                                      "stripes": len(rates)}
+        # Degraded: the ec server without its first directory.
+        os.rename(ec.data, ec.data + ".away")
+        ec.start()
+        for r in range(a.repeats):
+            for c in (1, 16):
+                rep = mirror.bench(ec, "get", ["-n", str(a.count), "--size", "4k", "-c", str(c), "--prefix", "g/",
+                                               "-d", a.get_seconds], a.client_cpus, commands)
+                res[ec.name].setdefault(f"degraded get 4k c={c}", []).append(rep)
+        summary["degraded_reads"] = metric(ec, "bale_degraded_reads_total")
+        ec.stop()
+    finally:
+        for s in servers:
+            s.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(out, exist_ok=True)
+    summary["rows"] = {}
+    lines = ["# Erasure-coded disks: 6 data dirs, --redundancy none vs mirror vs ec:4+2", "",
+             f"Commit {commit}, {stamp}; `scripts/bench-ec.py --repeats {a.repeats} --count {a.count}`; "
+             f"bale `--cores 1 --cache-mb 0 --volume-target-mb 4` on CPU {a.server_cpus}, client on CPU "
+             f"{a.client_cpus}. Medians over {a.repeats} repeats.", "",
+             "| row | " + " | ".join(f"{m} p50 / p99 ms | {m} req/s" for m in MODES) + " |",
+             "|---|" + "---|---|" * len(MODES)]
+    for row in ["get 4k c=1", "get 4k c=16", "degraded get 4k c=1", "degraded get 4k c=16"]:
+        cells = []
+        for mode in MODES:
+            runs = [x for x in res.get(mode, {}).get(row, []) if x]
+            if not runs:
+                cells += ["–", "–"]
+                continue
+            p50 = statistics.median(x["p50_us"] for x in runs) / 1e3
+            p99 = statistics.median(x["p99_us"] for x in runs) / 1e3
+            rps = statistics.median(x["req_per_s"] for x in runs)
+            cells += [f"{p50:.3f} / {p99:.3f}", f"{rps:,.0f}"]
+            summary["rows"].setdefault(row, {})[mode] = {"p50_ms": p50, "p99_ms": p99, "req_per_s": rps}
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    lines += ["", "Bytes on disk (apparent) / object bytes: " +
+              ", ".join(f"{m} {v:.2f}x" for m, v in summary.get("overhead", {}).items()),
+              f"Stripes encoded: {summary.get('stripes')}; encode MB/s (median of the log's per-stripe "
+              f"figures): {summary.get('encode_mb_per_s')}; degraded reads counted: "
+              f"{summary.get('degraded_reads')}."]
+    with open(os.path.join(out, "table.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    with open(os.path.join(out, "commands.txt"), "w") as f:
+        f.write("\n".join(commands) + "\n")
+    print("\n".join(lines))
+    print(out)
+
+
+if __name__ == "__main__":
+    main()
