@@ -15,13 +15,11 @@ bale each time:
 Usage: ec_check.py [--kills N] [--objects N]. Exits 1 on any failure.
 """
 
-import argparse
 import os
 import random
 import re
 import shutil
 import sys
-import tempfile
 import threading
 import time
 
@@ -277,25 +275,7 @@ def kill_loop(root, kills):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--kills", type=int, default=20)
-    ap.add_argument("--objects", type=int, default=200)
-    ap.add_argument("--only", choices=["scenarios", "kills"])
-    args = ap.parse_args()
-    root = tempfile.mkdtemp(prefix="bale-ec-")
-    try:
-        if args.only != "kills":
-            scenarios(root, args.objects)
-        if args.only != "scenarios":
-            kill_loop(root, args.kills)
-    finally:
-        for b in mc.RUNNING:
-            b.stop()
-        shutil.rmtree(root, ignore_errors=True)
-    if mc.FAILURES:
-        print(f"ec check: {len(mc.FAILURES)} failure(s)")
-        sys.exit(1)
-    print("ec check: passed")
+    mc.run("ec", scenarios, kill_loop, default_kills=20)
 
 
 if __name__ == "__main__":

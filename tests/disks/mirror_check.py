@@ -310,26 +310,32 @@ def kill_loop(root, kills):
     print(f"kill loop: {kills} kill points, {len(acked)} acknowledged objects", flush=True)
 
 
-def main():
+def run(name, scenarios_fn, kill_loop_fn, default_kills):
+    """The command line both disk checks share: `--only scenarios|kills`, counts, a temporary
+    root removed at the end, servers stopped, exit 1 on any failed check."""
     ap = argparse.ArgumentParser()
-    ap.add_argument("--kills", type=int, default=50)
+    ap.add_argument("--kills", type=int, default=default_kills)
     ap.add_argument("--objects", type=int, default=200)
     ap.add_argument("--only", choices=["scenarios", "kills"])
     args = ap.parse_args()
-    root = tempfile.mkdtemp(prefix="bale-mirror-")
+    root = tempfile.mkdtemp(prefix=f"bale-{name}-")
     try:
         if args.only != "kills":
-            scenarios(root, args.objects)
+            scenarios_fn(root, args.objects)
         if args.only != "scenarios":
-            kill_loop(root, args.kills)
+            kill_loop_fn(root, args.kills)
     finally:
         for b in RUNNING:
             b.stop()
         shutil.rmtree(root, ignore_errors=True)
     if FAILURES:
-        print(f"mirror check: {len(FAILURES)} failure(s)")
+        print(f"{name} check: {len(FAILURES)} failure(s)")
         sys.exit(1)
-    print("mirror check: passed")
+    print(f"{name} check: passed")
+
+
+def main():
+    run("mirror", scenarios, kill_loop, default_kills=50)
 
 
 if __name__ == "__main__":
