@@ -18,7 +18,6 @@ commands.txt).
 import argparse
 import datetime
 import importlib.util
-import json
 import os
 import re
 import shutil
@@ -156,14 +155,7 @@ def main():
               f"Stripes encoded: {summary.get('stripes')}; encode MB/s (median of the log's per-stripe "
               f"figures): {summary.get('encode_mb_per_s')}; degraded reads counted: "
               f"{summary.get('degraded_reads')}."]
-    with open(os.path.join(out, "table.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    with open(os.path.join(out, "commands.txt"), "w") as f:
-        f.write("\n".join(commands) + "\n")
-    print("\n".join(lines))
-    print(out)
+    mirror.write_results(out, lines, summary, commands)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,18 @@ def bench(server, sub, args, client_cpus, commands):
     return rep
 
 
+def write_results(out, lines, summary, commands):
+    """table.md, summary.json and commands.txt into `out`; the table and the folder printed."""
+    with open(os.path.join(out, "table.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    with open(os.path.join(out, "commands.txt"), "w") as f:
+        f.write("\n".join(commands) + "\n")
+    print("\n".join(lines))
+    print(out)
+
+
 def main():
     o = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     o.add_argument("--repeats", type=int, default=3)
@@ -138,14 +150,7 @@ def main():
     if res.get("rebuild"):
         lines += ["", f"Rebuild of the lost directory at start: {res['rebuild']['done_bytes']} bytes at "
                       f"{res['rebuild']['mb_per_s']} MB/s (unbounded)."]
-    with open(os.path.join(out, "table.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    with open(os.path.join(out, "commands.txt"), "w") as f:
-        f.write("\n".join(commands) + "\n")
-    print("\n".join(lines))
-    print(out)
+    write_results(out, lines, summary, commands)
 
 
 if __name__ == "__main__":
