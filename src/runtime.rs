@@ -197,15 +197,20 @@ fn spawn_background(core: usize, args: &ServeArgs, striped: bool) {
                 monoio::time::sleep(every).await;
                 for s in router::local_shards() {
                     match s.scrub(rate).await {
-                        Ok(st) if st.corrupt_objects > 0 => tracing::error!(
-                            core,
-                            checked = st.objects_checked,
-                            corrupt = st.corrupt_objects,
-                            "scrub found corrupt objects"
-                        ),
+                        Ok(st) if st.corrupt_objects > 0 || st.bad_stripes > 0 => {
+                            tracing::error!(
+                                core,
+                                checked = st.objects_checked,
+                                corrupt = st.corrupt_objects,
+                                stripes_checked = st.stripes_checked,
+                                bad_stripes = st.bad_stripes,
+                                "scrub found corrupt objects or stripes"
+                            )
+                        }
                         Ok(st) => tracing::info!(
                             core,
                             checked = st.objects_checked,
+                            stripes_checked = st.stripes_checked,
                             bytes = st.bytes_checked,
                             "scrub pass clean"
                         ),

@@ -630,6 +630,18 @@ const PER_SHARD: &[Family] = &[
         |s| Some(s.background.scrub_corrupt_objects),
     ),
     (
+        "bale_shard_scrub_stripes_checked_total",
+        "counter",
+        "Stripes whose parity the scrub checked against their members (erasure coding).",
+        |s| Some(s.background.scrub_stripes_checked),
+    ),
+    (
+        "bale_shard_scrub_bad_stripes_total",
+        "counter",
+        "Stripes whose parity the scrub found not matching their members.",
+        |s| Some(s.background.scrub_bad_stripes),
+    ),
+    (
         "bale_shard_scrub_running",
         "gauge",
         "1 while a scrub pass runs.",

@@ -106,8 +106,47 @@ def count_files(dirs, prefix):
     return n
 
 
-def start(dirs, extra=(), volume_target_mb=2):
-    return mc.start(dirs, [*EC, "--volume-target-mb", str(volume_target_mb), *extra])
+def start(dirs, extra=(), volume_target_mb=2, scrub_interval_s=0):
+    return mc.start(dirs, [*EC, "--volume-target-mb", str(volume_target_mb), *extra],
+                    scrub_interval_s=scrub_interval_s)
+
+
+def metric_sum(srv, name):
+    """A per-shard counter summed over its `shard` labels."""
+    return sum(int(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\d+)", mc.metrics(srv), re.M))
+
+
+def parity_scrub(dirs, want, stripes):
+    """One parity file damaged on disk: the scrub checks every stripe's parity against its
+    members, counts and logs the damaged one; GETs (which never read parity) stay correct.
+    The file is put back afterwards."""
+    victim = None
+    for d in dirs:
+        for root_dir, _, files in os.walk(d):
+            for f in sorted(files):
+                if f.startswith("parity-") and victim is None:
+                    victim = os.path.join(root_dir, f)
+    check(victim is not None, "parity scrub: a parity file to damage")
+    if victim is None:
+        return
+    with open(victim, "rb") as f:
+        saved = f.read()
+    with open(victim, "r+b") as f:
+        f.seek(len(saved) // 2)
+        f.write(bytes(b ^ 0x5A for b in saved[len(saved) // 2:len(saved) // 2 + 512]))
+    srv = start(dirs, scrub_interval_s=1)
+    deadline = time.time() + 90
+    while time.time() < deadline and metric_sum(srv, "bale_shard_scrub_stripes_checked_total") < stripes:
+        time.sleep(0.5)
+    checked = metric_sum(srv, "bale_shard_scrub_stripes_checked_total")
+    bad = metric_sum(srv, "bale_shard_scrub_bad_stripes_total")
+    check(checked >= stripes, f"parity scrub: {checked} stripes checked, want >= {stripes}")
+    check(bad == 1, f"parity scrub: {bad} bad stripes counted, want 1")
+    check(mc.log_has(srv, r"stripe parity does not match its members"), "parity scrub: the bad stripe is logged")
+    mc.verify(mc.client(srv), want, "parity damaged", ranged=False)
+    srv.stop()
+    with open(victim, "wb") as f:
+        f.write(saved)
 
 
 def away(dirs, idx):
@@ -139,6 +178,7 @@ def scenarios(root, n_objects):
     check(count_files(dirs, "stripe-") == 3 * stripes, "a manifest per stripe in each of 3 copies")
     with open(os.path.join(dirs[0], "bale-layout.json")) as f:
         check('"redundancy": "ec:4+2"' in f.read(), "layout file records ec:4+2")
+    parity_scrub(dirs, want, stripes)
     # Every shard on 3 dirs: shard 0 (home d0) in d0, d1, d2 and not in d3.
     check(all(os.path.isfile(os.path.join(dirs[i], "shard-0000", "index.snap")) for i in (0, 1, 2)),
           "shard 0 has copies in d0, d1, d2")

@@ -73,12 +73,13 @@ def sha(b):
 RUNNING = []
 
 
-def start(dirs, extra=()):
+def start(dirs, extra=(), scrub_interval_s=0):
     for old in RUNNING:
         old.stop()
     RUNNING.clear()
     b = baleproc.Bale(data_dirs=dirs, cores=1,
-                      extra_args=["--cache-mb", "0", "--scrub-interval-s", "0", "--metrics-public",
+                      extra_args=["--cache-mb", "0", "--scrub-interval-s", str(scrub_interval_s),
+                                  "--metrics-public",
                                   "--compact-interval-s", "0", *extra])
     RUNNING.append(b)
     b.start(timeout_s=120)

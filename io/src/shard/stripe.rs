@@ -902,6 +902,71 @@ impl Shard {
     /// its member; when the member is lost or that read fails (the member is then marked
     /// failed), the span is decoded from `k` other stripe files on the worker thread. The
     /// blocks of `run` are verified either way.
+    /// The scrub's second half (ADR 19 step 7): the parity of every stripe whose files are
+    /// all present, recomputed from its members on the worker thread (`ec::verify_files`) and
+    /// compared; a mismatch is counted and logged with its chunks (the stripe keeps serving:
+    /// healthy reads do not use parity, and a degraded read checks the record CRCs). Paced at
+    /// `max_bytes_per_s` over the stripe files' bytes (0 = unlimited).
+    pub(super) async fn scrub_stripes(
+        &self,
+        max_bytes_per_s: u64,
+        stats: &mut super::ScrubStats,
+    ) -> Result<()> {
+        let Some(st) = self.stripes.as_ref() else {
+            return Ok(());
+        };
+        let all: Vec<Rc<StripeFiles>> = st.all.borrow().clone();
+        for f in all {
+            let paths: Vec<PathBuf> = f.paths.iter().flatten().cloned().collect();
+            if paths.len() != f.paths.len() || f.failed.iter().any(|c| c.get()) {
+                continue;
+            }
+            let (codec, shard_bytes, id) = (
+                f.codec.clone(),
+                f.manifest.shard_bytes,
+                f.manifest.stripe_id,
+            );
+            let started = std::time::Instant::now();
+            let bad = self
+                .offload
+                .call(move || {
+                    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+                    ec::verify_files(&codec, &refs, shard_bytes).map_err(other)
+                })
+                .await
+                .map_err(|e| {
+                    Error::io(
+                        format!("verify the parity of stripe {id} of {}", self.dir.display()),
+                        e,
+                    )
+                })?;
+            let stripe_bytes = shard_bytes * f.paths.len() as u64;
+            stats.stripes_checked += 1;
+            stats.bytes_checked += stripe_bytes;
+            if !bad.is_empty() {
+                stats.bad_stripes += 1;
+                tracing::error!(
+                    dir = %self.dir.display(),
+                    stripe = id,
+                    bad_chunks = ?bad,
+                    "stripe parity does not match its members"
+                );
+            }
+            self.meters.bg(|b| {
+                b.scrub_stripes_checked += 1;
+                b.scrub_bad_stripes += u64::from(!bad.is_empty());
+                b.scrub_bytes_checked += stripe_bytes;
+            });
+            if max_bytes_per_s > 0 {
+                let due = Duration::from_secs_f64(stripe_bytes as f64 / max_bytes_per_s as f64);
+                if let Some(rest) = due.checked_sub(started.elapsed()) {
+                    monoio::time::sleep(rest).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub(super) async fn read_member(
         &self,
         ext: &super::index::Extent,
