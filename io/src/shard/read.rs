@@ -189,24 +189,9 @@ impl Shard {
         let mut first_err = None;
         let buf = loop {
             let (file, path) = ext.vol.copy_file(copy).expect("read copy exists");
-            // A pooled buffer (no allocation or zeroing per read; its capacity may exceed the
-            // span, so exactly the span is read through a slice of it).
-            let buf = AlignedBuf::for_read(span, align as usize).slice_mut(0..span);
-            let started = std::time::Instant::now();
-            let (res, buf) = file.read_exact_at(buf, a_lo).await;
-            let mut buf = buf.into_inner();
-            let m = &self.meters;
-            m.device_read_ns.record(started.elapsed().as_nanos() as u64);
-            m.device_read_bytes
-                .set(m.device_read_bytes.get() + span as u64);
-            let checked = res
-                .map_err(|e| Error::io(format!("read {} at {a_lo} len {span}", path.display()), e))
-                .and_then(|()| {
-                    buf.set_len(span);
-                    self.verify_blocks(ext, buf.as_ref(), &run, a_lo)
-                });
+            let checked = self.read_checked(file, path, ext, &run, a_lo, span).await;
             match checked {
-                Ok(()) => {
+                Ok(buf) => {
                     if let Some(e) = first_err {
                         self.mark_copy_failed(first, &e);
                     }
@@ -223,6 +208,34 @@ impl Shard {
             }
         };
         Ok(self.finish_read(buf.into_bytes(), &run, cached, ext, lo, hi, a_lo))
+    }
+
+    /// One O_DIRECT read of `[a_lo, a_lo + span)` of `file` into a pooled buffer (no
+    /// allocation or zeroing per read; its capacity may exceed the span, so exactly the span
+    /// is read through a slice of it), timed and counted, its blocks verified against the
+    /// extent's CRCs.
+    #[inline]
+    pub(super) async fn read_checked(
+        &self,
+        file: &monoio::fs::File,
+        path: &std::path::Path,
+        ext: &Extent,
+        run: &BlockRun,
+        a_lo: u64,
+        span: usize,
+    ) -> Result<AlignedBuf> {
+        let buf = AlignedBuf::for_read(span, self.cfg.align_bytes as usize).slice_mut(0..span);
+        let started = std::time::Instant::now();
+        let (res, buf) = file.read_exact_at(buf, a_lo).await;
+        let mut buf = buf.into_inner();
+        let m = &self.meters;
+        m.device_read_ns.record(started.elapsed().as_nanos() as u64);
+        m.device_read_bytes
+            .set(m.device_read_bytes.get() + span as u64);
+        res.map_err(|e| Error::io(format!("read {} at {a_lo} len {span}", path.display()), e))?;
+        buf.set_len(span);
+        self.verify_blocks(ext, buf.as_ref(), run, a_lo)?;
+        Ok(buf)
     }
 
     /// Caches the verified blocks of a read and cuts `[lo, hi)` of the extent out of it.

@@ -20,8 +20,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use monoio::buf::IoBufMut;
-
 use super::space::VolFile;
 use super::Shard;
 
@@ -976,29 +974,12 @@ impl Shard {
         span: usize,
         run: &super::read::BlockRun,
     ) -> Result<bytes::Bytes> {
-        let align = self.cfg.align_bytes as usize;
         if !files.failed[j].get() {
-            let buf = crate::buf::AlignedBuf::for_read(span, align).slice_mut(0..span);
-            let started = std::time::Instant::now();
-            let (res, buf) = ext.vol.file.read_exact_at(buf, a_lo).await;
-            let mut buf = buf.into_inner();
-            let m = &self.meters;
-            m.device_read_ns.record(started.elapsed().as_nanos() as u64);
-            m.device_read_bytes
-                .set(m.device_read_bytes.get() + span as u64);
-            let checked = res
-                .map_err(|e| {
-                    Error::io(
-                        format!("read {} at {a_lo} len {span}", ext.vol.path.display()),
-                        e,
-                    )
-                })
-                .and_then(|()| {
-                    buf.set_len(span);
-                    self.verify_blocks(ext, buf.as_ref(), run, a_lo)
-                });
+            let checked = self
+                .read_checked(&ext.vol.file, &ext.vol.path, ext, run, a_lo, span)
+                .await;
             match checked {
-                Ok(()) => return Ok(buf.into_bytes()),
+                Ok(buf) => return Ok(buf.into_bytes()),
                 Err(e) => {
                     files.failed[j].set(true);
                     tracing::error!(path = %ext.vol.path.display(), error = %e, "stripe member failed a read: marked failed; its reads decode from the stripe's other files");
