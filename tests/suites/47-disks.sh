@@ -6,6 +6,9 @@
 # coding (tests/disks/ec_check.py, 6 dirs ec:4+2, small volumes so stripes form): one or two
 # dirs removed, a dir's volumes overwritten, three removed (refused), an emptied dir rebuilt
 # then two others removed, and a SIGKILL loop (20 kill points) during writes and encoding.
+# Faults (tests/disks/fault_check.py, one ec:4+2 dir on a loop-mounted ext4): the disk filled
+# (507), remounted read-only (503 for its shards, reads whole), and shut down under load (every
+# I/O fails: GETs still right, PUTs 200 or 503, never 500; rebuilt at the next start).
 # Usage: tests/suites/47-disks.sh (BALE_BIN overrides the binary).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -23,6 +26,11 @@ else
     failed=$((failed + 1))
 fi
 if timeout 600 tests/.venv/bin/python tests/disks/ec_check.py; then
+    passed=$((passed + 1))
+else
+    failed=$((failed + 1))
+fi
+if timeout 300 tests/.venv/bin/python tests/disks/fault_check.py; then
     passed=$((passed + 1))
 else
     failed=$((failed + 1))

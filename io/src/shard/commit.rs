@@ -294,6 +294,7 @@ impl Shard {
                 .make_durable(b.sync_before, b.sync_with, b.jbuf, b.next_lsn)
                 .await;
             if let Err(e) = synced {
+                let e = self.copy_write_failed(e);
                 for (w, _) in std::mem::take(&mut b.winners) {
                     w.fail(e.duplicate());
                 }
@@ -716,7 +717,20 @@ impl Shard {
         if checkpoints.is_empty() && !journal_big {
             return;
         }
-        let r = self.do_checkpoint().await;
+        let r = match self
+            .do_checkpoint()
+            .await
+            .map_err(|e| self.copy_write_failed(e))
+        {
+            // A copy failed during the checkpoint and is now marked failed: the journal on the
+            // live copies still holds every entry, so nothing is lost; the next start replays
+            // it (and rebuilds the failed copy).
+            Err(Error::Unprotected(why)) => {
+                tracing::warn!(dir = %self.dir.display(), why = %why, "checkpoint skipped: a copy failed");
+                Ok(())
+            }
+            r => r,
+        };
         if let Err(e) = &r {
             tracing::error!(dir = %self.dir.display(), error = %e, "checkpoint failed");
         }

@@ -433,11 +433,39 @@ impl Shard {
         (after + 1..self.copy_failed.len()).find(|&c| c != first && !self.copy_failed[c].get())
     }
 
-    /// Marks `copy` failed (a read of it failed and another copy served the same bytes):
-    /// counted, logged once, reads move to the next live copy, writes are refused from now
-    /// on, and the surviving copies' generation is raised (on the worker thread) so the failed
-    /// copy is never trusted again at a later start, only rebuilt (`crate::copies`).
-    fn mark_copy_failed(&self, copy: usize, why: &Error) {
+    /// A write, sync or create on one copy of the shard failed with an I/O error (ENOSPC is
+    /// `NoSpace` and not a failure of the disk). With redundancy, the copy the error names is
+    /// marked failed (`mark_copy_failed`: its disk is suspect, writes are refused until it is
+    /// rebuilt, reads use the others) and the error becomes `Unprotected` (503 at the S3
+    /// layer), saying why; the write it failed was not acknowledged. Without redundancy, or
+    /// when the error names no copy, it is returned as it is.
+    pub(super) fn copy_write_failed(&self, e: Error) -> Error {
+        if !matches!(e, Error::Io { .. }) || self.copy_failed.len() < 2 {
+            return e;
+        }
+        // A mirror's failure is reported with the primary's path in the context and the
+        // mirror's path in the cause (`space::write_all_copies`): look for mirrors first.
+        let text = e.to_string();
+        let named = (1..self.copy_failed.len())
+            .chain(std::iter::once(0))
+            .find(|&c| text.contains(&*self.copy_dir(c).to_string_lossy()));
+        let Some(copy) = named else {
+            return e;
+        };
+        self.mark_copy_failed(copy, &e, "write");
+        Error::Unprotected(format!(
+            "a write to the shard's copy in {} failed ({e}): that copy is marked failed and \
+             writes are refused until it is rebuilt",
+            self.copy_dir(copy).display()
+        ))
+    }
+
+    /// Marks `copy` failed (a read of it failed and another copy served the same bytes, or a
+    /// write to it failed, `op`): counted, logged once, reads move to the next live copy,
+    /// writes are refused from now on, and the surviving copies' generation is raised (on the
+    /// worker thread) so the failed copy is never trusted again at a later start, only rebuilt
+    /// (`crate::copies`).
+    fn mark_copy_failed(&self, copy: usize, why: &Error, op: &'static str) {
         if self.copy_failed[copy].replace(true) {
             return;
         }
@@ -449,7 +477,8 @@ impl Shard {
             failed_copy = %self.copy_dir(copy).display(),
             reads_from = %self.copy_dir(self.read_copy.get()).display(),
             error = %why,
-            "a copy of the shard failed a read: marked failed; reads use the other copy, writes are refused until it is rebuilt"
+            op,
+            "a copy of the shard failed: marked failed; reads use the other copy, writes are refused until it is rebuilt"
         );
         let survivors: Vec<PathBuf> = (0..self.copy_failed.len())
             .filter(|&c| !self.copy_failed[c].get())

@@ -103,6 +103,7 @@ impl Shard {
                 }
             }
             Err(e) => {
+                let e = self.copy_write_failed(e);
                 tracing::warn!(dir = %self.dir.display(), records = group.len(), error = %e, "packed write failed");
                 for (_, _, _, reply) in group {
                     let _ = reply.send(Err(e.duplicate()));

@@ -193,7 +193,7 @@ impl Shard {
             match checked {
                 Ok(buf) => {
                     if let Some(e) = first_err {
-                        self.mark_copy_failed(first, &e);
+                        self.mark_copy_failed(first, &e, "read");
                     }
                     break buf;
                 }

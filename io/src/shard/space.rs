@@ -77,10 +77,20 @@ pub(super) async fn write_all_copies<T: monoio::buf::IoBuf>(
         buf = b;
         if let Err(e) = res {
             tracing::error!(path = %m.path.display(), error = %e, "write to a mirror copy failed");
-            return (Err(e), buf);
+            return (Err(name_copy(&m.path, e)), buf);
         }
     }
     (Ok(()), buf)
+}
+
+/// An I/O error of a mirror's write, with the mirror's path in its message (the caller's
+/// context names the primary; `Shard::copy_write_failed` finds the copy by its path). ENOSPC is
+/// kept as it is (it becomes `Error::NoSpace`, not a failed copy).
+fn name_copy(path: &Path, e: std::io::Error) -> std::io::Error {
+    if e.raw_os_error() == Some(libc::ENOSPC) {
+        return e;
+    }
+    std::io::Error::new(e.kind(), format!("copy {}: {e}", path.display()))
 }
 
 /// fdatasyncs `file` and every mirror at the same time (one sync round, ADR 22).
@@ -609,7 +619,8 @@ impl Shard {
             }
         };
         if roll {
-            self.roll_volume(&mut vols)?;
+            self.roll_volume(&mut vols)
+                .map_err(|e| self.copy_write_failed(e))?;
         }
         let id = vols.active.expect("active volume");
         let v = vols.map.get_mut(&id).expect("active volume registered");

@@ -233,7 +233,7 @@ impl PutWriter {
         if r.is_err() {
             self.failed = true;
         }
-        r
+        r.map_err(|e| self.shard.copy_write_failed(e))
     }
 
     /// Fold `d` into the CRC32Cs of the checksum blocks it fills.
@@ -318,10 +318,13 @@ impl PutWriter {
                 })
             }
             Sink::Span(s) => {
-                if !trailer.is_empty() {
-                    s.push(&self.shard, &trailer).await?;
-                }
-                s.finish(&self.shard).await?;
+                let written = async {
+                    if !trailer.is_empty() {
+                        s.push(&self.shard, &trailer).await?;
+                    }
+                    s.finish(&self.shard).await
+                };
+                written.await.map_err(|e| self.shard.copy_write_failed(e))?;
                 put.extent.volume_id = s.vol.id;
                 put.extent.record_offset = s.record_offset;
                 put.extent.data_offset = s.data_offset;
