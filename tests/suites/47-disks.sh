@@ -8,7 +8,9 @@
 # then two others removed, and a SIGKILL loop (20 kill points) during writes and encoding.
 # Faults (tests/disks/fault_check.py, one ec:4+2 dir on a loop-mounted ext4): the disk filled
 # (507), remounted read-only (503 for its shards, reads whole), and shut down under load (every
-# I/O fails: GETs still right, PUTs 200 or 503, never 500; rebuilt at the next start).
+# I/O fails: GETs still right, PUTs 200 or 503, never 500; rebuilt at the next start). Reads
+# (tests/disks/reads_check.py): one O_DIRECT read per healthy cold 4 KiB GET from a stripe
+# member, counted by bale and at the block device.
 # Usage: tests/suites/47-disks.sh (BALE_BIN overrides the binary).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -31,6 +33,11 @@ else
     failed=$((failed + 1))
 fi
 if timeout 300 tests/.venv/bin/python tests/disks/fault_check.py; then
+    passed=$((passed + 1))
+else
+    failed=$((failed + 1))
+fi
+if timeout 300 tests/.venv/bin/python tests/disks/reads_check.py; then
     passed=$((passed + 1))
 else
     failed=$((failed + 1))
