@@ -2,7 +2,7 @@
 """Erasure-coded data directories (issue 14, ADR 19) against the real binary.
 
 Six --data directories with --redundancy ec:4+2 (every shard's journal, snapshot and open
-volumes on 3 of them). PUT mixed objects (4 KiB to 8 MiB, one multipart), then, restarting
+volumes on 3 of them). PUT mixed objects (4 KiB to 64 MiB, one multipart), then, restarting
 bale each time:
 
   1. one dir removed, two adjacent dirs removed, two non-adjacent dirs removed: every object
@@ -37,13 +37,16 @@ EC = ["--redundancy", "ec:4+2"]
 
 
 def put_objects(s3, n, prefix):
-    """PUTs n objects of mixed sizes (4 KiB - 8 MiB) plus one multipart; returns {key: sha}."""
+    """PUTs n objects of mixed sizes (4 KiB - 64 MiB: one of 64 MiB per 997) plus one
+    multipart; returns {key: sha}."""
     sizes = [4 * KiB, 13 * KiB, 64 * KiB, 300 * KiB, 1 * MiB]
     want = {}
     for i in range(n):
         size = sizes[i % len(sizes)] + (i % 7) * 512
         if i % 41 == 5:
             size = 8 * MiB
+        if i % 997 == 7:
+            size = 64 * MiB
         key = f"{prefix}/obj-{i:04d}"
         data = mc.body(key, size)
         s3.put_object(Bucket=mc.BUCKET, Key=key, Body=data)
