@@ -27,5 +27,6 @@ if timeout 600 tests/.venv/bin/python tests/disks/ec_check.py; then
 else
     failed=$((failed + 1))
 fi
+timeout 600 tests/.venv/bin/python tests/disks/ec_compact_check.py && passed=$((passed + 1)) || failed=$((failed + 1))
 echo "disks suite: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

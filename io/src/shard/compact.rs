@@ -436,9 +436,11 @@ impl Shard {
                 .iter()
                 .copied()
                 .filter(|id| {
+                    // A victim encoded into a stripe meanwhile (encoding runs between this
+                    // pass's moves) is a stripe member now: only stripe compaction removes it.
                     vols.map
                         .get(id)
-                        .is_some_and(|v| v.records.is_empty() && v.writers == 0)
+                        .is_some_and(|v| v.records.is_empty() && v.writers == 0 && !v.striped)
                 })
                 .collect()
         };
