@@ -81,7 +81,8 @@ pub struct ServeArgs {
     /// What protects objects against losing a data directory: `none`, `mirror` (every shard
     /// on two directories) or `ec:K+M` (k+m <= directories; open state on m+1 directories,
     /// sealed volumes in stripes of k data + m parity; any m disks can be lost). Default from
-    /// the directory count (1: none, 2-3: mirror, 4+: mirror too until stripes are compacted).
+    /// the directory count (1: none, 2-3: mirror, 4: ec:2+2, 5: ec:3+2, 6-7: ec:4+2, 8-11:
+    /// ec:6+2, 12-13: ec:8+4, 14+: ec:10+4).
     /// Fixed when the set is initialised (ADR 19).
     #[arg(long, env = "BALE_REDUNDANCY", value_parser = crate::layout::Redundancy::parse)]
     pub redundancy: Option<crate::layout::Redundancy>,

@@ -126,11 +126,14 @@ pub fn collect(args: &DoctorArgs) -> Vec<Finding> {
         let dirs = args.data.len();
         let (stored, failed) = crate::layout::inspect(&args.data);
         // A set not initialised yet gets the default for its directory count.
-        let r = stored.unwrap_or_else(|| match crate::layout::Redundancy::default_for(dirs) {
-            crate::layout::Redundancy::Ec { .. } => crate::layout::Redundancy::Mirror,
-            d => d,
-        });
-        let line = crate::layout::redundancy_line(r, dirs, failed);
+        let r = stored.unwrap_or_else(|| crate::layout::Redundancy::default_for(dirs));
+        let mut line = crate::layout::redundancy_line(r, dirs, failed);
+        if stored.is_none() {
+            line.push_str(&format!(
+                " (not initialised yet: the default for {dirs} directories; {})",
+                crate::layout::DEFAULT_TABLE
+            ));
+        }
         let f = match r {
             crate::layout::Redundancy::None if dirs == 1 => {
                 Finding::new(Status::Info, "redundancy", line)

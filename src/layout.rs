@@ -47,7 +47,7 @@ pub enum Redundancy {
     None,
     /// Two copies of every shard: its home directory and the next one of the set.
     Mirror,
-    /// Sealed volumes erasure-coded into stripes of k data + m parity (not built yet).
+    /// Sealed volumes erasure-coded into stripes of k data + m parity.
     Ec { k: u32, m: u32 },
 }
 
@@ -130,11 +130,13 @@ impl std::fmt::Display for Redundancy {
     }
 }
 
+/// The default redundancy by directory count, in words (the start log and `bale doctor`).
+pub const DEFAULT_TABLE: &str = "1 dir: none, 2-3: mirror, 4: ec:2+2, 5: ec:3+2, 6-7: ec:4+2, \
+                                 8-11: ec:6+2, 12-13: ec:8+4, 14+: ec:10+4";
+
 /// The redundancy to initialise a new set of `dirs` directories with: the flag's, or the
-/// default for the count. An explicit `ec:K+M` is built (m+1 copies of each shard's open
-/// state, sealed volumes in stripes); a default that would be erasure coding still falls back
-/// to mirroring, with a WARN, because space of deleted objects in striped volumes is not
-/// reclaimed yet (ADR 19: stripe compaction is not built).
+/// default for the count (`Redundancy::default_for`: erasure coding from 4 directories, now
+/// that stripes are compacted, ADR 19), said in one INFO line with the table.
 pub fn choose(flag: Option<Redundancy>, dirs: usize) -> anyhow::Result<Redundancy> {
     match flag {
         Some(r) => {
@@ -143,16 +145,12 @@ pub fn choose(flag: Option<Redundancy>, dirs: usize) -> anyhow::Result<Redundanc
         }
         None => {
             let d = Redundancy::default_for(dirs);
-            if let Redundancy::Ec { .. } = d {
-                tracing::warn!(
-                    dirs,
-                    "{dirs} data directories would default to redundancy {d}, whose compaction of \
-                     stripes is not built yet (deleted objects' space in striped volumes is not \
-                     reclaimed): using mirror (two copies of every shard); give --redundancy {d} \
-                     to choose erasure coding"
-                );
-                return Ok(Redundancy::Mirror);
-            }
+            tracing::info!(
+                dirs,
+                "new set of {dirs} data directories: redundancy {d}, the default for that count \
+                 ({DEFAULT_TABLE}); --redundancy none|mirror|ec:K+M chooses another, fixed from \
+                 now on"
+            );
             Ok(d)
         }
     }
@@ -802,13 +800,24 @@ mod tests {
         assert!(Redundancy::Ec { k: 4, m: 2 }.validate(5).is_err());
         assert!(Redundancy::Ec { k: 4, m: 2 }.validate(6).is_ok());
         assert_eq!(Redundancy::Ec { k: 4, m: 2 }.to_string(), "ec:4+2");
-        // Erasure coding is taken when asked for, and falls back to mirror as a default.
+        // Erasure coding is taken when asked for, and is the default from 4 directories.
         assert_eq!(
             choose(Some(Redundancy::Ec { k: 2, m: 2 }), 4).unwrap(),
             Redundancy::Ec { k: 2, m: 2 }
         );
         assert!(choose(Some(Redundancy::Ec { k: 4, m: 2 }), 5).is_err());
-        assert_eq!(choose(None, 4).unwrap(), Redundancy::Mirror);
+        assert_eq!(choose(None, 4).unwrap(), Redundancy::Ec { k: 2, m: 2 });
+        assert_eq!(choose(None, 3).unwrap(), Redundancy::Mirror);
+        assert_eq!(choose(None, 1).unwrap(), Redundancy::None);
+        for n in 1..=48 {
+            let d = choose(None, n).unwrap();
+            assert!(d.validate(n).is_ok(), "default for {n} fits");
+            if n >= 4 {
+                assert!(matches!(d, Redundancy::Ec { .. }), "{n}: {d}");
+            }
+        }
+        assert_eq!(Redundancy::default_for(12), Redundancy::Ec { k: 8, m: 4 });
+        assert_eq!(Redundancy::default_for(5), Redundancy::Ec { k: 3, m: 2 });
     }
 
     #[test]

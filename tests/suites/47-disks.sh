@@ -2,10 +2,10 @@
 # Redundant data directories (issue 14, ADR 19). Mirror (tests/disks/mirror_check.py, 2 dirs):
 # either directory removed (reads byte-identical, PUTs 503), rebuild of an empty directory in
 # the failed position, a stale directory put back, one copy overwritten with random bytes
-# while serving, and a SIGKILL loop (50 kill points) checked from each copy alone. Erasure
+# while serving, and a SIGKILL loop (100 kill points) checked from each copy alone. Erasure
 # coding (tests/disks/ec_check.py, 6 dirs ec:4+2, small volumes so stripes form): one or two
 # dirs removed, a dir's volumes overwritten, three removed (refused), an emptied dir rebuilt
-# then two others removed, and a SIGKILL loop (20 kill points) during writes and encoding.
+# then two others removed, and a SIGKILL loop (85 kill points) during writes and encoding.
 # Faults (tests/disks/fault_check.py, one ec:4+2 dir on a loop-mounted ext4): the disk filled
 # (507), remounted read-only (503 for its shards, reads whole), and shut down under load (every
 # I/O fails: GETs still right, PUTs 200 or 503, never 500; rebuilt at the next start). Reads
@@ -22,12 +22,12 @@ if [ -z "${BALE_BIN:-}" ] && [ ! -x target/release/bale ]; then
 fi
 passed=0
 failed=0
-if timeout 600 tests/.venv/bin/python tests/disks/mirror_check.py; then
+if timeout 600 tests/.venv/bin/python tests/disks/mirror_check.py --kills 100; then
     passed=$((passed + 1))
 else
     failed=$((failed + 1))
 fi
-if timeout 600 tests/.venv/bin/python tests/disks/ec_check.py; then
+if timeout 600 tests/.venv/bin/python tests/disks/ec_check.py --kills 85; then
     passed=$((passed + 1))
 else
     failed=$((failed + 1))
@@ -42,5 +42,6 @@ if timeout 300 tests/.venv/bin/python tests/disks/reads_check.py; then
 else
     failed=$((failed + 1))
 fi
+timeout 600 tests/.venv/bin/python tests/disks/ec_compact_check.py && passed=$((passed + 1)) || failed=$((failed + 1))
 echo "disks suite: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

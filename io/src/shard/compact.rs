@@ -148,7 +148,12 @@ impl Shard {
                 break;
             }
         }
-        self.remove_emptied(&processed, stats).await
+        self.remove_emptied(&processed, stats).await?;
+        // Stripes (ADR 19) after the plain volumes: their moves fill the open volume too.
+        if !stats.stopped_no_space {
+            self.compact_stripes(min_garbage_ratio, stats).await?;
+        }
+        Ok(())
     }
 
     /// Sealed volumes with more garbage than `min_garbage_ratio`, emptiest first: a fully dead
@@ -175,7 +180,7 @@ impl Shard {
 
     /// Records of the victims still referenced, with the objects referencing them: one walk
     /// of the index in chunks, yielding between chunks so foreground work is not stalled.
-    async fn records_referenced(&self, victims: &[u32]) -> BTreeMap<u32, RecordRefs> {
+    pub(super) async fn records_referenced(&self, victims: &[u32]) -> BTreeMap<u32, RecordRefs> {
         let victim_set: HashSet<u32> = victims.iter().copied().collect();
         let mut refs_by_victim: BTreeMap<u32, RecordRefs> = BTreeMap::new();
         self.walk_index(|ns, k, o| {
@@ -201,7 +206,11 @@ impl Shard {
     /// copied verbatim in chunks. Relocations are committed in groups (one group commit, one
     /// volume sync per group); copies of a group's records are written before its entries are
     /// queued. False when copying stopped because there is no room above the reserve.
-    async fn move_records(&self, by_record: RecordRefs, stats: &mut CompactStats) -> Result<bool> {
+    pub(super) async fn move_records(
+        &self,
+        by_record: RecordRefs,
+        stats: &mut CompactStats,
+    ) -> Result<bool> {
         let mut pending: Vec<oneshot::Receiver<Result<()>>> = Vec::new();
         let mut slots: Vec<WriterSlot<'_>> = Vec::new();
         let mut pack = PackGroup::default();
@@ -427,9 +436,11 @@ impl Shard {
                 .iter()
                 .copied()
                 .filter(|id| {
+                    // A victim encoded into a stripe meanwhile (encoding runs between this
+                    // pass's moves) is a stripe member now: only stripe compaction removes it.
                     vols.map
                         .get(id)
-                        .is_some_and(|v| v.records.is_empty() && v.writers == 0)
+                        .is_some_and(|v| v.records.is_empty() && v.writers == 0 && !v.striped)
                 })
                 .collect()
         };

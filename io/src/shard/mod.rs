@@ -22,6 +22,7 @@ mod pack;
 mod plan;
 mod read;
 mod recover;
+mod restripe;
 mod slot;
 mod space;
 mod stripe;
@@ -242,6 +243,10 @@ pub struct CompactStats {
     pub records_moved: u64,
     pub bytes_moved: u64,
     pub bytes_reclaimed: u64,
+    /// Stripes deleted (ADR 19: their live records moved, their files removed); their
+    /// members count in `volumes_compacted`, their member and parity bytes in
+    /// `bytes_reclaimed`.
+    pub stripes_compacted: u32,
     /// Copying stopped because free space would have fallen below the reserve.
     pub stopped_no_space: bool,
 }
