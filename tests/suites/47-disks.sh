@@ -27,5 +27,6 @@ if timeout 600 tests/.venv/bin/python tests/disks/ec_check.py; then
 else
     failed=$((failed + 1))
 fi
+if timeout 300 tests/.venv/bin/python tests/disks/rebuild_check.py; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 echo "disks suite: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
