@@ -3,7 +3,11 @@
 six data directories with `--redundancy ec:4+2`, the foreground 4 KiB GET idle, degraded and
 during the rebuild, and the rebuild MB/s, in one run, alternating per repeat.
 
-    scripts/bench-rebuild.py [--repeats 3] [--count 5000] [--big 400]
+    scripts/bench-rebuild.py [--repeats 3] [--count 5000] [--big 400] \
+        [--bale before=/path/to/old/bale --bale after=target/release/bale]
+
+With several --bale, every repeat runs every row with each binary in turn (order alternated
+per repeat), on the same directories; rows are labelled with the binary's label.
 
 bale: `--cores 1 --cache-mb 0 --volume-target-mb 4`. Load: --count 4 KiB objects (the GETs'
 set), then --big 2 MiB objects (the stripes' bulk); wait until the stripe count is stable.
@@ -88,6 +92,9 @@ def main():
     o.add_argument("--big", type=int, default=400, help="2 MiB objects loaded after the 4 KiB ones")
     o.add_argument("--get-seconds", default="3s")
     o.add_argument("--during-rate", type=int, default=20, help="--rebuild-rate-mb of the 'during' rows")
+    o.add_argument("--bale", action="append", default=[],
+                   help="label=path of a bale binary (repeatable: A/B, alternated per repeat); "
+                        "default: this tree's target/release/bale")
     o.add_argument("--server-cpus", default="0")
     o.add_argument("--client-cpus", default="1")
     a = o.parse_args()
@@ -126,55 +133,68 @@ def main():
         peers.log(f"stripes: {last}")
         s.stop()
 
-        def row(name, rep):
-            res.setdefault(name, []).append(rep)
-
+        bins = [tuple(x.split("=", 1)) for x in a.bale] or [("bale", peers.BALE)]
+        summary["binaries"] = dict(bins)
         for r in range(a.repeats):
-            # idle
-            with_rate(s, 200)
-            s.start()
-            for c in (1, 16):
-                row(f"idle get 4k c={c}", mirror.bench(s, "get", [*get, "-c", str(c)], a.client_cpus, commands))
-            s.stop()
-            # degraded (rebuild at 1 MB/s: barely moving)
-            files, lost_bytes = lose(s)
-            summary["lost"] = {"files": files, "bytes": lost_bytes}
-            with_rate(s, 1)
-            s.start()
-            for c in (1, 16):
-                row(f"degraded get 4k c={c}", mirror.bench(s, "get", [*get, "-c", str(c)], a.client_cpus,
-                                                           commands))
-            summary.setdefault("degraded_reads", []).append(metric(s, "bale_degraded_reads_total"))
-            s.stop()
-            # during the rebuild at --during-rate
-            for c in (1, 16):
-                lose(s)
-                with_rate(s, a.during_rate)
-                s.start()
-                t0 = time.time()
-                rep = mirror.bench(s, "get", [*get, "-c", str(c)], a.client_cpus, commands)
-                get_s = time.time() - t0
-                secs, _ = wait_rebuilt(s, t0)
-                rep = dict(rep or {}, overlap=min(1.0, secs / max(get_s, 1e-3))) if rep else None
-                row(f"during rebuild ({a.during_rate} MB/s) get 4k c={c}", rep)
-                s.stop()
-            # rebuild MB/s at the default and unbounded
-            for rate in (200, 0):
-                lose(s)
-                with_rate(s, rate)
-                s.start()
-                t0 = time.time()
-                secs, b = wait_rebuilt(s, t0)
-                summary["rebuild"].setdefault(str(rate), []).append({"seconds": secs, "bytes": b,
-                                                                     "mb_per_s": b / secs / 1e6})
-                peers.log(f"rebuild at --rebuild-rate-mb {rate}: {b} bytes in {secs:.2f}s = {b / secs / 1e6:.1f} MB/s")
-                s.stop()
+            for label, path in (bins if r % 2 == 0 else bins[::-1]):
+                s.binary = path
+                repeat(s, a, label, get, res, summary, commands)
         log = open(os.path.join(s.work, f"{s.name}.log"), errors="replace").read()
         summary["rebuild_passes_logged"] = len(re.findall(r"stripe rebuild pass done", log))
     finally:
         if s:
             s.stop()
         shutil.rmtree(work, ignore_errors=True)
+    report(a, out, res, summary, commands, commit, stamp)
+
+
+def repeat(s, a, label, get, res, summary, commands):
+    """One repeat of every row with the binary `s.binary`, rows labelled `label`."""
+    def row(name, rep):
+        res.setdefault(f"{label}: {name}", []).append(rep)
+
+    # idle
+    with_rate(s, 200)
+    s.start()
+    for c in (1, 16):
+        row(f"idle get 4k c={c}", mirror.bench(s, "get", [*get, "-c", str(c)], a.client_cpus, commands))
+    s.stop()
+    # degraded (rebuild at 1 MB/s: barely moving)
+    files, lost_bytes = lose(s)
+    summary["lost"] = {"files": files, "bytes": lost_bytes}
+    with_rate(s, 1)
+    s.start()
+    for c in (1, 16):
+        row(f"degraded get 4k c={c}", mirror.bench(s, "get", [*get, "-c", str(c)], a.client_cpus,
+                                                   commands))
+    summary.setdefault("degraded_reads", []).append(metric(s, "bale_degraded_reads_total"))
+    s.stop()
+    # during the rebuild at --during-rate
+    for c in (1, 16):
+        lose(s)
+        with_rate(s, a.during_rate)
+        s.start()
+        t0 = time.time()
+        rep = mirror.bench(s, "get", [*get, "-c", str(c)], a.client_cpus, commands)
+        left = metric(s, "bale_stripe_files_lost")
+        wait_rebuilt(s, t0)
+        rep = dict(rep, overlap=1 if left > 0 else 0) if rep else None
+        row(f"during rebuild ({a.during_rate} MB/s) get 4k c={c}", rep)
+        s.stop()
+    # rebuild MB/s at the default and unbounded
+    for rate in (200, 0):
+        lose(s)
+        with_rate(s, rate)
+        s.start()
+        t0 = time.time()
+        secs, b = wait_rebuilt(s, t0)
+        summary["rebuild"].setdefault(f"{label} {rate}", []).append({"seconds": secs, "bytes": b,
+                                                             "mb_per_s": b / secs / 1e6})
+        peers.log(f"{label}: rebuild at --rebuild-rate-mb {rate}: {b} bytes in {secs:.2f}s = {b / secs / 1e6:.1f} MB/s")
+        s.stop()
+
+
+def report(a, out, res, summary, commands, commit, stamp):
     os.makedirs(out, exist_ok=True)
     summary["rows"] = {}
     lines = ["# Rebuild of lost stripe files while serving: 6 data dirs, ec:4+2", "",
@@ -184,26 +204,26 @@ def main():
              f"Lost per repeat: {summary.get('lost')}; stripes {summary.get('stripes')}.", "",
              "| row | p50 ms | p99 ms | req/s | p99 / idle p99 |", "|---|---|---|---|---|"]
     idle = {}
-    for name in sorted(res, key=lambda n: (n.split(" c=")[1], not n.startswith("idle"), n)):
+    for name in sorted(res, key=lambda n: (n.split(": ")[0], n.split(" c=")[1], ": idle" not in n, n)):
         runs = [x for x in res[name] if x]
         if not runs:
             continue
         p50 = statistics.median(x["p50_us"] for x in runs) / 1e3
         p99 = statistics.median(x["p99_us"] for x in runs) / 1e3
         rps = statistics.median(x["req_per_s"] for x in runs)
-        c = name.split(" c=")[1]
-        if name.startswith("idle"):
+        c = name.split(": ")[0] + name.split(" c=")[1]
+        if ": idle" in name:
             idle[c] = p99
         ratio = f"{p99 / idle[c]:.2f}" if c in idle else "–"
         extra = ""
         if "overlap" in runs[0]:
-            extra = f" (rebuild lasted {statistics.median(x['overlap'] for x in runs):.1f}x the GET run)"
+            extra = f" (still rebuilding when the GETs ended: {sum(x['overlap'] for x in runs)} of {len(runs)})"
         lines.append(f"| {name}{extra} | {p50:.3f} | {p99:.3f} | {rps:,.0f} | {ratio} |")
         summary["rows"][name] = {"p50_ms": p50, "p99_ms": p99, "req_per_s": rps}
     for rate, runs in summary["rebuild"].items():
         each = ", ".join("%.1f" % x["mb_per_s"] for x in runs)
         lines.append("")
-        lines.append(f"Rebuild at --rebuild-rate-mb {rate}: median "
+        lines.append(f"Rebuild, {rate.split()[0]} at --rebuild-rate-mb {rate.split()[1]}: median "
                      f"{statistics.median(x['mb_per_s'] for x in runs):.1f} MB/s of rebuilt files "
                      f"({each}; "
                      f"{statistics.median(x['bytes'] for x in runs) / 1e6:.0f} MB each, start to healthy).")

@@ -6,6 +6,9 @@
 # coding (tests/disks/ec_check.py, 6 dirs ec:4+2, small volumes so stripes form): one or two
 # dirs removed, a dir's volumes overwritten, three removed (refused), an emptied dir rebuilt
 # then two others removed, and a SIGKILL loop (20 kill points) during writes and encoding.
+# Rebuild while serving (tests/disks/rebuild_check.py, 6 dirs ec:4+2): an emptied dir's stripe
+# files rebuilt in the background while every GET is served, checked by removing two others,
+# and a SIGKILL during the rebuild (redone at the next start).
 # Usage: tests/suites/47-disks.sh (BALE_BIN overrides the binary).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
