@@ -12,7 +12,9 @@ for the stripes, stop, then:
      rebuilt into d3 are right;
   3. d1 emptied, bale SIGKILLed while its rebuild runs (a temporary file on disk), restarted:
      the rebuild is redone and completes, no temporary file is left, everything identical,
-     also with two other dirs (d2+d4) removed.
+     also with two other dirs (d2+d4) removed;
+  4. d5 emptied and `bale disk replace` run (server stopped): exit 0, stripe files rebuilt,
+     nothing lost at the next start, everything identical.
 
 Usage: rebuild_check.py [--objects N]. Exits 1 on any failure.
 """
@@ -20,6 +22,7 @@ Usage: rebuild_check.py [--objects N]. Exits 1 on any failure.
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +33,9 @@ sys.path.insert(0, HERE)
 
 import ec_check as ec  # noqa: E402
 import mirror_check as mc  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
+import baleproc  # noqa: E402
 
 check = mc.check
 
@@ -121,6 +127,19 @@ def scenarios(root, n_objects):
     srv.stop()
     check(not tmp_files(dirs), "after the kill: no temporary file left")
     two_others_removed(dirs, want, [2, 4], "d1 rebuilt after a kill")
+
+    # 4. `bale disk replace` (server stopped) rebuilds the stripe files of an emptied d5 and
+    #    exits: the next start has nothing lost.
+    empty(dirs, 5)
+    args = [baleproc.bale_bin(), "disk", "replace", *[x for d in dirs for x in ("--data", d)],
+            *ec.EC, "--rebuild-rate-mb", "0"]
+    p = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    check(p.returncode == 0, f"disk replace: exit {p.returncode}: {p.stderr[-800:]}")
+    check("stripe files rebuilt" in p.stderr, "disk replace: stripe files rebuilt and said so")
+    srv = ec.start(dirs)
+    check(lost(srv) == 0, f"disk replace: {lost(srv)} stripe files lost at the next start")
+    mc.verify(mc.client(srv), want, "after disk replace", ranged=False)
+    srv.stop()
 
 
 def main():
