@@ -64,6 +64,22 @@ fn disk_replace(args: &ServeArgs) -> anyhow::Result<()> {
         "{}",
         layout::redundancy_line(p.redundancy, dirs, p.failed.len())
     );
+    // Stripe files (erasure coding): rebuilt here, before exiting (a started bale rebuilds
+    // them while serving instead).
+    let mut stripe_files = 0u32;
+    for place in &p.places {
+        if let Some(st) = &place.stripes {
+            stripe_files += bale_io::rebuild_stripe_files(st).map_err(|e| {
+                anyhow::anyhow!(
+                    "rebuilding the stripe files of shard {}: {e}",
+                    place.shard_id
+                )
+            })?;
+        }
+    }
+    if stripe_files > 0 {
+        tracing::info!(files = stripe_files, "stripe files rebuilt");
+    }
     if !p.failed.is_empty() {
         anyhow::bail!(
             "{} data directory(ies) still failed (nothing rebuilt there): {}",

@@ -30,8 +30,8 @@ pub mod snapshot_image {
 }
 pub use format::{MAX_KEY_BYTES, MAX_NS_BYTES};
 pub use shard::{
-    yield_now, BackgroundTotals, CompactStats, ListItem, Meta, Object, PutWriter, ScrubStats,
-    Shard, ShardStats, StripeLayout, META_INLINE_BYTES,
+    rebuild_stripe_files, yield_now, BackgroundTotals, CompactStats, ListItem, Meta, Object,
+    PutWriter, ScrubStats, Shard, ShardStats, StripeLayout, META_INLINE_BYTES,
 };
 
 /// Default `EngineConfig::align_bytes`.

@@ -487,6 +487,36 @@ const ALL_SHARDS: &[Family] = &[
         "Bytes of sealed volumes encoded into stripes since start (ADR 19).",
         |s| Some(s.stripe_encoded_bytes),
     ),
+    (
+        "bale_rebuild_pending_files",
+        "gauge",
+        "Lost stripe files queued for the rebuild while serving and not yet rebuilt (ADR 19).",
+        |s| Some(u64::from(s.rebuild_pending_files)),
+    ),
+    (
+        "bale_rebuild_pending_bytes",
+        "gauge",
+        "Bytes of lost stripe files still to rebuild in the running passes (ADR 19).",
+        |s| Some(s.rebuild_pending_bytes),
+    ),
+    (
+        "bale_rebuild_files_total",
+        "counter",
+        "Lost stripe files rebuilt while serving since start (ADR 19).",
+        |s| Some(s.rebuilt_files),
+    ),
+    (
+        "bale_rebuild_bytes_total",
+        "counter",
+        "Bytes of lost stripe files rebuilt while serving since start (ADR 19).",
+        |s| Some(s.rebuilt_bytes),
+    ),
+    (
+        "bale_rebuild_failures_total",
+        "counter",
+        "Stripe file rebuilds that failed (the file stays degraded until the next start; ADR 19).",
+        |s| Some(s.rebuild_failures),
+    ),
 ];
 
 /// Engine families with a `shard` label.

@@ -235,11 +235,16 @@ def scenarios(root, n_objects):
     mc.verify(mc.client(srv), want, "all dirs back", ranged=False)
     srv.stop()
 
-    # 4. An emptied dir is rebuilt at start (its shard copies and its stripe files), then two
-    #    OTHER dirs removed: everything is still served (partly from the rebuilt files).
+    # 4. An emptied dir is rebuilt (its shard copies at start, its stripe files while
+    #    serving), then two OTHER dirs removed: everything is still served (partly from the
+    #    rebuilt files).
     os.rename(dirs[3], dirs[3] + ".old")
     os.mkdir(dirs[3])
     srv = start(dirs, ["--rebuild-rate-mb", "0"])
+    deadline = time.time() + 60
+    while time.time() < deadline and (stripe_metric(srv, "bale_stripe_files_lost") > 0
+                                      or not mc.log_has(srv, r"stripe rebuild pass done")):
+        time.sleep(0.2)
     check(mc.log_has(srv, r"stripe file rebuilt"), "stripe files rebuilt into the emptied dir")
     check(mc.log_has(srv, r"stripe rebuild progress"), "stripe rebuild progress logged")
     check(stripe_metric(srv, "bale_stripe_files_lost") == 0, "no stripe file lost after the rebuild")

@@ -201,6 +201,11 @@ def dies(dirs, want, root):
     sh("umount", "-l", loop)
     srv = ec.start(dirs, ["--rebuild-rate-mb", "0"])
     mc.verify(mc.client(srv), want, "dead disk replaced and rebuilt", ranged=False)
+    # Stripe files are rebuilt in the background while serving: wait for them.
+    deadline = time.time() + 120
+    while time.time() < deadline and ec.stripe_metric(srv, "bale_stripe_files_lost") > 0:
+        time.sleep(0.5)
+    check(ec.stripe_metric(srv, "bale_stripe_files_lost") == 0, "dead disk replaced: stripe files rebuilt")
     srv.stop()
     for gone in ([4, 5], [0, 1]):
         ec.away(dirs, gone)

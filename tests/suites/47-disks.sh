@@ -11,6 +11,9 @@
 # I/O fails: GETs still right, PUTs 200 or 503, never 500; rebuilt at the next start). Reads
 # (tests/disks/reads_check.py): one O_DIRECT read per healthy cold 4 KiB GET from a stripe
 # member, counted by bale and at the block device.
+# Rebuild while serving (tests/disks/rebuild_check.py, 6 dirs ec:4+2): an emptied dir's stripe
+# files rebuilt in the background while every GET is served, checked by removing two others,
+# and a SIGKILL during the rebuild (redone at the next start).
 # Usage: tests/suites/47-disks.sh (BALE_BIN overrides the binary).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -43,5 +46,6 @@ else
     failed=$((failed + 1))
 fi
 timeout 600 tests/.venv/bin/python tests/disks/ec_compact_check.py && passed=$((passed + 1)) || failed=$((failed + 1))
+if timeout 300 tests/.venv/bin/python tests/disks/rebuild_check.py; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 echo "disks suite: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -21,6 +21,7 @@ mod meta;
 mod pack;
 mod plan;
 mod read;
+mod rebuild;
 mod recover;
 mod restripe;
 mod slot;
@@ -50,7 +51,7 @@ use index::{Extent, Index};
 use space::{DroppedRecord, Epoch, Vols};
 
 pub use meta::{Meta, META_INLINE_BYTES};
-pub use stripe::StripeLayout;
+pub use stripe::{rebuild_stripe_files, StripeLayout};
 pub use writer::PutWriter;
 
 /// Largest object accepted: its CRC table (4 bytes per block) must fit in one journal entry.
@@ -190,6 +191,14 @@ pub struct ShardStats {
     pub stripe_files_lost: u32,
     pub degraded_reads: u64,
     pub stripe_encoded_bytes: u64,
+    /// Rebuild of lost stripe files while serving (ADR 19): files and bytes queued in the
+    /// running pass and not yet rebuilt, files and bytes rebuilt since open, rebuilds failed
+    /// (those files stay degraded until the next start).
+    pub rebuild_pending_files: u32,
+    pub rebuild_pending_bytes: u64,
+    pub rebuilt_files: u64,
+    pub rebuilt_bytes: u64,
+    pub rebuild_failures: u64,
 }
 
 /// Compaction and scrub totals since open (counted as the work proceeds: progress).
@@ -392,8 +401,8 @@ impl Shard {
     /// `open_copies` for an erasure-coded set (ADR 19): the copies hold the journal, snapshot
     /// and open volumes; sealed volumes are encoded into stripes over `stripes.dirs`
     /// (`encode_stripes`), read from their member with one device read, decoded from `k`
-    /// others when the member is lost. Lost stripe files in live directories are rebuilt
-    /// here, before the shard serves.
+    /// others when the member is lost. Lost stripe files in live directories (and files that
+    /// fail while serving) are rebuilt by a task of the shard while it serves (rebuild.rs).
     pub async fn open_striped(
         copies: &[PathBuf],
         copies_wanted: usize,
@@ -403,7 +412,10 @@ impl Shard {
         let Some((primary, mirrors)) = copies.split_first() else {
             return Err(Error::Invalid("a shard needs at least one copy".into()));
         };
-        recover::open(primary, mirrors, copies_wanted.max(1), Some(stripes), cfg).await
+        let shard =
+            recover::open(primary, mirrors, copies_wanted.max(1), Some(stripes), cfg).await?;
+        monoio::spawn(rebuild::run(Rc::downgrade(&shard)));
+        Ok(shard)
     }
 
     /// Refuses a write while the shard has fewer live copies than it needs (no allocation
@@ -702,6 +714,26 @@ impl Shard {
             stripe_files_lost: self.stripes.as_ref().map_or(0, |s| s.files_lost()),
             degraded_reads: self.stripes.as_ref().map_or(0, |s| s.degraded_reads.get()),
             stripe_encoded_bytes: self.stripes.as_ref().map_or(0, |s| s.encoded_bytes.get()),
+            rebuild_pending_files: self
+                .stripes
+                .as_ref()
+                .map_or(0, |s| s.rebuild.pending_files.get()),
+            rebuild_pending_bytes: self
+                .stripes
+                .as_ref()
+                .map_or(0, |s| s.rebuild.pending_bytes.get()),
+            rebuilt_files: self
+                .stripes
+                .as_ref()
+                .map_or(0, |s| s.rebuild.rebuilt_files.get()),
+            rebuilt_bytes: self
+                .stripes
+                .as_ref()
+                .map_or(0, |s| s.rebuild.rebuilt_bytes.get()),
+            rebuild_failures: self
+                .stripes
+                .as_ref()
+                .map_or(0, |s| s.rebuild.failures.get()),
         }
     }
 

@@ -157,7 +157,7 @@ pub(crate) fn parity_path(dir: &Path, stripe_id: u32, i: usize) -> PathBuf {
     dir.join(format!("parity-{stripe_id:08}-{i}.dat"))
 }
 
-fn tmp_of(p: &Path) -> PathBuf {
+pub(crate) fn tmp_of(p: &Path) -> PathBuf {
     let mut s = p.as_os_str().to_owned();
     s.push(TMP_SUFFIX);
     PathBuf::from(s)
@@ -252,8 +252,8 @@ pub(crate) fn load_manifests(layout: &StripeLayout) -> Result<BTreeMap<u32, Mani
 /// stripes without a manifest (a crash before it) are removed; a striped volume's copies in
 /// positions other than its member's (a crash between the manifest and their removal, or a
 /// copy rebuilt from another copy) are removed; a member copied to a non-copy position for a
-/// stripe that never got its manifest is removed. Then every stripe file missing from a live
-/// directory is rebuilt from `k` others (into a temporary name, renamed when complete).
+/// stripe that never got its manifest is removed. Stripe files missing from a live directory
+/// are left to the rebuild while serving (rebuild.rs) or to `rebuild_stripe_files`.
 pub(crate) fn reconcile(layout: &StripeLayout, manifests: &BTreeMap<u32, Manifest>) -> Result<()> {
     // volume id -> its member position
     let mut member_at: BTreeMap<u32, usize> = BTreeMap::new();
@@ -305,11 +305,30 @@ pub(crate) fn reconcile(layout: &StripeLayout, manifests: &BTreeMap<u32, Manifes
             fsync_dir(dir)?;
         }
     }
-    rebuild_missing(layout, manifests)
+    Ok(())
 }
 
-/// Rebuilds every stripe file missing from a live directory from `k` others.
-fn rebuild_missing(layout: &StripeLayout, manifests: &BTreeMap<u32, Manifest>) -> Result<()> {
+/// `bale disk replace` (the shard not open, nothing serving): the stripe files of the shard
+/// laid out as `layout` made to agree with the manifests (`reconcile`), then every one missing
+/// from a live directory rebuilt from `k` others at `layout.rebuild_rate_bytes_per_s`, into a
+/// temporary name renamed when complete, progress logged. Returns the files rebuilt.
+pub fn rebuild_stripe_files(layout: &StripeLayout) -> Result<u32> {
+    for d in layout.dirs[..=layout.m.min(layout.dirs.len() - 1)]
+        .iter()
+        .flatten()
+    {
+        if !d.exists() {
+            // A shard that never had this copy (nothing to rebuild from it).
+            return Ok(0);
+        }
+    }
+    let ms = load_manifests(layout)?;
+    reconcile(layout, &ms)?;
+    rebuild_missing(layout, &ms)
+}
+
+/// Rebuilds every stripe file missing from a live directory from `k` others (blocking).
+fn rebuild_missing(layout: &StripeLayout, manifests: &BTreeMap<u32, Manifest>) -> Result<u32> {
     let codec = StripeCodec::new(layout.k, layout.m)?;
     let mut jobs: Vec<(&Manifest, usize)> = Vec::new();
     for m in manifests.values() {
@@ -322,8 +341,9 @@ fn rebuild_missing(layout: &StripeLayout, manifests: &BTreeMap<u32, Manifest>) -
         }
     }
     if jobs.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
+    let files = jobs.len() as u32;
     let total: u64 = jobs.iter().map(|(m, _)| m.shard_bytes).sum();
     tracing::info!(
         files = jobs.len(),
@@ -399,7 +419,7 @@ fn rebuild_missing(layout: &StripeLayout, manifests: &BTreeMap<u32, Manifest>) -
         elapsed_ms = started.elapsed().as_millis() as u64,
         "stripe rebuild done"
     );
-    Ok(())
+    Ok(files)
 }
 
 /// What encoding one stripe did (for the log and the bench).
@@ -643,6 +663,8 @@ pub(crate) struct Stripes {
     pub(crate) blocked: Cell<bool>,
     pub(crate) degraded_reads: Cell<u64>,
     pub(crate) encoded_bytes: Cell<u64>,
+    /// Lost stripe files rebuilt while serving (rebuild.rs).
+    pub(crate) rebuild: super::rebuild::RebuildState,
 }
 
 impl Stripes {
@@ -666,6 +688,7 @@ impl Stripes {
             blocked: Cell::new(false),
             degraded_reads: Cell::new(0),
             encoded_bytes: Cell::new(0),
+            rebuild: Default::default(),
         })
     }
 
@@ -980,10 +1003,13 @@ impl Shard {
                 .await;
             match checked {
                 Ok(buf) => return Ok(buf.into_bytes()),
-                Err(e) => {
+                // A read that picked up the member's file before a rebuild replaced it
+                // (rebuild.rs) decodes without marking the new one failed.
+                Err(e) if self.is_current_volume(&ext.vol) => {
                     files.failed[j].set(true);
-                    tracing::error!(path = %ext.vol.path.display(), error = %e, "stripe member failed a read: marked failed; its reads decode from the stripe's other files");
+                    tracing::error!(path = %ext.vol.path.display(), error = %e, "stripe member failed a read: marked failed; its reads decode from the stripe's other files (and it is rebuilt while serving)");
                 }
+                Err(_) => {}
             }
         }
         let Some(st) = &self.stripes else {
@@ -1120,6 +1146,11 @@ mod tests {
         let ms = load_manifests(&l).unwrap();
         assert!(manifest_path(l.dirs[0].as_ref().unwrap(), 7).exists());
         reconcile(&l, &ms).unwrap();
+        assert!(
+            !lost.exists(),
+            "open leaves the rebuild to the serving shard"
+        );
+        assert_eq!(rebuild_stripe_files(&l).unwrap(), 1);
         assert_eq!(fs::read(&lost).unwrap(), vols[1]);
     }
 
