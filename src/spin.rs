@@ -111,9 +111,16 @@ pub fn request_ended() {
 #[inline]
 pub fn far_wait() {
     STATE.with(|s| {
-        if s.enabled.get() {
+        if !s.enabled.get() {
+            return;
+        }
+        // Only a spinner that polls (or was woken and is about to) has a window to end; a
+        // parked one must not carry the cut to its next wake-up (the request's end).
+        let w = s.parked.take();
+        if w.is_none() {
             s.cut.set(true);
         }
+        s.parked.set(w);
     });
 }
 
@@ -196,13 +203,18 @@ pub async fn run(mode: Mode) {
     let (mut seen, mut seen_starts) = counters();
     loop {
         Parked(seen).await;
-        take_cut(); // a wait that began while parked ended the window already
+        // The request that woke the spinner may already wait far away (it ran up to its
+        // upstream write before the spinner's turn): then no window at all.
+        let cut = take_cut();
         let now = Instant::now();
         let (act, starts) = counters();
         if starts != seen_starts {
             window.observe(now - last);
         }
         (seen, seen_starts, last) = (act, starts, now);
+        if cut {
+            continue;
+        }
         let span = match fixed {
             Some(d) => d,
             None => window.current(),
