@@ -30,6 +30,18 @@ started empty (cold: every object a miss) and through the same gateway again (wa
 
   scripts/bench-gateway.py --milvus [--repeats 3] [--milvus-segments 2] [--milvus-scale 0.25]
 
+--bins items may carry gateway flags after the path, separated by ';'
+(`nospin=target/release/bale;--poll-us;0`): the same binary run with other flags is another
+row. Plain bale and the hit gateway get the flags too.
+
+--weed-cpus L1,L2,... (part 6): where SeaweedFS runs during the miss rows and their direct
+rows, one CPU list per layout (`taskset` syntax, `all` = unpinned, the part-5 layout). Every
+layout is applied (`taskset -a -p`, all of SeaweedFS's threads) before each miss run and before
+the direct run it is compared with, alternately within each repeat, so the two rows of one
+layout see the same upstream placement; rows are labelled `[weed L]` when there are several.
+Default: the client's CPU (SeaweedFS never shares the gateway's core, as when the upstream is
+another machine; the client waits while SeaweedFS works in both rows).
+
 Writes bench/results/gateway-<time>-<commit>/ (RESULTS.md, runs.json, logs)."""
 
 import argparse
@@ -127,6 +139,23 @@ def start_weed(work, cpus):
         time.sleep(0.5)
 
 
+def weed_pin(weed, cpus):
+    """Moves every thread of SeaweedFS to `cpus` (`all`: every CPU of the machine)."""
+    ncpu = os.cpu_count() or 1
+    c = f"0-{ncpu - 1}" if cpus == "all" else cpus
+    subprocess.run(["taskset", "-a", "-p", "-c", c, str(weed.p.pid)], check=True, capture_output=True)
+
+
+def parse_bins(spec):
+    """[(label, path, [flags])] of --bins `label=path[;flag;flag...],...`."""
+    out = []
+    for x in spec.split(","):
+        label, rest = x.split("=", 1)
+        path, *flags = rest.split(";")
+        out.append((label, path, flags))
+    return out
+
+
 def start_bale(name, work, cpus, extra=(), fresh=True, bin_path=None):
     data = os.path.join(work, f"{name}-data")
     if fresh:
@@ -216,6 +245,9 @@ def miss_stages(endpoint):
     return {k: v for k, v in out.items() if v.get("count")}
 
 
+# The direct row a miss row is compared with: the same requests sent straight to SeaweedFS.
+DIRECT = {"GET 4 KiB": "seaweedfs (miss keys)", "ranged 4 KiB in 64 MiB": "seaweedfs (miss ranges)"}
+
 STAGE_ORDER = ["hook", "hop", "prepare", "flight", "sign", "conn", "write", "upstream", "body",
                "range_bytes", "fill"]
 
@@ -291,6 +323,9 @@ def main():
                    help="only the miss rows and SeaweedFS direct (no plain bale, no hit gateway)")
     o.add_argument("--bins", default=None,
                    help="label=path,... of bale binaries run alternately (default: the build's bale)")
+    o.add_argument("--weed-cpus", default=None,
+                   help="SeaweedFS CPU layouts for the miss rows, comma-separated (`all` = unpinned; "
+                        "default: the client's CPU)")
     o.add_argument("--milvus", action="store_true", help="run the Milvus segment-load replay instead")
     o.add_argument("--milvus-segments", type=int, default=2)
     o.add_argument("--milvus-scale", type=float, default=0.25)
@@ -307,7 +342,9 @@ def main():
     work = tempfile.mkdtemp(prefix="bench-gw-")
     if a.milvus:
         return main_milvus(a, out, work, commit, stamp, server_cpus, client_cpu)
-    bins = [tuple(x.split("=", 1)) for x in a.bins.split(",")] if a.bins else [("", BALE)]
+    bins = parse_bins(a.bins) if a.bins else [("", BALE, [])]
+    layouts = (a.weed_cpus or client_cpu or "all").split(",")
+    lay = lambda t, lo: f"{t} [weed {lo}]" if len(layouts) > 1 else t  # noqa: E731
     at = lambda t, label: f"{t}@{label}" if label else t  # noqa: E731
     procs, runs = [], []
 
@@ -323,16 +360,16 @@ def main():
         gw_args = ["--upstream", weed.endpoint, "--upstream-access-key", AK, "--upstream-secret-key", SK,
                    "--metrics-public"]
         plain, hit = {}, {}
-        for label, path in ([] if a.misses_only else bins):
-            plain[label] = start_bale(at("bale", label), work, server_cpus, bin_path=path)
+        for label, path, flags in ([] if a.misses_only else bins):
+            plain[label] = start_bale(at("bale", label), work, server_cpus, flags, bin_path=path)
             procs.append(plain[label])
         log("loading objects")
         for ep in [p.endpoint for p in plain.values()] + [weed.endpoint]:
             load(ep, ["-n", str(a.count), "--size", "4k", "--prefix", "s4k/"])
             load(ep, ["-n", "1", "--size", "64m", "--prefix", "big/"])
         load(weed.endpoint, ["-n", str(a.miss_count), "--size", "4k", "--prefix", "m4k/"])
-        for label, path in ([] if a.misses_only else bins):
-            hit[label] = start_bale(at("gw-hit", label), work, server_cpus, gw_args, bin_path=path)
+        for label, path, flags in ([] if a.misses_only else bins):
+            hit[label] = start_bale(at("gw-hit", label), work, server_cpus, gw_args + flags, bin_path=path)
             procs.append(hit[label])
             # Fill the hit gateway: every 4 KiB object, and the big object's blocks.
             log(f"filling the hit gateway {label}")
@@ -347,8 +384,9 @@ def main():
         }
         for rep in range(a.repeats):
             for sname, sargs in scen.items():
-                targets = [(at(t, label), d[label]) for label, _ in bins for t, d in (("bale", plain), ("gw-hit", hit))
-                           if label in d]
+                targets = [(at(t, label), d[label]) for label, _, _ in bins
+                           for t, d in (("bale", plain), ("gw-hit", hit)) if label in d]
+                weed_pin(weed, "all")
                 for tname, p in targets + [("seaweedfs", weed)]:
                     r = bench(p.endpoint, [*sargs, "-c", "1", "-d", a.duration, "--warmup", "1s"], client_cpu)
                     record(sname, tname, rep, r)
@@ -356,35 +394,41 @@ def main():
                 extra = ["--upstream-block-kb", str(a.miss_block_kb)] if "ranged" in sname else []
                 margs = (["-n", str(a.miss_count), "--size", "4k", "--prefix", "m4k/"] if "ranged" not in sname
                          else sargs)
-                for label, path in bins:
-                    miss = start_bale("gw-miss", work, server_cpus, gw_args + extra, bin_path=path)
-                    try:
-                        r = bench(miss.endpoint, [*margs, "-c", "1", "--requests", str(a.miss_requests)], client_cpu)
-                        up_s, up_n = upstream_seconds(miss.endpoint)
-                        stages = miss_stages(miss.endpoint)
-                    finally:
-                        miss.stop()
-                    record(sname, at("gw-miss", label), rep, r, upstream_mean_us=up_s / max(up_n, 1) * 1e6,
-                           stages=stages)
-                if "ranged" not in sname:
+                for lo in layouts:
+                    for label, path, flags in bins:
+                        miss = start_bale("gw-miss", work, server_cpus, gw_args + extra + flags, bin_path=path)
+                        weed_pin(weed, lo)
+                        try:
+                            r = bench(miss.endpoint, [*margs, "-c", "1", "--requests", str(a.miss_requests)],
+                                      client_cpu)
+                            up_s, up_n = upstream_seconds(miss.endpoint)
+                            stages = miss_stages(miss.endpoint)
+                        finally:
+                            miss.stop()
+                        record(sname, lay(at("gw-miss", label), lo), rep, r,
+                               upstream_mean_us=up_s / max(up_n, 1) * 1e6, stages=stages, layout=lo)
+                    weed_pin(weed, lo)
+                    # The same requests straight to SeaweedFS, placed as in the miss rows.
                     r = bench(weed.endpoint, [*margs, "-c", "1", "--requests", str(a.miss_requests)], client_cpu)
-                    record(sname, "seaweedfs (miss keys)", rep, r)
-                else:
-                    # The gateway's own upstream requests, sent by the client: the aligned
-                    # blocks of --miss-block-kb that the misses fetch.
-                    bk = a.miss_block_kb
-                    r = bench(weed.endpoint, ["-n", "1", "--size", "64m", "--prefix", "big/", "--range", f"{bk}k",
-                                              "--range-align", str(bk * 1024), "-c", "1",
-                                              "--requests", str(a.miss_requests)], client_cpu)
-                    record(sname, f"seaweedfs ({bk} KiB blocks)", rep, r)
+                    record(sname, lay(DIRECT[sname], lo), rep, r, layout=lo)
+                    if "ranged" in sname:
+                        # The gateway's own upstream requests, sent by the client: the aligned
+                        # blocks of --miss-block-kb that the misses fetch.
+                        bk = a.miss_block_kb
+                        r = bench(weed.endpoint, ["-n", "1", "--size", "64m", "--prefix", "big/", "--range", f"{bk}k",
+                                                  "--range-align", str(bk * 1024), "-c", "1",
+                                                  "--requests", str(a.miss_requests)], client_cpu)
+                        record(sname, lay(f"seaweedfs ({bk} KiB blocks)", lo), rep, r, layout=lo)
+                weed_pin(weed, "all")
     except BaseException:
         finish(out, work, procs, runs, None)
         raise
-    names = ", ".join(f"{label} = {path}" for label, path in bins if label)
+    names = ", ".join(f"{label} = {' '.join([path, *flags])}" for label, path, flags in bins if label)
     lines = [f"# Gateway tier (issue 15): `scripts/bench-gateway.py --repeats {a.repeats} --duration {a.duration}"
              f"{' --bins ' + a.bins if a.bins else ''}`",
              "", f"Commit {commit}, {stamp}, {ncpu} CPUs (servers on CPU {server_cpus}, client on CPU {client_cpu}; "
-             "SeaweedFS unpinned). c=1, medians of the runs' p50 / p99 / req/s, latencies in µs. "
+             f"SeaweedFS unpinned for the hit rows; for the miss rows and their direct rows on CPUs "
+             f"{', '.join(layouts)} (`all` = unpinned)). c=1, medians of the runs' p50 / p99 / req/s, latencies in µs. "
              f"Misses: fresh gateway per run, {a.miss_requests} requests over {a.miss_count} keys "
              f"(ranged: {a.miss_block_kb} KiB blocks); `upstream (in gw)`: the mean upstream request time "
              f"the gateway measured during the miss run.{' Binaries: ' + names + '.' if names else ''}", "",
@@ -401,7 +445,9 @@ def main():
             label = tname.split("@")[1] if "@" in tname else ""
             plain_rows = rows.get(at("bale", label))
             ratio = m["p50_us"] / statistics.median(r["p50_us"] for r in plain_rows) if plain_rows else float("nan")
-            miss_base = rows.get("seaweedfs (miss keys)") if tname.startswith("gw-miss") else None
+            lo = rs[0].get("layout")
+            miss_base = (rows.get(lay(DIRECT[sname], lo)) if tname.startswith("gw-miss")
+                         and lo is not None else None)
             over = m["p50_us"] - (statistics.median(r["p50_us"] for r in miss_base) if miss_base else base)
             up = (f"{statistics.median(r['upstream_mean_us'] for r in rs):.0f}"
                   if "upstream_mean_us" in rs[0] else "")
@@ -410,7 +456,8 @@ def main():
                          f"{'' if tname.startswith(('gw-miss', 'seaweedfs')) else f'{ratio:.2f}×'} | "
                          f"{'' if tname.startswith(('bale', 'gw-hit', 'seaweedfs')) else f'{over:+.1f}'} | {up} |")
     lines += ["", "`p50 − seaweedfs`: of a GET 4 KiB miss, against `seaweedfs (miss keys)` (the same requests "
-              "sent straight to SeaweedFS); of a ranged miss, against `seaweedfs` (the same 4 KiB ranges). "
+              "sent straight to SeaweedFS); of a ranged miss, against `seaweedfs (miss ranges)` (the same 4 KiB "
+              "ranges), each with SeaweedFS placed as in the miss row (`[weed L]`). "
               "`seaweedfs (N KiB blocks)`: the aligned block ranges a ranged miss fetches, sent by the client."]
     # Where a miss's time goes, as the gateway measured it (src/gateway/stages.rs).
     staged = [r for r in runs if r.get("stages")]

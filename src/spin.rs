@@ -36,6 +36,8 @@ struct State {
     starts: Cell<u64>,
     /// The spinner's waker while it is parked.
     parked: Cell<Option<Waker>>,
+    /// Set by [`far_wait`]: the current window ends at the spinner's next turn.
+    cut: Cell<bool>,
 }
 
 thread_local! {
@@ -45,6 +47,7 @@ thread_local! {
             activity: Cell::new(0),
             starts: Cell::new(0),
             parked: Cell::new(None),
+            cut: Cell::new(false),
         }
     };
 }
@@ -99,6 +102,30 @@ pub fn request_started() {
 #[inline]
 pub fn request_ended() {
     bump(false);
+}
+
+/// A request of this core now waits for an answer from another machine (the gateway's
+/// upstream: hundreds of µs at least): the current polling window ends, so the core parks
+/// instead of polling through the wait (polling there only takes the CPU from whatever else
+/// runs on it); the next request start or end polls again. A no-op unless polling is on.
+#[inline]
+pub fn far_wait() {
+    STATE.with(|s| {
+        if !s.enabled.get() {
+            return;
+        }
+        // Only a spinner that polls (or was woken and is about to) has a window to end; a
+        // parked one must not carry the cut to its next wake-up (the request's end).
+        let w = s.parked.take();
+        if w.is_none() {
+            s.cut.set(true);
+        }
+        s.parked.set(w);
+    });
+}
+
+fn take_cut() -> bool {
+    STATE.with(|s| s.cut.replace(false))
 }
 
 pub use bale_io::yield_now;
@@ -176,12 +203,18 @@ pub async fn run(mode: Mode) {
     let (mut seen, mut seen_starts) = counters();
     loop {
         Parked(seen).await;
+        // The request that woke the spinner may already wait far away (it ran up to its
+        // upstream write before the spinner's turn): then no window at all.
+        let cut = take_cut();
         let now = Instant::now();
         let (act, starts) = counters();
         if starts != seen_starts {
             window.observe(now - last);
         }
         (seen, seen_starts, last) = (act, starts, now);
+        if cut {
+            continue;
+        }
         let span = match fixed {
             Some(d) => d,
             None => window.current(),
@@ -192,8 +225,14 @@ pub async fn run(mode: Mode) {
         let mut deadline = now + span;
         loop {
             yield_now().await;
+            let cut = take_cut();
             let (act, starts) = counters();
             let now = Instant::now();
+            if cut {
+                // Every request seen so far is answered or waits far away: park.
+                (seen, seen_starts) = (act, starts);
+                break;
+            }
             if act != seen {
                 if starts != seen_starts && fixed.is_none() {
                     window.observe(now - last);

@@ -13,6 +13,7 @@
 //! - `route`: every other request (writes, LIST, buckets, multipart) goes upstream through an
 //!   s3s custom route, after s3s checked the client's signature; writes invalidate the local
 //!   copy first and keep the bytes after the upstream acknowledged them.
+//! - `bigput`: PutObject bodies of unknown length over 64 MiB, streamed as a multipart upload.
 //! - `local`: the local tier's bookkeeping: single-flight fills, block keys, the FIFO that
 //!   bounds the tier, upstream metadata in engine metadata.
 //! - `warm`: `bale warm s3://bucket/prefix`.
@@ -20,6 +21,7 @@
 //! The engine learns nothing of this: entries are ordinary engine objects (block entries under
 //! hidden keys that LIST never shows, since LIST comes from the upstream).
 
+pub mod bigput;
 pub mod blocks;
 pub mod h1;
 pub mod hook;

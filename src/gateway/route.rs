@@ -23,6 +23,7 @@ use s3s::route::S3Route;
 use s3s::{s3_error, Body, S3Request, S3Response, S3Result};
 use send_wrapper::SendWrapper;
 
+use super::bigput;
 use super::listcache;
 use super::local;
 use super::manifest;
@@ -318,9 +319,35 @@ async fn relay(s: BaleS3, gw: Arc<Gateway>, req: S3Request<Body>) -> S3Result<S3
         }
         _ => {}
     }
+    let put_object = m == Method::PUT
+        && k.is_some()
+        && !copy
+        && !has_q("uploadId")
+        && !has_q("tagging")
+        && !has_q("acl");
     if in_memory.is_none() && content_length.is_none() && !http_body::Body::is_end_stream(&body) {
-        // No declared length: buffer it (the upstream needs one).
-        in_memory = Some(collect_body(body, MAX_UNKNOWN_BODY).await?);
+        if let (true, Some(b), Some(k)) = (put_object, b, k) {
+            // A PutObject of unknown length: one PutObject up to KEEP_PUT_BYTES, else
+            // streamed as a multipart upload (`super::bigput`).
+            match bigput::read_head(body).await? {
+                bigput::Head::Whole(raw) => in_memory = Some(raw),
+                bigput::Head::Big { read, rest } => {
+                    return bigput::put(
+                        &gw.up,
+                        b,
+                        k,
+                        &req.headers,
+                        forwarded(&req.headers),
+                        read,
+                        rest,
+                    )
+                    .await;
+                }
+            }
+        } else {
+            // No declared length: buffer it (the upstream needs one).
+            in_memory = Some(collect_body(body, MAX_UNKNOWN_BODY).await?);
+        }
         body = Body::empty();
     }
 
