@@ -136,7 +136,8 @@ pub const DEFAULT_TABLE: &str = "1 dir: none, 2-3: mirror, 4: ec:2+2, 5: ec:3+2,
 
 /// The redundancy to initialise a new set of `dirs` directories with: the flag's, or the
 /// default for the count (`Redundancy::default_for`: erasure coding from 4 directories, now
-/// that stripes are compacted, ADR 19), said in one INFO line with the table.
+/// that stripes are compacted, ADR 19), said in one INFO line with the table when there is more
+/// than one directory.
 pub fn choose(flag: Option<Redundancy>, dirs: usize) -> anyhow::Result<Redundancy> {
     match flag {
         Some(r) => {
@@ -145,12 +146,16 @@ pub fn choose(flag: Option<Redundancy>, dirs: usize) -> anyhow::Result<Redundanc
         }
         None => {
             let d = Redundancy::default_for(dirs);
-            tracing::info!(
+            // One directory has no choice to explain (the start line says "none"), and a start
+            // that fails keeps its single error line.
+            if dirs > 1 {
+                tracing::info!(
                 dirs,
                 "new set of {dirs} data directories: redundancy {d}, the default for that count \
                  ({DEFAULT_TABLE}); --redundancy none|mirror|ec:K+M chooses another, fixed from \
                  now on"
-            );
+                );
+            }
             Ok(d)
         }
     }
