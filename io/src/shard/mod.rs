@@ -27,6 +27,7 @@ mod restripe;
 mod slot;
 mod space;
 mod stripe;
+mod striping;
 mod writer;
 
 use std::cell::{Cell, RefCell};
