@@ -653,6 +653,11 @@ mod tests {
             let lost = victims(t.path());
             fs::remove_file(&lost[0].0).unwrap();
             let (copies, l) = layout(t.path(), 200_000);
+            // A lost file here is one slice, and the first slice of an idle budget is not
+            // delayed: take 3 s of the process-wide budget so that the rebuild waits with its
+            // temporary file created (without this the rebuild could finish between two polls
+            // below, and did on a loaded machine).
+            let _ = pace(600_000, 200_000);
             let s = Shard::open_striped(&copies, 3, l, cfg()).await.unwrap();
             let tmp = stripe::tmp_of(&lost[0].0);
             let t0 = Instant::now();
