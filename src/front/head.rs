@@ -212,6 +212,33 @@ mod tests {
     }
 
     #[test]
+    fn what_the_front_takes_for_a_put() {
+        let take = |raw: &[u8]| {
+            let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut hs);
+            assert!(req.parse(raw).unwrap().is_complete());
+            takeable_put(&req).map(|h| h.path.to_string())
+        };
+        assert_eq!(
+            take(b"PUT /b/k HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n"),
+            Some("/b/k".into())
+        );
+        for bad in [
+            &b"PUT /b/k HTTP/1.1\r\nHost: h\r\n\r\n"[..], // no length
+            b"PUT /b/k HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+            b"PUT /b/k HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
+            b"PUT /b/k HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"PUT /b/k HTTP/1.1\r\nContent-Length: 3\r\nConnection: close\r\n\r\n",
+            b"PUT /b/k HTTP/1.0\r\nContent-Length: 3\r\n\r\n",
+            b"PUT /b HTTP/1.1\r\nContent-Length: 3\r\n\r\n",
+            b"GET /b/k HTTP/1.1\r\nContent-Length: 3\r\n\r\n",
+            b"POST /b/k HTTP/1.1\r\nContent-Length: 3\r\n\r\n",
+        ] {
+            assert_eq!(take(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
     fn raw_head_reads_headers_like_a_header_map() {
         use crate::fast::Head;
         let raw = b"GET /b/k HTTP/1.1\r\nX-Amz-Date: a\r\nhost: h\r\nx-amz-date: b\r\n\r\n";

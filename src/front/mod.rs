@@ -3,7 +3,9 @@
 //! parsed in place with `httparse` ([`head`]), and while they are plain GET/HEAD requests the
 //! fast path answers (`crate::fast::try_answer`); the answer is written by the ring's own send
 //! ([`send`]), head and small body in one write, with the bytes hyper would have written for
-//! it ([`wire`]). The first request the front does not take (another method, a body,
+//! it ([`wire`]). Small plain PUTs (one `Content-Length` up to 1 MiB, header SigV4, nothing
+//! else to interpret) are read, verified and stored here too ([`put`], docs/adr/0030). The
+//! first request the front does not take (another method, any other body,
 //! `Connection`/`Expect`/`Upgrade`, HTTP/1.0, a target or a head it is not sure of, a request
 //! the fast path declines) hands the connection to hyper (poll I/O) for the rest of its life,
 //! the bytes already read replayed first ([`Replay`]): whatever is not the hot path is served
