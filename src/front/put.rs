@@ -34,6 +34,9 @@ use crate::s3::meta::ObjMeta;
 /// in-flight slots bound what the front's PUTs hold at once (`--max-inflight` × 1 MiB per core).
 pub const MAX_FRONT_PUT_BYTES: usize = 1 << 20;
 
+/// First body buffer of a PUT whose body did not come with its head, bytes.
+const BODY_STEP_BYTES: usize = 64 * 1024;
+
 /// A PUT the front serves: everything read from its head, owned (the read buffer is reused
 /// for the body and the next request).
 pub(super) struct PutReq {
@@ -188,7 +191,9 @@ pub(super) async fn read_body(
     conn: &ConnSlot,
 ) -> Result<Vec<u8>, BodyEnd> {
     let have = (rb.len() - *start).min(len);
-    let mut body = Vec::with_capacity(len);
+    // The buffer grows with what arrived (doubling from `BODY_STEP_BYTES`), not with what was
+    // declared: a client that declares 1 MiB and sends nothing holds 64 KiB.
+    let mut body = Vec::with_capacity(len.min(have.max(BODY_STEP_BYTES)));
     body.extend_from_slice(&rb[*start..*start + have]);
     *start += have;
     if *start == rb.len() {
@@ -197,7 +202,11 @@ pub(super) async fn read_body(
     }
     while body.len() < len {
         let end = body.len();
-        let mut recv = std::pin::pin!(stream.read(std::mem::take(&mut body).slice_mut(end..len)));
+        if end == body.capacity() {
+            body.reserve_exact(end.max(BODY_STEP_BYTES).min(len - end));
+        }
+        let limit = body.capacity().min(len);
+        let mut recv = std::pin::pin!(stream.read(std::mem::take(&mut body).slice_mut(end..limit)));
         let mut sleep = timer.at(Instant::now() + idle);
         let read = std::future::poll_fn(|cx| {
             if let Poll::Ready((r, buf)) = recv.as_mut().poll(cx) {
