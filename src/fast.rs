@@ -82,7 +82,7 @@ pub(crate) fn header_str(v: &[u8]) -> Option<&str> {
 }
 
 /// The decoded path; borrowed (nothing allocated) when nothing is escaped.
-fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
+pub(crate) fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
     let b = s.as_bytes();
     if !b.contains(&b'%') {
         return Some(Cow::Borrowed(s));
@@ -132,7 +132,7 @@ mod names {
 /// A header that may appear at most once: `Ok(None)` when absent, `Err(())` when repeated
 /// or not visible ASCII (s3s reads such a header as absent or refuses it; either way the
 /// fast path leaves the request to it).
-fn at_most_one<'a, H: Head>(h: &'a H, name: &'a str) -> Result<Option<&'a str>, ()> {
+pub(crate) fn at_most_one<'a, H: Head>(h: &'a H, name: &'a str) -> Result<Option<&'a str>, ()> {
     let mut it = h.values(name);
     let Some(v) = it.next() else { return Ok(None) };
     if it.next().is_some() {
@@ -190,10 +190,17 @@ fn canonical_request<H: Head>(
     true
 }
 
-/// Verifies the request's SigV4 header signature and that its key may read `bucket` (the
-/// per-core key table of `crate::keys`: an unknown key or one outside its scope goes to s3s,
-/// which answers InvalidAccessKeyId or AccessDenied). Only `x-id` may appear in the query.
-pub(crate) fn verify<H: Head>(fp: &FastPath, req: &H, decoded_path: &str, bucket: &str) -> bool {
+/// Verifies the request's SigV4 header signature and that its key may read `bucket` (write it,
+/// with `write`: the front's small PUTs, docs/adr/0030) (the per-core key table of
+/// `crate::keys`: an unknown key or one outside its scope goes to s3s, which answers
+/// InvalidAccessKeyId or AccessDenied). Only `x-id` may appear in the query.
+pub(crate) fn verify<H: Head>(
+    fp: &FastPath,
+    req: &H,
+    decoded_path: &str,
+    bucket: &str,
+    write: bool,
+) -> bool {
     let h = req;
     let Ok(Some(auth)) = at_most_one(h, names::AUTHORIZATION) else {
         return false;
@@ -245,7 +252,7 @@ pub(crate) fn verify<H: Head>(fp: &FastPath, req: &H, decoded_path: &str, bucket
         if !canonical_request(req, decoded_path, auth.signed_headers, payload, &mut canon) {
             return false;
         }
-        check_signature(&auth, amz_date, bucket, &canon)
+        check_signature(&auth, amz_date, bucket, write, &canon)
     })
 }
 
@@ -258,11 +265,17 @@ fn check_signature(
     auth: &sigv4::Authorization<'_>,
     amz_date: &str,
     bucket: &str,
+    write: bool,
     canon: &str,
 ) -> bool {
     crate::keys::with_key(auth.access_key, |k| {
         let Some(k) = k else { return false };
-        if !k.key.can_read(bucket) {
+        let allowed = if write {
+            k.key.can_write(bucket)
+        } else {
+            k.key.can_read(bucket)
+        };
+        if !allowed {
             return false;
         }
         let key = k.signing_key(auth.date, auth.region, "s3");
@@ -397,7 +410,7 @@ pub(crate) async fn try_answer<H: Head>(
     if bucket.is_empty() || key.is_empty() || key.len() > crate::s3::limits::MAX_KEY_BYTES {
         return None;
     }
-    if !verify(fp, req, &decoded, bucket) {
+    if !verify(fp, req, &decoded, bucket, false) {
         return None;
     }
     // Gateway mode: a ranged read inside a local block entry, before the lookup (whose

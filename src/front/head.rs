@@ -85,12 +85,49 @@ fn framing_header(name: &str) -> bool {
 
 /// The request as the fast path may read it, or `None` when it is hyper's.
 pub(super) fn takeable<'b>(req: &'b httparse::Request<'_, 'b>) -> Option<RawHead<'b>> {
-    if req.version? != 1 {
-        return None; // HTTP/1.0 keep-alive rules: hyper's
-    }
     let method = req.method?;
     if method != "GET" && method != "HEAD" {
         return None;
+    }
+    let head = object_head(req, method)?;
+    if head.headers.iter().any(|h| framing_header(h.name)) {
+        return None;
+    }
+    Some(head)
+}
+
+/// A small PUT the front may serve itself (docs/adr/0030-put-on-the-front.md): an object
+/// target as for GET, exactly one `Content-Length` and no other framing header (no
+/// `Transfer-Encoding`, `Expect`, `Connection` ...); what else it must carry is
+/// `super::put`'s to decide. `None` when it is hyper's.
+pub(super) fn takeable_put<'b>(req: &'b httparse::Request<'_, 'b>) -> Option<RawHead<'b>> {
+    if req.method? != "PUT" {
+        return None;
+    }
+    let head = object_head(req, "PUT")?;
+    let mut lengths = 0;
+    for h in head.headers {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            lengths += 1;
+        } else if framing_header(h.name) {
+            return None;
+        }
+    }
+    (lengths == 1).then_some(head)
+}
+
+impl<'b> RawHead<'b> {
+    /// Every header line, in order.
+    pub(super) fn headers(&self) -> &'b [httparse::Header<'b>] {
+        self.headers
+    }
+}
+
+/// An HTTP/1.1 request for an object (origin-form target of conservative bytes naming a
+/// bucket and a key, not a health/allocation path, a head within `handle_inner`'s size rule).
+fn object_head<'b>(req: &'b httparse::Request<'_, 'b>, method: &'b str) -> Option<RawHead<'b>> {
+    if req.version? != 1 {
+        return None; // HTTP/1.0 keep-alive rules: hyper's
     }
     let target = req.path?;
     if !target.starts_with('/')
@@ -114,9 +151,6 @@ pub(super) fn takeable<'b>(req: &'b httparse::Request<'_, 'b>) -> Option<RawHead
         return None;
     }
     let headers: &'b [httparse::Header<'b>] = req.headers;
-    if headers.iter().any(|h| framing_header(h.name)) {
-        return None;
-    }
     // The same size rule as `crate::http::handle_inner` (a refused head is hyper's to answer).
     let head_bytes = headers
         .iter()
@@ -174,6 +208,33 @@ mod tests {
             b"GET /minio/health/live HTTP/1.1\r\n\r\n",
         ] {
             assert_eq!(parse_take(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn what_the_front_takes_for_a_put() {
+        let take = |raw: &[u8]| {
+            let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut hs);
+            assert!(req.parse(raw).unwrap().is_complete());
+            takeable_put(&req).map(|h| h.path.to_string())
+        };
+        assert_eq!(
+            take(b"PUT /b/k HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n"),
+            Some("/b/k".into())
+        );
+        for bad in [
+            &b"PUT /b/k HTTP/1.1\r\nHost: h\r\n\r\n"[..], // no length
+            b"PUT /b/k HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+            b"PUT /b/k HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
+            b"PUT /b/k HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"PUT /b/k HTTP/1.1\r\nContent-Length: 3\r\nConnection: close\r\n\r\n",
+            b"PUT /b/k HTTP/1.0\r\nContent-Length: 3\r\n\r\n",
+            b"PUT /b HTTP/1.1\r\nContent-Length: 3\r\n\r\n",
+            b"GET /b/k HTTP/1.1\r\nContent-Length: 3\r\n\r\n",
+            b"POST /b/k HTTP/1.1\r\nContent-Length: 3\r\n\r\n",
+        ] {
+            assert_eq!(take(bad), None, "{}", String::from_utf8_lossy(bad));
         }
     }
 

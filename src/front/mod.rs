@@ -3,7 +3,9 @@
 //! parsed in place with `httparse` ([`head`]), and while they are plain GET/HEAD requests the
 //! fast path answers (`crate::fast::try_answer`); the answer is written by the ring's own send
 //! ([`send`]), head and small body in one write, with the bytes hyper would have written for
-//! it ([`wire`]). The first request the front does not take (another method, a body,
+//! it ([`wire`]). Small plain PUTs (one `Content-Length` up to 1 MiB, header SigV4, nothing
+//! else to interpret) are read, verified and stored here too ([`put`], docs/adr/0030). The
+//! first request the front does not take (another method, any other body,
 //! `Connection`/`Expect`/`Upgrade`, HTTP/1.0, a target or a head it is not sure of, a request
 //! the fast path declines) hands the connection to hyper (poll I/O) for the rest of its life,
 //! the bytes already read replayed first ([`Replay`]): whatever is not the hot path is served
@@ -18,6 +20,7 @@
 
 mod head;
 mod pool;
+mod put;
 mod replay;
 mod send;
 mod wire;
@@ -38,6 +41,7 @@ use monoio::net::TcpStream;
 use crate::conns::ConnSlot;
 use crate::http::{ConnLimits, Handlers, MAX_HEADER_BYTES};
 pub use head::{MAX_HEADERS, MAX_TARGET_BYTES};
+pub use put::MAX_FRONT_PUT_BYTES;
 pub use replay::Replay;
 
 /// Read buffer a connection starts with, bytes; it grows (up to `MAX_HEADER_BYTES`) only for
@@ -102,19 +106,45 @@ pub async fn serve(
             let mut req = httparse::Request::new(&mut hs);
             match req.parse(&rb[start..]) {
                 Ok(httparse::Status::Complete(head_len)) => {
-                    let Some(head) = head::takeable(&req) else {
-                        break 'conn Stop::HandOver;
+                    let (resp, is_head) = if let Some(head) = head::takeable(&req) {
+                        let is_head = head.method == "HEAD";
+                        let resp = match answer(fp, &head, limits.max_inflight, conn).await {
+                            Some(r) => r,
+                            None => break 'conn Stop::HandOver,
+                        };
+                        start += head_len;
+                        if start == rb.len() {
+                            rb.clear();
+                            start = 0;
+                        }
+                        (resp, is_head)
+                    } else {
+                        // A small PUT (docs/adr/0030), decided from the head alone.
+                        let Some(p) = head::takeable_put(&req).and_then(|h| put::prepare(fp, &h))
+                        else {
+                            break 'conn Stop::HandOver;
+                        };
+                        // At the limit: hyper's side answers 503 SlowDown as before.
+                        let Some(slot) = crate::http::InflightGuard::try_new(limits.max_inflight)
+                        else {
+                            break 'conn Stop::HandOver;
+                        };
+                        start += head_len;
+                        let resp = put_answer(
+                            fp,
+                            p,
+                            stream,
+                            (&mut rb, &mut start),
+                            (&mut timer, limits.idle_timeout),
+                            conn,
+                        )
+                        .await;
+                        drop(slot);
+                        match resp {
+                            Some(r) => (r, false),
+                            None => break 'conn Stop::Closed,
+                        }
                     };
-                    let is_head = head.method == "HEAD";
-                    let resp = match answer(fp, &head, limits.max_inflight, conn).await {
-                        Some(r) => r,
-                        None => break 'conn Stop::HandOver,
-                    };
-                    start += head_len;
-                    if start == rb.len() {
-                        rb.clear();
-                        start = 0;
-                    }
                     let sent = send::response(
                         stream,
                         &mut out,
@@ -256,6 +286,39 @@ async fn answer(
         }
     };
     let logged = crate::logging::log_requests().then_some((head.method, head.path));
+    scope.answered(&mut resp, logged);
+    Some(resp)
+}
+
+/// A small PUT the front took (`put::prepare` passed): its body read, stored and answered with
+/// everything `crate::http::handle` does around a request (request id, metrics, log line);
+/// `None` when the connection failed while the body was read (it closes without an answer).
+async fn put_answer(
+    fp: &std::sync::Arc<crate::fast::FastPath>,
+    p: put::PutReq,
+    stream: &mut TcpStream,
+    (rb, start): (&mut Vec<u8>, &mut usize),
+    (timer, idle): (&mut Timer, std::time::Duration),
+    conn: &Rc<ConnSlot>,
+) -> Option<http::Response<s3s::Body>> {
+    let scope = crate::http::RequestScope::start(conn, crate::metrics::Op::PutObject);
+    let logged_path = p.logged_path().map(str::to_string);
+    let body = put::read_body(stream, rb, start, p.len(), timer, idle, conn).await;
+    let mut resp = match body {
+        Ok(body) => {
+            crate::logging::with_request_id(
+                Some(scope.id()),
+                put::answer(fp, p, body, pool::take_map()),
+            )
+            .await
+        }
+        Err(put::BodyEnd::Short) => put::incomplete_body(),
+        Err(put::BodyEnd::Failed(e)) => {
+            tracing::debug!(error = %e, "connection ended while reading a request body");
+            return None;
+        }
+    };
+    let logged = logged_path.as_deref().map(|path| ("PUT", path));
     scope.answered(&mut resp, logged);
     Some(resp)
 }

@@ -71,7 +71,7 @@ impl Endpoint {
         }
         // A key scoped to some buckets may not read the whole server's metrics: the bucket
         // name "" is in the scope of unrestricted keys only (read-only ones included).
-        crate::fast::verify(&self.signer, req, METRICS_PATH, "")
+        crate::fast::verify(&self.signer, req, METRICS_PATH, "", false)
     }
 
     /// The answer to a metrics request (`is_metrics_request` was true).

@@ -144,11 +144,7 @@ pub fn body(e: s3s::StdError) -> S3Error {
     tracing::debug!(error = %text, "request body failed");
     match BodyCause::of_text(&text) {
         BodyCause::ChunkSignature => s3_error!(SignatureDoesNotMatch, "The request signature we calculated does not match the signature you provided (aws-chunked chunk signature)."),
-        BodyCause::PayloadSha256 => S3Error::with_message(
-            s3s::S3ErrorCode::Custom("XAmzContentSHA256Mismatch".into()),
-            "The provided 'x-amz-content-sha256' header does not match what was computed.",
-        )
-        .with_status(http::StatusCode::BAD_REQUEST),
+        BodyCause::PayloadSha256 => payload_sha256_mismatch(),
         BodyCause::TooLarge => s3_error!(
             EntityTooLarge,
             "An aws-chunked chunk exceeds the limit of 16 MiB"
@@ -158,6 +154,15 @@ pub fn body(e: s3s::StdError) -> S3Error {
             "The request body ended before its declared length or was malformed"
         ),
     }
+}
+
+/// A body that is not what its signed `x-amz-content-sha256` says (400).
+pub fn payload_sha256_mismatch() -> S3Error {
+    S3Error::with_message(
+        s3s::S3ErrorCode::Custom("XAmzContentSHA256Mismatch".into()),
+        "The provided 'x-amz-content-sha256' header does not match what was computed.",
+    )
+    .with_status(http::StatusCode::BAD_REQUEST)
 }
 
 /// What a failed body stream meant. s3s's stream error types (`AwsChunkedStreamError`,

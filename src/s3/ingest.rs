@@ -92,13 +92,7 @@ pub fn body_checks(
         None => content_md5,
     };
     if let Some(m) = content_md5 {
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(m.trim())
-            .map_err(|_| s3_error!(InvalidDigest, "The Content-MD5 you specified is not valid."))?;
-        let arr: [u8; 16] = raw
-            .try_into()
-            .map_err(|_| s3_error!(InvalidDigest, "The Content-MD5 you specified is not valid."))?;
-        c.content_md5 = Some(arr);
+        c.content_md5 = Some(content_md5_of(m)?);
     }
     for (algo, v) in ALGOS.iter().zip(given) {
         if let Some(v) = v {
@@ -129,6 +123,15 @@ pub fn body_checks(
         }
     }
     Ok(c)
+}
+
+/// The digest a `Content-MD5` value (base64 of 16 bytes) names; 400 InvalidDigest otherwise.
+pub fn content_md5_of(m: &str) -> S3Result<[u8; 16]> {
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(m.trim())
+        .map_err(|_| s3_error!(InvalidDigest, "The Content-MD5 you specified is not valid."))?;
+    raw.try_into()
+        .map_err(|_| s3_error!(InvalidDigest, "The Content-MD5 you specified is not valid."))
 }
 
 pub fn hasher_for(algos: &[&str]) -> ChecksumHasher {

@@ -135,7 +135,7 @@ pub async fn put_object(
         unknown_length,
     )?;
     let cond = write_cond(i.if_match, i.if_none_match)?;
-    let mut meta = ObjMeta::from_request(
+    let meta = ObjMeta::from_request(
         &req.headers,
         i.content_type.as_ref(),
         i.content_encoding.as_ref(),
@@ -144,9 +144,23 @@ pub async fn put_object(
         i.cache_control.as_ref(),
         check_user_meta(&i.metadata)?,
     )?;
-    let (bucket, key, body) = (i.bucket, i.key, i.body);
-    let done = s
-        .shard_of(&bucket, &key)
+    let done = store(s, i.bucket, i.key, checks, cond, meta, i.body).await?;
+    Ok(S3Response::new(output(&done)))
+}
+
+/// Stores a PutObject whose request was read and checked (key, bucket write guard held by the
+/// caller, body checks, conditions, metadata) and returns the stored metadata. The s3s handler
+/// and the HTTP front's small PUTs (`crate::front`, docs/adr/0030) both end here.
+pub async fn store(
+    s: &BaleS3,
+    bucket: String,
+    key: String,
+    checks: BodyChecks,
+    cond: WriteCond,
+    mut meta: ObjMeta,
+    body: Option<StreamingBlob>,
+) -> S3Result<ObjMeta> {
+    s.shard_of(&bucket, &key)
         .run(move |shard: Rc<Shard>| async move {
             // Resolve If-Match early to fail fast; it is re-checked atomically at commit.
             let _ = resolve_cond(&shard, &bucket, &key, &cond)?;
@@ -162,9 +176,13 @@ pub async fn put_object(
             w.finish(enc, expect).await.map_err(error::engine)?;
             Ok::<_, S3Error>(meta)
         })
-        .await?;
+        .await
+}
+
+/// PutObject's answer for what [`store`] stored.
+pub fn output(done: &ObjMeta) -> PutObjectOutput {
     let get = |a: &str| done.checksum(a).map(str::to_string);
-    Ok(S3Response::new(PutObjectOutput {
+    PutObjectOutput {
         e_tag: Some(ETag::Strong(done.etag.clone())),
         checksum_crc32: get("crc32"),
         checksum_crc32c: get("crc32c"),
@@ -172,7 +190,7 @@ pub async fn put_object(
         checksum_sha1: get("sha1"),
         checksum_sha256: get("sha256"),
         ..Default::default()
-    }))
+    }
 }
 
 /// ETag and checksums of an ingested body into `meta`; its encoding.
