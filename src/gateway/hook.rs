@@ -129,6 +129,18 @@ pub async fn fast_miss(
             body.map_or_else(s3s::Body::empty, s3s::Body::from),
         ),
         Ok(Prep::Stream { m, body }) => (m, None, s3s::Body::from(body)),
+        Ok(Prep::Pass { m, body }) => {
+            // No length: the front sends it chunked.
+            headers_of(&mut headers, &m, None)?;
+            headers.remove(http::header::CONTENT_LENGTH);
+            stages::since(Stage::Hook, entered);
+            let body = if is_head {
+                s3s::Body::empty()
+            } else {
+                s3s::Body::from(body)
+            };
+            return Some(answer(http::StatusCode::OK, headers, body));
+        }
         Err(e) => return e.to_http_response().ok(),
     };
     headers_of(&mut headers, &m, served)?;

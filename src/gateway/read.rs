@@ -115,6 +115,13 @@ pub(super) enum Prep {
         m: Box<Manifest>,
         body: StreamingBlob,
     },
+    /// A whole-object answer the upstream sent without a length, longer than the gateway
+    /// reads into memory: passed through as it arrives, not kept (`stream::pass`). The
+    /// manifest's size is meaningless (0): the answer carries no Content-Length.
+    Pass {
+        m: Box<Manifest>,
+        body: StreamingBlob,
+    },
     Blocks {
         m: Box<Manifest>,
         served: Option<(u64, u64)>,
@@ -287,11 +294,9 @@ async fn prepare_on_owner(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Resul
             if shard.get(b, k).is_some() {
                 continue;
             }
-            let mut resp = gw
-                .up
-                .send(UpRequest::new(http::Method::GET, Some(b), Some(k)))
-                .await
-                .map_err(|e| unavailable(&e))?;
+            let mut req = UpRequest::new(http::Method::GET, Some(b), Some(k));
+            req.stream_unsized = a.plain;
+            let mut resp = gw.up.send(req).await.map_err(|e| unavailable(&e))?;
             if !ok(&resp) {
                 return Err(upstream_error(&mut resp).await);
             }
@@ -370,6 +375,19 @@ async fn prepare_on_owner(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Resul
                     error::internal("starting a fill")
                 })?;
                 return Ok(Prep::Stream {
+                    m: Box::new(m),
+                    body,
+                });
+            }
+            if announced.is_none() && a.plain {
+                // No length, and longer than the gateway reads into memory: passed through,
+                // not kept (a local entry needs its length up front). The flight goes now:
+                // a concurrent reader fetches for itself rather than wait for nothing.
+                drop(lead);
+                let m = manifest_of_answer(&resp, 0);
+                check_read(&a.cond, &m.meta.view(), m.mtime_ms)?;
+                let body = stream::pass(resp, gw.up.timeout, a.bucket.clone());
+                return Ok(Prep::Pass {
                     m: Box::new(m),
                     body,
                 });
@@ -576,6 +594,11 @@ impl S3 for GatewayS3 {
                 let headers = block_headers(&m, None)?;
                 Ok(crate::s3::get::get_response(Some(body), headers))
             }
+            Prep::Pass { m, body } => {
+                let mut headers = block_headers(&m, None)?;
+                headers.remove(http::header::CONTENT_LENGTH);
+                Ok(crate::s3::get::get_response(Some(body), headers))
+            }
         }
     }
 
@@ -590,7 +613,7 @@ impl S3 for GatewayS3 {
             .await?
         {
             Prep::Local => crate::s3::get::head_object(&self.inner, req).await,
-            Prep::Stream { m, .. } => {
+            Prep::Stream { m, .. } | Prep::Pass { m, .. } => {
                 // HEAD never fills; answered like block-served objects if it ever comes here.
                 let mut resp = S3Response::new(HeadObjectOutput::default());
                 resp.headers = block_headers(&m, None)?;

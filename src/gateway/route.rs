@@ -6,7 +6,8 @@
 //! Writes change the local tier around the upstream call:
 //! - PutObject: the local copy of the key is removed first (a crash after that leaves a miss,
 //!   never a stale hit), the body streams upstream while a copy is kept in memory (up to
-//!   `KEEP_PUT_BYTES`), and once the upstream acknowledged, the copy is stored locally under
+//!   `KEEP_PUT_BYTES`; a body of unknown length within it is read whole before it goes up,
+//!   `bigput::read_head`), and once the upstream acknowledged, the copy is stored locally under
 //!   the upstream's ETag, before the client's acknowledgement. Nothing is stored locally that
 //!   the upstream did not acknowledge.
 //! - CopyObject, DeleteObject, DeleteObjects, CompleteMultipartUpload: the local copies of the
@@ -295,6 +296,9 @@ async fn relay(s: BaleS3, gw: Arc<Gateway>, req: S3Request<Body>) -> S3Result<S3
     let mut keep_put = false;
     let mut body = req.input;
     let mut in_memory: Option<Bytes> = None;
+    // The whole body of a PutObject of unknown length within KEEP_PUT_BYTES (read before it
+    // went upstream), kept locally after the upstream's acknowledgement.
+    let mut unsized_kept: Option<Bytes> = None;
     match (&m, b, k) {
         (&Method::PUT, Some(b), Some(k))
             if !has_q("uploadId") && !has_q("tagging") && !has_q("acl") =>
@@ -330,7 +334,12 @@ async fn relay(s: BaleS3, gw: Arc<Gateway>, req: S3Request<Body>) -> S3Result<S3
             // A PutObject of unknown length: one PutObject up to KEEP_PUT_BYTES, else
             // streamed as a multipart upload (`super::bigput`).
             match bigput::read_head(body).await? {
-                bigput::Head::Whole(raw) => in_memory = Some(raw),
+                bigput::Head::Whole(raw) => {
+                    // At most KEEP_PUT_BYTES: kept locally once the upstream acknowledged it,
+                    // as a PUT with a Content-Length is.
+                    unsized_kept = Some(raw.clone());
+                    in_memory = Some(raw);
+                }
                 bigput::Head::Big { read, rest } => {
                     return bigput::put(
                         &gw.up,
@@ -349,6 +358,8 @@ async fn relay(s: BaleS3, gw: Arc<Gateway>, req: S3Request<Body>) -> S3Result<S3
             in_memory = Some(collect_body(body, MAX_UNKNOWN_BODY).await?);
         }
         body = Body::empty();
+    } else if put_object && content_length.is_none() && in_memory.is_none() {
+        unsized_kept = Some(Bytes::new()); // an empty body of unknown length
     }
 
     let tee = keep_put.then(|| {
@@ -379,42 +390,57 @@ async fn relay(s: BaleS3, gw: Arc<Gateway>, req: S3Request<Body>) -> S3Result<S3
         .map_err(|e| unavailable(&e))?;
 
     // Acknowledged upstream: keep the bytes of a PUT.
-    if let (true, Some(t), Some(b), Some(k), Some(etag)) = (status.is_success(), tee, b, k, etag) {
-        let (chunks, bytes, overflow) = {
+    let kept: Option<(Vec<Bytes>, u64)> = match (tee, unsized_kept) {
+        (Some(t), _) => {
             let mut t = t.borrow_mut();
-            (std::mem::take(&mut t.chunks), t.bytes, t.overflow)
-        };
-        if !overflow && Some(bytes) == content_length {
-            let meta = local::meta_from_headers(&req.headers, &etag);
-            let cap = gw.cfg.shard_capacity_bytes;
-            let (bb, kk) = (b.to_string(), k.to_string());
-            let stored = s
-                .shard_of(b, k)
-                .call(move |shard| async move {
-                    local::store_as(
-                        &shard,
-                        &bb,
-                        &kk,
-                        chunks,
-                        bytes,
-                        &meta,
-                        Expect::Any,
-                        cap,
-                        local::Origin::Write,
-                    )
-                    .await
-                })
-                .await;
-            match stored {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %format!("{e:#}"), bucket = %b, "gateway: could not keep a written object locally");
-                    invalidate(&s, &gw, b, k).await?;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "gateway: could not keep a written object locally");
-                    invalidate(&s, &gw, b, k).await?;
-                }
+            (!t.overflow && Some(t.bytes) == content_length)
+                .then(|| (std::mem::take(&mut t.chunks), t.bytes))
+        }
+        (None, Some(raw)) => {
+            let n = raw.len() as u64;
+            Some((
+                if raw.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![raw]
+                },
+                n,
+            ))
+        }
+        (None, None) => None,
+    };
+    if let (true, Some((chunks, bytes)), Some(b), Some(k), Some(etag)) =
+        (status.is_success(), kept, b, k, etag)
+    {
+        let meta = local::meta_from_headers(&req.headers, &etag);
+        let cap = gw.cfg.shard_capacity_bytes;
+        let (bb, kk) = (b.to_string(), k.to_string());
+        let stored = s
+            .shard_of(b, k)
+            .call(move |shard| async move {
+                local::store_as(
+                    &shard,
+                    &bb,
+                    &kk,
+                    chunks,
+                    bytes,
+                    &meta,
+                    Expect::Any,
+                    cap,
+                    local::Origin::Write,
+                )
+                .await
+            })
+            .await;
+        match stored {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %format!("{e:#}"), bucket = %b, "gateway: could not keep a written object locally");
+                invalidate(&s, &gw, b, k).await?;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "gateway: could not keep a written object locally");
+                invalidate(&s, &gw, b, k).await?;
             }
         }
     }

@@ -161,3 +161,82 @@ async fn run(fill: Fill, lead: Lead, mut resp: UpResponse, w: PutWriter, tx: mps
         }
     }
 }
+
+/// A body of unknown length fed through a channel by [`pass`]'s task: it ends cleanly only
+/// when the channel closes after the task set `complete` (the upstream's last byte passed);
+/// an error item, or a close without `complete`, cuts it.
+struct UnsizedBody {
+    rx: mpsc::Receiver<Item>,
+    complete: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl futures::Stream for UnsizedBody {
+    type Item = Result<Bytes, s3s::StdError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::sync::atomic::Ordering;
+        use std::task::Poll;
+        match std::pin::Pin::new(&mut self.rx).poll_next(cx) {
+            Poll::Ready(Some(r)) => Poll::Ready(Some(r.map_err(|e| Box::new(e) as s3s::StdError))),
+            Poll::Ready(None) if !self.complete.swap(true, Ordering::AcqRel) => {
+                // Ended without the upstream's end: never a clean end (the connection is cut).
+                Poll::Ready(Some(Err(Box::new(std::io::Error::other(
+                    "upstream answer ended early",
+                )))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl s3s::stream::ByteStream for UnsizedBody {
+    fn remaining_length(&self) -> s3s::stream::RemainingLength {
+        s3s::stream::RemainingLength::unknown()
+    }
+}
+
+/// Hands an upstream answer without a length (a GetObject answered chunked, past what the
+/// gateway reads into memory: `upstream::MAX_UNSIZED_BODY_BYTES`) to the client as it
+/// arrives, without keeping it: a local entry needs its length up front, so the next read
+/// fetches again. The client's body has no length (chunked to an HTTP/1.1 client) and ends
+/// cleanly only after the upstream's own end (its last chunk); an upstream failure or
+/// per-chunk timeout cuts it (no final chunk: never a complete-looking answer). A client
+/// that leaves, or takes no chunk within `client_timeout`, ends the transfer (the upstream
+/// connection is dropped, not reused).
+pub fn pass(mut resp: UpResponse, client_timeout: Duration, bucket: String) -> StreamingBlob {
+    let (tx, rx) = mpsc::channel(STREAM_CHANNEL_CHUNKS);
+    let complete = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = complete.clone();
+    let request_id = crate::logging::current_request_id();
+    monoio::spawn(crate::logging::with_request_id(request_id, async move {
+        let mut client = Some(tx);
+        let mut sent_bytes = 0u64;
+        loop {
+            match resp.next_chunk().await {
+                Ok(Some(c)) => {
+                    sent_bytes += c.len() as u64;
+                    let Some(tx) = client.as_mut() else { return };
+                    if !to_client(tx, &c, client_timeout).await {
+                        tracing::debug!(bucket = %bucket, sent_bytes, "gateway: client left an unsized upstream answer");
+                        return; // the client is gone: the upstream connection goes too
+                    }
+                }
+                Ok(None) => {
+                    tracing::debug!(bucket = %bucket, sent_bytes, "gateway: passed an unsized upstream answer through (not kept)");
+                    done.store(true, std::sync::atomic::Ordering::Release);
+                    return; // the sender drops after `done`: the client's body ends cleanly
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, bucket = %bucket, sent_bytes, "gateway: upstream failed mid-answer (no length); cutting the client");
+                    cut(&mut client, "upstream failed mid-body");
+                    return;
+                }
+            }
+        }
+    }));
+    StreamingBlob::new(UnsizedBody { rx, complete })
+}

@@ -32,7 +32,8 @@ use super::stages::{self, Stage};
 
 /// Largest answer head accepted from the upstream, bytes.
 const MAX_HEAD_BYTES: usize = h1::MAX_HEAD_BYTES;
-/// Largest object body accepted from the upstream without a Content-Length, bytes.
+/// Largest object body read into memory from the upstream without a Content-Length, bytes
+/// (past it, a request that asked for it gets the rest as it arrives: `UpRequest::stream_unsized`).
 pub const MAX_UNSIZED_BODY_BYTES: usize = 64 << 20;
 /// Idle connections kept per core.
 const POOL_PER_CORE: usize = 32;
@@ -166,6 +167,11 @@ pub struct UpRequest<'a> {
     pub body: UpBody,
     /// Exact body length for streamed bodies (Content-Length); in-memory bodies know theirs.
     pub content_length: Option<u64>,
+    /// A GET whose 2xx answer has no Content-Length: past [`MAX_UNSIZED_BODY_BYTES`] the
+    /// answer comes back without a `content-length` (the bytes read so far, then the rest as
+    /// it arrives) instead of failing. Within it, the body is read into memory and its length
+    /// set either way.
+    pub stream_unsized: bool,
 }
 
 impl<'a> UpRequest<'a> {
@@ -178,6 +184,7 @@ impl<'a> UpRequest<'a> {
             headers: Vec::new(),
             body: UpBody::Full(None),
             content_length: None,
+            stream_unsized: false,
         }
     }
 
@@ -202,6 +209,11 @@ enum RespBody {
     Done,
     /// Read into memory already (an object's body sent without a length).
     Buffered(Option<Bytes>),
+    /// The first bytes of a body without a length, read into memory already, then the rest.
+    Prefixed {
+        prefix: std::collections::VecDeque<Bytes>,
+        rest: Box<RespBody>,
+    },
     /// https: hyper's body and the connection's sender (pooled again at the end).
     Hyper {
         body: Incoming,
@@ -243,6 +255,16 @@ impl UpResponse {
                         return Ok(None);
                     }
                 },
+                RespBody::Prefixed { prefix, .. } => {
+                    if let Some(d) = prefix.pop_front() {
+                        return Ok(Some(d));
+                    }
+                    if let RespBody::Prefixed { rest, .. } =
+                        std::mem::replace(&mut self.body, RespBody::Done)
+                    {
+                        self.body = *rest;
+                    }
+                }
                 RespBody::Hyper { body, .. } => {
                     let f = match monoio::time::timeout(t, body.frame()).await {
                         Err(_) => {
@@ -315,9 +337,35 @@ impl UpResponse {
 
     /// An object's body the upstream sent without a Content-Length (chunked, or to the end
     /// of the connection) is read into memory, at most [`MAX_UNSIZED_BODY_BYTES`], and its
-    /// length set as the answer's `content-length`: the fill paths need one up front.
-    async fn buffer_unsized(&mut self) -> Result<(), UpError> {
-        let body = self.collect(MAX_UNSIZED_BODY_BYTES).await?;
+    /// length set as the answer's `content-length`: the fill paths need one up front. A
+    /// longer body is an error, or with `stream_over`, the answer stays without a
+    /// `content-length`: the bytes read so far come first, then the rest as it arrives.
+    async fn buffer_unsized(&mut self, stream_over: bool) -> Result<(), UpError> {
+        let mut read = std::collections::VecDeque::new();
+        let mut n = 0usize;
+        while let Some(c) = self.next_chunk().await? {
+            n += c.len();
+            read.push_back(c);
+            if n > MAX_UNSIZED_BODY_BYTES {
+                if !stream_over {
+                    return Err(UpError::Unreachable(anyhow!(
+                        "upstream answer without a length longer than {MAX_UNSIZED_BODY_BYTES} bytes"
+                    )));
+                }
+                let rest = Box::new(std::mem::replace(&mut self.body, RespBody::Done));
+                self.body = RespBody::Prefixed { prefix: read, rest };
+                return Ok(());
+            }
+        }
+        let body = if read.len() == 1 {
+            read.pop_front().unwrap_or_default()
+        } else {
+            let mut out = bytes::BytesMut::with_capacity(n);
+            for c in &read {
+                out.extend_from_slice(c);
+            }
+            out.freeze()
+        };
         self.headers.insert(
             http::header::CONTENT_LENGTH,
             http::HeaderValue::from(body.len()),
@@ -554,6 +602,7 @@ impl Upstream {
     pub async fn send(self: &Arc<Self>, req: UpRequest<'_>) -> Result<UpResponse, UpError> {
         let started = Instant::now();
         let method = req.method.clone();
+        let stream_unsized = req.stream_unsized;
         self.stats
             .requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -567,7 +616,7 @@ impl Upstream {
                 && resp.status.is_success()
                 && !resp.headers.contains_key(http::header::CONTENT_LENGTH)
             {
-                if let Err(e) = resp.buffer_unsized().await {
+                if let Err(e) = resp.buffer_unsized(stream_unsized).await {
                     r = Err(e);
                 }
             }

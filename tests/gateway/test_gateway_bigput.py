@@ -126,6 +126,32 @@ def test_small_chunked_put_is_one_put_and_kept(weed, bucket, gateway_factory):
     assert uploads(weed, bucket) == []
 
 
+def test_small_chunked_put_is_kept_locally(weed, bucket, relay, gateway_factory):
+    """Part 7: a PUT of unknown length within 64 MiB is kept locally once the upstream
+    acknowledged it, as a PUT with a Content-Length is: with the upstream gone, the gateway
+    still answers it, byte-identical, with the upstream's ETag and the PUT's headers."""
+    g = gateway_factory(relay.endpoint)
+    total = 5 * MiB + 3
+    status, head, body = chunked_put(g, f"/{bucket}/kept", total, seed=b"kept",
+                                     extra={"Content-Type": "application/x-kept", "x-amz-meta-who": "chunked"})
+    assert status == 200, (head, body[:300])
+    etag = next(line.split(":", 1)[1].strip() for line in head.split("\r\n") if line.lower().startswith("etag:"))
+    status, head, body = chunked_put(g, f"/{bucket}/empty", 0, seed=b"kept")
+    assert status == 200, (head, body[:300])
+    before = relay.counts()
+    relay.down()
+    c = g.client()
+    r = c.get_object(Bucket=bucket, Key="kept")
+    assert r["ETag"] == etag
+    assert r["ContentType"] == "application/x-kept"
+    assert r["Metadata"] == {"who": "chunked"}
+    assert sha_of(r["Body"]) == (digest(total, b"kept"), total)
+    assert c.get_object(Bucket=bucket, Key="empty")["Body"].read() == b""
+    assert relay.counts() == before  # nothing reached the upstream
+    # The upstream holds the same bytes (it acknowledged them first).
+    assert sha_of(weed.client().get_object(Bucket=bucket, Key="kept")["Body"]) == (digest(total, b"kept"), total)
+
+
 def test_chunked_put_over_64_mib_streams_as_multipart(weed, bucket, gateway_factory):
     g = gateway_factory(weed.endpoint)
     total = 90 * MiB + 123
