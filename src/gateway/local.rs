@@ -541,6 +541,10 @@ pub async fn store_as(
     use anyhow::Context;
     let enc = meta.encode().context("metadata too large")?;
     let mut w = shard.put(ns, key, len).context("reserving space")?;
+    if matches!(origin, Origin::Fill) {
+        // Nobody waits on a fill's commit but the key's flight: let fills share sync rounds.
+        w = w.lazy();
+    }
     for c in chunks {
         w.write(c).await.context("writing")?;
     }

@@ -61,7 +61,10 @@ pub fn start(fill: Fill, lead: Lead, resp: UpResponse) -> anyhow::Result<Streami
     let w = fill
         .shard
         .put(&fill.bucket, &fill.key, fill.len_bytes)
-        .context("reserving space for the fill")?;
+        .context("reserving space for the fill")?
+        // The client reads the upstream's bytes as they arrive: nobody waits on the commit
+        // but the key's flight, so fills share sync rounds (`PutWriter::lazy`).
+        .lazy();
     let (tx, rx) = mpsc::channel(STREAM_CHANNEL_CHUNKS);
     let len = usize::try_from(fill.len_bytes).context("object too large for this platform")?;
     let request_id = crate::logging::current_request_id();

@@ -29,6 +29,11 @@ use crate::{sys, Expect};
 /// Most commit requests taken into one group-commit batch. Also bounds the entries of one
 /// journal batch, so the records recovery verifies in the journal's last batch (ADR 22).
 pub(super) const MAX_BATCH_REQUESTS: usize = 4096;
+/// Longest a batch made only of lazy PUTs (`PutWriter::lazy`: the gateway's cache fills) waits
+/// for other requests before its sync round starts. A miss answered from the upstream's bytes
+/// is followed by its fill; at one miss every ~0.5 ms, a round per fill put an fdatasync (and
+/// its io-wq wake-ups on the core) under every next miss (bench/RESULTS.md, issue 15 part 7).
+pub(super) const LAZY_COMMIT_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
 /// Checkpoint automatically once the journal grows past this.
 /// (1M small entries are ~130 MB and replay in ~3.5 s on the build machine.)
 const AUTO_CHECKPOINT_JOURNAL_BYTES: u64 = 64 << 20;
@@ -52,6 +57,9 @@ pub(super) struct Journal {
 pub(super) type Reply<T> = oneshot::Sender<Result<T>>;
 
 /// A request to the committer.
+// Boxing `Op` would add an allocation to every PUT's commit; a `Req` is moved once, through
+// the committer's queue.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Req {
     /// A change to the index, made durable through the journal.
     Op(Op),
@@ -134,6 +142,8 @@ pub(super) struct PutReq {
     pub(super) key: String,
     pub(super) meta: Bytes,
     pub(super) extent: ExtentRec,
+    /// `PutWriter::lazy`: nobody waits on this commit.
+    pub(super) lazy: bool,
 }
 
 impl PutReq {
@@ -250,14 +260,54 @@ fn check_expect(expect: Expect, cur: &Option<Object>) -> Result<()> {
 pub(super) async fn committer(weak: Weak<Shard>, mut rx: mpsc::UnboundedReceiver<Req>) {
     while let Some(first) = rx.next().await {
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH_REQUESTS {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
+        take_ready(&mut rx, &mut batch);
+        if batch.len() < MAX_BATCH_REQUESTS && batch.iter().all(Req::is_lazy) {
+            wait_for_company(&mut rx, &mut batch).await;
         }
         let Some(shard) = weak.upgrade() else { break };
         shard.commit_batch(batch).await;
+    }
+}
+
+/// Moves the requests already queued into `batch` (up to `MAX_BATCH_REQUESTS`).
+fn take_ready(rx: &mut mpsc::UnboundedReceiver<Req>, batch: &mut Vec<Req>) {
+    while batch.len() < MAX_BATCH_REQUESTS {
+        match rx.try_recv() {
+            Ok(r) => batch.push(r),
+            Err(_) => break,
+        }
+    }
+}
+
+/// A batch of lazy PUTs only: takes what arrives for up to `LAZY_COMMIT_WAIT`, and returns
+/// at once when a request that is not lazy arrives, the batch is full or the queue closes.
+async fn wait_for_company(rx: &mut mpsc::UnboundedReceiver<Req>, batch: &mut Vec<Req>) {
+    let deadline = monoio::time::Instant::now() + LAZY_COMMIT_WAIT;
+    loop {
+        let next = rx.next();
+        let timer = monoio::time::sleep_until(deadline);
+        futures::pin_mut!(timer);
+        match futures::future::select(next, timer).await {
+            futures::future::Either::Left((Some(r), _)) => {
+                let lazy = r.is_lazy();
+                batch.push(r);
+                take_ready(rx, batch);
+                if !lazy || batch.len() >= MAX_BATCH_REQUESTS || !batch.iter().all(Req::is_lazy) {
+                    return;
+                }
+            }
+            futures::future::Either::Left((None, _)) | futures::future::Either::Right(_) => return,
+        }
+    }
+}
+
+impl Req {
+    /// A lazy PUT (`PutWriter::lazy`): its commit may wait for company.
+    fn is_lazy(&self) -> bool {
+        match self {
+            Req::Op(Op::Put { put, .. } | Op::PutPacked { put, .. }) => put.lazy,
+            _ => false,
+        }
     }
 }
 

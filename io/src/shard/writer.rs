@@ -44,6 +44,8 @@ pub struct PutWriter {
     /// The record was handed to the committer: from then on its span may be named by a
     /// journal entry (even when the commit reports an error), so it is never reclaimed here.
     submitted: bool,
+    /// `PutWriter::lazy`: the commit may wait for company (`commit::LAZY_COMMIT_WAIT`).
+    lazy: bool,
 }
 
 /// Where a PUT's record goes.
@@ -205,6 +207,7 @@ impl PutWriter {
             block_fill_bytes: 0,
             failed: false,
             submitted: false,
+            lazy: false,
         })
     }
 
@@ -271,6 +274,15 @@ impl PutWriter {
         trailer
     }
 
+    /// Marks this PUT as one nobody waits on (a cache fill: the caller already answered its
+    /// client from the bytes it wrote): its commit may wait up to `LAZY_COMMIT_WAIT` for other
+    /// requests to share the sync round, and starts at once when one that is not lazy arrives.
+    /// Durability and atomicity are unchanged; only when the sync round starts.
+    pub fn lazy(mut self) -> Self {
+        self.lazy = true;
+        self
+    }
+
     /// Complete the PUT: returns once data and journal entry are durable (group commit); the
     /// object becomes visible at that moment.
     pub async fn finish(mut self, meta: Bytes, expect: Expect) -> Result<Object> {
@@ -292,6 +304,7 @@ impl PutWriter {
             ns: std::mem::take(&mut self.ns),
             key: std::mem::take(&mut self.key),
             meta,
+            lazy: self.lazy,
             extent: ExtentRec {
                 volume_id: 0,
                 record_offset: 0,
