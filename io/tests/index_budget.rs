@@ -155,7 +155,8 @@ fn small_budget_serves_everything_and_restarts() {
         let st = shard.stats();
         assert_eq!((st.index_spill_bytes, st.index_spill_writes), (0, 0));
         assert!(st.index_resident_bytes > 4 * BUDGET, "{st:?}");
-        let objs: Vec<(String, Vec<u8>)> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let objs: Vec<(String, Vec<u8>)> =
+            model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         check_all(&shard, &objs).await;
         assert_eq!(list_all(&shard), model.keys().cloned().collect::<Vec<_>>());
         shard.close().await.unwrap();
