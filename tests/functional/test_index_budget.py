@@ -2,6 +2,7 @@
 every object still reads back, lists in order and survives kill -9; bad values are refused."""
 
 import os
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import baleproc
@@ -20,6 +21,17 @@ def spill_bytes(dirs):
     return n
 
 
+def metrics(b):
+    with urllib.request.urlopen(f"{b.endpoint}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("bale_index_"):
+            name, v = line.rsplit(" ", 1)
+            out[name] = float(v)
+    return out
+
+
 def key(i):
     # ~180-byte keys: 8,000 of them make ~1.8 MB of key blocks, past a 1 MiB budget.
     return f"collection/{i % 13:02d}/" + "s" * 140 + f"/segment-{(i * 7919) % 100000:06d}-{i}"
@@ -27,7 +39,8 @@ def key(i):
 
 def test_budget_pages_the_index_and_serves_everything():
     n = 8000
-    b = baleproc.Bale(cores=1, env={"BALE_INDEX_MEMORY_MB": "1"}, keep_data=True)
+    b = baleproc.Bale(cores=1, env={"BALE_INDEX_MEMORY_MB": "1"}, keep_data=True,
+                      extra_args=["--metrics-public"])
     b.start()
     try:
         s3 = client(b)
@@ -60,6 +73,10 @@ def test_budget_pages_the_index_and_serves_everything():
                 assert s3.get_object(Bucket="paged", Key=key(i))["Body"].read() == body[i], i
 
         check()
+        m = metrics(b)
+        assert m["bale_index_spill_writes_total"] > 0 and m["bale_index_spill_reads_total"] > 0, m
+        assert 0 < m["bale_index_resident_bytes"] <= 1 << 20, m
+        assert m["bale_index_spill_errors_total"] == 0, m
         b.kill9()
         b.restart()
         s3 = client(b)

@@ -760,7 +760,10 @@ impl<V: Pod> KeyMap<V> {
                     Ok(at) => b.at = Some(at),
                     Err(e) => {
                         pager.write_errors += 1;
-                        tracing::warn!(error = %e, resident_bytes = pager.resident.get(), "index block not spilled: it stays in memory, over the index budget");
+                        // Every later change retries; the 1st, 2nd, 4th, 8th... failure is logged.
+                        if pager.write_errors.is_power_of_two() {
+                            tracing::warn!(error = %e, failures = pager.write_errors, resident_bytes = pager.resident.get(), "index block not spilled: it stays in memory, over the index budget");
+                        }
                         return false;
                     }
                 }
