@@ -26,6 +26,9 @@ kill -9, start (restart after kill -9), cold HEADs and GETs. --keep DIR keeps ea
 directory (DIR/<set>-<count>) and its load's numbers (loaded.json): a later run with the same
 DIR skips the load (the 10-million load takes half an hour) and measures the rest again;
 --fifo runs those timing phases (not the load) under SCHED_FIFO, for a shared, loaded machine.
+--index-memory-mb N runs bale with that index memory budget (ADR 29; 0: none, the default) and
+records it; RSS and RssAnon are taken after the load and after the restart, and warm GETs of
+random keys over the whole set (c=1, after a warm-up) after the restart.
 --load-only stops after the footprint at rest (A/B runs of the PUT rate; BENCH_COMMIT names the
 build in the results when the binaries are not HEAD's). Writes bench/results/scale-<time>-<commit>/RESULTS.md (each row with the issue's target and a
 verdict) and summary.json. --check exits 1 when a bale-bench phase reports an error (CI smoke);
@@ -70,6 +73,14 @@ def rss_bytes(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def rss_anon_bytes(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
                 return int(line.split()[1]) * 1024
     return 0
 
@@ -131,6 +142,8 @@ def du_split(path):
 # (it would starve the machine for minutes).
 FIFO = []
 USE_FIFO = False
+# `--index-memory-mb`: bale's index memory budget (0: none).
+INDEX_MB = 0
 
 
 class Bale:
@@ -144,7 +157,8 @@ class Bale:
         t0 = time.perf_counter()
         self.proc = subprocess.Popen([*FIFO, BALE, "serve", "--listen", f"127.0.0.1:{self.port}", "--data", self.data,
                                       "--cores", "2", "--cache-mb", "0", "--access-key", AK, "--secret-key", SK,
-                                      "--metrics-public"],
+                                      "--metrics-public",
+                                      *(["--index-memory-mb", str(INDEX_MB)] if INDEX_MB else [])],
                                      stdout=self.logf, stderr=subprocess.STDOUT)
         while time.perf_counter() - t0 < 120:
             if self.proc.poll() is not None:
@@ -218,10 +232,12 @@ def load(set_name, count, work, commands):
     c1 = commit_counters(b.port)
     time.sleep(1.0)
     rss1 = rss_bytes(b.proc.pid)
+    anon1 = rss_anon_bytes(b.proc.pid)
     object_bytes = meta.get("object_bytes", 0)
     out = {"set": set_name, "objects": count, "object_bytes": object_bytes,
            "put_per_s": load.get("req_per_s", 0), "put_p50_us": load.get("p50_us", 0),
-           "put_p99_us": load.get("p99_us", 0), "rss_empty_bytes": rss0, "rss_loaded_bytes": rss1}
+           "put_p99_us": load.get("p99_us", 0), "rss_empty_bytes": rss0, "rss_loaded_bytes": rss1,
+           "rss_anon_loaded_bytes": anon1, "index_memory_mb": INDEX_MB}
     if c0 and c1:
         entries = c1["bale_group_commit_batch_entries_sum"] - c0["bale_group_commit_batch_entries_sum"]
         syncs = c1["bale_group_commit_batch_entries_count"] - c0["bale_group_commit_batch_entries_count"]
@@ -254,7 +270,16 @@ def timings(out, work, commands):
     FIFO[:] = ["chrt", "-f", "10"] if USE_FIFO else []
     b = Bale(work)
     out["sigterm_restart_s"] = b.start()
+    out["timings_index_memory_mb"] = INDEX_MB
+    time.sleep(0.5)
+    out["rss_restarted_bytes"] = rss_bytes(b.proc.pid)
+    out["rss_anon_restarted_bytes"] = rss_anon_bytes(b.proc.pid)
     rcs = out["bench_exit_codes"]
+    # Warm GETs of random keys over the whole set: a warm-up pass, then the measured one.
+    b.bench("get", count, sizes, ["-c", "1", "--requests", "2000", "--seed", "5"], [])
+    rep, _, rc = b.bench("get", count, sizes, ["-c", "1", "--requests", "5000", "--seed", "11"], commands)
+    out["warm_get_p50_us"], out["warm_get_p99_us"] = rep.get("p50_us", 0), rep.get("p99_us", 0)
+    rcs.append(rc)
     for name, extra in (("list", []), ("list_delimited", ["--delimiter"])):
         rep, _, rc = b.bench("list", count, sizes, ["-c", "1", "--requests", "200", *extra], commands)
         out[f"{name}_p50_us"], out[f"{name}_p99_us"] = rep.get("p50_us", 0), rep.get("p99_us", 0)
@@ -306,6 +331,12 @@ ROWS = [
      "{:.2f}"),
     ("bytes bale read from the device per cold HEAD", "cold_head_bale_read_bytes", "0", lambda v: v == 0,
      "{:,.0f}"),
+    ("RSS after the load, MiB", "rss_loaded_bytes", "–", None, "{:,.0f}"),
+    ("RssAnon after the load, MiB", "rss_anon_loaded_bytes", "–", None, "{:,.0f}"),
+    ("RSS after the restart, MiB", "rss_restarted_bytes", "–", None, "{:,.0f}"),
+    ("RssAnon after the restart, MiB", "rss_anon_restarted_bytes", "–", None, "{:,.0f}"),
+    ("warm GET of random keys p50, us (c=1)", "warm_get_p50_us", "–", None, "{:,.0f}"),
+    ("warm GET of random keys p99, us (c=1)", "warm_get_p99_us", "–", None, "{:,.0f}"),
     ("restart after SIGTERM, s", "sigterm_restart_s", "≤ 5", lambda v: v <= 5, "{:.2f}"),
     ("restart after kill -9, s", "kill9_restart_s", "≤ 15", lambda v: v <= 15, "{:.2f}"),
     ("LIST 1,000 keys p50, ms", "list_p50_us", "≤ 5", lambda v: v / 1e3 <= 5, "{:.2f}"),
@@ -331,7 +362,8 @@ def write(out_dir, results, args, commit, stamp, commands):
     cols = [f"{r['set']} × {r['objects']:,}" for r in results]
     lines = ["# Scale (issue 13)", "",
              f"Commit {commit}, started {stamp}: `scripts/bench-scale.py --counts {args.counts} --sets {args.sets}"
-             + (" --fifo" if args.fifo else "") + (f" --keep {args.keep}" if args.keep else "") + "`; "
+             + (" --fifo" if args.fifo else "") + (f" --keep {args.keep}" if args.keep else "")
+             + (f" --index-memory-mb {args.index_memory_mb}" if args.index_memory_mb else "") + "`; "
              "bale `--cores 2 --cache-mb 0`; keys like Milvus's "
              f"({KEY_BYTES} bytes: `files/insert_log/<collection>/<partition>/<segment>/<field>/<log id>`). "
              "Device reads count the whole block device (an upper bound on a shared machine). "
@@ -343,6 +375,8 @@ def write(out_dir, results, args, commit, stamp, commands):
             v = r.get(key, float("nan"))
             if key.endswith("_us") and "LIST" in label:
                 shown = fmt.format(v / 1e3)
+            elif key.endswith("_bytes") and "MiB" in label:
+                shown = fmt.format(v / 2**20)
             else:
                 shown = fmt.format(v)
             cells.append(f"{shown} ({verdict(key, v, r['set'], check)})")
@@ -374,9 +408,12 @@ def main():
                         "a later run with the same DIR reuses the load and measures the timings again")
     o.add_argument("--fifo", action="store_true",
                    help="run bale and the client under SCHED_FIFO (chrt -f 10) for the timing phases")
+    o.add_argument("--index-memory-mb", type=int, default=0,
+                   help="bale's --index-memory-mb (ADR 29; 0: no budget)")
     a = o.parse_args()
-    global USE_FIFO
+    global USE_FIFO, INDEX_MB
     USE_FIFO = a.fifo
+    INDEX_MB = a.index_memory_mb
     commit = os.environ.get("BENCH_COMMIT") or subprocess.run(
         ["git", "-C", ROOT, "rev-parse", "--short=9", "HEAD"], capture_output=True, text=True).stdout.strip()
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")

@@ -9,6 +9,11 @@ pub const DEFAULT_ACCESS_KEY: &str = "baleadmin";
 pub const DEFAULT_SECRET_KEY: &str = "baleadmin-secret";
 /// Largest --disk-reserve-mb accepted (1 TiB per shard; anything larger is a typo).
 pub const MAX_DISK_RESERVE_MB: u64 = 1 << 20;
+/// Largest `--index-memory-mb` (16 TiB; anything larger is a typo).
+pub const MAX_INDEX_MEMORY_MB: u64 = 1 << 24;
+/// Least `--index-memory-mb` per shard when a budget is set: below a few blocks per shard every
+/// lookup would read the spill file.
+pub const MIN_INDEX_MEMORY_MB_PER_SHARD: u64 = 1;
 /// Largest `--volume-target-mb` (64 GiB volumes).
 pub const MAX_VOLUME_TARGET_MB: u64 = 1 << 16;
 
@@ -177,6 +182,12 @@ pub struct ServeArgs {
     #[arg(long, env = "BALE_DISK_RESERVE_MB", default_value_t = 64)]
     pub disk_reserve_mb: u64,
 
+    /// Index memory budget for the whole process, in MiB (0 = unlimited): split evenly across
+    /// the shards; past a shard's share its coldest key blocks are paged to a spill file in
+    /// the shard's directory and read back when needed (ADR 29).
+    #[arg(long, env = "BALE_INDEX_MEMORY_MB", default_value_t = 0)]
+    pub index_memory_mb: u64,
+
     // --- tls ---
     /// PEM certificate chain for HTTPS (leaf first). With --tls-key, --listen serves HTTPS
     /// only, unless --tls-listen is given (then --listen stays plain HTTP and HTTPS is served
@@ -305,6 +316,23 @@ impl ServeArgs {
         )
     }
 
+    /// Each shard's share of `--index-memory-mb`, in bytes (0: no budget); an error when the
+    /// budget gives a shard less than `MIN_INDEX_MEMORY_MB_PER_SHARD`.
+    pub fn index_memory_bytes_per_shard(&self, shards: usize) -> Result<u64, String> {
+        if self.index_memory_mb == 0 {
+            return Ok(0);
+        }
+        let shards = shards.max(1) as u64;
+        if self.index_memory_mb < MIN_INDEX_MEMORY_MB_PER_SHARD * shards {
+            return Err(format!(
+                "--index-memory-mb {} is too small for {shards} shards: give at least {} ({MIN_INDEX_MEMORY_MB_PER_SHARD} MiB per shard) or 0 (unlimited)",
+                self.index_memory_mb,
+                MIN_INDEX_MEMORY_MB_PER_SHARD * shards
+            ));
+        }
+        Ok((self.index_memory_mb << 20) / shards)
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if let Some(c) = self.cores {
             if c == 0 || c > 1024 {
@@ -325,6 +353,12 @@ impl ServeArgs {
             return Err(format!(
                 "--disk-reserve-mb {} is out of range: give 0..={MAX_DISK_RESERVE_MB}",
                 self.disk_reserve_mb
+            ));
+        }
+        if self.index_memory_mb > MAX_INDEX_MEMORY_MB {
+            return Err(format!(
+                "--index-memory-mb {} is out of range: give 0 (unlimited) or 1..={MAX_INDEX_MEMORY_MB}",
+                self.index_memory_mb
             ));
         }
         if !(1..=MAX_VOLUME_TARGET_MB).contains(&self.volume_target_mb) {

@@ -272,7 +272,20 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ))));
         b.build()
     };
+    // The index budget is the process's: each shard gets an even share (ADR 29).
+    let index_memory_bytes = args
+        .index_memory_bytes_per_shard(places.len())
+        .map_err(anyhow::Error::msg)?;
+    if index_memory_bytes > 0 {
+        tracing::info!(
+            index_memory_mb = args.index_memory_mb,
+            shards = places.len(),
+            per_shard_bytes = index_memory_bytes,
+            "index memory budget: key blocks past a shard's share are paged to index.spill"
+        );
+    }
     let engine = bale_io::EngineConfig {
+        index_memory_bytes,
         cache_bytes: args.cache_mb << 20,
         reserve_bytes: args.disk_reserve_mb << 20,
         volume_target_bytes: args.volume_target_mb << 20,

@@ -86,9 +86,10 @@ pub fn copy_bytes(shard_dir: &Path) -> std::io::Result<u64> {
     Ok(n)
 }
 
-/// Files a rebuild copies: everything but the lock and unfinished temporary files.
+/// Files a rebuild copies: everything but the lock, unfinished temporary files and the index
+/// spill file (scratch, ADR 29).
 fn copied(name: &str) -> bool {
-    name != "LOCK" && !name.ends_with(".tmp")
+    name != "LOCK" && name != "index.spill" && !name.ends_with(".tmp")
 }
 
 /// Progress of a rebuild of several copies, logged (percent, bytes, rate, ETA) as it goes.

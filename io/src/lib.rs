@@ -64,6 +64,10 @@ pub struct EngineConfig {
     /// granular, in one aligned write. 0 places every record at an aligned offset (format 1's
     /// placement). At most [`MAX_PACK_BYTES`]. Default 64 KiB.
     pub pack_max_bytes: u64,
+    /// Heap bytes this shard's index keeps its key blocks in (ADR 29): past it, cold blocks
+    /// are written to the shard's spill file (`index.spill`, scratch, never read across
+    /// restarts) and read back when needed. 0 (default): no budget, no spill file.
+    pub index_memory_bytes: u64,
     /// Record format written (io/FORMAT.md, "Volume record"): 3 (default), or 1, the record of
     /// formats 1 and 2 (names and CRC trailer in the record), which upgrade tests use to make a
     /// directory as older code wrote it. Both are always read.
@@ -85,6 +89,7 @@ impl Default for EngineConfig {
             cache_max_object_bytes: 1 << 20,
             reserve_bytes: 64 << 20,
             pack_max_bytes: 64 << 10,
+            index_memory_bytes: 0,
             record_version: format::RECORD_VERSION,
         }
     }

@@ -458,6 +458,36 @@ const ALL_SHARDS: &[Family] = &[
         |s| Some(s.cache_capacity_bytes),
     ),
     (
+        "bale_index_resident_bytes",
+        "gauge",
+        "Heap bytes of the index's key blocks in memory (all shards; ADR 29).",
+        |s| Some(s.index_resident_bytes),
+    ),
+    (
+        "bale_index_spill_bytes",
+        "gauge",
+        "Bytes of index spill files in use (--index-memory-mb; all shards).",
+        |s| Some(s.index_spill_bytes),
+    ),
+    (
+        "bale_index_spill_writes_total",
+        "counter",
+        "Index blocks written to a spill file (all shards).",
+        |s| Some(s.index_spill_writes),
+    ),
+    (
+        "bale_index_spill_reads_total",
+        "counter",
+        "Index blocks read back from a spill file (all shards).",
+        |s| Some(s.index_spill_reads),
+    ),
+    (
+        "bale_index_spill_errors_total",
+        "counter",
+        "Index block writes to a spill file that failed (the block stayed in memory).",
+        |s| Some(s.index_spill_errors),
+    ),
+    (
         "bale_copy_failures_total",
         "counter",
         "Shard copies marked failed while serving (a read of one copy failed, another served it; ADR 19).",

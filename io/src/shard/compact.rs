@@ -63,13 +63,15 @@ impl IndexCursor {
                 Some((cns, ck)) if cns == ns => Bound::Excluded(ck.as_str()),
                 _ => Bound::Unbounded,
             };
-            for (k, s) in m.range(lo) {
+            for (k, s) in m.range(lo, idx.pager()) {
                 if !f(ns, k, &idx.handle(s, &vols, &hold)) {
                     stop = Some((ns.clone(), k.to_string()));
                     break 'walk;
                 }
             }
         }
+        drop((idx, vols));
+        shard.trim_index();
         match stop {
             Some(c) => {
                 self.0 = Some(c);

@@ -11,7 +11,7 @@ use std::rc::Rc;
 
 use super::arena::{Arena, NO_CHUNK};
 pub(crate) use super::extent::{Crcs, Extent};
-use super::keys::KeyMap;
+use super::keys::{KeyMap, Pager};
 use super::meta::{self, Dict, Meta};
 pub(super) use super::plan::{Change, Overlay};
 use super::slot::{Compact, Slot, Wide, NO_TEMPLATE, RUN_BYTES, SPILL_VOL, TEMPLATED};
@@ -53,6 +53,8 @@ pub(super) struct Index {
     spill: Vec<Option<Rc<[Extent]>>>,
     spill_free: Vec<u32>,
     objects: u64,
+    /// The memory budget of the keys' blocks and their spill file (ADR 29).
+    pager: Pager,
 }
 
 /// Fits one extent of `o` in a single-extent description: (head, tail) bytes when it does.
@@ -83,6 +85,45 @@ fn take_entry<T>(table: &mut Vec<Option<T>>, free: &mut Vec<u32>, v: T) -> u32 {
 }
 
 impl Index {
+    /// An empty index whose blocks `pager` keeps within its budget.
+    pub(super) fn with_pager(pager: Pager) -> Index {
+        Index {
+            pager,
+            ..Index::default()
+        }
+    }
+
+    /// Empty the index, keeping its pager (emptied as well).
+    pub(super) fn clear(&mut self) -> crate::Result<()> {
+        let mut pager = std::mem::take(&mut self.pager);
+        pager.clear()?;
+        *self = Index::with_pager(pager);
+        Ok(())
+    }
+
+    /// The pager the keys' blocks are read through.
+    pub(super) fn pager(&self) -> &Pager {
+        &self.pager
+    }
+
+    /// Whether readers promoted spilled blocks past the budget (`trim` brings it back).
+    #[inline]
+    pub(super) fn over_budget(&self) -> bool {
+        self.pager.over()
+    }
+
+    /// Spill cold blocks until the resident ones are within the budget (ADR 29).
+    pub(super) fn trim(&mut self) {
+        if !self.pager.over() {
+            return;
+        }
+        for m in self.spaces.values_mut() {
+            if m.trim(&mut self.pager) {
+                return;
+            }
+        }
+    }
+
     pub(super) fn len(&self) -> u64 {
         self.objects
     }
@@ -93,7 +134,7 @@ impl Index {
 
     /// The object at `ns/key` as a handle holding `hold`.
     pub(super) fn get(&self, ns: &str, key: &str, vols: &Vols, hold: &Rc<Epoch>) -> Option<Object> {
-        let slot = self.spaces.get(ns)?.get(key)?;
+        let slot = self.spaces.get(ns)?.get(key, &self.pager)?;
         Some(self.handle(slot, vols, hold))
     }
 
@@ -401,10 +442,10 @@ impl Index {
 
     pub(super) fn insert(&mut self, ns: &str, key: &str, s: Slot) -> Option<Slot> {
         let old = match self.spaces.get_mut(ns) {
-            Some(m) => m.insert(key, s),
+            Some(m) => m.insert(key, s, &mut self.pager),
             None => {
                 let mut m = KeyMap::default();
-                m.insert(key, s);
+                m.insert(key, s, &mut self.pager);
                 self.spaces.insert(ns.to_string(), m);
                 None
             }
@@ -412,16 +453,18 @@ impl Index {
         if old.is_none() {
             self.objects += 1;
         }
+        self.trim();
         old
     }
 
     pub(super) fn remove(&mut self, ns: &str, key: &str) -> Option<Slot> {
         let m = self.spaces.get_mut(ns)?;
-        let old = m.remove(key)?;
+        let old = m.remove(key, &mut self.pager)?;
         if m.is_empty() {
             self.spaces.remove(ns);
         }
         self.objects -= 1;
+        self.trim();
         Some(old)
     }
 

@@ -3,9 +3,23 @@
 //! bytes back to back in one buffer, the end offset of each key, and the values in key order.
 //! Per key that is the key's bytes, 4 bytes of offset and the value (plus the slack of three
 //! vectors that grow by an eighth), instead of one `String` and one B-tree slot per key.
+//!
+//! With a memory budget (ADR 29), a shard's `Pager` keeps the blocks' heap bytes under its
+//! share: cold blocks (a clock bit per block, set on access) are written to the shard's spill
+//! file and their buffers freed; a spilled block is read back (promoted) when a lookup, an
+//! update or a listing needs it. The spill file is scratch space, never read across restarts.
 
+use std::cell::{Cell, OnceCell};
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::fs::File;
 use std::ops::Bound;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+
+type Result<T> = std::result::Result<T, Error>;
 
 /// Most keys per block: an insert moves at most this many values and their key bytes.
 const BLOCK_MAX_KEYS: usize = 128;
@@ -15,6 +29,27 @@ const BLOCK_MAX_KEY_BYTES: usize = u16::MAX as usize;
 const _: () = assert!(2 * crate::format::MAX_KEY_BYTES < BLOCK_MAX_KEY_BYTES);
 /// A block that falls below this after a removal is merged with a neighbour when they fit.
 const BLOCK_MIN_KEYS: usize = BLOCK_MAX_KEYS / 4;
+/// Spill file space is handed out in units of this many bytes.
+const SPILL_UNIT: u64 = 4096;
+/// Name of a shard's spill file in its directory (io/FORMAT.md, "Index spill file").
+pub(super) const SPILL_FILE: &str = "index.spill";
+
+/// A value a block can write to the spill file and read back: fixed size, plain bytes.
+pub(super) trait Pod: Copy {
+    const BYTES: usize;
+    fn put(&self, out: &mut [u8]);
+    fn take(b: &[u8]) -> Self;
+}
+
+impl Pod for u64 {
+    const BYTES: usize = 8;
+    fn put(&self, out: &mut [u8]) {
+        out.copy_from_slice(&self.to_le_bytes());
+    }
+    fn take(b: &[u8]) -> Self {
+        u64::from_le_bytes(b.try_into().expect("8 bytes"))
+    }
+}
 
 /// Make room for one more element in `v`, growing by an eighth (at least `min_extra`) rather
 /// than doubling: the blocks hold most of the index's memory, and doubling would leave up to
@@ -25,7 +60,9 @@ fn reserve_some<T>(v: &mut Vec<T>, need: usize, min_extra: usize) {
     }
 }
 
-struct Block<V> {
+/// The keys and values of a block.
+#[derive(Debug)]
+struct Data<V> {
     /// The keys' bytes, in key order, back to back.
     keys: Vec<u8>,
     /// End offset in `keys` of each key.
@@ -33,9 +70,9 @@ struct Block<V> {
     vals: Vec<V>,
 }
 
-impl<V> Block<V> {
-    fn new() -> Block<V> {
-        Block {
+impl<V> Data<V> {
+    fn new() -> Data<V> {
+        Data {
             keys: Vec::new(),
             ends: Vec::new(),
             vals: Vec::new(),
@@ -44,6 +81,11 @@ impl<V> Block<V> {
 
     fn len(&self) -> usize {
         self.vals.len()
+    }
+
+    /// Heap bytes of the buffers (capacity).
+    fn heap_bytes(&self) -> usize {
+        self.keys.capacity() + self.ends.capacity() * 2 + self.vals.capacity() * size_of::<V>()
     }
 
     fn start(&self, i: usize) -> usize {
@@ -59,7 +101,7 @@ impl<V> Block<V> {
     }
 
     /// Position of `k` (Ok) or where it would go (Err).
-    fn search(&self, k: &[u8]) -> Result<usize, usize> {
+    fn search(&self, k: &[u8]) -> std::result::Result<usize, usize> {
         let (mut lo, mut hi) = (0usize, self.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
@@ -74,8 +116,8 @@ impl<V> Block<V> {
 
     /// A block with room for `BLOCK_MAX_KEYS` keys of `key_bytes` each (or the byte bound):
     /// the last block of keys appended in order fills it without reallocating.
-    fn with_room(key_bytes: usize) -> Block<V> {
-        let mut b = Block::new();
+    fn with_room(key_bytes: usize) -> Data<V> {
+        let mut b = Data::new();
         b.make_room(key_bytes);
         b
     }
@@ -140,7 +182,7 @@ impl<V> Block<V> {
     }
 
     /// Move the keys from `at` on into a new block.
-    fn split_off(&mut self, at: usize) -> Block<V> {
+    fn split_off(&mut self, at: usize) -> Data<V> {
         let s = self.start(at);
         let keys = self.keys[s..].to_vec();
         self.keys.truncate(s);
@@ -152,11 +194,11 @@ impl<V> Block<V> {
             .collect();
         let vals = self.vals.split_off(at);
         self.shrink();
-        Block { keys, ends, vals }
+        Data { keys, ends, vals }
     }
 
     /// Append all of `other` (whose keys all sort after ours).
-    fn append(&mut self, other: Block<V>) {
+    fn append(&mut self, other: Data<V>) {
         let base = self.keys.len() as u16;
         self.keys.extend_from_slice(&other.keys);
         self.ends.extend(other.ends.iter().map(|e| e + base));
@@ -164,12 +206,304 @@ impl<V> Block<V> {
     }
 }
 
-/// Ordered map from string keys to `V`, compact (see the module comment).
+impl<V: Pod> Data<V> {
+    /// The block as the spill file holds it: key count (u32), key bytes (u32), the ends, the
+    /// keys, the values, and a CRC32C of all of that.
+    fn encode(&self) -> Vec<u8> {
+        let n = self.len();
+        let mut out = Vec::with_capacity(12 + 2 * n + self.keys.len() + n * V::BYTES);
+        out.extend_from_slice(&(n as u32).to_le_bytes());
+        out.extend_from_slice(&(self.keys.len() as u32).to_le_bytes());
+        for e in &self.ends {
+            out.extend_from_slice(&e.to_le_bytes());
+        }
+        out.extend_from_slice(&self.keys);
+        let at = out.len();
+        out.resize(at + n * V::BYTES, 0);
+        for (v, chunk) in self.vals.iter().zip(out[at..].chunks_exact_mut(V::BYTES)) {
+            v.put(chunk);
+        }
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Decode what `encode` wrote (buffers sized exactly).
+    fn decode(b: &[u8]) -> std::result::Result<Data<V>, String> {
+        let bad = |what: &str| format!("spilled block {what} ({} bytes)", b.len());
+        if b.len() < 12 {
+            return Err(bad("too short"));
+        }
+        let (body, crc) = b.split_at(b.len() - 4);
+        if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+            return Err(bad("fails its CRC"));
+        }
+        let n = u32::from_le_bytes(body[0..4].try_into().expect("4")) as usize;
+        let kb = u32::from_le_bytes(body[4..8].try_into().expect("4")) as usize;
+        if body.len() != 8 + 2 * n + kb + n * V::BYTES || n == 0 || n > BLOCK_MAX_KEYS {
+            return Err(bad("has a wrong length"));
+        }
+        let mut p = 8;
+        let mut ends = Vec::with_capacity(n);
+        for c in body[p..p + 2 * n].chunks_exact(2) {
+            ends.push(u16::from_le_bytes([c[0], c[1]]));
+        }
+        p += 2 * n;
+        let keys = body[p..p + kb].to_vec();
+        p += kb;
+        let mut vals = Vec::with_capacity(n);
+        for c in body[p..].chunks_exact(V::BYTES) {
+            vals.push(V::take(c));
+        }
+        if *ends.last().expect("n > 0") as usize != kb {
+            return Err(bad("has inconsistent key ends"));
+        }
+        Ok(Data { keys, ends, vals })
+    }
+}
+
+/// A block: its data when resident, where its spill copy is, and its clock bit.
+struct Block<V> {
+    /// The keys and values; empty while the block is spilled (set again, under `&self`, when a
+    /// reader promotes it).
+    data: OnceCell<Data<V>>,
+    /// The first key while spilled (finding a key's block needs every block's first key).
+    first: Box<[u8]>,
+    /// The block's current copy in the spill file, if it has one: (offset, bytes).
+    at: Option<(u64, u32)>,
+    /// Heap bytes of `data` counted in the pager's resident total.
+    counted: Cell<u32>,
+    /// Clock (second-chance) bit: set on every access.
+    used: Cell<bool>,
+}
+
+impl<V: Pod> Block<V> {
+    fn resident(d: Data<V>) -> Block<V> {
+        Block {
+            data: OnceCell::from(d),
+            first: Box::default(),
+            at: None,
+            counted: Cell::new(0),
+            used: Cell::new(true),
+        }
+    }
+
+    /// The block's data, read back from the spill file when spilled.
+    #[inline]
+    fn data(&self, pager: &Pager) -> &Data<V> {
+        self.used.set(true);
+        match self.data.get() {
+            Some(d) => d,
+            None => self.promote(pager),
+        }
+    }
+
+    /// Read a spilled block back (a synchronous read on the shard's core: ADR 29).
+    #[cold]
+    #[inline(never)]
+    fn promote(&self, pager: &Pager) -> &Data<V> {
+        let at = self.at.expect("a spilled block has a spill copy");
+        let d = pager.read::<V>(at).unwrap_or_else(|e| {
+            // The heap copy is gone and the spill copy unreadable: the process cannot answer
+            // for these keys. Restart rebuilds the index from the snapshot and journal.
+            panic!("index block lost: {e}")
+        });
+        let n = d.heap_bytes() as u32;
+        pager.resident.set(pager.resident.get() + n as usize);
+        self.counted.set(n);
+        let _ = self.data.set(d);
+        self.data.get().expect("just set")
+    }
+
+    fn first_key(&self) -> &[u8] {
+        match self.data.get() {
+            Some(d) => d.key(0),
+            None => &self.first,
+        }
+    }
+}
+
+/// Where a shard's index blocks live when they do not fit its memory budget: the budget, the
+/// bytes resident, and the spill file with its free space.
+pub(super) struct Pager {
+    /// Resident bytes allowed (usize::MAX: no budget).
+    limit: usize,
+    /// Heap bytes of the resident blocks' buffers.
+    resident: Cell<usize>,
+    /// The spill file (None without a budget).
+    file: Option<(File, PathBuf)>,
+    /// End of the spill file's used space.
+    end: u64,
+    /// Free spill space: bytes (a multiple of `SPILL_UNIT`) -> offsets.
+    free: BTreeMap<u64, Vec<u64>>,
+    /// Blocks written to / read from the spill file, and failed writes.
+    pub(super) writes: u64,
+    pub(super) reads: Cell<u64>,
+    pub(super) write_errors: u64,
+}
+
+impl Default for Pager {
+    fn default() -> Self {
+        Pager {
+            limit: usize::MAX,
+            resident: Cell::new(0),
+            file: None,
+            end: 0,
+            free: BTreeMap::new(),
+            writes: 0,
+            reads: Cell::new(0),
+            write_errors: 0,
+        }
+    }
+}
+
+impl Pager {
+    /// A pager for `dir` keeping at most `budget` bytes of blocks resident (0: no budget, no
+    /// spill file). The spill file is created empty (truncated when a previous run left one).
+    pub(super) fn open(dir: &Path, budget: u64) -> Result<Pager> {
+        let path = dir.join(SPILL_FILE);
+        if budget == 0 {
+            // A file a previous run with a budget left is scratch: drop it.
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("remove {}", path.display()), e)),
+            }
+            return Ok(Pager::default());
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("create index spill file {}", path.display()), e))?;
+        Ok(Pager::with_file(file, path, budget as usize))
+    }
+
+    fn with_file(file: File, path: PathBuf, budget: usize) -> Pager {
+        Pager {
+            limit: budget.max(1),
+            file: Some((file, path)),
+            ..Pager::default()
+        }
+    }
+
+    /// Drop every spill copy (the index was emptied): the file is truncated.
+    pub(super) fn clear(&mut self) -> Result<()> {
+        self.resident.set(0);
+        self.end = 0;
+        self.free.clear();
+        if let Some((file, path)) = &self.file {
+            file.set_len(0)
+                .map_err(|e| Error::io(format!("truncate {}", path.display()), e))?;
+        }
+        Ok(())
+    }
+
+    /// Whether resident blocks pass the budget (a reader promoted some).
+    #[inline]
+    pub(super) fn over(&self) -> bool {
+        self.resident.get() > self.limit
+    }
+
+    /// Heap bytes of the resident blocks.
+    pub(super) fn resident_bytes(&self) -> u64 {
+        self.resident.get() as u64
+    }
+
+    /// Bytes of the spill file in use.
+    pub(super) fn spill_bytes(&self) -> u64 {
+        self.end
+            - self
+                .free
+                .iter()
+                .map(|(b, o)| b * o.len() as u64)
+                .sum::<u64>()
+    }
+
+    fn add(&self, n: usize) {
+        self.resident.set(self.resident.get() + n);
+    }
+
+    fn sub(&self, n: usize) {
+        self.resident.set(self.resident.get() - n);
+    }
+
+    /// Write `bytes` to free spill space: (offset, length).
+    fn write(&mut self, bytes: &[u8]) -> Result<(u64, u32)> {
+        if self.file.is_none() {
+            return Err(Error::Io {
+                context: "index spill: no spill file (no budget)".into(),
+                source: std::io::Error::other("no spill file"),
+            });
+        }
+        let need = (bytes.len() as u64).div_ceil(SPILL_UNIT) * SPILL_UNIT;
+        let (off, have) = match self.free.range(need..).next().map(|(b, _)| *b) {
+            Some(b) => {
+                let offs = self.free.get_mut(&b).expect("listed");
+                let off = offs.pop().expect("non-empty");
+                if offs.is_empty() {
+                    self.free.remove(&b);
+                }
+                (off, b)
+            }
+            None => {
+                self.end += need;
+                (self.end - need, need)
+            }
+        };
+        let (file, path) = self.file.as_ref().expect("checked");
+        if let Err(e) = file.write_all_at(bytes, off) {
+            let context = format!(
+                "write {} bytes of an index block to {} at {off}",
+                bytes.len(),
+                path.display()
+            );
+            self.release_span(off, have);
+            return Err(Error::io(context, e));
+        }
+        if have > need {
+            self.release_span(off + need, have - need);
+        }
+        self.writes += 1;
+        Ok((off, bytes.len() as u32))
+    }
+
+    fn read<V: Pod>(&self, (off, len): (u64, u32)) -> std::result::Result<Data<V>, String> {
+        let (file, path) = self.file.as_ref().ok_or("no spill file")?;
+        let mut b = vec![0u8; len as usize];
+        file.read_exact_at(&mut b, off)
+            .map_err(|e| format!("read {len} bytes at {off} of {}: {e}", path.display()))?;
+        self.reads.set(self.reads.get() + 1);
+        Data::decode(&b).map_err(|e| format!("{e} at {off} of {}", path.display()))
+    }
+
+    /// The spill copy at `at` is no longer needed.
+    fn release(&mut self, (off, len): (u64, u32)) {
+        let n = u64::from(len).div_ceil(SPILL_UNIT) * SPILL_UNIT;
+        self.release_span(off, n);
+    }
+
+    fn release_span(&mut self, off: u64, n: u64) {
+        if off + n == self.end {
+            self.end = off;
+        } else {
+            self.free.entry(n).or_default().push(off);
+        }
+    }
+}
+
+/// Ordered map from string keys to `V`, compact (see the module comment). Every operation takes
+/// the shard's `Pager`: a reader (`&self`) may promote spilled blocks, which takes resident
+/// bytes past the budget until the next `trim`; a writer promotes the blocks it changes.
 pub(super) struct KeyMap<V> {
     /// Boxed so that a split or merge moves 8 bytes per block, not the block's three vectors.
     #[allow(clippy::vec_box)]
     blocks: Vec<Box<Block<V>>>,
     len: usize,
+    /// The clock's hand: the next block `trim` looks at.
+    hand: usize,
 }
 
 impl<V> Default for KeyMap<V> {
@@ -177,11 +511,12 @@ impl<V> Default for KeyMap<V> {
         KeyMap {
             blocks: Vec::new(),
             len: 0,
+            hand: 0,
         }
     }
 }
 
-impl<V> KeyMap<V> {
+impl<V: Pod> KeyMap<V> {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.len
@@ -194,43 +529,88 @@ impl<V> KeyMap<V> {
     /// The block `k` belongs in: the last whose first key is <= `k` (the first block if none).
     fn block_of(&self, k: &[u8]) -> usize {
         self.blocks
-            .partition_point(|b| b.key(0) <= k)
+            .partition_point(|b| b.first_key() <= k)
             .saturating_sub(1)
     }
 
-    pub(super) fn get(&self, k: &str) -> Option<&V> {
+    fn d(&self, bi: usize, pager: &Pager) -> &Data<V> {
+        self.blocks[bi].data(pager)
+    }
+
+    /// Block `bi`'s data for a change: promoted if spilled, its spill copy dropped.
+    fn dm(&mut self, bi: usize, pager: &mut Pager) -> &mut Data<V> {
+        let b = &mut self.blocks[bi];
+        b.data(pager);
+        if let Some(at) = b.at.take() {
+            pager.release(at);
+        }
+        b.data.get_mut().expect("promoted")
+    }
+
+    /// Count block `bi`'s heap bytes again after a change.
+    fn recount(&self, bi: usize, pager: &Pager) {
+        let b = &self.blocks[bi];
+        let n = b.data.get().map_or(0, |d| d.heap_bytes());
+        pager.sub(b.counted.get() as usize);
+        pager.add(n);
+        b.counted.set(n as u32);
+    }
+
+    fn push_block(&mut self, at: usize, d: Data<V>, pager: &Pager) {
+        self.blocks.insert(at, Box::new(Block::resident(d)));
+        self.recount(at, pager);
+    }
+
+    /// Remove block `bi`: its resident bytes and spill copy given back, its data returned.
+    fn take_block(&mut self, bi: usize, pager: &mut Pager) -> Data<V> {
+        self.blocks[bi].data(pager);
+        let mut b = self.blocks.remove(bi);
+        pager.sub(b.counted.get() as usize);
+        if let Some(at) = b.at.take() {
+            pager.release(at);
+        }
+        b.data.take().expect("promoted")
+    }
+
+    pub(super) fn get(&self, k: &str, pager: &Pager) -> Option<&V> {
         if self.blocks.is_empty() {
             return None;
         }
-        let b = &self.blocks[self.block_of(k.as_bytes())];
+        let b = self.blocks[self.block_of(k.as_bytes())].data(pager);
         b.search(k.as_bytes()).ok().map(|i| &b.vals[i])
     }
 
     /// Insert or replace; returns the value replaced.
-    pub(super) fn insert(&mut self, k: &str, v: V) -> Option<V> {
+    pub(super) fn insert(&mut self, k: &str, v: V, pager: &mut Pager) -> Option<V> {
         let k = k.as_bytes();
         if self.blocks.is_empty() {
-            let mut b = Block::new();
+            let mut b = Data::new();
             b.insert_at(0, k, v, true);
-            self.blocks.push(Box::new(b));
+            self.push_block(0, b, pager);
             self.len += 1;
             return None;
         }
         // Keys past the last one (a snapshot loading, keys written in order) go to the end
         // of the last block without a search.
         let last = self.blocks.len() - 1;
-        let n_last = self.blocks[last].len();
-        let (mut bi, mut i) = if n_last > 0 && self.blocks[last].key(n_last - 1) < k {
+        let lb = self.d(last, pager);
+        let n_last = lb.len();
+        let (mut bi, mut i) = if n_last > 0 && lb.key(n_last - 1) < k {
             (last, n_last)
         } else {
             let bi = self.block_of(k);
-            match self.blocks[bi].search(k) {
-                Ok(i) => return Some(std::mem::replace(&mut self.blocks[bi].vals[i], v)),
+            match self.d(bi, pager).search(k) {
+                Ok(i) => {
+                    // Values are fixed-size: the block's bytes do not change.
+                    let old = std::mem::replace(&mut self.dm(bi, pager).vals[i], v);
+                    return Some(old);
+                }
                 Err(i) => (bi, i),
             }
         };
         loop {
-            let (n, key_bytes) = (self.blocks[bi].len(), self.blocks[bi].keys.len());
+            let b = self.d(bi, pager);
+            let (n, key_bytes) = (b.len(), b.keys.len());
             if n < BLOCK_MAX_KEYS && key_bytes + k.len() <= BLOCK_MAX_KEY_BYTES {
                 break;
             }
@@ -239,7 +619,7 @@ impl<V> KeyMap<V> {
                 // A full block whose successor has room: the new key goes there when it sorts
                 // after this block's keys, else this block's last key moves there. Blocks of
                 // keys written nearly in order stay full instead of being halved by late keys.
-                let next = &self.blocks[bi + 1];
+                let next = self.d(bi + 1, pager);
                 let fits = |extra: usize| {
                     next.len() < BLOCK_MAX_KEYS && next.keys.len() + extra <= BLOCK_MAX_KEY_BYTES
                 };
@@ -248,22 +628,26 @@ impl<V> KeyMap<V> {
                     i = 0;
                     continue;
                 }
-                let b = &self.blocks[bi];
+                let b = self.d(bi, pager);
                 let moved_len = b.ends[n - 1] as usize - b.start(n - 1);
                 if i < n && fits(moved_len) {
                     let mut moved = [0u8; crate::format::MAX_KEY_BYTES];
                     moved[..moved_len].copy_from_slice(b.key(n - 1));
-                    let mv = self.blocks[bi].remove_at(n - 1);
+                    let mv = self.dm(bi, pager).remove_at(n - 1);
+                    self.recount(bi, pager);
                     let next_last = bi + 2 == self.blocks.len();
-                    self.blocks[bi + 1].insert_at(0, &moved[..moved_len], mv, next_last);
+                    self.dm(bi + 1, pager)
+                        .insert_at(0, &moved[..moved_len], mv, next_last);
+                    self.recount(bi + 1, pager);
                     continue;
                 }
             }
             if is_last && i == n {
                 // Appending past the last key (loading a snapshot, keys written in order):
                 // leave the full block full and start a new one with room for a full block.
-                self.blocks[bi].shrink();
-                self.blocks.push(Box::new(Block::with_room(k.len())));
+                self.dm(bi, pager).shrink();
+                self.recount(bi, pager);
+                self.push_block(bi + 1, Data::with_room(k.len()), pager);
                 bi += 1;
                 i = 0;
             } else {
@@ -274,11 +658,12 @@ impl<V> KeyMap<V> {
                 // concurrent PUTs) splits where the key goes: the keys before stay a full
                 // block, the new last block starts with room to fill.
                 let at = if is_last && i > half { i } else { half };
-                let mut right = self.blocks[bi].split_off(at);
+                let mut right = self.dm(bi, pager).split_off(at);
+                self.recount(bi, pager);
                 if is_last {
                     right.make_room(k.len());
                 }
-                self.blocks.insert(bi + 1, Box::new(right));
+                self.push_block(bi + 1, right, pager);
                 if i > at || (at != half && i == at) {
                     bi += 1;
                     i -= at;
@@ -286,28 +671,30 @@ impl<V> KeyMap<V> {
             }
         }
         let last = bi + 1 == self.blocks.len();
-        self.blocks[bi].insert_at(i, k, v, last);
+        self.dm(bi, pager).insert_at(i, k, v, last);
+        self.recount(bi, pager);
         self.len += 1;
         None
     }
 
     /// Remove `k`; returns its value.
-    pub(super) fn remove(&mut self, k: &str) -> Option<V> {
+    pub(super) fn remove(&mut self, k: &str, pager: &mut Pager) -> Option<V> {
         if self.blocks.is_empty() {
             return None;
         }
         let k = k.as_bytes();
         let bi = self.block_of(k);
-        let i = self.blocks[bi].search(k).ok()?;
-        let v = self.blocks[bi].remove_at(i);
+        let i = self.d(bi, pager).search(k).ok()?;
+        let v = self.dm(bi, pager).remove_at(i);
+        self.recount(bi, pager);
         self.len -= 1;
-        let n = self.blocks[bi].len();
+        let n = self.d(bi, pager).len();
         if n == 0 {
-            self.blocks.remove(bi);
+            self.take_block(bi, pager);
         } else if n < BLOCK_MIN_KEYS {
             // Merge with the smaller neighbour when both fit one block.
-            let left = bi.checked_sub(1).map(|l| (l, self.blocks[l].len()));
-            let right = (bi + 1 < self.blocks.len()).then(|| (bi + 1, self.blocks[bi + 1].len()));
+            let left = bi.checked_sub(1).map(|l| (l, self.d(l, pager).len()));
+            let right = (bi + 1 < self.blocks.len()).then(|| (bi + 1, self.d(bi + 1, pager).len()));
             let pair = match (left, right) {
                 (Some((l, ln)), Some((_, rn))) if ln <= rn => Some(l),
                 (_, Some(_)) => Some(bi),
@@ -315,12 +702,13 @@ impl<V> KeyMap<V> {
                 (None, None) => None,
             };
             if let Some(l) = pair {
-                let (a, b) = (&self.blocks[l], &self.blocks[l + 1]);
+                let (a, b) = (self.d(l, pager), self.d(l + 1, pager));
                 if a.len() + b.len() <= BLOCK_MAX_KEYS
                     && a.keys.len() + b.keys.len() <= BLOCK_MAX_KEY_BYTES
                 {
-                    let r = self.blocks.remove(l + 1);
-                    self.blocks[l].append(*r);
+                    let r = self.take_block(l + 1, pager);
+                    self.dm(l, pager).append(r);
+                    self.recount(l, pager);
                 }
             }
         }
@@ -328,12 +716,12 @@ impl<V> KeyMap<V> {
     }
 
     /// Entries from `start` on, in key order.
-    pub(super) fn range(&self, start: Bound<&str>) -> Iter<'_, V> {
+    pub(super) fn range<'a>(&'a self, start: Bound<&str>, pager: &'a Pager) -> Iter<'a, V> {
         let (bi, i) = match start {
             Bound::Unbounded => (0, 0),
             Bound::Included(k) | Bound::Excluded(k) if !self.blocks.is_empty() => {
                 let bi = self.block_of(k.as_bytes());
-                match self.blocks[bi].search(k.as_bytes()) {
+                match self.d(bi, pager).search(k.as_bytes()) {
                     Ok(i) if matches!(start, Bound::Excluded(_)) => (bi, i + 1),
                     Ok(i) | Err(i) => (bi, i),
                 }
@@ -342,9 +730,49 @@ impl<V> KeyMap<V> {
         };
         Iter {
             map: self,
+            pager,
             block: bi,
             i,
         }
+    }
+
+    /// Spill cold blocks (clock order) until the pager is within its budget or every block
+    /// was looked at twice; true when within budget. A block whose spill write fails stays
+    /// resident (nothing is freed before its copy is written); the error is logged and the
+    /// trim stops.
+    pub(super) fn trim(&mut self, pager: &mut Pager) -> bool {
+        let n = self.blocks.len();
+        for _ in 0..2 * n {
+            if !pager.over() {
+                return true;
+            }
+            if self.hand >= self.blocks.len() {
+                self.hand = 0;
+            }
+            let b = &mut self.blocks[self.hand];
+            self.hand += 1;
+            let Some(d) = b.data.get() else { continue };
+            if b.used.replace(false) {
+                continue;
+            }
+            if b.at.is_none() {
+                match pager.write(&d.encode()) {
+                    Ok(at) => b.at = Some(at),
+                    Err(e) => {
+                        pager.write_errors += 1;
+                        // Every later change retries; the 1st, 2nd, 4th, 8th... failure is logged.
+                        if pager.write_errors.is_power_of_two() {
+                            tracing::warn!(error = %e, failures = pager.write_errors, resident_bytes = pager.resident.get(), "index block not spilled: it stays in memory, over the index budget");
+                        }
+                        return false;
+                    }
+                }
+            }
+            b.first = d.key(0).into();
+            pager.sub(b.counted.replace(0) as usize);
+            b.data.take();
+        }
+        !pager.over()
     }
 
     /// Bytes this map holds on the heap (capacity, not length), for the ADR's breakdown.
@@ -355,47 +783,53 @@ impl<V> KeyMap<V> {
                 .blocks
                 .iter()
                 .map(|b| {
-                    std::mem::size_of::<Block<V>>()
-                        + b.keys.capacity()
-                        + b.ends.capacity() * 2
-                        + b.vals.capacity() * std::mem::size_of::<V>()
+                    std::mem::size_of::<Block<V>>() + b.data.get().map_or(0, |d| d.heap_bytes())
                 })
                 .sum::<usize>()
     }
 
     /// Check the invariants (tests).
     #[cfg(test)]
-    fn check(&self) {
+    fn check(&self, pager: &Pager) {
         let mut n = 0;
-        let mut prev: Option<&[u8]> = None;
+        let mut prev: Option<Vec<u8>> = None;
         for b in &self.blocks {
-            assert!(b.len() > 0 && b.len() <= BLOCK_MAX_KEYS);
-            assert_eq!(b.ends.len(), b.len());
-            assert_eq!(*b.ends.last().unwrap() as usize, b.keys.len());
-            for i in 0..b.len() {
-                let k = b.key(i);
-                assert!(prev.is_none_or(|p| p < k), "keys out of order");
-                prev = Some(k);
+            assert_eq!(
+                b.counted.get() as usize,
+                b.data.get().map_or(0, |d| d.heap_bytes())
+            );
+            if b.data.get().is_none() {
+                assert!(b.at.is_some(), "a spilled block without a spill copy");
             }
-            n += b.len();
+            let d = b.data(pager);
+            assert!(d.len() > 0 && d.len() <= BLOCK_MAX_KEYS);
+            assert_eq!(d.ends.len(), d.len());
+            assert_eq!(*d.ends.last().unwrap() as usize, d.keys.len());
+            for i in 0..d.len() {
+                let k = d.key(i);
+                assert!(prev.as_deref().is_none_or(|p| p < k), "keys out of order");
+                prev = Some(k.to_vec());
+            }
+            n += d.len();
         }
         assert_eq!(n, self.len);
     }
 }
 
-/// Iterator over a `KeyMap` in key order.
+/// Iterator over a `KeyMap` in key order (promoting the spilled blocks it reaches).
 pub(super) struct Iter<'a, V> {
     map: &'a KeyMap<V>,
+    pager: &'a Pager,
     block: usize,
     i: usize,
 }
 
-impl<'a, V> Iterator for Iter<'a, V> {
+impl<'a, V: Pod> Iterator for Iter<'a, V> {
     type Item = (&'a str, &'a V);
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let b = self.map.blocks.get(self.block)?;
+            let b = self.map.blocks.get(self.block)?.data(self.pager);
             if self.i < b.len() {
                 let k = std::str::from_utf8(b.key(self.i)).expect("keys are inserted as str");
                 let v = &b.vals[self.i];
@@ -427,6 +861,65 @@ mod tests {
         }
     }
 
+    /// A map and its pager, with the old method names (tests).
+    struct Paged {
+        m: KeyMap<u64>,
+        p: Pager,
+    }
+
+    impl Paged {
+        fn new() -> Paged {
+            Paged {
+                m: KeyMap::default(),
+                p: Pager::default(),
+            }
+        }
+        /// A map whose pager keeps at most `budget` bytes resident, spilling to a file in a
+        /// fresh temporary directory.
+        fn budget(budget: u64) -> (Paged, tempfile::TempDir) {
+            let dir = tempfile::tempdir().unwrap();
+            let p = Pager::open(dir.path(), budget).unwrap();
+            (
+                Paged {
+                    m: KeyMap::default(),
+                    p,
+                },
+                dir,
+            )
+        }
+        fn get(&self, k: &str) -> Option<&u64> {
+            self.m.get(k, &self.p)
+        }
+        fn insert(&mut self, k: &str, v: u64) -> Option<u64> {
+            let r = self.m.insert(k, v, &mut self.p);
+            self.m.trim(&mut self.p);
+            r
+        }
+        fn remove(&mut self, k: &str) -> Option<u64> {
+            let r = self.m.remove(k, &mut self.p);
+            self.m.trim(&mut self.p);
+            r
+        }
+        fn range<'a>(&'a self, b: Bound<&str>) -> Iter<'a, u64> {
+            self.m.range(b, &self.p)
+        }
+        fn len(&self) -> usize {
+            self.m.len()
+        }
+        fn is_empty(&self) -> bool {
+            self.m.is_empty()
+        }
+        fn check(&self) {
+            self.m.check(&self.p)
+        }
+        fn heap_bytes(&self) -> usize {
+            self.m.heap_bytes()
+        }
+        fn blocks(&self) -> impl Iterator<Item = &Data<u64>> + '_ {
+            self.m.blocks.iter().map(|b| b.data(&self.p))
+        }
+    }
+
     fn key(r: &mut Rng, space: u64) -> String {
         let a = r.below(space);
         // Keys of different lengths sharing prefixes, like object keys.
@@ -437,7 +930,7 @@ mod tests {
         }
     }
 
-    fn same(m: &KeyMap<u64>, model: &BTreeMap<String, u64>, r: &mut Rng, space: u64) {
+    fn same(m: &Paged, model: &BTreeMap<String, u64>, r: &mut Rng, space: u64) {
         m.check();
         assert_eq!(m.len(), model.len());
         let all: Vec<(String, u64)> = m
@@ -470,7 +963,7 @@ mod tests {
     fn churn_matches_btreemap() {
         for seed in [1u64, 7, 42, 1234567] {
             let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-            let mut m = KeyMap::default();
+            let mut m = Paged::new();
             let mut model = BTreeMap::new();
             let space = 3000;
             for step in 0..40_000u64 {
@@ -498,7 +991,7 @@ mod tests {
 
     #[test]
     fn long_keys_split_blocks_by_bytes() {
-        let mut m = KeyMap::default();
+        let mut m = Paged::new();
         let key = |i: u64| {
             format!(
                 "{:04}{}",
@@ -510,8 +1003,8 @@ mod tests {
             assert!(m.insert(&key(i), i).is_none());
         }
         m.check();
-        assert!(m.blocks.iter().all(|b| b.keys.len() <= BLOCK_MAX_KEY_BYTES));
-        assert!(m.blocks.iter().any(|b| b.len() < BLOCK_MAX_KEYS / 2));
+        assert!(m.blocks().all(|b| b.keys.len() <= BLOCK_MAX_KEY_BYTES));
+        assert!(m.blocks().any(|b| b.len() < BLOCK_MAX_KEYS / 2));
         for i in 0..1000u64 {
             assert_eq!(m.get(&key(i)), Some(&i));
         }
@@ -519,18 +1012,18 @@ mod tests {
             assert_eq!(m.remove(&key(i)), Some(i));
         }
         m.check();
-        assert!(m.blocks.iter().all(|b| b.keys.len() <= BLOCK_MAX_KEY_BYTES));
+        assert!(m.blocks().all(|b| b.keys.len() <= BLOCK_MAX_KEY_BYTES));
         assert_eq!(m.range(Bound::Unbounded).count(), 334);
     }
 
     #[test]
     fn appends_fill_blocks() {
-        let mut m = KeyMap::default();
+        let mut m = Paged::new();
         for i in 0..10_000u64 {
             assert!(m.insert(&format!("k{i:08}"), i).is_none());
         }
         m.check();
-        assert_eq!(m.blocks.len(), 10_000usize.div_ceil(BLOCK_MAX_KEYS));
+        assert_eq!(m.m.blocks.len(), 10_000usize.div_ceil(BLOCK_MAX_KEYS));
         assert_eq!(
             m.range(Bound::Excluded("k00000099")).next(),
             Some(("k00000100", &100))
@@ -549,7 +1042,7 @@ mod tests {
     #[test]
     fn keys_nearly_in_order_fill_blocks_without_slack() {
         // Concurrent PUTs of keys written in order: each key arrives up to 16 places late.
-        let mut m = KeyMap::default();
+        let mut m = Paged::new();
         let n = 20_000u64;
         let mut order: Vec<u64> = (0..n).collect();
         let mut r = Rng(7);
@@ -572,10 +1065,148 @@ mod tests {
             per_key < (16 + 2 + 8) as f64 * 1.08,
             "{per_key} bytes per key"
         );
-        let mean_fill = n as f64 / m.blocks.len() as f64;
+        let mean_fill = n as f64 / m.m.blocks.len() as f64;
         assert!(
             mean_fill > BLOCK_MAX_KEYS as f64 * 0.8,
             "{mean_fill} keys per block"
         );
+    }
+
+    fn spilled(m: &Paged) -> usize {
+        m.m.blocks.iter().filter(|b| b.data.get().is_none()).count()
+    }
+
+    /// A tiny budget: most blocks live in the spill file. Random inserts, removes, gets and
+    /// range scans (which cross spilled blocks) agree with a BTreeMap, and resident bytes stay
+    /// within the budget after every change.
+    #[test]
+    fn budget_churn_matches_btreemap() {
+        for seed in [3u64, 11, 99] {
+            let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let budget = 16 << 10;
+            let (mut m, _dir) = Paged::budget(budget);
+            let mut model = BTreeMap::new();
+            let space = 6000;
+            let mut max_spilled = 0;
+            for step in 0..30_000u64 {
+                let k = key(&mut r, space);
+                let insert = r.below(100) < if step < 15_000 { 75 } else { 35 };
+                if insert {
+                    assert_eq!(m.insert(&k, step), model.insert(k, step));
+                } else if r.below(2) == 0 {
+                    assert_eq!(m.remove(&k), model.remove(&k));
+                } else {
+                    assert_eq!(m.get(&k), model.get(&k));
+                    m.m.trim(&mut m.p);
+                }
+                assert!(
+                    m.p.resident_bytes() <= budget,
+                    "{} resident bytes over a budget of {budget}",
+                    m.p.resident_bytes()
+                );
+                max_spilled = max_spilled.max(spilled(&m));
+                if step % 3000 == 0 {
+                    same(&m, &model, &mut r, space);
+                    m.m.trim(&mut m.p);
+                }
+            }
+            assert!(max_spilled > 20, "only {max_spilled} blocks spilled");
+            assert!(m.p.reads.get() > 100 && m.p.writes > 100);
+            same(&m, &model, &mut r, space);
+            m.m.trim(&mut m.p);
+            let keys: Vec<String> = model.keys().cloned().collect();
+            for k in keys {
+                assert_eq!(m.remove(&k), model.remove(&k));
+            }
+            assert!(m.is_empty());
+            m.check();
+            // Every block gone: every spill copy given back.
+            assert_eq!(m.p.spill_bytes(), 0);
+            assert_eq!(m.p.resident_bytes(), 0);
+        }
+    }
+
+    /// Keys appended in order (a snapshot loading) under a budget: resident bytes stay within
+    /// it throughout, and a scan reads every key back in order from the spill file.
+    #[test]
+    fn budget_bounds_an_ordered_load() {
+        let budget = 64 << 10;
+        let (mut m, dir) = Paged::budget(budget);
+        let n = 50_000u64;
+        for i in 0..n {
+            assert!(m.insert(&format!("bucket/key/{i:012}"), i).is_none());
+            assert!(m.p.resident_bytes() <= budget);
+        }
+        m.check();
+        let blocks = m.m.blocks.len();
+        m.m.trim(&mut m.p);
+        assert!(
+            spilled(&m) > blocks * 3 / 4,
+            "{} of {blocks} spilled",
+            spilled(&m)
+        );
+        let file_len = std::fs::metadata(dir.path().join(SPILL_FILE))
+            .unwrap()
+            .len();
+        assert!(file_len > 0 && file_len <= m.p.end && m.p.spill_bytes() <= m.p.end);
+        let mut i = 0u64;
+        for (k, v) in m.range(Bound::Unbounded) {
+            assert_eq!((k, *v), (format!("bucket/key/{i:012}").as_str(), i));
+            i += 1;
+        }
+        assert_eq!(i, n);
+        for i in (0..n).step_by(97) {
+            assert_eq!(m.get(&format!("bucket/key/{i:012}")), Some(&i));
+        }
+        // Readers promoted blocks past the budget; a trim brings it back.
+        assert!(m.m.trim(&mut m.p));
+        assert!(m.p.resident_bytes() <= budget);
+    }
+
+    /// The spill file cannot be written (opened read-only): no block's heap copy is freed,
+    /// every key stays, the failures are counted, and the map stays correct over the budget.
+    #[test]
+    fn spill_write_failure_keeps_blocks_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SPILL_FILE);
+        std::fs::write(&path, b"").unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let mut m = Paged {
+            m: KeyMap::default(),
+            p: Pager::with_file(file, path.clone(), 8 << 10),
+        };
+        let mut model = BTreeMap::new();
+        let mut r = Rng(5);
+        for step in 0..5000u64 {
+            let k = key(&mut r, 2000);
+            assert_eq!(m.insert(&k, step), model.insert(k, step));
+        }
+        assert!(m.p.write_errors > 0);
+        assert_eq!(m.p.writes, 0);
+        assert_eq!(spilled(&m), 0);
+        assert!(m.p.over());
+        same(&m, &model, &mut r, 2000);
+        // The write error names the file and the offset.
+        let e = m.p.write(&[1, 2, 3]).unwrap_err().to_string();
+        assert!(
+            e.contains(&path.display().to_string()) && e.contains(" at "),
+            "{e}"
+        );
+    }
+
+    /// A spilled block's copy is checked: a flipped byte is found, not decoded into keys.
+    #[test]
+    fn spilled_block_crc_is_checked() {
+        let mut d = Data::<u64>::new();
+        d.insert_at(0, b"a", 1, true);
+        d.insert_at(1, b"bc", 2, true);
+        let mut e = d.encode();
+        let back = Data::<u64>::decode(&e).unwrap();
+        assert_eq!(
+            (back.keys, back.ends, back.vals),
+            (d.keys.clone(), d.ends.clone(), d.vals.clone())
+        );
+        e[9] ^= 1;
+        assert!(Data::<u64>::decode(&e).unwrap_err().contains("CRC"));
     }
 }

@@ -37,7 +37,7 @@ impl Shard {
             return out;
         };
         'outer: loop {
-            for (k, o) in m.range(start.as_ref().map(|s| s.as_str())) {
+            for (k, o) in m.range(start.as_ref().map(|s| s.as_str()), idx.pager()) {
                 if !k.starts_with(prefix) {
                     break 'outer;
                 }
@@ -75,6 +75,8 @@ impl Shard {
             }
             break;
         }
+        drop((idx, vols));
+        self.trim_index();
         out
     }
 }

@@ -199,6 +199,13 @@ pub struct ShardStats {
     pub rebuild_pending_bytes: u64,
     pub rebuilt_files: u64,
     pub rebuilt_bytes: u64,
+    /// Index memory budget (ADR 29): heap bytes of the key blocks resident now, bytes of the
+    /// spill file in use, blocks written to it and read back since open, spill writes failed.
+    pub index_resident_bytes: u64,
+    pub index_spill_bytes: u64,
+    pub index_spill_writes: u64,
+    pub index_spill_reads: u64,
+    pub index_spill_errors: u64,
     pub rebuild_failures: u64,
 }
 
@@ -512,11 +519,25 @@ impl Shard {
         });
     }
 
-    /// Look up an object (in memory, no I/O, no allocation).
+    /// Look up an object (in memory, no I/O, no allocation; with an index memory budget, a
+    /// key whose block was spilled costs one read of the spill file: ADR 29).
     pub fn get(&self, ns: &str, key: &str) -> Option<Object> {
-        self.index
-            .borrow()
-            .get(ns, key, &self.vols.borrow(), &self.epoch.borrow())
+        let idx = self.index.borrow();
+        let o = idx.get(ns, key, &self.vols.borrow(), &self.epoch.borrow());
+        if idx.over_budget() {
+            drop(idx);
+            self.trim_index();
+        }
+        o
+    }
+
+    /// Spill index blocks readers promoted past the budget (skipped, for a later call, when
+    /// the index is borrowed).
+    #[cold]
+    pub(super) fn trim_index(&self) {
+        if let Ok(mut idx) = self.index.try_borrow_mut() {
+            idx.trim();
+        }
     }
 
     /// Read `[offset, offset+len)` of `obj` (clamped to its size), verifying the CRC32C of every
@@ -680,7 +701,14 @@ impl Shard {
         let cache = self.cache.borrow();
         let live_bytes: u64 = vols.map.values().map(|v| v.live_bytes).sum();
         let disk_bytes: u64 = vols.map.values().map(|v| v.end_bytes).sum();
+        let idx = self.index.borrow();
+        let pager = idx.pager();
         ShardStats {
+            index_resident_bytes: pager.resident_bytes(),
+            index_spill_bytes: pager.spill_bytes(),
+            index_spill_writes: pager.writes,
+            index_spill_reads: pager.reads.get(),
+            index_spill_errors: pager.write_errors,
             objects: self.n_objects.get(),
             live_bytes,
             disk_bytes,

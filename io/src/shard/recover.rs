@@ -12,6 +12,7 @@ use futures::channel::mpsc;
 
 use super::commit::{committer, Journal, Req, PACKED_RECORD_MAX_BYTES};
 use super::index::{Index, Overlay};
+use super::keys::Pager;
 use super::space::{vol_path, Epoch, MirrorFile, VolFile, VolState, Vols};
 use super::{fsync_dir, Object, Shard, JOURNAL_FILE, LOCK_FILE, SNAP_FILE, SNAP_TMP_FILE};
 use crate::buf::round_up_u64;
@@ -444,11 +445,12 @@ fn new_shard(
         .and_then(monoio::fs::File::from_std)
         .map_err(|e| Error::io(format!("open dir {}", dir.display()), e))?;
     let dropped_records = Rc::new(RefCell::new(Vec::new()));
+    let pager = Pager::open(dir, cfg.index_memory_bytes)?;
     Ok(Rc::new(Shard {
         dir: dir.to_path_buf(),
         cache: RefCell::new((cfg.cache_bytes > 0).then(|| Cache::new(cfg.cache_bytes))),
         cfg,
-        index: RefCell::new(Index::default()),
+        index: RefCell::new(Index::with_pager(pager)),
         n_objects: Cell::new(0),
         vols: RefCell::new(vols),
         next_seq: Cell::new(1),
@@ -577,7 +579,9 @@ impl Shard {
                 Ok(head)
             }
             Err(e) => {
-                *self.index.borrow_mut() = Index::default();
+                if let Err(c) = self.index.borrow_mut().clear() {
+                    tracing::warn!(error = %c, "index spill file not emptied");
+                }
                 Err(e)
             }
         })

@@ -45,6 +45,30 @@ pub(super) struct Slot {
 
 const _: () = assert!(std::mem::size_of::<Slot>() == 48);
 
+impl super::keys::Pod for Slot {
+    const BYTES: usize = 48;
+    fn put(&self, out: &mut [u8]) {
+        out[0..8].copy_from_slice(&self.w0.to_le_bytes());
+        out[8..16].copy_from_slice(&self.w1.to_le_bytes());
+        out[16..24].copy_from_slice(&self.w2.to_le_bytes());
+        out[24..28].copy_from_slice(&self.w3.to_le_bytes());
+        out[28..32].copy_from_slice(&self.crc.to_le_bytes());
+        out[32..48].copy_from_slice(&self.run);
+    }
+    fn take(b: &[u8]) -> Self {
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        Slot {
+            w0: u64_at(0),
+            w1: u64_at(8),
+            w2: u64_at(16),
+            w3: u32_at(24),
+            crc: u32_at(28),
+            run: b[32..48].try_into().expect("16 bytes"),
+        }
+    }
+}
+
 /// What a slot holds of a compact object, unpacked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Compact {
