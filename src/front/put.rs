@@ -275,7 +275,7 @@ async fn store(fp: &FastPath, p: PutReq, body: Vec<u8>) -> S3Result<ObjMeta> {
     let _writing = s.writing(&p.bucket)?;
     if let Some(want) = p.sha256 {
         // s3s checks the signed payload hash as the body streams, before PutObject's checks.
-        if sigv4::sha256_hex(&body).as_str().as_bytes() != want {
+        if payload_sha256(&body).await.as_str().as_bytes() != want {
             return Err(crate::s3::error::payload_sha256_mismatch());
         }
     }
@@ -295,6 +295,22 @@ async fn store(fp: &FastPath, p: PutReq, body: Vec<u8>) -> S3Result<ObjMeta> {
         Some(body),
     )
     .await
+}
+
+/// The body's SHA-256, hashed in slices with a yield between them as `Hashing::feed` hashes
+/// MD5: a 1 MiB body hashed in one go would hold the core for over a millisecond, and every
+/// GET on this core would wait behind it.
+async fn payload_sha256(body: &[u8]) -> sigv4::HexDigest {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    let mut slices = body.chunks(crate::s3::ingest::HASH_SLICE_BYTES).peekable();
+    while let Some(slice) = slices.next() {
+        h.update(slice);
+        if slices.peek().is_some() {
+            crate::spin::yield_now().await;
+        }
+    }
+    sigv4::HexDigest::new(&h.finalize().into())
 }
 
 /// PutObject's 200, with the headers s3s writes for its output, in s3s's order.

@@ -165,7 +165,7 @@ pub fn checksums_of(h: ChecksumHasher) -> Vec<(String, String)> {
 }
 
 /// Body bytes hashed between two yields to the core's other tasks.
-const HASH_SLICE_BYTES: usize = 16 * 1024;
+pub(crate) const HASH_SLICE_BYTES: usize = 16 * 1024;
 
 /// What a body hashes to, fed as it streams (MD5 for the ETag, and the requested checksums).
 pub struct Hashing {
