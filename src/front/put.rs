@@ -49,6 +49,9 @@ pub(super) struct PutReq {
     meta: ObjMeta,
     /// The path as sent, kept only with `--log-requests`.
     logged_path: Option<String>,
+    /// Held from the head to the store, as s3s's PutObject holds it while the body streams:
+    /// a DeleteBucket meanwhile answers BucketNotEmpty instead of leaving an orphan.
+    writing: crate::buckets::WriteGuard,
 }
 
 impl PutReq {
@@ -158,6 +161,9 @@ pub(super) fn prepare(fp: &FastPath, head: &RawHead<'_>) -> Option<PutReq> {
     if !crate::fast::verify(fp, head, &decoded, bucket, true) {
         return None;
     }
+    // PutObject's order: the key was checked above, then the bucket (a missing one is
+    // hyper's to answer, before any body byte is read).
+    let writing = fp.s3.writing(bucket).ok()?;
     Some(PutReq {
         bucket: bucket.to_string(),
         key: key.to_string(),
@@ -166,6 +172,7 @@ pub(super) fn prepare(fp: &FastPath, head: &RawHead<'_>) -> Option<PutReq> {
         sha256,
         meta,
         logged_path: crate::logging::log_requests().then(|| head.path().to_string()),
+        writing,
     })
 }
 
@@ -271,8 +278,7 @@ pub(super) async fn answer(
 
 async fn store(fp: &FastPath, p: PutReq, body: Vec<u8>) -> S3Result<ObjMeta> {
     let s = &fp.s3;
-    // PutObject's order: the key was checked from the head, then the bucket.
-    let _writing = s.writing(&p.bucket)?;
+    let _writing = p.writing;
     if let Some(want) = p.sha256 {
         // s3s checks the signed payload hash as the body streams, before PutObject's checks.
         if payload_sha256(&body).await.as_str().as_bytes() != want {
