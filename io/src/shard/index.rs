@@ -11,11 +11,12 @@ use std::rc::Rc;
 
 use super::arena::{Arena, NO_CHUNK};
 pub(crate) use super::extent::{Crcs, Extent};
-use super::keys::{KeyMap, Pager};
+use super::keys::KeyMap;
 use super::meta::{self, Dict, Meta};
 pub(super) use super::plan::{Change, Overlay};
 use super::slot::{Compact, Slot, Wide, NO_TEMPLATE, RUN_BYTES, SPILL_VOL, TEMPLATED};
 use super::space::{Epoch, Vols};
+use super::spill::Pager;
 use super::{Extents, Object};
 use crate::format::{self, block_count};
 

@@ -26,6 +26,7 @@ mod recover;
 mod restripe;
 mod slot;
 mod space;
+mod spill;
 mod stripe;
 mod striping;
 mod writer;

@@ -12,8 +12,8 @@ use futures::channel::mpsc;
 
 use super::commit::{committer, Journal, Req, PACKED_RECORD_MAX_BYTES};
 use super::index::{Index, Overlay};
-use super::keys::Pager;
 use super::space::{vol_path, Epoch, MirrorFile, VolFile, VolState, Vols};
+use super::spill::Pager;
 use super::{fsync_dir, Object, Shard, JOURNAL_FILE, LOCK_FILE, SNAP_FILE, SNAP_TMP_FILE};
 use crate::buf::round_up_u64;
 use crate::cache::Cache;

@@ -45,7 +45,7 @@ pub(super) struct Slot {
 
 const _: () = assert!(std::mem::size_of::<Slot>() == 48);
 
-impl super::keys::Pod for Slot {
+impl super::spill::Pod for Slot {
     const BYTES: usize = 48;
     fn put(&self, out: &mut [u8]) {
         out[0..8].copy_from_slice(&self.w0.to_le_bytes());
