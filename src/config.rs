@@ -141,7 +141,9 @@ pub struct ServeArgs {
 
     /// After a request starts or ends, keep the core polling (not sleeping) for this many µs,
     /// so the next request does not pay a sleeping vCPU's wake-up; costs that much CPU per
-    /// idle gap (0 = off). See docs/adr/0006-read-path.md.
+    /// idle gap (0 = off). See docs/adr/0006-read-path.md. Long spins delay the core's own
+    /// I/O completions (gateway misses ~4x slower at 1000; bench/RESULTS.md, "Polling through
+    /// waits"): the adaptive --poll-us default stops polling while a request waits.
     #[arg(long, env = "BALE_SPIN_US", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub spin_us: u64,
 
