@@ -2,7 +2,10 @@
 //! tier on local NVMe in front of an existing S3 (the upstream), which stays the source of
 //! truth.
 //!
-//! - `upstream`: the signed S3 client bale uses to talk to the upstream.
+//! - `upstream`: the signed S3 client bale uses to talk to the upstream (its endpoint, signing,
+//!   the send loop).
+//! - `exchange`: one request to it and its answer (`UpRequest`, `UpBody`, `UpResponse`).
+//! - `pool`: its connections, kept alive per core, and opening new ones (TCP, TLS).
 //! - `h1`: its lean HTTP/1.1 connection for plain-http upstreams (io_uring, no hyper task).
 //! - `read`: GetObject / HeadObject: a hit is the ordinary local read (fast path included); a
 //!   miss fills from the upstream (whole objects, or aligned blocks of big ones for ranges).
@@ -23,11 +26,13 @@
 
 pub mod bigput;
 pub mod blocks;
+pub mod exchange;
 pub mod h1;
 pub mod hook;
 pub mod listcache;
 pub mod local;
 pub mod manifest;
+pub mod pool;
 pub mod read;
 pub mod route;
 pub mod stages;

@@ -19,6 +19,9 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
 
 import baleproc  # noqa: E402
+
+# rawhttp.py's checks (`same`) report their values on failure, as a test's asserts do.
+pytest.register_assert_rewrite("rawhttp")
 import sigv4  # noqa: E402
 
 EXTERNAL = os.environ.get("BALE_ENDPOINT")

@@ -16,10 +16,9 @@ import uuid
 
 import pytest
 
-import baleproc
 import sigv4
 from helpers import needs_own_bale, payload
-from test_http_front import Conn, _boto3, _same
+from rawhttp import Conn, one, own_bale, same, signed
 
 pytestmark = needs_own_bale
 
@@ -29,52 +28,20 @@ HYPER = {"TE": "trailers"}  # a header the front leaves to hyper, changing nothi
 
 @pytest.fixture(scope="module")
 def bale():
-    b = baleproc.Bale(cores=2, extra_args=["--idle-timeout-s", str(IDLE_TIMEOUT_S)])
-    b.start()
-    try:
-        c = _boto3(b)
-        bucket = "fput-" + uuid.uuid4().hex[:10]
-        c.create_bucket(Bucket=bucket)
-        b.bucket = bucket
-        b.s3 = c
-        yield b
-    finally:
-        code = b.stop()
-        log = b.log_tail(20000)
-        b.cleanup()
-        assert "panicked" not in log, log[-3000:]
-        assert code == 0, log[-3000:]
+    yield from own_bale(2, ["--idle-timeout-s", str(IDLE_TIMEOUT_S)], "fput-")
 
 
 def _put(b, key, body, headers=None, extra=None, payload_hash=None, bucket=None,
          secret=None, length=None, query=()):
     """A signed PUT (head and body bytes)."""
-    s = sigv4.Signer(b.access_key, secret or b.secret_key, b.region)
-    host = f"127.0.0.1:{b.port}"
     h = {"Content-Length": str(len(body) if length is None else length)}
     h.update(headers or {})
-    ph = payload_hash or sigv4.UNSIGNED
-    target, h, _ = s.sign_headers("PUT", host, f"/{bucket or b.bucket}/{key}", query=query,
-                                  headers=h, payload_hash=ph)
-    lines = [f"PUT {target} HTTP/1.1"] + [f"{k}: {v}" for k, v in h.items()]
-    lines += [f"{k}: {v}" for k, v in (extra or {}).items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+    return signed(b, "PUT", f"/{bucket or b.bucket}/{key}", h, extra, query=query,
+                  payload_hash=payload_hash or sigv4.UNSIGNED, body=body, secret=secret)
 
 
 def _get(b, key):
-    s = sigv4.Signer(b.access_key, b.secret_key, b.region)
-    target, h, _ = s.sign_headers("GET", f"127.0.0.1:{b.port}", f"/{b.bucket}/{key}")
-    return (f"GET {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items())
-            + "\r\n").encode()
-
-
-def _one(b, req):
-    c = Conn(b)
-    try:
-        c.send(req)
-        return c.response()
-    finally:
-        c.close()
+    return signed(b, "GET", f"/{b.bucket}/{key}")
 
 
 def _code(resp):
@@ -107,14 +74,14 @@ CASES = [
 @pytest.mark.parametrize("name,body,headers,ph,status,code", CASES, ids=[c[0] for c in CASES])
 def test_front_put_answers_as_hyper(bale, name, body, headers, ph, status, code):
     kf, kh = f"{name}-front", f"{name}-hyper"
-    front = _one(bale, _put(bale, kf, body, headers, payload_hash=ph))
-    hyper = _one(bale, _put(bale, kh, body, headers, payload_hash=ph, extra=HYPER))
+    front = one(bale, _put(bale, kf, body, headers, payload_hash=ph))
+    hyper = one(bale, _put(bale, kh, body, headers, payload_hash=ph, extra=HYPER))
     assert int(front[0].split()[1]) == status, front
     assert _code(front) == code
-    _same(front, hyper)
+    same(front, hyper)
     if status == 200:
         assert _hdr(front, "etag") == '"%s"' % hashlib.md5(body).hexdigest()
-        gf, gh = _one(bale, _get(bale, kf)), _one(bale, _get(bale, kh))
+        gf, gh = one(bale, _get(bale, kf)), one(bale, _get(bale, kh))
         assert gf[2] == body and gh[2] == body
         for h in ("etag", "content-type", "content-length", "x-amz-meta-color", "x-amz-meta-n"):
             assert _hdr(gf, h) == _hdr(gh, h), h
@@ -122,24 +89,24 @@ def test_front_put_answers_as_hyper(bale, name, body, headers, ph, status, code)
             assert _hdr(gf, "content-type") == "text/plain"
             assert _hdr(gf, "x-amz-meta-color") == "blue"
     else:
-        gf = _one(bale, _get(bale, kf))
+        gf = one(bale, _get(bale, kf))
         assert gf[0].split()[1] == "404"  # nothing stored
 
 
 def test_missing_bucket_as_hyper(bale):
     nb = "nob-" + uuid.uuid4().hex[:8]
-    front = _one(bale, _put(bale, "k", BODY, bucket=nb))
-    hyper = _one(bale, _put(bale, "k", BODY, bucket=nb, extra=HYPER))
+    front = one(bale, _put(bale, "k", BODY, bucket=nb))
+    hyper = one(bale, _put(bale, "k", BODY, bucket=nb, extra=HYPER))
     assert front[0].split()[1] == "404" and _code(front) == "NoSuchBucket"
-    _same(front, hyper)
+    same(front, hyper)
 
 
 def test_bad_signature_403(bale):
-    front = _one(bale, _put(bale, "badsig", BODY, secret="not-the-secret"))
-    hyper = _one(bale, _put(bale, "badsig", BODY, secret="not-the-secret", extra=HYPER))
+    front = one(bale, _put(bale, "badsig", BODY, secret="not-the-secret"))
+    hyper = one(bale, _put(bale, "badsig", BODY, secret="not-the-secret", extra=HYPER))
     assert front[0].split()[1] == "403" and _code(front) == "SignatureDoesNotMatch"
     assert hyper[0].split()[1] == "403" and _code(hyper) == "SignatureDoesNotMatch"
-    assert _one(bale, _get(bale, "badsig"))[0].split()[1] == "404"
+    assert one(bale, _get(bale, "badsig"))[0].split()[1] == "404"
 
 
 def test_anonymous_put_refused_without_reading_the_body(bale):
@@ -170,7 +137,7 @@ def test_short_body_answers_incomplete_body(bale, route):
         assert c.closed(5)
     finally:
         c.close()
-    assert _one(bale, _get(bale, f"short-{route}"))[0].split()[1] == "404"
+    assert one(bale, _get(bale, f"short-{route}"))[0].split()[1] == "404"
 
 
 def test_stalled_body_cut_at_the_idle_timeout(bale):
@@ -188,14 +155,14 @@ def test_stalled_body_cut_at_the_idle_timeout(bale):
         assert IDLE_TIMEOUT_S - 0.5 < time.monotonic() - t0 < IDLE_TIMEOUT_S + 6
     finally:
         c.close()
-    assert _one(bale, _get(bale, "stalled"))[0].split()[1] == "404"
+    assert one(bale, _get(bale, "stalled"))[0].split()[1] == "404"
 
 
 @pytest.mark.parametrize("n", [1 << 20, (1 << 20) + 1, 3 << 20])
 def test_sizes_around_the_bound(bale, n):
     # Up to 1 MiB is the front's, more is handed to hyper: both store it.
     body = payload(n, seed=n % 251)
-    resp = _one(bale, _put(bale, f"size-{n}", body, payload_hash=sigv4.sha256_hex(body)))
+    resp = one(bale, _put(bale, f"size-{n}", body, payload_hash=sigv4.sha256_hex(body)))
     assert resp[0] == "HTTP/1.1 200 OK", resp
     assert _hdr(resp, "etag") == '"%s"' % hashlib.md5(body).hexdigest()
     got = bale.s3.get_object(Bucket=bale.bucket, Key=f"size-{n}")["Body"].read()
@@ -212,11 +179,7 @@ def test_pipelined_put_get_then_a_hyper_request(bale):
         assert [x[0] for x in r] == ["HTTP/1.1 200 OK"] * 4
         assert r[1][2] == b1 and r[3][2] == b2
         # a request only hyper serves (ListObjectsV2), on the same connection
-        s = sigv4.Signer(bale.access_key, bale.secret_key, bale.region)
-        target, h, _ = s.sign_headers("GET", f"127.0.0.1:{bale.port}", f"/{bale.bucket}",
-                                      query=[("list-type", "2"), ("prefix", "pipe-")])
-        c.send((f"GET {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items())
-                + "\r\n").encode())
+        c.send(signed(bale, "GET", f"/{bale.bucket}", query=[("list-type", "2"), ("prefix", "pipe-")]))
         lr = c.response()
         assert lr[0] == "HTTP/1.1 200 OK"
         assert b"<Key>pipe-1</Key>" in lr[2] and b"<Key>pipe-2</Key>" in lr[2]
@@ -247,11 +210,11 @@ def test_what_is_handed_over_still_works(bale):
     # Checksum headers, conditions and unusual headers are hyper's: served as before.
     body = payload(2048, seed=7)
     crc = sigv4.crc32_b64(body)
-    r = _one(bale, _put(bale, "ho-crc", body, {"x-amz-checksum-crc32": crc}))
+    r = one(bale, _put(bale, "ho-crc", body, {"x-amz-checksum-crc32": crc}))
     assert r[0] == "HTTP/1.1 200 OK" and _hdr(r, "x-amz-checksum-crc32") == crc
-    r = _one(bale, _put(bale, "ho-crc", body, {"If-None-Match": "*"}))
+    r = one(bale, _put(bale, "ho-crc", body, {"If-None-Match": "*"}))
     assert r[0].split()[1] == "412"
-    r = _one(bale, _put(bale, "ho-acl", body, {"x-amz-acl": "private"}))
+    r = one(bale, _put(bale, "ho-acl", body, {"x-amz-acl": "private"}))
     assert r[0].split()[1] in ("200", "400", "501")
-    r = _one(bale, _put(bale, "ho-q", body, query=[("x-id", "PutObject")]))
+    r = one(bale, _put(bale, "ho-q", body, query=[("x-id", "PutObject")]))
     assert r[0] == "HTTP/1.1 200 OK"

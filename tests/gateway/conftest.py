@@ -1,7 +1,10 @@
 """Fixtures for the gateway suite (issue 15): a real SeaweedFS (`weed server -s3`) as the
 upstream, a byte-counting TCP relay in front of it (to count what a gateway fetched and to
-take the upstream away: refuse connections, or accept and never answer), and bale gateways."""
+take the upstream away: refuse connections, or accept and never answer), and bale gateways.
+Helpers the tests share: `TinyServer` (the frame of the small HTTP upstreams some tests write
+for answers SeaweedFS does not send), `request_heads`, `shut_all` and `sha_of`."""
 
+import hashlib
 import json
 import os
 import random
@@ -225,12 +228,7 @@ class Relay:
     def _drop_all(self):
         with self.lock:
             conns, self.conns = self.conns, []
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            c.close()
+        shut_all(conns)
 
     def down(self):
         """Upstream gone: every connection cut, new ones refused."""
@@ -259,6 +257,87 @@ class Relay:
     def counts(self):
         with self.lock:
             return self.down_bytes, self.up_bytes
+
+
+def shut_all(conns):
+    """Shuts both directions of each socket (waking a thread blocked on it) and closes it."""
+    for c in conns:
+        try:
+            c.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        c.close()
+
+
+class TinyServer:
+    """A small HTTP server on 127.0.0.1, on a port of its own: one thread per connection runs
+    the subclass's `_serve(c)`. The connections it accepted are kept for `close_idle()`;
+    `stop()` closes the listening socket and them."""
+
+    def __init__(self, backlog):
+        self.conns = []
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(backlog)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def endpoint(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        raise NotImplementedError
+
+    def close_idle(self):
+        """Closes every connection (idle ones: the gateway's pool holds them)."""
+        with self.lock:
+            conns, self.conns = self.conns, []
+        shut_all(conns)
+
+    def stop(self):
+        self.sock.close()
+        self.close_idle()
+
+
+def request_heads(f):
+    """Yields (method, target, [(name, value)...]) of each request head read from the file `f`
+    (a socket's `makefile("rb")`) until the connection ends; the caller reads each body."""
+    while True:
+        line = f.readline()
+        if not line:
+            return
+        method, target, _ = line.decode().split(" ", 2)
+        headers = []
+        while True:
+            h = f.readline().decode()
+            if h in ("\r\n", "\n", ""):
+                break
+            k, v = h.split(":", 1)
+            headers.append((k.strip(), v.strip()))
+        yield method, target, headers
+
+
+def sha_of(stream):
+    """(SHA-256 hex, length) of what `stream.read` gives to its end."""
+    h = hashlib.sha256()
+    n = 0
+    for c in iter(lambda: stream.read(1 << 20), b""):
+        h.update(c)
+        n += len(c)
+    return h.hexdigest(), n
 
 
 @pytest.fixture(scope="session")

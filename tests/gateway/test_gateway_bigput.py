@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 
-from conftest import weed_bin  # noqa: F401  (skips the module when there is no weed)
+from conftest import sha_of, weed_bin  # noqa: F401  (skips the module when there is no weed)
 
 MiB = 1 << 20
 
@@ -99,15 +99,6 @@ def chunked_put(g, path, total, extra=None, at_bytes=None, on_bytes=None, seed=b
         s.close()
     status = int(text.split(" ")[1]) if text.startswith("HTTP/1.1 ") else 0
     return status, text, body
-
-
-def sha_of(stream):
-    h = hashlib.sha256()
-    n = 0
-    for c in iter(lambda: stream.read(MiB), b""):
-        h.update(c)
-        n += len(c)
-    return h.hexdigest(), n
 
 
 def uploads(weed, bucket):

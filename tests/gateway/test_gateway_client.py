@@ -10,64 +10,30 @@ in small chunks behind a `100 Continue` head, and which can close idle connectio
 
 import http.client
 import os
-import socket
-import threading
 import time
 import urllib.request
 
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import Gateway, free_port, weed_bin  # noqa: F401  (skips without weed)
+from conftest import Gateway, TinyServer, free_port, request_heads, weed_bin  # noqa: F401  (skips without weed)
 
 from baleproc import ROOT
 
 MiB = 1 << 20
 
 
-class Rechunker:
+class Rechunker(TinyServer):
     def __init__(self, target_port):
         self.target_port = target_port
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
         self.requests = 0
-        self.conns = []
         self.close_after_answer = False
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def endpoint(self):
-        return f"http://127.0.0.1:{self.port}"
-
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.conns.append(c)
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+        super().__init__(backlog=64)
 
     def _serve(self, c):
         f = c.makefile("rb")
         try:
-            while True:
-                line = f.readline()
-                if not line:
-                    return
-                method, target, _ = line.decode().split(" ", 2)
-                headers = []
-                while True:
-                    h = f.readline().decode()
-                    if h in ("\r\n", "\n", ""):
-                        break
-                    k, v = h.split(":", 1)
-                    headers.append((k.strip(), v.strip()))
+            for method, target, headers in request_heads(f):
                 n = int(next((v for k, v in headers if k.lower() == "content-length"), "0"))
                 body = f.read(n) if n else b""
                 up = http.client.HTTPConnection("127.0.0.1", self.target_port, timeout=30)
@@ -108,21 +74,6 @@ class Rechunker:
                 c.close()
             except OSError:
                 pass
-
-    def close_idle(self):
-        """Closes every connection (idle ones: the gateway's pool holds them)."""
-        with self.lock:
-            conns, self.conns = self.conns, []
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-                c.close()
-            except OSError:
-                pass
-
-    def stop(self):
-        self.sock.close()
-        self.close_idle()
 
 
 @pytest.fixture

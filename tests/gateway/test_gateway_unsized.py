@@ -11,13 +11,12 @@ SeaweedFS always sends lengths, so the upstream here is a tiny HTTP server that 
 import hashlib
 import http.client
 import socket
-import threading
 import urllib.parse
 import urllib.request
 
 import pytest
 
-from conftest import Gateway  # noqa: F401
+from conftest import Gateway, TinyServer, request_heads, sha_of  # noqa: F401
 
 MiB = 1 << 20
 CHUNK = 256 * 1024 + 3
@@ -44,43 +43,19 @@ def digest(key, total):
     return h.hexdigest()
 
 
-class ChunkedUpstream:
+class ChunkedUpstream(TinyServer):
     """Answers `GET /bucket/<key>` with 200, `Transfer-Encoding: chunked`, `sizes[key]` bytes;
     `cut[key]`: close after that many body bytes, without the final chunk. Anything else: 404."""
 
     def __init__(self, sizes, cut=None):
         self.sizes, self.cut = sizes, cut or {}
         self.gets = {}
-        self.lock = threading.Lock()
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def endpoint(self):
-        return f"http://127.0.0.1:{self.port}"
-
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+        super().__init__(backlog=16)
 
     def _serve(self, c):
         f = c.makefile("rb")
         try:
-            while True:
-                line = f.readline()
-                if not line:
-                    return
-                method, target, _ = line.decode().split(" ", 2)
-                while f.readline() not in (b"\r\n", b"\n", b""):
-                    pass
+            for method, target, _ in request_heads(f):
                 key = target.split("?")[0].split("/", 2)[-1]
                 if method != "GET" or key not in self.sizes:
                     c.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Type: application/xml\r\n"
@@ -107,24 +82,12 @@ class ChunkedUpstream:
         finally:
             c.close()
 
-    def stop(self):
-        self.sock.close()
-
 
 @pytest.fixture
 def upstream():
     u = ChunkedUpstream({"big": 70 * MiB + 11, "small": MiB + 5, "cut": 70 * MiB}, cut={"cut": 67 * MiB})
     yield u
     u.stop()
-
-
-def sha_of(stream):
-    h = hashlib.sha256()
-    n = 0
-    for c in iter(lambda: stream.read(MiB), b""):
-        h.update(c)
-        n += len(c)
-    return h.hexdigest(), n
 
 
 def test_unsized_answer_over_64_mib_passes_through_not_kept(upstream, gateway_factory):

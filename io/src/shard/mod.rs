@@ -5,12 +5,14 @@
 //! - `read`: reads of object data, CRC checks, the object and block cache.
 //! - `index`: the in-memory index: resolving extents, planning and applying changes, listing.
 //! - `space`: volumes and their space: allocation, the reserve, hole punching of dead records.
-//! - `commit`: the committer: requests, group commit, the journal, checkpoints.
+//! - `commit`: the committer: requests, group commit, the journal.
+//! - `checkpoint`: the committer's checkpoints: index snapshot, journal trim.
 //! - `compact`: compaction, scrubbing and the chunked index walk they and checkpoints share.
 //! - `writer`: `PutWriter`, streaming one object into its reserved span.
 
 mod apply;
 mod arena;
+mod checkpoint;
 mod commit;
 mod compact;
 mod extent;
