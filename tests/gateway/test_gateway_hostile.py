@@ -489,8 +489,10 @@ def read_until_closed(s, limit_s):
 def test_slow_clients_are_cut(front):
     """Slowloris heads (a byte every 300 ms) are closed at `--header-timeout-s 1`; a signed
     PUT whose body is dribbled (a byte every 300 ms, so the idle timer never fires) is cut by
-    the upstream timeout: 503 or a closed connection within T + slack, nothing stored; the
-    canary keeps answering."""
+    the upstream timeout (the upstream request, body included, runs under T), its slot given
+    back at once, and the rest of its body drained for at most 5 s (`http::MAX_DRAIN_MS`,
+    so that a client that does read its answer sees it) before the 503 and the close: bound
+    T + 5 s; nothing stored; the canary keeps answering."""
     g, r, b = front
     rc = raw_client(g)
     with Canary(g, b, "canary", blob("canary", 4096)) as can:
@@ -508,7 +510,7 @@ def test_slow_clients_are_cut(front):
         t0 = time.monotonic()
         put_closed = None
         got = b""
-        while time.monotonic() - t0 < 6:
+        while time.monotonic() - t0 < T + 5 + SLACK + 0.5:
             for s in loris:
                 try:
                     s.send(b"X")
@@ -532,8 +534,9 @@ def test_slow_clients_are_cut(front):
             assert closed, "a slowloris head was kept open past --header-timeout-s 1 (+5 s)"
             s.close()
     can.check("slowloris")
-    assert put_closed is not None and put_closed < T + 2 * SLACK, f"dribbled PUT not cut: {put_closed} {got[:100]!r}"
-    assert got == b"" or got.startswith(b"HTTP/1.1 503") or got.startswith(b"HTTP/1.1 400"), got[:200]
+    print(f"dribbled PUT answered after {put_closed:.2f}s: {got[:40]!r}")
+    assert put_closed is not None and put_closed < T + 5 + SLACK, f"dribbled PUT not cut: {put_closed} {got[:100]!r}"
+    assert got.startswith(b"HTTP/1.1 503") and b"<Code>ServiceUnavailable</Code>" in got, got[:300]
     p.close()
     with pytest.raises(Exception) as e:
         g.client().head_object(Bucket=b, Key="dribbled")
@@ -576,6 +579,60 @@ def test_concurrent_misses_are_bounded(front, weed):
     assert grew < 80 * MiB, f"RSS grew {grew >> 20} MiB"
     for k in slow[:4]:
         assert g.client().get_object(Bucket=b, Key=k)["Body"].read() == blob(k, 2 * MiB)
+
+
+def test_fills_outliving_their_clients_are_bounded(front, weed):
+    """Hit and run: 40 clients each start a miss of a distinct 4 MiB key (served while it
+    arrives) and leave as soon as the 200 head came. Each fill goes on alone (by design), so
+    the request slots no longer bound them: `max_fills_per_core` (here 16, from
+    `--max-inflight-per-core 16`) does. At most 16 upstream connections are opened, the
+    misses past it are 503 SlowDown before any upstream request, the canary hit keeps
+    answering, and the fills that ran commit whole."""
+    g, r, b = front
+    wc = weed.client()
+    keys = [f"run-{i}" for i in range(40)]
+    for k in keys:
+        wc.put_object(Bucket=b, Key=k, Body=blob(k, 4 * MiB))
+    r.rate_bytes_per_s = 4 * MiB  # per connection: each fill takes ~1 s alone
+    conns0 = len(r.conns) // 2
+    rss0 = g.rss()
+    rc = raw_client(g)
+    heads = {}
+    with Canary(g, b, "canary", blob("canary", 4096)) as can:
+        for k in keys:
+            target, h, _ = rc.signer.sign_headers("GET", rc.hostport, f"/{b}/{k}", (), {}, sigv4_empty())
+            s = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+            s.sendall((f"GET {target} HTTP/1.1\r\n" + "".join(f"{a}: {v}\r\n" for a, v in h.items())
+                       + "\r\n").encode())
+            s.settimeout(5)
+            heads[k] = s.recv(4096)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            s.close()
+        opened = len(r.conns) // 2 - conns0
+        grew = g.rss() - rss0
+        time.sleep(1.5)  # the fills that started finish alone
+    r.rate_bytes_per_s = None
+    can.check("hit-and-run misses")
+    started = [k for k, h in heads.items() if h.startswith(b"HTTP/1.1 200")]
+    refused = [k for k, h in heads.items() if h.startswith(b"HTTP/1.1 503") and b"<Code>SlowDown</Code>" in h]
+    print(f"hit and run: {len(started)} fills started, {len(refused)} refused, {opened} upstream "
+          f"connections, RSS +{grew >> 20} MiB")
+    assert len(started) + len(refused) == 40, {k: h[:300] for k, h in heads.items()}
+    assert 1 <= len(started) <= 16 + 1, f"{len(started)} fills ran at once on one core"
+    assert opened <= 16 + 2, f"{opened} upstream connections for 16 fills"
+    assert grew < 64 * MiB, f"RSS grew {grew >> 20} MiB"
+    r.down()  # what the fills kept is whole, served with the upstream gone
+    deadline = time.monotonic() + 10
+    for k in started[:3]:
+        while True:
+            try:
+                assert g.client().get_object(Bucket=b, Key=k)["Body"].read() == blob(k, 4 * MiB)
+                break
+            except AssertionError:
+                raise
+            except Exception:  # noqa: BLE001 - still filling
+                assert time.monotonic() < deadline, f"{k} never committed"
+                time.sleep(0.2)
 
 
 @pytest.mark.parametrize("size", [600 * KiB, 6 * MiB])
