@@ -691,6 +691,40 @@ mod tests {
     }
 
     #[test]
+    fn unasked_bytes_on_a_kept_alive_connection_are_never_an_answer() {
+        // An answer longer than its Content-Length: the extra bytes, shaped as an answer,
+        // arrive after the announced body was read. The next request must not take them.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let t = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut b = [0u8; 4096];
+            let _ = s.read(&mut b).unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL")
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        });
+        run(async move {
+            let mut c = Conn::connect(addr).await.unwrap();
+            c.send_head(b"GET /a HTTP/1.1\r\n\r\n".to_vec(), None)
+                .await
+                .0
+                .unwrap();
+            let mut h = c.read_head(false).await.unwrap();
+            assert_eq!(body(&mut c, &mut h.framing).await.unwrap(), b"hello");
+            assert!(c.reusable()); // nothing extra had arrived yet
+            monoio::time::sleep(std::time::Duration::from_millis(150)).await;
+            let (r, _) = c.send_head(b"GET /b HTTP/1.1\r\n\r\n".to_vec(), None).await;
+            assert_eq!(r.unwrap_err().kind(), io::ErrorKind::ConnectionAborted);
+            assert_eq!(c.received_bytes, 0); // a GET is sent again on a new connection
+        });
+        t.join().unwrap();
+    }
+
+    #[test]
     fn closed_before_the_head_is_an_error_with_nothing_received() {
         let (addr, t) = serve(vec![None]);
         run(async move {

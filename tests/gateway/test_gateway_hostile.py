@@ -287,7 +287,7 @@ class Canary:
         assert not self.fail, f"canary failed during {what}: {self.fail[:3]}"
         assert len(self.lat) >= 5, f"canary made only {len(self.lat)} requests during {what}"
         worst = max(self.lat)
-        assert worst < 1.0, f"canary took {worst:.2f}s during {what}"
+        assert worst < 1.5, f"canary took {worst:.2f}s during {what}"
         return statistics.median(self.lat), worst
 
 
@@ -359,12 +359,13 @@ def test_hostile_upstream(hostile, mode):
     bound = T + SLACK
     for k, (what, s) in out.items():
         assert s < bound, f"{mode} {k}: answered after {s:.2f}s (bound {bound}s): {what}"
-        if mode == "too_long" and k != "put":
-            continue  # the announced bytes were right; checked below
+        if mode == "too_long":
+            # The announced bytes were right (checked below). Its PUT answer is a 200 with a
+            # body of spaces, relayed as is: botocore turns a 200 PutObject with a body it
+            # cannot parse into a 500 of its own (`handle_200_error`): not the gateway's.
+            continue
         if k == "get_big" and what == ("cut", what[1] if isinstance(what, tuple) else None):
             continue  # the 200 head left before the body failed: the connection is cut
-        if k == "put" and mode == "too_long":
-            continue
         if k == "head" and mode in ("head_only", "dribble_body", "ten_gib", "too_long"):
             # A HEAD's answer is its head, and these heads arrived whole.
             assert what == (10 << 30 if mode == "ten_gib" else BIG), f"{mode} {k}: {what}"
