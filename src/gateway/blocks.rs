@@ -56,7 +56,7 @@ pub(super) async fn ensure_blocks(
             idx += 1;
             continue;
         }
-        let Ok(lead) = local::flight(format!("{b}\0{bk}")).await else {
+        let Some(lead) = local::flight(format!("{b}\0{bk}")).await? else {
             continue; // someone fetched it meanwhile: look again
         };
         if shard.get(b, &bk).is_some() {
@@ -276,7 +276,7 @@ pub(super) async fn probe(
     last_byte: u64,
 ) -> S3Result<Option<(Manifest, HashMap<u64, Bytes>)>> {
     let bs = gw.cfg.block_bytes;
-    let Ok(lead) = local::flight(format!("{b}\0{k}\0probe")).await else {
+    let Some(lead) = local::flight(format!("{b}\0{k}\0probe")).await? else {
         return Ok(None);
     };
     if manifest::of(b, k, gw).is_some() || shard.get(b, k).is_some() {

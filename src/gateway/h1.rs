@@ -11,6 +11,7 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use monoio::buf::{IoBuf, IoBufMut};
@@ -29,6 +30,17 @@ const MAX_HEADERS: usize = 96;
 const MAX_LINE_BYTES: usize = 4096;
 /// Request bodies at most this long are written in one write with the head, bytes.
 const INLINE_BODY_BYTES: usize = 16 * 1024;
+/// The slowest average an answer's body may arrive at, bytes per second of waiting on the
+/// upstream: a body read may wait, in all, at most the upstream timeout plus its bytes at this
+/// rate. Each read is also cut by the per-chunk timeout (the caller's); this bounds the TOTAL
+/// time of an upstream that dribbles (a byte every 200 ms resets any per-read timer: without
+/// this, a 1 MiB body would hold its request for 58 hours). The time counted is the time spent
+/// in [`Conn::next_body`], i.e. waiting for the upstream, never the time the caller takes
+/// between reads (a slow client or disk sets the pace of a streamed fill, not the upstream).
+pub(super) const MIN_BODY_BYTES_PER_S: u64 = 64 * 1024;
+/// The grace of that bound when no gateway is installed (unit tests), otherwise the upstream
+/// timeout (`--upstream-timeout-ms`).
+const DEFAULT_BODY_GRACE: Duration = Duration::from_secs(5);
 
 fn bad(msg: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
@@ -48,6 +60,10 @@ pub(super) struct Conn {
     pub(super) received_bytes: u64,
     /// Requests written on this connection.
     pub(super) requests: u64,
+    /// Time spent waiting in [`Conn::next_body`] for the current answer's body, and the body
+    /// bytes it handed out ([`MIN_BODY_BYTES_PER_S`]).
+    body_waited: Duration,
+    body_bytes: u64,
 }
 
 /// How the answer's body is delimited, and how far it was read.
@@ -94,6 +110,8 @@ impl Conn {
             busy: false,
             received_bytes: 0,
             requests: 0,
+            body_waited: Duration::ZERO,
+            body_bytes: 0,
         })
     }
 
@@ -205,6 +223,20 @@ impl Conn {
         body: Option<Bytes>,
     ) -> (io::Result<()>, Vec<u8>) {
         self.received_bytes = 0;
+        // A kept-alive connection must be silent between answers: bytes there (an answer
+        // longer than its Content-Length whose extra bytes came after it was read, or shaped
+        // as an answer to smuggle one) would be read as the answer to THIS request, and a
+        // fill would keep them under this request's key. One non-blocking peek; the caller
+        // sends a GET/HEAD again on a new connection (nothing was received on this one).
+        if self.requests > 0 && self.closed_while_idle() {
+            return (
+                Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "pooled upstream connection closed, or has unasked bytes",
+                )),
+                head,
+            );
+        }
         self.requests += 1;
         let head_len = head.len();
         match body {
@@ -233,6 +265,8 @@ impl Conn {
     /// Reads the answer's head (1xx heads skipped). `is_head`: the request was a HEAD (no
     /// body whatever the head says).
     pub(super) async fn read_head(&mut self, is_head: bool) -> io::Result<Head> {
+        self.body_waited = Duration::ZERO;
+        self.body_bytes = 0;
         loop {
             let parsed = {
                 let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -269,6 +303,32 @@ impl Conn {
     /// The next piece of the body; `Ok(None)` at its end. Bytes already buffered are copied
     /// out; a `Content-Length` body's later bytes are read straight into the chunk handed out.
     pub(super) async fn next_body(&mut self, f: &mut Framing) -> io::Result<Option<Bytes>> {
+        let started = Instant::now();
+        let r = self.next_body_inner(f).await;
+        self.body_waited += started.elapsed();
+        if let Ok(Some(b)) = &r {
+            self.body_bytes += b.len() as u64;
+        }
+        if r.is_ok() && *f != Framing::Done {
+            let grace = super::get().map_or(DEFAULT_BODY_GRACE, |g| g.cfg.timeout);
+            let allowed = grace
+                + Duration::from_secs_f64(self.body_bytes as f64 / MIN_BODY_BYTES_PER_S as f64);
+            if self.body_waited > allowed {
+                self.busy = true; // never reused: the rest of the body is unread
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "upstream body slower than {MIN_BODY_BYTES_PER_S} bytes/s: {} bytes in {} ms of waiting",
+                        self.body_bytes,
+                        self.body_waited.as_millis()
+                    ),
+                ));
+            }
+        }
+        r
+    }
+
+    async fn next_body_inner(&mut self, f: &mut Framing) -> io::Result<Option<Bytes>> {
         loop {
             match f {
                 Framing::Done => return Ok(None),
@@ -626,6 +686,40 @@ mod tests {
             assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
             assert_ne!(h.framing, Framing::Done);
             assert_eq!(c.requests, 4);
+        });
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn unasked_bytes_on_a_kept_alive_connection_are_never_an_answer() {
+        // An answer longer than its Content-Length: the extra bytes, shaped as an answer,
+        // arrive after the announced body was read. The next request must not take them.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let t = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut b = [0u8; 4096];
+            let _ = s.read(&mut b).unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL")
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        });
+        run(async move {
+            let mut c = Conn::connect(addr).await.unwrap();
+            c.send_head(b"GET /a HTTP/1.1\r\n\r\n".to_vec(), None)
+                .await
+                .0
+                .unwrap();
+            let mut h = c.read_head(false).await.unwrap();
+            assert_eq!(body(&mut c, &mut h.framing).await.unwrap(), b"hello");
+            assert!(c.reusable()); // nothing extra had arrived yet
+            monoio::time::sleep(std::time::Duration::from_millis(150)).await;
+            let (r, _) = c.send_head(b"GET /b HTTP/1.1\r\n\r\n".to_vec(), None).await;
+            assert_eq!(r.unwrap_err().kind(), io::ErrorKind::ConnectionAborted);
+            assert_eq!(c.received_bytes, 0); // a GET is sent again on a new connection
         });
         t.join().unwrap();
     }

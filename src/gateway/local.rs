@@ -88,42 +88,114 @@ pub fn block_key_into(out: &mut String, key: &str, etag_hash: u64, block_bytes: 
 
 thread_local! {
     static FLIGHTS: RefCell<HashMap<String, Vec<oneshot::Sender<()>>>> = RefCell::new(HashMap::new());
+    /// Fills of this core that may hold an upstream connection and their bytes in memory:
+    /// leads of a flight, and unsized answers passed through ([`FillSlot`]).
+    static FILLS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Most fills a core runs at once when no gateway is installed (unit tests); otherwise
+/// `GatewayConfig::max_fills_per_core`.
+const DEFAULT_MAX_FILLS: usize = 64;
+
+/// One of the core's fills (counted until dropped): an upstream read of an object's bytes
+/// that may outlive the request that started it (a fill served while it arrives goes on when
+/// its client left; a small fill commits in the background).
+pub struct FillSlot(());
+
+impl FillSlot {
+    fn take() -> Option<FillSlot> {
+        let max = super::get().map_or(DEFAULT_MAX_FILLS, |g| g.cfg.max_fills_per_core);
+        FILLS.with(|n| {
+            if n.get() >= max {
+                None
+            } else {
+                n.set(n.get() + 1);
+                Some(FillSlot(()))
+            }
+        })
+    }
+}
+
+impl Drop for FillSlot {
+    fn drop(&mut self) {
+        FILLS.with(|n| n.set(n.get() - 1));
+    }
+}
+
+/// Fills running on this core now.
+pub fn fills() -> usize {
+    FILLS.with(|n| n.get())
 }
 
 /// Leading a fill: waiters are woken when this is dropped.
-pub struct Lead(String);
+pub struct Lead {
+    id: String,
+    slot: Option<FillSlot>,
+}
+
+impl Lead {
+    /// Ends the flight (waiters look again now) but keeps the fill counted: an answer passed
+    /// through without being kept still holds its upstream connection.
+    pub fn into_slot(mut self) -> FillSlot {
+        self.slot
+            .take()
+            .expect("a lead holds its slot until dropped")
+    }
+}
 
 impl Drop for Lead {
     fn drop(&mut self) {
-        let waiters = FLIGHTS.with(|f| f.borrow_mut().remove(&self.0));
+        let waiters = FLIGHTS.with(|f| f.borrow_mut().remove(&self.id));
         for w in waiters.into_iter().flatten() {
             let _ = w.send(());
         }
     }
 }
 
-/// Joins the flight for `id` on this core: `Ok(Lead)` when nobody fetches it now (the caller
-/// does), otherwise waits for the one who does and returns `Err(())` (look again).
-pub async fn flight(id: String) -> Result<Lead, ()> {
-    let rx = FLIGHTS.with(|f| {
+/// Joins the flight for `id` on this core: `Ok(Some(Lead))` when nobody fetches it now (the
+/// caller does), otherwise waits for the one who does and returns `Ok(None)` (look again).
+/// A core that runs `max_fills_per_core` fills already refuses to start another:
+/// 503 `SlowDown`, before any upstream request (this bounds the upstream connections and the
+/// memory of the core's misses; waiters hold neither).
+pub async fn flight(id: String) -> s3s::S3Result<Option<Lead>> {
+    enum Joined {
+        Lead(FillSlot),
+        Wait(oneshot::Receiver<()>),
+        Full,
+    }
+    let joined = FLIGHTS.with(|f| {
         let mut f = f.borrow_mut();
-        match f.get_mut(&id) {
-            Some(v) => {
-                let (tx, rx) = oneshot::channel();
-                v.push(tx);
-                Some(rx)
-            }
-            None => {
+        if let Some(v) = f.get_mut(&id) {
+            let (tx, rx) = oneshot::channel();
+            v.push(tx);
+            return Joined::Wait(rx);
+        }
+        match FillSlot::take() {
+            Some(slot) => {
                 f.insert(id.clone(), Vec::new());
-                None
+                Joined::Lead(slot)
             }
+            None => Joined::Full,
         }
     });
-    match rx {
-        None => Ok(Lead(id)),
-        Some(rx) => {
+    match joined {
+        Joined::Lead(slot) => Ok(Some(Lead {
+            id,
+            slot: Some(slot),
+        })),
+        Joined::Wait(rx) => {
             let _ = rx.await;
-            Err(())
+            Ok(None)
+        }
+        Joined::Full => {
+            tracing::warn!(
+                fills = fills(),
+                "gateway: this core runs its most fills at once; a miss answered 503 SlowDown"
+            );
+            Err(s3s::s3_error!(
+                SlowDown,
+                "Please reduce your request rate: this core runs its most gateway fills at once."
+            ))
         }
     }
 }

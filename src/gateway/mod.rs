@@ -87,7 +87,15 @@ pub struct GatewayConfig {
     pub capacity_bytes: u64,
     /// The same bound per shard (each shard evicts its own oldest entries).
     pub shard_capacity_bytes: u64,
+    /// Most fills (upstream reads of object bytes, each with its connection and at most
+    /// 64 MiB in memory) a core runs at once; past it a miss is 503 `SlowDown` before any
+    /// upstream request: `--max-inflight-per-core`, at most [`MAX_FILLS_PER_CORE`].
+    pub max_fills_per_core: usize,
 }
+
+/// Upper bound of `GatewayConfig::max_fills_per_core` (docs/gateway.md, "Limits under
+/// attack").
+pub const MAX_FILLS_PER_CORE: usize = 64;
 
 impl GatewayConfig {
     pub fn from_args(a: &ServeArgs) -> Result<GatewayConfig, String> {
@@ -113,6 +121,7 @@ impl GatewayConfig {
             list_cache: Duration::from_millis(a.list_cache_ms),
             capacity_bytes: (a.cache_capacity_gb * (1u64 << 30) as f64) as u64,
             shard_capacity_bytes: 0,
+            max_fills_per_core: a.max_inflight_per_core.clamp(1, MAX_FILLS_PER_CORE),
         })
     }
 }

@@ -287,7 +287,7 @@ async fn prepare_on_owner(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Resul
         if a.range.is_none() && a.want_body {
             // A whole-object miss: fetch it whole, once.
             let waited = Instant::now();
-            let Ok(lead) = local::flight(format!("{b}\0{k}")).await else {
+            let Some(lead) = local::flight(format!("{b}\0{k}")).await? else {
                 continue;
             };
             stages::since(Stage::Flight, waited);
@@ -383,10 +383,10 @@ async fn prepare_on_owner(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Resul
                 // No length, and longer than the gateway reads into memory: passed through,
                 // not kept (a local entry needs its length up front). The flight goes now:
                 // a concurrent reader fetches for itself rather than wait for nothing.
-                drop(lead);
+                let slot = lead.into_slot();
                 let m = manifest_of_answer(&resp, 0);
                 check_read(&a.cond, &m.meta.view(), m.mtime_ms)?;
-                let body = stream::pass(resp, gw.up.timeout, a.bucket.clone());
+                let body = stream::pass(resp, gw.up.timeout, a.bucket.clone(), slot);
                 return Ok(Prep::Pass {
                     m: Box::new(m),
                     body,
@@ -436,7 +436,7 @@ async fn prepare_on_owner(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Resul
         // HEAD, or a ranged GET: what is the object?
         let m = head_manifest(&gw, b, k).await?;
         if m.size <= gw.cfg.block_bytes && a.want_body {
-            let Ok(_lead) = local::flight(format!("{b}\0{k}")).await else {
+            let Some(_lead) = local::flight(format!("{b}\0{k}")).await? else {
                 continue;
             };
             if shard.get(b, k).is_some() {
@@ -476,7 +476,7 @@ async fn prepare_on_owner(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Resul
         };
         if e - s > MAX_BLOCK_RANGE_BYTES {
             // A long range of a big object: fill it whole (one stream), then serve locally.
-            let Ok(_lead) = local::flight(format!("{b}\0{k}")).await else {
+            let Some(_lead) = local::flight(format!("{b}\0{k}")).await? else {
                 continue;
             };
             let req = UpRequest::new(http::Method::GET, Some(b), Some(k))

@@ -210,12 +210,18 @@ impl s3s::stream::ByteStream for UnsizedBody {
 /// per-chunk timeout cuts it (no final chunk: never a complete-looking answer). A client
 /// that leaves, or takes no chunk within `client_timeout`, ends the transfer (the upstream
 /// connection is dropped, not reused).
-pub fn pass(mut resp: UpResponse, client_timeout: Duration, bucket: String) -> StreamingBlob {
+pub fn pass(
+    mut resp: UpResponse,
+    client_timeout: Duration,
+    bucket: String,
+    slot: local::FillSlot,
+) -> StreamingBlob {
     let (tx, rx) = mpsc::channel(STREAM_CHANNEL_CHUNKS);
     let complete = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let done = complete.clone();
     let request_id = crate::logging::current_request_id();
     monoio::spawn(crate::logging::with_request_id(request_id, async move {
+        let _slot = slot; // counted among the core's fills until the answer ends
         let mut client = Some(tx);
         let mut sent_bytes = 0u64;
         loop {
