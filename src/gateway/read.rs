@@ -46,6 +46,10 @@ use crate::s3::{error, BaleS3};
 pub(super) const MAX_BLOCK_RANGE_BYTES: u64 = 64 << 20;
 /// Largest upstream error body read, bytes.
 pub(super) const MAX_ERROR_BODY: usize = 64 << 10;
+/// Sent as `x-amz-checksum-mode` on the upstream requests that learn an object (whole fills,
+/// HEADs, first ranged GETs): the upstream's `x-amz-checksum-*` land in the local entry's
+/// metadata and are served again to clients that ask, as plain bale serves its own.
+pub(super) const CHECKSUM_MODE_ENABLED: &str = "ENABLED";
 
 /// The S3 handlers of gateway mode: GET and HEAD of objects (everything else is the custom
 /// route, `super::route`).
@@ -242,7 +246,10 @@ async fn head_manifest(gw: &Arc<Gateway>, b: &str, k: &str) -> S3Result<Manifest
     }
     let mut resp = gw
         .up
-        .send(UpRequest::new(http::Method::HEAD, Some(b), Some(k)))
+        .send(
+            UpRequest::new(http::Method::HEAD, Some(b), Some(k))
+                .header("x-amz-checksum-mode", CHECKSUM_MODE_ENABLED),
+        )
         .await
         .map_err(|e| unavailable(&e))?;
     if !ok(&resp) {
@@ -294,7 +301,8 @@ async fn prepare_on_owner(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Resul
             if shard.get(b, k).is_some() {
                 continue;
             }
-            let mut req = UpRequest::new(http::Method::GET, Some(b), Some(k));
+            let mut req = UpRequest::new(http::Method::GET, Some(b), Some(k))
+                .header("x-amz-checksum-mode", CHECKSUM_MODE_ENABLED);
             req.stream_unsized = a.plain;
             let mut resp = gw.up.send(req).await.map_err(|e| unavailable(&e))?;
             if !ok(&resp) {
@@ -443,7 +451,8 @@ async fn prepare_on_owner(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Resul
                 continue;
             }
             let req = UpRequest::new(http::Method::GET, Some(b), Some(k))
-                .header("if-match", format!("\"{}\"", m.etag));
+                .header("if-match", format!("\"{}\"", m.etag))
+                .header("x-amz-checksum-mode", CHECKSUM_MODE_ENABLED);
             let mut resp = gw.up.send(req).await.map_err(|e| unavailable(&e))?;
             if resp.status == http::StatusCode::PRECONDITION_FAILED {
                 let _ = resp.collect(MAX_ERROR_BODY).await;
@@ -480,7 +489,8 @@ async fn prepare_on_owner(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Resul
                 continue;
             };
             let req = UpRequest::new(http::Method::GET, Some(b), Some(k))
-                .header("if-match", format!("\"{}\"", m.etag));
+                .header("if-match", format!("\"{}\"", m.etag))
+                .header("x-amz-checksum-mode", CHECKSUM_MODE_ENABLED);
             let mut resp = gw.up.send(req).await.map_err(|e| unavailable(&e))?;
             if !ok(&resp) {
                 manifest::forget_all(&shard, b, k).await;
@@ -567,6 +577,151 @@ macro_rules! conds_and_range {
 impl S3 for GatewayS3 {
     async fn get_object(
         &self,
+        mut req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        let part = match req.input.part_number {
+            Some(pn) => Some(
+                self.part_as_range(
+                    &req.input.bucket,
+                    &req.input.key,
+                    pn,
+                    req.input.range.is_some(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        if let Some(p) = &part {
+            req.input.part_number = None;
+            req.input.range = p.range;
+        }
+        let mut resp = self.get_object_inner(req).await?;
+        if let Some(p) = &part {
+            p.headers(&mut resp.headers);
+        }
+        Ok(resp)
+    }
+
+    async fn head_object(
+        &self,
+        mut req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        let part = match req.input.part_number {
+            Some(pn) => Some(
+                self.part_as_range(
+                    &req.input.bucket,
+                    &req.input.key,
+                    pn,
+                    req.input.range.is_some(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        if let Some(p) = &part {
+            req.input.part_number = None;
+            req.input.range = p.range;
+        }
+        let mut resp = self.head_object_inner(req).await?;
+        if let Some(p) = &part {
+            p.headers(&mut resp.headers);
+            if p.range.is_some() {
+                resp.status = Some(http::StatusCode::PARTIAL_CONTENT); // as the upstream and S3 answer
+            }
+        }
+        Ok(resp)
+    }
+}
+
+/// Where part `partNumber` of an object lies, as the upstream told (`GatewayS3::part_as_range`).
+struct PartSpan {
+    /// The part's bytes; `None`: the whole object (the upstream answered 200).
+    range: Option<Range>,
+    parts_count: Option<u32>,
+}
+
+impl PartSpan {
+    fn headers(&self, h: &mut http::HeaderMap) {
+        if let Some(n) = self.parts_count {
+            h.insert("x-amz-mp-parts-count", http::HeaderValue::from(n));
+        }
+    }
+}
+
+impl GatewayS3 {
+    /// GET / HEAD with `?partNumber=N`: a local entry (a fill, or a PUT's body) knows no part
+    /// layout, so the upstream is asked where the part lies (`HEAD ?partNumber=N`: its
+    /// Content-Range and `x-amz-mp-parts-count`) and the part is then served as that byte
+    /// range, hit or miss. Checked first as plain bale checks it (`crate::s3::get`).
+    async fn part_as_range(
+        &self,
+        b: &str,
+        k: &str,
+        pn: i32,
+        has_range: bool,
+    ) -> S3Result<PartSpan> {
+        if has_range {
+            return Err(s3_error!(
+                InvalidRequest,
+                "Cannot specify both Range header and partNumber query parameter"
+            ));
+        }
+        if !(1..=crate::s3::limits::MAX_PART_NUMBER).contains(&pn) {
+            return Err(s3_error!(
+                InvalidArgument,
+                "Part number must be an integer between 1 and 10000, inclusive"
+            ));
+        }
+        let (b, k) = (b.to_string(), k.to_string());
+        let gw = self.gw.clone();
+        // On the key's owner core, where the upstream client's pool lives for this key.
+        self.inner
+            .shard_of(&b, &k)
+            .run(move |_shard| async move {
+                let mut req = UpRequest::new(http::Method::HEAD, Some(&b), Some(&k));
+                req.query = vec![("partNumber".to_string(), pn.to_string())];
+                let mut resp = gw.up.send(req).await.map_err(|e| unavailable(&e))?;
+                if resp.status == http::StatusCode::RANGE_NOT_SATISFIABLE {
+                    return Err(s3_error!(
+                        InvalidPart,
+                        "The requested partnumber is not satisfiable"
+                    ));
+                }
+                if !ok(&resp) {
+                    return Err(upstream_error(&mut resp).await);
+                }
+                let parts_count = resp
+                    .header("x-amz-mp-parts-count")
+                    .and_then(|v| v.trim().parse().ok());
+                let range = match resp.header("content-range") {
+                    None => None,
+                    Some(cr) => {
+                        let span = cr
+                            .trim()
+                            .strip_prefix("bytes ")
+                            .and_then(|r| r.split_once('/'))
+                            .and_then(|(r, _)| r.split_once('-'))
+                            .and_then(|(a, z)| Some((a.parse::<u64>().ok()?, z.parse::<u64>().ok()?)))
+                            .filter(|(a, z)| a <= z)
+                            .ok_or_else(|| {
+                                s3_error!(
+                                    ServiceUnavailable,
+                                    "upstream answered partNumber with a Content-Range the gateway cannot read"
+                                )
+                            })?;
+                        Some(Range::Int {
+                            first: span.0,
+                            last: Some(span.1),
+                        })
+                    }
+                };
+                Ok(PartSpan { range, parts_count })
+            })
+            .await
+    }
+
+    async fn get_object_inner(
+        &self,
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let i = &req.input;
@@ -602,7 +757,7 @@ impl S3 for GatewayS3 {
         }
     }
 
-    async fn head_object(
+    async fn head_object_inner(
         &self,
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {

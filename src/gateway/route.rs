@@ -31,7 +31,7 @@ use super::manifest;
 use super::read::unavailable;
 use super::upstream::{Tee, UpBody, UpRequest};
 use super::Gateway;
-use crate::s3::BaleS3;
+use crate::s3::{error, BaleS3};
 
 /// PUT bodies up to this size are kept locally after the upstream acknowledged them (larger
 /// ones are filled on first read).
@@ -99,6 +99,23 @@ fn query_pairs(q: Option<&str>) -> Option<Vec<(String, String)>> {
         out.push((percent_decode(k)?, percent_decode(v)?));
     }
     Some(out)
+}
+
+/// Query parameters of a presigned URL's signature (SigV4, and SigV2's).
+fn is_presign_param(k: &str) -> bool {
+    matches!(
+        k,
+        "X-Amz-Algorithm"
+            | "X-Amz-Credential"
+            | "X-Amz-Date"
+            | "X-Amz-Expires"
+            | "X-Amz-SignedHeaders"
+            | "X-Amz-Signature"
+            | "X-Amz-Security-Token"
+            | "AWSAccessKeyId"
+            | "Signature"
+            | "Expires"
+    )
 }
 
 /// Request headers passed upstream: content headers, conditions, ranges and `x-amz-*`
@@ -252,11 +269,77 @@ async fn collect_body(mut body: Body, limit: usize) -> S3Result<Bytes> {
     Ok(out.freeze())
 }
 
-async fn relay(s: BaleS3, gw: Arc<Gateway>, req: S3Request<Body>) -> S3Result<S3Response<Body>> {
+/// Largest body with an `x-amz-trailer` checksum the gateway relays (read whole to check the
+/// trailer before the upstream sees the body), bytes.
+pub const MAX_TRAILER_BODY: u64 = KEEP_PUT_BYTES;
+
+/// Reads a PutObject / UploadPart body announced with `x-amz-trailer: x-amz-checksum-<algo>`
+/// whole, checks its length, `Content-MD5` and the trailer's checksum (as plain bale does,
+/// `crate::s3::ingest`), and returns it with (algo, base64 checksum).
+async fn read_with_trailer(
+    body: Body,
+    headers: &HeaderMap,
+    content_length: Option<u64>,
+    trailing: Option<s3s::TrailingHeaders>,
+) -> S3Result<(Bytes, (String, String))> {
+    use crate::s3::ingest;
+    let n = match content_length {
+        Some(n) if n <= MAX_TRAILER_BODY => n,
+        Some(_) => {
+            return Err(s3_error!(
+                NotImplemented,
+                "The gateway relays bodies with an x-amz-trailer checksum of at most {} bytes; send the checksum as a header or upload in parts",
+                MAX_TRAILER_BODY
+            ))
+        }
+        None => {
+            return Err(s3_error!(
+                MissingContentLength,
+                "You must provide the Content-Length or x-amz-decoded-content-length HTTP header."
+            ))
+        }
+    };
+    let checks = ingest::body_checks(
+        headers,
+        Some(n as i64),
+        None,
+        [None; 5],
+        None,
+        trailing,
+        false,
+    )?;
+    let Some((algo, _)) = &checks.trailer else {
+        return Err(s3_error!(
+            InvalidRequest,
+            "x-amz-trailer given without a streaming trailer payload"
+        ));
+    };
+    let algo = algo.to_string();
+    let raw = collect_body(body, n as usize).await?;
+    let mut h = ingest::Hashing::new(&checks);
+    h.feed(&raw, &checks).await?;
+    let done = h.finish(&checks)?;
+    let sum = done
+        .checksums
+        .into_iter()
+        .find(|(a, _)| *a == algo)
+        .ok_or_else(|| error::internal("trailer checksum not computed"))?;
+    Ok((raw, sum))
+}
+
+async fn relay(
+    s: BaleS3,
+    gw: Arc<Gateway>,
+    mut req: S3Request<Body>,
+) -> S3Result<S3Response<Body>> {
     let (bucket, key) = split_path(req.uri.path())
         .ok_or_else(|| s3_error!(InvalidURI, "Could not parse the request path"))?;
-    let query = query_pairs(req.uri.query())
+    let mut query = query_pairs(req.uri.query())
         .ok_or_else(|| s3_error!(InvalidURI, "Could not parse the query"))?;
+    // A presigned request's signature (bale's key, checked by s3s) is no part of what goes
+    // upstream: sent on, the upstream reads it as a presigned request with a key it does not
+    // know (403 InvalidAccessKeyId) instead of the gateway's own signature.
+    query.retain(|(k, _)| !is_presign_param(k));
     let has_q = |n: &str| query.iter().any(|(k, _)| k == n);
     let m = req.method.clone();
     let copy = req.headers.contains_key("x-amz-copy-source");
@@ -362,6 +445,34 @@ async fn relay(s: BaleS3, gw: Arc<Gateway>, req: S3Request<Body>) -> S3Result<S3
         unsized_kept = Some(Bytes::new()); // an empty body of unknown length
     }
 
+    // A body whose checksum comes in an aws-chunked trailer (the Rust SDK's, and boto3's
+    // `STREAMING-UNSIGNED-PAYLOAD-TRAILER`): the upstream is sent a plain body, so it would
+    // neither check nor keep that checksum. Read it whole (at most KEEP_PUT_BYTES), check it
+    // here against the trailer, and send it as the `x-amz-checksum-*` header it stands for.
+    let mut trailer_sum: Option<(String, String)> = None;
+    if let (true, Some(_), Some(_)) = (
+        m == Method::PUT && !copy && !has_q("tagging") && !has_q("acl"),
+        b,
+        k,
+    ) {
+        if req.headers.contains_key("x-amz-trailer") && in_memory.is_none() {
+            let (raw, sum) = read_with_trailer(
+                body,
+                &req.headers,
+                content_length,
+                req.trailing_headers.take(),
+            )
+            .await?;
+            if put_object {
+                unsized_kept = Some(raw.clone());
+                keep_put = false;
+            }
+            in_memory = Some(raw);
+            body = Body::empty();
+            trailer_sum = Some(sum);
+        }
+    }
+
     let tee = keep_put.then(|| {
         Rc::new(RefCell::new(Tee {
             limit: KEEP_PUT_BYTES,
@@ -371,6 +482,10 @@ async fn relay(s: BaleS3, gw: Arc<Gateway>, req: S3Request<Body>) -> S3Result<S3
     let mut up = UpRequest::new(m.clone(), b, k);
     up.query = query.clone();
     up.headers = forwarded(&req.headers);
+    if let Some((algo, v)) = &trailer_sum {
+        up.headers
+            .push((format!("x-amz-checksum-{algo}"), v.clone()));
+    }
     if let Some(raw) = in_memory {
         up.body = UpBody::Full(Some(raw));
     } else if content_length.is_some_and(|n| n > 0) {
@@ -412,7 +527,10 @@ async fn relay(s: BaleS3, gw: Arc<Gateway>, req: S3Request<Body>) -> S3Result<S3
     if let (true, Some((chunks, bytes)), Some(b), Some(k), Some(etag)) =
         (status.is_success(), kept, b, k, etag)
     {
-        let meta = local::meta_from_headers(&req.headers, &etag);
+        let mut meta = local::meta_from_headers(&req.headers, &etag);
+        if let Some(sum) = trailer_sum {
+            meta.checksums.push(sum);
+        }
         let cap = gw.cfg.shard_capacity_bytes;
         let (bb, kk) = (b.to_string(), k.to_string());
         let stored = s
@@ -504,6 +622,22 @@ mod tests {
                 ("prefix".into(), "a/b".into()),
                 ("delete".into(), "".into())
             ])
+        );
+    }
+
+    #[test]
+    fn presigned_signatures_stay_here() {
+        let mut q = query_pairs(Some(
+            "uploads&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=a%2F1&X-Amz-Date=1&X-Amz-Expires=300&X-Amz-SignedHeaders=host&X-Amz-Signature=ff&x-id=PutObject&AWSAccessKeyId=a&Signature=s&Expires=1",
+        ))
+        .unwrap();
+        q.retain(|(k, _)| !is_presign_param(k));
+        assert_eq!(
+            q,
+            vec![
+                ("uploads".to_string(), String::new()),
+                ("x-id".to_string(), "PutObject".to_string())
+            ]
         );
     }
 
