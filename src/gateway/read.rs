@@ -547,9 +547,13 @@ impl GatewayS3 {
     }
 }
 
-pub(super) fn block_headers(m: &Manifest, served: Option<(u64, u64)>) -> S3Result<http::HeaderMap> {
+pub(super) fn block_headers(
+    m: &Manifest,
+    served: Option<(u64, u64)>,
+    checksum_mode: bool,
+) -> S3Result<http::HeaderMap> {
     let mut h = http::HeaderMap::new();
-    super::hook::headers_of(&mut h, m, served)
+    super::hook::headers_of(&mut h, m, served, checksum_mode)
         .ok_or_else(|| error::internal("building headers"))?;
     Ok(h)
 }
@@ -726,6 +730,9 @@ impl GatewayS3 {
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let i = &req.input;
         let (cond, range) = conds_and_range!(i);
+        let ck = crate::s3::headers::checksum_mode_enabled(
+            i.checksum_mode.as_ref().map(|m| m.as_str().as_bytes()),
+        );
         let plain = i.part_number.is_none()
             && i.response_content_type.is_none()
             && i.response_content_encoding.is_none()
@@ -739,18 +746,18 @@ impl GatewayS3 {
         {
             Prep::Local => crate::s3::get::get_object(&self.inner, req).await,
             Prep::Blocks { m, served, body } => {
-                let headers = block_headers(&m, served)?;
+                let headers = block_headers(&m, served, ck)?;
                 Ok(crate::s3::get::get_response(
                     body.map(crate::s3::body::whole),
                     headers,
                 ))
             }
             Prep::Stream { m, body } => {
-                let headers = block_headers(&m, None)?;
+                let headers = block_headers(&m, None, ck)?;
                 Ok(crate::s3::get::get_response(Some(body), headers))
             }
             Prep::Pass { m, body } => {
-                let mut headers = block_headers(&m, None)?;
+                let mut headers = block_headers(&m, None, ck)?;
                 headers.remove(http::header::CONTENT_LENGTH);
                 Ok(crate::s3::get::get_response(Some(body), headers))
             }
@@ -763,6 +770,9 @@ impl GatewayS3 {
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let i = &req.input;
         let (cond, range) = conds_and_range!(i);
+        let ck = crate::s3::headers::checksum_mode_enabled(
+            i.checksum_mode.as_ref().map(|m| m.as_str().as_bytes()),
+        );
         match self
             .prep(&i.bucket.clone(), &i.key.clone(), range, cond, false, false)
             .await?
@@ -771,11 +781,11 @@ impl GatewayS3 {
             Prep::Stream { m, .. } | Prep::Pass { m, .. } => {
                 // HEAD never fills; answered like block-served objects if it ever comes here.
                 let mut resp = S3Response::new(HeadObjectOutput::default());
-                resp.headers = block_headers(&m, None)?;
+                resp.headers = block_headers(&m, None, ck)?;
                 Ok(resp)
             }
             Prep::Blocks { m, served, .. } => {
-                let headers = block_headers(&m, served)?;
+                let headers = block_headers(&m, served, ck)?;
                 let mut resp = S3Response::new(HeadObjectOutput::default());
                 resp.headers = headers;
                 if served.is_some() {

@@ -82,7 +82,7 @@ def test_part_number_get_and_head(weed, bucket, gateway_factory):
 
 def test_presigned_put_and_get(weed, bucket, gateway_factory):
     g = gateway_factory(weed.endpoint)
-    c = g.client()
+    c = g.client(signature_version="s3v4")
     url = c.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": "pre/put"}, ExpiresIn=300)
     r = requests.put(url, data=b"put through a presigned URL", timeout=30)
     assert r.status_code == 200, r.text
@@ -125,6 +125,23 @@ def test_checksum_of_a_put_is_served_with_checksum_mode(weed, bucket, gateway_fa
     r = c.get_object(Bucket=bucket, Key="direct", ChecksumMode="ENABLED")
     assert r["Body"].read() == data
     assert r.get("ChecksumCRC32") == want
+    # The very first read (a miss answered by the fast path's hook, and a HEAD miss) too.
+    big = os.urandom(3 * MiB + 17)  # over 1 MiB: served while it arrives
+    for key, body in (("first", data), ("first-big", big)):
+        weed.client().put_object(Bucket=bucket, Key=key, Body=body, ChecksumAlgorithm="CRC32")
+        h = c.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+        assert h.get("ChecksumCRC32") == crc32_b64(body), key
+        r = c.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+        assert r.get("ChecksumCRC32") == crc32_b64(body), key
+        assert r["Body"].read() == body, key
+    # A range never carries the whole object's checksum (boto3 would check the range's bytes
+    # against it), miss or hit.
+    for key in ("first-big", "ranged-miss"):
+        if key == "ranged-miss":
+            weed.client().put_object(Bucket=bucket, Key=key, Body=big, ChecksumAlgorithm="CRC32")
+        r = c.get_object(Bucket=bucket, Key=key, Range="bytes=100-2000000", ChecksumMode="ENABLED")
+        assert "ChecksumCRC32" not in r, key
+        assert r["Body"].read() == big[100:2000001], key
 
 
 def trailer_put(g, bucket, key, data, crc):
