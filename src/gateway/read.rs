@@ -71,6 +71,13 @@ pub fn unavailable(e: &UpError) -> S3Error {
 /// The upstream's own error (its status and S3 error code) for an answer that is no success.
 pub async fn upstream_error(resp: &mut UpResponse) -> S3Error {
     let status = resp.status;
+    // A 416's `Content-Range: bytes */<size>` tells the client the size (S3, and plain bale,
+    // send it): passed on.
+    let content_range = resp
+        .headers
+        .get(http::header::CONTENT_RANGE)
+        .filter(|_| status == http::StatusCode::RANGE_NOT_SATISFIABLE)
+        .cloned();
     let body = resp.collect(MAX_ERROR_BODY).await.unwrap_or_default();
     let text = String::from_utf8_lossy(&body);
     let tag = |t: &str| {
@@ -95,6 +102,11 @@ pub async fn upstream_error(resp: &mut UpResponse) -> S3Error {
         tag("Message").unwrap_or_else(|| format!("upstream answered {status}")),
     );
     e.set_status_code(status);
+    if let Some(v) = content_range {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::CONTENT_RANGE, v);
+        e.set_headers(h);
+    }
     e
 }
 

@@ -21,7 +21,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from conftest import weed_bin  # noqa: F401  (skips the module when there is no weed)
+from conftest import WEED_AK, WEED_SK, weed_bin  # noqa: F401  (weed_bin: skips the module when there is no weed)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "functional"))
 import sigv4  # noqa: E402
@@ -170,3 +170,40 @@ def test_trailer_checksum_is_checked_and_sent_upstream(weed, bucket, gateway_fac
     assert (r.status, r.code()) == (400, "BadDigest"), r
     assert err(lambda: weed.client().head_object(Bucket=bucket, Key="bad"))[0] == 404
     assert err(lambda: c.head_object(Bucket=bucket, Key="bad"))[0] == 404
+
+
+def signed_get(port, ak, sk, path, rng):
+    s = sigv4.Signer(ak, sk)
+    target, h, _ = s.sign_headers("GET", f"127.0.0.1:{port}", path, (), {"Range": rng} if rng else {},
+                                  sigv4.EMPTY_SHA256)
+    r = requests.get(f"http://127.0.0.1:{port}{target}", headers=h, timeout=30)
+    if r.status_code >= 300:
+        code = sigv4.RawResponse(r.status_code, "", {}, r.content, False).code()
+        return r.status_code, r.headers.get("Content-Range"), code
+    return r.status_code, r.headers.get("Content-Range"), r.content
+
+
+def test_ranges_across_and_past_block_edges_answer_as_the_upstream(weed, bucket, gateway_factory):
+    """Every range a client sends, answered by the gateway (miss, then hit; 64 KiB blocks) and
+    by SeaweedFS direct: same status, Content-Range, bytes or S3 error code. Before the fix a
+    416 of a ranged miss of an empty object came without `Content-Range: bytes */0`."""
+    B = 64 * 1024
+    g = gateway_factory(weed.endpoint, ["--upstream-block-kb", "64"])
+    size = 5 * B - 3
+    data = os.urandom(size)
+    weed.client().put_object(Bucket=bucket, Key="o", Body=data)
+    weed.client().put_object(Bucket=bucket, Key="empty", Body=b"")
+    ranges = ["bytes=0-0", f"bytes={B - 1}-{B}", f"bytes={B}-{2 * B - 1}", f"bytes={B - 6}-{3 * B + 6}",
+              f"bytes={size - 1}-{size - 1}", f"bytes={size - 10}-", "bytes=-10", f"bytes=-{size + 5}",
+              "bytes=0-", f"bytes={size}-{size + 10}", f"bytes={size + 100}-{size + 200}", "bytes=-0",
+              f"bytes=0-{size + 1000}", f"bytes={4 * B}-{5 * B + 10}", "bytes=abc", "bytes=0-1,5-6", None]
+    for key in ("o", "empty"):
+        for round_ in ("miss", "hit"):
+            for rng in ranges:
+                want = signed_get(weed.port, WEED_AK, WEED_SK, f"/{bucket}/{key}", rng)
+                got = signed_get(g.port, g.access_key, g.secret_key, f"/{bucket}/{key}", rng)
+                assert got == want, (key, round_, rng)
+            # An unsatisfiable spec (last < first) is ignored, as plain bale and RFC 9110 do
+            # (SeaweedFS answers 416 here).
+            st, cr, body = signed_get(g.port, g.access_key, g.secret_key, f"/{bucket}/{key}", "bytes=100-50")
+            assert (st, cr, body) == (200, None, data if key == "o" else b"")
