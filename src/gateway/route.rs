@@ -15,6 +15,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use bale_io::Expect;
@@ -269,9 +270,139 @@ async fn collect_body(mut body: Body, limit: usize) -> S3Result<Bytes> {
     Ok(out.freeze())
 }
 
-/// Largest body with an `x-amz-trailer` checksum the gateway relays (read whole to check the
-/// trailer before the upstream sees the body), bytes.
+/// Largest body with an `x-amz-trailer` checksum read whole (checked against the trailer before
+/// the upstream sees the body, and sent as the `x-amz-checksum-*` header), bytes. Longer ones
+/// are streamed through [`TrailerChecked`].
 pub const MAX_TRAILER_BODY: u64 = KEEP_PUT_BYTES;
+
+const TRAILER_OK: u8 = 0;
+const TRAILER_BAD: u8 = 1;
+const TRAILER_MISSING: u8 = 2;
+
+/// A body over [`MAX_TRAILER_BODY`] whose checksum comes in an aws-chunked trailer, streamed
+/// upstream as it arrives: its checksum is computed on the way, and its last chunk is held
+/// back until the trailer arrived and matched. A trailer that does not match (or never came)
+/// ends the body with an error instead of that chunk, so the upstream never receives the
+/// declared length and stores nothing; `verdict` tells the route why (400 BadDigest).
+struct TrailerChecked {
+    inner: Body,
+    hasher: Option<s3s::checksum::ChecksumHasher>,
+    algo: &'static str,
+    trailing: s3s::TrailingHeaders,
+    held: Option<Bytes>,
+    done: bool,
+    verdict: Arc<AtomicU8>,
+}
+
+impl TrailerChecked {
+    fn new(
+        inner: Body,
+        headers: &HeaderMap,
+        trailing: Option<s3s::TrailingHeaders>,
+    ) -> S3Result<Self> {
+        let named = headers
+            .get("x-amz-trailer")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let algo = named
+            .trim()
+            .to_ascii_lowercase()
+            .strip_prefix("x-amz-checksum-")
+            .and_then(|a| crate::s3::ingest::ALGOS.iter().copied().find(|x| *x == a))
+            .ok_or_else(|| s3_error!(InvalidArgument, "Unsupported trailer: {named}"))?;
+        let trailing = trailing.ok_or_else(|| {
+            s3_error!(
+                InvalidRequest,
+                "x-amz-trailer given without a streaming trailer payload"
+            )
+        })?;
+        Ok(TrailerChecked {
+            inner,
+            hasher: Some(crate::s3::ingest::hasher_for(&[algo])),
+            algo,
+            trailing,
+            held: None,
+            done: false,
+            verdict: Arc::new(AtomicU8::new(TRAILER_OK)),
+        })
+    }
+
+    /// The body ended: whether the trailer names what the bytes hash to.
+    fn verdict_at_end(&mut self) -> u8 {
+        let sums = crate::s3::ingest::checksums_of(self.hasher.take().unwrap_or_default());
+        let want = sums
+            .into_iter()
+            .find(|(a, _)| a == self.algo)
+            .map(|(_, v)| v);
+        let name = format!("x-amz-checksum-{}", self.algo);
+        let got = self
+            .trailing
+            .read(|h| {
+                h.get(name.as_str())
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            })
+            .flatten();
+        match got {
+            Some(v) if Some(&v) == want.as_ref() => TRAILER_OK,
+            Some(_) => TRAILER_BAD,
+            None => TRAILER_MISSING,
+        }
+    }
+}
+
+impl http_body::Body for TrailerChecked {
+    type Data = Bytes;
+    type Error = s3s::StdError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(this.held.take().map(|b| Ok(http_body::Frame::data(b))));
+        }
+        loop {
+            match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Ok(f))) => {
+                    let Ok(d) = f.into_data() else { continue };
+                    if let Some(h) = this.hasher.as_mut() {
+                        h.update(&d);
+                    }
+                    if let Some(prev) = this.held.replace(d) {
+                        return Poll::Ready(Some(Ok(http_body::Frame::data(prev))));
+                    }
+                }
+                Poll::Ready(None) => {
+                    this.done = true;
+                    let v = this.verdict_at_end();
+                    if v == TRAILER_OK {
+                        return Poll::Ready(
+                            this.held.take().map(|b| Ok(http_body::Frame::data(b))),
+                        );
+                    }
+                    this.verdict.store(v, Ordering::Release);
+                    this.held = None;
+                    return Poll::Ready(Some(Err(
+                        "the body's x-amz-trailer checksum did not match".into(),
+                    )));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.held.is_none()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::Body::size_hint(&self.inner)
+    }
+}
 
 /// Reads a PutObject / UploadPart body announced with `x-amz-trailer: x-amz-checksum-<algo>`
 /// whole, checks its length, `Content-MD5` and the trailer's checksum (as plain bale does,
@@ -284,14 +415,7 @@ async fn read_with_trailer(
 ) -> S3Result<(Bytes, (String, String))> {
     use crate::s3::ingest;
     let n = match content_length {
-        Some(n) if n <= MAX_TRAILER_BODY => n,
-        Some(_) => {
-            return Err(s3_error!(
-                NotImplemented,
-                "The gateway relays bodies with an x-amz-trailer checksum of at most {} bytes; send the checksum as a header or upload in parts",
-                MAX_TRAILER_BODY
-            ))
-        }
+        Some(n) => n.min(MAX_TRAILER_BODY),
         None => {
             return Err(s3_error!(
                 MissingContentLength,
@@ -450,12 +574,20 @@ async fn relay(
     // neither check nor keep that checksum. Read it whole (at most KEEP_PUT_BYTES), check it
     // here against the trailer, and send it as the `x-amz-checksum-*` header it stands for.
     let mut trailer_sum: Option<(String, String)> = None;
+    let mut trailer_verdict: Option<Arc<AtomicU8>> = None;
     if let (true, Some(_), Some(_)) = (
         m == Method::PUT && !copy && !has_q("tagging") && !has_q("acl"),
         b,
         k,
     ) {
-        if req.headers.contains_key("x-amz-trailer") && in_memory.is_none() {
+        let big = content_length.is_some_and(|n| n > MAX_TRAILER_BODY);
+        if req.headers.contains_key("x-amz-trailer") && in_memory.is_none() && big {
+            // Too big to read first: streamed, its last chunk held back until the trailer
+            // matched (`TrailerChecked`); the checksum itself does not reach the upstream.
+            let checked = TrailerChecked::new(body, &req.headers, req.trailing_headers.take())?;
+            trailer_verdict = Some(checked.verdict.clone());
+            body = Body::http_body_unsync(checked);
+        } else if req.headers.contains_key("x-amz-trailer") && in_memory.is_none() {
             let (raw, sum) = read_with_trailer(
                 body,
                 &req.headers,
@@ -495,7 +627,25 @@ async fn relay(
         };
         up.content_length = content_length;
     }
-    let mut resp = gw.up.send(up).await.map_err(|e| unavailable(&e))?;
+    let sent = gw.up.send(up).await;
+    if let Some(v) = &trailer_verdict {
+        // The body's trailer did not match: the body was cut before its last chunk, so the
+        // upstream stored nothing; the client hears why.
+        match v.load(Ordering::Acquire) {
+            TRAILER_BAD => return Err(s3_error!(
+                BadDigest,
+                "The checksum you specified in the trailer did not match the calculated checksum."
+            )),
+            TRAILER_MISSING => {
+                return Err(s3_error!(
+                    IncompleteBody,
+                    "The announced x-amz-trailer checksum was not received"
+                ))
+            }
+            _ => {}
+        }
+    }
+    let mut resp = sent.map_err(|e| unavailable(&e))?;
     let status = resp.status;
     let headers = answer_headers(&resp.headers);
     let etag = resp.etag();

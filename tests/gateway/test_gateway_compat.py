@@ -207,3 +207,20 @@ def test_ranges_across_and_past_block_edges_answer_as_the_upstream(weed, bucket,
             # (SeaweedFS answers 416 here).
             st, cr, body = signed_get(g.port, g.access_key, g.secret_key, f"/{bucket}/{key}", "bytes=100-50")
             assert (st, cr, body) == (200, None, data if key == "o" else b"")
+
+
+def test_trailer_checksum_of_a_body_over_64_mib_is_checked_while_it_streams(weed, bucket, gateway_factory):
+    """Over 64 MiB the body is not read first: it streams upstream with its last chunk held
+    back until the trailer matched. A wrong trailer cuts the body short, so the upstream stores
+    nothing, and the client gets 400 BadDigest."""
+    import hashlib
+    g = gateway_factory(weed.endpoint)
+    data = os.urandom(64 * MiB + 4097)
+    r = trailer_put(g, bucket, "big-bad", data, crc32_b64(data[:-1]))
+    assert (r.status, r.code()) == (400, "BadDigest"), r
+    assert err(lambda: weed.client().head_object(Bucket=bucket, Key="big-bad"))[0] == 404
+    r = trailer_put(g, bucket, "big-good", data, crc32_b64(data))
+    assert r.status == 200, r
+    h = weed.client().head_object(Bucket=bucket, Key="big-good")
+    assert (h["ContentLength"], h["ETag"].strip('"')) == (len(data), hashlib.md5(data).hexdigest())
+    assert g.client().get_object(Bucket=bucket, Key="big-good")["Body"].read() == data
