@@ -72,7 +72,9 @@ pub async fn block_first(
 
 /// Answers a GET/HEAD whose object is not local (gateway mode only; `None` when gateway mode
 /// is off, or for a key s3s refuses, which s3s then answers). `headers` is the front's
-/// reused map the answer's headers go into.
+/// reused map the answer's headers go into. `checksum_mode`: the client sent
+/// `x-amz-checksum-mode: ENABLED`.
+#[allow(clippy::too_many_arguments)]
 pub async fn fast_miss(
     s3: &BaleS3,
     bucket: &str,

@@ -632,10 +632,12 @@ async fn relay(
         // The body's trailer did not match: the body was cut before its last chunk, so the
         // upstream stored nothing; the client hears why.
         match v.load(Ordering::Acquire) {
-            TRAILER_BAD => return Err(s3_error!(
+            TRAILER_BAD => {
+                return Err(s3_error!(
                 BadDigest,
                 "The checksum you specified in the trailer did not match the calculated checksum."
-            )),
+            ))
+            }
             TRAILER_MISSING => {
                 return Err(s3_error!(
                     IncompleteBody,
