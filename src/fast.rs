@@ -437,7 +437,14 @@ pub(crate) async fn try_answer<H: Head>(
         {
             // A block entry's ranged hit, or a miss filled from the upstream (gateway::hook).
             return crate::gateway::hook::fast_miss(
-                &fp.s3, bucket, key, gw_range, gw_cond, is_head, headers,
+                &fp.s3,
+                bucket,
+                key,
+                gw_range,
+                gw_cond,
+                is_head,
+                checksum_mode,
+                headers,
             )
             .await;
         }

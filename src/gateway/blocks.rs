@@ -283,10 +283,12 @@ pub(super) async fn probe(
         return Ok(None);
     }
     let (first, last) = (first_byte / bs, last_byte / bs + gw.cfg.readahead_blocks);
-    let req = UpRequest::new(http::Method::GET, Some(b), Some(k)).header(
-        "range",
-        format!("bytes={}-{}", first * bs, (last + 1) * bs - 1),
-    );
+    let req = UpRequest::new(http::Method::GET, Some(b), Some(k))
+        .header(
+            "range",
+            format!("bytes={}-{}", first * bs, (last + 1) * bs - 1),
+        )
+        .header("x-amz-checksum-mode", super::read::CHECKSUM_MODE_ENABLED);
     let mut resp = gw.up.send(req).await.map_err(|e| unavailable(&e))?;
     if resp.status == http::StatusCode::OK {
         // The upstream ignored the range: this is the whole object.

@@ -72,7 +72,9 @@ pub async fn block_first(
 
 /// Answers a GET/HEAD whose object is not local (gateway mode only; `None` when gateway mode
 /// is off, or for a key s3s refuses, which s3s then answers). `headers` is the front's
-/// reused map the answer's headers go into.
+/// reused map the answer's headers go into. `checksum_mode`: the client sent
+/// `x-amz-checksum-mode: ENABLED`.
+#[allow(clippy::too_many_arguments)]
 pub async fn fast_miss(
     s3: &BaleS3,
     bucket: &str,
@@ -80,6 +82,7 @@ pub async fn fast_miss(
     range: Option<Range>,
     cond: ReadConds,
     is_head: bool,
+    checksum_mode: bool,
     mut headers: http::HeaderMap,
 ) -> Option<http::Response<s3s::Body>> {
     let gw = super::get()?;
@@ -122,7 +125,7 @@ pub async fn fast_miss(
     let (m, served, body) = match prep {
         // Local now (a concurrent fill of the key committed, or this one had to commit
         // first): served from the entry, as the fast path serves a hit.
-        Ok(Prep::Local) => return local_hit(s3, bucket, key, again, headers).await,
+        Ok(Prep::Local) => return local_hit(s3, bucket, key, again, checksum_mode, headers).await,
         Ok(Prep::Blocks { m, served, body }) => (
             m,
             served,
@@ -131,7 +134,7 @@ pub async fn fast_miss(
         Ok(Prep::Stream { m, body }) => (m, None, s3s::Body::from(body)),
         Ok(Prep::Pass { m, body }) => {
             // No length: the front sends it chunked.
-            headers_of(&mut headers, &m, None)?;
+            headers_of(&mut headers, &m, None, checksum_mode)?;
             headers.remove(http::header::CONTENT_LENGTH);
             stages::since(Stage::Hook, entered);
             let body = if is_head {
@@ -143,7 +146,7 @@ pub async fn fast_miss(
         }
         Err(e) => return e.to_http_response().ok(),
     };
-    headers_of(&mut headers, &m, served)?;
+    headers_of(&mut headers, &m, served, checksum_mode)?;
     let status = if served.is_some() {
         http::StatusCode::PARTIAL_CONTENT
     } else {
@@ -163,6 +166,7 @@ async fn local_hit(
     bucket: &str,
     key: &str,
     r: ReadReq,
+    checksum_mode: bool,
     mut headers: http::HeaderMap,
 ) -> Option<http::Response<s3s::Body>> {
     let want_body = r.want_body;
@@ -173,7 +177,7 @@ async fn local_hit(
     object_headers(
         &mut headers,
         &found.view(),
-        false,
+        checksum_mode,
         false,
         &Overrides::default(),
     )
@@ -202,10 +206,13 @@ fn answer(
 }
 
 /// The headers of an answer from a manifest (the hook's and the s3s side's alike).
+/// `checksum_mode`: the client sent `x-amz-checksum-mode: ENABLED` (the upstream's checksums,
+/// kept in the manifest, go out with whole-object answers only, as plain bale's do).
 pub(super) fn headers_of(
     h: &mut http::HeaderMap,
     m: &Manifest,
     served: Option<(u64, u64)>,
+    checksum_mode: bool,
 ) -> Option<()> {
     object_headers(
         h,
@@ -215,7 +222,7 @@ pub(super) fn headers_of(
             mtime_ms: m.mtime_ms,
             served,
         },
-        false,
+        checksum_mode,
         false,
         &Overrides::default(),
     )
@@ -281,7 +288,7 @@ async fn block_hit_local(
         if from + len > o.size {
             return None;
         }
-        headers_of(headers, m, Some((r.start, r.end)))?;
+        headers_of(headers, m, Some((r.start, r.end)), false)?;
         Some((o, from, len))
     })
     .flatten()?;

@@ -27,10 +27,20 @@ pub fn meta_from_headers(h: &http::HeaderMap, etag: &str) -> ObjMeta {
     let content_encoding =
         s("content-encoding").and_then(|v| crate::s3::meta::strip_aws_chunked(&v));
     let mut user = Vec::new();
+    let mut checksums = Vec::new();
     for (k, v) in h {
         if let Some(name) = k.as_str().strip_prefix("x-amz-meta-") {
             if let Ok(v) = v.to_str() {
                 user.push((name.to_string(), v.to_string()));
+            }
+        } else if let Some(algo) = k.as_str().strip_prefix("x-amz-checksum-") {
+            // The object's checksums (a PUT's, checked by the upstream before it acknowledged;
+            // or an upstream answer's, asked for with `x-amz-checksum-mode: ENABLED`), served
+            // again on `x-amz-checksum-mode: ENABLED` as plain bale serves its own.
+            if let (true, Ok(v)) = (crate::s3::ingest::ALGOS.contains(&algo), v.to_str()) {
+                if !v.is_empty() {
+                    checksums.push((algo.to_string(), v.to_string()));
+                }
             }
         }
     }
@@ -43,6 +53,8 @@ pub fn meta_from_headers(h: &http::HeaderMap, etag: &str) -> ObjMeta {
         cache_control: s("cache-control"),
         expires: s("expires"),
         user,
+        checksum_type: s("x-amz-checksum-type").filter(|_| !checksums.is_empty()),
+        checksums,
         ..Default::default()
     }
 }

@@ -46,6 +46,10 @@ use crate::s3::{error, BaleS3};
 pub(super) const MAX_BLOCK_RANGE_BYTES: u64 = 64 << 20;
 /// Largest upstream error body read, bytes.
 pub(super) const MAX_ERROR_BODY: usize = 64 << 10;
+/// Sent as `x-amz-checksum-mode` on the upstream requests that learn an object (whole fills,
+/// HEADs, first ranged GETs): the upstream's `x-amz-checksum-*` land in the local entry's
+/// metadata and are served again to clients that ask, as plain bale serves its own.
+pub(super) const CHECKSUM_MODE_ENABLED: &str = "ENABLED";
 
 /// The S3 handlers of gateway mode: GET and HEAD of objects (everything else is the custom
 /// route, `super::route`).
@@ -67,6 +71,13 @@ pub fn unavailable(e: &UpError) -> S3Error {
 /// The upstream's own error (its status and S3 error code) for an answer that is no success.
 pub async fn upstream_error(resp: &mut UpResponse) -> S3Error {
     let status = resp.status;
+    // A 416's `Content-Range: bytes */<size>` tells the client the size (S3, and plain bale,
+    // send it): passed on.
+    let content_range = resp
+        .headers
+        .get(http::header::CONTENT_RANGE)
+        .filter(|_| status == http::StatusCode::RANGE_NOT_SATISFIABLE)
+        .cloned();
     let body = resp.collect(MAX_ERROR_BODY).await.unwrap_or_default();
     let text = String::from_utf8_lossy(&body);
     let tag = |t: &str| {
@@ -91,6 +102,11 @@ pub async fn upstream_error(resp: &mut UpResponse) -> S3Error {
         tag("Message").unwrap_or_else(|| format!("upstream answered {status}")),
     );
     e.set_status_code(status);
+    if let Some(v) = content_range {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::CONTENT_RANGE, v);
+        e.set_headers(h);
+    }
     e
 }
 
@@ -242,7 +258,10 @@ async fn head_manifest(gw: &Arc<Gateway>, b: &str, k: &str) -> S3Result<Manifest
     }
     let mut resp = gw
         .up
-        .send(UpRequest::new(http::Method::HEAD, Some(b), Some(k)))
+        .send(
+            UpRequest::new(http::Method::HEAD, Some(b), Some(k))
+                .header("x-amz-checksum-mode", CHECKSUM_MODE_ENABLED),
+        )
         .await
         .map_err(|e| unavailable(&e))?;
     if !ok(&resp) {
@@ -294,7 +313,8 @@ async fn prepare_on_owner(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Resul
             if shard.get(b, k).is_some() {
                 continue;
             }
-            let mut req = UpRequest::new(http::Method::GET, Some(b), Some(k));
+            let mut req = UpRequest::new(http::Method::GET, Some(b), Some(k))
+                .header("x-amz-checksum-mode", CHECKSUM_MODE_ENABLED);
             req.stream_unsized = a.plain;
             let mut resp = gw.up.send(req).await.map_err(|e| unavailable(&e))?;
             if !ok(&resp) {
@@ -443,7 +463,8 @@ async fn prepare_on_owner(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Resul
                 continue;
             }
             let req = UpRequest::new(http::Method::GET, Some(b), Some(k))
-                .header("if-match", format!("\"{}\"", m.etag));
+                .header("if-match", format!("\"{}\"", m.etag))
+                .header("x-amz-checksum-mode", CHECKSUM_MODE_ENABLED);
             let mut resp = gw.up.send(req).await.map_err(|e| unavailable(&e))?;
             if resp.status == http::StatusCode::PRECONDITION_FAILED {
                 let _ = resp.collect(MAX_ERROR_BODY).await;
@@ -480,7 +501,8 @@ async fn prepare_on_owner(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Resul
                 continue;
             };
             let req = UpRequest::new(http::Method::GET, Some(b), Some(k))
-                .header("if-match", format!("\"{}\"", m.etag));
+                .header("if-match", format!("\"{}\"", m.etag))
+                .header("x-amz-checksum-mode", CHECKSUM_MODE_ENABLED);
             let mut resp = gw.up.send(req).await.map_err(|e| unavailable(&e))?;
             if !ok(&resp) {
                 manifest::forget_all(&shard, b, k).await;
@@ -537,9 +559,13 @@ impl GatewayS3 {
     }
 }
 
-pub(super) fn block_headers(m: &Manifest, served: Option<(u64, u64)>) -> S3Result<http::HeaderMap> {
+pub(super) fn block_headers(
+    m: &Manifest,
+    served: Option<(u64, u64)>,
+    checksum_mode: bool,
+) -> S3Result<http::HeaderMap> {
     let mut h = http::HeaderMap::new();
-    super::hook::headers_of(&mut h, m, served)
+    super::hook::headers_of(&mut h, m, served, checksum_mode)
         .ok_or_else(|| error::internal("building headers"))?;
     Ok(h)
 }
@@ -567,10 +593,158 @@ macro_rules! conds_and_range {
 impl S3 for GatewayS3 {
     async fn get_object(
         &self,
+        mut req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        let part = match req.input.part_number {
+            Some(pn) => Some(
+                self.part_as_range(
+                    &req.input.bucket,
+                    &req.input.key,
+                    pn,
+                    req.input.range.is_some(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        if let Some(p) = &part {
+            req.input.part_number = None;
+            req.input.range = p.range;
+        }
+        let mut resp = self.get_object_inner(req).await?;
+        if let Some(p) = &part {
+            p.headers(&mut resp.headers);
+        }
+        Ok(resp)
+    }
+
+    async fn head_object(
+        &self,
+        mut req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        let part = match req.input.part_number {
+            Some(pn) => Some(
+                self.part_as_range(
+                    &req.input.bucket,
+                    &req.input.key,
+                    pn,
+                    req.input.range.is_some(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        if let Some(p) = &part {
+            req.input.part_number = None;
+            req.input.range = p.range;
+        }
+        let mut resp = self.head_object_inner(req).await?;
+        if let Some(p) = &part {
+            p.headers(&mut resp.headers);
+            if p.range.is_some() {
+                resp.status = Some(http::StatusCode::PARTIAL_CONTENT); // as the upstream and S3 answer
+            }
+        }
+        Ok(resp)
+    }
+}
+
+/// Where part `partNumber` of an object lies, as the upstream told (`GatewayS3::part_as_range`).
+struct PartSpan {
+    /// The part's bytes; `None`: the whole object (the upstream answered 200).
+    range: Option<Range>,
+    parts_count: Option<u32>,
+}
+
+impl PartSpan {
+    fn headers(&self, h: &mut http::HeaderMap) {
+        if let Some(n) = self.parts_count {
+            h.insert("x-amz-mp-parts-count", http::HeaderValue::from(n));
+        }
+    }
+}
+
+impl GatewayS3 {
+    /// GET / HEAD with `?partNumber=N`: a local entry (a fill, or a PUT's body) knows no part
+    /// layout, so the upstream is asked where the part lies (`HEAD ?partNumber=N`: its
+    /// Content-Range and `x-amz-mp-parts-count`) and the part is then served as that byte
+    /// range, hit or miss. Checked first as plain bale checks it (`crate::s3::get`).
+    async fn part_as_range(
+        &self,
+        b: &str,
+        k: &str,
+        pn: i32,
+        has_range: bool,
+    ) -> S3Result<PartSpan> {
+        if has_range {
+            return Err(s3_error!(
+                InvalidRequest,
+                "Cannot specify both Range header and partNumber query parameter"
+            ));
+        }
+        if !(1..=crate::s3::limits::MAX_PART_NUMBER).contains(&pn) {
+            return Err(s3_error!(
+                InvalidArgument,
+                "Part number must be an integer between 1 and 10000, inclusive"
+            ));
+        }
+        let (b, k) = (b.to_string(), k.to_string());
+        let gw = self.gw.clone();
+        // On the key's owner core, where the upstream client's pool lives for this key.
+        self.inner
+            .shard_of(&b, &k)
+            .run(move |_shard| async move {
+                let mut req = UpRequest::new(http::Method::HEAD, Some(&b), Some(&k));
+                req.query = vec![("partNumber".to_string(), pn.to_string())];
+                let mut resp = gw.up.send(req).await.map_err(|e| unavailable(&e))?;
+                if resp.status == http::StatusCode::RANGE_NOT_SATISFIABLE {
+                    return Err(s3_error!(
+                        InvalidPart,
+                        "The requested partnumber is not satisfiable"
+                    ));
+                }
+                if !ok(&resp) {
+                    return Err(upstream_error(&mut resp).await);
+                }
+                let parts_count = resp
+                    .header("x-amz-mp-parts-count")
+                    .and_then(|v| v.trim().parse().ok());
+                let range = match resp.header("content-range") {
+                    None => None,
+                    Some(cr) => {
+                        let span = cr
+                            .trim()
+                            .strip_prefix("bytes ")
+                            .and_then(|r| r.split_once('/'))
+                            .and_then(|(r, _)| r.split_once('-'))
+                            .and_then(|(a, z)| Some((a.parse::<u64>().ok()?, z.parse::<u64>().ok()?)))
+                            .filter(|(a, z)| a <= z)
+                            .ok_or_else(|| {
+                                s3_error!(
+                                    ServiceUnavailable,
+                                    "upstream answered partNumber with a Content-Range the gateway cannot read"
+                                )
+                            })?;
+                        Some(Range::Int {
+                            first: span.0,
+                            last: Some(span.1),
+                        })
+                    }
+                };
+                Ok(PartSpan { range, parts_count })
+            })
+            .await
+    }
+
+    async fn get_object_inner(
+        &self,
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let i = &req.input;
         let (cond, range) = conds_and_range!(i);
+        let ck = crate::s3::headers::checksum_mode_enabled(
+            i.checksum_mode.as_ref().map(|m| m.as_str().as_bytes()),
+        );
         let plain = i.part_number.is_none()
             && i.response_content_type.is_none()
             && i.response_content_encoding.is_none()
@@ -584,30 +758,33 @@ impl S3 for GatewayS3 {
         {
             Prep::Local => crate::s3::get::get_object(&self.inner, req).await,
             Prep::Blocks { m, served, body } => {
-                let headers = block_headers(&m, served)?;
+                let headers = block_headers(&m, served, ck)?;
                 Ok(crate::s3::get::get_response(
                     body.map(crate::s3::body::whole),
                     headers,
                 ))
             }
             Prep::Stream { m, body } => {
-                let headers = block_headers(&m, None)?;
+                let headers = block_headers(&m, None, ck)?;
                 Ok(crate::s3::get::get_response(Some(body), headers))
             }
             Prep::Pass { m, body } => {
-                let mut headers = block_headers(&m, None)?;
+                let mut headers = block_headers(&m, None, ck)?;
                 headers.remove(http::header::CONTENT_LENGTH);
                 Ok(crate::s3::get::get_response(Some(body), headers))
             }
         }
     }
 
-    async fn head_object(
+    async fn head_object_inner(
         &self,
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let i = &req.input;
         let (cond, range) = conds_and_range!(i);
+        let ck = crate::s3::headers::checksum_mode_enabled(
+            i.checksum_mode.as_ref().map(|m| m.as_str().as_bytes()),
+        );
         match self
             .prep(&i.bucket.clone(), &i.key.clone(), range, cond, false, false)
             .await?
@@ -616,11 +793,11 @@ impl S3 for GatewayS3 {
             Prep::Stream { m, .. } | Prep::Pass { m, .. } => {
                 // HEAD never fills; answered like block-served objects if it ever comes here.
                 let mut resp = S3Response::new(HeadObjectOutput::default());
-                resp.headers = block_headers(&m, None)?;
+                resp.headers = block_headers(&m, None, ck)?;
                 Ok(resp)
             }
             Prep::Blocks { m, served, .. } => {
-                let headers = block_headers(&m, served)?;
+                let headers = block_headers(&m, served, ck)?;
                 let mut resp = S3Response::new(HeadObjectOutput::default());
                 resp.headers = headers;
                 if served.is_some() {

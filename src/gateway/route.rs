@@ -15,6 +15,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use bale_io::Expect;
@@ -31,7 +32,7 @@ use super::manifest;
 use super::read::unavailable;
 use super::upstream::{Tee, UpBody, UpRequest};
 use super::Gateway;
-use crate::s3::BaleS3;
+use crate::s3::{error, BaleS3};
 
 /// PUT bodies up to this size are kept locally after the upstream acknowledged them (larger
 /// ones are filled on first read).
@@ -99,6 +100,23 @@ fn query_pairs(q: Option<&str>) -> Option<Vec<(String, String)>> {
         out.push((percent_decode(k)?, percent_decode(v)?));
     }
     Some(out)
+}
+
+/// Query parameters of a presigned URL's signature (SigV4, and SigV2's).
+fn is_presign_param(k: &str) -> bool {
+    matches!(
+        k,
+        "X-Amz-Algorithm"
+            | "X-Amz-Credential"
+            | "X-Amz-Date"
+            | "X-Amz-Expires"
+            | "X-Amz-SignedHeaders"
+            | "X-Amz-Signature"
+            | "X-Amz-Security-Token"
+            | "AWSAccessKeyId"
+            | "Signature"
+            | "Expires"
+    )
 }
 
 /// Request headers passed upstream: content headers, conditions, ranges and `x-amz-*`
@@ -252,11 +270,200 @@ async fn collect_body(mut body: Body, limit: usize) -> S3Result<Bytes> {
     Ok(out.freeze())
 }
 
-async fn relay(s: BaleS3, gw: Arc<Gateway>, req: S3Request<Body>) -> S3Result<S3Response<Body>> {
+/// Largest body with an `x-amz-trailer` checksum read whole (checked against the trailer before
+/// the upstream sees the body, and sent as the `x-amz-checksum-*` header), bytes. Longer ones
+/// are streamed through [`TrailerChecked`].
+pub const MAX_TRAILER_BODY: u64 = KEEP_PUT_BYTES;
+
+const TRAILER_OK: u8 = 0;
+const TRAILER_BAD: u8 = 1;
+const TRAILER_MISSING: u8 = 2;
+
+/// A body over [`MAX_TRAILER_BODY`] whose checksum comes in an aws-chunked trailer, streamed
+/// upstream as it arrives: its checksum is computed on the way, and its last chunk is held
+/// back until the trailer arrived and matched. A trailer that does not match (or never came)
+/// ends the body with an error instead of that chunk, so the upstream never receives the
+/// declared length and stores nothing; `verdict` tells the route why (400 BadDigest).
+struct TrailerChecked {
+    inner: Body,
+    hasher: Option<s3s::checksum::ChecksumHasher>,
+    algo: &'static str,
+    trailing: s3s::TrailingHeaders,
+    held: Option<Bytes>,
+    done: bool,
+    verdict: Arc<AtomicU8>,
+}
+
+impl TrailerChecked {
+    fn new(
+        inner: Body,
+        headers: &HeaderMap,
+        trailing: Option<s3s::TrailingHeaders>,
+    ) -> S3Result<Self> {
+        let named = headers
+            .get("x-amz-trailer")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let algo = named
+            .trim()
+            .to_ascii_lowercase()
+            .strip_prefix("x-amz-checksum-")
+            .and_then(|a| crate::s3::ingest::ALGOS.iter().copied().find(|x| *x == a))
+            .ok_or_else(|| s3_error!(InvalidArgument, "Unsupported trailer: {named}"))?;
+        let trailing = trailing.ok_or_else(|| {
+            s3_error!(
+                InvalidRequest,
+                "x-amz-trailer given without a streaming trailer payload"
+            )
+        })?;
+        Ok(TrailerChecked {
+            inner,
+            hasher: Some(crate::s3::ingest::hasher_for(&[algo])),
+            algo,
+            trailing,
+            held: None,
+            done: false,
+            verdict: Arc::new(AtomicU8::new(TRAILER_OK)),
+        })
+    }
+
+    /// The body ended: whether the trailer names what the bytes hash to.
+    fn verdict_at_end(&mut self) -> u8 {
+        let sums = crate::s3::ingest::checksums_of(self.hasher.take().unwrap_or_default());
+        let want = sums
+            .into_iter()
+            .find(|(a, _)| a == self.algo)
+            .map(|(_, v)| v);
+        let name = format!("x-amz-checksum-{}", self.algo);
+        let got = self
+            .trailing
+            .read(|h| {
+                h.get(name.as_str())
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            })
+            .flatten();
+        match got {
+            Some(v) if Some(&v) == want.as_ref() => TRAILER_OK,
+            Some(_) => TRAILER_BAD,
+            None => TRAILER_MISSING,
+        }
+    }
+}
+
+impl http_body::Body for TrailerChecked {
+    type Data = Bytes;
+    type Error = s3s::StdError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(this.held.take().map(|b| Ok(http_body::Frame::data(b))));
+        }
+        loop {
+            match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Ok(f))) => {
+                    let Ok(d) = f.into_data() else { continue };
+                    if let Some(h) = this.hasher.as_mut() {
+                        h.update(&d);
+                    }
+                    if let Some(prev) = this.held.replace(d) {
+                        return Poll::Ready(Some(Ok(http_body::Frame::data(prev))));
+                    }
+                }
+                Poll::Ready(None) => {
+                    this.done = true;
+                    let v = this.verdict_at_end();
+                    if v == TRAILER_OK {
+                        return Poll::Ready(
+                            this.held.take().map(|b| Ok(http_body::Frame::data(b))),
+                        );
+                    }
+                    this.verdict.store(v, Ordering::Release);
+                    this.held = None;
+                    return Poll::Ready(Some(Err(
+                        "the body's x-amz-trailer checksum did not match".into(),
+                    )));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.held.is_none()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::Body::size_hint(&self.inner)
+    }
+}
+
+/// Reads a PutObject / UploadPart body announced with `x-amz-trailer: x-amz-checksum-<algo>`
+/// whole, checks its length, `Content-MD5` and the trailer's checksum (as plain bale does,
+/// `crate::s3::ingest`), and returns it with (algo, base64 checksum).
+async fn read_with_trailer(
+    body: Body,
+    headers: &HeaderMap,
+    content_length: Option<u64>,
+    trailing: Option<s3s::TrailingHeaders>,
+) -> S3Result<(Bytes, (String, String))> {
+    use crate::s3::ingest;
+    let n = match content_length {
+        Some(n) => n.min(MAX_TRAILER_BODY),
+        None => {
+            return Err(s3_error!(
+                MissingContentLength,
+                "You must provide the Content-Length or x-amz-decoded-content-length HTTP header."
+            ))
+        }
+    };
+    let checks = ingest::body_checks(
+        headers,
+        Some(n as i64),
+        None,
+        [None; 5],
+        None,
+        trailing,
+        false,
+    )?;
+    let Some((algo, _)) = &checks.trailer else {
+        return Err(s3_error!(
+            InvalidRequest,
+            "x-amz-trailer given without a streaming trailer payload"
+        ));
+    };
+    let algo = algo.to_string();
+    let raw = collect_body(body, n as usize).await?;
+    let mut h = ingest::Hashing::new(&checks);
+    h.feed(&raw, &checks).await?;
+    let done = h.finish(&checks)?;
+    let sum = done
+        .checksums
+        .into_iter()
+        .find(|(a, _)| *a == algo)
+        .ok_or_else(|| error::internal("trailer checksum not computed"))?;
+    Ok((raw, sum))
+}
+
+async fn relay(
+    s: BaleS3,
+    gw: Arc<Gateway>,
+    mut req: S3Request<Body>,
+) -> S3Result<S3Response<Body>> {
     let (bucket, key) = split_path(req.uri.path())
         .ok_or_else(|| s3_error!(InvalidURI, "Could not parse the request path"))?;
-    let query = query_pairs(req.uri.query())
+    let mut query = query_pairs(req.uri.query())
         .ok_or_else(|| s3_error!(InvalidURI, "Could not parse the query"))?;
+    // A presigned request's signature (bale's key, checked by s3s) is no part of what goes
+    // upstream: sent on, the upstream reads it as a presigned request with a key it does not
+    // know (403 InvalidAccessKeyId) instead of the gateway's own signature.
+    query.retain(|(k, _)| !is_presign_param(k));
     let has_q = |n: &str| query.iter().any(|(k, _)| k == n);
     let m = req.method.clone();
     let copy = req.headers.contains_key("x-amz-copy-source");
@@ -362,6 +569,42 @@ async fn relay(s: BaleS3, gw: Arc<Gateway>, req: S3Request<Body>) -> S3Result<S3
         unsized_kept = Some(Bytes::new()); // an empty body of unknown length
     }
 
+    // A body whose checksum comes in an aws-chunked trailer (the Rust SDK's, and boto3's
+    // `STREAMING-UNSIGNED-PAYLOAD-TRAILER`): the upstream is sent a plain body, so it would
+    // neither check nor keep that checksum. Read it whole (at most KEEP_PUT_BYTES), check it
+    // here against the trailer, and send it as the `x-amz-checksum-*` header it stands for.
+    let mut trailer_sum: Option<(String, String)> = None;
+    let mut trailer_verdict: Option<Arc<AtomicU8>> = None;
+    if let (true, Some(_), Some(_)) = (
+        m == Method::PUT && !copy && !has_q("tagging") && !has_q("acl"),
+        b,
+        k,
+    ) {
+        let big = content_length.is_some_and(|n| n > MAX_TRAILER_BODY);
+        if req.headers.contains_key("x-amz-trailer") && in_memory.is_none() && big {
+            // Too big to read first: streamed, its last chunk held back until the trailer
+            // matched (`TrailerChecked`); the checksum itself does not reach the upstream.
+            let checked = TrailerChecked::new(body, &req.headers, req.trailing_headers.take())?;
+            trailer_verdict = Some(checked.verdict.clone());
+            body = Body::http_body_unsync(checked);
+        } else if req.headers.contains_key("x-amz-trailer") && in_memory.is_none() {
+            let (raw, sum) = read_with_trailer(
+                body,
+                &req.headers,
+                content_length,
+                req.trailing_headers.take(),
+            )
+            .await?;
+            if put_object {
+                unsized_kept = Some(raw.clone());
+                keep_put = false;
+            }
+            in_memory = Some(raw);
+            body = Body::empty();
+            trailer_sum = Some(sum);
+        }
+    }
+
     let tee = keep_put.then(|| {
         Rc::new(RefCell::new(Tee {
             limit: KEEP_PUT_BYTES,
@@ -371,6 +614,10 @@ async fn relay(s: BaleS3, gw: Arc<Gateway>, req: S3Request<Body>) -> S3Result<S3
     let mut up = UpRequest::new(m.clone(), b, k);
     up.query = query.clone();
     up.headers = forwarded(&req.headers);
+    if let Some((algo, v)) = &trailer_sum {
+        up.headers
+            .push((format!("x-amz-checksum-{algo}"), v.clone()));
+    }
     if let Some(raw) = in_memory {
         up.body = UpBody::Full(Some(raw));
     } else if content_length.is_some_and(|n| n > 0) {
@@ -380,7 +627,27 @@ async fn relay(s: BaleS3, gw: Arc<Gateway>, req: S3Request<Body>) -> S3Result<S3
         };
         up.content_length = content_length;
     }
-    let mut resp = gw.up.send(up).await.map_err(|e| unavailable(&e))?;
+    let sent = gw.up.send(up).await;
+    if let Some(v) = &trailer_verdict {
+        // The body's trailer did not match: the body was cut before its last chunk, so the
+        // upstream stored nothing; the client hears why.
+        match v.load(Ordering::Acquire) {
+            TRAILER_BAD => {
+                return Err(s3_error!(
+                BadDigest,
+                "The checksum you specified in the trailer did not match the calculated checksum."
+            ))
+            }
+            TRAILER_MISSING => {
+                return Err(s3_error!(
+                    IncompleteBody,
+                    "The announced x-amz-trailer checksum was not received"
+                ))
+            }
+            _ => {}
+        }
+    }
+    let mut resp = sent.map_err(|e| unavailable(&e))?;
     let status = resp.status;
     let headers = answer_headers(&resp.headers);
     let etag = resp.etag();
@@ -412,7 +679,10 @@ async fn relay(s: BaleS3, gw: Arc<Gateway>, req: S3Request<Body>) -> S3Result<S3
     if let (true, Some((chunks, bytes)), Some(b), Some(k), Some(etag)) =
         (status.is_success(), kept, b, k, etag)
     {
-        let meta = local::meta_from_headers(&req.headers, &etag);
+        let mut meta = local::meta_from_headers(&req.headers, &etag);
+        if let Some(sum) = trailer_sum {
+            meta.checksums.push(sum);
+        }
         let cap = gw.cfg.shard_capacity_bytes;
         let (bb, kk) = (b.to_string(), k.to_string());
         let stored = s
@@ -504,6 +774,22 @@ mod tests {
                 ("prefix".into(), "a/b".into()),
                 ("delete".into(), "".into())
             ])
+        );
+    }
+
+    #[test]
+    fn presigned_signatures_stay_here() {
+        let mut q = query_pairs(Some(
+            "uploads&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=a%2F1&X-Amz-Date=1&X-Amz-Expires=300&X-Amz-SignedHeaders=host&X-Amz-Signature=ff&x-id=PutObject&AWSAccessKeyId=a&Signature=s&Expires=1",
+        ))
+        .unwrap();
+        q.retain(|(k, _)| !is_presign_param(k));
+        assert_eq!(
+            q,
+            vec![
+                ("uploads".to_string(), String::new()),
+                ("x-id".to_string(), "PutObject".to_string())
+            ]
         );
     }
 

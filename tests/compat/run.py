@@ -6,6 +6,11 @@ Usage:
   run.py boto3 rclone         only these clients
   run.py --endpoint http://127.0.0.1:PORT --access-key K --secret-key S
                               run against a server that is already running (a peer)
+  run.py --gateway [clients]  start SeaweedFS (tests/lib/weedproc.py) and a bale gateway in
+                              front of it (`bale serve --upstream ...`), run through the gateway
+  run.py --seaweedfs [clients]
+                              start SeaweedFS and run against it directly (the upstream's own
+                              answers, to tell its limits from the gateway's)
 
 Clients: rust-sdk, boto3, awscli, minio, rclone, s3cmd. Each runs in its own process with a
 wall-clock limit (COMPAT_CLIENT_TIMEOUT, default 180 s) and its own bucket, prints
@@ -80,7 +85,14 @@ def main():
     ap.add_argument("--cores", type=int, default=2, help="bale --cores (2: requests cross shards)")
     ap.add_argument("--client-timeout", type=int, default=int(os.environ.get("COMPAT_CLIENT_TIMEOUT", "180")))
     ap.add_argument("--keep-logs", action="store_true")
+    ap.add_argument("--gateway", action="store_true",
+                    help="start SeaweedFS and a bale gateway in front of it; run through the gateway")
+    ap.add_argument("--seaweedfs", action="store_true", help="start SeaweedFS and run against it directly")
+    ap.add_argument("--gateway-arg", action="append", default=[],
+                    help="extra `bale serve` argument for --gateway (repeat), e.g. --gateway-arg=--revalidate=ttl:1000")
     a = ap.parse_args()
+    if sum(map(bool, (a.endpoint, a.gateway, a.seaweedfs))) > 1:
+        ap.error("give at most one of --endpoint, --gateway, --seaweedfs")
     for c in a.clients:
         if c not in CLIENTS:
             ap.error(f"unknown client {c}; have {', '.join(CLIENTS)}")
@@ -89,13 +101,39 @@ def main():
     big = os.path.join(work, "big.bin")
     common.make_big(big)
     server = None
+    weed = None
+    peer = os.environ.get("COMPAT_PEER", "")
     if a.endpoint:
         endpoint, ak, sk = a.endpoint, a.access_key, a.secret_key
     else:
         import baleproc
-        server = baleproc.Bale(cores=a.cores)
-        server.start()
-        endpoint, ak, sk = server.endpoint, server.access_key, server.secret_key
+        if a.gateway or a.seaweedfs:
+            import weedproc
+            weed = weedproc.Weed()
+            try:
+                weed.start()
+            except Exception:
+                weed.cleanup()
+                raise
+            print(f"compat: SeaweedFS {weed.endpoint} (log {weed.log_path})", flush=True)
+            # Through a gateway the upstream's limits show too (COMPAT_PEER skips the checks
+            # SeaweedFS itself fails); COMPAT_GATEWAY tells the flows a gateway answers.
+            peer = "seaweedfs"
+        if a.seaweedfs:
+            endpoint, ak, sk = weed.endpoint, weed.access_key, weed.secret_key
+        else:
+            extra = []
+            if a.gateway:
+                extra = ["--upstream", weed.endpoint, "--upstream-access-key", weed.access_key,
+                         "--upstream-secret-key", weed.secret_key, *a.gateway_arg]
+            server = baleproc.Bale(cores=a.cores, extra_args=extra)
+            try:
+                server.start()
+            except Exception:
+                if weed is not None:
+                    weed.cleanup()
+                raise
+            endpoint, ak, sk = server.endpoint, server.access_key, server.secret_key
     print(f"compat: endpoint {endpoint}, logs in {work}", flush=True)
 
     passed, failed = [], []
@@ -120,6 +158,10 @@ def main():
                 "HOME": cwork,  # no stray ~/.aws, ~/.s3cfg or rclone.conf
                 "PYTHONUNBUFFERED": "1",
             })
+            if peer:
+                env["COMPAT_PEER"] = peer
+            if a.gateway:
+                env["COMPAT_GATEWAY"] = "1"
             # The CLIs start a process per call: give them longer on a loaded machine.
             limit = a.client_timeout * (2 if c in ("awscli", "s3cmd") else 1)
             ok, line, out = run_client(c, env, limit, work)
@@ -141,6 +183,10 @@ def main():
             if failed:
                 print("compat: bale log tail:\n" + server.log_tail(3000), flush=True)
             server.cleanup()
+        if weed is not None:
+            if failed:
+                print("compat: SeaweedFS log tail:\n" + weed.log_tail(2000), flush=True)
+            weed.cleanup()
         if not a.keep_logs and not failed:
             shutil.rmtree(work, ignore_errors=True)
     if failed:

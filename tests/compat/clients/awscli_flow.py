@@ -13,9 +13,13 @@ from common import *  # noqa: E402,F401,F403
 import common as C  # noqa: E402
 
 PART = 8 * MiB
-AWS = os.path.join(os.path.dirname(sys.executable), "aws")
-if not os.path.exists(AWS):
-    AWS = "aws"
+# `python -m awscli` from this venv: its `aws` script's #! names the interpreter of whichever
+# checkout created the venv, which may be gone when the venv is shared (a symlink).
+try:
+    import awscli  # noqa: F401
+    AWS = [sys.executable, "-m", "awscli"]
+except ImportError:
+    AWS = ["aws"]
 
 
 def setup_env(secret):
@@ -48,7 +52,7 @@ BAD_ENV = None
 
 
 def aws(*args, ok=True, env=None, timeout=None):
-    cmd = [AWS, "--endpoint-url", C.ENDPOINT, "--cli-connect-timeout", "10",
+    cmd = AWS + ["--endpoint-url", C.ENDPOINT, "--cli-connect-timeout", "10",
            "--cli-read-timeout", str(int(C.CALL_TIMEOUT)), "--output", "json"] + list(args)
     try:
         p = subprocess.run(cmd, env=env or ENV, capture_output=True, timeout=timeout or C.CALL_TIMEOUT + 30)
