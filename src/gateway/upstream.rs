@@ -160,9 +160,10 @@ impl Upstream {
         self.stats
             .requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let r = monoio::time::timeout(self.timeout, self.send_inner(req)).await;
+        let bound = self.bound(&req);
+        let r = monoio::time::timeout(bound, self.send_inner(req)).await;
         let mut r = match r {
-            Err(_) => Err(UpError::Timeout(self.timeout)),
+            Err(_) => Err(UpError::Timeout(bound)),
             Ok(r) => r,
         };
         if let Ok(resp) = r.as_mut() {
@@ -200,6 +201,21 @@ impl Upstream {
             }
         }
         r
+    }
+
+    /// How long one request may take up to its answer's head: the timeout, plus, for a
+    /// streamed body of n bytes, n at `h1::MIN_BODY_BYTES_PER_S` (the body comes from a client
+    /// at the client's pace: a 1 GiB PUT must not be cut at 5 s, and a dribbling client must
+    /// not hold an upstream connection for ever). Within that, on a plain-http upstream every
+    /// write of the body and the wait for the head after it are each cut at the timeout
+    /// (`send_lean`), so an upstream that stalls is still found out within the timeout.
+    fn bound(&self, req: &UpRequest<'_>) -> Duration {
+        match (&req.body, req.content_length) {
+            (UpBody::Stream { .. }, Some(n)) => {
+                self.timeout + Duration::from_secs(n / h1::MIN_BODY_BYTES_PER_S)
+            }
+            _ => self.timeout,
+        }
     }
 
     async fn send_inner(self: &Arc<Self>, req: UpRequest<'_>) -> Result<UpResponse, UpError> {
@@ -365,6 +381,7 @@ impl Upstream {
             UpBody::Full(b) => (b, None),
             s @ UpBody::Stream { .. } => (None, Some(s)),
         };
+        let streamed = stream.is_some();
         let (mut conn, mut pooled) = match self.pooled_lean(!retry_ok) {
             Some(c) => (c, true),
             None => (self.connect_lean().await?, false),
@@ -377,7 +394,7 @@ impl Upstream {
             at = stages::since(Stage::Write, at);
             let r = match r {
                 Ok(()) => match stream.take() {
-                    Some(s) => Self::send_stream(&mut conn, s, length).await,
+                    Some(s) => Self::send_stream(&mut conn, s, length, self.timeout).await,
                     None => Ok(()),
                 },
                 Err(e) => Err(UpError::Unreachable(
@@ -385,6 +402,17 @@ impl Upstream {
                 )),
             };
             let r = match r {
+                Ok(()) if streamed => {
+                    // After a streamed body the request's bound is long (`bound`): the head
+                    // must still come within the timeout.
+                    crate::spin::far_wait();
+                    match monoio::time::timeout(self.timeout, conn.read_head(is_head)).await {
+                        Ok(r) => r.map_err(|e| {
+                            UpError::Unreachable(anyhow!(e).context("reading the answer head"))
+                        }),
+                        Err(_) => Err(UpError::Timeout(self.timeout)),
+                    }
+                }
                 Ok(()) => {
                     // The answer is ~1 ms away: the core parks rather than polls meanwhile.
                     crate::spin::far_wait();
@@ -429,11 +457,13 @@ impl Upstream {
         }
     }
 
-    /// Writes a streamed request body, exactly `length` bytes.
+    /// Writes a streamed request body, exactly `length` bytes; each write to the upstream
+    /// within `timeout` (the client's pace is bounded by the request's whole bound).
     async fn send_stream(
         conn: &mut h1::Conn,
         mut body: UpBody,
         length: u64,
+        timeout: Duration,
     ) -> Result<(), UpError> {
         let mut sent_bytes = 0u64;
         while let Some(f) = body.frame().await {
@@ -445,9 +475,12 @@ impl Upstream {
                     "the body is longer than its Content-Length {length}"
                 )));
             }
-            conn.send_body(d).await.map_err(|e| {
-                UpError::Unreachable(anyhow!(e).context("writing the request body"))
-            })?;
+            match monoio::time::timeout(timeout, conn.send_body(d)).await {
+                Ok(r) => r.map_err(|e| {
+                    UpError::Unreachable(anyhow!(e).context("writing the request body"))
+                })?,
+                Err(_) => return Err(UpError::Timeout(timeout)),
+            }
         }
         if sent_bytes != length {
             return Err(UpError::Unreachable(anyhow!(

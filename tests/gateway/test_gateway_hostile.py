@@ -489,11 +489,12 @@ def read_until_closed(s, limit_s):
 
 def test_slow_clients_are_cut(front):
     """Slowloris heads (a byte every 300 ms) are closed at `--header-timeout-s 1`; a signed
-    PUT whose body is dribbled (a byte every 300 ms, so the idle timer never fires) is cut by
-    the upstream timeout (the upstream request, body included, runs under T), its slot given
-    back at once, and the rest of its body drained for at most 5 s (`http::MAX_DRAIN_MS`,
-    so that a client that does read its answer sees it) before the 503 and the close: bound
-    T + 5 s; nothing stored; the canary keeps answering."""
+    PUT of 64 KiB whose body is dribbled (a byte every 300 ms, so the idle timer never fires)
+    is cut at its request's bound, T + its length at 64 KiB/s (`Upstream::bound`: a client
+    sets a streamed body's pace, but not below that floor), its slot given back at once, and
+    the rest of its body drained for at most 5 s (`http::MAX_DRAIN_MS`, so that a client that
+    does read its answer sees it) before the 503 and the close: bound T + 1 s + 5 s; nothing
+    stored; the canary keeps answering."""
     g, r, b = front
     rc = raw_client(g)
     with Canary(g, b, "canary", blob("canary", 4096)) as can:
@@ -503,7 +504,7 @@ def test_slow_clients_are_cut(front):
             s.sendall(f"GET /{b}/k{i} HTTP/1.1\r\nHost: x\r\n".encode())
             loris.append(s)
         head = rc.signer.sign_headers("PUT", rc.hostport, f"/{b}/dribbled", (),
-                                      {"Content-Length": str(MiB)}, "UNSIGNED-PAYLOAD")
+                                      {"Content-Length": str(64 * KiB)}, "UNSIGNED-PAYLOAD")
         target, h, _ = head
         p = socket.create_connection(("127.0.0.1", g.port), timeout=5)
         p.sendall((f"PUT {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items())
@@ -511,7 +512,7 @@ def test_slow_clients_are_cut(front):
         t0 = time.monotonic()
         put_closed = None
         got = b""
-        while time.monotonic() - t0 < T + 5 + SLACK + 0.5:
+        while time.monotonic() - t0 < T + 1 + 5 + SLACK + 0.5:
             for s in loris:
                 try:
                     s.send(b"X")
@@ -536,12 +537,43 @@ def test_slow_clients_are_cut(front):
             s.close()
     can.check("slowloris")
     print(f"dribbled PUT answered after {put_closed:.2f}s: {got[:40]!r}")
-    assert put_closed is not None and put_closed < T + 5 + SLACK, f"dribbled PUT not cut: {put_closed} {got[:100]!r}"
+    assert put_closed is not None and put_closed < T + 1 + 5 + SLACK, f"dribbled PUT not cut: {put_closed} {got[:100]!r}"
     assert got.startswith(b"HTTP/1.1 503") and b"<Code>ServiceUnavailable</Code>" in got, got[:300]
     p.close()
     with pytest.raises(Exception) as e:
         g.client().head_object(Bucket=b, Key="dribbled")
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+def test_slow_honest_put_is_not_cut_at_the_timeout(front, weed):
+    """A signed 3 MiB PUT whose body arrives steadily over ~5 s (256 KiB every 0.4 s: well
+    above the 64 KiB/s floor, far longer than T = 1 s) is written through and acknowledged:
+    the upstream timeout bounds each wait on the upstream, not the client's pace (before,
+    the whole request ran under T and such a PUT got 503). The bytes are on the upstream."""
+    g, r, b = front
+    rc = raw_client(g)
+    n, step = 3 * MiB, 256 * KiB
+    data = blob("slow-honest", n)
+    target, h, _ = rc.signer.sign_headers("PUT", rc.hostport, f"/{b}/slow-honest", (),
+                                          {"Content-Length": str(n)}, "UNSIGNED-PAYLOAD")
+    p = socket.create_connection(("127.0.0.1", g.port), timeout=10)
+    p.sendall((f"PUT {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items())
+               + "\r\n").encode())
+    t0 = time.monotonic()
+    for i in range(0, n, step):
+        p.sendall(data[i:i + step])
+        time.sleep(0.4)
+    got = b""
+    while b"\r\n\r\n" not in got:
+        d = p.recv(65536)
+        if not d:
+            break
+        got += d
+    took = time.monotonic() - t0
+    p.close()
+    assert took > 4 * T, took  # the body really took longer than the timeout
+    assert got.startswith(b"HTTP/1.1 200"), got[:300]
+    assert weed.client().get_object(Bucket=b, Key="slow-honest")["Body"].read() == data
 
 
 def test_concurrent_misses_are_bounded(front, weed):
