@@ -151,6 +151,10 @@ pub(super) enum RespBody {
     Hyper {
         body: Incoming,
         sender: SendRequest<UpBody>,
+        /// Time spent waiting for the body so far, and the bytes it brought: bounded in all
+        /// as the lean client bounds it (`h1::MIN_BODY_BYTES_PER_S`).
+        waited: std::time::Duration,
+        got_bytes: u64,
     },
     /// http: the lean client's connection, pooled again at the end when it may be.
     Lean {
@@ -198,8 +202,23 @@ impl UpResponse {
                         self.body = *rest;
                     }
                 }
-                RespBody::Hyper { body, .. } => {
-                    let f = match monoio::time::timeout(t, body.frame()).await {
+                RespBody::Hyper {
+                    body,
+                    waited,
+                    got_bytes,
+                    ..
+                } => {
+                    let started = std::time::Instant::now();
+                    let f = monoio::time::timeout(t, body.frame()).await;
+                    *waited += started.elapsed();
+                    let allowed =
+                        t + std::time::Duration::from_secs(*got_bytes / h1::MIN_BODY_BYTES_PER_S);
+                    if *waited > allowed {
+                        // A dribbling upstream resets the per-read timer with every byte.
+                        self.body = RespBody::Done;
+                        return Err(UpError::Timeout(allowed));
+                    }
+                    let f = match f {
                         Err(_) => {
                             self.body = RespBody::Done;
                             return Err(UpError::Timeout(t));
@@ -221,6 +240,9 @@ impl UpResponse {
                         Ok(Some(Ok(f))) => f,
                     };
                     if let Ok(d) = f.into_data() {
+                        if let RespBody::Hyper { got_bytes, .. } = &mut self.body {
+                            *got_bytes += d.len() as u64;
+                        }
                         if !d.is_empty() {
                             return Ok(Some(d));
                         }

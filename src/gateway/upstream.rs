@@ -345,7 +345,12 @@ impl Upstream {
         let mut out = UpResponse {
             status: parts.status,
             headers: parts.headers,
-            body: RespBody::Hyper { body, sender },
+            body: RespBody::Hyper {
+                body,
+                sender,
+                waited: Duration::ZERO,
+                got_bytes: 0,
+            },
             up: self.clone(),
         };
         if let RespBody::Hyper { body, .. } = &out.body {
