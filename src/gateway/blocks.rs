@@ -177,7 +177,6 @@ async fn take_blocks(
     let manifest = persist.then(|| m.clone());
     let timer = stages::FillTimer::start();
     monoio::spawn(async move {
-        let _lead = lead;
         let _timer = timer;
         // The rest of the body, after the reader was answered.
         while !body_done && run.cur <= run.end {
@@ -195,6 +194,13 @@ async fn take_blocks(
             return;
         }
         drop(resp); // the connection goes back to the pool at its answer's end
+                    // The fill slot goes back; the blocks wait for their commit under the core's
+                    // committing-bytes bound (past it they are not kept).
+        let bytes = run.pieces.iter().map(|(_, p)| p.len() as u64).sum();
+        let Some((_lead, _charge)) = lead.upstream_done(bytes) else {
+            tracing::debug!("gateway: committing-bytes bound reached; a block fill not kept");
+            return;
+        };
         for (i, piece) in run.pieces {
             let n = piece.len() as u64;
             let bk = block_key(&key, &bmeta.etag, run.bs, i);
@@ -324,9 +330,13 @@ pub(super) async fn probe(
         fetched.insert(0, body.clone());
         let (shard2, ns, key, meta) = (shard.clone(), b.to_string(), k.to_string(), m.meta.clone());
         let cap = gw.cfg.shard_capacity_bytes;
+        let Some((lead, charge)) = lead.upstream_done(size) else {
+            return Ok(Some((m, fetched)));
+        };
         let timer = stages::FillTimer::start();
         monoio::spawn(async move {
             let _lead = lead;
+            let _charge = charge;
             let _timer = timer;
             let r = local::store(
                 &shard2,

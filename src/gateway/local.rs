@@ -103,6 +103,45 @@ thread_local! {
     /// Fills of this core that may hold an upstream connection and their bytes in memory:
     /// leads of a flight, and unsized answers passed through ([`FillSlot`]).
     static FILLS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Bytes of this core's fills that hold no upstream connection any more and wait only for
+    /// their local commit ([`CommitCharge`]).
+    static COMMITTING_BYTES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Most bytes a core's fills may hold in memory while they wait for their local commit,
+/// after their upstream answer ended (a small miss answered from memory, a block run read
+/// whole). Past it a fill's bytes are served but not kept (the gateway acts as a plain proxy
+/// for that miss) rather than refused: the bound keeps a disk that commits slowly from
+/// turning misses into memory. 256 MiB per core.
+pub const MAX_COMMITTING_BYTES: u64 = 256 << 20;
+
+/// A fill's bytes counted against [`MAX_COMMITTING_BYTES`] until dropped.
+pub struct CommitCharge(u64);
+
+impl CommitCharge {
+    /// `None` when `bytes` more would pass the core's bound (the fill is then not kept).
+    pub fn take(bytes: u64) -> Option<CommitCharge> {
+        COMMITTING_BYTES.with(|n| {
+            let now = n.get();
+            if now + bytes > MAX_COMMITTING_BYTES {
+                None
+            } else {
+                n.set(now + bytes);
+                Some(CommitCharge(bytes))
+            }
+        })
+    }
+}
+
+impl Drop for CommitCharge {
+    fn drop(&mut self) {
+        COMMITTING_BYTES.with(|n| n.set(n.get() - self.0));
+    }
+}
+
+/// Bytes of this core's fills waiting for their local commit now.
+pub fn committing_bytes() -> u64 {
+    COMMITTING_BYTES.with(|n| n.get())
 }
 
 /// Most fills a core runs at once when no gateway is installed (unit tests); otherwise
@@ -111,7 +150,9 @@ const DEFAULT_MAX_FILLS: usize = 64;
 
 /// One of the core's fills (counted until dropped): an upstream read of an object's bytes
 /// that may outlive the request that started it (a fill served while it arrives goes on when
-/// its client left; a small fill commits in the background).
+/// its client left). A fill whose upstream answer has ended gives its slot back
+/// ([`Lead::upstream_done`]) and waits for its commit under a [`CommitCharge`] instead: the
+/// slots bound upstream connections and bytes in transfer, not the disk's commit latency.
 pub struct FillSlot(());
 
 impl FillSlot {
@@ -152,6 +193,16 @@ impl Lead {
         self.slot
             .take()
             .expect("a lead holds its slot until dropped")
+    }
+
+    /// The fill's upstream answer has ended (its connection is back in the pool): its slot
+    /// goes back now, and its `bytes`, kept in memory until the local commit, are charged to
+    /// the core's [`MAX_COMMITTING_BYTES`]. `None` (the bound is reached): the flight ends
+    /// and the bytes are not kept; the caller serves them all the same.
+    pub fn upstream_done(mut self, bytes: u64) -> Option<(Lead, CommitCharge)> {
+        let charge = CommitCharge::take(bytes)?;
+        self.slot = None;
+        Some((self, charge))
     }
 }
 

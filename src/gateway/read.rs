@@ -345,9 +345,19 @@ async fn prepare_on_owner(shard: Rc<Shard>, gw: Arc<Gateway>, a: Ask) -> S3Resul
                     m.meta.clone(),
                 );
                 let (chunk, cap) = (body.clone(), gw.cfg.shard_capacity_bytes);
+                // The upstream answer is whole: the fill slot goes back, the bytes wait for
+                // their commit under the core's committing-bytes bound (or are not kept).
+                let Some((lead, charge)) = lead.upstream_done(len) else {
+                    return Ok(Prep::Blocks {
+                        m: Box::new(m),
+                        served: None,
+                        body: Some(body),
+                    });
+                };
                 let timer = stages::FillTimer::start();
                 monoio::spawn(async move {
                     let _lead = lead;
+                    let _charge = charge;
                     let _timer = timer;
                     if let Err(e) = local::store(
                         &shard2,

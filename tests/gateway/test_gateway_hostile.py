@@ -576,6 +576,39 @@ def test_slow_honest_put_is_not_cut_at_the_timeout(front, weed):
     assert weed.client().get_object(Bucket=b, Key="slow-honest")["Body"].read() == data
 
 
+def test_small_misses_are_not_refused_while_they_commit(front, weed):
+    """Fill slots bound what holds an upstream connection, not the disk's commit latency: 16
+    clients reading 480 distinct 4 KiB keys through a gateway with `--max-inflight-per-core
+    16` (16 fill slots) all get 200 and the right bytes. Before, a small fill held its slot
+    until its local commit (a lazy sync round, ms), so a steady stream of misses ran out of
+    slots and was answered 503 SlowDown; now the slot goes back when the upstream answer has
+    ended and the bytes wait for their commit under a byte bound (`MAX_COMMITTING_BYTES`)."""
+    g, r, b = front
+    n, each = 480, 4096
+    c = weed.client()
+    for i in range(n):
+        c.put_object(Bucket=b, Key=f"small/{i}", Body=blob(f"small/{i}", each))
+    errors = []
+
+    def reader(t):
+        gc = g.client()
+        for i in range(t, n, 16):
+            try:
+                got = gc.get_object(Bucket=b, Key=f"small/{i}")["Body"].read()
+                if got != blob(f"small/{i}", each):
+                    errors.append((i, "bytes"))
+            except Exception as e:  # noqa: BLE001
+                rm = getattr(e, "response", {}) or {}
+                errors.append((i, rm.get("Error", {}).get("Code", type(e).__name__)))
+
+    threads = [threading.Thread(target=reader, args=(t,)) for t in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, f"{len(errors)} of {n} misses failed: {errors[:8]}"
+
+
 def test_concurrent_misses_are_bounded(front, weed):
     """64 concurrent misses of distinct 2 MiB keys on one core with
     `--max-inflight-per-core 16`: each is answered (the right bytes, or 503 SlowDown at
