@@ -605,21 +605,12 @@ impl S3 for GatewayS3 {
         &self,
         mut req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
-        let part = match req.input.part_number {
-            Some(pn) => Some(
-                self.part_as_range(
-                    &req.input.bucket,
-                    &req.input.key,
-                    pn,
-                    req.input.range.is_some(),
-                )
-                .await?,
-            ),
-            None => None,
-        };
+        let i = &mut req.input;
+        let part = self
+            .part_of(&i.bucket, &i.key, i.part_number.take(), i.range.is_some())
+            .await?;
         if let Some(p) = &part {
-            req.input.part_number = None;
-            req.input.range = p.range;
+            i.range = p.range;
         }
         let mut resp = self.get_object_inner(req).await?;
         if let Some(p) = &part {
@@ -632,21 +623,12 @@ impl S3 for GatewayS3 {
         &self,
         mut req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
-        let part = match req.input.part_number {
-            Some(pn) => Some(
-                self.part_as_range(
-                    &req.input.bucket,
-                    &req.input.key,
-                    pn,
-                    req.input.range.is_some(),
-                )
-                .await?,
-            ),
-            None => None,
-        };
+        let i = &mut req.input;
+        let part = self
+            .part_of(&i.bucket, &i.key, i.part_number.take(), i.range.is_some())
+            .await?;
         if let Some(p) = &part {
-            req.input.part_number = None;
-            req.input.range = p.range;
+            i.range = p.range;
         }
         let mut resp = self.head_object_inner(req).await?;
         if let Some(p) = &part {
@@ -679,6 +661,20 @@ impl GatewayS3 {
     /// layout, so the upstream is asked where the part lies (`HEAD ?partNumber=N`: its
     /// Content-Range and `x-amz-mp-parts-count`) and the part is then served as that byte
     /// range, hit or miss. Checked first as plain bale checks it (`crate::s3::get`).
+    /// `part_as_range` of a request's `partNumber`, when it has one.
+    async fn part_of(
+        &self,
+        b: &str,
+        k: &str,
+        pn: Option<i32>,
+        has_range: bool,
+    ) -> S3Result<Option<PartSpan>> {
+        match pn {
+            Some(pn) => Ok(Some(self.part_as_range(b, k, pn, has_range).await?)),
+            None => Ok(None),
+        }
+    }
+
     async fn part_as_range(
         &self,
         b: &str,
