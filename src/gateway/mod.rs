@@ -17,8 +17,9 @@
 //!   s3s custom route, after s3s checked the client's signature; writes invalidate the local
 //!   copy first and keep the bytes after the upstream acknowledged them.
 //! - `bigput`: PutObject bodies of unknown length over 64 MiB, streamed as a multipart upload.
-//! - `local`: the local tier's bookkeeping: single-flight fills, block keys, the FIFO that
-//!   bounds the tier, upstream metadata in engine metadata.
+//! - `flight`: single-flight fills, the fill slots and the bound on bytes awaiting a commit.
+//! - `local`: the local tier's bookkeeping: block keys, the FIFO that bounds the tier, upstream
+//!   metadata in engine metadata.
 //! - `warm`: `bale warm s3://bucket/prefix`.
 //!
 //! The engine learns nothing of this: entries are ordinary engine objects (block entries under
@@ -27,6 +28,7 @@
 pub mod bigput;
 pub mod blocks;
 pub mod exchange;
+pub mod flight;
 pub mod h1;
 pub mod hook;
 pub mod listcache;
